@@ -1,0 +1,301 @@
+"""The supervised actor: a Pykka actor whose every failure ends its incarnation.
+
+Pykka keeps an actor alive when a handler raises on the ask path and skips `on_failure`
+when `on_start` raises. This runtime closes both holes by running its own loop through
+Pykka's documented extension points (`_create_actor_inbox`, `_start_actor_loop`):
+
+* an exception in `on_receive` — tell or ask — ends the incarnation with `Crash`; the
+  asker gets `ActorCrashed` at once, after the supervisor has been told;
+* an exception in the constructor or `on_start` ends it with `StartFailed`;
+* once an incarnation ends, its path is unbound first, then every message still queued is
+  emptied: queued asks fail with `Unavailable`, queued tells are counted as dead letters;
+* a stop request takes effect after the message being handled, not behind the queue.
+
+Each incarnation is a new object on a new daemon thread; its path stays the same.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import pykka
+import structlog
+
+from actors.errors import ActorCrashed, Unavailable
+from actors.messages import Crash, ExitReason, Killed, Normal, Shutdown, StartFailed
+
+if TYPE_CHECKING:
+    from actors.registry import Slot
+    from actors.scheduler import TimerHandle
+    from actors.system import ActorSystem
+
+ExitListener = Callable[["Actor", ExitReason], None]
+
+_WAKE = object()
+"""Put in an actor's own inbox to make its loop look at a stop request."""
+
+
+class _WakeEnvelope:
+    """An inbox entry carrying `_WAKE`, shaped like Pykka's envelope."""
+
+    __slots__ = ()
+    message = _WAKE
+    reply_to = None
+
+
+_WAKE_ENVELOPE = _WakeEnvelope()
+
+_log = structlog.get_logger("flotilla.actor")
+
+
+class _LastReply:
+    """The answer (or `ActorCrashed`) owed to the ask whose handling ended an incarnation."""
+
+    __slots__ = ("future", "value", "error")
+
+    def __init__(self, future: pykka.Future[Any], *, value: Any = None,
+                 error: ActorCrashed | None = None) -> None:
+        self.future = future
+        self.value = value
+        self.error = error
+
+    def deliver(self) -> None:
+        if self.error is not None:
+            self.future.set_exception((ActorCrashed, self.error, None))
+        else:
+            self.future.set(self.value)
+
+
+class Actor(pykka.ThreadingActor):
+    """Base class for supervised actors.
+
+    Override `on_receive(message)` (its return value answers an ask), and optionally
+    `on_start()`, `on_stop()` (clean exits) and `on_failure(...)` (after a crash). The
+    constructor gets the child spec's ``args`` as keyword arguments. Inside an actor,
+    `self.path`, `self.system` (refs by path, the scheduler) and `self.log` are set.
+    """
+
+    use_daemon_thread: ClassVar[bool] = True
+
+    path: str = "<unsupervised>"
+    incarnation: int = 0
+    system: ActorSystem
+
+    @staticmethod
+    def _create_actor_inbox() -> queue.SimpleQueue[Any]:  # type: ignore[override]
+        return queue.SimpleQueue()
+
+    # --- hooks for subclasses ---------------------------------------------------------
+
+    def on_receive(self, message: Any) -> Any:
+        """Handle one message; the default treats any message as a bug and crashes."""
+        raise TypeError(f"{type(self).__name__} does not handle {type(message).__name__}")
+
+    def exit(self, reason: ExitReason | None = None) -> None:
+        """End this incarnation after the current message, with `reason` (default Normal)."""
+        if self._exit_reason is None:
+            self._exit_reason = reason if reason is not None else Normal()
+
+    def stop(self) -> None:
+        """End this incarnation after the current message with `Shutdown`."""
+        self.request_stop(Shutdown())
+
+    def send_after(self, delay: float, message: Any) -> TimerHandle:
+        """Tell `message` to this incarnation after `delay` seconds (dropped if it has
+        ended by then: a timer never reaches a successor)."""
+        ref = self.actor_ref
+
+        def deliver() -> None:
+            try:
+                ref.tell(message)
+            except pykka.ActorDeadError:
+                pass
+
+        return self.system.scheduler.call_later(delay, deliver)
+
+    def inspect(self) -> dict[str, Any]:
+        """A summary of this actor's own state for operators; override to add fields."""
+        return {}
+
+    # --- wiring done by the supervisor ------------------------------------------------
+
+    _exit_reason: ExitReason | None = None
+    _final_reason: ExitReason | None = None
+    _abandoned: bool = False
+    _detached: bool = False
+    _loop_done: bool = False
+    _slot: Slot | None = None
+    _on_exit: ExitListener | None = None
+
+    def attach(self, *, path: str, incarnation: int, system: ActorSystem, slot: Slot,
+               on_exit: ExitListener | None) -> None:
+        """Give a fresh incarnation its address and whom to tell when it ends."""
+        self.path = path
+        self.incarnation = incarnation
+        self.system = system
+        self.log = _log.bind(path=path)
+        self._slot = slot
+        self._on_exit = on_exit
+        self.started = threading.Event()
+        self.exited = threading.Event()
+        self.start_failure: StartFailed | None = None
+
+    def launch(self) -> None:
+        """Bind the path to this incarnation and start its thread (on_start runs there)."""
+        assert self._slot is not None, "attach() first"
+        pykka.ActorRegistry.register(self.actor_ref)
+        self._slot.bind(self)
+        self._start_actor_loop()
+
+    def _start_actor_loop(self) -> None:
+        thread = threading.Thread(target=self._run, name=f"actor {self.path}", daemon=True)
+        thread.start()
+
+    def request_stop(self, reason: ExitReason) -> None:
+        """Ask the incarnation to end with `reason` once its current message is done."""
+        if self._exit_reason is None:
+            self._exit_reason = reason
+        self.actor_inbox.put(_WAKE_ENVELOPE)
+
+    def abandon(self, reason: ExitReason) -> None:
+        """Cut off an incarnation that will not stop (a Python thread cannot be killed).
+
+        Its path is unbound and its mailbox emptied now; when its thread comes back, it
+        finds the reason set, ends, and tells nobody.
+        """
+        self._abandoned = True
+        if self._exit_reason is None:
+            self._exit_reason = reason
+        self._final_reason = reason
+        self._detach()
+        self.drain()
+        self.actor_inbox.put(_WAKE_ENVELOPE)
+        self.started.set()
+
+    @property
+    def ending(self) -> bool:
+        """True once the incarnation has been asked to end (or decided to)."""
+        return self._exit_reason is not None
+
+    @property
+    def final_reason(self) -> ExitReason | None:
+        """Why the incarnation ended, once it has."""
+        return self._final_reason
+
+    @property
+    def mailbox_depth(self) -> int:
+        """Messages waiting in the inbox."""
+        return self.actor_inbox.qsize()  # type: ignore[attr-defined]
+
+    def drain(self) -> int:
+        """Empty the inbox: asks fail with `Unavailable`, tells become dead letters."""
+        inbox: queue.SimpleQueue[Any] = self.actor_inbox  # type: ignore[assignment]
+        drained = 0
+        woken = False
+        while True:
+            try:
+                envelope = inbox.get_nowait()
+            except queue.Empty:
+                break
+            if envelope.message is _WAKE:
+                woken = True
+                continue
+            drained += 1
+            self._refuse(envelope)
+        if woken and not self._loop_done:
+            inbox.put(_WAKE_ENVELOPE)  # the loop still has to see it
+        return drained
+
+    # --- the loop ---------------------------------------------------------------------
+
+    def _run(self) -> None:
+        last_reply: _LastReply | None = None
+        try:
+            self.on_start()
+        except BaseException as exc:  # noqa: BLE001 - let it crash, uniformly
+            reason: ExitReason = StartFailed.from_exception(exc)
+            self.start_failure = reason
+        else:
+            if self._abandoned:  # start timed out; the supervisor has moved on
+                self._loop_done = True
+                self._end(self._final_reason or Killed("abandoned"), None)
+                return
+            self.started.set()
+            reason, last_reply = self._loop()
+        self._loop_done = True
+        self._end(reason, last_reply)
+
+    def _loop(self) -> tuple[ExitReason, _LastReply | None]:
+        """Handle messages until the incarnation ends; return why, and the answer to the
+        ask that ended it (delivered by `_end` once the supervisor has been told)."""
+        get = self.actor_inbox.get
+        receive = self.on_receive
+        while True:
+            envelope = get()
+            if self._exit_reason is not None:
+                if envelope.message is not _WAKE:
+                    self._refuse(envelope)
+                return self._exit_reason, None
+            try:
+                result = receive(envelope.message)
+            except BaseException as exc:  # noqa: BLE001 - let it crash, uniformly
+                crash = Crash.from_exception(exc)
+                self._crash_exc = exc
+                reply_to = envelope.reply_to
+                return crash, (_LastReply(reply_to, error=ActorCrashed(self.path, crash))
+                               if reply_to is not None else None)
+            reply_to = envelope.reply_to
+            if self._exit_reason is not None:
+                return self._exit_reason, _LastReply(reply_to, value=result) if reply_to else None
+            if reply_to is not None:
+                reply_to.set(result)
+
+    def _end(self, reason: ExitReason, last_reply: _LastReply | None) -> None:
+        """Unbind, empty the mailbox, run the cleanup hook, tell the supervisor, and only
+        then answer the ask that ended the incarnation: an asker that sees the end can
+        count on the supervisor knowing of it."""
+        self._detach()
+        self.drain()
+        reason = self._run_cleanup_hook(reason)
+        if self._final_reason is None:
+            self._final_reason = reason
+        if not self._abandoned:
+            self.started.set()
+            if self.start_failure is None and self._on_exit is not None:
+                self._on_exit(self, reason)
+        if last_reply is not None:
+            last_reply.deliver()
+        self.exited.set()
+
+    def _run_cleanup_hook(self, reason: ExitReason) -> ExitReason:
+        try:
+            if isinstance(reason, Crash):
+                exc = getattr(self, "_crash_exc", None)
+                self.on_failure(type(exc), exc, exc.__traceback__ if exc else None)
+            elif not isinstance(reason, StartFailed):
+                self.on_stop()
+        except BaseException as exc:  # noqa: BLE001
+            cleanup_crash = Crash.from_exception(exc)
+            self.log.error("actor.cleanup_failed", reason=cleanup_crash.message,
+                           exception=cleanup_crash.type)
+            if not isinstance(reason, (Crash, StartFailed)):
+                return cleanup_crash
+        return reason
+
+    def _detach(self) -> None:
+        if self._detached:
+            return
+        self._detached = True
+        self.actor_stopped.set()
+        if self._slot is not None:
+            self._slot.unbind(self)
+        pykka.ActorRegistry.unregister(self.actor_ref)
+
+    def _refuse(self, envelope: Any) -> None:
+        if envelope.reply_to is not None:
+            envelope.reply_to.set_exception((Unavailable, Unavailable(self.path), None))
+        if self._slot is not None:
+            self._slot.dead_letter(envelope.message, was_ask=envelope.reply_to is not None)

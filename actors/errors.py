@@ -1,0 +1,47 @@
+"""The typed errors an asker (or a caller of the supervisor API) can get."""
+
+from __future__ import annotations
+
+from actors.messages import Crash, SupervisorErrorCode
+
+
+class AskError(Exception):
+    """An ask to `path` got no reply; the subclass says why."""
+
+    def __init__(self, path: str, detail: str) -> None:
+        super().__init__(f"{path}: {detail}")
+        self.path = path
+
+
+class Unavailable(AskError):
+    """No live incarnation behind the path: the message became a dead letter."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path, "no live incarnation (dead letter)")
+
+
+class ActorCrashed(AskError):
+    """The handler raised while handling this very ask; its incarnation has ended."""
+
+    def __init__(self, path: str, reason: Crash) -> None:
+        super().__init__(path, f"crashed handling the ask: {reason.type}: {reason.message}")
+        self.reason = reason
+
+
+class Timeout(AskError, TimeoutError):
+    """No reply within the ask's timeout. The message may still be handled later."""
+
+    def __init__(self, path: str, seconds: float) -> None:
+        super().__init__(path, f"no reply within {seconds:g} s")
+        self.seconds = seconds
+
+
+class SupervisorError(Exception):
+    """A supervisor refused a request; `code` mirrors OTP's ``{error, Code}``."""
+
+    def __init__(self, supervisor: str, code: SupervisorErrorCode, detail: str = "") -> None:
+        text = f"{supervisor}: {code}" + (f" ({detail})" if detail else "")
+        super().__init__(text)
+        self.supervisor = supervisor
+        self.code = code
+        self.detail = detail

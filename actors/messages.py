@@ -1,0 +1,259 @@
+"""Every typed message and exit reason the runtime exchanges, in one versioned place.
+
+All types are frozen `msgspec.Struct`s tagged with their class name, so each one is
+MessagePack-encodable as it stands and decodes back into the same type
+(`encode` / `decode` below). Text fields that carry user data (exception messages and
+tracebacks) are truncated to documented bounds when built from an exception, so a reason
+never grows without limit on its way to a supervisor, a log line or another node.
+"""
+
+from __future__ import annotations
+
+import traceback as _traceback
+from typing import Literal, Union
+
+import msgspec
+
+PROTOCOL_VERSION = 1
+"""Bumped whenever a message's fields change incompatibly."""
+
+MAX_EXCEPTION_MESSAGE_CHARS = 2_000
+"""An exception message longer than this is cut (the head is kept)."""
+
+MAX_TRACEBACK_CHARS = 16_000
+"""A traceback longer than this is cut (the tail, where the raise is, is kept)."""
+
+
+class Message(msgspec.Struct, frozen=True, tag=True, tag_field="_type"):
+    """Base of every runtime message: immutable, tagged with its class name."""
+
+
+# --- exit reasons ---------------------------------------------------------------------
+
+
+class Normal(Message, frozen=True, tag=True):
+    """The incarnation finished its work and asked to end."""
+
+
+class Shutdown(Message, frozen=True, tag=True):
+    """The incarnation was stopped on request (by its supervisor, an operator or the node).
+
+    `detail` says why, e.g. ``reached_max_restart_intensity`` when a supervisor gives up;
+    like OTP's ``{shutdown, Term}`` it still counts as a clean exit for transient children.
+    """
+
+    detail: str = ""
+
+
+class Crash(Message, frozen=True, tag=True):
+    """A handler (tell or ask) raised: the incarnation ended with this exception."""
+
+    type: str
+    message: str
+    traceback: str
+
+    @classmethod
+    def from_exception(cls, exc: BaseException) -> Crash:
+        """Describe `exc` with its qualified type, bounded message and bounded traceback."""
+        return cls(**_describe(exc))
+
+
+class StartFailed(Message, frozen=True, tag=True):
+    """The incarnation never started: its constructor or `on_start` raised or timed out."""
+
+    type: str
+    message: str
+    traceback: str = ""
+
+    @classmethod
+    def from_exception(cls, exc: BaseException) -> StartFailed:
+        """Describe `exc` like `Crash.from_exception` does."""
+        return cls(**_describe(exc))
+
+
+class Killed(Message, frozen=True, tag=True):
+    """The incarnation did not stop within its shutdown timeout (or was brutally killed).
+
+    A Python thread cannot be killed: the incarnation is abandoned instead. It is cut off
+    from its path at once, its mailbox is emptied into the dead letters, and whatever it
+    does afterwards reaches nobody.
+    """
+
+    detail: str = ""
+
+
+class NodeDown(Message, frozen=True, tag=True):
+    """The node hosting the incarnation stopped answering."""
+
+    node: str
+
+
+ExitReason = Union[Normal, Shutdown, Crash, StartFailed, Killed, NodeDown]
+
+
+def is_clean_exit(reason: ExitReason) -> bool:
+    """True for reasons that do not restart a transient child (OTP: normal, shutdown)."""
+    return isinstance(reason, (Normal, Shutdown))
+
+
+def describe_reason(reason: ExitReason) -> str:
+    """One line for logs and tables: ``Crash(ValueError: boom)``, ``Shutdown``..."""
+    match reason:
+        case Crash(type=t, message=m) | StartFailed(type=t, message=m):
+            return f"{reason.__class__.__name__}({t}: {m})" if m else f"{reason.__class__.__name__}({t})"
+        case Shutdown(detail=d) | Killed(detail=d):
+            return f"{reason.__class__.__name__}({d})" if d else reason.__class__.__name__
+        case NodeDown(node=n):
+            return f"NodeDown({n})"
+        case _:
+            return reason.__class__.__name__
+
+
+def _describe(exc: BaseException) -> dict[str, str]:
+    cls = type(exc)
+    qualified = cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    text = "".join(_traceback.format_exception(exc))
+    return {
+        "type": qualified,
+        "message": str(exc)[:MAX_EXCEPTION_MESSAGE_CHARS],
+        "traceback": text[-MAX_TRACEBACK_CHARS:],
+    }
+
+
+# --- supervision ----------------------------------------------------------------------
+
+
+class ChildExited(Message, frozen=True, tag=True):
+    """An incarnation ended; sent to its supervisor (the EXIT signal of OTP)."""
+
+    path: str
+    incarnation: int
+    reason: ExitReason
+
+
+ChildStatus = Literal["running", "restarting", "stopped"]
+ChildKind = Literal["worker", "supervisor", "pool"]
+
+
+class ChildInfo(Message, frozen=True, tag=True):
+    """One row of `which_children`."""
+
+    id: str
+    path: str
+    kind: ChildKind
+    actor: str
+    status: ChildStatus
+    restart: str
+    restarts: int
+    incarnation: int
+    mailbox: int
+    uptime: float
+    last_exit: str
+
+
+class ChildCounts(Message, frozen=True, tag=True):
+    """The answer to `count_children`, with OTP's four fields."""
+
+    specs: int
+    active: int
+    supervisors: int
+    workers: int
+
+
+class SupervisorRequest(Message, frozen=True, tag=True):
+    """Base of the requests a supervisor answers (ask its path)."""
+
+
+class WhichChildren(SupervisorRequest, frozen=True, tag=True):
+    """Ask for a `list[ChildInfo]`, in start order."""
+
+
+class CountChildren(SupervisorRequest, frozen=True, tag=True):
+    """Ask for `ChildCounts`."""
+
+
+class RestartChild(SupervisorRequest, frozen=True, tag=True):
+    """Start a stopped child again from its kept spec."""
+
+    id: str
+
+
+class TerminateChild(SupervisorRequest, frozen=True, tag=True):
+    """Stop a child and keep its spec (temporary children lose theirs)."""
+
+    id: str
+
+
+class DeleteChild(SupervisorRequest, frozen=True, tag=True):
+    """Remove the spec of a stopped child."""
+
+    id: str
+
+
+class ScalePool(SupervisorRequest, frozen=True, tag=True):
+    """Grow or shrink a pool to `size` replicas."""
+
+    size: int
+
+
+SupervisorErrorCode = Literal[
+    "running", "restarting", "not_found", "already_present", "already_started",
+    "start_failed", "not_a_pool", "invalid",
+]
+
+
+# --- reports --------------------------------------------------------------------------
+
+ReportEvent = Literal[
+    "child_started",
+    "child_exited",
+    "restart_scheduled",
+    "start_failed",
+    "shutdown_timeout",
+    "gave_up",
+]
+
+
+class SupervisorReport(Message, frozen=True, tag=True):
+    """What a supervisor did, for logs, metrics and the shell (OTP's supervisor reports)."""
+
+    supervisor: str
+    event: ReportEvent
+    child: str
+    reason: ExitReason | None = None
+    delay: float = 0.0
+    restarts: int = 0
+
+
+# --- demo work ------------------------------------------------------------------------
+
+
+class Work(Message, frozen=True, tag=True):
+    """A unit of demo work (the `ticker` sends them, `flaky` workers handle them)."""
+
+    seq: int
+
+
+class Done(Message, frozen=True, tag=True):
+    """A worker finished `Work(seq)`."""
+
+    seq: int
+    worker: str
+
+
+# --- the codec ------------------------------------------------------------------------
+
+_encoder = msgspec.msgpack.Encoder()
+
+
+def encode(message: Message) -> bytes:
+    """Encode a runtime message as MessagePack."""
+    return _encoder.encode(message)
+
+
+def decode(data: bytes, type: object) -> Message:  # noqa: A002
+    """Decode MessagePack produced by `encode` into `type` (a class or a Union of them).
+
+    Raises `msgspec.ValidationError` (a `msgspec.DecodeError`) on anything else.
+    """
+    return msgspec.msgpack.decode(data, type=type)

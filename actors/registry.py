@@ -1,0 +1,325 @@
+"""Stable addresses: paths, the slots behind them, refs by path and the dead letters.
+
+A path (``node/sup/child``) names a child for as long as its spec exists. Behind each path
+is a `Slot` that points at the live incarnation, if any. A restart rebinds the slot to the
+new incarnation, so senders holding a `PathRef` never notice. A message to a path with no
+live incarnation is a dead letter: it is counted, and an asker gets `Unavailable` at once.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import pykka
+
+from actors.errors import Unavailable
+from actors.errors import Timeout as AskTimeout
+from actors.messages import SupervisorRequest
+
+if TYPE_CHECKING:
+    from actors.actor import Actor
+
+DEFAULT_ASK_TIMEOUT = 5.0
+"""Seconds an ask waits for its reply unless told otherwise."""
+
+RECENT_DEAD_LETTERS = 100
+"""How many recent dead letters are kept for inspection (older ones are only counted)."""
+
+
+class DeadLetter(NamedTuple):
+    """A message that found no live incarnation."""
+
+    at: float
+    path: str
+    message_type: str
+    was_ask: bool
+
+
+class DeadLetters:
+    """Counts dead letters, keeps the most recent ones and tells listeners about each."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._count = 0
+        self.recent: deque[DeadLetter] = deque(maxlen=RECENT_DEAD_LETTERS)
+        self.listeners: list[Callable[[DeadLetter], None]] = []
+
+    @property
+    def count(self) -> int:
+        """Dead letters since start."""
+        return self._count
+
+    def record(self, path: str, message: Any, *, was_ask: bool) -> None:
+        """Count one dead letter for `path`."""
+        letter = DeadLetter(time.time(), path, type(message).__name__, was_ask)
+        with self._lock:
+            self._count += 1
+            self.recent.append(letter)
+        for listener in self.listeners:
+            listener(letter)
+
+
+class Reply:
+    """The pending answer to an ask; `get()` returns it or raises a typed `AskError`."""
+
+    __slots__ = ("_future", "path")
+
+    def __init__(self, path: str, future: pykka.Future[Any]) -> None:
+        self.path = path
+        self._future = future
+
+    @classmethod
+    def failed(cls, path: str, error: Exception) -> Reply:
+        """A reply that already holds `error`."""
+        future: pykka.ThreadingFuture[Any] = pykka.ThreadingFuture()
+        future.set_exception((type(error), error, None))
+        return cls(path, future)
+
+    def get(self, timeout: float | None = DEFAULT_ASK_TIMEOUT) -> Any:
+        """Wait up to `timeout` seconds (None: forever) for the answer."""
+        try:
+            return self._future.get(timeout=timeout)
+        except pykka.Timeout:
+            raise AskTimeout(self.path, timeout or 0.0) from None
+        except pykka.ActorDeadError:
+            raise Unavailable(self.path) from None
+
+
+class Slot:
+    """The stable place behind one path; bound to the live incarnation or to nothing."""
+
+    __slots__ = ("path", "_ref", "_actor", "_changed", "_dead_letters", "retired")
+
+    def __init__(self, path: str, dead_letters: DeadLetters) -> None:
+        self.path = path
+        self._ref: pykka.ActorRef[Any] | None = None
+        self._actor: Actor | None = None
+        self._changed = threading.Condition(threading.Lock())
+        self._dead_letters = dead_letters
+        self.retired = False
+
+    @property
+    def ref(self) -> pykka.ActorRef[Any] | None:
+        """The live incarnation's Pykka ref, or None."""
+        ref = self._ref
+        if ref is None or ref.actor_stopped.is_set():
+            return None
+        return ref
+
+    @property
+    def actor(self) -> Actor | None:
+        """The live incarnation, or None."""
+        actor = self._actor
+        if actor is None or actor.actor_stopped.is_set():
+            return None
+        return actor
+
+    def bind(self, actor: Actor) -> None:
+        """Point the path at a new incarnation."""
+        with self._changed:
+            self._actor = actor
+            self._ref = actor.actor_ref
+            self._changed.notify_all()
+
+    def unbind(self, actor: Actor) -> None:
+        """Detach `actor` from the path, unless a newer incarnation is already bound."""
+        with self._changed:
+            if self._actor is actor:
+                self._actor = None
+                self._ref = None
+                self._changed.notify_all()
+
+    def wait_started(self, timeout: float, *, other_than: int | None = None) -> Actor | None:
+        """Wait up to `timeout` s for a live incarnation that finished `on_start` (and is
+        not incarnation number `other_than`); return it, or None at the deadline."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                actor = self.actor
+                if actor is not None and actor.incarnation != other_than:
+                    break
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not self._changed.wait(remaining):
+                    return None
+        remaining = max(0.0, deadline - time.monotonic())
+        return actor if actor.started.wait(remaining) and self.actor is actor else None
+
+    def tell(self, message: Any) -> None:
+        """Deliver without waiting; a dead letter if nothing live is bound."""
+        ref = self._ref
+        if ref is not None:
+            try:
+                ref.tell(message)
+            except pykka.ActorDeadError:
+                pass
+            else:
+                return
+        self._dead_letters.record(self.path, message, was_ask=False)
+
+    def ask(self, message: Any) -> Reply:
+        """Deliver and return the pending `Reply`; it fails with `Unavailable` at once
+        if nothing live is bound."""
+        ref = self._ref
+        if ref is not None and not ref.actor_stopped.is_set():
+            return Reply(self.path, ref.ask(message, block=False))
+        self._dead_letters.record(self.path, message, was_ask=True)
+        return Reply.failed(self.path, Unavailable(self.path))
+
+    def dead_letter(self, message: Any, *, was_ask: bool) -> None:
+        """Count `message` as a dead letter of this path."""
+        self._dead_letters.record(self.path, message, was_ask=was_ask)
+
+
+class PoolSlot(Slot):
+    """The slot of a pool: work goes round-robin to a live replica, supervisor requests
+    go to the pool's own supervisor."""
+
+    __slots__ = ("_replicas", "_turn")
+
+    def __init__(self, path: str, dead_letters: DeadLetters) -> None:
+        super().__init__(path, dead_letters)
+        self._replicas: Sequence[Slot] = ()
+        self._turn = itertools.count()
+
+    def set_replicas(self, replicas: Sequence[Slot]) -> None:
+        """Replace the replica slots (copy-on-write: senders see the old or the new set)."""
+        self._replicas = tuple(replicas)
+
+    def _pick(self) -> Slot | None:
+        replicas = self._replicas
+        count = len(replicas)
+        if not count:
+            return None
+        start = next(self._turn)
+        for offset in range(count):
+            replica = replicas[(start + offset) % count]
+            if replica.ref is not None:
+                return replica
+        return None
+
+    def tell(self, message: Any) -> None:
+        if isinstance(message, SupervisorRequest):
+            super().tell(message)
+            return
+        replica = self._pick()
+        if replica is None:
+            self.dead_letter(message, was_ask=False)
+        else:
+            replica.tell(message)
+
+    def ask(self, message: Any) -> Reply:
+        if isinstance(message, SupervisorRequest):
+            return super().ask(message)
+        replica = self._pick()
+        if replica is None:
+            self.dead_letter(message, was_ask=True)
+            return Reply.failed(self.path, Unavailable(self.path))
+        return replica.ask(message)
+
+
+class PathRef:
+    """Send to whatever incarnation lives at `path`, now or after any number of restarts."""
+
+    __slots__ = ("path", "_registry", "_slot")
+
+    def __init__(self, path: str, registry: Registry) -> None:
+        self.path = path
+        self._registry = registry
+        self._slot: Slot | None = None
+
+    def __repr__(self) -> str:
+        return f"PathRef({self.path!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, PathRef) and other.path == self.path
+
+    def __hash__(self) -> int:
+        return hash(self.path)
+
+    def _resolve(self) -> Slot | None:
+        slot = self._slot
+        if slot is None or slot.retired:
+            slot = self._slot = self._registry.lookup(self.path)
+        return slot
+
+    def tell(self, message: Any) -> None:
+        """Send `message`; never blocks, never raises for a missing incarnation."""
+        slot = self._slot
+        if slot is None or slot.retired:
+            slot = self._resolve()
+            if slot is None:
+                self._registry.dead_letters.record(self.path, message, was_ask=False)
+                return
+        slot.tell(message)
+
+    def ask_async(self, message: Any) -> Reply:
+        """Send `message` and return the pending `Reply` at once."""
+        slot = self._resolve()
+        if slot is None:
+            self._registry.dead_letters.record(self.path, message, was_ask=True)
+            return Reply.failed(self.path, Unavailable(self.path))
+        return slot.ask(message)
+
+    def ask(self, message: Any, timeout: float | None = DEFAULT_ASK_TIMEOUT) -> Any:
+        """Send `message` and wait for the answer.
+
+        Raises `Unavailable` (no live incarnation), `ActorCrashed` (the handler raised) or
+        `Timeout`.
+        """
+        return self.ask_async(message).get(timeout)
+
+    def is_alive(self) -> bool:
+        """True if a live incarnation is bound to the path right now."""
+        slot = self._resolve()
+        return slot is not None and slot.ref is not None
+
+
+class Registry:
+    """All slots of one node, by path, and the node's dead letters."""
+
+    def __init__(self) -> None:
+        self._slots: dict[str, Slot] = {}
+        self._lock = threading.Lock()
+        self._created = threading.Condition(self._lock)
+        self.dead_letters = DeadLetters()
+
+    def slot(self, path: str, *, pool: bool = False) -> Slot:
+        """The slot for `path`, created on first use (a `PoolSlot` if `pool`)."""
+        with self._lock:
+            slot = self._slots.get(path)
+            wanted = PoolSlot if pool else Slot
+            if slot is None or type(slot) is not wanted:
+                if slot is not None:
+                    slot.retired = True
+                slot = self._slots[path] = wanted(path, self.dead_letters)
+                self._created.notify_all()
+            return slot
+
+    def wait_for_slot(self, timeout: float) -> None:
+        """Wait up to `timeout` s for any new slot to be created."""
+        with self._created:
+            self._created.wait(timeout)
+
+    def lookup(self, path: str) -> Slot | None:
+        """The slot for `path`, or None if no child has that path."""
+        return self._slots.get(path)
+
+    def retire(self, path: str) -> None:
+        """Forget `path` (its child spec was deleted); refs holding it re-resolve."""
+        with self._lock:
+            slot = self._slots.pop(path, None)
+        if slot is not None:
+            slot.retired = True
+
+    def ref(self, path: str) -> PathRef:
+        """A ref that follows `path` across restarts."""
+        return PathRef(path, self)
+
+    def paths(self) -> list[str]:
+        """Every known path, sorted."""
+        return sorted(self._slots)
