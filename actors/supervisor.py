@@ -1,0 +1,568 @@
+"""Supervisors as in Erlang/OTP, on Pykka: strategies, intensity, backoff, pools, the API.
+
+The rules follow OTP's ``supervisor.erl``:
+
+* children start in order and stop in reverse order, each within its shutdown timeout;
+  a child that fails to start while the supervisor starts makes the supervisor stop the
+  ones already started and fail to start itself;
+* permanent children are always restarted, transient ones unless they exit `Normal` or
+  `Shutdown`, temporary ones never (their spec is dropped when they exit);
+* `one_for_one` restarts the child that exited, `one_for_all` stops every other child
+  (in reverse order) and restarts all, `rest_for_one` does that for the children started
+  after the one that exited; temporary siblings stopped this way are dropped;
+* every restart counts against the intensity: more than `intensity` restarts within
+  `period` seconds (edge included) and the supervisor stops all its children and exits
+  with ``Shutdown("reached_max_restart_intensity")``, leaving the decision to its parent;
+* a restart whose start fails is tried again after the messages already queued, and each
+  try counts as a restart.
+
+On top of OTP, an optional `Backoff` delays restarts; while a child waits it is
+``restarting`` and its path takes dead letters.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pykka
+
+from actors.actor import Actor
+from actors.child_spec import ChildSpec, PoolSpec, Spec, SupervisorSpec
+from actors.errors import SupervisorError
+from actors.messages import (
+    ChildCounts,
+    ChildExited,
+    ChildInfo,
+    ChildStatus,
+    CountChildren,
+    DeleteChild,
+    ExitReason,
+    Killed,
+    Message,
+    RestartChild,
+    ScalePool,
+    Shutdown,
+    StartFailed,
+    SupervisorErrorCode,
+    SupervisorReport,
+    SupervisorRequest,
+    TerminateChild,
+    WhichChildren,
+    describe_reason,
+    is_clean_exit,
+)
+from actors.registry import DEFAULT_ASK_TIMEOUT, PathRef, PoolSlot, Slot
+from actors.scheduler import TimerHandle
+
+GAVE_UP = "reached_max_restart_intensity"
+
+
+class Ok(Message, frozen=True, tag=True):
+    """A supervisor request succeeded; `path` names the child it concerned."""
+
+    path: str = ""
+
+
+class Refused(Message, frozen=True, tag=True):
+    """A supervisor request was refused, with OTP's error code."""
+
+    code: SupervisorErrorCode
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class StartChild:
+    """Add a child spec at the end and start it (local only: the spec holds a class)."""
+
+    spec: Spec
+
+
+@dataclass(frozen=True)
+class _RestartDue:
+    """A delayed restart (backoff) or a retry of a failed restart is due."""
+
+    child_id: str
+    token: int
+    count_it: bool
+
+
+@dataclass
+class _Child:
+    """What a supervisor knows about one child."""
+
+    spec: Spec
+    slot: Slot
+    actor: Actor | None = None
+    status: ChildStatus = "stopped"
+    incarnation: int = 0
+    restarts: int = 0
+    in_a_row: int = 0
+    started_at: float = 0.0
+    last_exit: ExitReason | None = None
+    pending: TimerHandle | None = None
+    token: int = 0
+
+    @property
+    def id(self) -> str:
+        return self.spec.id
+
+
+class ChildStartError(Exception):
+    """A supervisor could not start one of its children while starting itself."""
+
+    def __init__(self, child_id: str, reason: StartFailed) -> None:
+        super().__init__(f"failed_to_start_child {child_id}: {describe_reason(reason)}")
+        self.child_id = child_id
+        self.reason = reason
+
+
+@dataclass
+class _State:
+    """A supervisor's whole state, in one record."""
+
+    children: list[_Child] = field(default_factory=list)
+    restarts: list[float] = field(default_factory=list)
+
+
+class Supervisor(Actor):
+    """Starts, watches and restarts its children by the rules in the module docstring."""
+
+    def __init__(self, spec: SupervisorSpec | PoolSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        self.flags = spec.flags
+        self._clock: Callable[[], float] = time.monotonic
+        self._rng = random.Random()
+        self._state = _State()
+
+    # --- life cycle -------------------------------------------------------------------
+
+    def initial_specs(self) -> list[Spec]:
+        """The children to start, in order."""
+        assert isinstance(self.spec, SupervisorSpec)
+        return list(self.spec.children)
+
+    def on_start(self) -> None:
+        self._clock = self.system.clock
+        for spec in self.initial_specs():
+            self._state.children.append(self._new_child(spec))
+        self._children_changed()
+        for child in list(self._state.children):
+            failure = self._start(child)
+            if failure is not None:
+                self._stop_children()
+                raise ChildStartError(child.id, failure)
+
+    def on_stop(self) -> None:
+        self._stop_children()
+
+    def on_failure(self, *_exc_info: Any) -> None:
+        self._stop_children()
+
+    def on_receive(self, message: Any) -> Any:
+        match message:
+            case ChildExited():
+                self._handle_exit(message)
+            case _RestartDue():
+                self._handle_restart_due(message)
+            case WhichChildren():
+                return [self._info(child) for child in self._state.children]
+            case CountChildren():
+                return self._counts()
+            case StartChild(spec=spec):
+                return self._start_child(spec)
+            case RestartChild(id=child_id):
+                return self._restart_child(child_id)
+            case TerminateChild(id=child_id):
+                return self._terminate_child(child_id)
+            case DeleteChild(id=child_id):
+                return self._delete_child(child_id)
+            case ScalePool():
+                return Refused("not_a_pool", f"{self.path} is a supervisor, not a pool")
+            case _:
+                # Like OTP's handle_info: a stray message must not take a subtree down.
+                self.log.warning("supervisor.unexpected_message", message_type=type(message).__name__)
+        return None
+
+    def inspect(self) -> dict[str, Any]:
+        return {
+            "strategy": self.flags.strategy,
+            "intensity": self.flags.intensity,
+            "period": self.flags.period,
+            "recent_restarts": len(self._state.restarts),
+        }
+
+    # --- starting and stopping one child ----------------------------------------------
+
+    def _new_child(self, spec: Spec) -> _Child:
+        slot = self.system.registry.slot(f"{self.path}/{spec.id}", pool=isinstance(spec, PoolSpec))
+        return _Child(spec=spec, slot=slot)
+
+    def _find(self, child_id: str) -> _Child | None:
+        for child in self._state.children:
+            if child.id == child_id:
+                return child
+        return None
+
+    def _instantiate(self, spec: Spec) -> Actor:
+        if isinstance(spec, ChildSpec):
+            return spec.actor(**spec.args)
+        if isinstance(spec, PoolSpec):
+            return PoolSupervisor(spec)
+        return Supervisor(spec)
+
+    def _start(self, child: _Child) -> StartFailed | None:
+        """Start a new incarnation of `child` and wait for its `on_start`."""
+        self._cancel_pending(child)
+        child.incarnation += 1
+        try:
+            actor = self._instantiate(child.spec)
+        except BaseException as exc:  # noqa: BLE001 - a constructor that raises is a start failure
+            return self._start_failed(child, StartFailed.from_exception(exc))
+        actor.attach(path=child.slot.path, incarnation=child.incarnation, system=self.system,
+                     slot=child.slot, on_exit=self._on_child_exit)
+        actor.launch()
+        timeout = child.spec.start_timeout if isinstance(child.spec, ChildSpec) else None
+        if not actor.started.wait(timeout):
+            failure = StartFailed("StartTimeout", f"on_start did not finish within {timeout:g} s")
+            actor.abandon(failure)
+            return self._start_failed(child, failure)
+        if actor.start_failure is not None:
+            return self._start_failed(child, actor.start_failure)
+        child.actor = actor
+        child.status = "running"
+        child.started_at = self._clock()
+        self._report("child_started", child)
+        return None
+
+    def _start_failed(self, child: _Child, failure: StartFailed) -> StartFailed:
+        child.actor = None
+        child.status = "stopped"
+        child.last_exit = failure
+        self._report("start_failed", child, failure)
+        return failure
+
+    def _on_child_exit(self, actor: Actor, reason: ExitReason) -> None:
+        """Runs in the child's thread when it ends: queue the news for this supervisor."""
+        try:
+            self.actor_ref.tell(ChildExited(actor.path, actor.incarnation, reason))
+        except pykka.ActorDeadError:
+            pass
+
+    def _terminate(self, child: _Child) -> None:
+        """Stop `child` within its shutdown policy; abandon it past the timeout."""
+        self._cancel_pending(child)
+        actor = child.actor
+        child.actor = None
+        child.status = "stopped"
+        if actor is None:
+            return
+        shutdown = child.spec.shutdown
+        if shutdown == "brutal_kill":
+            reason: ExitReason = Killed("brutal_kill")
+            actor.abandon(reason)
+        else:
+            actor.request_stop(Shutdown())
+            timeout = None if shutdown == "infinity" else float(shutdown)
+            if actor.exited.wait(timeout):
+                reason = actor.final_reason or Shutdown()
+            else:
+                reason = Killed(f"did not stop within {timeout:g} s; thread abandoned")
+                actor.abandon(reason)
+                self._report("shutdown_timeout", child, reason)
+        actor.drain()
+        child.last_exit = reason
+
+    def _stop_children(self) -> None:
+        for child in reversed(self._state.children):
+            self._terminate(child)
+
+    def _remove(self, child: _Child) -> None:
+        self._cancel_pending(child)
+        self._state.children.remove(child)
+        self.system.registry.retire(child.slot.path)
+        self._children_changed()
+
+    def _children_changed(self) -> None:
+        """Hook for pools: the set of children changed."""
+
+    # --- exits and restarts -----------------------------------------------------------
+
+    def _handle_exit(self, exited: ChildExited) -> None:
+        child = next((c for c in self._state.children if c.slot.path == exited.path), None)
+        if child is None or child.actor is None or child.incarnation != exited.incarnation:
+            return  # an incarnation this supervisor already stopped or replaced
+        actor = child.actor
+        child.actor = None
+        child.status = "stopped"
+        child.last_exit = exited.reason
+        actor.drain()
+        self._report("child_exited", child, exited.reason)
+        backoff = self.flags.backoff
+        if backoff is not None and self._clock() - child.started_at >= backoff.healthy_after:
+            child.in_a_row = 0
+        restart = child.spec.restart
+        if restart == "temporary" or (restart == "transient" and is_clean_exit(exited.reason)):
+            if restart == "temporary":
+                self._remove(child)
+            return
+        self._restart_counted(child)
+
+    def _restart_counted(self, child: _Child) -> None:
+        """Count one restart; give up past the intensity, else restart now or after backoff."""
+        if not self._add_restart():
+            self._give_up(child)
+            return
+        child.restarts += 1
+        backoff = self.flags.backoff
+        if backoff is None:
+            self._restart(child)
+            return
+        delay = backoff.delay(child.in_a_row, self._rng)
+        child.in_a_row += 1
+        self._schedule_restart(child, delay, count_it=False)
+        self._report("restart_scheduled", child, child.last_exit, delay=delay)
+
+    def _add_restart(self) -> bool:
+        """Record a restart now; False when that makes more than `intensity` in `period`."""
+        now = self._clock()
+        window_start = now - self.flags.period
+        restarts = [t for t in self._state.restarts if t >= window_start]
+        restarts.append(now)
+        self._state.restarts = restarts
+        return len(restarts) <= self.flags.intensity
+
+    def _give_up(self, child: _Child) -> None:
+        self._report("gave_up", child, child.last_exit)
+        self._stop_children()
+        self.exit(Shutdown(GAVE_UP))
+
+    def _schedule_restart(self, child: _Child, delay: float, *, count_it: bool) -> None:
+        self._cancel_pending(child)
+        child.status = "restarting"
+        child.token += 1
+        due = _RestartDue(child.id, child.token, count_it)
+        if delay <= 0:
+            self.actor_ref.tell(due)
+        else:
+            child.pending = self.send_after(delay, due)
+
+    def _cancel_pending(self, child: _Child) -> None:
+        if child.pending is not None:
+            child.pending.cancel()
+            child.pending = None
+        child.token += 1
+
+    def _handle_restart_due(self, due: _RestartDue) -> None:
+        child = self._find(due.child_id)
+        if child is None or child.status != "restarting" or child.token != due.token:
+            return  # cancelled by terminate_child, delete_child or an earlier restart
+        child.pending = None
+        if due.count_it:
+            self._restart_counted(child)
+        else:
+            self._restart(child)
+
+    def _restart(self, child: _Child) -> None:
+        """Apply the strategy to restart `child` (and siblings); retry whatever fails."""
+        children = self._state.children
+        strategy = self.flags.strategy
+        if strategy == "one_for_one":
+            group = [child]
+        else:
+            first = 0 if strategy == "one_for_all" else children.index(child)
+            group = children[first:]
+            for sibling in reversed(group):
+                if sibling is child:
+                    continue
+                self._terminate(sibling)
+                if sibling.spec.restart == "temporary":
+                    self._remove(sibling)
+            group = [c for c in group if c in self._state.children]
+        for member in group:
+            if self._start(member) is not None:
+                self._retry(member)
+                return
+
+    def _retry(self, child: _Child) -> None:
+        """Try a failed restart again after the queued messages; each try counts."""
+        backoff = self.flags.backoff
+        delay = 0.0
+        if backoff is not None:
+            delay = backoff.delay(child.in_a_row, self._rng)
+            child.in_a_row += 1
+        self._schedule_restart(child, delay, count_it=True)
+
+    # --- the API ----------------------------------------------------------------------
+
+    def _info(self, child: _Child) -> ChildInfo:
+        actor = child.actor
+        return ChildInfo(
+            id=child.id,
+            path=child.slot.path,
+            kind=child.spec.kind,  # type: ignore[arg-type]
+            actor=child.spec.actor_name,
+            status=child.status,
+            restart=child.spec.restart,
+            restarts=child.restarts,
+            incarnation=child.incarnation,
+            mailbox=actor.mailbox_depth if actor is not None else 0,
+            uptime=round(self._clock() - child.started_at, 3) if actor is not None else 0.0,
+            last_exit=describe_reason(child.last_exit) if child.last_exit is not None else "",
+        )
+
+    def _counts(self) -> ChildCounts:
+        children = self._state.children
+        return ChildCounts(
+            specs=len(children),
+            active=sum(1 for c in children if c.actor is not None),
+            supervisors=sum(1 for c in children if c.spec.kind != "worker"),
+            workers=sum(1 for c in children if c.spec.kind == "worker"),
+        )
+
+    def _start_child(self, spec: Spec) -> Ok | Refused:
+        existing = self._find(spec.id)
+        if existing is not None:
+            if existing.actor is not None:
+                return Refused("already_started", existing.slot.path)
+            return Refused("already_present", existing.slot.path)
+        child = self._new_child(spec)
+        self._state.children.append(child)
+        self._children_changed()
+        failure = self._start(child)
+        if failure is not None:
+            self._remove(child)
+            return Refused("start_failed", describe_reason(failure))
+        return Ok(child.slot.path)
+
+    def _restart_child(self, child_id: str) -> Ok | Refused:
+        child = self._find(child_id)
+        if child is None:
+            return Refused("not_found", child_id)
+        if child.actor is not None:
+            return Refused("running", child.slot.path)
+        if child.status == "restarting":
+            return Refused("restarting", child.slot.path)
+        failure = self._start(child)
+        if failure is not None:
+            return Refused("start_failed", describe_reason(failure))
+        return Ok(child.slot.path)
+
+    def _terminate_child(self, child_id: str) -> Ok | Refused:
+        child = self._find(child_id)
+        if child is None:
+            return Refused("not_found", child_id)
+        self._terminate(child)
+        if child.spec.restart == "temporary":
+            self._remove(child)
+        return Ok(child.slot.path)
+
+    def _delete_child(self, child_id: str) -> Ok | Refused:
+        child = self._find(child_id)
+        if child is None:
+            return Refused("not_found", child_id)
+        if child.actor is not None:
+            return Refused("running", child.slot.path)
+        if child.status == "restarting":
+            return Refused("restarting", child.slot.path)
+        self._remove(child)
+        return Ok(child.slot.path)
+
+    def _report(self, event: str, child: _Child, reason: ExitReason | None = None,
+                *, delay: float = 0.0) -> None:
+        self.system.report(SupervisorReport(
+            supervisor=self.path, event=event, child=child.slot.path,  # type: ignore[arg-type]
+            reason=reason, delay=round(delay, 6), restarts=child.restarts,
+        ))
+
+
+class PoolSupervisor(Supervisor):
+    """Supervises `size` replicas of one worker spec and scales them on `ScalePool`."""
+
+    spec: PoolSpec
+
+    def initial_specs(self) -> list[Spec]:
+        return [self.spec.replica(i) for i in range(self.spec.size)]
+
+    def on_receive(self, message: Any) -> Any:
+        if isinstance(message, ScalePool):
+            return self._scale(message.size)
+        if isinstance(message, StartChild):
+            return Refused("invalid", "a pool's replicas come from its spec; use ScalePool")
+        return super().on_receive(message)
+
+    def inspect(self) -> dict[str, Any]:
+        return {**super().inspect(), "size": len(self._state.children)}
+
+    def _children_changed(self) -> None:
+        if isinstance(self._slot, PoolSlot):
+            self._slot.set_replicas([child.slot for child in self._state.children])
+
+    def _scale(self, size: int) -> Ok | Refused:
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            return Refused("invalid", f"pool size {size!r} must be an integer >= 0")
+        children = self._state.children
+        while len(children) > size:
+            victim = max(children, key=lambda c: int(c.id))
+            self._terminate(victim)
+            self._remove(victim)
+        used = {int(c.id) for c in children}
+        free = (i for i in range(size * 2 + 1) if i not in used)
+        while len(children) < size:
+            child = self._new_child(self.spec.replica(next(free)))
+            children.append(child)
+            self._children_changed()
+            failure = self._start(child)
+            if failure is not None:
+                self._retry(child)
+        return Ok(self.path)
+
+
+class SupervisorClient:
+    """The supervisor API over a path: raises `SupervisorError` where OTP returns an error."""
+
+    def __init__(self, ref: PathRef, timeout: float | None = DEFAULT_ASK_TIMEOUT) -> None:
+        self.ref = ref
+        self.timeout = timeout
+
+    @property
+    def path(self) -> str:
+        return self.ref.path
+
+    def _call(self, request: SupervisorRequest | StartChild) -> Any:
+        result = self.ref.ask(request, timeout=self.timeout)
+        if isinstance(result, Refused):
+            raise SupervisorError(self.path, result.code, result.detail)
+        return result
+
+    def which_children(self) -> list[ChildInfo]:
+        """Every child in start order, with status, restarts and mailbox depth."""
+        return self._call(WhichChildren())
+
+    def count_children(self) -> ChildCounts:
+        """OTP's specs/active/supervisors/workers counts."""
+        return self._call(CountChildren())
+
+    def start_child(self, spec: Spec) -> str:
+        """Add and start a child; returns its path."""
+        return self._call(StartChild(spec)).path
+
+    def restart_child(self, child_id: str) -> str:
+        """Start a stopped child again; returns its path."""
+        return self._call(RestartChild(child_id)).path
+
+    def terminate_child(self, child_id: str) -> None:
+        """Stop a child and keep its spec (temporary children lose it)."""
+        self._call(TerminateChild(child_id))
+
+    def delete_child(self, child_id: str) -> None:
+        """Forget a stopped child's spec."""
+        self._call(DeleteChild(child_id))
+
+    def scale(self, size: int) -> None:
+        """Grow or shrink a pool to `size` replicas."""
+        self._call(ScalePool(size))

@@ -1,0 +1,149 @@
+"""One node's actor system: its registry of paths, its timers, its reports and its root.
+
+The root supervisor is started with `start(spec)` under the path ``<node>/<root id>``.
+When the root ends for any reason other than a `stop()` asked of the system — typically
+because it gave up after too many restarts — `wait()` returns that reason, and a node
+process exits non-zero.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from actors.actor import Actor
+from actors.child_spec import SupervisorSpec
+from actors.errors import Unavailable
+from actors.messages import ExitReason, Shutdown, StartFailed, SupervisorReport
+from actors.registry import PathRef, Registry
+from actors.scheduler import Scheduler
+from actors.supervisor import ChildStartError, Supervisor, SupervisorClient
+
+ReportListener = Callable[[SupervisorReport], None]
+
+
+class RootStartError(Exception):
+    """The root supervisor could not start (a child failed to start)."""
+
+    def __init__(self, path: str, reason: StartFailed) -> None:
+        super().__init__(f"{path} failed to start: {reason.message}")
+        self.reason = reason
+
+
+class ActorSystem:
+    """Paths, dead letters, timers and supervisor reports of one node."""
+
+    def __init__(self, node: str = "local", clock: Callable[[], float] = time.monotonic) -> None:
+        if not node or "/" in node:
+            raise ValueError(f"node name {node!r} must be non-empty and contain no '/'")
+        self.node = node
+        self.clock = clock
+        self.registry = Registry()
+        self.scheduler = Scheduler(name=f"scheduler {node}")
+        self._report_listeners: list[ReportListener] = []
+        self._root: Supervisor | None = None
+        self._root_exited = threading.Event()
+        self._root_exit_listeners: list[Callable[[ExitReason], None]] = []
+        self._root_reason: ExitReason | None = None
+        self._stopping = False
+
+    # --- addressing -------------------------------------------------------------------
+
+    def ref(self, path: str) -> PathRef:
+        """A ref to `path` that follows it across restarts."""
+        return self.registry.ref(path)
+
+    def supervisor(self, path: str) -> SupervisorClient:
+        """The supervisor API of the supervisor or pool at `path`."""
+        return SupervisorClient(self.ref(path))
+
+    @property
+    def root_path(self) -> str | None:
+        """The root supervisor's path once started."""
+        return self._root.path if self._root is not None else None
+
+    # --- reports ----------------------------------------------------------------------
+
+    def add_report_listener(self, listener: ReportListener) -> None:
+        """Call `listener` (in the supervisor's thread; keep it quick) for every report."""
+        self._report_listeners.append(listener)
+
+    def report(self, report: SupervisorReport) -> None:
+        """Pass a supervisor report to every listener; a failing listener is skipped."""
+        for listener in self._report_listeners:
+            try:
+                listener(report)
+            except Exception:  # noqa: BLE001, S112 - reporting must never break supervision
+                continue
+
+    # --- the root ---------------------------------------------------------------------
+
+    def start(self, spec: SupervisorSpec) -> SupervisorClient:
+        """Start the root supervisor and its whole tree, in order; raise `RootStartError`
+        if any child fails to start (the ones started are stopped again first)."""
+        if self._root is not None:
+            raise RuntimeError(f"{self.node} already runs {self._root.path}")
+        root = Supervisor(spec)
+        path = f"{self.node}/{spec.id}"
+        root.attach(path=path, incarnation=1, system=self, slot=self.registry.slot(path),
+                    on_exit=self._on_root_exit)
+        self._root = root
+        root.launch()
+        root.started.wait()
+        if root.start_failure is not None:
+            self._root_reason = root.start_failure
+            self._root_exited.set()
+            raise RootStartError(path, root.start_failure)
+        return SupervisorClient(self.ref(path))
+
+    def add_root_exit_listener(self, listener: Callable[[ExitReason], None]) -> None:
+        """Call `listener` with the root's exit reason when the root ends."""
+        self._root_exit_listeners.append(listener)
+
+    def _on_root_exit(self, _actor: Actor, reason: ExitReason) -> None:
+        self._root_reason = reason
+        self._root_exited.set()
+        for listener in self._root_exit_listeners:
+            listener(reason)
+
+    def wait(self, timeout: float | None = None) -> ExitReason | None:
+        """Block until the root ends (or `timeout`); return its exit reason or None."""
+        self._root_exited.wait(timeout)
+        return self._root_reason
+
+    @property
+    def stopped_on_request(self) -> bool:
+        """True if the root ended because `stop()` asked it to."""
+        return self._stopping and isinstance(self._root_reason, Shutdown) and not self._root_reason.detail
+
+    def stop(self, timeout: float | None = None) -> ExitReason | None:
+        """Stop the tree in reverse start order, each child within its own shutdown
+        timeout; then stop the timers. Returns the root's exit reason."""
+        self._stopping = True
+        root = self._root
+        if root is not None and not self._root_exited.is_set():
+            root.request_stop(Shutdown())
+            root.exited.wait(timeout)
+        self.scheduler.close()
+        return self._root_reason
+
+    # --- convenience for callers outside actors -----------------------------------------
+
+    def ask(self, path: str, message: Any, timeout: float | None = 5.0) -> Any:
+        """Ask the actor at `path` (see `PathRef.ask`)."""
+        return self.ref(path).ask(message, timeout=timeout)
+
+    def wait_started(self, path: str, timeout: float = 5.0, *, other_than: int | None = None) -> int:
+        """Wait until a started incarnation (optionally not number `other_than`) lives at
+        `path`; return its incarnation number. Raises `Unavailable` past `timeout`."""
+        deadline = time.monotonic() + timeout
+        while (slot := self.registry.lookup(path)) is None:
+            if time.monotonic() >= deadline:
+                raise Unavailable(path)
+            self.registry.wait_for_slot(max(0.0, deadline - time.monotonic()))
+        actor = slot.wait_started(max(0.0, deadline - time.monotonic()), other_than=other_than)
+        if actor is None:
+            raise Unavailable(path)
+        return actor.incarnation

@@ -1,0 +1,43 @@
+"""Fixtures: an actor system per test, stopped afterwards, with no thread left behind."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+
+import pytest
+from hypothesis import settings
+
+from actors import ActorSystem
+from tests.helpers import FakeClock, Reports, wait_until
+
+
+# CI runs the property tests on a fixed set of examples, so a run is repeatable; locally
+# each run explores new ones.
+settings.register_profile("ci", derandomize=True, database=None)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def system(request: pytest.FixtureRequest) -> Iterator[ActorSystem]:
+    """A fresh node-local actor system; every actor thread it started must be gone after."""
+    before = {t.ident for t in threading.enumerate()}
+    clock = request.getfixturevalue("clock") if "clock" in request.fixturenames else None
+    system = ActorSystem("t", clock=clock) if clock is not None else ActorSystem("t")
+    yield system
+    system.stop(timeout=10)
+    wait_until(lambda: not [t for t in threading.enumerate()
+                            if t.ident not in before and t.name.startswith(("actor ", "scheduler "))],
+               timeout=10, what="all actor threads of the test to end")
+
+
+@pytest.fixture
+def reports(system: ActorSystem) -> Reports:
+    return Reports(system)

@@ -1,0 +1,83 @@
+"""Optional restart backoff with jitter (Akka's formula), on top of OTP's rules."""
+
+from __future__ import annotations
+
+import random
+import time
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from actors import ActorSystem, Backoff, ChildSpec, SupervisorFlags, SupervisorSpec, Unavailable
+from tests.helpers import Probe, Reports, crash
+
+
+@given(attempt=st.integers(0, 200), seed=st.integers(0, 2**32))
+def test_delay_doubles_from_min_up_to_max_then_stretches_by_at_most_the_random_factor(
+        attempt: int, seed: int) -> None:
+    backoff = Backoff(min=0.1, max=10.0, random_factor=0.2)
+    delay = backoff.delay(attempt, random.Random(seed))
+    base = min(10.0, 0.1 * 2**attempt)
+    assert base <= delay <= base * 1.2
+
+
+def test_backoff_rejects_nonsense() -> None:
+    with pytest.raises(ValueError, match="min <= max"):
+        Backoff(min=2, max=1)
+    with pytest.raises(ValueError, match="random_factor"):
+        Backoff(random_factor=1.5)
+
+
+def test_restart_waits_for_the_backoff_and_the_path_takes_dead_letters_meanwhile(
+        system: ActorSystem, reports: Reports) -> None:
+    flags = SupervisorFlags(intensity=10, backoff=Backoff(min=0.3, max=1.0, random_factor=0.0))
+    system.start(SupervisorSpec("root", children=(ChildSpec("a", Probe),), flags=flags))
+    crashed_at = time.monotonic()
+    crash(system, "t/root/a")
+    assert system.supervisor("t/root").which_children()[0].status == "restarting"
+    with pytest.raises(Unavailable):
+        system.ask("t/root/a", "hello?")
+    scheduled = reports.wait_for("restart_scheduled", "a")[0]
+    assert scheduled.delay == pytest.approx(0.3)
+    system.wait_started("t/root/a", other_than=1)
+    assert time.monotonic() - crashed_at >= 0.3
+
+
+def test_delays_grow_for_restarts_in_a_row(system: ActorSystem, reports: Reports) -> None:
+    flags = SupervisorFlags(intensity=10, backoff=Backoff(min=0.01, max=0.04, random_factor=0.0,
+                                                          reset_after=60))
+    system.start(SupervisorSpec("root", children=(ChildSpec("a", Probe),), flags=flags))
+    for incarnation in range(1, 5):
+        system.wait_started("t/root/a", other_than=incarnation - 1)
+        crash(system, "t/root/a")
+    delays = [r.delay for r in reports.wait_for("restart_scheduled", "a", count=4)]
+    assert delays == [0.01, 0.02, 0.04, 0.04]
+
+
+def test_a_child_that_ran_healthy_long_enough_restarts_from_the_minimum_again(
+        system: ActorSystem, clock, reports: Reports) -> None:  # noqa: ANN001
+    flags = SupervisorFlags(intensity=10, backoff=Backoff(min=0.01, max=0.04, random_factor=0.0,
+                                                          reset_after=30))
+    system.start(SupervisorSpec("root", children=(ChildSpec("a", Probe),), flags=flags))
+    crash(system, "t/root/a")
+    system.wait_started("t/root/a", other_than=1)
+    crash(system, "t/root/a")
+    system.wait_started("t/root/a", other_than=2)
+    system.supervisor("t/root").which_children()  # the supervisor has finished that restart
+    clock.advance(31)
+    crash(system, "t/root/a")
+    delays = [r.delay for r in reports.wait_for("restart_scheduled", "a", count=3)]
+    assert delays == [0.01, 0.02, 0.01]
+
+
+def test_operator_restart_during_backoff_is_refused_as_restarting(system: ActorSystem) -> None:
+    flags = SupervisorFlags(intensity=10, backoff=Backoff(min=5, max=5, random_factor=0.0))
+    root = system.start(SupervisorSpec("root", children=(ChildSpec("a", Probe),), flags=flags))
+    crash(system, "t/root/a")
+    from actors import SupervisorError
+    with pytest.raises(SupervisorError) as raised:
+        root.restart_child("a")
+    assert raised.value.code == "restarting"
+    root.terminate_child("a")  # cancels the pending restart
+    assert root.restart_child("a") == "t/root/a"
