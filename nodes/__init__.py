@@ -1,0 +1,1 @@
+"""Where and how actors run: the topology, the node process, logging and the CLI."""

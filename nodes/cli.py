@@ -1,0 +1,148 @@
+"""The `flotilla` command line.
+
+    flotilla check [TOPOLOGY]
+    flotilla node start [--topology T] [--node N] [--run-for SECONDS]
+
+Exit codes: 0 success; 1 the tree failed (a root that gave up or could not start);
+2 bad usage or an invalid topology (every problem is printed to stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from actors.child_spec import Backoff, ChildSpec, PoolSpec, Spec, SupervisorFlags, SupervisorSpec
+from nodes.topology import DEFAULT_TOPOLOGY, Topology, TopologyError, load_topology
+
+EXIT_USAGE = 2
+
+
+def _default_topology() -> str:
+    return os.environ.get("FLOTILLA_TOPOLOGY", DEFAULT_TOPOLOGY)
+
+
+def _seconds(value: float | str) -> str:
+    return f"{value:g}s" if isinstance(value, (int, float)) else str(value)
+
+
+def _flags_text(flags: SupervisorFlags) -> str:
+    text = f"intensity {flags.intensity} in {flags.period:g}s"
+    backoff: Backoff | None = flags.backoff
+    if backoff is not None:
+        text += f", backoff {backoff.min:g}-{backoff.max:g}s"
+    return text
+
+
+def _describe(spec: Spec) -> str:
+    if isinstance(spec, ChildSpec):
+        return f"worker {spec.actor_name} ({spec.restart}, shutdown {_seconds(spec.shutdown)})"
+    if isinstance(spec, PoolSpec):
+        w = spec.worker
+        return (f"pool x{spec.size} of {w.actor_name} ({spec.restart}; replicas {w.restart}, "
+                f"shutdown {_seconds(w.shutdown)}; {_flags_text(spec.flags)})")
+    return f"supervisor {spec.flags.strategy} ({spec.restart}; {_flags_text(spec.flags)})"
+
+
+def render_tree(topology: Topology, node: str) -> list[str]:
+    """The tree as indented lines, one per child, with each subtree's node."""
+    placement = topology.subtree_nodes()
+    lines = [f"{node}/{topology.tree.id}  {_describe(topology.tree)}"]
+
+    def walk(spec: SupervisorSpec, prefix: str, path: str) -> None:
+        for index, child in enumerate(spec.children):
+            last = index == len(spec.children) - 1
+            child_path = f"{path}/{child.id}"
+            where = placement.get(child_path)
+            on_node = f"  [node {where}]" if where and where != placement[path] else ""
+            lines.append(f"{prefix}{'└─ ' if last else '├─ '}{child.id}  {_describe(child)}{on_node}")
+            if isinstance(child, SupervisorSpec):
+                walk(child, prefix + ("   " if last else "│  "), child_path)
+
+    walk(topology.tree, "", topology.tree.id)
+    return lines
+
+
+def _load_or_report(path: str) -> Topology | None:
+    try:
+        return load_topology(path)
+    except TopologyError as exc:
+        for problem in exc.problems:
+            print(problem.format(exc.source), file=sys.stderr)
+        count = len(exc.problems)
+        print(f"{exc.source}: {count} problem{'s' if count != 1 else ''}; the topology is not valid",
+              file=sys.stderr)
+        return None
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    topology = _load_or_report(args.topology)
+    if topology is None:
+        return EXIT_USAGE
+    nodes = ", ".join(topology.nodes)
+    print(f"{topology.source}: valid; cluster {topology.cluster}, "
+          f"{len(topology.nodes)} node{'s' if len(topology.nodes) != 1 else ''} ({nodes})")
+    for node in topology.nodes.values():
+        print(f"  node {node.name}" + (f": {node.description}" if node.description else ""))
+    root_node = topology.tree.node or next(iter(topology.nodes))
+    for line in render_tree(topology, root_node):
+        print(line)
+    return 0
+
+
+def cmd_node_start(args: argparse.Namespace) -> int:
+    from nodes.logs import configure_logging, report_logger
+    from nodes.node import NodeRun
+
+    topology = _load_or_report(args.topology)
+    if topology is None:
+        return EXIT_USAGE
+    node = args.node or topology.tree.node or next(iter(topology.nodes))
+    if node not in topology.nodes:
+        print(f"{topology.source}: no node {node!r} (nodes: {', '.join(topology.nodes)})", file=sys.stderr)
+        return EXIT_USAGE
+    if args.run_for is not None and args.run_for <= 0:
+        print("--run-for must be > 0 seconds", file=sys.stderr)
+        return EXIT_USAGE
+    configure_logging(node, level=args.log_level, fmt=args.log_format)
+    run = NodeRun(topology, node)
+    tracebacks = args.log_level == "debug" or args.log_format == "json"
+    run.system.add_report_listener(report_logger(tracebacks=tracebacks))
+    run.install_signal_handlers()
+    return run.run(run_for=args.run_for)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="flotilla", description="Fault-tolerant worker fleets.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    check = commands.add_parser("check", help="validate a topology and print its tree")
+    check.add_argument("topology", nargs="?", default=_default_topology(),
+                       help=f"topology file (default: $FLOTILLA_TOPOLOGY or {DEFAULT_TOPOLOGY})")
+    check.set_defaults(handler=cmd_check)
+
+    node = commands.add_parser("node", help="run a node")
+    node_commands = node.add_subparsers(dest="node_command", required=True)
+    start = node_commands.add_parser("start", help="run a node's part of the tree until stopped")
+    start.add_argument("--topology", default=_default_topology(),
+                       help=f"topology file (default: $FLOTILLA_TOPOLOGY or {DEFAULT_TOPOLOGY})")
+    start.add_argument("--node", help="node to run (default: the tree's node, else the first node)")
+    start.add_argument("--run-for", type=float, metavar="SECONDS",
+                       help="stop gracefully after this many seconds (default: run until signalled)")
+    start.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    start.add_argument("--log-format", default="auto", choices=["auto", "json", "console"],
+                       help="auto: console on a terminal, JSON lines otherwise")
+    start.set_defaults(handler=cmd_node_start)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `flotilla` console script."""
+    args = build_parser().parse_args(argv)
+    return int(args.handler(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

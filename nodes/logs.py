@@ -1,0 +1,77 @@
+"""Logging for node processes: structlog JSON lines, or console rendering on a TTY.
+
+Every event carries the node's name; actors bind their path. Supervisor reports become
+their own events (``supervisor.child_exited`` and so on) through `report_logger`.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any, Literal, TextIO
+
+import structlog
+
+from actors.messages import Crash, StartFailed, SupervisorReport, describe_reason
+
+LogFormat = Literal["auto", "json", "console"]
+
+_LEVELS = {
+    "child_started": logging.INFO,
+    "restart_scheduled": logging.INFO,
+    "child_exited": logging.WARNING,
+    "start_failed": logging.ERROR,
+    "shutdown_timeout": logging.ERROR,
+    "gave_up": logging.ERROR,
+}
+
+
+def configure_logging(node: str, *, level: str = "info", fmt: LogFormat = "auto",
+                      stream: TextIO | None = None) -> None:
+    """Send structlog events for this process to `stream` (default stdout)."""
+    stream = stream or sys.stdout
+    console = fmt == "console" or (fmt == "auto" and stream.isatty())
+
+    def add_node(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
+        event.setdefault("node", node)
+        return event
+
+    renderer: Any = (structlog.dev.ConsoleRenderer(colors=stream.isatty()) if console
+                     else structlog.processors.JSONRenderer())
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            add_node,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
+        logger_factory=structlog.WriteLoggerFactory(file=stream),
+        cache_logger_on_first_use=False,
+    )
+
+
+def report_logger(*, tracebacks: bool) -> Callable[[SupervisorReport], None]:
+    """A report listener that logs each supervisor report as its own event."""
+    log = structlog.get_logger("flotilla.supervisor")
+
+    def log_report(report: SupervisorReport) -> None:
+        fields: dict[str, Any] = {"supervisor": report.supervisor, "child": report.child}
+        level = _LEVELS[report.event]
+        reason = report.reason
+        if reason is not None:
+            fields["reason"] = describe_reason(reason)
+            if tracebacks and isinstance(reason, (Crash, StartFailed)) and reason.traceback:
+                fields["traceback"] = reason.traceback
+            if report.event == "child_exited" and not isinstance(reason, (Crash, StartFailed)):
+                level = logging.INFO
+        if report.event == "restart_scheduled":
+            fields["delay"] = report.delay
+        if report.restarts:
+            fields["restarts"] = report.restarts
+        log.log(level, f"supervisor.{report.event}", **fields)
+
+    return log_report

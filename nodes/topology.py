@@ -1,0 +1,615 @@
+"""Load and validate `supervisor_tree.yaml` into supervisor specs.
+
+Every problem is collected, not only the first, and each names its YAML path and line:
+``supervisor_tree.yaml:14: tree.children[2].restart: 'permant' is not one of permanent,
+transient, temporary``. Unknown keys are errors. The keys of each section, their types and
+defaults are declared once below (`SECTIONS`); `reference_markdown()` renders them for
+docs/topology.md, and a test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from yaml.constructor import SafeConstructor
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from actors.builtin import BUILTIN_ACTORS, ActorNotFound, resolve_actor
+from actors.child_spec import (
+    DEFAULT_INTENSITY,
+    DEFAULT_PERIOD,
+    DEFAULT_START_TIMEOUT,
+    DEFAULT_WORKER_SHUTDOWN,
+    RESTART_TYPES,
+    STRATEGIES,
+    Backoff,
+    ChildSpec,
+    PoolSpec,
+    Spec,
+    SupervisorFlags,
+    SupervisorSpec,
+)
+
+DEFAULT_TOPOLOGY = "supervisor_tree.yaml"
+MAX_TOPOLOGY_BYTES = 1_000_000
+"""A topology file larger than this is refused before parsing."""
+
+
+@dataclass(frozen=True)
+class Field:
+    """One key of a section: its type and default as documented, and what it means."""
+
+    type: str
+    default: str
+    doc: str
+
+
+SECTIONS: dict[str, dict[str, Field]] = {
+    "topology": {
+        "cluster": Field("name", "`flotilla`", "Name of the cluster the nodes form."),
+        "nodes": Field("mapping of name → node", "required",
+                       "The nodes of the cluster; at least one. Names are path segments."),
+        "tree": Field("supervisor", "required", "The root supervisor and everything under it."),
+    },
+    "node": {
+        "description": Field("string", "empty", "Free text shown by `flotilla check`."),
+    },
+    "supervisor": {
+        "id": Field("name", "`root` for the tree; required for a child",
+                    "Path segment of the supervisor."),
+        "strategy": Field(" \\| ".join(STRATEGIES), "`one_for_one`",
+                          "Which children restart when one exits and must be restarted."),
+        "intensity": Field("integer ≥ 0", f"`{DEFAULT_INTENSITY}`",
+                           "Restarts allowed within `period`; one more and the supervisor gives up."),
+        "period": Field("seconds > 0", f"`{DEFAULT_PERIOD:g}`", "Window for `intensity`."),
+        "backoff": Field("backoff", "none (restart at once, as OTP)",
+                         "Delay restarts with exponential backoff and jitter."),
+        "node": Field("node name", "the parent's node (the tree: the first node)",
+                      "Node that runs this subtree."),
+        "children": Field("list of child", "`[]`", "Started in order, stopped in reverse order."),
+    },
+    "child": {
+        "id": Field("name", "required", "Path segment of the child, unique among its siblings."),
+        "actor": Field("actor reference", "one of actor, supervisor, pool",
+                       "A worker: a built-in name (" + ", ".join(sorted(BUILTIN_ACTORS))
+                       + ") or `package.module:Class` (a subclass of `actors.Actor`)."),
+        "supervisor": Field("supervisor (without `id`)", "one of actor, supervisor, pool",
+                            "A nested supervisor."),
+        "pool": Field("pool", "one of actor, supervisor, pool",
+                      "A pool of identical workers under their own supervisor."),
+        "args": Field("mapping", "`{}`", "Keyword arguments of the actor's constructor (workers only)."),
+        "restart": Field(" \\| ".join(RESTART_TYPES), "`permanent`",
+                         "permanent: always restarted; transient: unless it exits Normal or "
+                         "Shutdown; temporary: never."),
+        "shutdown": Field("seconds > 0 \\| brutal_kill \\| infinity",
+                          f"`{DEFAULT_WORKER_SHUTDOWN:g}` for workers, `infinity` for supervisors and pools",
+                          "Time to stop before the child is abandoned; `infinity` only for "
+                          "supervisors and pools, whose own children are bounded."),
+        "start_timeout": Field("seconds > 0", f"`{DEFAULT_START_TIMEOUT:g}`",
+                               "Time the constructor and `on_start` may take (workers only)."),
+        "node": Field("node name", "the parent's node", "Node that runs this child."),
+    },
+    "pool": {
+        "size": Field("integer ≥ 0", "`1`", "Replicas started at first; scalable at run time."),
+        "actor": Field("actor reference", "required", "The replicas' actor."),
+        "args": Field("mapping", "`{}`", "Keyword arguments for every replica."),
+        "restart": Field(" \\| ".join(RESTART_TYPES), "`permanent`", "Restart type of each replica."),
+        "shutdown": Field("seconds > 0 \\| brutal_kill", f"`{DEFAULT_WORKER_SHUTDOWN:g}`",
+                          "Shutdown timeout of each replica."),
+        "start_timeout": Field("seconds > 0", f"`{DEFAULT_START_TIMEOUT:g}`",
+                               "Start timeout of each replica."),
+        "intensity": Field("integer ≥ 0", f"`{DEFAULT_INTENSITY}`", "As for a supervisor."),
+        "period": Field("seconds > 0", f"`{DEFAULT_PERIOD:g}`", "As for a supervisor."),
+        "backoff": Field("backoff", "none", "As for a supervisor."),
+    },
+    "backoff": {
+        "min": Field("seconds > 0", "`0.1`", "Delay before the first restart in a row."),
+        "max": Field("seconds ≥ min", "`10`", "Cap on the doubling delay."),
+        "random_factor": Field("0..1", "`0.2`", "Each delay is stretched by up to this fraction, at random."),
+        "reset_after": Field("seconds > 0", "(min + max) / 2",
+                             "Running this long makes the next restart the first in a row again."),
+    },
+}
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong in a topology, with where it is."""
+
+    path: str
+    message: str
+    line: int | None = None
+
+    def format(self, source: str) -> str:
+        where = f"{source}:{self.line}" if self.line is not None else source
+        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+
+
+class TopologyError(Exception):
+    """A topology has problems; `problems` lists every one found."""
+
+    def __init__(self, source: str, problems: list[Problem]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__("\n".join(p.format(source) for p in problems))
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """One node of the cluster."""
+
+    name: str
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Topology:
+    """A validated topology: the cluster's nodes and the supervision tree."""
+
+    cluster: str
+    nodes: dict[str, NodeConfig]
+    tree: SupervisorSpec
+    source: str
+
+    def subtree_nodes(self) -> dict[str, str]:
+        """Map every supervisor and pool path below the root (root id first) to its node."""
+        placement: dict[str, str] = {}
+        root_node = self.tree.node or next(iter(self.nodes))
+
+        def visit(spec: Spec, prefix: str, inherited: str) -> None:
+            node = getattr(spec, "node", None) or inherited
+            path = f"{prefix}/{spec.id}" if prefix else spec.id
+            placement[path] = node
+            for child in getattr(spec, "children", ()):
+                visit(child, path, node)
+
+        visit(self.tree, "", root_node)
+        return placement
+
+
+# --- reading YAML with positions ------------------------------------------------------
+
+
+class _Context:
+    """Collects problems while walking the document."""
+
+    def __init__(self) -> None:
+        self.problems: list[Problem] = []
+        self.node_names: set[str] = set()
+
+    def problem(self, path: str, message: str, node: Node | None) -> None:
+        line = node.start_mark.line + 1 if node is not None else None
+        self.problems.append(Problem(path, message, line))
+
+
+_constructor = SafeConstructor()
+
+
+def _value(node: Node) -> Any:
+    """Build the plain Python value of a YAML node."""
+    value = _constructor.construct_object(node, deep=True)
+    _constructor.constructed_objects.clear()
+    _constructor.recursive_objects.clear()
+    return value
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+class _Mapping:
+    """One YAML mapping checked against a section: duplicate and unknown keys are problems."""
+
+    def __init__(self, ctx: _Context, node: Node | None, path: str, section: str) -> None:
+        self.ctx = ctx
+        self.path = path
+        self.node = node
+        self.entries: dict[str, tuple[Node, Node]] = {}
+        self.valid = True
+        if node is None or (isinstance(node, ScalarNode) and node.tag == "tag:yaml.org,2002:null"):
+            return
+        if not isinstance(node, MappingNode):
+            ctx.problem(path, f"must be a mapping, not {_kind(node)}", node)
+            self.valid = False
+            return
+        allowed = list(SECTIONS[section])
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, ScalarNode) or not isinstance(_value(key_node), str):
+                ctx.problem(path, "keys must be strings", key_node)
+                continue
+            key = key_node.value
+            if key in self.entries:
+                ctx.problem(_join(path, key), "duplicate key (the first is on line "
+                            f"{self.entries[key][0].start_mark.line + 1})", key_node)
+                continue
+            if key not in allowed:
+                hint = difflib.get_close_matches(key, allowed, n=1)
+                suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
+                ctx.problem(_join(path, key), f"unknown key{suggestion} "
+                            f"(allowed: {', '.join(allowed)})", key_node)
+                continue
+            self.entries[key] = (key_node, value_node)
+
+    def has(self, key: str) -> bool:
+        return key in self.entries
+
+    def node_of(self, key: str) -> Node | None:
+        entry = self.entries.get(key)
+        return entry[1] if entry else None
+
+    def get(self, key: str, check: Callable[[Any], str | None], default: Any) -> Any:
+        """The value of `key`, or `default` if absent or invalid (the problem is recorded)."""
+        node = self.node_of(key)
+        if node is None:
+            return default
+        value = _value(node)
+        error = check(value)
+        if error is not None:
+            self.ctx.problem(_join(self.path, key), error, node)
+            return default
+        return value
+
+    def require(self, key: str, what: str) -> bool:
+        if key not in self.entries:
+            self.ctx.problem(_join(self.path, key), f"is required ({what})", self.node)
+            return False
+        return True
+
+
+def _kind(node: Node) -> str:
+    if isinstance(node, MappingNode):
+        return "a mapping"
+    if isinstance(node, SequenceNode):
+        return "a list"
+    value = _value(node)
+    return "null" if value is None else f"{type(value).__name__} {value!r}"
+
+
+# --- value checks (each returns a problem text or None) -------------------------------
+
+
+def _name(value: Any) -> str | None:
+    if not isinstance(value, str) or not value:
+        return f"{value!r} must be a non-empty string"
+    if "/" in value or value.strip() != value:
+        return f"{value!r} must not contain '/' or surrounding spaces"
+    return None
+
+
+def _text(value: Any) -> str | None:
+    return None if isinstance(value, str) else f"{value!r} must be a string"
+
+
+def _one_of(choices: tuple[str, ...]) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        if value in choices:
+            return None
+        hint = difflib.get_close_matches(str(value), choices, n=1)
+        suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
+        return f"{value!r} is not one of {', '.join(choices)}{suggestion}"
+    return check
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _int_at_least(low: int) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        if isinstance(value, int) and not isinstance(value, bool) and value >= low:
+            return None
+        return f"{value!r} must be an integer >= {low}"
+    return check
+
+
+def _seconds(value: Any) -> str | None:
+    return None if _number(value) and value > 0 else f"{value!r} must be a number of seconds > 0"
+
+
+def _fraction(value: Any) -> str | None:
+    return None if _number(value) and 0 <= value <= 1 else f"{value!r} must be a number within 0..1"
+
+
+def _shutdown(allow_infinity: bool) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        if value == "brutal_kill" or (_number(value) and value > 0):
+            return None
+        if value == "infinity":
+            return None if allow_infinity else ("'infinity' is only allowed for supervisors and "
+                                                 "pools: a worker that never stops would hang shutdown")
+        extra = ", infinity" if allow_infinity else ""
+        return f"{value!r} must be a number of seconds > 0, brutal_kill{extra}"
+    return check
+
+
+# --- sections -------------------------------------------------------------------------
+
+
+def _read_backoff(ctx: _Context, node: Node | None, path: str) -> Backoff | None:
+    if node is None:
+        return None
+    m = _Mapping(ctx, node, path, "backoff")
+    if not m.valid:
+        return None
+    low = m.get("min", _seconds, 0.1)
+    high = m.get("max", _seconds, 10.0)
+    factor = m.get("random_factor", _fraction, 0.2)
+    reset_after = m.get("reset_after", _seconds, None)
+    if high < low:
+        ctx.problem(_join(path, "max"), f"{high!r} must be >= min ({low!r})", m.node_of("max") or node)
+        return None
+    return Backoff(min=float(low), max=float(high), random_factor=float(factor),
+                   reset_after=float(reset_after) if reset_after is not None else None)
+
+
+def _read_flags(ctx: _Context, m: _Mapping, *, strategy: bool = True) -> SupervisorFlags:
+    return SupervisorFlags(
+        strategy=m.get("strategy", _one_of(STRATEGIES), "one_for_one") if strategy else "one_for_one",
+        intensity=m.get("intensity", _int_at_least(0), DEFAULT_INTENSITY),
+        period=float(m.get("period", _seconds, DEFAULT_PERIOD)),
+        backoff=_read_backoff(ctx, m.node_of("backoff"), _join(m.path, "backoff")),
+    )
+
+
+def _read_node_ref(ctx: _Context, m: _Mapping) -> str | None:
+    node = m.get("node", _name, None)
+    if node is not None and node not in ctx.node_names:
+        known = ", ".join(sorted(ctx.node_names)) or "none"
+        ctx.problem(_join(m.path, "node"), f"{node!r} is not a node of this topology (nodes: {known})",
+                    m.node_of("node"))
+        return None
+    return node
+
+
+def _read_actor(ctx: _Context, m: _Mapping, args: dict[str, Any]) -> type | None:
+    reference = m.get("actor", _text, None)
+    if reference is None:
+        return None
+    try:
+        actor = resolve_actor(reference)
+    except ActorNotFound as exc:
+        ctx.problem(_join(m.path, "actor"), str(exc), m.node_of("actor"))
+        return None
+    mismatch = _args_mismatch(actor, args)
+    if mismatch:
+        ctx.problem(_join(m.path, "args"), f"do not fit {reference}: {mismatch}",
+                    m.node_of("args") or m.node_of("actor"))
+        return None
+    return actor
+
+
+def _args_mismatch(actor: type, args: dict[str, Any]) -> str:
+    """What is wrong with calling `actor(**args)`, or '' if nothing is."""
+    parameters = inspect.signature(actor).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return ""
+    named = {p.name: p for p in parameters
+             if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)}
+    parts = []
+    for key in args:
+        if key not in named:
+            hint = difflib.get_close_matches(key, named, n=1)
+            parts.append(f"unexpected {key!r}" + (f" (did you mean {hint[0]!r}?)" if hint else ""))
+    missing = [name for name, p in named.items() if p.default is inspect.Parameter.empty and name not in args]
+    if missing:
+        parts.append("missing " + ", ".join(repr(name) for name in missing))
+    if parts and named:
+        parts.append("accepted: " + ", ".join(named))
+    return "; ".join(parts)
+
+
+def _read_args(ctx: _Context, m: _Mapping) -> dict[str, Any]:
+    node = m.node_of("args")
+    if node is None:
+        return {}
+    value = _value(node)
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        ctx.problem(_join(m.path, "args"), "must be a mapping with string keys", node)
+        return {}
+    return value
+
+
+def _read_supervisor(ctx: _Context, m: _Mapping, child_id: str, *, restart: str,
+                     shutdown: Any, node: str | None) -> SupervisorSpec | None:
+    flags = _read_flags(ctx, m)
+    children = _read_children(ctx, m.node_of("children"), _join(m.path, "children"))
+    if children is None:
+        return None
+    try:
+        return SupervisorSpec(id=child_id, children=tuple(children), flags=flags, restart=restart,
+                              shutdown=shutdown, node=node)
+    except ValueError as exc:
+        ctx.problem(m.path, str(exc), m.node)
+        return None
+
+
+def _read_pool(ctx: _Context, node: Node, path: str, child_id: str, *, restart: str,
+               shutdown: Any, pool_node: str | None) -> PoolSpec | None:
+    m = _Mapping(ctx, node, path, "pool")
+    if not m.valid or not m.require("actor", "the replicas' actor"):
+        return None
+    args = _read_args(ctx, m)
+    actor = _read_actor(ctx, m, args)
+    size = m.get("size", _int_at_least(0), 1)
+    worker_restart = m.get("restart", _one_of(RESTART_TYPES), "permanent")
+    worker_shutdown = m.get("shutdown", _shutdown(False), DEFAULT_WORKER_SHUTDOWN)
+    start_timeout = m.get("start_timeout", _seconds, DEFAULT_START_TIMEOUT)
+    flags = _read_flags(ctx, m, strategy=False)
+    if actor is None:
+        return None
+    worker = ChildSpec(id="replica", actor=actor, args=args, restart=worker_restart,
+                       shutdown=worker_shutdown, start_timeout=float(start_timeout))
+    return PoolSpec(id=child_id, worker=worker, size=size, flags=flags, restart=restart,
+                    shutdown=shutdown, node=pool_node)
+
+
+def _read_child(ctx: _Context, node: Node, path: str) -> Spec | None:
+    m = _Mapping(ctx, node, path, "child")
+    if not m.valid:
+        return None
+    kinds = [k for k in ("actor", "supervisor", "pool") if m.has(k)]
+    if len(kinds) != 1:
+        found = f"found {', '.join(kinds)}" if kinds else "found none"
+        ctx.problem(path, f"needs exactly one of actor, supervisor, pool ({found})", node)
+        return None
+    kind = kinds[0]
+    child_id = m.get("id", _name, None) if m.require("id", "the child's path segment") else None
+    restart = m.get("restart", _one_of(RESTART_TYPES), "permanent")
+    is_worker = kind == "actor"
+    default_shutdown = DEFAULT_WORKER_SHUTDOWN if is_worker else "infinity"
+    shutdown = m.get("shutdown", _shutdown(not is_worker), default_shutdown)
+    child_node = _read_node_ref(ctx, m)
+    for worker_only in ("args", "start_timeout"):
+        if m.has(worker_only) and not is_worker:
+            ctx.problem(_join(path, worker_only), f"belongs inside {kind}: (it applies to workers)",
+                        m.node_of(worker_only))
+    if kind == "actor":
+        args = _read_args(ctx, m)
+        actor = _read_actor(ctx, m, args)
+        start_timeout = m.get("start_timeout", _seconds, DEFAULT_START_TIMEOUT)
+        if actor is None or child_id is None:
+            return None
+        if child_node is not None:
+            ctx.problem(_join(path, "node"), "only supervisors and pools are placed on nodes; "
+                        "move the worker under one", m.node_of("node"))
+            return None
+        return ChildSpec(id=child_id, actor=actor, args=args, restart=restart, shutdown=shutdown,
+                         start_timeout=float(start_timeout))
+    body_path = _join(path, kind)
+    if kind == "pool":
+        pool = _read_pool(ctx, m.node_of("pool"), body_path, child_id or "?", restart=restart,
+                          shutdown=shutdown, pool_node=child_node)
+        return pool if child_id is not None else None
+    body = _Mapping(ctx, m.node_of("supervisor"), body_path, "supervisor")
+    if not body.valid:
+        return None
+    for misplaced in ("id", "node"):
+        if body.has(misplaced):
+            ctx.problem(_join(body_path, misplaced), f"belongs on the child entry ({path}.{misplaced})",
+                        body.node_of(misplaced))
+    spec = _read_supervisor(ctx, body, child_id or "?", restart=restart, shutdown=shutdown,
+                            node=child_node)
+    return spec if child_id is not None else None
+
+
+def _read_children(ctx: _Context, node: Node | None, path: str) -> list[Spec] | None:
+    if node is None:
+        return []
+    if not isinstance(node, SequenceNode):
+        if isinstance(node, ScalarNode) and _value(node) is None:
+            return []
+        ctx.problem(path, f"must be a list of children, not {_kind(node)}", node)
+        return None
+    children: list[Spec] = []
+    seen: dict[str, int] = {}
+    ok = True
+    for index, item in enumerate(node.value):
+        item_path = f"{path}[{index}]"
+        spec = _read_child(ctx, item, item_path)
+        if spec is None:
+            ok = False
+            continue
+        if spec.id in seen:
+            ctx.problem(_join(item_path, "id"), f"{spec.id!r} is already the id of {path}[{seen[spec.id]}]",
+                        item)
+            ok = False
+            continue
+        seen[spec.id] = index
+        children.append(spec)
+    return children if ok else None
+
+
+def _read_nodes(ctx: _Context, node: Node | None) -> dict[str, NodeConfig]:
+    if not isinstance(node, MappingNode) or not node.value:
+        ctx.problem("nodes", "must be a mapping with at least one node, e.g. 'nodes: {alpha: {}}'", node)
+        return {}
+    nodes: dict[str, NodeConfig] = {}
+    for key_node, value_node in node.value:
+        name = _value(key_node)
+        path = f"nodes.{name}"
+        error = _name(name)
+        if error is not None:
+            ctx.problem(path, error, key_node)
+            continue
+        if name in nodes:
+            ctx.problem(path, "duplicate node", key_node)
+            continue
+        m = _Mapping(ctx, value_node, path, "node")
+        nodes[name] = NodeConfig(name=name, description=m.get("description", _text, ""))
+    return nodes
+
+
+def parse_topology(text: str, source: str = "<topology>") -> Topology:
+    """Validate a topology document; raise `TopologyError` listing every problem."""
+    try:
+        document = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        raise TopologyError(source, [Problem("", f"not valid YAML: {getattr(exc, 'problem', exc)}",
+                                             line)]) from None
+    ctx = _Context()
+    top = _Mapping(ctx, document, "", "topology")
+    if document is None or not top.valid:
+        if document is None:
+            ctx.problem("", "the topology is empty; it needs 'nodes' and 'tree'", None)
+        raise TopologyError(source, ctx.problems)
+    cluster = top.get("cluster", _name, "flotilla")
+    top.require("nodes", "at least one node")
+    nodes = _read_nodes(ctx, top.node_of("nodes")) if top.has("nodes") else {}
+    ctx.node_names = set(nodes)
+    tree: SupervisorSpec | None = None
+    if top.require("tree", "the root supervisor"):
+        body = _Mapping(ctx, top.node_of("tree"), "tree", "supervisor")
+        if body.valid:
+            root_id = body.get("id", _name, "root")
+            tree = _read_supervisor(ctx, body, root_id, restart="permanent", shutdown="infinity",
+                                    node=_read_node_ref(ctx, body))
+    if ctx.problems or tree is None:
+        problems = sorted(ctx.problems, key=lambda p: (p.line is None, p.line or 0))
+        raise TopologyError(source, problems or [Problem("tree", "is invalid")])
+    return Topology(cluster=cluster, nodes=nodes, tree=tree, source=source)
+
+
+def load_topology(path: str | Path) -> Topology:
+    """Read and validate the topology file at `path`."""
+    source = str(path)
+    try:
+        size = Path(path).stat().st_size
+        if size > MAX_TOPOLOGY_BYTES:
+            raise TopologyError(source, [Problem("", f"is {size} bytes; the limit is {MAX_TOPOLOGY_BYTES}")])
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise TopologyError(source, [Problem("", f"cannot read: {exc.strerror or exc}")]) from None
+    except UnicodeDecodeError as exc:
+        raise TopologyError(source, [Problem("", f"is not UTF-8 text: {exc.reason}")]) from None
+    return parse_topology(text, source)
+
+
+def reference_markdown() -> str:
+    """The key tables of docs/topology.md, generated from `SECTIONS`."""
+    parts = []
+    for section, fields in SECTIONS.items():
+        parts.append(f"### `{section}`\n\n| key | type | default | meaning |\n|---|---|---|---|")
+        for key, f in fields.items():
+            parts.append(f"| `{key}` | {f.type} | {f.default} | {f.doc} |")
+        parts.append("")
+    return "\n".join(parts)
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:] == ["--reference"]:
+        print(reference_markdown())
+    else:
+        print("usage: python -m nodes.topology --reference", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,149 @@
+"""Loading supervisor_tree.yaml: valid trees become specs; every problem names path and line."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from actors import ChildSpec, PoolSpec, SupervisorSpec
+from actors.flaky import FlakyWorker
+from nodes.topology import TopologyError, load_topology, parse_topology, reference_markdown
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def problems(text: str) -> list[str]:
+    with pytest.raises(TopologyError) as raised:
+        parse_topology(text, "t.yaml")
+    return [p.format("t.yaml") for p in raised.value.problems]
+
+
+def test_the_default_topology_is_valid() -> None:
+    topology = load_topology(ROOT / "supervisor_tree.yaml")
+    assert topology.cluster == "demo"
+    assert list(topology.nodes) == ["alpha"]
+    assert [c.id for c in topology.tree.children] == ["tally", "workers", "ticker"]
+
+
+def test_a_full_tree_becomes_specs_with_defaults_filled_in() -> None:
+    topology = parse_topology("""
+nodes: {alpha: {}, beta: {description: spare}}
+tree:
+  strategy: rest_for_one
+  intensity: 1
+  period: 2.5
+  children:
+    - id: w
+      actor: tests.helpers:Probe
+      restart: transient
+      shutdown: brutal_kill
+    - id: sub
+      node: beta
+      restart: temporary
+      supervisor:
+        strategy: one_for_all
+        backoff: {min: 0.5, max: 4}
+        children: [{id: x, actor: flaky, args: {crash_rate: 0.5}}]
+    - id: pool
+      pool: {actor: flaky, size: 3, shutdown: 1}
+""")
+    tree = topology.tree
+    assert (tree.id, tree.flags.strategy, tree.flags.intensity, tree.flags.period) == ("root", "rest_for_one", 1, 2.5)
+    worker, sub, pool = tree.children
+    assert isinstance(worker, ChildSpec) and worker.restart == "transient" and worker.shutdown == "brutal_kill"
+    assert worker.start_timeout == 5.0
+    assert isinstance(sub, SupervisorSpec) and sub.node == "beta" and sub.restart == "temporary"
+    assert sub.flags.backoff is not None and sub.flags.backoff.healthy_after == 2.25
+    assert sub.children[0] == ChildSpec("x", FlakyWorker, {"crash_rate": 0.5})
+    assert isinstance(pool, PoolSpec) and pool.size == 3 and pool.worker.shutdown == 1
+    assert topology.subtree_nodes() == {"root": "alpha", "root/sub": "beta", "root/w": "alpha",
+                                        "root/sub/x": "beta", "root/pool": "alpha"}
+
+
+def test_a_misspelt_restart_type_names_the_path_the_line_and_the_choices() -> None:
+    text = "nodes: {a: {}}\ntree:\n  children:\n    - {id: x, actor: flaky}\n    - {id: y, actor: flaky}\n" \
+           "    - id: z\n      actor: flaky\n      restart: permant\n"
+    assert problems(text) == ["t.yaml:8: tree.children[2].restart: 'permant' is not one of permanent, "
+                              "transient, temporary (did you mean 'permanent'?)"]
+
+
+def test_every_problem_is_reported_not_just_the_first() -> None:
+    found = problems("""
+nodes: {alpha: {}}
+tree:
+  strategy: one_for_al
+  intensty: 3
+  children:
+    - id: a
+      actor: nope
+    - id: b
+      actor: ticker
+      args: {targett: x}
+    - id: c
+      pool: {actor: flaky, size: -1}
+      node: beta
+    - id: d
+      actor: flaky
+      shutdown: infinity
+    - id: e
+      supervisor: {children: 3}
+""")
+    assert found == [
+        "t.yaml:4: tree.strategy: 'one_for_al' is not one of one_for_one, one_for_all, rest_for_one "
+        "(did you mean 'one_for_all'?)",
+        "t.yaml:5: tree.intensty: unknown key; did you mean 'intensity'? "
+        "(allowed: id, strategy, intensity, period, backoff, node, children)",
+        "t.yaml:8: tree.children[0].actor: unknown actor 'nope': not a built-in (flaky, tally, ticker) "
+        "and not of the form package.module:Class",
+        "t.yaml:11: tree.children[1].args: do not fit ticker: unexpected 'targett' (did you mean "
+        "'target'?); missing 'target'; accepted: target, interval, batch",
+        "t.yaml:13: tree.children[2].pool.size: -1 must be an integer >= 0",
+        "t.yaml:14: tree.children[2].node: 'beta' is not a node of this topology (nodes: alpha)",
+        "t.yaml:17: tree.children[3].shutdown: 'infinity' is only allowed for supervisors and pools: "
+        "a worker that never stops would hang shutdown",
+        "t.yaml:19: tree.children[4].supervisor.children: must be a list of children, not int 3",
+    ]
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("", "t.yaml: the topology is empty; it needs 'nodes' and 'tree'"),
+    ("nodes: [a]\ntree: {}", "t.yaml:1: nodes: must be a mapping with at least one node"),
+    ("tree: {}", "t.yaml:1: nodes: is required (at least one node)"),
+    ("nodes: {a: {}}\ntree: {}\ntree: {}", "t.yaml:3: tree: duplicate key (the first is on line 2)"),
+    ("nodes: {a: {}}\ntree: {children: [{id: x}]}", "t.yaml:2: tree.children[0]: needs exactly one of actor, supervisor, pool (found none)"),
+    ("nodes: {a: {}}\ntree: {children: [{id: x, actor: flaky, pool: {actor: flaky}}]}",
+     "t.yaml:2: tree.children[0]: needs exactly one of actor, supervisor, pool (found actor, pool)"),
+    ("nodes: {a: {}}\ntree: {children: [{actor: flaky}]}", "t.yaml:2: tree.children[0].id: is required"),
+    ("nodes: {a: {}}\ntree: {children: [{id: x, actor: flaky}, {id: x, actor: tally}]}",
+     "t.yaml:2: tree.children[1].id: 'x' is already the id of tree.children[0]"),
+    ("nodes: {a: {}}\ntree: {children: [{id: 'x/y', actor: flaky}]}", "t.yaml:2: tree.children[0].id: 'x/y' must not contain '/'"),
+    ("nodes: {a: {}}\ntree: {children: [{id: x, actor: 'os:path'}]}", "is not a subclass of actors.Actor"),
+    ("nodes: {a: {}}\ntree: {children: [{id: x, actor: 'no.such.module:X'}]}", "cannot import 'no.such.module'"),
+    ("nodes: {a: {}}\ntree: {children: [{id: x, actor: flaky, start_timeout: 0}]}", "start_timeout: 0 must be a number of seconds > 0"),
+    ("nodes: {a: {}}\ntree: {period: yes}", "tree.period: True must be a number of seconds > 0"),
+    ("nodes: {a: {}}\ntree: {backoff: {min: 2, max: 1}}", "tree.backoff.max: 1 must be >= min (2)"),
+    ("nodes: {a: {}}\ntree: {children: [{id: s, supervisor: {id: s}}]}", "tree.children[0].supervisor.id: belongs on the child entry"),
+    ("nodes: {a: {}}\ntree: {children: [{id: p, pool: {actor: flaky}, args: {}}]}", "tree.children[0].args: belongs inside pool:"),
+    ("nodes: {a: {}}\ntree: [1, 2", "t.yaml:2: not valid YAML"),
+    ("nodes: {a: {}}\ntree: {children: [{id: x, actor: flaky, node: a}]}", "only supervisors and pools are placed on nodes"),
+])
+def test_each_kind_of_mistake_gets_a_clear_message(text: str, expected: str) -> None:
+    assert any(expected in p for p in problems(text)), problems(text)
+
+
+def test_an_unreadable_file_is_a_topology_error(tmp_path: Path) -> None:
+    with pytest.raises(TopologyError, match="cannot read"):
+        load_topology(tmp_path / "missing.yaml")
+    (tmp_path / "binary.yaml").write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(TopologyError, match="not UTF-8"):
+        load_topology(tmp_path / "binary.yaml")
+
+
+def test_the_reference_in_the_docs_is_generated_from_the_schema() -> None:
+    doc = (ROOT / "docs" / "topology.md").read_text(encoding="utf-8")
+    generated = re.search(r"<!-- reference:begin -->\n(.*)<!-- reference:end -->", doc, re.S)
+    assert generated is not None, "docs/topology.md lacks the reference markers"
+    assert generated.group(1).strip() == reference_markdown().strip(), (
+        "docs/topology.md is stale: run `python -m nodes.topology --reference` and paste its output")
