@@ -1,0 +1,226 @@
+"""Flotilla benchmarks. Each figure comes with a baseline measured in the same run.
+
+Part 1 (supervision core, one process):
+  * tell throughput through a supervised path vs a raw Pykka actor (goal >= 0.9x);
+  * restart latency, crash to the replacement answering its next message (goal p99 <= 5 ms);
+  * a crash storm: threads and memory before and after 10,000 crashes.
+
+    scripts/bench [--quick] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import importlib.metadata
+import json
+import os
+import platform
+import queue
+import statistics
+import sys
+import threading
+import time
+import tracemalloc
+from pathlib import Path
+from typing import Any
+
+import pykka
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from actors import Actor, ActorCrashed, ActorSystem, ChildSpec, PoolSpec, SupervisorFlags, SupervisorSpec  # noqa: E402
+
+TOLERANT = SupervisorFlags(intensity=10**9, period=1.0)
+PYKKA_VERSION = importlib.metadata.version("pykka")
+
+
+class _Count:
+    """Counts messages; sets `done` at the n-th."""
+
+    def setup(self, n: int, done: threading.Event) -> None:
+        self.n = n
+        self.seen = 0
+        self.done = done
+
+    def on_receive(self, message: Any) -> Any:
+        self.seen += 1
+        if self.seen == self.n:
+            self.done.set()
+        return message
+
+
+class RawPykkaCounter(_Count, pykka.ThreadingActor):
+    def __init__(self, n: int, done: threading.Event) -> None:
+        pykka.ThreadingActor.__init__(self)
+        self.setup(n, done)
+
+
+class RawPykkaSimpleQueueCounter(RawPykkaCounter):
+    """Stock Pykka with the same inbox type the supervised runtime uses."""
+
+    @staticmethod
+    def _create_actor_inbox() -> Any:
+        return queue.SimpleQueue()
+
+
+class SupervisedCounter(_Count, Actor):
+    def __init__(self, n: int, done: threading.Event) -> None:
+        Actor.__init__(self)
+        self.setup(n, done)
+
+
+class Crasher(Actor):
+    def on_receive(self, message: Any) -> Any:
+        if message == "crash":
+            raise RuntimeError("crash on purpose")
+        return message
+
+
+def tell_raw(cls: type, n: int) -> float:
+    done = threading.Event()
+    ref = cls.start(n, done)
+    began = time.perf_counter()
+    for i in range(n):
+        ref.tell(i)
+    done.wait()
+    elapsed = time.perf_counter() - began
+    ref.stop()
+    return n / elapsed
+
+
+def tell_supervised(n: int) -> float:
+    done = threading.Event()
+    system = ActorSystem("bench")
+    system.start(SupervisorSpec("root", children=(ChildSpec("c", SupervisedCounter, {"n": n, "done": done}),)))
+    ref = system.ref("bench/root/c")
+    began = time.perf_counter()
+    for i in range(n):
+        ref.tell(i)
+    done.wait()
+    elapsed = time.perf_counter() - began
+    system.stop()
+    return n / elapsed
+
+
+def bench_tell(n: int, rounds: int) -> dict[str, Any]:
+    raw, raw_sq, supervised = [], [], []
+    for _ in range(rounds):  # interleaved, so drift hits all three alike
+        raw.append(tell_raw(RawPykkaCounter, n))
+        raw_sq.append(tell_raw(RawPykkaSimpleQueueCounter, n))
+        supervised.append(tell_supervised(n))
+    r, rs, s = (statistics.median(x) for x in (raw, raw_sq, supervised))
+    return {"messages": n, "rounds": rounds, "raw_pykka_per_s": r, "raw_pykka_simplequeue_per_s": rs,
+            "supervised_per_s": s, "ratio_vs_raw_pykka": s / r, "ratio_vs_raw_pykka_simplequeue": s / rs}
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+def bench_restart(crashes: int) -> dict[str, Any]:
+    system = ActorSystem("bench")
+    system.start(SupervisorSpec("root", children=(ChildSpec("c", Crasher),), flags=TOLERANT))
+    path = "bench/root/c"
+    ref = system.ref(path)
+    latencies = []
+    incarnation = 1
+    for _ in range(crashes):
+        began = time.perf_counter()
+        ref.tell("crash")
+        incarnation = system.wait_started(path, other_than=incarnation)
+        ref.ask("ping")
+        latencies.append(time.perf_counter() - began)
+    system.stop()
+    # Baseline: what the same replacement costs with raw Pykka (start a new actor, ask it).
+    raw = []
+    for _ in range(min(crashes, 500)):
+        began = time.perf_counter()
+        fresh = RawPykkaCounter.start(1, threading.Event())
+        fresh.ask("ping")
+        raw.append(time.perf_counter() - began)
+        fresh.stop()
+    ms = [x * 1000 for x in latencies]
+    return {"crashes": crashes, "p50_ms": percentile(ms, 50), "p99_ms": percentile(ms, 99),
+            "max_ms": max(ms), "raw_pykka_start_and_ask_p50_ms": percentile([x * 1000 for x in raw], 50)}
+
+
+def rss_kib() -> int:
+    with open(f"/proc/{os.getpid()}/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def bench_storm(crashes: int) -> dict[str, Any]:
+    system = ActorSystem("bench")
+    pool = PoolSpec("pool", ChildSpec("w", Crasher), size=4, flags=TOLERANT)
+    system.start(SupervisorSpec("root", children=(pool,), flags=TOLERANT))
+    paths = [f"bench/root/pool/{i}" for i in range(4)]
+
+    def crash(path: str) -> None:
+        try:
+            system.ask(path, "crash")
+        except ActorCrashed:
+            pass
+        system.supervisor("bench/root/pool").count_children()  # the restart is done
+
+    for i in range(1_000):  # warm-up: the allocator's arenas grow to their working size
+        crash(paths[i % 4])
+    gc.collect()
+    threads_before, rss_before = threading.active_count(), rss_kib()
+    began = time.perf_counter()
+    for i in range(crashes):
+        crash(paths[i % 4])
+    elapsed = time.perf_counter() - began
+    gc.collect()
+    threads_after, rss_after = threading.active_count(), rss_kib()
+    # A second storm under tracemalloc (which inflates RSS itself) counts Python objects.
+    tracemalloc.start()
+    traced_before = tracemalloc.get_traced_memory()[0]
+    for i in range(crashes):
+        crash(paths[i % 4])
+    gc.collect()
+    traced_after = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    result = {"crashes": crashes, "seconds": elapsed, "threads_before": threads_before,
+              "threads_after": threads_after, "rss_kib_before": rss_before, "rss_kib_after": rss_after,
+              "python_heap_growth_bytes": traced_after - traced_before,
+              "dead_letters": system.registry.dead_letters.count}
+    system.stop()
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smaller counts (a smoke run, not for the docs)")
+    parser.add_argument("--json", type=Path, help="also write the results to this file")
+    args = parser.parse_args()
+    n, rounds, restarts, storm = (20_000, 3, 200, 1_000) if args.quick else (200_000, 5, 2_000, 10_000)
+    results: dict[str, Any] = {
+        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "pykka": PYKKA_VERSION,
+                    "platform": platform.platform()},
+    }
+    print(f"Python {platform.python_version()}, Pykka {PYKKA_VERSION}, {os.cpu_count()} CPUs")
+    tell = results["tell"] = bench_tell(n, rounds)
+    print(f"tell throughput ({n:,} msgs, median of {rounds}): raw Pykka {tell['raw_pykka_per_s']:,.0f}/s, "
+          f"raw Pykka+SimpleQueue {tell['raw_pykka_simplequeue_per_s']:,.0f}/s, supervised "
+          f"{tell['supervised_per_s']:,.0f}/s -> ratio {tell['ratio_vs_raw_pykka']:.2f} "
+          f"(vs same inbox {tell['ratio_vs_raw_pykka_simplequeue']:.2f}); goal >= 0.9")
+    restart = results["restart"] = bench_restart(restarts)
+    print(f"restart latency ({restarts:,} crashes): p50 {restart['p50_ms']:.3f} ms, p99 {restart['p99_ms']:.3f} ms, "
+          f"max {restart['max_ms']:.3f} ms; raw Pykka start+ask p50 {restart['raw_pykka_start_and_ask_p50_ms']:.3f} ms; "
+          "goal p99 <= 5 ms")
+    s = results["storm"] = bench_storm(storm)
+    print(f"crash storm ({storm:,} crashes in {s['seconds']:.1f} s): threads {s['threads_before']} -> "
+          f"{s['threads_after']}, RSS {s['rss_kib_before']:,} -> {s['rss_kib_after']:,} KiB, "
+          f"Python heap growth {s['python_heap_growth_bytes']:,} B")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
