@@ -24,7 +24,7 @@ def test_the_default_topology_is_valid() -> None:
     topology = load_topology(ROOT / "supervisor_tree.yaml")
     assert topology.cluster == "demo"
     assert list(topology.nodes) == ["alpha"]
-    assert [c.id for c in topology.tree.children] == ["tally", "workers", "ticker"]
+    assert [c.id for c in topology.tree.children] == ["tally", "workers", "ticker", "fragile"]
 
 
 def test_a_full_tree_becomes_specs_with_defaults_filled_in() -> None:
