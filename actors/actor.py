@@ -50,6 +50,8 @@ _WAKE_ENVELOPE = _WakeEnvelope()
 
 _log = structlog.get_logger("flotilla.actor")
 
+_PYKKA_STOP = pykka.messages._ActorStop  # noqa: SLF001 - what pykka's own stop() sends
+
 
 class _LastReply:
     """The answer (or `ActorCrashed`) owed to the ask whose handling ended an incarnation."""
@@ -239,8 +241,12 @@ class Actor(pykka.ThreadingActor):
                 if envelope.message is not _WAKE:
                     self._refuse(envelope)
                 return self._exit_reason, None
+            message = envelope.message
+            if message.__class__ is _PYKKA_STOP:  # pykka's ActorRef.stop() / stop_all()
+                self._exit_reason = Shutdown()
+                return self._exit_reason, _LastReply(envelope.reply_to, value=True) if envelope.reply_to else None
             try:
-                result = receive(envelope.message)
+                result = receive(message)
             except BaseException as exc:  # noqa: BLE001 - let it crash, uniformly
                 crash = Crash.from_exception(exc)
                 self._crash_exc = exc

@@ -80,3 +80,14 @@ def test_messages_queued_behind_a_stop_become_dead_letters(system: ActorSystem) 
     stopper.join(10)
     assert blocked.get() == "released"
     assert system.registry.dead_letters.count == 3
+
+
+def test_pykkas_own_stop_ends_an_incarnation_cleanly(system: ActorSystem, reports: Reports) -> None:
+    import pykka
+
+    system.start(SupervisorSpec("root", children=(ChildSpec("a", Probe, restart="transient"),)))
+    actor = system.registry.lookup("t/root/a").actor
+    assert actor.actor_ref.stop() is True
+    assert reports.wait_for("child_exited", "a")[0].reason == Shutdown()
+    assert system.supervisor("t/root").which_children()[0].status == "stopped"
+    assert pykka.ActorRegistry.get_by_urn(actor.actor_urn) is None
