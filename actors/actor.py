@@ -5,13 +5,15 @@ when `on_start` raises. This runtime closes both holes by running its own loop t
 Pykka's documented extension points (`_create_actor_inbox`, `_start_actor_loop`):
 
 * an exception in `on_receive` — tell or ask — ends the incarnation with `Crash`; the
-  asker gets `ActorCrashed` at once, after the supervisor has been told;
-* an exception in the constructor or `on_start` ends it with `StartFailed`;
+  asker gets `ActorCrashed`, after the supervisor has been told;
+* an exception in `on_start` ends it with `StartFailed` (and `on_failure` runs);
 * once an incarnation ends, its path is unbound first, then every message still queued is
-  emptied: queued asks fail with `Unavailable`, queued tells are counted as dead letters;
+  refused: queued asks fail with `Unavailable`, queued tells are counted as dead letters;
 * a stop request takes effect after the message being handled, not behind the queue.
 
-Each incarnation is a new object on a new daemon thread; its path stays the same.
+Each incarnation is a new object on a new daemon thread; its path stays the same. The
+constructor runs in the supervisor's thread (as in Pykka) and should only store its
+arguments: do I/O in `on_start`, which runs in the actor's thread within `start_timeout`.
 """
 
 from __future__ import annotations
@@ -19,13 +21,14 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 
 import pykka
 import structlog
 
 from actors.errors import ActorCrashed, Unavailable
-from actors.messages import Crash, ExitReason, Killed, Normal, Shutdown, StartFailed
+from actors.messages import Crash, ExitReason, Normal, Refused, Shutdown, StartFailed, SupervisorRequest
 
 if TYPE_CHECKING:
     from actors.registry import Slot
@@ -48,9 +51,20 @@ class _WakeEnvelope:
 
 _WAKE_ENVELOPE = _WakeEnvelope()
 
+_PYKKA_STOP = pykka.messages._ActorStop  # noqa: SLF001 - what pykka's own stop() sends
+
 _log = structlog.get_logger("flotilla.actor")
 
-_PYKKA_STOP = pykka.messages._ActorStop  # noqa: SLF001 - what pykka's own stop() sends
+
+class Envelope:
+    """An inbox entry: a message and, for an ask, whatever receives the answer (anything
+    with Pykka's future `set` / `set_exception`)."""
+
+    __slots__ = ("message", "reply_to")
+
+    def __init__(self, message: Any, reply_to: Any = None) -> None:
+        self.message = message
+        self.reply_to = reply_to
 
 
 class _LastReply:
@@ -58,8 +72,7 @@ class _LastReply:
 
     __slots__ = ("future", "value", "error")
 
-    def __init__(self, future: pykka.Future[Any], *, value: Any = None,
-                 error: ActorCrashed | None = None) -> None:
+    def __init__(self, future: Any, *, value: Any = None, error: ActorCrashed | None = None) -> None:
         self.future = future
         self.value = value
         self.error = error
@@ -75,9 +88,9 @@ class Actor(pykka.ThreadingActor):
     """Base class for supervised actors.
 
     Override `on_receive(message)` (its return value answers an ask), and optionally
-    `on_start()`, `on_stop()` (clean exits) and `on_failure(...)` (after a crash). The
-    constructor gets the child spec's ``args`` as keyword arguments. Inside an actor,
-    `self.path`, `self.system` (refs by path, the scheduler) and `self.log` are set.
+    `on_start()`, `on_stop()` (clean exits) and `on_failure(...)` (after a crash or a failed
+    start). The constructor gets the child spec's ``args`` as keyword arguments. Inside an
+    actor, `self.path`, `self.system` (refs by path, the scheduler) and `self.log` are set.
     """
 
     use_daemon_thread: ClassVar[bool] = True
@@ -86,6 +99,28 @@ class Actor(pykka.ThreadingActor):
     incarnation: int = 0
     system: ActorSystem
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.started = threading.Event()
+        self.exited = threading.Event()
+        self.start_failure: StartFailed | None = None
+        self.log = _log
+        self._exit_reason: ExitReason | None = None
+        self._final_reason: ExitReason | None = None
+        self._failure_exc: BaseException | None = None
+        self._abandoned = False
+        self._detached = False
+        self._loop_done = False
+        self._end_lock = threading.Lock()
+        self._slot: Slot | None = None
+        self._on_exit: ExitListener | None = None
+
+    @classmethod
+    def start(cls, *_args: Any, **_kwargs: Any) -> NoReturn:  # type: ignore[override]
+        """Supervised actors are started by their supervisor, never on their own."""
+        raise TypeError(f"{cls.__name__} is a supervised actor: put a ChildSpec for it in a "
+                        "SupervisorSpec and start that with ActorSystem.start()")
+
     @staticmethod
     def _create_actor_inbox() -> queue.SimpleQueue[Any]:  # type: ignore[override]
         return queue.SimpleQueue()
@@ -93,17 +128,22 @@ class Actor(pykka.ThreadingActor):
     # --- hooks for subclasses ---------------------------------------------------------
 
     def on_receive(self, message: Any) -> Any:
-        """Handle one message; the default treats any message as a bug and crashes."""
+        """Handle one message. The default refuses supervisor requests (this is not a
+        supervisor) and treats any other message as a bug: it raises, which crashes."""
+        if isinstance(message, SupervisorRequest):
+            return Refused("not_a_supervisor", f"{self.path} is a {type(self).__name__}")
         raise TypeError(f"{type(self).__name__} does not handle {type(message).__name__}")
 
     def exit(self, reason: ExitReason | None = None) -> None:
-        """End this incarnation after the current message, with `reason` (default Normal)."""
+        """End this incarnation after the current message (or now, if idle), with
+        `reason` (default `Normal`)."""
         if self._exit_reason is None:
             self._exit_reason = reason if reason is not None else Normal()
+        self.actor_inbox.put(_WAKE_ENVELOPE)
 
     def stop(self) -> None:
         """End this incarnation after the current message with `Shutdown`."""
-        self.request_stop(Shutdown())
+        self.exit(Shutdown())
 
     def send_after(self, delay: float, message: Any) -> TimerHandle:
         """Tell `message` to this incarnation after `delay` seconds (dropped if it has
@@ -124,14 +164,6 @@ class Actor(pykka.ThreadingActor):
 
     # --- wiring done by the supervisor ------------------------------------------------
 
-    _exit_reason: ExitReason | None = None
-    _final_reason: ExitReason | None = None
-    _abandoned: bool = False
-    _detached: bool = False
-    _loop_done: bool = False
-    _slot: Slot | None = None
-    _on_exit: ExitListener | None = None
-
     def attach(self, *, path: str, incarnation: int, system: ActorSystem, slot: Slot,
                on_exit: ExitListener | None) -> None:
         """Give a fresh incarnation its address and whom to tell when it ends."""
@@ -141,9 +173,6 @@ class Actor(pykka.ThreadingActor):
         self.log = _log.bind(path=path)
         self._slot = slot
         self._on_exit = on_exit
-        self.started = threading.Event()
-        self.exited = threading.Event()
-        self.start_failure: StartFailed | None = None
 
     def launch(self) -> None:
         """Bind the path to this incarnation and start its thread (on_start runs there)."""
@@ -158,9 +187,7 @@ class Actor(pykka.ThreadingActor):
 
     def request_stop(self, reason: ExitReason) -> None:
         """Ask the incarnation to end with `reason` once its current message is done."""
-        if self._exit_reason is None:
-            self._exit_reason = reason
-        self.actor_inbox.put(_WAKE_ENVELOPE)
+        self.exit(reason)
 
     def abandon(self, reason: ExitReason) -> None:
         """Cut off an incarnation that will not stop (a Python thread cannot be killed).
@@ -168,10 +195,13 @@ class Actor(pykka.ThreadingActor):
         Its path is unbound and its mailbox emptied now; when its thread comes back, it
         finds the reason set, ends, and tells nobody.
         """
-        self._abandoned = True
-        if self._exit_reason is None:
-            self._exit_reason = reason
-        self._final_reason = reason
+        with self._end_lock:
+            if self.exited.is_set():
+                return
+            self._abandoned = True
+            if self._exit_reason is None:
+                self._exit_reason = reason
+            self._final_reason = reason
         self._detach()
         self.drain()
         self.actor_inbox.put(_WAKE_ENVELOPE)
@@ -189,11 +219,12 @@ class Actor(pykka.ThreadingActor):
 
     @property
     def mailbox_depth(self) -> int:
-        """Messages waiting in the inbox."""
+        """Entries waiting in the inbox."""
         return self.actor_inbox.qsize()  # type: ignore[attr-defined]
 
     def drain(self) -> int:
-        """Empty the inbox: asks fail with `Unavailable`, tells become dead letters."""
+        """Empty the inbox: asks fail with `Unavailable`, tells become dead letters.
+        Safe to call from any thread, any number of times."""
         inbox: queue.SimpleQueue[Any] = self.actor_inbox  # type: ignore[assignment]
         drained = 0
         woken = False
@@ -211,6 +242,17 @@ class Actor(pykka.ThreadingActor):
             inbox.put(_WAKE_ENVELOPE)  # the loop still has to see it
         return drained
 
+    def deliver(self, message: Any, reply_to: Any = None) -> bool:
+        """Put `message` in the inbox (with `reply_to` for an ask); False if this
+        incarnation has ended. A message that lands just as the incarnation ends is
+        refused like any queued one, never stranded."""
+        if self.actor_stopped.is_set():
+            return False
+        self.actor_inbox.put(Envelope(message, reply_to))
+        if self.actor_stopped.is_set():
+            self.drain()  # it may have landed after the final drain
+        return True
+
     # --- the loop ---------------------------------------------------------------------
 
     def _run(self) -> None:
@@ -218,15 +260,15 @@ class Actor(pykka.ThreadingActor):
         try:
             self.on_start()
         except BaseException as exc:  # noqa: BLE001 - let it crash, uniformly
+            self._failure_exc = exc
             reason: ExitReason = StartFailed.from_exception(exc)
             self.start_failure = reason
         else:
-            if self._abandoned:  # start timed out; the supervisor has moved on
-                self._loop_done = True
-                self._end(self._final_reason or Killed("abandoned"), None)
-                return
-            self.started.set()
-            reason, last_reply = self._loop()
+            if not self._abandoned:  # else the start timed out and the supervisor moved on
+                self.started.set()
+                reason, last_reply = self._loop()
+            else:
+                reason = Shutdown("abandoned after its start timed out")  # runs on_stop
         self._loop_done = True
         self._end(reason, last_reply)
 
@@ -249,7 +291,7 @@ class Actor(pykka.ThreadingActor):
                 result = receive(message)
             except BaseException as exc:  # noqa: BLE001 - let it crash, uniformly
                 crash = Crash.from_exception(exc)
-                self._crash_exc = exc
+                self._failure_exc = exc
                 reply_to = envelope.reply_to
                 return crash, (_LastReply(reply_to, error=ActorCrashed(self.path, crash))
                                if reply_to is not None else None)
@@ -262,26 +304,35 @@ class Actor(pykka.ThreadingActor):
     def _end(self, reason: ExitReason, last_reply: _LastReply | None) -> None:
         """Unbind, empty the mailbox, run the cleanup hook, tell the supervisor, and only
         then answer the ask that ended the incarnation: an asker that sees the end can
-        count on the supervisor knowing of it."""
-        self._detach()
-        self.drain()
-        reason = self._run_cleanup_hook(reason)
-        if self._final_reason is None:
-            self._final_reason = reason
-        if not self._abandoned:
-            self.started.set()
-            if self.start_failure is None and self._on_exit is not None:
-                self._on_exit(self, reason)
-        if last_reply is not None:
-            last_reply.deliver()
-        self.exited.set()
+        count on the supervisor knowing of it. Whatever fails on the way, the supervisor
+        is told, the asker answered and `exited` set."""
+        try:
+            self._detach()
+            self.drain()
+            reason = self._run_cleanup_hook(reason)
+        finally:
+            with self._end_lock:
+                tell_supervisor = not self._abandoned and self.start_failure is None
+                if self._final_reason is None:
+                    self._final_reason = reason
+            try:
+                self.started.set()
+                if tell_supervisor and self._on_exit is not None:
+                    self._on_exit(self, reason)
+            finally:
+                if last_reply is not None:
+                    last_reply.deliver()
+                self.exited.set()
 
     def _run_cleanup_hook(self, reason: ExitReason) -> ExitReason:
+        """`on_failure` after a crash or failed start, `on_stop` otherwise. A cleanup hook
+        that raises turns a clean exit into that `Crash`."""
         try:
-            if isinstance(reason, Crash):
-                exc = getattr(self, "_crash_exc", None)
-                self.on_failure(type(exc), exc, exc.__traceback__ if exc else None)
-            elif not isinstance(reason, StartFailed):
+            if isinstance(reason, (Crash, StartFailed)):
+                exc = self._failure_exc
+                tb: TracebackType | None = exc.__traceback__ if exc is not None else None
+                self.on_failure(type(exc) if exc is not None else None, exc, tb)
+            else:
                 self.on_stop()
         except BaseException as exc:  # noqa: BLE001
             cleanup_crash = Crash.from_exception(exc)
@@ -292,10 +343,11 @@ class Actor(pykka.ThreadingActor):
         return reason
 
     def _detach(self) -> None:
-        if self._detached:
-            return
-        self._detached = True
-        self.actor_stopped.set()
+        with self._end_lock:
+            if self._detached:
+                return
+            self._detached = True
+            self.actor_stopped.set()
         if self._slot is not None:
             self._slot.unbind(self)
         pykka.ActorRegistry.unregister(self.actor_ref)

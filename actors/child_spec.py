@@ -29,7 +29,9 @@ DEFAULT_PERIOD = 5.0
 DEFAULT_WORKER_SHUTDOWN = 5.0
 """Seconds a worker gets to stop before it is abandoned (OTP's 5000 ms)."""
 DEFAULT_START_TIMEOUT = 5.0
-"""Seconds a worker's constructor plus `on_start` may take before the start counts as failed."""
+"""Seconds a worker's `on_start` may take before the start counts as failed. (The
+constructor runs in the supervisor's thread, as in Pykka, and should only store its
+arguments.)"""
 
 
 def _check_id(kind: str, value: str) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pykka
+
 from actors.messages import Crash, SupervisorErrorCode
 
 
@@ -13,8 +15,9 @@ class AskError(Exception):
         self.path = path
 
 
-class Unavailable(AskError):
-    """No live incarnation behind the path: the message became a dead letter."""
+class Unavailable(AskError, pykka.ActorDeadError):
+    """No live incarnation behind the path: the message became a dead letter. (Also a
+    `pykka.ActorDeadError`, so Pykka's own calls treat it as "actor dead".)"""
 
     def __init__(self, path: str) -> None:
         super().__init__(path, "no live incarnation (dead letter)")

@@ -124,11 +124,13 @@ def _describe(exc: BaseException) -> dict[str, str]:
 
 
 class ChildExited(Message, frozen=True, tag=True):
-    """An incarnation ended; sent to its supervisor (the EXIT signal of OTP)."""
+    """An incarnation ended; sent to its supervisor (the EXIT signal of OTP). `urn` is the
+    incarnation's unique id, so a late notice never matches a newer incarnation."""
 
     path: str
     incarnation: int
     reason: ExitReason
+    urn: str = ""
 
 
 ChildStatus = Literal["running", "restarting", "stopped"]
@@ -198,8 +200,21 @@ class ScalePool(SupervisorRequest, frozen=True, tag=True):
 
 SupervisorErrorCode = Literal[
     "running", "restarting", "not_found", "already_present", "already_started",
-    "start_failed", "not_a_pool", "invalid",
+    "start_failed", "not_a_pool", "not_a_supervisor", "invalid",
 ]
+
+
+class Ok(Message, frozen=True, tag=True):
+    """A supervisor request succeeded; `path` names the child it concerned."""
+
+    path: str = ""
+
+
+class Refused(Message, frozen=True, tag=True):
+    """A supervisor request was refused, with OTP's error code."""
+
+    code: SupervisorErrorCode
+    detail: str = ""
 
 
 # --- reports --------------------------------------------------------------------------

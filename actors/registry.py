@@ -61,7 +61,10 @@ class DeadLetters:
             self._count += 1
             self.recent.append(letter)
         for listener in self.listeners:
-            listener(letter)
+            try:
+                listener(letter)
+            except Exception:  # noqa: BLE001, S112 - counting must never fail a send
+                continue
 
 
 class Reply:
@@ -142,33 +145,40 @@ class Slot:
             while True:
                 actor = self.actor
                 if actor is not None and actor.incarnation != other_than:
-                    break
+                    self._changed.release()
+                    try:
+                        actor.started.wait(max(0.0, deadline - time.monotonic()))
+                    finally:
+                        self._changed.acquire()
+                    if self.actor is actor and actor.start_failure is None and actor.started.is_set():
+                        return actor
                 remaining = deadline - time.monotonic()
-                if remaining <= 0 or not self._changed.wait(remaining):
+                if remaining <= 0:
                     return None
-        remaining = max(0.0, deadline - time.monotonic())
-        return actor if actor.started.wait(remaining) and self.actor is actor else None
+                self._changed.wait(remaining)
 
     def tell(self, message: Any) -> None:
         """Deliver without waiting; a dead letter if nothing live is bound."""
-        ref = self._ref
-        if ref is not None:
-            try:
-                ref.tell(message)
-            except pykka.ActorDeadError:
-                pass
-            else:
-                return
-        self._dead_letters.record(self.path, message, was_ask=False)
+        actor = self._actor
+        if actor is None or not actor.deliver(message):
+            self._dead_letters.record(self.path, message, was_ask=False)
 
     def ask(self, message: Any) -> Reply:
         """Deliver and return the pending `Reply`; it fails with `Unavailable` at once
         if nothing live is bound."""
-        ref = self._ref
-        if ref is not None and not ref.actor_stopped.is_set():
-            return Reply(self.path, ref.ask(message, block=False))
+        future: pykka.ThreadingFuture[Any] = pykka.ThreadingFuture()
+        if not self.deliver(message, future):
+            return Reply.failed(self.path, Unavailable(self.path))
+        return Reply(self.path, future)
+
+    def deliver(self, message: Any, reply_to: Any) -> bool:
+        """Deliver an ask answered through `reply_to` (anything with a future's `set` and
+        `set_exception`); False, after counting a dead letter, if nothing live is bound."""
+        actor = self._actor
+        if actor is not None and actor.deliver(message, reply_to):
+            return True
         self._dead_letters.record(self.path, message, was_ask=True)
-        return Reply.failed(self.path, Unavailable(self.path))
+        return False
 
     def dead_letter(self, message: Any, *, was_ask: bool) -> None:
         """Count `message` as a dead letter of this path."""
@@ -212,14 +222,14 @@ class PoolSlot(Slot):
         else:
             replica.tell(message)
 
-    def ask(self, message: Any) -> Reply:
+    def deliver(self, message: Any, reply_to: Any) -> bool:
         if isinstance(message, SupervisorRequest):
-            return super().ask(message)
+            return super().deliver(message, reply_to)
         replica = self._pick()
         if replica is None:
             self.dead_letter(message, was_ask=True)
-            return Reply.failed(self.path, Unavailable(self.path))
-        return replica.ask(message)
+            return False
+        return replica.deliver(message, reply_to)
 
 
 class PathRef:
@@ -300,20 +310,29 @@ class Registry:
                 self._created.notify_all()
             return slot
 
-    def wait_for_slot(self, timeout: float) -> None:
-        """Wait up to `timeout` s for any new slot to be created."""
+    def wait_for_slot(self, path: str, timeout: float) -> Slot | None:
+        """Wait up to `timeout` s for a slot at `path`; return it or None."""
+        deadline = time.monotonic() + timeout
         with self._created:
-            self._created.wait(timeout)
+            while (slot := self._slots.get(path)) is None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                self._created.wait(remaining)
+            return slot
 
     def lookup(self, path: str) -> Slot | None:
         """The slot for `path`, or None if no child has that path."""
         return self._slots.get(path)
 
-    def retire(self, path: str) -> None:
-        """Forget `path` (its child spec was deleted); refs holding it re-resolve."""
+    def retire(self, path: str, *, with_descendants: bool = False) -> None:
+        """Forget `path` (its child spec is gone), and with `with_descendants` every path
+        below it; refs holding them re-resolve."""
+        prefix = path + "/"
         with self._lock:
-            slot = self._slots.pop(path, None)
-        if slot is not None:
+            doomed = [p for p in self._slots if p == path or (with_descendants and p.startswith(prefix))]
+            slots = [self._slots.pop(p) for p in doomed]
+        for slot in slots:
             slot.retired = True
 
     def ref(self, path: str) -> PathRef:

@@ -42,12 +42,12 @@ from actors.messages import (
     DeleteChild,
     ExitReason,
     Killed,
-    Message,
+    Ok,
+    Refused,
     RestartChild,
     ScalePool,
     Shutdown,
     StartFailed,
-    SupervisorErrorCode,
     SupervisorReport,
     SupervisorRequest,
     TerminateChild,
@@ -61,24 +61,11 @@ from actors.scheduler import TimerHandle
 GAVE_UP = "reached_max_restart_intensity"
 
 
-class Ok(Message, frozen=True, tag=True):
-    """A supervisor request succeeded; `path` names the child it concerned."""
+class StartChild(SupervisorRequest, frozen=True, tag=True):
+    """Add a child spec at the end and start it. Local only: the spec holds a class; a
+    `spec` that is not a `ChildSpec`, `SupervisorSpec` or `PoolSpec` is refused."""
 
-    path: str = ""
-
-
-class Refused(Message, frozen=True, tag=True):
-    """A supervisor request was refused, with OTP's error code."""
-
-    code: SupervisorErrorCode
-    detail: str = ""
-
-
-@dataclass(frozen=True)
-class StartChild:
-    """Add a child spec at the end and start it (local only: the spec holds a class)."""
-
-    spec: Spec
+    spec: Any
 
 
 @dataclass(frozen=True)
@@ -159,9 +146,11 @@ class Supervisor(Actor):
 
     def on_stop(self) -> None:
         self._stop_children()
+        self._retire_dynamic_children()
 
     def on_failure(self, *_exc_info: Any) -> None:
         self._stop_children()
+        self._retire_dynamic_children()
 
     def on_receive(self, message: Any) -> Any:
         match message:
@@ -174,6 +163,8 @@ class Supervisor(Actor):
             case CountChildren():
                 return self._counts()
             case StartChild(spec=spec):
+                if not isinstance(spec, (ChildSpec, SupervisorSpec, PoolSpec)):
+                    return Refused("invalid", f"not a child spec: {type(spec).__name__}")
                 return self._start_child(spec)
             case RestartChild(id=child_id):
                 return self._restart_child(child_id)
@@ -249,7 +240,7 @@ class Supervisor(Actor):
     def _on_child_exit(self, actor: Actor, reason: ExitReason) -> None:
         """Runs in the child's thread when it ends: queue the news for this supervisor."""
         try:
-            self.actor_ref.tell(ChildExited(actor.path, actor.incarnation, reason))
+            self.actor_ref.tell(ChildExited(actor.path, actor.incarnation, reason, actor.actor_urn))
         except pykka.ActorDeadError:
             pass
 
@@ -284,8 +275,16 @@ class Supervisor(Actor):
     def _remove(self, child: _Child) -> None:
         self._cancel_pending(child)
         self._state.children.remove(child)
-        self.system.registry.retire(child.slot.path)
+        self.system.registry.retire(child.slot.path, with_descendants=True)
         self._children_changed()
+
+    def _retire_dynamic_children(self) -> None:
+        """At the end of an incarnation, forget the paths of children its successor will
+        not have (started with start_child, or pool replicas beyond the spec's size)."""
+        kept = {spec.id for spec in self.initial_specs()}
+        for child in self._state.children:
+            if child.id not in kept:
+                self.system.registry.retire(child.slot.path, with_descendants=True)
 
     def _children_changed(self) -> None:
         """Hook for pools: the set of children changed."""
@@ -294,7 +293,7 @@ class Supervisor(Actor):
 
     def _handle_exit(self, exited: ChildExited) -> None:
         child = next((c for c in self._state.children if c.slot.path == exited.path), None)
-        if child is None or child.actor is None or child.incarnation != exited.incarnation:
+        if child is None or child.actor is None or child.actor.actor_urn != exited.urn:
             return  # an incarnation this supervisor already stopped or replaced
         actor = child.actor
         child.actor = None
@@ -389,13 +388,9 @@ class Supervisor(Actor):
                 return
 
     def _retry(self, child: _Child) -> None:
-        """Try a failed restart again after the queued messages; each try counts."""
-        backoff = self.flags.backoff
-        delay = 0.0
-        if backoff is not None:
-            delay = backoff.delay(child.in_a_row, self._rng)
-            child.in_a_row += 1
-        self._schedule_restart(child, delay, count_it=True)
+        """Try a failed restart again after the queued messages; each try counts (and,
+        with a backoff, waits its delay like any restart)."""
+        self._schedule_restart(child, 0.0, count_it=True)
 
     # --- the API ----------------------------------------------------------------------
 
@@ -492,7 +487,7 @@ class PoolSupervisor(Supervisor):
         if isinstance(message, ScalePool):
             return self._scale(message.size)
         if isinstance(message, StartChild):
-            return Refused("invalid", "a pool's replicas come from its spec; use ScalePool")
+            return Refused("invalid", "a pool's replicas come from its spec; scale it instead")
         return super().on_receive(message)
 
     def inspect(self) -> dict[str, Any]:
@@ -523,46 +518,52 @@ class PoolSupervisor(Supervisor):
 
 
 class SupervisorClient:
-    """The supervisor API over a path: raises `SupervisorError` where OTP returns an error."""
+    """The supervisor API over a path: raises `SupervisorError` where OTP returns an error.
 
-    def __init__(self, ref: PathRef, timeout: float | None = DEFAULT_ASK_TIMEOUT) -> None:
+    Queries wait `timeout` seconds; calls that start or stop children wait
+    `change_timeout`, since a start may take its `start_timeout` and a stop its `shutdown`.
+    """
+
+    def __init__(self, ref: PathRef, timeout: float | None = DEFAULT_ASK_TIMEOUT,
+                 change_timeout: float | None = 120.0) -> None:
         self.ref = ref
         self.timeout = timeout
+        self.change_timeout = change_timeout
 
     @property
     def path(self) -> str:
         return self.ref.path
 
-    def _call(self, request: SupervisorRequest | StartChild) -> Any:
-        result = self.ref.ask(request, timeout=self.timeout)
+    def _call(self, request: SupervisorRequest, timeout: float | None) -> Any:
+        result = self.ref.ask(request, timeout=timeout)
         if isinstance(result, Refused):
             raise SupervisorError(self.path, result.code, result.detail)
         return result
 
     def which_children(self) -> list[ChildInfo]:
         """Every child in start order, with status, restarts and mailbox depth."""
-        return self._call(WhichChildren())
+        return self._call(WhichChildren(), self.timeout)
 
     def count_children(self) -> ChildCounts:
         """OTP's specs/active/supervisors/workers counts."""
-        return self._call(CountChildren())
+        return self._call(CountChildren(), self.timeout)
 
     def start_child(self, spec: Spec) -> str:
         """Add and start a child; returns its path."""
-        return self._call(StartChild(spec)).path
+        return self._call(StartChild(spec), self.change_timeout).path
 
     def restart_child(self, child_id: str) -> str:
         """Start a stopped child again; returns its path."""
-        return self._call(RestartChild(child_id)).path
+        return self._call(RestartChild(child_id), self.change_timeout).path
 
     def terminate_child(self, child_id: str) -> None:
         """Stop a child and keep its spec (temporary children lose it)."""
-        self._call(TerminateChild(child_id))
+        self._call(TerminateChild(child_id), self.change_timeout)
 
     def delete_child(self, child_id: str) -> None:
         """Forget a stopped child's spec."""
-        self._call(DeleteChild(child_id))
+        self._call(DeleteChild(child_id), self.change_timeout)
 
     def scale(self, size: int) -> None:
         """Grow or shrink a pool to `size` replicas."""
-        self._call(ScalePool(size))
+        self._call(ScalePool(size), self.change_timeout)

@@ -85,6 +85,8 @@ class ActorSystem:
         if any child fails to start (the ones started are stopped again first)."""
         if self._root is not None:
             raise RuntimeError(f"{self.node} already runs {self._root.path}")
+        if not isinstance(spec, SupervisorSpec):
+            raise TypeError(f"the root must be a SupervisorSpec, not {type(spec).__name__}")
         root = Supervisor(spec)
         path = f"{self.node}/{spec.id}"
         root.attach(path=path, incarnation=1, system=self, slot=self.registry.slot(path),
@@ -106,7 +108,10 @@ class ActorSystem:
         self._root_reason = reason
         self._root_exited.set()
         for listener in self._root_exit_listeners:
-            listener(reason)
+            try:
+                listener(reason)
+            except Exception:  # noqa: BLE001, S112 - one listener must not stop the others
+                continue
 
     def wait(self, timeout: float | None = None) -> ExitReason | None:
         """Block until the root ends (or `timeout`); return its exit reason or None."""
@@ -139,11 +144,8 @@ class ActorSystem:
         """Wait until a started incarnation (optionally not number `other_than`) lives at
         `path`; return its incarnation number. Raises `Unavailable` past `timeout`."""
         deadline = time.monotonic() + timeout
-        while (slot := self.registry.lookup(path)) is None:
-            if time.monotonic() >= deadline:
-                raise Unavailable(path)
-            self.registry.wait_for_slot(max(0.0, deadline - time.monotonic()))
-        actor = slot.wait_started(max(0.0, deadline - time.monotonic()), other_than=other_than)
+        slot = self.registry.wait_for_slot(path, timeout)
+        actor = slot.wait_started(max(0.0, deadline - time.monotonic()), other_than=other_than) if slot else None
         if actor is None:
             raise Unavailable(path)
         return actor.incarnation

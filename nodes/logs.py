@@ -13,7 +13,7 @@ from typing import Any, Literal, TextIO
 
 import structlog
 
-from actors.messages import Crash, StartFailed, SupervisorReport, describe_reason
+from actors.messages import Crash, StartFailed, SupervisorReport, describe_reason, is_clean_exit
 
 LogFormat = Literal["auto", "json", "console"]
 
@@ -66,7 +66,7 @@ def report_logger(*, tracebacks: bool) -> Callable[[SupervisorReport], None]:
             fields["reason"] = describe_reason(reason)
             if tracebacks and isinstance(reason, (Crash, StartFailed)) and reason.traceback:
                 fields["traceback"] = reason.traceback
-            if report.event == "child_exited" and not isinstance(reason, (Crash, StartFailed)):
+            if report.event == "child_exited" and is_clean_exit(reason):
                 level = logging.INFO
         if report.event == "restart_scheduled":
             fields["delay"] = report.delay

@@ -92,7 +92,7 @@ SECTIONS: dict[str, dict[str, Field]] = {
                           "Time to stop before the child is abandoned; `infinity` only for "
                           "supervisors and pools, whose own children are bounded."),
         "start_timeout": Field("seconds > 0", f"`{DEFAULT_START_TIMEOUT:g}`",
-                               "Time the constructor and `on_start` may take (workers only)."),
+                               "Time `on_start` may take (workers only); the constructor must be quick."),
         "node": Field("node name", "the parent's node", "Node that runs this child."),
     },
     "pool": {

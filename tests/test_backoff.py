@@ -31,7 +31,7 @@ def test_backoff_rejects_nonsense() -> None:
 
 def test_restart_waits_for_the_backoff_and_the_path_takes_dead_letters_meanwhile(
         system: ActorSystem, reports: Reports) -> None:
-    flags = SupervisorFlags(intensity=10, backoff=Backoff(min=0.3, max=1.0, random_factor=0.0))
+    flags = SupervisorFlags(intensity=10, backoff=Backoff(min=1.0, max=2.0, random_factor=0.0))
     system.start(SupervisorSpec("root", children=(ChildSpec("a", Probe),), flags=flags))
     crashed_at = time.monotonic()
     crash(system, "t/root/a")
@@ -39,9 +39,9 @@ def test_restart_waits_for_the_backoff_and_the_path_takes_dead_letters_meanwhile
     with pytest.raises(Unavailable):
         system.ask("t/root/a", "hello?")
     scheduled = reports.wait_for("restart_scheduled", "a")[0]
-    assert scheduled.delay == pytest.approx(0.3)
+    assert scheduled.delay == pytest.approx(1.0)
     system.wait_started("t/root/a", other_than=1)
-    assert time.monotonic() - crashed_at >= 0.3
+    assert time.monotonic() - crashed_at >= 1.0
 
 
 def test_delays_grow_for_restarts_in_a_row(system: ActorSystem, reports: Reports) -> None:
@@ -81,3 +81,17 @@ def test_operator_restart_during_backoff_is_refused_as_restarting(system: ActorS
     assert raised.value.code == "restarting"
     root.terminate_child("a")  # cancels the pending restart
     assert root.restart_child("a") == "t/root/a"
+
+
+def test_a_failed_restart_under_backoff_waits_one_growing_delay_per_try(system: ActorSystem,
+                                                                        reports: Reports) -> None:
+    starts = iter([False, True, False])  # first start ok, first restart fails, retry ok
+    flags = SupervisorFlags(intensity=10, backoff=Backoff(min=0.05, max=1.0, random_factor=0.0))
+    system.start(SupervisorSpec("root", children=(ChildSpec("a", Probe, {"fail_start": lambda: next(starts)}),),
+                                flags=flags))
+    began = time.monotonic()
+    crash(system, "t/root/a")
+    system.wait_started("t/root/a", other_than=1, timeout=5)
+    took = time.monotonic() - began
+    assert [r.delay for r in reports.of("restart_scheduled")] == [0.05, 0.1]
+    assert 0.15 <= took < 0.6

@@ -9,7 +9,7 @@ import tracemalloc
 import pykka
 
 from actors import ActorSystem, ChildSpec, PoolSpec, SupervisorFlags, SupervisorSpec
-from tests.helpers import Probe, crash
+from tests.helpers import Probe, crash, wait_until
 
 CRASHES = 10_000
 
@@ -31,7 +31,7 @@ def test_ten_thousand_crashes_leave_thread_count_and_memory_where_they_started(s
     gc.collect()
     memory_after = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
-    assert threading.active_count() == threads_before
+    wait_until(lambda: threading.active_count() == threads_before, what="crashed threads to finish")
     assert len(pykka.ActorRegistry.get_all()) == registered_before
     # The supervisor keeps one timestamp per restart within its 1 s window (a few thousand
     # floats); a leak of even 30 bytes per crash would pass the bound.
