@@ -114,6 +114,7 @@ class Actor(pykka.ThreadingActor):
         self._end_lock = threading.Lock()
         self._slot: Slot | None = None
         self._on_exit: ExitListener | None = None
+        self._monitors: list[Callable[[ExitReason], None]] = []
 
     @classmethod
     def start(cls, *_args: Any, **_kwargs: Any) -> NoReturn:  # type: ignore[override]
@@ -206,6 +207,25 @@ class Actor(pykka.ThreadingActor):
         self.drain()
         self.actor_inbox.put(_WAKE_ENVELOPE)
         self.started.set()
+        with self._end_lock:
+            monitors, self._monitors = self._monitors, []
+        for monitor in monitors:
+            monitor(reason)
+
+    def add_monitor(self, callback: Callable[[ExitReason], None]) -> Callable[[], None]:
+        """Call `callback(reason)` once this incarnation has ended (at once if it has);
+        returns a function that cancels the monitor."""
+        with self._end_lock:
+            if not self.exited.is_set():
+                self._monitors.append(callback)
+                return lambda: self._cancel_monitor(callback)
+        callback(self._final_reason or Shutdown())
+        return lambda: None
+
+    def _cancel_monitor(self, callback: Callable[[ExitReason], None]) -> None:
+        with self._end_lock:
+            if callback in self._monitors:
+                self._monitors.remove(callback)
 
     @property
     def ending(self) -> bool:
@@ -322,7 +342,14 @@ class Actor(pykka.ThreadingActor):
             finally:
                 if last_reply is not None:
                     last_reply.deliver()
-                self.exited.set()
+                with self._end_lock:
+                    self.exited.set()
+                    monitors, self._monitors = self._monitors, []
+                for monitor in monitors:
+                    try:
+                        monitor(self._final_reason or reason)
+                    except Exception:  # noqa: BLE001 - a watcher's bug is not this actor's
+                        self.log.exception("actor.monitor_failed")
 
     def _run_cleanup_hook(self, reason: ExitReason) -> ExitReason:
         """`on_failure` after a crash or failed start, `on_stop` otherwise. A cleanup hook

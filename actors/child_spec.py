@@ -160,7 +160,8 @@ class PoolSpec:
     """`size` replicas of one worker spec, scalable at run time, under their own supervisor.
 
     Replicas get ids ``0``..``size-1``; a message sent to the pool's path goes to one live
-    replica (round-robin).
+    replica (round-robin). With `replica_nodes`, replica ``i`` runs on
+    ``replica_nodes[i % len(replica_nodes)]``; otherwise on the pool's node.
     """
 
     id: str
@@ -170,6 +171,7 @@ class PoolSpec:
     restart: RestartType = "permanent"
     shutdown: ShutdownPolicy = "infinity"
     node: str | None = None
+    replica_nodes: tuple[str, ...] = ()
 
     kind = "pool"
 

@@ -48,3 +48,22 @@ class SupervisorError(Exception):
         self.supervisor = supervisor
         self.code = code
         self.detail = detail
+
+
+class NoSuchActor(AskError):
+    """The path names nothing on the node that should run it (not in its tree)."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path, "no such actor")
+
+
+class NodeDown(AskError):
+    """The node that runs the path is down, or went down before answering."""
+
+    def __init__(self, path: str, node: str) -> None:
+        super().__init__(path, f"node {node} is down")
+        self.node = node
+
+
+class RemoteFailure(AskError):
+    """The message or its answer could not cross between nodes (`detail` says why)."""

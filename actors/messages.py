@@ -91,6 +91,24 @@ class NodeDown(Message, frozen=True, tag=True):
 ExitReason = Union[Normal, Shutdown, Crash, StartFailed, Killed, NodeDown]
 
 
+class NodeUp(Message, frozen=True, tag=True):
+    """A node joined, or came back: sent to membership subscribers (as `NodeDown` is when
+    one stops answering)."""
+
+    node: str
+
+
+class NoProc(Message, frozen=True, tag=True):
+    """A monitored path had no live incarnation when the monitor was set."""
+
+
+class Down(Message, frozen=True, tag=True):
+    """The incarnation a monitor watched at `path` ended with `reason` (or `NoProc`)."""
+
+    path: str
+    reason: Union[Normal, Shutdown, Crash, StartFailed, Killed, NodeDown, NoProc]
+
+
 def is_clean_exit(reason: ExitReason) -> bool:
     """True for reasons that do not restart a transient child (OTP: normal, shutdown)."""
     return isinstance(reason, (Normal, Shutdown))
@@ -223,6 +241,7 @@ ReportEvent = Literal[
     "child_started",
     "child_exited",
     "restart_scheduled",
+    "waiting_for_node",
     "start_failed",
     "shutdown_timeout",
     "gave_up",

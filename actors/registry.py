@@ -54,9 +54,9 @@ class DeadLetters:
         """Dead letters since start."""
         return self._count
 
-    def record(self, path: str, message: Any, *, was_ask: bool) -> None:
-        """Count one dead letter for `path`."""
-        letter = DeadLetter(time.time(), path, type(message).__name__, was_ask)
+    def record(self, path: str, message: Any, *, was_ask: bool, type_name: str | None = None) -> None:
+        """Count one dead letter for `path` (`type_name` overrides the message's type)."""
+        letter = DeadLetter(time.time(), path, type_name or type(message).__name__, was_ask)
         with self._lock:
             self._count += 1
             self.recent.append(letter)
@@ -70,11 +70,12 @@ class DeadLetters:
 class Reply:
     """The pending answer to an ask; `get()` returns it or raises a typed `AskError`."""
 
-    __slots__ = ("_future", "path")
+    __slots__ = ("_future", "path", "timeout")
 
-    def __init__(self, path: str, future: pykka.Future[Any]) -> None:
+    def __init__(self, path: str, future: pykka.Future[Any], timeout: float | None = DEFAULT_ASK_TIMEOUT) -> None:
         self.path = path
         self._future = future
+        self.timeout = timeout
 
     @classmethod
     def failed(cls, path: str, error: Exception) -> Reply:
@@ -83,8 +84,10 @@ class Reply:
         future.set_exception((type(error), error, None))
         return cls(path, future)
 
-    def get(self, timeout: float | None = DEFAULT_ASK_TIMEOUT) -> Any:
-        """Wait up to `timeout` seconds (None: forever) for the answer."""
+    def get(self, timeout: float | None | object = ...) -> Any:
+        """Wait up to `timeout` seconds (default: the ask's own; None: forever)."""
+        if timeout is ...:
+            timeout = self.timeout
         try:
             return self._future.get(timeout=timeout)
         except pykka.Timeout:
@@ -113,6 +116,11 @@ class Slot:
         if ref is None or ref.actor_stopped.is_set():
             return None
         return ref
+
+    @property
+    def live(self) -> bool:
+        """True if a live incarnation is bound."""
+        return self.actor is not None
 
     @property
     def actor(self) -> Actor | None:
@@ -163,13 +171,13 @@ class Slot:
         if actor is None or not actor.deliver(message):
             self._dead_letters.record(self.path, message, was_ask=False)
 
-    def ask(self, message: Any) -> Reply:
+    def ask(self, message: Any, timeout: float | None = DEFAULT_ASK_TIMEOUT) -> Reply:
         """Deliver and return the pending `Reply`; it fails with `Unavailable` at once
         if nothing live is bound."""
         future: pykka.ThreadingFuture[Any] = pykka.ThreadingFuture()
         if not self.deliver(message, future):
             return Reply.failed(self.path, Unavailable(self.path))
-        return Reply(self.path, future)
+        return Reply(self.path, future, timeout)
 
     def deliver(self, message: Any, reply_to: Any) -> bool:
         """Deliver an ask answered through `reply_to` (anything with a future's `set` and
@@ -208,7 +216,7 @@ class PoolSlot(Slot):
         start = next(self._turn)
         for offset in range(count):
             replica = replicas[(start + offset) % count]
-            if replica.ref is not None:
+            if replica.live:
                 return replica
         return None
 
@@ -267,26 +275,29 @@ class PathRef:
                 return
         slot.tell(message)
 
-    def ask_async(self, message: Any) -> Reply:
-        """Send `message` and return the pending `Reply` at once."""
+    def ask_async(self, message: Any, timeout: float | None = DEFAULT_ASK_TIMEOUT) -> Reply:
+        """Send `message` and return the pending `Reply` at once (its `get()` waits up to
+        `timeout`)."""
         slot = self._resolve()
         if slot is None:
             self._registry.dead_letters.record(self.path, message, was_ask=True)
             return Reply.failed(self.path, Unavailable(self.path))
-        return slot.ask(message)
+        return slot.ask(message, timeout)
 
     def ask(self, message: Any, timeout: float | None = DEFAULT_ASK_TIMEOUT) -> Any:
         """Send `message` and wait for the answer.
 
-        Raises `Unavailable` (no live incarnation), `ActorCrashed` (the handler raised) or
-        `Timeout`.
+        Raises `Unavailable` (no live incarnation), `ActorCrashed` (the handler raised),
+        `Timeout`, and for a path on another node `NodeDown`, `NoSuchActor` or
+        `RemoteFailure`.
         """
-        return self.ask_async(message).get(timeout)
+        return self.ask_async(message, timeout).get(timeout)
 
     def is_alive(self) -> bool:
-        """True if a live incarnation is bound to the path right now."""
+        """True if a live incarnation is bound to the path right now (for a path on
+        another node: if that node is up)."""
         slot = self._resolve()
-        return slot is not None and slot.ref is not None
+        return slot is not None and slot.live
 
 
 class Registry:
@@ -297,6 +308,8 @@ class Registry:
         self._lock = threading.Lock()
         self._created = threading.Condition(self._lock)
         self.dead_letters = DeadLetters()
+        self.resolver: Callable[[str], Slot | None] | None = None
+        """Set by the cluster layer: the slot of a path that runs on another node."""
 
     def slot(self, path: str, *, pool: bool = False) -> Slot:
         """The slot for `path`, created on first use (a `PoolSlot` if `pool`)."""
@@ -322,7 +335,15 @@ class Registry:
             return slot
 
     def lookup(self, path: str) -> Slot | None:
-        """The slot for `path`, or None if no child has that path."""
+        """The slot for `path` here, else (with a cluster) the slot that reaches the node
+        that runs it; None if nothing has that path."""
+        slot = self._slots.get(path)
+        if slot is None and self.resolver is not None:
+            return self.resolver(path)
+        return slot
+
+    def lookup_local(self, path: str) -> Slot | None:
+        """The slot for `path` on this node only."""
         return self._slots.get(path)
 
     def retire(self, path: str, *, with_descendants: bool = False) -> None:

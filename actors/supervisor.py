@@ -42,6 +42,8 @@ from actors.messages import (
     DeleteChild,
     ExitReason,
     Killed,
+    NodeDown,
+    NodeUp,
     Ok,
     Refused,
     RestartChild,
@@ -56,6 +58,7 @@ from actors.messages import (
     is_clean_exit,
 )
 from actors.registry import DEFAULT_ASK_TIMEOUT, PathRef, PoolSlot, Slot
+from actors.remote import REMOTE_REPLY_GRACE, RemoteIncarnation, killed_without_answer
 from actors.scheduler import TimerHandle
 
 GAVE_UP = "reached_max_restart_intensity"
@@ -92,10 +95,45 @@ class _Child:
     last_exit: ExitReason | None = None
     pending: TimerHandle | None = None
     token: int = 0
+    node: str | None = None
+    awaiting_node: str | None = None
 
     @property
     def id(self) -> str:
         return self.spec.id
+
+
+def instantiate(spec: Spec) -> Actor:
+    """A new, not yet started incarnation for `spec`."""
+    if isinstance(spec, ChildSpec):
+        return spec.actor(**spec.args)
+    if isinstance(spec, PoolSpec):
+        return PoolSupervisor(spec)
+    return Supervisor(spec)
+
+
+def start_timeout(spec: Spec) -> float | None:
+    """How long a start of `spec` may take; None for supervisors and pools, whose own
+    children are each bounded."""
+    return spec.start_timeout if isinstance(spec, ChildSpec) else None
+
+
+def wire_shutdown(shutdown: float | str) -> float:
+    """A shutdown policy as one number: seconds, 0 for infinity, -1 for brutal_kill."""
+    if shutdown == "brutal_kill":
+        return -1.0
+    if shutdown == "infinity":
+        return 0.0
+    return float(shutdown)
+
+
+def shutdown_from_wire(seconds: float) -> float | str:
+    """The inverse of `wire_shutdown`."""
+    if seconds < 0:
+        return "brutal_kill"
+    if seconds == 0:
+        return "infinity"
+    return seconds
 
 
 class ChildStartError(Exception):
@@ -135,22 +173,42 @@ class Supervisor(Actor):
 
     def on_start(self) -> None:
         self._clock = self.system.clock
+        link = self.system.remote
+        if link is not None:
+            self._unwatch = link.watch_membership(self._on_membership)
         for spec in self.initial_specs():
             self._state.children.append(self._new_child(spec))
         self._children_changed()
+        self._initializing = True
         for child in list(self._state.children):
             failure = self._start(child)
             if failure is not None:
                 self._stop_children()
                 raise ChildStartError(child.id, failure)
+        self._initializing = False
 
     def on_stop(self) -> None:
         self._stop_children()
         self._retire_dynamic_children()
+        self._unwatch()
 
     def on_failure(self, *_exc_info: Any) -> None:
         self._stop_children()
         self._retire_dynamic_children()
+        self._unwatch()
+
+    _initializing = False
+
+    @staticmethod
+    def _unwatch() -> None:
+        """Replaced by the membership subscription's cancel function when there is one."""
+
+    def _on_membership(self, event: Any) -> None:
+        """Runs in the transport's thread: queue node up/down news for this supervisor."""
+        try:
+            self.actor_ref.tell(event)
+        except pykka.ActorDeadError:
+            pass
 
     def on_receive(self, message: Any) -> Any:
         match message:
@@ -174,6 +232,13 @@ class Supervisor(Actor):
                 return self._delete_child(child_id)
             case ScalePool():
                 return Refused("not_a_pool", f"{self.path} is a supervisor, not a pool")
+            case NodeUp(node=node):
+                for child in list(self._state.children):
+                    if child.awaiting_node == node:
+                        child.awaiting_node = None
+                        self._restart_counted(child)
+            case NodeDown():
+                pass  # remote children hear it through their incarnations
             case _:
                 # Like OTP's handle_info: a stray message must not take a subtree down.
                 self.log.warning("supervisor.unexpected_message", message_type=type(message).__name__)
@@ -190,8 +255,19 @@ class Supervisor(Actor):
     # --- starting and stopping one child ----------------------------------------------
 
     def _new_child(self, spec: Spec) -> _Child:
-        slot = self.system.registry.slot(f"{self.path}/{spec.id}", pool=isinstance(spec, PoolSpec))
-        return _Child(spec=spec, slot=slot)
+        path = f"{self.path}/{spec.id}"
+        node = self._node_of(path)
+        if node is not None:
+            return _Child(spec=spec, slot=self.system.remote.remote_slot(path), node=node)  # type: ignore[union-attr]
+        return _Child(spec=spec, slot=self.system.registry.slot(path, pool=isinstance(spec, PoolSpec)))
+
+    def _node_of(self, path: str) -> str | None:
+        """The other node that runs `path`, or None if it runs here."""
+        link = self.system.remote
+        if link is None:
+            return None
+        node = link.whereis(path)
+        return None if node == self.system.node else node
 
     def _find(self, child_id: str) -> _Child | None:
         for child in self._state.children:
@@ -199,25 +275,51 @@ class Supervisor(Actor):
                 return child
         return None
 
-    def _instantiate(self, spec: Spec) -> Actor:
-        if isinstance(spec, ChildSpec):
-            return spec.actor(**spec.args)
-        if isinstance(spec, PoolSpec):
-            return PoolSupervisor(spec)
-        return Supervisor(spec)
-
     def _start(self, child: _Child) -> StartFailed | None:
         """Start a new incarnation of `child` and wait for its `on_start`."""
         self._cancel_pending(child)
         child.incarnation += 1
+        if child.node is not None:
+            return self._start_remote(child, child.node)
         try:
-            actor = self._instantiate(child.spec)
+            actor = instantiate(child.spec)
         except BaseException as exc:  # noqa: BLE001 - a constructor that raises is a start failure
             return self._start_failed(child, StartFailed.from_exception(exc))
         actor.attach(path=child.slot.path, incarnation=child.incarnation, system=self.system,
                      slot=child.slot, on_exit=self._on_child_exit)
         actor.launch()
-        timeout = child.spec.start_timeout if isinstance(child.spec, ChildSpec) else None
+        return self._await_start(child, actor, start_timeout(child.spec))
+
+    def _start_remote(self, child: _Child, node: str) -> StartFailed | None:
+        """Ask `node` to start the child. During this supervisor's own start, wait up to
+        the transport's `node_wait` for that node to join, and try again if it goes down
+        before answering (a cluster coming up)."""
+        link = self.system.remote
+        assert link is not None
+        deadline = time.monotonic() + link.node_wait
+        while True:
+            if self._initializing:
+                link.wait_up(node, max(0.0, deadline - time.monotonic()))
+            if not link.is_up(node):
+                return self._start_failed(child, StartFailed("NodeDown", f"node {node} is not up"))
+            failure = self._start_remote_once(child, node)
+            if failure is None or failure.type != "NodeDown" or not self._initializing \
+                    or time.monotonic() >= deadline:
+                return failure
+            child.incarnation += 1
+
+    def _start_remote_once(self, child: _Child, node: str) -> StartFailed | None:
+        link = self.system.remote
+        assert link is not None
+        incarnation = RemoteIncarnation(path=child.slot.path, incarnation=child.incarnation, node=node,
+                                        parent=self.path, link=link, on_exit=self._on_child_exit)
+        incarnation.shutdown_seconds = wire_shutdown(child.spec.shutdown)
+        child.slot.bind(incarnation)  # type: ignore[arg-type]
+        incarnation.launch()
+        timeout = start_timeout(child.spec)
+        return self._await_start(child, incarnation, timeout + REMOTE_REPLY_GRACE if timeout else None)
+
+    def _await_start(self, child: _Child, actor: Any, timeout: float | None) -> StartFailed | None:
         if not actor.started.wait(timeout):
             failure = StartFailed("StartTimeout", f"on_start did not finish within {timeout:g} s")
             actor.abandon(failure)
@@ -253,16 +355,21 @@ class Supervisor(Actor):
         if actor is None:
             return
         shutdown = child.spec.shutdown
+        remote = isinstance(actor, RemoteIncarnation)
         if shutdown == "brutal_kill":
             reason: ExitReason = Killed("brutal_kill")
+            if remote:
+                actor.request_stop(reason)
             actor.abandon(reason)
         else:
             actor.request_stop(Shutdown())
             timeout = None if shutdown == "infinity" else float(shutdown)
-            if actor.exited.wait(timeout):
+            wait = timeout + REMOTE_REPLY_GRACE if remote and timeout is not None else timeout
+            if actor.exited.wait(wait):
                 reason = actor.final_reason or Shutdown()
             else:
-                reason = Killed(f"did not stop within {timeout:g} s; thread abandoned")
+                reason = (killed_without_answer(actor.node, wait or 0.0) if remote else
+                          Killed(f"did not stop within {timeout:g} s; thread abandoned"))
                 actor.abandon(reason)
                 self._report("shutdown_timeout", child, reason)
         actor.drain()
@@ -312,7 +419,15 @@ class Supervisor(Actor):
         self._restart_counted(child)
 
     def _restart_counted(self, child: _Child) -> None:
-        """Count one restart; give up past the intensity, else restart now or after backoff."""
+        """Count one restart; give up past the intensity, else restart now or after backoff.
+        A remote child whose node is down waits for the node instead, uncounted."""
+        link = self.system.remote
+        if child.node is not None and link is not None and not link.is_up(child.node):
+            self._cancel_pending(child)
+            child.status = "restarting"
+            child.awaiting_node = child.node
+            self._report("waiting_for_node", child, child.last_exit)
+            return
         if not self._add_restart():
             self._give_up(child)
             return
@@ -354,6 +469,7 @@ class Supervisor(Actor):
         if child.pending is not None:
             child.pending.cancel()
             child.pending = None
+        child.awaiting_node = None
         child.token += 1
 
     def _handle_restart_due(self, due: _RestartDue) -> None:

@@ -16,8 +16,9 @@ from typing import Any
 from actors.actor import Actor
 from actors.child_spec import SupervisorSpec
 from actors.errors import Unavailable
-from actors.messages import ExitReason, Shutdown, StartFailed, SupervisorReport
+from actors.messages import Down, ExitReason, NoProc, Shutdown, StartFailed, SupervisorReport
 from actors.registry import PathRef, Registry
+from actors.remote import RemoteLink
 from actors.scheduler import Scheduler
 from actors.supervisor import ChildStartError, Supervisor, SupervisorClient
 
@@ -43,6 +44,8 @@ class ActorSystem:
         self.registry = Registry()
         self.scheduler = Scheduler(name=f"scheduler {node}")
         self._report_listeners: list[ReportListener] = []
+        self.remote: RemoteLink | None = None
+        """Set by the cluster layer when this node is part of a cluster."""
         self._root: Supervisor | None = None
         self._root_exited = threading.Event()
         self._root_exit_listeners: list[Callable[[ExitReason], None]] = []
@@ -58,6 +61,29 @@ class ActorSystem:
     def supervisor(self, path: str) -> SupervisorClient:
         """The supervisor API of the supervisor or pool at `path`."""
         return SupervisorClient(self.ref(path))
+
+    def whereis(self, path: str) -> str:
+        """The node that runs `path`."""
+        return self.remote.whereis(path) if self.remote is not None else self.node
+
+    def monitor(self, path: str, watcher: str | Callable[[Down], None]) -> Callable[[], None]:
+        """Watch the incarnation now at `path`: once it ends, `Down(path, reason)` is told to
+        the `watcher` path (or passed to a callable). If nothing lives there, `Down` comes
+        at once with `NoProc`; if its node goes down, with `NodeDown`. Returns a function
+        that cancels the monitor."""
+        if isinstance(watcher, str):
+            target = self.ref(watcher)
+            deliver: Callable[[Down], None] = target.tell
+        else:
+            deliver = watcher
+        slot = self.registry.lookup(path)
+        if slot is not None and self.remote is not None and self.registry.lookup_local(path) is None:
+            return self.remote.monitor(path, deliver)
+        actor = slot.actor if slot is not None else None
+        if actor is None:
+            deliver(Down(path, NoProc()))
+            return lambda: None
+        return actor.add_monitor(lambda reason: deliver(Down(path, reason)))
 
     @property
     def root_path(self) -> str | None:
@@ -80,15 +106,16 @@ class ActorSystem:
 
     # --- the root ---------------------------------------------------------------------
 
-    def start(self, spec: SupervisorSpec) -> SupervisorClient:
-        """Start the root supervisor and its whole tree, in order; raise `RootStartError`
-        if any child fails to start (the ones started are stopped again first)."""
+    def start(self, spec: SupervisorSpec, path: str | None = None) -> SupervisorClient:
+        """Start the root supervisor (at `path`, default ``<node>/<id>``) and its whole tree,
+        in order; raise `RootStartError` if any child fails to start (the ones started are
+        stopped again first)."""
         if self._root is not None:
             raise RuntimeError(f"{self.node} already runs {self._root.path}")
         if not isinstance(spec, SupervisorSpec):
             raise TypeError(f"the root must be a SupervisorSpec, not {type(spec).__name__}")
         root = Supervisor(spec)
-        path = f"{self.node}/{spec.id}"
+        path = path or f"{self.node}/{spec.id}"
         root.attach(path=path, incarnation=1, system=self, slot=self.registry.slot(path),
                     on_exit=self._on_root_exit)
         self._root = root

@@ -2,6 +2,9 @@
 
     flotilla check [TOPOLOGY]
     flotilla node start [--topology T] [--node N] [--run-for SECONDS]
+    flotilla up [--topology T] [--run-for SECONDS]      every node, as child processes
+    flotilla down [--topology T]                        stop what 'up' started
+    flotilla keys generate DIR --name NODE [--name ...]
 
 Exit codes: 0 success; 1 the tree failed (a root that gave up or could not start);
 2 bad usage or an invalid topology (every problem is printed to stderr).
@@ -11,8 +14,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from actors.child_spec import Backoff, ChildSpec, PoolSpec, Spec, SupervisorFlags, SupervisorSpec
 from nodes.topology import DEFAULT_TOPOLOGY, Topology, TopologyError, load_topology
@@ -99,7 +104,7 @@ def cmd_node_start(args: argparse.Namespace) -> int:
     topology = _load_or_report(args.topology)
     if topology is None:
         return EXIT_USAGE
-    node = args.node or topology.tree.node or next(iter(topology.nodes))
+    node = args.node or topology.root_node
     if node not in topology.nodes:
         print(f"{topology.source}: no node {node!r} (nodes: {', '.join(topology.nodes)})", file=sys.stderr)
         return EXIT_USAGE
@@ -112,6 +117,52 @@ def cmd_node_start(args: argparse.Namespace) -> int:
     run.system.add_report_listener(report_logger(tracebacks=tracebacks))
     run.install_signal_handlers()
     return run.run(run_for=args.run_for)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from nodes.launcher import Launcher
+
+    topology = _load_or_report(args.topology)
+    if topology is None:
+        return EXIT_USAGE
+    if args.run_for is not None and args.run_for <= 0:
+        print("--run-for must be > 0 seconds", file=sys.stderr)
+        return EXIT_USAGE
+    log_format = args.log_format
+    if log_format == "auto":
+        log_format = "console" if sys.stdout.isatty() else "json"
+    launcher = Launcher(topology, args.topology, log_format=log_format)
+    signal.signal(signal.SIGTERM, launcher.request_stop)
+    signal.signal(signal.SIGINT, launcher.request_stop)
+    return launcher.run(run_for=args.run_for)
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from nodes.launcher import stop_launcher
+
+    topology = _load_or_report(args.topology)
+    if topology is None:
+        return EXIT_USAGE
+    stopped, message = stop_launcher(topology)
+    print(message, file=sys.stdout if stopped else sys.stderr)
+    return 0 if stopped else 1
+
+
+def cmd_keys_generate(args: argparse.Namespace) -> int:
+    from nodes.security import KeyFileError, generate_keys
+
+    names = args.name or []
+    if not names:
+        print("name the node(s) to make keys for: --name NODE (repeatable)", file=sys.stderr)
+        return EXIT_USAGE
+    for name in names:
+        try:
+            public, secret = generate_keys(Path(args.directory), name, overwrite=args.force)
+        except KeyFileError as exc:
+            print(str(exc), file=sys.stderr)
+            return EXIT_USAGE
+        print(f"{name}: public key {public}, secret key {secret} (mode 600)")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -135,6 +186,28 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--log-format", default="auto", choices=["auto", "json", "console"],
                        help="auto: console on a terminal, JSON lines otherwise")
     start.set_defaults(handler=cmd_node_start)
+
+    up = commands.add_parser("up", help="run every node of the topology on this machine")
+    up.add_argument("--topology", default=_default_topology(),
+                    help=f"topology file (default: $FLOTILLA_TOPOLOGY or {DEFAULT_TOPOLOGY})")
+    up.add_argument("--run-for", type=float, metavar="SECONDS",
+                    help="stop every node after this many seconds (default: until signalled)")
+    up.add_argument("--log-format", default="auto", choices=["auto", "json", "console"],
+                    help="the nodes' log format (auto: console on a terminal, JSON lines otherwise)")
+    up.set_defaults(handler=cmd_up)
+
+    down = commands.add_parser("down", help="stop the nodes started by 'flotilla up'")
+    down.add_argument("--topology", default=_default_topology(),
+                      help=f"topology file (default: $FLOTILLA_TOPOLOGY or {DEFAULT_TOPOLOGY})")
+    down.set_defaults(handler=cmd_down)
+
+    keys = commands.add_parser("keys", help="CURVE keys for the cluster")
+    keys_commands = keys.add_subparsers(dest="keys_command", required=True)
+    generate = keys_commands.add_parser("generate", help="write NODE.key and NODE.key_secret (0600)")
+    generate.add_argument("directory", help="key directory (created 0700)")
+    generate.add_argument("--name", action="append", help="node name; repeat for several nodes")
+    generate.add_argument("--force", action="store_true", help="replace existing keys")
+    generate.set_defaults(handler=cmd_keys_generate)
     return parser
 
 

@@ -69,7 +69,8 @@ class Reply(Envelope, tag=3, frozen=True):
     typed: bool
 
 
-FailKind = typing.Literal["unavailable", "crashed", "no_such_actor", "undecodable", "timeout", "too_large"]
+FailKind = typing.Literal["unavailable", "crashed", "no_such_actor", "node_down", "undecodable",
+                          "unencodable"]
 
 
 class Fail(Envelope, tag=4, frozen=True):
@@ -198,7 +199,7 @@ class Codec:
             raise FrameError(f"frame of {len(frame)} bytes exceeds the limit")
         try:
             return self._envelopes.decode(frame)
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, ValueError) as exc:  # ValueError: invalid UTF-8 in a str
             raise FrameError(f"bad envelope: {_short(exc)}") from None
         except RecursionError:
             raise FrameError("bad envelope: nested too deeply") from None
@@ -211,7 +212,7 @@ class Codec:
         Raises `TypeError` naming the offending type if `body` cannot travel."""
         try:
             data = self._encoder.encode(body)
-        except (TypeError, msgspec.EncodeError) as exc:
+        except (TypeError, OverflowError, msgspec.EncodeError) as exc:
             raise TypeError(f"cannot send {type(body).__name__} to another node: {exc}") from None
         return msgspec.Raw(data), isinstance(body, Message)
 
@@ -221,14 +222,14 @@ class Codec:
         if typed:
             try:
                 return self._messages.decode(data)
-            except msgspec.DecodeError as exc:
+            except (msgspec.DecodeError, ValueError) as exc:
                 raise FrameError(f"bad message: {_short(exc)}") from None
             except RecursionError:
                 raise FrameError("bad message: nested too deeply") from None
         try:
             value = msgpack.unpackb(data, raw=False, strict_map_key=False, ext_hook=_no_ext,
                                     max_str_len=MAX_STR, max_bin_len=MAX_BIN, max_array_len=MAX_ARRAY,
-                                    max_map_len=MAX_MAP, max_ext_len=0)
+                                    max_map_len=MAX_MAP, max_ext_len=MAX_BIN)
         except (ValueError, TypeError, msgpack.UnpackException, RecursionError) as exc:
             raise FrameError(f"bad body: {_short(exc)}") from None
         return self._revive(value)
@@ -242,7 +243,7 @@ class Codec:
             if isinstance(tag, str) and tag in self._tags:
                 try:
                     return msgspec.convert(value, self._tags[tag])
-                except msgspec.ValidationError as exc:
+                except (msgspec.ValidationError, ValueError, TypeError) as exc:
                     raise FrameError(f"bad {tag}: {_short(exc)}") from None
             return {key: self._revive(item) for key, item in value.items()}
         return value

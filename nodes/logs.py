@@ -20,6 +20,7 @@ LogFormat = Literal["auto", "json", "console"]
 _LEVELS = {
     "child_started": logging.INFO,
     "restart_scheduled": logging.INFO,
+    "waiting_for_node": logging.WARNING,
     "child_exited": logging.WARNING,
     "start_failed": logging.ERROR,
     "shutdown_timeout": logging.ERROR,

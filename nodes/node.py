@@ -1,8 +1,10 @@
-"""A node process: runs its part of the topology's tree until told to stop.
+"""A node process: joins the cluster and runs its part of the topology's tree until stopped.
 
-Exit codes: 0 after a stop asked by SIGTERM, SIGINT (Ctrl-C) or `run_for` (the tree is
-stopped in reverse order within its shutdown timeouts); 1 when the root supervisor gives
-up, crashes or cannot start.
+The node that runs the root starts the tree; children placed on other nodes are started
+there at the root's request. Every node listens for its peers, heartbeats and hosts the
+children placed on it. Exit codes: 0 after a stop asked by SIGTERM, SIGINT (Ctrl-C) or
+`run_for`; 1 when the root supervisor gives up, crashes or cannot start, or the node cannot
+listen; 2 for a key problem.
 """
 
 from __future__ import annotations
@@ -17,24 +19,32 @@ import structlog
 
 from actors.messages import SupervisorReport, describe_reason
 from actors.system import ActorSystem, RootStartError
+from nodes.cluster import Cluster
+from nodes.security import CurveKeys, KeyFileError
 from nodes.topology import Topology
 
 EXIT_OK = 0
 EXIT_TREE_FAILED = 1
+EXIT_BAD_KEYS = 2
 
 
 class NodeRun:
-    """One run of a node: its actor system, signal handling and a summary at the end."""
+    """One run of a node: its actor system, its place in the cluster, signals, a summary."""
 
     def __init__(self, topology: Topology, node: str) -> None:
         self.topology = topology
         self.node = node
         self.system = ActorSystem(node)
+        self.cluster: Cluster | None = None
         self.stop_requested = threading.Event()
         self.reports: Counter[str] = Counter()
         self.log = structlog.get_logger("flotilla.node")
         self.system.add_report_listener(self._count_report)
         self.system.add_root_exit_listener(lambda _reason: self.stop_requested.set())
+
+    @property
+    def runs_root(self) -> bool:
+        return self.topology.root_node == self.node
 
     def _count_report(self, report: SupervisorReport) -> None:
         self.reports[report.event] += 1
@@ -50,21 +60,52 @@ class NodeRun:
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.signal(signal.SIGINT, self.request_stop)
 
-    def run(self, run_for: float | None = None) -> int:
-        """Start the tree, wait for a stop request or the root's end, stop, summarise."""
-        started = time.monotonic()
+    def _join_cluster(self) -> int | None:
+        security = self.topology.security
+        keys = None
+        if security.keys is not None:
+            try:
+                keys = CurveKeys.load(security.keys, self.node, list(self.topology.nodes))
+            except KeyFileError as exc:
+                self.log.critical("node.bad_keys", error=str(exc))
+                return EXIT_BAD_KEYS
+        self.cluster = Cluster(self.topology, self.node, self.system, keys)
+        address = self.topology.nodes[self.node].address
         try:
-            self.system.start(self.topology.tree)
-        except RootStartError as exc:
-            self.log.critical("node.start_failed", error=str(exc), reason=describe_reason(exc.reason))
-            self.system.stop()
+            self.cluster.start()
+        except OSError as exc:
+            self.log.critical("node.cannot_listen", address=address, error=str(exc))
             return EXIT_TREE_FAILED
-        self.log.info("node.started", cluster=self.topology.cluster, root=self.system.root_path,
-                      topology=self.topology.source, run_for=run_for)
+        if keys is not None:
+            self.log.info("transport.secured", address=address, mechanism="CURVE",
+                          allowed=sorted(self.topology.nodes))
+        else:
+            self.log.warning("transport.insecure", address=address,
+                             detail="no security.keys: traffic is neither encrypted nor authenticated"
+                             + ("" if self.topology.security.insecure_bind else "; loopback addresses only"))
+        return None
+
+    def run(self, run_for: float | None = None) -> int:
+        """Join, start the tree if this node runs the root, wait for a stop request or the
+        root's end, stop, summarise."""
+        started = time.monotonic()
+        failed = self._join_cluster()
+        if failed is not None:
+            self._close()
+            return failed
+        if self.runs_root:
+            try:
+                self.system.start(self.topology.tree, path=self.topology.root_path)
+            except RootStartError as exc:
+                self.log.critical("node.start_failed", error=str(exc), reason=describe_reason(exc.reason))
+                self._close()
+                return EXIT_TREE_FAILED
+        self.log.info("node.started", cluster=self.topology.cluster, root=self.topology.root_path,
+                      runs_root=self.runs_root, topology=self.topology.source, run_for=run_for)
         if not self.stop_requested.wait(run_for):
             self.log.info("node.run_for_elapsed", seconds=run_for)
         ended_by_itself = self.system.wait(timeout=0) is not None
-        reason = self.system.stop()
+        reason = self._close()
         summary = {
             "uptime": round(time.monotonic() - started, 3),
             "reports": dict(self.reports),
@@ -75,3 +116,9 @@ class NodeRun:
             return EXIT_TREE_FAILED
         self.log.info("node.stopped", **summary)
         return EXIT_OK
+
+    def _close(self):  # noqa: ANN202
+        reason = self.system.stop()
+        if self.cluster is not None:
+            self.cluster.close()
+        return reason

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,13 @@ from actors.child_spec import (
 )
 
 DEFAULT_TOPOLOGY = "supervisor_tree.yaml"
+DEFAULT_HEARTBEAT_INTERVAL = 0.2
+DEFAULT_HEARTBEAT_TIMEOUT = 1.0
+DEFAULT_MAX_MESSAGE_BYTES = 1 << 20
+DEFAULT_HWM = 10_000
+DEFAULT_BACKLOG = 50_000
+DEFAULT_NODE_WAIT = 30.0
+FIRST_PORT = 7101
 MAX_TOPOLOGY_BYTES = 1_000_000
 """A topology file larger than this is refused before parsing."""
 
@@ -56,9 +64,42 @@ SECTIONS: dict[str, dict[str, Field]] = {
         "nodes": Field("mapping of name → node", "required",
                        "The nodes of the cluster; at least one. Names are path segments."),
         "tree": Field("supervisor", "required", "The root supervisor and everything under it."),
+        "data_dir": Field("directory", "`data`", "Where nodes keep their files (`<data_dir>/<node>/`) "
+                          "and `flotilla up` its pid file. Relative to the topology file."),
+        "security": Field("security", "no keys: loopback only", "CURVE keys for every socket."),
+        "transport": Field("transport", "the defaults below", "Node-to-node transport settings."),
     },
     "node": {
+        "address": Field("tcp://HOST:PORT", "`tcp://127.0.0.1:<7101 + index>`",
+                         "Where the node listens for its peers. Without `security.keys` HOST must "
+                         "be a loopback address unless `security.insecure_bind` is true."),
         "description": Field("string", "empty", "Free text shown by `flotilla check`."),
+    },
+    "security": {
+        "keys": Field("directory", "none",
+                      "Key directory made by `flotilla keys generate`: `<node>.key` (public) and "
+                      "`<node>.key_secret` (0600) for every node. With it every socket uses "
+                      "CURVE and accepts only the cluster's own public keys. Relative to the "
+                      "topology file."),
+        "insecure_bind": Field("boolean", "`false`",
+                               "Allow a non-loopback address without keys (traffic is then "
+                               "neither encrypted nor authenticated)."),
+    },
+    "transport": {
+        "heartbeat_interval": Field("seconds > 0", f"`{DEFAULT_HEARTBEAT_INTERVAL:g}`",
+                                    "How often every node sends a heartbeat to every peer."),
+        "heartbeat_timeout": Field("seconds > interval", f"`{DEFAULT_HEARTBEAT_TIMEOUT:g}`",
+                                   "Silence after which a peer is declared down (killed, frozen "
+                                   "or cut off alike)."),
+        "max_message_bytes": Field("integer ≥ 1024", f"`{DEFAULT_MAX_MESSAGE_BYTES}`",
+                                   "Largest envelope (ZeroMQ MAXMSGSIZE); a peer sending more is "
+                                   "disconnected by ZeroMQ, and a local send of more raises."),
+        "high_water_mark": Field("integer ≥ 1", f"`{DEFAULT_HWM}`",
+                                 "ZeroMQ send/receive queue per peer, in messages."),
+        "backlog": Field("integer ≥ 0", f"`{DEFAULT_BACKLOG}`",
+                         "Envelopes held per peer while its queue is full; past it sends fail."),
+        "node_wait": Field("seconds > 0", f"`{DEFAULT_NODE_WAIT:g}`",
+                           "How long a starting supervisor waits for the node of a remote child."),
     },
     "supervisor": {
         "id": Field("name", "`root` for the tree; required for a child",
@@ -94,6 +135,8 @@ SECTIONS: dict[str, dict[str, Field]] = {
         "start_timeout": Field("seconds > 0", f"`{DEFAULT_START_TIMEOUT:g}`",
                                "Time `on_start` may take (workers only); the constructor must be quick."),
         "node": Field("node name", "the parent's node", "Node that runs this child."),
+        "nodes": Field("list of node names", "the pool's node",
+                       "Pools only: replica i runs on nodes[i % len(nodes)]."),
     },
     "pool": {
         "size": Field("integer ≥ 0", "`1`", "Replicas started at first; scalable at run time."),
@@ -145,7 +188,32 @@ class NodeConfig:
     """One node of the cluster."""
 
     name: str
+    address: str
     description: str = ""
+
+    @property
+    def host(self) -> str:
+        return self.address.removeprefix("tcp://").rsplit(":", 1)[0].strip("[]")
+
+
+@dataclass(frozen=True)
+class SecurityConfig:
+    """CURVE keys, or their absence."""
+
+    keys: Path | None = None
+    insecure_bind: bool = False
+
+
+@dataclass(frozen=True)
+class TransportConfig:
+    """Node-to-node transport settings."""
+
+    heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL
+    heartbeat_timeout: float = DEFAULT_HEARTBEAT_TIMEOUT
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    high_water_mark: int = DEFAULT_HWM
+    backlog: int = DEFAULT_BACKLOG
+    node_wait: float = DEFAULT_NODE_WAIT
 
 
 @dataclass(frozen=True)
@@ -156,6 +224,18 @@ class Topology:
     nodes: dict[str, NodeConfig]
     tree: SupervisorSpec
     source: str
+    security: SecurityConfig = SecurityConfig()
+    transport: TransportConfig = TransportConfig()
+    data_dir: Path = Path("data")
+
+    @property
+    def root_node(self) -> str:
+        """The node that runs the root supervisor."""
+        return self.tree.node or next(iter(self.nodes))
+
+    @property
+    def root_path(self) -> str:
+        return f"{self.root_node}/{self.tree.id}"
 
     def subtree_nodes(self) -> dict[str, str]:
         """Map every supervisor and pool path below the root (root id first) to its node."""
@@ -367,6 +447,20 @@ def _read_node_ref(ctx: _Context, m: _Mapping) -> str | None:
     return node
 
 
+def _read_node_list(ctx: _Context, m: _Mapping) -> tuple[str, ...]:
+    node = m.node_of("nodes")
+    value = _value(node) if node is not None else None
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        ctx.problem(_join(m.path, "nodes"), "must be a non-empty list of node names", node)
+        return ()
+    unknown = [v for v in value if v not in ctx.node_names]
+    if unknown:
+        ctx.problem(_join(m.path, "nodes"), f"{', '.join(map(repr, unknown))} not a node of this topology "
+                    f"(nodes: {', '.join(sorted(ctx.node_names))})", node)
+        return ()
+    return tuple(value)
+
+
 def _read_actor(ctx: _Context, m: _Mapping, args: dict[str, Any]) -> type | None:
     reference = m.get("actor", _text, None)
     if reference is None:
@@ -432,7 +526,7 @@ def _read_supervisor(ctx: _Context, m: _Mapping, child_id: str, *, restart: str,
 
 
 def _read_pool(ctx: _Context, node: Node, path: str, child_id: str, *, restart: str,
-               shutdown: Any, pool_node: str | None) -> PoolSpec | None:
+               shutdown: Any, pool_node: str | None, replica_nodes: tuple[str, ...]) -> PoolSpec | None:
     m = _Mapping(ctx, node, path, "pool")
     if not m.valid or not m.require("actor", "the replicas' actor"):
         return None
@@ -448,7 +542,7 @@ def _read_pool(ctx: _Context, node: Node, path: str, child_id: str, *, restart: 
     worker = ChildSpec(id="replica", actor=actor, args=args, restart=worker_restart,
                        shutdown=worker_shutdown, start_timeout=float(start_timeout))
     return PoolSpec(id=child_id, worker=worker, size=size, flags=flags, restart=restart,
-                    shutdown=shutdown, node=pool_node)
+                    shutdown=shutdown, node=pool_node, replica_nodes=replica_nodes)
 
 
 def _read_child(ctx: _Context, node: Node, path: str) -> Spec | None:
@@ -467,6 +561,10 @@ def _read_child(ctx: _Context, node: Node, path: str) -> Spec | None:
     default_shutdown = DEFAULT_WORKER_SHUTDOWN if is_worker else "infinity"
     shutdown = m.get("shutdown", _shutdown(not is_worker), default_shutdown)
     child_node = _read_node_ref(ctx, m)
+    replica_nodes = _read_node_list(ctx, m) if m.has("nodes") else ()
+    if m.has("nodes") and kind != "pool":
+        ctx.problem(_join(path, "nodes"), "only pools spread replicas over nodes; use node: for one node",
+                    m.node_of("nodes"))
     for worker_only in ("args", "start_timeout"):
         if m.has(worker_only) and not is_worker:
             ctx.problem(_join(path, worker_only), f"belongs inside {kind}: (it applies to workers)",
@@ -486,7 +584,7 @@ def _read_child(ctx: _Context, node: Node, path: str) -> Spec | None:
     body_path = _join(path, kind)
     if kind == "pool":
         pool = _read_pool(ctx, m.node_of("pool"), body_path, child_id or "?", restart=restart,
-                          shutdown=shutdown, pool_node=child_node)
+                          shutdown=shutdown, pool_node=child_node, replica_nodes=replica_nodes)
         return pool if child_id is not None else None
     body = _Mapping(ctx, m.node_of("supervisor"), body_path, "supervisor")
     if not body.valid:
@@ -527,12 +625,33 @@ def _read_children(ctx: _Context, node: Node | None, path: str) -> list[Spec] | 
     return children if ok else None
 
 
+def _address(value: Any) -> str | None:
+    if not isinstance(value, str) or not value.startswith("tcp://"):
+        return f"{value!r} must look like tcp://HOST:PORT"
+    host, _, port = value.removeprefix("tcp://").rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        return f"{value!r} must look like tcp://HOST:PORT with a port in 1..65535"
+    if host in ("*", "0.0.0.0", "::", "[::]"):
+        return f"{value!r}: name the interface to listen on; a wildcard is also where peers would connect"
+    return None
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _read_nodes(ctx: _Context, node: Node | None) -> dict[str, NodeConfig]:
     if not isinstance(node, MappingNode) or not node.value:
         ctx.problem("nodes", "must be a mapping with at least one node, e.g. 'nodes: {alpha: {}}'", node)
         return {}
     nodes: dict[str, NodeConfig] = {}
-    for key_node, value_node in node.value:
+    seen_addresses: dict[str, str] = {}
+    for index, (key_node, value_node) in enumerate(node.value):
         name = _value(key_node)
         path = f"nodes.{name}"
         error = _name(name)
@@ -543,12 +662,61 @@ def _read_nodes(ctx: _Context, node: Node | None) -> dict[str, NodeConfig]:
             ctx.problem(path, "duplicate node", key_node)
             continue
         m = _Mapping(ctx, value_node, path, "node")
-        nodes[name] = NodeConfig(name=name, description=m.get("description", _text, ""))
+        address = m.get("address", _address, f"tcp://127.0.0.1:{FIRST_PORT + index}")
+        if address in seen_addresses:
+            ctx.problem(_join(path, "address"), f"{address} is already the address of node "
+                        f"{seen_addresses[address]}", m.node_of("address") or key_node)
+        seen_addresses[address] = name
+        nodes[name] = NodeConfig(name=name, address=address, description=m.get("description", _text, ""))
     return nodes
 
 
-def parse_topology(text: str, source: str = "<topology>") -> Topology:
-    """Validate a topology document; raise `TopologyError` listing every problem."""
+def _read_security(ctx: _Context, node: Node | None, nodes: dict[str, NodeConfig],
+                   base: Path) -> SecurityConfig:
+    m = _Mapping(ctx, node, "security", "security")
+    keys_value = m.get("keys", _text, None)
+    insecure = m.get("insecure_bind", lambda v: None if isinstance(v, bool) else f"{v!r} must be true or false",
+                     False)
+    keys: Path | None = None
+    if keys_value is not None:
+        keys = (base / keys_value).resolve()
+        if not keys.is_dir():
+            ctx.problem("security.keys", f"{keys} is not a directory (make one with "
+                        f"'flotilla keys generate {keys_value} --name NODE' for each node)", m.node_of("keys"))
+        else:
+            missing = [n for n in nodes if not (keys / f"{n}.key").is_file()]
+            if missing:
+                ctx.problem("security.keys", f"no public key for node(s) {', '.join(missing)} in {keys} "
+                            f"(expected {missing[0]}.key)", m.node_of("keys"))
+    elif not insecure:
+        for name, config in nodes.items():
+            if not _is_loopback(config.host):
+                ctx.problem(f"nodes.{name}.address", f"{config.address} is not a loopback address and "
+                            "security.keys is not set: set security.keys (CURVE) or, knowingly, "
+                            "security.insecure_bind: true", None)
+    return SecurityConfig(keys=keys, insecure_bind=insecure)
+
+
+def _read_transport(ctx: _Context, node: Node | None) -> TransportConfig:
+    m = _Mapping(ctx, node, "transport", "transport")
+    interval = m.get("heartbeat_interval", _seconds, DEFAULT_HEARTBEAT_INTERVAL)
+    timeout = m.get("heartbeat_timeout", _seconds, DEFAULT_HEARTBEAT_TIMEOUT)
+    if timeout <= interval:
+        ctx.problem("transport.heartbeat_timeout", f"{timeout!r} must be greater than heartbeat_interval "
+                    f"({interval!r}), ideally 3 to 5 times it", m.node_of("heartbeat_timeout") or node)
+    return TransportConfig(
+        heartbeat_interval=float(interval),
+        heartbeat_timeout=float(timeout),
+        max_message_bytes=m.get("max_message_bytes", _int_at_least(1024), DEFAULT_MAX_MESSAGE_BYTES),
+        high_water_mark=m.get("high_water_mark", _int_at_least(1), DEFAULT_HWM),
+        backlog=m.get("backlog", _int_at_least(0), DEFAULT_BACKLOG),
+        node_wait=float(m.get("node_wait", _seconds, DEFAULT_NODE_WAIT)),
+    )
+
+
+def parse_topology(text: str, source: str = "<topology>", base: Path | None = None) -> Topology:
+    """Validate a topology document; raise `TopologyError` listing every problem. Relative
+    paths in it (the key directory) are taken from `base` (default: the current directory)."""
     try:
         document = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
@@ -573,10 +741,15 @@ def parse_topology(text: str, source: str = "<topology>") -> Topology:
             root_id = body.get("id", _name, "root")
             tree = _read_supervisor(ctx, body, root_id, restart="permanent", shutdown="infinity",
                                     node=_read_node_ref(ctx, body))
+    base = base or Path.cwd()
+    data_dir = (base / top.get("data_dir", _text, "data")).resolve()
+    security = _read_security(ctx, top.node_of("security"), nodes, base)
+    transport = _read_transport(ctx, top.node_of("transport"))
     if ctx.problems or tree is None:
         problems = sorted(ctx.problems, key=lambda p: (p.line is None, p.line or 0))
         raise TopologyError(source, problems or [Problem("tree", "is invalid")])
-    return Topology(cluster=cluster, nodes=nodes, tree=tree, source=source)
+    return Topology(cluster=cluster, nodes=nodes, tree=tree, source=source, security=security,
+                    transport=transport, data_dir=data_dir)
 
 
 def load_topology(path: str | Path) -> Topology:
@@ -591,7 +764,7 @@ def load_topology(path: str | Path) -> Topology:
         raise TopologyError(source, [Problem("", f"cannot read: {exc.strerror or exc}")]) from None
     except UnicodeDecodeError as exc:
         raise TopologyError(source, [Problem("", f"is not UTF-8 text: {exc.reason}")]) from None
-    return parse_topology(text, source)
+    return parse_topology(text, source, base=Path(path).resolve().parent)
 
 
 def reference_markdown() -> str:

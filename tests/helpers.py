@@ -98,6 +98,11 @@ class Probe(Actor):
             return "released"
         if message == "whoami":
             return (self.path, self.incarnation)
+        if message == "crash":  # the plain-data forms, for other nodes
+            raise ValueError(f"crash requested in {self.path}")
+        if message == "exit":
+            self.exit(Normal())
+            return "exiting"
         return message
 
 

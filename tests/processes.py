@@ -76,6 +76,23 @@ class FlotillaProcess:
                     raise AssertionError(f"no {name} {fields} event; output:\n" + "\n".join(self.lines[-40:]))
                 self._changed.wait(min(remaining, 0.2))
 
+    def wait_for_event_line(self, pattern: str, timeout: float = 30.0, count: int = 1) -> str:
+        """Wait until `count` raw output lines match the regular expression `pattern`;
+        return the last of them."""
+        import re
+
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                found = [line for line in self.lines if regex.search(line)]
+                if len(found) >= count:
+                    return found[count - 1]
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self.proc.poll() is not None and not self._reader.is_alive():
+                    raise AssertionError(f"no line like {pattern!r}; output:\n" + "\n".join(self.lines[-40:]))
+                self._changed.wait(min(remaining, 0.2))
+
     def signal(self, signum: int) -> None:
         self.proc.send_signal(signum)
 

@@ -25,6 +25,12 @@ def start(processes: list[FlotillaProcess], *args: str) -> FlotillaProcess:
     return process
 
 
+def free_port() -> int:
+    from tests.cluster_harness import free_ports
+
+    return free_ports(1)[0]
+
+
 def write(tmp_path: Path, text: str) -> str:
     path = tmp_path / "tree.yaml"
     path.write_text(text, encoding="utf-8")
@@ -34,9 +40,10 @@ def write(tmp_path: Path, text: str) -> str:
 def test_check_prints_the_tree_of_a_valid_topology() -> None:
     result = run_flotilla("check", "supervisor_tree.yaml")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[0] == "supervisor_tree.yaml: valid; cluster demo, 1 node (alpha)"
+    assert result.stdout.splitlines()[0] == "supervisor_tree.yaml: valid; cluster demo, 2 nodes (alpha, beta)"
     assert "alpha/root  supervisor one_for_one" in result.stdout
     assert "├─ workers  pool x4 of actors.flaky:FlakyWorker" in result.stdout
+    assert "[node beta]" in result.stdout
 
 
 def test_check_prints_every_problem_and_exits_2(tmp_path: Path) -> None:
@@ -57,22 +64,41 @@ def test_check_of_a_missing_file_exits_2(tmp_path: Path) -> None:
     assert "cannot read" in result.stderr
 
 
+ONE_NODE = """
+nodes: {solo: {address: "tcp://127.0.0.1:%d"}}
+tree:
+  children:
+    - {id: tally, actor: tally}
+    - id: workers
+      pool: {size: 2, actor: flaky, args: {crash_rate: 0.05, report_to: solo/root/tally}, intensity: 50}
+    - {id: ticker, actor: ticker, args: {target: solo/root/workers, interval: 0.01}}
+"""
+
+
+def one_node(tmp_path: Path) -> str:
+    from tests.cluster_harness import free_ports
+
+    return write(tmp_path, ONE_NODE % free_ports(1)[0])
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_node_stops_the_tree_in_reverse_order_on_a_signal_and_exits_0(
-        processes: list[FlotillaProcess], signum: int) -> None:
-    node = start(processes, "node", "start", "--topology", "supervisor_tree.yaml", "--log-format", "json")
+        tmp_path: Path, processes: list[FlotillaProcess], signum: int) -> None:
+    node = start(processes, "node", "start", "--topology", one_node(tmp_path), "--log-format", "json")
     node.wait_for_event("node.started")
-    node.wait_for_event("supervisor.child_started", child="alpha/root/ticker")
+    node.wait_for_event("supervisor.child_started", child="solo/root/ticker")
     node.signal(signum)
     assert node.wait() == 0
     names = [e["event"] for e in node.events()]
     assert names.index("tally.final") < names.index("node.stopped")
     stopped = node.wait_for_event("node.stopped")
-    assert stopped["reports"]["child_started"] >= 6
+    assert stopped["reports"]["child_started"] >= 4
 
 
-def test_node_started_for_a_while_stops_by_itself_with_exit_0(processes: list[FlotillaProcess]) -> None:
-    node = start(processes, "node", "start", "--run-for", "1", "--log-format", "json")
+def test_node_started_for_a_while_stops_by_itself_with_exit_0(tmp_path: Path,
+                                                              processes: list[FlotillaProcess]) -> None:
+    node = start(processes, "node", "start", "--topology", one_node(tmp_path), "--run-for", "1",
+                 "--log-format", "json")
     assert node.wait() == 0
     node.wait_for_event("node.run_for_elapsed")
     node.wait_for_event("node.stopped")
@@ -80,7 +106,7 @@ def test_node_started_for_a_while_stops_by_itself_with_exit_0(processes: list[Fl
 
 def test_node_whose_root_gives_up_exits_non_zero(tmp_path: Path, processes: list[FlotillaProcess]) -> None:
     path = write(tmp_path, """
-nodes: {a: {}}
+nodes: {a: {address: "tcp://127.0.0.1:%d"}}
 tree:
   intensity: 0
   children:
@@ -89,7 +115,7 @@ tree:
     - id: ticker
       actor: ticker
       args: {target: a/root/pool, interval: 0.01}
-""")
+""" % free_port())
     node = start(processes, "node", "start", "--topology", path, "--log-format", "json")
     assert node.wait() == 1
     gave_up = [e for e in node.events() if e["event"] == "supervisor.gave_up"]
@@ -99,7 +125,8 @@ tree:
 
 
 def test_node_whose_tree_cannot_start_exits_non_zero(tmp_path: Path, processes: list[FlotillaProcess]) -> None:
-    path = write(tmp_path, "nodes: {a: {}}\ntree:\n  children:\n    - {id: w, actor: flaky, args: {fail_start_rate: 1.0}}\n")
+    path = write(tmp_path, "nodes: {a: {address: 'tcp://127.0.0.1:%d'}}\ntree:\n  children:\n"
+                           "    - {id: w, actor: flaky, args: {fail_start_rate: 1.0}}\n" % free_port())
     node = start(processes, "node", "start", "--topology", path, "--log-format", "json")
     assert node.wait() == 1
     failed = node.wait_for_event("node.start_failed")
@@ -116,4 +143,42 @@ def test_node_start_with_an_invalid_topology_exits_2(tmp_path: Path) -> None:
 def test_node_start_refuses_an_unknown_node(tmp_path: Path) -> None:
     result = run_flotilla("node", "start", "--node", "omega")
     assert result.returncode == 2
-    assert "no node 'omega' (nodes: alpha)" in result.stderr
+    assert "no node 'omega' (nodes: alpha, beta)" in result.stderr
+
+
+def test_up_runs_every_node_of_the_default_topology_and_stops_them(processes: list[FlotillaProcess]) -> None:
+    up = start(processes, "up", "--run-for", "3", "--log-format", "json")
+    assert up.wait(60) == 0
+    lines = up.lines
+    assert any(line.startswith("[alpha] ") and '"cluster.node_up"' in line for line in lines)
+    assert any(line.startswith("[beta] ") and '"node.stopped"' in line for line in lines)
+    assert "[up] node alpha stopped (code 0)" in lines and "[up] node beta stopped (code 0)" in lines
+    tally = next(line for line in lines if '"tally.final"' in line)
+    assert '"alpha/root/workers/' in tally  # work crossed to beta and back
+
+
+def test_up_restarts_a_node_that_dies_and_down_stops_everything(tmp_path: Path,
+                                                               processes: list[FlotillaProcess]) -> None:
+    import json
+    import os
+    import re
+
+    from tests.cluster_harness import write_topology
+    from tests.helpers import wait_until
+
+    path = write_topology(tmp_path, """
+children:
+  - {id: echo, actor: "tests.helpers:Probe"}
+  - {id: far, node: beta, supervisor: {children: [{id: echo, actor: "tests.helpers:Probe"}]}}
+""", nodes=("alpha", "beta"))
+    up = start(processes, "up", "--topology", str(path), "--log-format", "json")
+    first = up.wait_for_event_line(r"\[up\] node beta started \(pid (\d+), start 1\)")
+    up.wait_for_event_line(r"\[alpha\] .*node.started")
+    os.kill(int(re.search(r"pid (\d+)", first).group(1)), 9)
+    up.wait_for_event_line(r"\[up\] node beta exited with code -9 .* restarting in 0.5 s")
+    up.wait_for_event_line(r"\[up\] node beta started \(pid \d+, start 2\)")
+    up.wait_for_event_line(r'\[alpha\] .*"child": "alpha/root/far", .*"supervisor.child_started"', count=2)
+    down = run_flotilla("down", "--topology", str(path))
+    assert down.returncode == 0, down.stderr
+    assert up.wait(30) == 0
+    assert not (tmp_path / "data" / "up.pid").exists()

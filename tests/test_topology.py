@@ -23,7 +23,7 @@ def problems(text: str) -> list[str]:
 def test_the_default_topology_is_valid() -> None:
     topology = load_topology(ROOT / "supervisor_tree.yaml")
     assert topology.cluster == "demo"
-    assert list(topology.nodes) == ["alpha"]
+    assert list(topology.nodes) == ["alpha", "beta"]
     assert [c.id for c in topology.tree.children] == ["tally", "workers", "ticker", "fragile"]
 
 

@@ -1,0 +1,682 @@
+"""One node's place in the cluster: remote refs, membership, remote children and monitors.
+
+`Cluster` implements the actor layer's `RemoteLink` on top of the `Transport`:
+
+* **Remote refs.** A path that runs on another node (by the `Directory`) resolves to a
+  `RemoteSlot`: a tell becomes a `Tell` envelope, an ask an `Ask` with a fresh reference
+  whose `Reply` or `Fail` completes the asker's future. Asks to a node that is down fail
+  at once with `NodeDown`; asks in flight when it goes down fail then. A tell to a node that
+  is down is a dead letter, counted and logged, never silent.
+* **Membership.** Every node sends a `Heartbeat` to every peer each `heartbeat_interval`;
+  a peer silent for `heartbeat_timeout` is down (killed, frozen, cut off alike); a peer
+  heard again is up, and a new boot id means it restarted (down, then up). Subscribers get
+  `NodeUp` / `NodeDown` messages.
+* **Remote children.** A supervisor's child placed on another node is started with
+  `Spawn` and stopped with `Halt`; the node that runs it (the host) answers `Spawned` and
+  `Exited`. When a parent's node goes down, the host stops the children that parent started
+  (as links do in Erlang); the parent sees them exit with `NodeDown`.
+* **Monitors.** `Monitor` / `Down` carry monitors across nodes.
+
+Inbound envelopes are handled in the transport's I/O thread and never block it: starting
+and stopping hosted children runs on the host thread.
+"""
+
+from __future__ import annotations
+
+import itertools
+import queue
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pykka
+import structlog
+
+from actors.child_spec import PoolSpec
+from actors.errors import ActorCrashed, NodeDown, NoSuchActor, RemoteFailure, Unavailable
+from actors.errors import Timeout as AskTimeout
+from actors.messages import Crash, Down, ExitReason, Killed, NodeUp, Shutdown, StartFailed
+from actors.messages import NodeDown as NodeDownReason
+from actors.registry import DEFAULT_ASK_TIMEOUT, Reply, Slot
+from actors.remote import RemoteIncarnation
+from actors.supervisor import instantiate, shutdown_from_wire, start_timeout
+from actors.system import ActorSystem
+from nodes.codec import (
+    Ask,
+    Codec,
+    Demonitor,
+    Envelope,
+    Exited,
+    Fail,
+    FrameError,
+    Halt,
+    Heartbeat,
+    Monitor,
+    Reply as ReplyEnvelope,
+    Spawn,
+    Spawned,
+    Tell,
+)
+from nodes.codec import Down as DownEnvelope
+from nodes.directory import Directory
+from nodes.security import CurveKeys
+from nodes.topology import Topology
+from nodes.transport import Transport
+
+ASK_GRACE = 5.0
+"""Seconds an unanswered remote ask is remembered beyond its timeout before it is dropped."""
+
+_log = structlog.get_logger("flotilla.cluster")
+
+
+@dataclass
+class PeerState:
+    """What this node knows of one peer."""
+
+    up: bool = False
+    boot: str | None = None
+    last_seen: float = 0.0
+    ups: int = 0
+    downs: int = 0
+
+
+@dataclass
+class _PendingAsk:
+    reply_to: Any
+    node: str
+    path: str
+    expires: float
+
+
+@dataclass
+class _Hosted:
+    """An incarnation this node runs for a parent supervisor on another node."""
+
+    actor: Any
+    incarnation: int
+    parent: str
+    parent_node: str
+    halting: bool = False
+
+
+@dataclass
+class _OutMonitor:
+    node: str
+    path: str
+    deliver: Callable[[Down], None]
+
+
+class RemoteSlot(Slot):
+    """The stand-in for a path that runs on another node."""
+
+    __slots__ = ("node", "cluster", "_incarnation")
+
+    def __init__(self, path: str, node: str, cluster: Cluster) -> None:
+        super().__init__(path, cluster.system.registry.dead_letters)
+        self.node = node
+        self.cluster = cluster
+        self._incarnation: RemoteIncarnation | None = None
+
+    def bind(self, actor: Any) -> None:
+        self._incarnation = actor
+
+    def unbind(self, actor: Any) -> None:
+        if self._incarnation is actor:
+            self._incarnation = None
+
+    @property
+    def live(self) -> bool:
+        """The node is up (and, for a child supervised here, its incarnation runs)."""
+        incarnation = self._incarnation
+        if incarnation is not None and incarnation.exited.is_set():
+            return False
+        return self.cluster.is_up(self.node)
+
+    @property
+    def actor(self) -> Any:
+        return None
+
+    def tell(self, message: Any) -> None:
+        self.cluster.send_tell(self, message)
+
+    def ask(self, message: Any, timeout: float | None = DEFAULT_ASK_TIMEOUT) -> Reply:
+        future: pykka.ThreadingFuture[Any] = pykka.ThreadingFuture()
+        self.cluster.send_ask(self, message, future, timeout)
+        return Reply(self.path, future, timeout)
+
+    def deliver(self, message: Any, reply_to: Any) -> bool:
+        self.cluster.send_ask(self, message, reply_to, DEFAULT_ASK_TIMEOUT)
+        return True
+
+
+class _RemoteReply:
+    """Receives a local actor's answer to an ask from another node and sends it back."""
+
+    __slots__ = ("cluster", "peer", "ref", "path")
+
+    def __init__(self, cluster: Cluster, peer: str, ref: int, path: str) -> None:
+        self.cluster = cluster
+        self.peer = peer
+        self.ref = ref
+        self.path = path
+
+    def set(self, value: Any = None) -> None:
+        try:
+            body, typed = self.cluster.codec.encode_body(value)
+            frame = self.cluster.codec.encode(ReplyEnvelope(self.ref, body, typed))
+        except (TypeError, FrameError) as exc:
+            self._fail("unencodable", f"the answer cannot be sent: {exc}")
+            return
+        self.cluster.transport.send(self.peer, frame)
+
+    def set_exception(self, exc_info: Any = None) -> None:
+        exc = exc_info[1] if exc_info else None
+        if isinstance(exc, ActorCrashed):
+            self._fail("crashed", str(exc), exc.reason)
+        elif isinstance(exc, NodeDown):
+            self._fail("node_down", str(exc))
+        elif isinstance(exc, Unavailable):
+            self._fail("unavailable", str(exc))
+        else:
+            self._fail("crashed", f"{type(exc).__name__}: {exc}")
+
+    def _fail(self, kind: str, detail: str, crash: Crash | None = None) -> None:
+        frame = self.cluster.codec.encode(Fail(self.ref, kind, self.path, detail[:2000], crash))  # type: ignore[arg-type]
+        self.cluster.transport.send(self.peer, frame)
+
+
+class Cluster:
+    """This node's membership, remote refs, remote children and monitors."""
+
+    def __init__(self, topology: Topology, node: str, system: ActorSystem,
+                 keys: CurveKeys | None = None) -> None:
+        config = topology.transport
+        self.topology = topology
+        self.node = node
+        self.system = system
+        self.directory = Directory(topology)
+        self.node_wait = config.node_wait
+        self.heartbeat_timeout = config.heartbeat_timeout
+        self.boot = uuid.uuid4().hex[:16]
+        self.codec = Codec(config.max_message_bytes)
+        self.peers = {name: PeerState() for name in topology.nodes if name != node}
+        self.rejected: Counter[str] = Counter()
+        self._lock = threading.RLock()
+        self._up_changed = threading.Condition(self._lock)
+        self._listeners: list[Callable[[Any], None]] = []
+        self._pending: dict[int, _PendingAsk] = {}
+        self._refs = itertools.count(1)
+        self._seq = itertools.count(1)
+        self._remote_slots: dict[str, RemoteSlot] = {}
+        self._children: dict[str, RemoteIncarnation] = {}
+        self._hosted: dict[str, _Hosted] = {}
+        self._out_monitors: dict[int, _OutMonitor] = {}
+        self._in_monitors: dict[tuple[str, int], Callable[[], None]] = {}
+        self._host_jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._host_thread = threading.Thread(target=self._host_loop, name=f"host {node}", daemon=True)
+        self.transport = Transport(
+            node=node, address=topology.nodes[node].address,
+            peers={n: topology.nodes[n].address for n in self.peers},
+            max_message_bytes=config.max_message_bytes, high_water_mark=config.high_water_mark,
+            backlog=config.backlog, tick=config.heartbeat_interval, on_frames=self._on_frames,
+            on_undeliverable=self._on_undeliverable, on_tick=self._tick, keys=keys)
+        system.remote = self
+        system.registry.resolver = self._resolve
+
+    # --- life cycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Listen, connect to the peers and start heartbeating."""
+        self._host_thread.start()
+        self.transport.start()
+
+    def close(self) -> None:
+        """Stop the host thread and the transport."""
+        self._host_jobs.put(None)
+        self._host_thread.join(5)
+        self.transport.close()
+
+    # --- RemoteLink: what supervisors and refs use ----------------------------------------
+
+    def whereis(self, path: str) -> str:
+        return self.directory.whereis(path)
+
+    def is_up(self, node: str) -> bool:
+        if node == self.node:
+            return True
+        peer = self.peers.get(node)
+        return peer is not None and peer.up
+
+    def wait_up(self, node: str, timeout: float) -> bool:
+        """Wait up to `timeout` s for `node` to be up."""
+        deadline = time.monotonic() + timeout
+        with self._up_changed:
+            while not self.is_up(node):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._up_changed.wait(remaining)
+        return True
+
+    def up_nodes(self) -> list[str]:
+        return [self.node] + [n for n, p in self.peers.items() if p.up]
+
+    def remote_slot(self, path: str) -> RemoteSlot:
+        with self._lock:
+            slot = self._remote_slots.get(path)
+            if slot is None:
+                slot = self._remote_slots[path] = RemoteSlot(path, self.whereis(path), self)
+            return slot
+
+    def _resolve(self, path: str) -> Slot | None:
+        node = self.whereis(path)
+        return self.remote_slot(path) if node != self.node and node in self.peers else None
+
+    def watch_membership(self, listener: Callable[[Any], None]) -> Callable[[], None]:
+        with self._lock:
+            self._listeners.append(listener)
+
+        def cancel() -> None:
+            with self._lock:
+                if listener in self._listeners:
+                    self._listeners.remove(listener)
+
+        return cancel
+
+    def spawn(self, incarnation: RemoteIncarnation) -> None:
+        with self._lock:
+            self._children[incarnation.path] = incarnation
+        if not self.is_up(incarnation.node):
+            incarnation.node_down()
+            return
+        self._send(incarnation.node, Spawn(incarnation.path, incarnation.incarnation, incarnation.parent))
+
+    def halt(self, incarnation: RemoteIncarnation, shutdown: float) -> None:
+        if not self.is_up(incarnation.node):
+            incarnation.node_down()
+            return
+        self._send(incarnation.node, Halt(incarnation.path, incarnation.incarnation, shutdown))
+
+    def forget(self, incarnation: RemoteIncarnation) -> None:
+        with self._lock:
+            if self._children.get(incarnation.path) is incarnation:
+                del self._children[incarnation.path]
+
+    def monitor(self, path: str, deliver: Callable[[Down], None]) -> Callable[[], None]:
+        node = self.whereis(path)
+        if not self.is_up(node):
+            deliver(Down(path, NodeDownReason(node)))
+            return lambda: None
+        ref = next(self._refs)
+        with self._lock:
+            self._out_monitors[ref] = _OutMonitor(node, path, deliver)
+        self._send(node, Monitor(path, ref))
+
+        def cancel() -> None:
+            with self._lock:
+                entry = self._out_monitors.pop(ref, None)
+            if entry is not None and self.is_up(node):
+                self._send(node, Demonitor(ref))
+
+        return cancel
+
+    # --- sending ------------------------------------------------------------------------
+
+    def _send(self, node: str, envelope: Envelope, token: Any = None) -> None:
+        self.transport.send(node, self.codec.encode(envelope), token)
+
+    def send_tell(self, slot: RemoteSlot, message: Any) -> None:
+        """Send a tell; raises TypeError at once if `message` cannot cross nodes."""
+        body, typed = self.codec.encode_body(message)
+        if not self.is_up(slot.node):
+            slot.dead_letter(message, was_ask=False)
+            return
+        try:
+            frame = self.codec.encode(Tell(slot.path, body, typed))
+        except FrameError as exc:
+            raise ValueError(f"cannot send to {slot.path}: {exc.reason}") from None
+        self.transport.send(slot.node, frame, ("tell", slot.path, type(message).__name__))
+
+    def send_ask(self, slot: RemoteSlot, message: Any, reply_to: Any, timeout: float | None) -> None:
+        """Send an ask answered through `reply_to`; raises TypeError if `message` cannot
+        cross nodes; fails `reply_to` with `NodeDown` if the node is down."""
+        body, typed = self.codec.encode_body(message)
+        if not self.is_up(slot.node):
+            slot.dead_letter(message, was_ask=True)
+            reply_to.set_exception((NodeDown, NodeDown(slot.path, slot.node), None))
+            return
+        ref = next(self._refs)
+        seconds = timeout if timeout is not None else 3600.0
+        try:
+            frame = self.codec.encode(Ask(slot.path, body, typed, ref, seconds))
+        except FrameError as exc:
+            raise ValueError(f"cannot send to {slot.path}: {exc.reason}") from None
+        with self._lock:
+            self._pending[ref] = _PendingAsk(reply_to, slot.node, slot.path,
+                                             time.monotonic() + seconds + ASK_GRACE)
+        self.transport.send(slot.node, frame, ref)
+
+    def _on_undeliverable(self, token: Any, reason: str) -> None:
+        """The transport could not send an envelope (I/O thread)."""
+        if isinstance(token, int):
+            with self._lock:
+                pending = self._pending.pop(token, None)
+            if pending is not None:
+                error = (NodeDown(pending.path, pending.node) if "down" in reason
+                         else RemoteFailure(pending.path, reason))
+                pending.reply_to.set_exception((type(error), error, None))
+        elif isinstance(token, tuple) and token[0] == "tell":
+            self.system.registry.dead_letters.record(token[1], None, was_ask=False, type_name=token[2])
+            _log.debug("cluster.tell_undeliverable", path=token[1], reason=reason)
+
+    # --- receiving (I/O thread) ---------------------------------------------------------
+
+    def _on_frames(self, peer: str, frames: list[bytes]) -> None:
+        codec = self.codec
+        for frame in frames:
+            try:
+                envelope = codec.decode(frame)
+                self._handle(peer, envelope)
+            except FrameError as exc:
+                self._rejected(peer, exc.reason)
+            except Exception:  # noqa: BLE001 - one bad envelope must not stop the node
+                _log.exception("cluster.envelope_failed", peer=peer)
+
+    def _rejected(self, peer: str, reason: str) -> None:
+        self.rejected[peer] += 1
+        count = self.rejected[peer]
+        if count <= 10 or count % 1000 == 0:
+            _log.warning("cluster.frame_rejected", peer=peer, reason=reason, count=count)
+
+    def _handle(self, peer: str, envelope: Envelope) -> None:
+        match envelope:
+            case Tell():
+                self._deliver_tell(peer, envelope)
+            case Ask():
+                self._deliver_ask(peer, envelope)
+            case ReplyEnvelope() | Fail():
+                self._complete_ask(peer, envelope)
+            case Heartbeat():
+                self._heard(peer, envelope)
+            case Monitor(path=path, ref=ref):
+                self._watch_for(peer, path, ref)
+            case Demonitor(ref=ref):
+                with self._lock:
+                    cancel = self._in_monitors.pop((peer, ref), None)
+                if cancel is not None:
+                    cancel()
+            case DownEnvelope(ref=ref, path=path, reason=reason):
+                with self._lock:
+                    entry = self._out_monitors.pop(ref, None)
+                if entry is not None:
+                    entry.deliver(Down(path, reason))
+            case Spawn():
+                self._host_jobs.put(lambda: self._host_spawn(peer, envelope))
+            case Halt():
+                self._host_jobs.put(lambda: self._host_halt(peer, envelope))
+            case Spawned(path=path, incarnation=number, failure=failure):
+                child = self._child(path, number)
+                if child is not None:
+                    child.spawned(failure)
+            case Exited(path=path, incarnation=number, reason=reason):
+                child = self._child(path, number)
+                if child is not None:
+                    self.forget(child)
+                    child.ended(reason)
+
+    def _local_slot(self, peer: str, path: str) -> Slot | None:
+        slot = self.system.registry.lookup_local(path)
+        if slot is None and self.whereis(path) != self.node:
+            self._rejected(peer, f"{path} does not run on {self.node}")
+        return slot
+
+    def _deliver_tell(self, peer: str, envelope: Tell) -> None:
+        try:
+            body = self.codec.decode_body(envelope.body, envelope.typed)
+        except FrameError as exc:
+            self._rejected(peer, f"tell to {envelope.to}: {exc.reason}")
+            return
+        slot = self._local_slot(peer, envelope.to)
+        if slot is None:
+            self.system.registry.dead_letters.record(envelope.to, body, was_ask=False)
+        else:
+            slot.tell(body)
+
+    def _deliver_ask(self, peer: str, envelope: Ask) -> None:
+        reply = _RemoteReply(self, peer, envelope.ref, envelope.to)
+        try:
+            body = self.codec.decode_body(envelope.body, envelope.typed)
+        except FrameError as exc:
+            self._rejected(peer, f"ask to {envelope.to}: {exc.reason}")
+            reply._fail("undecodable", exc.reason)
+            return
+        slot = self._local_slot(peer, envelope.to)
+        if slot is None:
+            if self.directory.spec_at(envelope.to) is None:
+                reply._fail("no_such_actor", f"{envelope.to} is not in the tree")
+            else:
+                self.system.registry.dead_letters.record(envelope.to, body, was_ask=True)
+                reply._fail("unavailable", f"{envelope.to} has no live incarnation")
+            return
+        if not slot.deliver(body, reply):
+            reply._fail("unavailable", f"{envelope.to} has no live incarnation")
+
+    def _complete_ask(self, peer: str, envelope: ReplyEnvelope | Fail) -> None:
+        with self._lock:
+            pending = self._pending.pop(envelope.ref, None)
+        if pending is None or pending.node != peer:
+            return  # late (the asker gave up) or not ours
+        if isinstance(envelope, ReplyEnvelope):
+            try:
+                value = self.codec.decode_body(envelope.body, envelope.typed)
+            except FrameError as exc:
+                self._rejected(peer, f"reply: {exc.reason}")
+                error: Exception = RemoteFailure(pending.path, f"the answer could not be decoded: {exc.reason}")
+                pending.reply_to.set_exception((type(error), error, None))
+                return
+            pending.reply_to.set(value)
+            return
+        error = _error_for(envelope, pending.node)
+        pending.reply_to.set_exception((type(error), error, None))
+
+    def _watch_for(self, peer: str, path: str, ref: int) -> None:
+        def send_down(down: Down) -> None:
+            with self._lock:
+                self._in_monitors.pop((peer, ref), None)
+            if self.is_up(peer):
+                self._send(peer, DownEnvelope(ref, path, down.reason))  # type: ignore[arg-type]
+
+        with self._lock:
+            self._in_monitors[(peer, ref)] = lambda: None
+        cancel = self.system.monitor(path, send_down)
+        with self._lock:
+            if (peer, ref) in self._in_monitors:
+                self._in_monitors[(peer, ref)] = cancel
+
+    def _child(self, path: str, number: int) -> RemoteIncarnation | None:
+        with self._lock:
+            child = self._children.get(path)
+        return child if child is not None and child.incarnation == number else None
+
+    # --- membership (I/O thread) ----------------------------------------------------------
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        beat = self.codec.encode(Heartbeat(self.node, self.boot, self.topology.cluster, next(self._seq)))
+        for name, peer in self.peers.items():
+            self.transport.send(name, beat)
+            if peer.up and now - peer.last_seen > self.heartbeat_timeout:
+                self._node_down(name, f"silent for {now - peer.last_seen:.2f} s")
+        self._expire_asks(now)
+
+    def _heard(self, peer: str, beat: Heartbeat) -> None:
+        if beat.cluster != self.topology.cluster or beat.node != peer:
+            self._rejected(peer, f"heartbeat for cluster {beat.cluster!r} as {beat.node!r}")
+            return
+        state = self.peers[peer]
+        state.last_seen = time.monotonic()
+        if state.boot != beat.boot:
+            if state.up:
+                self._node_down(peer, "restarted")
+            state.boot = beat.boot
+        if not state.up:
+            self._node_up(peer)
+
+    def _node_up(self, peer: str) -> None:
+        state = self.peers[peer]
+        with self._up_changed:
+            state.up = True
+            state.ups += 1
+            self._up_changed.notify_all()
+        _log.info("cluster.node_up", peer=peer, boot=state.boot)
+        self._notify(NodeUp(peer))
+
+    def _node_down(self, peer: str, why: str) -> None:
+        state = self.peers[peer]
+        with self._up_changed:
+            state.up = False
+            state.downs += 1
+            self._up_changed.notify_all()
+        _log.warning("cluster.node_down", peer=peer, why=why)
+        self.transport.drop_backlog(peer, f"node {peer} down")
+        with self._lock:
+            asks = [(ref, p) for ref, p in self._pending.items() if p.node == peer]
+            for ref, _ in asks:
+                del self._pending[ref]
+            children = [c for c in self._children.values() if c.node == peer]
+            monitors = [(ref, m) for ref, m in self._out_monitors.items() if m.node == peer]
+            for ref, _ in monitors:
+                del self._out_monitors[ref]
+            inbound = [key for key in self._in_monitors if key[0] == peer]
+            cancels = [self._in_monitors.pop(key) for key in inbound]
+        for _, pending in asks:
+            error = NodeDown(pending.path, peer)
+            pending.reply_to.set_exception((NodeDown, error, None))
+        for child in children:
+            self.forget(child)
+            child.node_down()
+        for _, entry in monitors:
+            entry.deliver(Down(entry.path, NodeDownReason(peer)))
+        for cancel in cancels:
+            cancel()
+        self._host_jobs.put(lambda: self._halt_orphans(peer))
+        self._notify(NodeDownReason(peer))
+
+    def _notify(self, event: Any) -> None:
+        with self._lock:
+            listeners = list(self._listeners)
+        for listener in listeners:
+            try:
+                listener(event)
+            except Exception:  # noqa: BLE001
+                _log.exception("cluster.listener_failed")
+
+    def _expire_asks(self, now: float) -> None:
+        with self._lock:
+            expired = [ref for ref, p in self._pending.items() if p.expires <= now]
+            gone = [self._pending.pop(ref) for ref in expired]
+        for pending in gone:
+            error = AskTimeout(pending.path, pending.expires - now)
+            pending.reply_to.set_exception((AskTimeout, error, None))
+
+    # --- hosting children for parents on other nodes (host thread) ------------------------
+
+    def _host_loop(self) -> None:
+        while (job := self._host_jobs.get()) is not None:
+            try:
+                job()
+            except Exception:  # noqa: BLE001
+                _log.exception("cluster.host_job_failed")
+
+    def _host_spawn(self, peer: str, request: Spawn) -> None:
+        path = request.path
+        previous = self._hosted.get(path)
+        if previous is not None:
+            self._stop_hosted(path, previous, shutdown=None)
+        spec = self.directory.spec_at(path)
+        failure: StartFailed | None = None
+        if spec is None:
+            failure = StartFailed("NoSuchChild", f"{path} is not in {self.node}'s topology")
+        elif self.whereis(path) != self.node:
+            failure = StartFailed("WrongNode", f"{path} runs on {self.whereis(path)}, not {self.node}")
+        else:
+            failure = self._start_hosted(peer, request, spec)
+        self._send(peer, Spawned(path, request.incarnation, failure))
+
+    def _start_hosted(self, peer: str, request: Spawn, spec: Any) -> StartFailed | None:
+        path = request.path
+        try:
+            actor = instantiate(spec)
+        except BaseException as exc:  # noqa: BLE001
+            return StartFailed.from_exception(exc)
+        hosted = _Hosted(actor, request.incarnation, request.parent, peer)
+
+        def on_exit(_actor: Any, reason: ExitReason) -> None:
+            if self._hosted.get(path) is hosted and not hosted.halting:
+                self._hosted.pop(path, None)
+                if self.is_up(peer):
+                    self._send(peer, Exited(path, request.incarnation, reason))
+
+        slot = self.system.registry.slot(path, pool=isinstance(spec, PoolSpec))
+        actor.attach(path=path, incarnation=request.incarnation, system=self.system, slot=slot,
+                     on_exit=on_exit)
+        self._hosted[path] = hosted
+        actor.launch()
+        timeout = start_timeout(spec)
+        if not actor.started.wait(timeout):
+            failure = StartFailed("StartTimeout", f"on_start did not finish within {timeout:g} s")
+            actor.abandon(failure)
+        else:
+            failure = actor.start_failure
+        if failure is not None:
+            self._hosted.pop(path, None)
+        return failure
+
+    def _host_halt(self, peer: str, request: Halt) -> None:
+        hosted = self._hosted.get(request.path)
+        reason: ExitReason = Shutdown()
+        if hosted is not None and hosted.incarnation == request.incarnation:
+            reason = self._stop_hosted(request.path, hosted, shutdown=request.shutdown)
+        self._send(peer, Exited(request.path, request.incarnation, reason))
+
+    def _stop_hosted(self, path: str, hosted: _Hosted, shutdown: float | None) -> ExitReason:
+        """Stop a hosted incarnation within `shutdown` (wire form; None: its spec's)."""
+        hosted.halting = True
+        self._hosted.pop(path, None)
+        actor = hosted.actor
+        spec = self.directory.spec_at(path)
+        policy = shutdown_from_wire(shutdown) if shutdown is not None else (spec.shutdown if spec else 5.0)
+        if policy == "brutal_kill":
+            reason: ExitReason = Killed("brutal_kill")
+            actor.abandon(reason)
+            return reason
+        actor.request_stop(Shutdown())
+        timeout = None if policy == "infinity" else float(policy)
+        if actor.exited.wait(timeout):
+            return actor.final_reason or Shutdown()
+        reason = Killed(f"did not stop within {timeout:g} s; thread abandoned")
+        actor.abandon(reason)
+        return reason
+
+    def _halt_orphans(self, parent_node: str) -> None:
+        """The node of some parents went down: stop what they had started here."""
+        for path, hosted in list(self._hosted.items()):
+            if hosted.parent_node == parent_node:
+                _log.info("cluster.orphan_stopped", path=path, parent_node=parent_node)
+                self._stop_hosted(path, hosted, shutdown=None)
+
+
+def _error_for(fail: Fail, node: str) -> Exception:
+    if fail.kind == "crashed" and fail.crash is not None:
+        return ActorCrashed(fail.path, fail.crash)
+    if fail.kind == "unavailable":
+        return Unavailable(fail.path)
+    if fail.kind == "no_such_actor":
+        return NoSuchActor(fail.path)
+    if fail.kind == "node_down":
+        return NodeDown(fail.path, node)
+    return RemoteFailure(fail.path, f"{fail.kind}: {fail.detail}")

@@ -1,0 +1,298 @@
+"""The node-to-node transport: one I/O thread owns every ZeroMQ socket of the node.
+
+* Inbound: one ROUTER bound at the node's address (ROUTER_MANDATORY and ROUTER_HANDOVER
+  on; it only receives). With keys it is a CURVE server behind the cluster's ZAP allowlist,
+  and a peer's identity is its ZAP User-Id; without keys it is the routing id, checked
+  against the topology's node names.
+* Outbound: one DEALER per peer, connected to the peer's ROUTER with IMMEDIATE, so a send
+  never queues on a connection that is not up: it fails at once (EAGAIN), never silently.
+* Threads that send (actors, the supervisor) only put `(peer, frame, token)` on a queue and
+  wake the I/O thread through an eventfd; the I/O thread sends each peer's frames as one
+  multipart message of up to `BATCH_FRAMES` frames (one envelope per frame), never blocking.
+  A peer whose queue is full keeps a bounded backlog; whatever cannot be sent — peer down,
+  backlog full, too large — is handed back through `on_undeliverable(token, reason)`.
+* Every `tick` seconds the I/O thread calls `on_tick()` (heartbeats and failure detection
+  live there, in the same thread, so a busy actor can never delay them).
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+import zmq
+
+from nodes.security import ZAP_DOMAIN, ClusterAuthenticator, CurveKeys
+
+BATCH_FRAMES = 512
+"""Most envelopes sent to one peer in one multipart message."""
+BATCH_BYTES = 256 * 1024
+"""Most bytes sent to one peer in one multipart message."""
+RECV_BURST = 256
+"""Most inbound messages read before the I/O thread looks at its outbox again."""
+
+FramesHandler = Callable[[str, list[bytes]], None]
+UndeliverableHandler = Callable[[Any, str], None]
+
+_log = structlog.get_logger("flotilla.transport")
+
+
+@dataclass
+class TransportStats:
+    """Counters kept by the I/O thread (read them from any thread)."""
+
+    sent_frames: Counter[str] = field(default_factory=Counter)
+    sent_bytes: Counter[str] = field(default_factory=Counter)
+    received_frames: Counter[str] = field(default_factory=Counter)
+    received_bytes: Counter[str] = field(default_factory=Counter)
+    undeliverable: Counter[str] = field(default_factory=Counter)
+    rejected: Counter[str] = field(default_factory=Counter)
+
+
+class Transport:
+    """The sockets of one node and the thread that owns them."""
+
+    def __init__(self, *, node: str, address: str, peers: dict[str, str], max_message_bytes: int,
+                 high_water_mark: int, backlog: int, tick: float, on_frames: FramesHandler,
+                 on_undeliverable: UndeliverableHandler, on_tick: Callable[[], None],
+                 keys: CurveKeys | None = None) -> None:
+        self.node = node
+        self.address = address
+        self.peers = dict(peers)
+        self.max_message_bytes = max_message_bytes
+        self.high_water_mark = high_water_mark
+        self.backlog_limit = backlog
+        self.tick = tick
+        self.keys = keys
+        self.stats = TransportStats()
+        self._on_frames = on_frames
+        self._on_undeliverable = on_undeliverable
+        self._on_tick = on_tick
+        self._outbox: queue.SimpleQueue[tuple[str, bytes, Any]] = queue.SimpleQueue()
+        self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._sleeping = False
+        self._closing = threading.Event()
+        self._ready = threading.Event()
+        self._startup_error: BaseException | None = None
+        self._backlogs: dict[str, deque[tuple[bytes, Any]]] = {name: deque() for name in peers}
+        self._thread = threading.Thread(target=self._run, name=f"transport {node}", daemon=True)
+        self._context = zmq.Context()
+        self._context.linger = 0
+        self._authenticator: ClusterAuthenticator | None = None
+
+    # --- any thread ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Bind, connect to every peer and start the I/O thread; raise if binding fails."""
+        if self.keys is not None:
+            self._authenticator = ClusterAuthenticator(self._context, self.keys, self._log_rejected_key)
+            self._authenticator.start()
+        self._thread.start()
+        self._ready.wait()
+        if self._startup_error is not None:
+            raise self._startup_error
+
+    def send(self, peer: str, frame: bytes, token: Any = None) -> None:
+        """Queue `frame` for `peer`; if it cannot be delivered, `on_undeliverable(token,
+        reason)` is called later in the I/O thread (for tokens that are not None)."""
+        self._outbox.put((peer, frame, token))
+        if self._sleeping:
+            self._sleeping = False
+            os.eventfd_write(self._wake_fd, 1)
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Stop the I/O thread and close every socket (pending frames are dropped)."""
+        self._closing.set()
+        os.eventfd_write(self._wake_fd, 1)
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        if self._authenticator is not None:
+            self._authenticator.stop()
+        self._context.term()
+        os.close(self._wake_fd)
+
+    # --- the I/O thread -----------------------------------------------------------------
+
+    def _socket_options(self, sock: zmq.Socket) -> None:
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.MAXMSGSIZE, self.max_message_bytes)
+        sock.setsockopt(zmq.SNDHWM, self.high_water_mark)
+        sock.setsockopt(zmq.RCVHWM, self.high_water_mark)
+
+    def _open(self) -> tuple[zmq.Socket, dict[str, zmq.Socket]]:
+        router = self._context.socket(zmq.ROUTER)
+        self._socket_options(router)
+        router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        router.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        if self.keys is not None:
+            router.curve_server = True
+            router.curve_secretkey = self.keys.secret
+            router.curve_publickey = self.keys.public
+            router.setsockopt(zmq.ZAP_DOMAIN, ZAP_DOMAIN.encode())
+        router.bind(self.address)
+        dealers = {}
+        for name, address in self.peers.items():
+            dealer = self._context.socket(zmq.DEALER)
+            self._socket_options(dealer)
+            dealer.setsockopt(zmq.IMMEDIATE, 1)
+            dealer.setsockopt(zmq.ROUTING_ID, self.node.encode())
+            dealer.setsockopt(zmq.RECONNECT_IVL, 100)
+            dealer.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
+            if self.keys is not None:
+                dealer.curve_secretkey = self.keys.secret
+                dealer.curve_publickey = self.keys.public
+                dealer.curve_serverkey = self.keys.peers[name]
+            dealer.connect(address)
+            dealers[name] = dealer
+        return router, dealers
+
+    def _run(self) -> None:
+        try:
+            router, dealers = self._open()
+        except zmq.ZMQError as exc:
+            self._startup_error = OSError(f"cannot listen on {self.address}: {exc}")
+            self._ready.set()
+            return
+        self._ready.set()
+        poller = zmq.Poller()
+        poller.register(router, zmq.POLLIN)
+        poller.register(self._wake_fd, zmq.POLLIN)
+        waiting_out: set[str] = set()
+        next_tick = time.monotonic() + self.tick
+        try:
+            while not self._closing.is_set():
+                self._sleeping = True
+                if not self._outbox.empty():
+                    self._sleeping = False
+                timeout_ms = max(0.0, (next_tick - time.monotonic()) * 1000) if self._sleeping else 0
+                events = dict(poller.poll(timeout_ms))
+                self._sleeping = False
+                if self._wake_fd in events:
+                    try:
+                        os.eventfd_read(self._wake_fd)
+                    except BlockingIOError:
+                        pass
+                if router in events:
+                    self._receive(router)
+                self._take_outbox()
+                for peer, dealer in dealers.items():
+                    if self._backlogs[peer]:
+                        self._flush(peer, dealer)
+                    blocked = bool(self._backlogs[peer])
+                    if blocked and peer not in waiting_out:
+                        poller.register(dealer, zmq.POLLIN | zmq.POLLOUT)
+                        waiting_out.add(peer)
+                    elif not blocked and peer in waiting_out:
+                        poller.unregister(dealer)
+                        waiting_out.discard(peer)
+                if time.monotonic() >= next_tick:
+                    next_tick = time.monotonic() + self.tick
+                    self._on_tick()
+        except Exception:  # noqa: BLE001 - log, then stop cleanly
+            _log.exception("transport.failed")
+        finally:
+            for sock in (router, *dealers.values()):
+                sock.close(0)
+
+    def _receive(self, router: zmq.Socket) -> None:
+        for _ in range(RECV_BURST):
+            try:
+                parts = router.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            if len(parts) < 2:
+                continue
+            peer = self._identify(parts)
+            if peer is None:
+                continue
+            frames = [part.bytes for part in parts[1:]]
+            self.stats.received_frames[peer] += len(frames)
+            self.stats.received_bytes[peer] += sum(len(f) for f in frames)
+            self._on_frames(peer, frames)
+
+    def _identify(self, parts: list[zmq.Frame]) -> str | None:
+        claimed = parts[0].bytes.decode("utf-8", "replace")
+        if self.keys is not None:
+            user = parts[1].get("User-Id")
+            if user != claimed:
+                self._reject(claimed, "routing id does not match the peer's key", f"key of {user}")
+                return None
+            return user
+        if claimed not in self.peers:
+            self._reject(claimed, "not a node of this topology", parts[1].get("Peer-Address"))
+            return None
+        return claimed
+
+    def _reject(self, who: str, reason: str, detail: str | None) -> None:
+        self.stats.rejected[reason] += 1
+        count = self.stats.rejected[reason]
+        if count <= 10 or count % 1000 == 0:
+            _log.warning("transport.peer_rejected", peer=who[:64], reason=reason, detail=detail,
+                         count=count)
+
+    def _log_rejected_key(self, key: str, address: str) -> None:
+        self.stats.rejected["unknown key"] += 1
+        _log.warning("transport.key_rejected", key=key, address=address,
+                     count=self.stats.rejected["unknown key"])
+
+    def _take_outbox(self) -> None:
+        outbox = self._outbox
+        while True:
+            try:
+                peer, frame, token = outbox.get_nowait()
+            except queue.Empty:
+                return
+            backlog = self._backlogs.get(peer)
+            if backlog is None:
+                self._fail(token, f"unknown node {peer}")
+            elif len(frame) > self.max_message_bytes:
+                self._fail(token, f"message of {len(frame)} bytes exceeds {self.max_message_bytes}")
+            elif len(backlog) >= max(self.backlog_limit, BATCH_FRAMES):
+                self._fail(token, f"backlog to {peer} is full ({len(backlog)} envelopes)")
+            else:
+                backlog.append((frame, token))
+
+    def _flush(self, peer: str, dealer: zmq.Socket) -> None:
+        backlog = self._backlogs[peer]
+        while backlog:
+            frames: list[bytes] = []
+            size = 0
+            for frame, _ in backlog:
+                if frames and (len(frames) >= BATCH_FRAMES or size + len(frame) > BATCH_BYTES):
+                    break
+                frames.append(frame)
+                size += len(frame)
+            try:
+                dealer.send_multipart(frames, zmq.NOBLOCK, copy=True)
+            except zmq.Again:
+                return  # not connected, or its queue is full: keep the backlog
+            for _ in frames:
+                backlog.popleft()
+            self.stats.sent_frames[peer] += len(frames)
+            self.stats.sent_bytes[peer] += size
+
+    def drop_backlog(self, peer: str, reason: str) -> int:
+        """Fail every envelope waiting for `peer` (I/O thread only: from `on_tick`)."""
+        backlog = self._backlogs.get(peer)
+        if not backlog:
+            return 0
+        dropped = len(backlog)
+        while backlog:
+            _, token = backlog.popleft()
+            self._fail(token, reason)
+        return dropped
+
+    def _fail(self, token: Any, reason: str) -> None:
+        self.stats.undeliverable[reason.split(" ", 1)[0]] += 1
+        if token is not None:
+            try:
+                self._on_undeliverable(token, reason)
+            except Exception:  # noqa: BLE001
+                _log.exception("transport.undeliverable_handler_failed")

@@ -1,0 +1,92 @@
+"""Real clusters for tests: node subprocesses on loopback, plus the test process itself
+joined as a node ("tester") so that it can tell, ask and watch across real sockets."""
+
+from __future__ import annotations
+
+import socket
+import textwrap
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from actors import ActorSystem
+from nodes.cluster import Cluster
+from nodes.security import CurveKeys
+from nodes.topology import Topology, load_topology
+from tests.processes import FlotillaProcess
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports the kernel says are free on 127.0.0.1 right now."""
+    sockets = []
+    for _ in range(count):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        sockets.append(s)
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def write_topology(directory: Path, tree: str, *, nodes: tuple[str, ...] = ("alpha", "beta", "tester"),
+                   extra: str = "") -> Path:
+    """A topology file with `nodes` on free loopback ports and the given `tree:` body."""
+    ports = free_ports(len(nodes))
+    lines = [f"cluster: test", "nodes:"]
+    lines += [f"  {name}: {{address: 'tcp://127.0.0.1:{port}'}}" for name, port in zip(nodes, ports, strict=True)]
+    lines.append("transport: {heartbeat_interval: 0.1, heartbeat_timeout: 0.6, node_wait: 20}")
+    lines.append(textwrap.dedent(extra))
+    lines.append("tree:")
+    lines.append(textwrap.indent(textwrap.dedent(tree).strip(), "  "))
+    path = directory / "cluster.yaml"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+@dataclass
+class LiveCluster:
+    """Node processes plus the in-process "tester" node."""
+
+    topology_path: Path
+    topology: Topology
+    processes: dict[str, FlotillaProcess] = field(default_factory=dict)
+    system: ActorSystem | None = None
+    cluster: Cluster | None = None
+
+    def start_node(self, name: str) -> FlotillaProcess:
+        process = FlotillaProcess("node", "start", "--topology", str(self.topology_path), "--node", name,
+                                  "--log-format", "json")
+        self.processes[name] = process
+        return process
+
+    def join(self, name: str = "tester", keys: CurveKeys | None = None) -> ActorSystem:
+        self.system = ActorSystem(name)
+        self.cluster = Cluster(self.topology, name, self.system, keys)
+        self.cluster.start()
+        return self.system
+
+    def wait_up(self, *nodes: str, timeout: float = 20.0) -> None:
+        assert self.cluster is not None
+        for node in nodes:
+            assert self.cluster.wait_up(node, timeout), f"node {node} did not come up"
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            process.kill()
+        if self.cluster is not None:
+            self.cluster.close()
+        if self.system is not None:
+            self.system.stop(timeout=5)
+
+
+def make_cluster(directory: Path, tree: str, **kwargs: object) -> LiveCluster:
+    path = write_topology(directory, tree, **kwargs)  # type: ignore[arg-type]
+    return LiveCluster(path, load_topology(path))
+
+
+def cluster_fixture(tmp_path: Path) -> Iterator[list[LiveCluster]]:
+    made: list[LiveCluster] = []
+    yield made
+    for cluster in made:
+        cluster.stop()
