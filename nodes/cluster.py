@@ -205,6 +205,7 @@ class Cluster:
         self.codec = Codec(config.max_message_bytes)
         self.peers = {name: PeerState() for name in topology.nodes if name != node}
         self.rejected: Counter[str] = Counter()
+        self.undeliverable: Counter[str] = Counter()
         self._lock = threading.RLock()
         self._up_changed = threading.Condition(self._lock)
         self._listeners: list[Callable[[Any], None]] = []
@@ -371,11 +372,15 @@ class Cluster:
                 pending.reply_to.set_exception((type(error), error, None))
         elif isinstance(token, tuple) and token[0] == "tell":
             self.system.registry.dead_letters.record(token[1], None, was_ask=False, type_name=token[2])
-            _log.debug("cluster.tell_undeliverable", path=token[1], reason=reason)
+            self.undeliverable[reason.split(" (", 1)[0]] += 1
+            count = sum(self.undeliverable.values())
+            if count <= 10 or count % 10_000 == 0:
+                _log.warning("cluster.tell_undeliverable", path=token[1], reason=reason, count=count)
 
     # --- receiving (I/O thread) ---------------------------------------------------------
 
     def _on_frames(self, peer: str, frames: list[bytes]) -> None:
+        self.peers[peer].last_seen = time.monotonic()  # any traffic shows the peer is alive
         codec = self.codec
         for frame in frames:
             try:

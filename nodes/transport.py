@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import queue
 import threading
@@ -35,8 +36,10 @@ BATCH_FRAMES = 512
 """Most envelopes sent to one peer in one multipart message."""
 BATCH_BYTES = 256 * 1024
 """Most bytes sent to one peer in one multipart message."""
-RECV_BURST = 256
-"""Most inbound messages read before the I/O thread looks at its outbox again."""
+RECV_BUDGET = 4096
+"""Most inbound envelopes handled before the I/O thread looks at its outbox and clock again."""
+SEND_TIMEOUT = 5.0
+"""Seconds a sender waits for room when a peer's backlog is full before its send fails."""
 
 FramesHandler = Callable[[str, list[bytes]], None]
 UndeliverableHandler = Callable[[Any, str], None]
@@ -82,6 +85,12 @@ class Transport:
         self._ready = threading.Event()
         self._startup_error: BaseException | None = None
         self._backlogs: dict[str, deque[tuple[bytes, Any]]] = {name: deque() for name in peers}
+        # Flow control: senders take tickets, the I/O thread counts what it has handled;
+        # a sender more than `backlog` ahead of the I/O thread waits for room.
+        self._tickets = {name: itertools.count() for name in peers}
+        self._handled = dict.fromkeys(peers, 0)
+        self._room = threading.Condition()
+        self._room_waiters = 0
         self._thread = threading.Thread(target=self._run, name=f"transport {node}", daemon=True)
         self._context = zmq.Context()
         self._context.linger = 0
@@ -101,11 +110,33 @@ class Transport:
 
     def send(self, peer: str, frame: bytes, token: Any = None) -> None:
         """Queue `frame` for `peer`; if it cannot be delivered, `on_undeliverable(token,
-        reason)` is called later in the I/O thread (for tokens that are not None)."""
+        reason)` is called later in the I/O thread (for tokens that are not None).
+
+        When `backlog` envelopes for `peer` are already waiting, the caller waits (up to
+        `SEND_TIMEOUT`) for the I/O thread to make room: backpressure, not loss. The I/O
+        thread itself never waits."""
+        tickets = self._tickets.get(peer)
+        if tickets is not None:
+            ticket = next(tickets)
+            if ticket - self._handled[peer] >= self.backlog_limit and threading.get_ident() != self._thread.ident:
+                self._wait_for_room(peer, ticket)
         self._outbox.put((peer, frame, token))
         if self._sleeping:
             self._sleeping = False
             os.eventfd_write(self._wake_fd, 1)
+
+    def _wait_for_room(self, peer: str, ticket: int) -> None:
+        deadline = time.monotonic() + SEND_TIMEOUT
+        with self._room:
+            self._room_waiters += 1
+            try:
+                while ticket - self._handled[peer] >= self.backlog_limit and not self._closing.is_set():
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return  # the I/O thread will fail it as "backlog full"
+                    self._room.wait(remaining)
+            finally:
+                self._room_waiters -= 1
 
     def close(self, timeout: float = 2.0) -> None:
         """Stop the I/O thread and close every socket (pending frames are dropped)."""
@@ -192,6 +223,9 @@ class Transport:
                     elif not blocked and peer in waiting_out:
                         poller.unregister(dealer)
                         waiting_out.discard(peer)
+                if self._room_waiters:
+                    with self._room:
+                        self._room.notify_all()
                 if time.monotonic() >= next_tick:
                     next_tick = time.monotonic() + self.tick
                     self._on_tick()
@@ -202,31 +236,44 @@ class Transport:
                 sock.close(0)
 
     def _receive(self, router: zmq.Socket) -> None:
-        for _ in range(RECV_BURST):
+        # Frames are copied (faster for small messages) unless the User-Id of a CURVE peer
+        # has to be read from them.
+        copy = self.keys is None
+        budget = RECV_BUDGET
+        while budget > 0:
             try:
-                parts = router.recv_multipart(zmq.NOBLOCK, copy=False)
+                parts = router.recv_multipart(zmq.NOBLOCK, copy=copy)
             except zmq.Again:
                 return
             if len(parts) < 2:
                 continue
-            peer = self._identify(parts)
+            if copy:
+                peer = self._identify_by_routing_id(parts[0], parts[1])
+                frames = parts[1:]
+            else:
+                peer = self._identify(parts)
+                frames = [part.bytes for part in parts[1:]]
             if peer is None:
                 continue
-            frames = [part.bytes for part in parts[1:]]
+            budget -= len(frames)
             self.stats.received_frames[peer] += len(frames)
             self.stats.received_bytes[peer] += sum(len(f) for f in frames)
             self._on_frames(peer, frames)
 
     def _identify(self, parts: list[zmq.Frame]) -> str | None:
+        """With CURVE: the ZAP User-Id (the node name our allowlist gave the key)."""
         claimed = parts[0].bytes.decode("utf-8", "replace")
-        if self.keys is not None:
-            user = parts[1].get("User-Id")
-            if user != claimed:
-                self._reject(claimed, "routing id does not match the peer's key", f"key of {user}")
-                return None
-            return user
+        user = parts[1].get("User-Id")
+        if user != claimed:
+            self._reject(claimed, "routing id does not match the peer's key", f"key of {user}")
+            return None
+        return user
+
+    def _identify_by_routing_id(self, routing_id: bytes, _first: bytes) -> str | None:
+        """Without keys: the routing id, which must name a node of the topology."""
+        claimed = routing_id.decode("utf-8", "replace")
         if claimed not in self.peers:
-            self._reject(claimed, "not a node of this topology", parts[1].get("Peer-Address"))
+            self._reject(claimed, "not a node of this topology", None)
             return None
         return claimed
 
@@ -253,8 +300,10 @@ class Transport:
             if backlog is None:
                 self._fail(token, f"unknown node {peer}")
             elif len(frame) > self.max_message_bytes:
+                self._handled[peer] += 1
                 self._fail(token, f"message of {len(frame)} bytes exceeds {self.max_message_bytes}")
-            elif len(backlog) >= max(self.backlog_limit, BATCH_FRAMES):
+            elif len(backlog) >= max(self.backlog_limit, BATCH_FRAMES) * 2:
+                self._handled[peer] += 1
                 self._fail(token, f"backlog to {peer} is full ({len(backlog)} envelopes)")
             else:
                 backlog.append((frame, token))
@@ -275,6 +324,7 @@ class Transport:
                 return  # not connected, or its queue is full: keep the backlog
             for _ in frames:
                 backlog.popleft()
+            self._handled[peer] += len(frames)
             self.stats.sent_frames[peer] += len(frames)
             self.stats.sent_bytes[peer] += size
 
@@ -286,6 +336,7 @@ class Transport:
         dropped = len(backlog)
         while backlog:
             _, token = backlog.popleft()
+            self._handled[peer] += 1
             self._fail(token, reason)
         return dropped
 

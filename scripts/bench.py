@@ -5,7 +5,13 @@ Part 1 (supervision core, one process):
   * restart latency, crash to the replacement answering its next message (goal p99 <= 5 ms);
   * a crash storm: threads and memory before and after 10,000 crashes.
 
-    scripts/bench [--quick] [--json FILE]
+Part 2 (two node processes over ZeroMQ; see bench_cluster.py):
+  * remote tell throughput vs raw pyzmq PUSH/PULL with msgpack (goal >= 25 %);
+  * remote ask round trip p50 vs a raw DEALER/ROUTER round trip (goal <= 2x);
+  * pipelined asks per second;
+  * time from SIGKILL of a node to NodeDown at its peer (goal p99 <= 2 s).
+
+    scripts/bench [--part 1|2|all] [--quick] [--json FILE]
 """
 
 from __future__ import annotations
@@ -193,17 +199,9 @@ def bench_storm(crashes: int) -> dict[str, Any]:
     return result
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="smaller counts (a smoke run, not for the docs)")
-    parser.add_argument("--json", type=Path, help="also write the results to this file")
-    args = parser.parse_args()
-    n, rounds, restarts, storm = (20_000, 3, 200, 1_000) if args.quick else (200_000, 5, 2_000, 10_000)
-    results: dict[str, Any] = {
-        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "pykka": PYKKA_VERSION,
-                    "platform": platform.platform()},
-    }
-    print(f"Python {platform.python_version()}, Pykka {PYKKA_VERSION}, {os.cpu_count()} CPUs")
+def run_part1(quick: bool) -> dict[str, Any]:
+    n, rounds, restarts, storm = (20_000, 3, 200, 1_000) if quick else (200_000, 5, 2_000, 10_000)
+    results: dict[str, Any] = {}
     tell = results["tell"] = bench_tell(n, rounds)
     print(f"tell throughput ({n:,} msgs, median of {rounds}): raw Pykka {tell['raw_pykka_per_s']:,.0f}/s, "
           f"raw Pykka+SimpleQueue {tell['raw_pykka_simplequeue_per_s']:,.0f}/s, supervised "
@@ -217,6 +215,28 @@ def main() -> None:
     print(f"crash storm ({storm:,} crashes in {s['seconds']:.1f} s): threads {s['threads_before']} -> "
           f"{s['threads_after']}, RSS {s['rss_kib_before']:,} -> {s['rss_kib_after']:,} KiB, "
           f"Python heap growth {s['python_heap_growth_bytes']:,} B")
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--part", choices=["1", "2", "all"], default="all", help="which part to run")
+    parser.add_argument("--quick", action="store_true", help="smaller counts (a smoke run, not for the docs)")
+    parser.add_argument("--json", type=Path, help="also write the results to this file")
+    args = parser.parse_args()
+    results: dict[str, Any] = {
+        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "pykka": PYKKA_VERSION,
+                    "pyzmq": importlib.metadata.version("pyzmq"), "platform": platform.platform()},
+    }
+    print(f"Python {platform.python_version()}, Pykka {PYKKA_VERSION}, pyzmq "
+          f"{results['machine']['pyzmq']}, {os.cpu_count()} CPUs")
+    if args.part in ("1", "all"):
+        results["part1"] = run_part1(args.quick)
+    if args.part in ("2", "all"):
+        import bench_cluster
+
+        results["part2"] = bench_cluster.run(args.quick)
+        bench_cluster.report(results["part2"])
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
