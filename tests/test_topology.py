@@ -147,3 +147,65 @@ def test_the_reference_in_the_docs_is_generated_from_the_schema() -> None:
     assert generated is not None, "docs/topology.md lacks the reference markers"
     assert generated.group(1).strip() == reference_markdown().strip(), (
         "docs/topology.md is stale: run `python -m nodes.topology --reference` and paste its output")
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("nodes: {a: {address: 'tcp://10.0.0.5:7000'}}\ntree: {}",
+     "nodes.a.address: tcp://10.0.0.5:7000 is not a loopback address and security.keys is not set"),
+    ("nodes: {a: {address: 'tcp://*:7000'}}\ntree: {}", "name the interface to listen on"),
+    ("nodes: {a: {address: 'http://x:1'}}\ntree: {}", "must look like tcp://HOST:PORT"),
+    ("nodes: {a: {address: 'tcp://127.0.0.1:7000'}, b: {address: 'tcp://127.0.0.1:7000'}}\ntree: {}",
+     "nodes.b.address: tcp://127.0.0.1:7000 is already the address of node a"),
+    ("nodes: {a: {}}\nsecurity: {keys: no-such-dir}\ntree: {}", "security.keys: "),
+    ("nodes: {a: {}}\ntransport: {heartbeat_interval: 1, heartbeat_timeout: 1}\ntree: {}",
+     "transport.heartbeat_timeout: 1 must be greater than heartbeat_interval"),
+    ("nodes: {a: {}}\ntransport: {max_message_bytes: 10}\ntree: {}", "must be an integer >= 1024"),
+    ("nodes: {a: {}}\ntree: {children: [{id: p, pool: {actor: flaky}, nodes: [zz]}]}", "'zz' not a node of this topology"),
+    ("nodes: {a: {}}\ntree: {children: [{id: w, actor: flaky, nodes: [a]}]}", "only pools spread replicas over nodes"),
+])
+def test_cluster_settings_are_checked(text: str, expected: str) -> None:
+    assert any(expected in p for p in problems(text)), problems(text)
+
+
+def test_a_public_address_is_allowed_with_keys_or_when_asked_for(tmp_path: Path) -> None:
+    from nodes.security import generate_keys
+
+    generate_keys(tmp_path / "keys", "a")
+    keyed = parse_topology("nodes: {a: {address: 'tcp://10.0.0.5:7000'}}\nsecurity: {keys: keys}\ntree: {}",
+                           base=tmp_path)
+    assert keyed.security.keys == (tmp_path / "keys").resolve()
+    insecure = parse_topology("nodes: {a: {address: 'tcp://10.0.0.5:7000'}}\nsecurity: {insecure_bind: true}\n"
+                              "tree: {}")
+    assert insecure.security.insecure_bind
+    with pytest.raises(TopologyError, match="no public key for node"):
+        parse_topology("nodes: {a: {}, b: {}}\nsecurity: {keys: keys}\ntree: {}", base=tmp_path)
+
+
+def test_nodes_get_loopback_addresses_by_default() -> None:
+    topology = parse_topology("nodes: {a: {}, b: {}}\ntree: {}")
+    assert [n.address for n in topology.nodes.values()] == ["tcp://127.0.0.1:7101", "tcp://127.0.0.1:7102"]
+    assert topology.transport.heartbeat_timeout == 1.0
+
+
+def test_the_directory_places_paths_by_the_topology() -> None:
+    from nodes.directory import Directory
+
+    topology = parse_topology("""
+nodes: {a: {}, b: {}, c: {}}
+tree:
+  children:
+    - {id: local, actor: flaky}
+    - {id: sub, node: b, supervisor: {children: [{id: w, actor: flaky}]}}
+    - {id: pool, node: c, pool: {actor: flaky, size: 3}, nodes: [a, b]}
+""")
+    directory = Directory(topology)
+    assert directory.whereis("a/root") == "a"
+    assert directory.whereis("a/root/local") == "a"
+    assert directory.whereis("a/root/sub") == "b"
+    assert directory.whereis("a/root/sub/w") == "b"
+    assert directory.whereis("a/root/sub/started-later") == "b"
+    assert directory.whereis("a/root/pool") == "c"
+    assert [directory.whereis(f"a/root/pool/{i}") for i in range(4)] == ["a", "b", "a", "b"]
+    assert directory.spec_at("a/root/pool/7").id == "7"
+    assert directory.spec_at("a/root/nothing") is None
+    assert directory.whereis("b/anything") == "b"
