@@ -214,6 +214,8 @@ class Transport:
                     self._receive(router)
                 self._take_outbox()
                 for peer, dealer in dealers.items():
+                    if not self._backlogs[peer] and peer not in waiting_out:
+                        continue
                     if self._backlogs[peer]:
                         self._flush(peer, dealer)
                     blocked = bool(self._backlogs[peer])
@@ -240,7 +242,7 @@ class Transport:
         # has to be read from them.
         copy = self.keys is None
         budget = RECV_BUDGET
-        while budget > 0:
+        while budget > 0 and router.getsockopt(zmq.EVENTS) & zmq.POLLIN:
             try:
                 parts = router.recv_multipart(zmq.NOBLOCK, copy=copy)
             except zmq.Again:
@@ -291,7 +293,7 @@ class Transport:
 
     def _take_outbox(self) -> None:
         outbox = self._outbox
-        while True:
+        while not outbox.empty():
             try:
                 peer, frame, token = outbox.get_nowait()
             except queue.Empty:
