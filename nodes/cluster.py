@@ -18,13 +18,13 @@
 * **Monitors.** `Monitor` / `Down` carry monitors across nodes.
 
 Inbound envelopes are handled in the transport's I/O thread and never block it: starting
-and stopping hosted children runs on the host thread.
+and stopping hosted children runs on the host's per-path threads (`nodes/host.py`).
+Envelopes that change state are accepted only from the peer they concern.
 """
 
 from __future__ import annotations
 
 import itertools
-import queue
 import threading
 import time
 import uuid
@@ -36,14 +36,12 @@ from typing import Any
 import pykka
 import structlog
 
-from actors.child_spec import PoolSpec
 from actors.errors import ActorCrashed, NodeDown, NoSuchActor, RemoteFailure, Unavailable
 from actors.errors import Timeout as AskTimeout
-from actors.messages import Crash, Down, ExitReason, Killed, NodeUp, Shutdown, StartFailed
+from actors.messages import Crash, Down, ExitReason, NodeUp, NoProc
 from actors.messages import NodeDown as NodeDownReason
 from actors.registry import DEFAULT_ASK_TIMEOUT, Reply, Slot
 from actors.remote import RemoteIncarnation
-from actors.supervisor import instantiate, shutdown_from_wire, start_timeout
 from actors.system import ActorSystem
 from nodes.codec import (
     Ask,
@@ -63,6 +61,7 @@ from nodes.codec import (
 )
 from nodes.codec import Down as DownEnvelope
 from nodes.directory import Directory
+from nodes.host import Host
 from nodes.security import CurveKeys
 from nodes.topology import Topology
 from nodes.transport import Transport
@@ -82,6 +81,8 @@ class PeerState:
     last_seen: float = 0.0
     ups: int = 0
     downs: int = 0
+    lost_children: list[tuple[str, str]] = field(default_factory=list)
+    """(path, urn) of the children it ran for us when it went down."""
 
 
 @dataclass
@@ -90,17 +91,6 @@ class _PendingAsk:
     node: str
     path: str
     expires: float
-
-
-@dataclass
-class _Hosted:
-    """An incarnation this node runs for a parent supervisor on another node."""
-
-    actor: Any
-    incarnation: int
-    parent: str
-    parent_node: str
-    halting: bool = False
 
 
 @dataclass
@@ -214,11 +204,9 @@ class Cluster:
         self._seq = itertools.count(1)
         self._remote_slots: dict[str, RemoteSlot] = {}
         self._children: dict[str, RemoteIncarnation] = {}
-        self._hosted: dict[str, _Hosted] = {}
         self._out_monitors: dict[int, _OutMonitor] = {}
         self._in_monitors: dict[tuple[str, int], Callable[[], None]] = {}
-        self._host_jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
-        self._host_thread = threading.Thread(target=self._host_loop, name=f"host {node}", daemon=True)
+        self.host = Host(node, self.directory, system, self._send)
         self.transport = Transport(
             node=node, address=topology.nodes[node].address,
             peers={n: topology.nodes[n].address for n in self.peers},
@@ -232,13 +220,16 @@ class Cluster:
 
     def start(self) -> None:
         """Listen, connect to the peers and start heartbeating."""
-        self._host_thread.start()
         self.transport.start()
 
     def close(self) -> None:
-        """Stop the host thread and the transport."""
-        self._host_jobs.put(None)
-        self._host_thread.join(5)
+        """Stop the children hosted here, fail the asks still waiting, stop the transport."""
+        self.host.stop_all()
+        with self._lock:
+            pending, self._pending = list(self._pending.values()), {}
+        for ask in pending:
+            error = RemoteFailure(ask.path, f"{self.node} is stopping")
+            ask.reply_to.set_exception((RemoteFailure, error, None))
         self.transport.close()
 
     # --- RemoteLink: what supervisors and refs use ----------------------------------------
@@ -290,22 +281,23 @@ class Cluster:
 
     def spawn(self, incarnation: RemoteIncarnation) -> None:
         with self._lock:
-            self._children[incarnation.path] = incarnation
+            self._children[incarnation.actor_urn] = incarnation
         if not self.is_up(incarnation.node):
             incarnation.node_down()
             return
-        self._send(incarnation.node, Spawn(incarnation.path, incarnation.incarnation, incarnation.parent))
+        self._send(incarnation.node, Spawn(incarnation.path, incarnation.incarnation, incarnation.parent,
+                                           incarnation.actor_urn, self.boot), ("child", incarnation.actor_urn))
 
     def halt(self, incarnation: RemoteIncarnation, shutdown: float) -> None:
         if not self.is_up(incarnation.node):
             incarnation.node_down()
             return
-        self._send(incarnation.node, Halt(incarnation.path, incarnation.incarnation, shutdown))
+        self._send(incarnation.node, Halt(incarnation.path, incarnation.actor_urn, shutdown),
+                   ("child", incarnation.actor_urn))
 
     def forget(self, incarnation: RemoteIncarnation) -> None:
         with self._lock:
-            if self._children.get(incarnation.path) is incarnation:
-                del self._children[incarnation.path]
+            self._children.pop(incarnation.actor_urn, None)
 
     def monitor(self, path: str, deliver: Callable[[Down], None]) -> Callable[[], None]:
         node = self.whereis(path)
@@ -363,6 +355,12 @@ class Cluster:
 
     def _on_undeliverable(self, token: Any, reason: str) -> None:
         """The transport could not send an envelope (I/O thread)."""
+        if isinstance(token, tuple) and token[0] == "child":
+            with self._lock:
+                child = self._children.pop(token[1], None)
+            if child is not None:
+                child.node_down()
+            return
         if isinstance(token, int):
             with self._lock:
                 pending = self._pending.pop(token, None)
@@ -416,19 +414,21 @@ class Cluster:
                     cancel()
             case DownEnvelope(ref=ref, path=path, reason=reason):
                 with self._lock:
-                    entry = self._out_monitors.pop(ref, None)
-                if entry is not None:
-                    entry.deliver(Down(path, reason))
+                    entry = self._out_monitors.get(ref)
+                    if entry is None or entry.node != peer:
+                        return
+                    del self._out_monitors[ref]
+                entry.deliver(Down(path, reason))
             case Spawn():
-                self._host_jobs.put(lambda: self._host_spawn(peer, envelope))
+                self.host.spawn(peer, envelope)
             case Halt():
-                self._host_jobs.put(lambda: self._host_halt(peer, envelope))
-            case Spawned(path=path, incarnation=number, failure=failure):
-                child = self._child(path, number)
+                self.host.halt(peer, envelope)
+            case Spawned(urn=urn, failure=failure):
+                child = self._child(peer, urn)
                 if child is not None:
                     child.spawned(failure)
-            case Exited(path=path, incarnation=number, reason=reason):
-                child = self._child(path, number)
+            case Exited(urn=urn, reason=reason):
+                child = self._child(peer, urn)
                 if child is not None:
                     self.forget(child)
                     child.ended(reason)
@@ -472,9 +472,10 @@ class Cluster:
 
     def _complete_ask(self, peer: str, envelope: ReplyEnvelope | Fail) -> None:
         with self._lock:
-            pending = self._pending.pop(envelope.ref, None)
-        if pending is None or pending.node != peer:
-            return  # late (the asker gave up) or not ours
+            pending = self._pending.get(envelope.ref)
+            if pending is None or pending.node != peer:
+                return  # late (the asker gave up), or not that peer's to answer
+            del self._pending[envelope.ref]
         if isinstance(envelope, ReplyEnvelope):
             try:
                 value = self.codec.decode_body(envelope.body, envelope.typed)
@@ -489,23 +490,29 @@ class Cluster:
         pending.reply_to.set_exception((type(error), error, None))
 
     def _watch_for(self, peer: str, path: str, ref: int) -> None:
-        def send_down(down: Down) -> None:
+        """A peer monitors a path that runs here (only here: nothing is forwarded)."""
+        slot = self.system.registry.lookup_local(path)
+        actor = slot.actor if slot is not None else None
+        if actor is None:
+            self._send(peer, DownEnvelope(ref, path, NoProc()))  # type: ignore[arg-type]
+            return
+
+        def send_down(reason: ExitReason) -> None:
             with self._lock:
                 self._in_monitors.pop((peer, ref), None)
-            if self.is_up(peer):
-                self._send(peer, DownEnvelope(ref, path, down.reason))  # type: ignore[arg-type]
+            self._send(peer, DownEnvelope(ref, path, reason))
 
         with self._lock:
             self._in_monitors[(peer, ref)] = lambda: None
-        cancel = self.system.monitor(path, send_down)
+        cancel = actor.add_monitor(send_down)
         with self._lock:
             if (peer, ref) in self._in_monitors:
                 self._in_monitors[(peer, ref)] = cancel
 
-    def _child(self, path: str, number: int) -> RemoteIncarnation | None:
+    def _child(self, peer: str, urn: str) -> RemoteIncarnation | None:
         with self._lock:
-            child = self._children.get(path)
-        return child if child is not None and child.incarnation == number else None
+            child = self._children.get(urn)
+        return child if child is not None and child.node == peer else None
 
     # --- membership (I/O thread) ----------------------------------------------------------
 
@@ -513,7 +520,7 @@ class Cluster:
         now = time.monotonic()
         beat = self.codec.encode(Heartbeat(self.node, self.boot, self.topology.cluster, next(self._seq)))
         for name, peer in self.peers.items():
-            self.transport.send(name, beat)
+            self.transport.send_now(name, beat)
             if peer.up and now - peer.last_seen > self.heartbeat_timeout:
                 self._node_down(name, f"silent for {now - peer.last_seen:.2f} s")
         self._expire_asks(now)
@@ -527,6 +534,8 @@ class Cluster:
         if state.boot != beat.boot:
             if state.up:
                 self._node_down(peer, "restarted")
+            self.host.parent_node_up(peer, beat.boot)  # forgets what the old process had started
+            state.lost_children.clear()  # the new process runs nothing of ours
             state.boot = beat.boot
         if not state.up:
             self._node_up(peer)
@@ -538,6 +547,12 @@ class Cluster:
             state.ups += 1
             self._up_changed.notify_all()
         _log.info("cluster.node_up", peer=peer, boot=state.boot)
+        # The same process is back (it was frozen or cut off): children it ran for us were
+        # given up here; have it stop any it still runs, and tell us of those it stopped.
+        for path, urn in state.lost_children:
+            self._send(peer, Halt(path, urn, -1.0))
+        state.lost_children.clear()
+        self.host.parent_node_up(peer, state.boot)
         self._notify(NodeUp(peer))
 
     def _node_down(self, peer: str, why: str) -> None:
@@ -553,22 +568,23 @@ class Cluster:
             for ref, _ in asks:
                 del self._pending[ref]
             children = [c for c in self._children.values() if c.node == peer]
+            for child in children:
+                del self._children[child.actor_urn]
             monitors = [(ref, m) for ref, m in self._out_monitors.items() if m.node == peer]
             for ref, _ in monitors:
                 del self._out_monitors[ref]
             inbound = [key for key in self._in_monitors if key[0] == peer]
             cancels = [self._in_monitors.pop(key) for key in inbound]
+        state.lost_children = [(c.path, c.actor_urn) for c in children]
         for _, pending in asks:
-            error = NodeDown(pending.path, peer)
-            pending.reply_to.set_exception((NodeDown, error, None))
+            _guarded(pending.reply_to.set_exception, (NodeDown, NodeDown(pending.path, peer), None))
         for child in children:
-            self.forget(child)
-            child.node_down()
+            _guarded(child.node_down)
         for _, entry in monitors:
-            entry.deliver(Down(entry.path, NodeDownReason(peer)))
+            _guarded(entry.deliver, Down(entry.path, NodeDownReason(peer)))
         for cancel in cancels:
-            cancel()
-        self._host_jobs.put(lambda: self._halt_orphans(peer))
+            _guarded(cancel)
+        self.host.parent_node_down(peer, state.boot)
         self._notify(NodeDownReason(peer))
 
     def _notify(self, event: Any) -> None:
@@ -588,91 +604,13 @@ class Cluster:
             error = AskTimeout(pending.path, pending.expires - now)
             pending.reply_to.set_exception((AskTimeout, error, None))
 
-    # --- hosting children for parents on other nodes (host thread) ------------------------
 
-    def _host_loop(self) -> None:
-        while (job := self._host_jobs.get()) is not None:
-            try:
-                job()
-            except Exception:  # noqa: BLE001
-                _log.exception("cluster.host_job_failed")
-
-    def _host_spawn(self, peer: str, request: Spawn) -> None:
-        path = request.path
-        previous = self._hosted.get(path)
-        if previous is not None:
-            self._stop_hosted(path, previous, shutdown=None)
-        spec = self.directory.spec_at(path)
-        failure: StartFailed | None = None
-        if spec is None:
-            failure = StartFailed("NoSuchChild", f"{path} is not in {self.node}'s topology")
-        elif self.whereis(path) != self.node:
-            failure = StartFailed("WrongNode", f"{path} runs on {self.whereis(path)}, not {self.node}")
-        else:
-            failure = self._start_hosted(peer, request, spec)
-        self._send(peer, Spawned(path, request.incarnation, failure))
-
-    def _start_hosted(self, peer: str, request: Spawn, spec: Any) -> StartFailed | None:
-        path = request.path
-        try:
-            actor = instantiate(spec)
-        except BaseException as exc:  # noqa: BLE001
-            return StartFailed.from_exception(exc)
-        hosted = _Hosted(actor, request.incarnation, request.parent, peer)
-
-        def on_exit(_actor: Any, reason: ExitReason) -> None:
-            if self._hosted.get(path) is hosted and not hosted.halting:
-                self._hosted.pop(path, None)
-                if self.is_up(peer):
-                    self._send(peer, Exited(path, request.incarnation, reason))
-
-        slot = self.system.registry.slot(path, pool=isinstance(spec, PoolSpec))
-        actor.attach(path=path, incarnation=request.incarnation, system=self.system, slot=slot,
-                     on_exit=on_exit)
-        self._hosted[path] = hosted
-        actor.launch()
-        timeout = start_timeout(spec)
-        if not actor.started.wait(timeout):
-            failure = StartFailed("StartTimeout", f"on_start did not finish within {timeout:g} s")
-            actor.abandon(failure)
-        else:
-            failure = actor.start_failure
-        if failure is not None:
-            self._hosted.pop(path, None)
-        return failure
-
-    def _host_halt(self, peer: str, request: Halt) -> None:
-        hosted = self._hosted.get(request.path)
-        reason: ExitReason = Shutdown()
-        if hosted is not None and hosted.incarnation == request.incarnation:
-            reason = self._stop_hosted(request.path, hosted, shutdown=request.shutdown)
-        self._send(peer, Exited(request.path, request.incarnation, reason))
-
-    def _stop_hosted(self, path: str, hosted: _Hosted, shutdown: float | None) -> ExitReason:
-        """Stop a hosted incarnation within `shutdown` (wire form; None: its spec's)."""
-        hosted.halting = True
-        self._hosted.pop(path, None)
-        actor = hosted.actor
-        spec = self.directory.spec_at(path)
-        policy = shutdown_from_wire(shutdown) if shutdown is not None else (spec.shutdown if spec else 5.0)
-        if policy == "brutal_kill":
-            reason: ExitReason = Killed("brutal_kill")
-            actor.abandon(reason)
-            return reason
-        actor.request_stop(Shutdown())
-        timeout = None if policy == "infinity" else float(policy)
-        if actor.exited.wait(timeout):
-            return actor.final_reason or Shutdown()
-        reason = Killed(f"did not stop within {timeout:g} s; thread abandoned")
-        actor.abandon(reason)
-        return reason
-
-    def _halt_orphans(self, parent_node: str) -> None:
-        """The node of some parents went down: stop what they had started here."""
-        for path, hosted in list(self._hosted.items()):
-            if hosted.parent_node == parent_node:
-                _log.info("cluster.orphan_stopped", path=path, parent_node=parent_node)
-                self._stop_hosted(path, hosted, shutdown=None)
+def _guarded(call: Callable[..., Any], *args: Any) -> None:
+    """Run a callback from the I/O thread; a bug in it must not stop the node."""
+    try:
+        call(*args)
+    except Exception:  # noqa: BLE001
+        _log.exception("cluster.callback_failed")
 
 
 def _error_for(fail: Fail, node: str) -> Exception:

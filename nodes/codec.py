@@ -22,7 +22,7 @@ from typing import Any, Union
 import msgpack
 import msgspec
 
-from actors.messages import Crash, ExitReason, Message, StartFailed
+from actors.messages import Crash, ExitReason, Message, NoProc, StartFailed
 
 MAX_FRAME_BYTES = 1 << 20
 """Default largest envelope accepted (ZeroMQ's MAXMSGSIZE on every node socket)."""
@@ -52,7 +52,7 @@ class Tell(Envelope, tag=1, frozen=True):
 
 class Ask(Envelope, tag=2, frozen=True):
     """Deliver `body` to `to` and answer with `Reply` or `Fail` quoting `ref`. The asker
-    stops waiting after `timeout` seconds; the receiver skips asks that arrive too late."""
+    stops waiting after `timeout` seconds (and forgets the ask a little later)."""
 
     to: Path
     body: msgspec.Raw
@@ -111,40 +111,44 @@ class Down(Envelope, tag=8, frozen=True):
 
     ref: int
     path: Path
-    reason: ExitReason
+    reason: Union[ExitReason, NoProc]
 
 
 class Spawn(Envelope, tag=9, frozen=True):
-    """Start incarnation `incarnation` of the topology's child at `path` on the receiver,
-    supervised by `parent` on the sender."""
+    """Start the topology's child at `path` on the receiver, supervised by `parent` on the
+    sender. `urn` names this incarnation uniquely; `boot` is the sender's boot id, so the
+    receiver stops the child if (and only if) that very process goes away."""
 
     path: Path
     incarnation: int
     parent: Path
+    urn: Name
+    boot: Name
 
 
 class Halt(Envelope, tag=10, frozen=True):
-    """Stop incarnation `incarnation` at `path`, waiting `shutdown` seconds (negative:
-    brutal_kill, 0: infinity)."""
+    """Stop incarnation `urn` at `path`, waiting `shutdown` seconds (negative: brutal_kill,
+    0: infinity)."""
 
     path: Path
-    incarnation: int
+    urn: Name
     shutdown: float
 
 
 class Spawned(Envelope, tag=11, frozen=True):
-    """The outcome of a `Spawn`: started, or `failure`."""
+    """The outcome of the `Spawn` of `urn`: started, or `failure`."""
 
     path: Path
-    incarnation: int
+    urn: Name
     failure: StartFailed | None = None
 
 
 class Exited(Envelope, tag=12, frozen=True):
-    """Incarnation `incarnation` at `path` ended, on its own or after a `Halt`."""
+    """Incarnation `urn` at `path` ended: on its own, after a `Halt`, or because the link to
+    its parent's node broke (`NodeDown`)."""
 
     path: Path
-    incarnation: int
+    urn: Name
     reason: ExitReason
 
 

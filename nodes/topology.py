@@ -96,8 +96,9 @@ SECTIONS: dict[str, dict[str, Field]] = {
                                    "disconnected by ZeroMQ, and a local send of more raises."),
         "high_water_mark": Field("integer ≥ 1", f"`{DEFAULT_HWM}`",
                                  "ZeroMQ send/receive queue per peer, in messages."),
-        "backlog": Field("integer ≥ 0", f"`{DEFAULT_BACKLOG}`",
-                         "Envelopes held per peer while its queue is full; past it sends fail."),
+        "backlog": Field("integer ≥ 1000", f"`{DEFAULT_BACKLOG}`",
+                         "Envelopes a sender may be ahead of the network per peer; past it the "
+                         "sender waits (up to 5 s) for room, then its envelope fails."),
         "node_wait": Field("seconds > 0", f"`{DEFAULT_NODE_WAIT:g}`",
                            "How long a starting supervisor waits for the node of a remote child."),
     },
@@ -709,7 +710,7 @@ def _read_transport(ctx: _Context, node: Node | None) -> TransportConfig:
         heartbeat_timeout=float(timeout),
         max_message_bytes=m.get("max_message_bytes", _int_at_least(1024), DEFAULT_MAX_MESSAGE_BYTES),
         high_water_mark=m.get("high_water_mark", _int_at_least(1), DEFAULT_HWM),
-        backlog=m.get("backlog", _int_at_least(0), DEFAULT_BACKLOG),
+        backlog=m.get("backlog", _int_at_least(1000), DEFAULT_BACKLOG),
         node_wait=float(m.get("node_wait", _seconds, DEFAULT_NODE_WAIT)),
     )
 

@@ -115,6 +115,8 @@ class Transport:
         When `backlog` envelopes for `peer` are already waiting, the caller waits (up to
         `SEND_TIMEOUT`) for the I/O thread to make room: backpressure, not loss. The I/O
         thread itself never waits."""
+        if self._closing.is_set():
+            return
         tickets = self._tickets.get(peer)
         if tickets is not None:
             ticket = next(tickets)
@@ -196,7 +198,8 @@ class Transport:
         poller.register(router, zmq.POLLIN)
         poller.register(self._wake_fd, zmq.POLLIN)
         waiting_out: set[str] = set()
-        next_tick = time.monotonic() + self.tick
+        self._dealers = dealers
+        next_tick = time.monotonic()  # the first heartbeats go out at once
         try:
             while not self._closing.is_set():
                 self._sleeping = True
@@ -230,7 +233,10 @@ class Transport:
                         self._room.notify_all()
                 if time.monotonic() >= next_tick:
                     next_tick = time.monotonic() + self.tick
-                    self._on_tick()
+                    try:
+                        self._on_tick()
+                    except Exception:  # noqa: BLE001 - a bug in a tick must not silence the node
+                        _log.exception("transport.tick_failed")
         except Exception:  # noqa: BLE001 - log, then stop cleanly
             _log.exception("transport.failed")
         finally:
@@ -247,6 +253,7 @@ class Transport:
                 parts = router.recv_multipart(zmq.NOBLOCK, copy=copy)
             except zmq.Again:
                 return
+            budget -= max(1, len(parts) - 1)
             if len(parts) < 2:
                 continue
             if copy:
@@ -257,7 +264,6 @@ class Transport:
                 frames = [part.bytes for part in parts[1:]]
             if peer is None:
                 continue
-            budget -= len(frames)
             self.stats.received_frames[peer] += len(frames)
             self.stats.received_bytes[peer] += sum(len(f) for f in frames)
             self._on_frames(peer, frames)
@@ -329,6 +335,20 @@ class Transport:
             self._handled[peer] += len(frames)
             self.stats.sent_frames[peer] += len(frames)
             self.stats.sent_bytes[peer] += size
+
+    def send_now(self, peer: str, frame: bytes) -> bool:
+        """Send a frame that may be lost (a heartbeat) at once, unless envelopes for `peer`
+        are already waiting or its queue is full (I/O thread only: from `on_tick`)."""
+        dealer = self._dealers.get(peer)
+        if dealer is None or self._backlogs[peer]:
+            return False
+        try:
+            dealer.send(frame, zmq.NOBLOCK)
+        except zmq.Again:
+            return False
+        return True
+
+    _dealers: dict[str, zmq.Socket] = {}
 
     def drop_backlog(self, peer: str, reason: str) -> int:
         """Fail every envelope waiting for `peer` (I/O thread only: from `on_tick`)."""

@@ -17,8 +17,8 @@ codec = Codec(max_frame_bytes=64 * 1024)
 def test_envelopes_round_trip() -> None:
     body, typed = codec.encode_body(Work(3))
     for envelope in (Tell("a/root/x", body, typed), Ask("a/root/x", body, typed, 7, 5.0),
-                     Heartbeat("alpha", "b00t", "demo", 12), Exited("a/root/x", 2, NodeDown("beta")),
-                     Spawned("a/root/x", 1, None), Fail(3, "crashed", "a/root/x", "boom",
+                     Heartbeat("alpha", "b00t", "demo", 12), Exited("a/root/x", "urn:2", NodeDown("beta")),
+                     Spawned("a/root/x", "urn:1", None), Fail(3, "crashed", "a/root/x", "boom",
                                                         Crash("ValueError", "boom", "tb"))):
         decoded = codec.decode(codec.encode(envelope))
         if isinstance(envelope, (Tell, Ask)):
@@ -120,5 +120,5 @@ def test_mutated_valid_frames_only_ever_raise_frame_error(value: object, cut: in
 
 
 def test_exit_reasons_keep_their_types_across() -> None:
-    decoded = codec.decode(codec.encode(Exited("a/root/x", 1, Shutdown("reached_max_restart_intensity"))))
+    decoded = codec.decode(codec.encode(Exited("a/root/x", "urn:1", Shutdown("reached_max_restart_intensity"))))
     assert decoded.reason == Shutdown("reached_max_restart_intensity")
