@@ -550,7 +550,8 @@ class Supervisor(Actor):
             return Refused("start_failed", describe_reason(failure))
         return Ok(child.slot.path)
 
-    def _restart_child(self, child_id: str) -> Ok | Refused:
+    def _stopped_child(self, child_id: str) -> _Child | Refused:
+        """The child, if it exists and is neither running nor waiting to restart."""
         child = self._find(child_id)
         if child is None:
             return Refused("not_found", child_id)
@@ -558,6 +559,12 @@ class Supervisor(Actor):
             return Refused("running", child.slot.path)
         if child.status == "restarting":
             return Refused("restarting", child.slot.path)
+        return child
+
+    def _restart_child(self, child_id: str) -> Ok | Refused:
+        child = self._stopped_child(child_id)
+        if isinstance(child, Refused):
+            return child
         failure = self._start(child)
         if failure is not None:
             return Refused("start_failed", describe_reason(failure))
@@ -573,13 +580,9 @@ class Supervisor(Actor):
         return Ok(child.slot.path)
 
     def _delete_child(self, child_id: str) -> Ok | Refused:
-        child = self._find(child_id)
-        if child is None:
-            return Refused("not_found", child_id)
-        if child.actor is not None:
-            return Refused("running", child.slot.path)
-        if child.status == "restarting":
-            return Refused("restarting", child.slot.path)
+        child = self._stopped_child(child_id)
+        if isinstance(child, Refused):
+            return child
         self._remove(child)
         return Ok(child.slot.path)
 

@@ -20,7 +20,7 @@ from actors.messages import Down, ExitReason, NoProc, Shutdown, StartFailed, Sup
 from actors.registry import PathRef, Registry
 from actors.remote import RemoteLink
 from actors.scheduler import Scheduler
-from actors.supervisor import ChildStartError, Supervisor, SupervisorClient
+from actors.supervisor import Supervisor, SupervisorClient
 
 ReportListener = Callable[[SupervisorReport], None]
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import socket
 import textwrap
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,7 +32,7 @@ def write_topology(directory: Path, tree: str, *, nodes: tuple[str, ...] = ("alp
                    extra: str = "") -> Path:
     """A topology file with `nodes` on free loopback ports and the given `tree:` body."""
     ports = free_ports(len(nodes))
-    lines = [f"cluster: test", "nodes:"]
+    lines = ["cluster: test", "nodes:"]
     lines += [f"  {name}: {{address: 'tcp://127.0.0.1:{port}'}}" for name, port in zip(nodes, ports, strict=True)]
     lines.append("transport: {heartbeat_interval: 0.1, heartbeat_timeout: 0.6, node_wait: 20}")
     lines.append(textwrap.dedent(extra))
@@ -84,9 +83,3 @@ def make_cluster(directory: Path, tree: str, **kwargs: object) -> LiveCluster:
     path = write_topology(directory, tree, **kwargs)  # type: ignore[arg-type]
     return LiveCluster(path, load_topology(path))
 
-
-def cluster_fixture(tmp_path: Path) -> Iterator[list[LiveCluster]]:
-    made: list[LiveCluster] = []
-    yield made
-    for cluster in made:
-        cluster.stop()

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import settings
 
 from actors import ActorSystem
+from tests.cluster_harness import LiveCluster
 from tests.helpers import FakeClock, Reports, wait_until
 
 
@@ -41,3 +42,12 @@ def system(request: pytest.FixtureRequest) -> Iterator[ActorSystem]:
 @pytest.fixture
 def reports(system: ActorSystem) -> Reports:
     return Reports(system)
+
+
+@pytest.fixture
+def clusters() -> Iterator[list[LiveCluster]]:
+    """Clusters made by a test (node processes and the tester node), stopped afterwards."""
+    made: list[LiveCluster] = []
+    yield made
+    for cluster in made:
+        cluster.stop()

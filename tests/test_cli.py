@@ -159,12 +159,10 @@ def test_up_runs_every_node_of_the_default_topology_and_stops_them(processes: li
 
 def test_up_restarts_a_node_that_dies_and_down_stops_everything(tmp_path: Path,
                                                                processes: list[FlotillaProcess]) -> None:
-    import json
     import os
     import re
 
     from tests.cluster_harness import write_topology
-    from tests.helpers import wait_until
 
     path = write_topology(tmp_path, """
 children:

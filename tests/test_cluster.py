@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,14 +28,6 @@ children:
     pool: {actor: "tests.helpers:Probe", size: 2, intensity: 20}
     nodes: [beta]
 """
-
-
-@pytest.fixture
-def clusters() -> Iterator[list[LiveCluster]]:
-    made: list[LiveCluster] = []
-    yield made
-    for cluster in made:
-        cluster.stop()
 
 
 @pytest.fixture

@@ -4,10 +4,8 @@ callbacks, junk monitors. Each test is a bug found in review, kept from coming b
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 
 from actors import Unavailable
 from actors.errors import NodeDown
@@ -22,14 +20,6 @@ children:
     pool: {actor: "tests.helpers:Probe", size: 2, intensity: 20}
     nodes: [beta]
 """
-
-
-@pytest.fixture
-def clusters() -> Iterator[list[LiveCluster]]:
-    made: list[LiveCluster] = []
-    yield made
-    for cluster in made:
-        cluster.stop()
 
 
 def start(tmp_path: Path, clusters: list[LiveCluster], tree: str = SPREAD) -> LiveCluster:

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from actors import ActorCrashed, ActorSystem, ChildSpec, SupervisorFlags, SupervisorSpec, Unavailable
+from actors import ActorSystem, ChildSpec, SupervisorFlags, SupervisorSpec, Unavailable
 from actors.messages import Shutdown
 from actors.supervisor import GAVE_UP
-from tests.helpers import Crash, crash, FakeClock, Journal, Probe, Reports
+from tests.helpers import crash, FakeClock, Journal, Probe, Reports
 
 
 def test_supervisor_gives_up_on_the_restart_past_its_intensity(system: ActorSystem, clock: FakeClock,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,14 +18,6 @@ TREE = """
 children:
   - {id: echo, actor: "tests.helpers:Probe"}
 """
-
-
-@pytest.fixture
-def clusters() -> Iterator[list[LiveCluster]]:
-    made: list[LiveCluster] = []
-    yield made
-    for cluster in made:
-        cluster.stop()
 
 
 def test_keys_generate_writes_a_secret_only_its_owner_can_read(tmp_path: Path) -> None:

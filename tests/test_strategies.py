@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
 
-from actors import ActorCrashed, ActorSystem, ChildSpec, SupervisorFlags, SupervisorSpec
-from tests.helpers import Crash, crash, Journal, Probe, Reports
+from actors import ActorSystem, ChildSpec, SupervisorFlags, SupervisorSpec
+from tests.helpers import crash, Journal, Probe, Reports
 
 
 def start_four(system: ActorSystem, strategy: str, journal: Journal,
