@@ -536,6 +536,10 @@ class Supervisor(Actor):
         )
 
     def _start_child(self, spec: Spec) -> Ok | Refused:
+        wanted = getattr(spec, "node", None) or (getattr(spec, "replica_nodes", None) or [None])[0]
+        if wanted is not None and self.system.whereis(f"{self.path}/{spec.id}") != wanted:
+            return Refused("invalid", "a child on another node must be placed in the topology; "
+                           "start_child runs children on its supervisor's node")
         existing = self._find(spec.id)
         if existing is not None:
             if existing.actor is not None:

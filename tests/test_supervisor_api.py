@@ -81,3 +81,7 @@ def test_terminating_a_subtree_stops_its_children_and_restarting_brings_them_bac
         system.ask("t/root/sub/x", "hi")
     root.restart_child("sub")
     assert system.ask("t/root/sub/x", "whoami") == ("t/root/sub/x", 1)
+
+
+def test_start_child_refuses_a_child_placed_on_another_node(root) -> None:  # noqa: ANN001
+    assert codes(root.start_child, SupervisorSpec("far", node="elsewhere")) == "invalid"
