@@ -14,10 +14,12 @@ import inspect
 import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass
+from dataclasses import field as dc_field
 from pathlib import Path
 from typing import Any
 
 import yaml
+from selectolax.lexbor import LexborHTMLParser
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
@@ -36,6 +38,7 @@ from actors.child_spec import (
     SupervisorFlags,
     SupervisorSpec,
 )
+from actors.rules import DEFAULT_BLOCK_MARKERS, FieldRule, RuleSet
 
 DEFAULT_TOPOLOGY = "supervisor_tree.yaml"
 DEFAULT_HEARTBEAT_INTERVAL = 0.2
@@ -67,6 +70,8 @@ SECTIONS: dict[str, dict[str, Field]] = {
         "data_dir": Field("directory", "`data`", "Where nodes keep their files (`<data_dir>/<node>/`) "
                           "and `flotilla up` its pid file. Relative to the topology file."),
         "security": Field("security", "no keys: loopback only", "CURVE keys for every socket."),
+        "rules": Field("mapping of name → rule set", "`{}`",
+                       "Extraction rules jobs refer to by name (see below)."),
         "transport": Field("transport", "the defaults below", "Node-to-node transport settings."),
     },
     "node": {
@@ -152,6 +157,18 @@ SECTIONS: dict[str, dict[str, Field]] = {
         "period": Field("seconds > 0", f"`{DEFAULT_PERIOD:g}`", "As for a supervisor."),
         "backoff": Field("backoff", "none", "As for a supervisor."),
     },
+    "rule set": {
+        "fields": Field("mapping of name → field", "required", "The fields to take from a page."),
+        "block_markers": Field("list of strings", "`[captcha, are you a robot, unusual traffic]`",
+                               "Visible text (any case) that marks a challenge page: such a "
+                               "200 page is BLOCKED, not DRIFT."),
+    },
+    "field": {
+        "css": Field("CSS selector", "required", "Where the field is on the page."),
+        "attr": Field("attribute name", "none: the element's text", "Read this attribute instead."),
+        "all": Field("boolean", "`false`", "Take every match (a list) instead of the first."),
+        "required": Field("boolean", "`false`", "A 200 page without it is DRIFT."),
+    },
     "backoff": {
         "min": Field("seconds > 0", "`0.1`", "Delay before the first restart in a row."),
         "max": Field("seconds ≥ min", "`10`", "Cap on the doubling delay."),
@@ -228,6 +245,7 @@ class Topology:
     security: SecurityConfig = SecurityConfig()
     transport: TransportConfig = TransportConfig()
     data_dir: Path = Path("data")
+    rules: dict[str, RuleSet] = dc_field(default_factory=dict)
 
     @property
     def root_node(self) -> str:
@@ -698,6 +716,59 @@ def _read_security(ctx: _Context, node: Node | None, nodes: dict[str, NodeConfig
     return SecurityConfig(keys=keys, insecure_bind=insecure)
 
 
+def _css(value: Any) -> str | None:
+    if not isinstance(value, str) or not value.strip():
+        return f"{value!r} must be a CSS selector"
+    try:
+        LexborHTMLParser("<p></p>").css(value)
+    except Exception:  # noqa: BLE001 - selectolax raises its own error type
+        return f"{value!r} is not a CSS selector selectolax can parse"
+    return None
+
+
+def _flag(value: Any) -> str | None:
+    return None if isinstance(value, bool) else f"{value!r} must be true or false"
+
+
+def _read_rules(ctx: _Context, node: Node | None) -> dict[str, RuleSet]:
+    if node is None or (isinstance(node, ScalarNode) and _value(node) is None):
+        return {}
+    if not isinstance(node, MappingNode):
+        ctx.problem("rules", f"must be a mapping of rule-set names, not {_kind(node)}", node)
+        return {}
+    rule_sets = {}
+    for key_node, value_node in node.value:
+        name = _value(key_node)
+        path = f"rules.{name}"
+        if _name(name) is not None:
+            ctx.problem(path, _name(name), key_node)  # type: ignore[arg-type]
+            continue
+        m = _Mapping(ctx, value_node, path, "rule set")
+        if not m.valid or not m.require("fields", "at least one field"):
+            continue
+        markers = m.get("block_markers", lambda v: None if isinstance(v, list) and all(isinstance(x, str) for x in v)
+                        else f"{v!r} must be a list of strings", list(DEFAULT_BLOCK_MARKERS))
+        fields_node = m.node_of("fields")
+        if not isinstance(fields_node, MappingNode) or not fields_node.value:
+            ctx.problem(_join(path, "fields"), "must map at least one field name to its rule", fields_node)
+            continue
+        fields = {}
+        for field_key, field_value in fields_node.value:
+            field_name = _value(field_key)
+            field_path = _join(path, f"fields.{field_name}")
+            f = _Mapping(ctx, field_value, field_path, "field")
+            if not f.valid or not f.require("css", "a CSS selector"):
+                continue
+            css = f.get("css", _css, None)
+            if css is None:
+                continue
+            fields[str(field_name)] = FieldRule(css=css, attr=f.get("attr", _text, None),
+                                                all=f.get("all", _flag, False),
+                                                required=f.get("required", _flag, False))
+        rule_sets[name] = RuleSet(name=name, fields=fields, block_markers=tuple(m.lower() for m in markers))
+    return rule_sets
+
+
 def _read_transport(ctx: _Context, node: Node | None) -> TransportConfig:
     m = _Mapping(ctx, node, "transport", "transport")
     interval = m.get("heartbeat_interval", _seconds, DEFAULT_HEARTBEAT_INTERVAL)
@@ -745,12 +816,13 @@ def parse_topology(text: str, source: str = "<topology>", base: Path | None = No
     base = base or Path.cwd()
     data_dir = (base / top.get("data_dir", _text, "data")).resolve()
     security = _read_security(ctx, top.node_of("security"), nodes, base)
+    rules = _read_rules(ctx, top.node_of("rules"))
     transport = _read_transport(ctx, top.node_of("transport"))
     if ctx.problems or tree is None:
         problems = sorted(ctx.problems, key=lambda p: (p.line is None, p.line or 0))
         raise TopologyError(source, problems or [Problem("tree", "is invalid")])
     return Topology(cluster=cluster, nodes=nodes, tree=tree, source=source, security=security,
-                    transport=transport, data_dir=data_dir)
+                    transport=transport, data_dir=data_dir, rules=rules)
 
 
 def load_topology(path: str | Path) -> Topology:

@@ -1,0 +1,366 @@
+"""The job journal: every job and every transition of its state machine, in SQLite (WAL).
+
+A job is written (and committed) before its submission is acknowledged. Dispatching a job
+*leases* it: its state becomes ``fetching`` with a visibility deadline and a fresh lease
+token, and its attempt count goes up. Only a report quoting the current lease token can move
+the job on, so a late or duplicated report from an earlier attempt changes nothing. A lease
+that expires puts the job back to ``pending`` (the attempt is counted as lost). Storing the
+result and marking the job ``stored`` happen in one transaction with a conditional put keyed
+by the job's natural key: a replay stores nothing twice.
+
+States::
+
+    pending ──lease──▶ fetching ──▶ extracting ──▶ stored
+       ▲                  │              │
+       │                  ├──────────────┴──▶ retrying (due_at) ──due──▶ pending
+       └──lease expired───┘                └──▶ dead (reason; the dead-letter queue)
+                                           └──▶ parked (drift: waits for an operator)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+JobState = Literal["pending", "fetching", "extracting", "stored", "retrying", "dead", "parked"]
+STATES: tuple[JobState, ...] = ("pending", "fetching", "extracting", "stored", "retrying", "dead", "parked")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    key          TEXT PRIMARY KEY,
+    url          TEXT NOT NULL,
+    rules        TEXT NOT NULL,
+    state        TEXT NOT NULL,
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    lost         INTEGER NOT NULL DEFAULT 0,
+    due_at       REAL NOT NULL,
+    lease_until  REAL,
+    lease_token  INTEGER NOT NULL DEFAULT 0,
+    reason       TEXT,
+    created_at   REAL NOT NULL,
+    updated_at   REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_ready ON jobs (state, due_at);
+CREATE INDEX IF NOT EXISTS jobs_leased ON jobs (state, lease_until);
+CREATE TABLE IF NOT EXISTS attempts (
+    key         TEXT NOT NULL,
+    attempt     INTEGER NOT NULL,
+    started_at  REAL NOT NULL,
+    ended_at    REAL,
+    outcome     TEXT,
+    detail      TEXT,
+    PRIMARY KEY (key, attempt)
+);
+CREATE TABLE IF NOT EXISTS results (
+    key           TEXT PRIMARY KEY,
+    url           TEXT NOT NULL,
+    rules         TEXT NOT NULL,
+    fields        TEXT NOT NULL,
+    content_hash  TEXT NOT NULL,
+    attempts      INTEGER NOT NULL,
+    stored_at     REAL NOT NULL
+);
+"""
+
+
+def canonical_url(url: str) -> str:
+    """The URL with a lower-case scheme and host, no default port, no fragment, and a path."""
+    parts = urlsplit(url.strip())
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower()
+    port = parts.port
+    if port is not None and not (scheme == "http" and port == 80) and not (scheme == "https" and port == 443):
+        host = f"{host}:{port}"
+    if parts.username:
+        host = f"{parts.username}@{host}"
+    return urlunsplit((scheme, host, parts.path or "/", parts.query, ""))
+
+
+def natural_key(url: str, rules: str) -> str:
+    """The key a job gets when the client gives none: a hash of the canonical URL and rules."""
+    digest = hashlib.sha256(f"{canonical_url(url)}\n{rules}".encode()).hexdigest()
+    return digest[:32]
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """A job as submitted: its URL, the rules to extract with, and its key."""
+
+    key: str
+    url: str
+    rules: str
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A job handed out for one attempt."""
+
+    key: str
+    url: str
+    rules: str
+    token: int
+    attempt: int
+
+
+@dataclass(frozen=True)
+class JobRow:
+    """A job's current state, for queries."""
+
+    key: str
+    url: str
+    rules: str
+    state: JobState
+    attempts: int
+    due_at: float
+    reason: str | None
+    updated_at: float
+
+
+class Journal:
+    """The jobs and results of one intake node, in one SQLite file.
+
+    Each `Journal` is one connection, safe to share between threads (a lock serialises its
+    use; SQLite serialises writers across connections). With `durable=True` every commit
+    waits for the disk (`synchronous=FULL`): use it where a commit is promised to someone
+    (acknowledging a submission). Otherwise commits survive a crash of the process but
+    possibly not a power cut (`synchronous=NORMAL` in WAL mode) — which is enough for state
+    transitions, since a lost transition only replays an attempt. `with journal.batch():`
+    groups many operations in one transaction."""
+
+    def __init__(self, path: Path | str, *, durable: bool = True, clock: Any = time.time) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._clock = clock
+        self._lock = threading.RLock()
+        self._depth = 0
+        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None,
+                                   timeout=30)
+        self._db.execute("PRAGMA busy_timeout=30000")
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Run every operation inside the block in one transaction (committed at the end)."""
+        with self._lock:
+            if self._depth == 0:
+                self._db.execute("BEGIN IMMEDIATE")
+            self._depth += 1
+            try:
+                yield
+            except BaseException:
+                self._depth -= 1
+                if self._depth == 0:
+                    self._db.execute("ROLLBACK")
+                raise
+            self._depth -= 1
+            if self._depth == 0:
+                self._db.execute("COMMIT")
+
+    def _write(self, statements: Any) -> Any:
+        """Run `statements(db)` in a transaction (the enclosing batch's, if any)."""
+        with self.batch():
+            return statements(self._db)
+
+    # --- submissions ------------------------------------------------------------------------
+
+    def submit(self, jobs: Sequence[NewJob]) -> list[bool]:
+        """Record new jobs (committed to disk before this returns); for each, True if it is
+        new, False if a job with that key exists already (nothing changes for it)."""
+        now = self._clock()
+
+        def insert(db: sqlite3.Connection) -> list[bool]:
+            fresh = []
+            for job in jobs:
+                cursor = db.execute(
+                    "INSERT OR IGNORE INTO jobs (key, url, rules, state, due_at, created_at, updated_at)"
+                    " VALUES (?, ?, ?, 'pending', ?, ?, ?)", (job.key, job.url, job.rules, now, now, now))
+                fresh.append(cursor.rowcount == 1)
+            return fresh
+
+        return self._write(insert)
+
+    # --- dispatching ------------------------------------------------------------------------
+
+    def lease(self, limit: int, visibility: float) -> list[Lease]:
+        """Hand out up to `limit` jobs that are due, oldest first, each for one attempt that
+        must report within `visibility` seconds."""
+        now = self._clock()
+
+        def take(db: sqlite3.Connection) -> list[Lease]:
+            rows = db.execute(
+                "SELECT key, url, rules, lease_token, attempts FROM jobs"
+                " WHERE state IN ('pending', 'retrying') AND due_at <= ? ORDER BY due_at LIMIT ?",
+                (now, limit)).fetchall()
+            leases = []
+            for key, url, rules, token, attempts in rows:
+                db.execute("UPDATE jobs SET state='fetching', lease_until=?, lease_token=?, attempts=?,"
+                           " updated_at=? WHERE key=?", (now + visibility, token + 1, attempts + 1, now, key))
+                db.execute("INSERT OR REPLACE INTO attempts (key, attempt, started_at) VALUES (?, ?, ?)",
+                           (key, attempts + 1, now))
+                leases.append(Lease(key, url, rules, token + 1, attempts + 1))
+            return leases
+
+        return self._write(take)
+
+    def next_due(self) -> float | None:
+        """When the earliest waiting job becomes due (None if none waits)."""
+        with self._lock:
+            row = self._db.execute("SELECT MIN(due_at) FROM jobs WHERE state IN ('pending', 'retrying')").fetchone()
+        return row[0]
+
+    def expire_leases(self) -> list[str]:
+        """Put back to pending every job whose lease has run out; return their keys."""
+        now = self._clock()
+
+        def expire(db: sqlite3.Connection) -> list[str]:
+            keys = [k for (k,) in db.execute(
+                "SELECT key FROM jobs WHERE state IN ('fetching', 'extracting') AND lease_until < ?", (now,))]
+            for key in keys:
+                db.execute("UPDATE jobs SET state='pending', due_at=?, lost=lost+1, updated_at=? WHERE key=?",
+                           (now, now, key))
+                db.execute("UPDATE attempts SET ended_at=?, outcome='lost', detail='lease expired'"
+                           " WHERE key=? AND attempt=(SELECT attempts FROM jobs WHERE key=?)", (now, key, key))
+            return keys
+
+        return self._write(expire)
+
+    # --- reports from an attempt (each quotes its lease token) -------------------------------
+
+    def extracting(self, key: str, token: int) -> bool:
+        """The page was fetched; extraction starts. False if the lease is no longer current."""
+        now = self._clock()
+        return self._write(lambda db: db.execute(
+            "UPDATE jobs SET state='extracting', updated_at=? WHERE key=? AND lease_token=? AND state='fetching'",
+            (now, key, token)).rowcount == 1)
+
+    def store(self, key: str, token: int, fields: dict[str, Any], content_hash: str) -> bool:
+        """Store the result (once per key, ever) and mark the job stored, atomically. False
+        if the lease is no longer current (the report is stale) — nothing changes then."""
+        now = self._clock()
+
+        def put(db: sqlite3.Connection) -> bool:
+            row = db.execute("SELECT url, rules, attempts FROM jobs WHERE key=? AND lease_token=?"
+                             " AND state IN ('fetching', 'extracting')", (key, token)).fetchone()
+            if row is None:
+                return False
+            url, rules, attempts = row
+            db.execute("INSERT OR IGNORE INTO results (key, url, rules, fields, content_hash, attempts, stored_at)"
+                       " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       (key, url, rules, json.dumps(fields, sort_keys=True), content_hash, attempts, now))
+            db.execute("UPDATE jobs SET state='stored', lease_until=NULL, reason=NULL, updated_at=? WHERE key=?",
+                       (now, key))
+            db.execute("UPDATE attempts SET ended_at=?, outcome='stored' WHERE key=? AND attempt=?",
+                       (now, key, attempts))
+            return True
+
+        return self._write(put)
+
+    def fail(self, key: str, token: int, outcome: str, detail: str, *,
+             retry_at: float | None = None, dead: bool = False, park: bool = False) -> bool:
+        """Record a failed attempt and decide the job's next state: retrying at `retry_at`,
+        dead (the dead-letter queue), or parked. False if the lease is no longer current."""
+        now = self._clock()
+        if sum((retry_at is not None, dead, park)) != 1:
+            raise ValueError("exactly one of retry_at, dead, park")
+        state = "retrying" if retry_at is not None else "dead" if dead else "parked"
+
+        def record(db: sqlite3.Connection) -> bool:
+            row = db.execute("SELECT attempts FROM jobs WHERE key=? AND lease_token=?"
+                             " AND state IN ('fetching', 'extracting')", (key, token)).fetchone()
+            if row is None:
+                return False
+            db.execute("UPDATE jobs SET state=?, due_at=?, lease_until=NULL, reason=?, updated_at=? WHERE key=?",
+                       (state, retry_at if retry_at is not None else now, f"{outcome}: {detail}"[:2000], now, key))
+            db.execute("UPDATE attempts SET ended_at=?, outcome=?, detail=? WHERE key=? AND attempt=?",
+                       (now, outcome, detail[:2000], key, row[0]))
+            return True
+
+        return self._write(record)
+
+    def bury(self, key: str, reason: str) -> bool:
+        """Send a job that is not leased to the dead-letter queue (e.g. poison: it was lost
+        too many times)."""
+        now = self._clock()
+        return self._write(lambda db: db.execute(
+            "UPDATE jobs SET state='dead', reason=?, lease_until=NULL, updated_at=? WHERE key=?"
+            " AND state IN ('pending', 'retrying')", (reason[:2000], now, key)).rowcount == 1)
+
+    def replay(self, keys: Iterable[str] | None = None) -> int:
+        """Put dead (or parked) jobs back to pending — all of them, or those in `keys`."""
+        now = self._clock()
+
+        def revive(db: sqlite3.Connection) -> int:
+            if keys is None:
+                return db.execute("UPDATE jobs SET state='pending', due_at=?, lost=0, reason=NULL, updated_at=?"
+                                  " WHERE state IN ('dead', 'parked')", (now, now)).rowcount
+            total = 0
+            for key in keys:
+                total += db.execute("UPDATE jobs SET state='pending', due_at=?, lost=0, reason=NULL, updated_at=?"
+                                    " WHERE key=? AND state IN ('dead', 'parked')", (now, now, key)).rowcount
+            return total
+
+        return self._write(revive)
+
+    # --- queries ----------------------------------------------------------------------------
+
+    def job(self, key: str) -> JobRow | None:
+        with self._lock:
+            row = self._db.execute("SELECT key, url, rules, state, attempts, due_at, reason, updated_at"
+                                   " FROM jobs WHERE key=?", (key,)).fetchone()
+        return JobRow(*row) if row else None
+
+    def jobs(self, state: JobState | None = None, limit: int = 100, after: str = "") -> list[JobRow]:
+        """Jobs ordered by key, optionally in one state, after key `after` (for paging)."""
+        sql = "SELECT key, url, rules, state, attempts, due_at, reason, updated_at FROM jobs WHERE key > ?"
+        params: list[Any] = [after]
+        if state is not None:
+            sql += " AND state = ?"
+            params.append(state)
+        sql += " ORDER BY key LIMIT ?"
+        params.append(limit)
+        with self._lock:
+            return [JobRow(*row) for row in self._db.execute(sql, params)]
+
+    def counts(self) -> dict[str, int]:
+        """How many jobs are in each state (every state listed)."""
+        with self._lock:
+            found = dict(self._db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall())
+        return {state: found.get(state, 0) for state in STATES}
+
+    def lost_count(self, key: str) -> int:
+        with self._lock:
+            row = self._db.execute("SELECT lost FROM jobs WHERE key=?", (key,)).fetchone()
+        return row[0] if row else 0
+
+    def attempts(self, key: str) -> list[tuple[int, float, float | None, str | None, str | None]]:
+        """The attempt history of a job: (attempt, started, ended, outcome, detail)."""
+        with self._lock:
+            return self._db.execute("SELECT attempt, started_at, ended_at, outcome, detail FROM attempts"
+                                    " WHERE key=? ORDER BY attempt", (key,)).fetchall()
+
+    def results(self, limit: int = 100, after: str = "") -> list[dict[str, Any]]:
+        """Stored results ordered by key, after key `after` (for paging)."""
+        with self._lock:
+            rows = self._db.execute("SELECT key, url, rules, fields, content_hash, attempts, stored_at FROM results"
+                                    " WHERE key > ? ORDER BY key LIMIT ?", (after, limit)).fetchall()
+        return [{"key": k, "url": u, "rules": r, "fields": json.loads(f), "content_hash": h,
+                 "attempts": a, "stored_at": t} for k, u, r, f, h, a, t in rows]
+
+    def result_count(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM results").fetchone()[0]

@@ -1,0 +1,178 @@
+"""A local web site of product pages with deterministic fault modes, for demos, tests and
+benchmarks. Run: `python scripts/demo_site.py [--host 127.0.0.1] [--port 8800]`; it prints
+`ready http://HOST:PORT` once it listens.
+
+Paths (N is any integer; every answer depends only on the path, how many times it was asked
+for, the client's address and the options):
+
+    /product/N      a product page (title, price, tags)
+    /flaky/N        503 for the first `--flaky-failures` requests of that path, then the page
+    /limited/N      the page, but 429 with Retry-After once a client exceeds --limited-rate/s
+    /blocked/N      403 for clients in --block (all clients if --block is not given)
+    /captcha/N      200 with a challenge page ("Are you a robot?")
+    /drift/N        200 with a changed layout: no price
+    /gone/N         404;  /removed/N  410;  /private/N  401
+    /slow/N?ms=M    the page after M milliseconds (default 2000)
+    /huge/N         a page of --huge-bytes bytes
+    /loop/N         a redirect loop;  /moved/N  301 to /product/N
+    /__stats        JSON: requests per path and per client;  POST /__reset clears them
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from collections import Counter, defaultdict, deque
+
+from aiohttp import web
+
+PAGE = """<!doctype html>
+<html><head><title>Product {n}</title></head>
+<body>
+<h1 class="title">Product {n}</h1>
+<div class="details"><span class="price">${price}</span><span class="sku" data-sku="SKU-{n:06d}">SKU</span></div>
+<ul class="tags"><li class="tag">tools</li><li class="tag">series-{series}</li></ul>
+<p class="description">{text}</p>
+</body></html>
+"""
+
+DRIFTED = """<!doctype html>
+<html><head><title>Product {n}</title></head>
+<body><h1 class="product-name">Product {n}</h1><div class="cost">{price}</div></body></html>
+"""
+
+CAPTCHA = """<!doctype html><html><body><h1>Are you a robot?</h1>
+<p>Our systems have detected unusual traffic. Please solve the CAPTCHA.</p></body></html>"""
+
+
+def product(n: int) -> str:
+    return PAGE.format(n=n, price=f"{(n * 37) % 1000 / 10 + 1:.2f}", series=n % 7,
+                       text=" ".join(["Sturdy and reliable."] * 8))
+
+
+class DemoSite:
+    """The site's state: request counters and per-client rate windows."""
+
+    def __init__(self, *, flaky_failures: int, limited_rate: float, blocked: set[str] | None,
+                 huge_bytes: int) -> None:
+        self.flaky_failures = flaky_failures
+        self.limited_rate = limited_rate
+        self.blocked = blocked
+        self.huge_bytes = huge_bytes
+        self.by_path: Counter[str] = Counter()
+        self.by_client: Counter[str] = Counter()
+        self.by_status: Counter[int] = Counter()
+        self.windows: dict[str, deque[float]] = defaultdict(deque)
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[self.count])
+        app.router.add_get("/product/{n:\\d+}", self.page)
+        app.router.add_get("/flaky/{n:\\d+}", self.flaky)
+        app.router.add_get("/limited/{n:\\d+}", self.limited)
+        app.router.add_get("/blocked/{n:\\d+}", self.blocked_page)
+        app.router.add_get("/captcha/{n:\\d+}", lambda r: web.Response(text=CAPTCHA, content_type="text/html"))
+        app.router.add_get("/drift/{n:\\d+}", self.drift)
+        app.router.add_get("/gone/{n:\\d+}", lambda r: web.Response(status=404, text="Not Found"))
+        app.router.add_get("/removed/{n:\\d+}", lambda r: web.Response(status=410, text="Gone"))
+        app.router.add_get("/private/{n:\\d+}", lambda r: web.Response(status=401, text="Unauthorized"))
+        app.router.add_get("/slow/{n:\\d+}", self.slow)
+        app.router.add_get("/huge/{n:\\d+}", self.huge)
+        app.router.add_get("/loop/{n:\\d+}", self.loop)
+        app.router.add_get("/moved/{n:\\d+}", self.moved)
+        app.router.add_get("/__stats", self.stats)
+        app.router.add_post("/__reset", self.reset)
+        return app
+
+    @web.middleware
+    async def count(self, request: web.Request, handler):  # noqa: ANN001, ANN201
+        if not request.path.startswith("/__"):
+            self.by_path[request.path] += 1
+            self.by_client[request.remote or "?"] += 1
+        response = await handler(request)
+        if not request.path.startswith("/__"):
+            self.by_status[response.status] += 1
+        return response
+
+    async def page(self, request: web.Request) -> web.Response:
+        return web.Response(text=product(int(request.match_info["n"])), content_type="text/html")
+
+    async def flaky(self, request: web.Request) -> web.Response:
+        if self.by_path[request.path] <= self.flaky_failures:
+            return web.Response(status=503, text="Service Unavailable")
+        return await self.page(request)
+
+    async def limited(self, request: web.Request) -> web.Response:
+        now = time.monotonic()
+        window = self.windows[request.remote or "?"]
+        while window and window[0] <= now - 1.0:
+            window.popleft()
+        if len(window) >= self.limited_rate:
+            return web.Response(status=429, text="Too Many Requests", headers={"Retry-After": "1"})
+        window.append(now)
+        return await self.page(request)
+
+    async def blocked_page(self, request: web.Request) -> web.Response:
+        if self.blocked is None or request.remote in self.blocked:
+            return web.Response(status=403, text="Forbidden")
+        return await self.page(request)
+
+    async def drift(self, request: web.Request) -> web.Response:
+        n = int(request.match_info["n"])
+        return web.Response(text=DRIFTED.format(n=n, price=n), content_type="text/html")
+
+    async def slow(self, request: web.Request) -> web.Response:
+        await asyncio.sleep(int(request.query.get("ms", "2000")) / 1000)
+        return await self.page(request)
+
+    async def huge(self, request: web.Request) -> web.Response:
+        return web.Response(body=b"<html><body>" + b"x" * self.huge_bytes + b"</body></html>",
+                            content_type="text/html")
+
+    async def loop(self, request: web.Request) -> web.Response:
+        n = int(request.match_info["n"])
+        raise web.HTTPFound(f"/loop/{n + 1}")
+
+    async def moved(self, request: web.Request) -> web.Response:
+        raise web.HTTPMovedPermanently(f"/product/{request.match_info['n']}")
+
+    async def stats(self, _request: web.Request) -> web.Response:
+        return web.json_response({"by_path": self.by_path, "by_client": self.by_client,
+                                  "by_status": {str(k): v for k, v in self.by_status.items()},
+                                  "total": sum(self.by_path.values())})
+
+    async def reset(self, _request: web.Request) -> web.Response:
+        self.by_path.clear()
+        self.by_client.clear()
+        self.by_status.clear()
+        self.windows.clear()
+        return web.json_response({"reset": True})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8800)
+    parser.add_argument("--flaky-failures", type=int, default=2)
+    parser.add_argument("--limited-rate", type=float, default=20.0)
+    parser.add_argument("--block", action="append", help="client address to answer 403 on /blocked/")
+    parser.add_argument("--huge-bytes", type=int, default=5 * 1024 * 1024)
+    args = parser.parse_args()
+    site = DemoSite(flaky_failures=args.flaky_failures, limited_rate=args.limited_rate,
+                    blocked=set(args.block) if args.block else None, huge_bytes=args.huge_bytes)
+
+    async def serve() -> None:
+        runner = web.AppRunner(site.app(), access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, args.host, args.port).start()
+        print(f"ready http://{args.host}:{args.port}", flush=True)
+        await asyncio.Event().wait()
+
+    try:
+        asyncio.run(serve())
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""The job journal on a real SQLite file: durable submissions, leases, exactly-once results."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from actors.journal import Journal, NewJob, canonical_url, natural_key
+from tests.helpers import FakeClock
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def journal(tmp_path: Path, clock: FakeClock) -> Journal:
+    j = Journal(tmp_path / "journal.sqlite", clock=clock)
+    yield j
+    j.close()
+
+
+def job(n: int) -> NewJob:
+    url = f"http://127.0.0.1:8000/product/{n}"
+    return NewJob(natural_key(url, "product"), url, "product")
+
+
+def test_canonical_urls_give_the_same_key() -> None:
+    assert canonical_url("HTTP://Example.COM:80/a?b=1#frag") == "http://example.com/a?b=1"
+    assert canonical_url("https://example.com") == "https://example.com/"
+    assert natural_key("http://EXAMPLE.com/a#x", "r") == natural_key("http://example.com/a", "r")
+    assert natural_key("http://example.com/a", "r") != natural_key("http://example.com/a", "s")
+
+
+def test_a_submission_is_on_disk_when_submit_returns_and_duplicates_change_nothing(
+        tmp_path: Path, journal: Journal) -> None:
+    assert journal.submit([job(1), job(2)]) == [True, True]
+    assert journal.submit([job(2), job(3)]) == [False, True]
+    other = sqlite3.connect(tmp_path / "journal.sqlite")  # another connection sees it at once
+    assert other.execute("SELECT COUNT(*) FROM jobs").fetchone()[0] == 3
+    other.close()
+    assert journal.counts()["pending"] == 3
+
+
+def test_a_lease_hands_out_due_jobs_once_until_it_expires(journal: Journal, clock: FakeClock) -> None:
+    journal.submit([job(i) for i in range(5)])
+    first = journal.lease(limit=3, visibility=10)
+    assert [lease.attempt for lease in first] == [1, 1, 1]
+    second = journal.lease(limit=10, visibility=10)
+    assert len(second) == 2 and not {l.key for l in first} & {l.key for l in second}
+    assert journal.lease(limit=10, visibility=10) == []
+    clock.advance(11)
+    expired = journal.expire_leases()
+    assert sorted(expired) == sorted(l.key for l in first + second)
+    again = journal.lease(limit=10, visibility=10)
+    assert {l.attempt for l in again} == {2} and {l.token for l in again} == {2}
+    assert journal.lost_count(again[0].key) == 1
+
+
+def test_a_result_is_stored_exactly_once_and_stale_reports_change_nothing(journal: Journal,
+                                                                           clock: FakeClock) -> None:
+    journal.submit([job(1)])
+    stale = journal.lease(limit=1, visibility=5)[0]
+    clock.advance(6)
+    journal.expire_leases()
+    current = journal.lease(limit=1, visibility=5)[0]
+    assert journal.store(stale.key, stale.token, {"title": "old"}, "h0") is False
+    assert journal.extracting(current.key, current.token) is True
+    assert journal.store(current.key, current.token, {"title": "new"}, "h1") is True
+    assert journal.store(current.key, current.token, {"title": "again"}, "h2") is False
+    results = journal.results()
+    assert [(r["fields"], r["content_hash"], r["attempts"]) for r in results] == [({"title": "new"}, "h1", 2)]
+    assert journal.job(current.key).state == "stored"
+    outcomes = [a[3] for a in journal.attempts(current.key)]
+    assert outcomes == ["lost", "stored"]
+
+
+def test_failures_retry_later_die_or_park(journal: Journal, clock: FakeClock) -> None:
+    journal.submit([job(1), job(2), job(3)])
+    a, b, c = journal.lease(limit=3, visibility=30)
+    assert journal.fail(a.key, a.token, "TRANSIENT", "503", retry_at=clock.now + 2)
+    assert journal.fail(b.key, b.token, "HARD", "404 Not Found", dead=True)
+    assert journal.fail(c.key, c.token, "DRIFT", "missing price", park=True)
+    assert journal.counts() == {"pending": 0, "fetching": 0, "extracting": 0, "stored": 0,
+                                      "retrying": 1, "dead": 1, "parked": 1}
+    assert journal.lease(limit=5, visibility=30) == []
+    clock.advance(2)
+    assert [l.key for l in journal.lease(limit=5, visibility=30)] == [a.key]
+    assert journal.job(b.key).reason == "HARD: 404 Not Found"
+    assert journal.replay() == 2
+    assert journal.counts()["pending"] == 2
+    with pytest.raises(ValueError):
+        journal.fail(a.key, a.token + 1, "X", "y", retry_at=1, dead=True)
+
+
+def test_a_batch_is_one_transaction(journal: Journal) -> None:
+    journal.submit([job(i) for i in range(3)])
+    leases = journal.lease(limit=3, visibility=30)
+    with pytest.raises(RuntimeError):
+        with journal.batch():
+            journal.store(leases[0].key, leases[0].token, {}, "h")
+            raise RuntimeError("crash in the middle")
+    assert journal.result_count() == 0
+    with journal.batch():
+        for lease in leases:
+            journal.store(lease.key, lease.token, {"n": 1}, "h")
+    assert journal.result_count() == 3
+
+
+def test_poison_jobs_can_be_buried_and_replayed(journal: Journal) -> None:
+    journal.submit([job(1)])
+    key = job(1).key
+    assert journal.bury(key, "poison: lost 3 times") is True
+    assert journal.job(key).state == "dead"
+    assert journal.replay([key]) == 1
+    assert journal.job(key).state == "pending"
