@@ -10,6 +10,8 @@ BUILTIN_ACTORS: dict[str, str] = {
     "flaky": "actors.flaky:FlakyWorker",
     "ticker": "actors.ticker:Ticker",
     "tally": "actors.tally:Tally",
+    "fetcher": "actors.fetcher:Fetcher",
+    "extractor": "actors.extractor:Extractor",
 }
 
 

@@ -10,7 +10,7 @@ never grows without limit on its way to a supervisor, a log line or another node
 from __future__ import annotations
 
 import traceback as _traceback
-from typing import Literal, Union
+from typing import Any, Literal, Union
 
 import msgspec
 
@@ -273,6 +273,65 @@ class Done(Message, frozen=True, tag=True):
 
     seq: int
     worker: str
+
+
+# --- the ingestion pipeline ------------------------------------------------------------
+
+FailureKind = Literal["TRANSIENT", "BLOCKED", "DRIFT", "HARD"]
+
+
+class Failure(Message, frozen=True, tag=True):
+    """An expected failure of the outside world — not a crash. `kind` decides the policy:
+    TRANSIENT (timeouts, resets, 5xx) retries with backoff; BLOCKED (403, 429, challenge
+    pages) retries after `retry_after`; DRIFT (a 200 page without the required fields) parks
+    the job; HARD (404, 410, 401, too large, too many redirects) goes to the dead letters."""
+
+    kind: FailureKind
+    detail: str
+    status: int = 0
+    retry_after: float | None = None
+
+
+class FetchJob(Message, frozen=True, tag=True):
+    """Fetch `url` for attempt `token` of job `key`, extract with `rules`, report to `reply_to`."""
+
+    key: str
+    url: str
+    rules: str
+    token: int
+    reply_to: str
+
+
+class ExtractJob(Message, frozen=True, tag=True):
+    """Apply `rules` to the page fetched for attempt `token` of job `key`."""
+
+    key: str
+    url: str
+    rules: str
+    token: int
+    status: int
+    body: bytes
+    content_hash: str
+    reply_to: str
+
+
+class Fetched(Message, frozen=True, tag=True):
+    """The page of attempt `token` of job `key` was fetched; extraction starts."""
+
+    key: str
+    token: int
+
+
+class JobOutcome(Message, frozen=True, tag=True):
+    """How attempt `token` of job `key` ended: `fields` (with the page's `content_hash`), or
+    a `failure`."""
+
+    key: str
+    token: int
+    fields: dict[str, Any] | None = None
+    content_hash: str = ""
+    failure: Failure | None = None
+    elapsed: float = 0.0
 
 
 # --- the codec ------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from actors.errors import Unavailable
 from actors.messages import Down, ExitReason, NoProc, Shutdown, StartFailed, SupervisorReport
 from actors.registry import PathRef, Registry
 from actors.remote import RemoteLink
+from actors.rules import RuleSet
 from actors.scheduler import Scheduler
 from actors.supervisor import Supervisor, SupervisorClient
 
@@ -46,6 +47,8 @@ class ActorSystem:
         self._report_listeners: list[ReportListener] = []
         self.remote: RemoteLink | None = None
         """Set by the cluster layer when this node is part of a cluster."""
+        self.extraction_rules: dict[str, RuleSet] = {}
+        """The topology's rule sets, by name (set by the node runtime)."""
         self._root: Supervisor | None = None
         self._root_exited = threading.Event()
         self._root_exit_listeners: list[Callable[[ExitReason], None]] = []

@@ -1,0 +1,50 @@
+"""The extractor: applies a job's rule set to its fetched page and reports the outcome.
+
+Runs next to the fetchers (bodies never cross nodes). A page with the required fields gives
+its fields; one without them is a DRIFT failure naming the missing fields; a challenge page
+served with 200 is BLOCKED.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from actors.actor import Actor
+from actors.messages import ExtractJob, Failure, JobOutcome
+from actors.rules import Blocked, Drift, apply_rules
+
+
+class Extractor(Actor):
+    """Turns `ExtractJob`s into `JobOutcome`s for the router named in each job."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.done = 0
+
+    def on_receive(self, message: Any) -> Any:
+        if not isinstance(message, ExtractJob):
+            return super().on_receive(message)
+        started = time.monotonic()
+        rules = self.system.extraction_rules.get(message.rules)
+        reply = self.system.ref(message.reply_to)
+        self.done += 1
+        if rules is None:
+            reply.tell(JobOutcome(message.key, message.token,
+                                  failure=Failure("HARD", f"no rule set named {message.rules!r} on this node")))
+            return None
+        result = apply_rules(message.body, rules)
+        elapsed = time.monotonic() - started
+        if isinstance(result, Drift):
+            failure = Failure("DRIFT", "missing required fields: " + ", ".join(result.missing), 200)
+            reply.tell(JobOutcome(message.key, message.token, failure=failure, elapsed=elapsed))
+        elif isinstance(result, Blocked):
+            failure = Failure("BLOCKED", f"challenge page ({result.marker!r})", 200)
+            reply.tell(JobOutcome(message.key, message.token, failure=failure, elapsed=elapsed))
+        else:
+            reply.tell(JobOutcome(message.key, message.token, fields=result.fields,
+                                  content_hash=message.content_hash, elapsed=elapsed))
+        return None
+
+    def inspect(self) -> dict[str, Any]:
+        return {"done": self.done}

@@ -1,0 +1,171 @@
+"""The fetcher: real HTTP with pooled connections and many requests in flight per actor.
+
+Each fetcher runs its own asyncio loop (on a thread of its own) with one aiohttp session.
+A `FetchJob` starts a request and returns at once; when the answer is in, a 200 page goes to
+the extractor pool with `ExtractJob` (and the router is told `Fetched`), and anything else
+comes back to the router as a `JobOutcome` with a typed `Failure`:
+
+* TRANSIENT — timeouts, connection errors and resets, 5xx, 408;
+* BLOCKED — 403 and 429 (with the Retry-After they give, in seconds or as a date);
+* HARD — 404, 410, 401 and other 4xx, a body over `max_body_bytes`, more than
+  `max_redirects` redirects, a scheme other than http or https.
+
+A bug in the fetcher itself (an exception that is none of these) crashes the actor, as any
+bug should: its requests in flight are lost, and their leases bring the jobs back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import threading
+import time
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import aiohttp
+
+from actors.actor import Actor
+from actors.messages import ExtractJob, Failure, Fetched, FetchJob, JobOutcome
+
+
+class _Crashed:
+    """A request coroutine raised something unexpected: crash the actor with it."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
+    """Retry-After as seconds from now (it may be a number of seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (now if now is not None else time.time()))
+
+
+def classify_status(status: int, retry_after: float | None) -> Failure | None:
+    """The failure a non-200 status means (None for 200)."""
+    if status == 200:
+        return None
+    if status in (403, 429):
+        return Failure("BLOCKED", f"HTTP {status}", status, retry_after)
+    if status >= 500 or status == 408:
+        return Failure("TRANSIENT", f"HTTP {status}", status, retry_after)
+    return Failure("HARD", f"HTTP {status}", status)
+
+
+class Fetcher(Actor):
+    """Fetches pages for the router; see the module docstring for the outcomes."""
+
+    def __init__(self, extractor: str, max_in_flight: int = 64, timeout: float = 10.0,
+                 max_body_bytes: int = 2 * 1024 * 1024, max_redirects: int = 5,
+                 user_agent: str = "flotilla/0.1") -> None:
+        super().__init__()
+        if max_in_flight < 1 or timeout <= 0 or max_body_bytes < 1 or max_redirects < 0:
+            raise ValueError("max_in_flight >= 1, timeout > 0, max_body_bytes >= 1, max_redirects >= 0")
+        self.extractor_path = extractor
+        self.max_in_flight = max_in_flight
+        self.timeout = timeout
+        self.max_body_bytes = max_body_bytes
+        self.max_redirects = max_redirects
+        self.user_agent = user_agent
+        self.in_flight = 0
+        self.done = 0
+        self._counts = threading.Lock()
+
+    def on_start(self) -> None:
+        self.extractor = self.system.ref(self.extractor_path)
+        self.loop = asyncio.new_event_loop()
+        self._loop_thread = threading.Thread(target=self.loop.run_forever, name=f"http {self.path}", daemon=True)
+        self._loop_thread.start()
+        self.session = asyncio.run_coroutine_threadsafe(self._open_session(), self.loop).result(10)
+
+    async def _open_session(self) -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(limit=self.max_in_flight, limit_per_host=self.max_in_flight,
+                                         ttl_dns_cache=300)
+        return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=self.timeout),
+                                     headers={"User-Agent": self.user_agent})
+
+    def _close_loop(self) -> None:
+        loop = getattr(self, "loop", None)
+        if loop is None or loop.is_closed():
+            return
+        session = getattr(self, "session", None)
+        if session is not None:
+            asyncio.run_coroutine_threadsafe(session.close(), loop).result(5)
+        loop.call_soon_threadsafe(loop.stop)
+        self._loop_thread.join(5)
+        loop.close()
+
+    def on_stop(self) -> None:
+        self._close_loop()
+
+    def on_failure(self, *_exc_info: Any) -> None:
+        self._close_loop()
+
+    def on_receive(self, message: Any) -> Any:
+        if isinstance(message, FetchJob):
+            with self._counts:
+                self.in_flight += 1
+            future = asyncio.run_coroutine_threadsafe(self._fetch(message), self.loop)
+            future.add_done_callback(self._finished)
+            return None
+        if isinstance(message, _Crashed):
+            raise message.error
+        if message == "in_flight":
+            return self.in_flight
+        return super().on_receive(message)
+
+    def _finished(self, future: Any) -> None:
+        """Runs in the loop thread when a request coroutine ends."""
+        with self._counts:
+            self.in_flight -= 1
+            self.done += 1
+        error = future.exception()
+        if error is not None:
+            try:
+                self.actor_ref.tell(_Crashed(error))
+            except Exception:  # noqa: BLE001 - the actor is already gone
+                pass
+
+    async def _fetch(self, job: FetchJob) -> None:
+        started = time.monotonic()
+        reply = self.system.ref(job.reply_to)
+        if not job.url.startswith(("http://", "https://")):
+            reply.tell(JobOutcome(job.key, job.token, failure=Failure("HARD", "only http and https are fetched")))
+            return
+        try:
+            async with self.session.get(job.url, max_redirects=self.max_redirects) as response:
+                failure = classify_status(response.status, retry_after_seconds(response.headers.get("Retry-After")))
+                if failure is None:
+                    length = response.content_length
+                    if length is not None and length > self.max_body_bytes:
+                        failure = Failure("HARD", f"body of {length} bytes exceeds {self.max_body_bytes}", 200)
+                    else:
+                        body = await response.content.read(self.max_body_bytes + 1)
+                        if len(body) > self.max_body_bytes:
+                            failure = Failure("HARD", f"body exceeds {self.max_body_bytes} bytes", 200)
+        except aiohttp.TooManyRedirects:
+            failure = Failure("HARD", f"more than {self.max_redirects} redirects")
+        except asyncio.TimeoutError:
+            failure = Failure("TRANSIENT", f"no complete answer within {self.timeout:g} s")
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, aiohttp.ServerTimeoutError) as exc:
+            failure = Failure("TRANSIENT", f"{type(exc).__name__}: {exc}"[:500])
+        except aiohttp.InvalidURL as exc:
+            failure = Failure("HARD", f"invalid URL: {exc}"[:500])
+        if failure is not None:
+            reply.tell(JobOutcome(job.key, job.token, failure=failure, elapsed=time.monotonic() - started))
+            return
+        reply.tell(Fetched(job.key, job.token))
+        self.extractor.tell(ExtractJob(job.key, job.url, job.rules, job.token, 200, body,
+                                       hashlib.sha256(body).hexdigest(), job.reply_to))
+
+    def inspect(self) -> dict[str, Any]:
+        return {"in_flight": self.in_flight, "done": self.done, "max_in_flight": self.max_in_flight}
