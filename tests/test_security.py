@@ -82,7 +82,9 @@ def test_a_peer_with_an_unknown_key_gets_nothing_in_and_is_logged(tmp_path: Path
 
 def test_hostile_frames_are_dropped_counted_and_logged_and_the_node_keeps_serving(
         tmp_path: Path, clusters: list[LiveCluster]) -> None:
-    cluster = make_cluster(tmp_path, TREE, nodes=("alpha", "tester"))
+    # Without keys a member's name is all it takes: the rogue claims to be beta (a member that
+    # is not running, so that its connection takes over nobody's).
+    cluster = make_cluster(tmp_path, TREE, nodes=("alpha", "beta", "tester"))
     clusters.append(cluster)
     alpha = cluster.start_node("alpha")
     cluster.join()
@@ -91,7 +93,7 @@ def test_hostile_frames_are_dropped_counted_and_logged_and_the_node_keeps_servin
     rogue = context.socket(zmq.DEALER)
     stranger = context.socket(zmq.DEALER)
     try:
-        for sock, name in ((rogue, b"tester"), (stranger, b"mallory")):
+        for sock, name in ((rogue, b"beta"), (stranger, b"mallory")):
             sock.linger = 0
             sock.routing_id = name
             sock.connect(cluster.topology.nodes["alpha"].address)
@@ -101,7 +103,7 @@ def test_hostile_frames_are_dropped_counted_and_logged_and_the_node_keeps_servin
         rogue.send_multipart(hostile)
         stranger.send_multipart([b"\x92\x05\xc0"])
         alpha.wait_for_event("transport.peer_rejected", peer="mallory")
-        alpha.wait_for_event("cluster.frame_rejected", peer="tester")
+        alpha.wait_for_event("cluster.frame_rejected", peer="beta")
     finally:
         rogue.close()
         stranger.close()

@@ -95,7 +95,7 @@ tree:
         "(did you mean 'one_for_all'?)",
         "t.yaml:5: tree.intensty: unknown key; did you mean 'intensity'? "
         "(allowed: id, strategy, intensity, period, backoff, node, children)",
-        "t.yaml:8: tree.children[0].actor: unknown actor 'nope': not a built-in (flaky, tally, ticker) "
+        "t.yaml:8: tree.children[0].actor: unknown actor 'nope': not a built-in (extractor, fetcher, flaky, tally, ticker) "
         "and not of the form package.module:Class",
         "t.yaml:11: tree.children[1].args: do not fit ticker: unexpected 'targett' (did you mean "
         "'target'?); missing 'target'; accepted: target, interval, batch",
