@@ -12,6 +12,7 @@ BUILTIN_ACTORS: dict[str, str] = {
     "tally": "actors.tally:Tally",
     "fetcher": "actors.fetcher:Fetcher",
     "extractor": "actors.extractor:Extractor",
+    "router": "actors.router:Router",
 }
 
 

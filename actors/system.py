@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from actors.actor import Actor
@@ -49,6 +50,8 @@ class ActorSystem:
         """Set by the cluster layer when this node is part of a cluster."""
         self.extraction_rules: dict[str, RuleSet] = {}
         """The topology's rule sets, by name (set by the node runtime)."""
+        self.data_dir: Path | None = None
+        """Where this node keeps its files (set by the node runtime)."""
         self._root: Supervisor | None = None
         self._root_exited = threading.Event()
         self._root_exit_listeners: list[Callable[[ExitReason], None]] = []

@@ -8,10 +8,12 @@ from pathlib import Path
 import pytest
 
 from actors import ChildSpec, PoolSpec, SupervisorSpec
+from actors.builtin import BUILTIN_ACTORS
 from actors.flaky import FlakyWorker
 from nodes.topology import TopologyError, load_topology, parse_topology, reference_markdown
 
 ROOT = Path(__file__).resolve().parent.parent
+BUILTINS = ", ".join(sorted(BUILTIN_ACTORS))
 
 
 def problems(text: str) -> list[str]:
@@ -95,7 +97,7 @@ tree:
         "(did you mean 'one_for_all'?)",
         "t.yaml:5: tree.intensty: unknown key; did you mean 'intensity'? "
         "(allowed: id, strategy, intensity, period, backoff, node, children)",
-        "t.yaml:8: tree.children[0].actor: unknown actor 'nope': not a built-in (extractor, fetcher, flaky, tally, ticker) "
+        f"t.yaml:8: tree.children[0].actor: unknown actor 'nope': not a built-in ({BUILTINS}) "
         "and not of the form package.module:Class",
         "t.yaml:11: tree.children[1].args: do not fit ticker: unexpected 'targett' (did you mean "
         "'target'?); missing 'target'; accepted: target, interval, batch",

@@ -1,0 +1,222 @@
+"""The router: dispatches due jobs to the fetcher pools and applies the failure policy.
+
+It leases due jobs from the journal, at most `max_in_flight` at a time (backpressure: a job
+is only leased when there is room for it), and tells each to the fetcher pool as a
+`FetchJob` naming the router as `reply_to`. Reports come back as `Fetched` and `JobOutcome`
+and are written to the journal in batches (one transaction per burst of messages):
+
+* fields — stored, exactly once (the journal's conditional put);
+* TRANSIENT — retried after ``min(cap, base * 2**(attempt-1))`` seconds, stretched by up to
+  `jitter`, until `max_attempts`; then dead;
+* BLOCKED — retried after the Retry-After it came with (or `blocked_delay`), until
+  `max_attempts`; then dead;
+* DRIFT — parked, with an alert in the log, until an operator replays it;
+* HARD — dead at once, with the evidence.
+
+A job whose attempt was lost (its lease ran out: the fetcher crashed, or its node died)
+`poison_limit` times is dead as poison. Reports quoting an old lease token change nothing, so
+the router can be restarted at any time: leases of its previous incarnation either report
+(and count) or expire (and are retried).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from actors.actor import Actor
+from actors.journal import Journal
+from actors.messages import Failure, Fetched, FetchJob, JobOutcome
+
+
+@dataclass(frozen=True)
+class Policy:
+    """How failures are handled (see the module docstring)."""
+
+    max_attempts: int = 5
+    transient_base: float = 1.0
+    transient_cap: float = 60.0
+    jitter: float = 0.2
+    blocked_delay: float = 30.0
+    poison_limit: int = 3
+    visibility: float = 60.0
+
+    def transient_delay(self, attempt: int, rng: random.Random) -> float:
+        base = min(self.transient_cap, self.transient_base * 2 ** max(0, attempt - 1))
+        return base * (1 + rng.random() * self.jitter)
+
+
+class Wake:
+    """New jobs were submitted: look for work now."""
+
+
+class _Pump:
+    """Time to lease and dispatch (a timer's message)."""
+
+
+class _Maintain:
+    """Time to expire leases and bury poison (a timer's message)."""
+
+
+BATCH_OPS = 500
+"""Most journal writes in one transaction."""
+MAINTAIN_EVERY = 1.0
+"""Seconds between lease-expiry passes."""
+
+
+class Router(Actor):
+    """Moves jobs from the journal to the fetchers and their outcomes back."""
+
+    def __init__(self, fetchers: str, journal: str = "journal.sqlite", max_in_flight: int = 256,
+                 **policy: Any) -> None:
+        super().__init__()
+        if max_in_flight < 1:
+            raise ValueError("max_in_flight must be >= 1")
+        self.fetchers_path = fetchers
+        self.journal_name = journal
+        self.max_in_flight = max_in_flight
+        self.policy = Policy(**policy)
+        self.rng = random.Random()
+        self.in_flight: dict[str, int] = {}
+        self.counts = {"dispatched": 0, "stored": 0, "retried": 0, "dead": 0, "parked": 0, "stale": 0}
+        self._ops = 0
+        self._batch: Any = None
+        self._pump_timer: Any = None
+
+    # --- life cycle -------------------------------------------------------------------
+
+    def on_start(self) -> None:
+        base = self.system.data_dir if self.system.data_dir is not None else Path.cwd()
+        self.journal = Journal(base / self.journal_name, durable=False)
+        self.fetchers = self.system.ref(self.fetchers_path)
+        self.send_after(0, _Maintain())
+        self.send_after(0, _Pump())
+
+    def on_stop(self) -> None:
+        self._commit()
+        self.journal.close()
+
+    def on_failure(self, *_exc_info: Any) -> None:
+        journal = getattr(self, "journal", None)
+        if journal is not None:
+            if self._batch is not None:
+                self._batch.__exit__(RuntimeError, RuntimeError("router crashed"), None)
+                self._batch = None
+            journal.close()
+
+    # --- messages ---------------------------------------------------------------------
+
+    def on_receive(self, message: Any) -> Any:
+        if isinstance(message, JobOutcome):
+            self._outcome(message)
+        elif isinstance(message, Fetched):
+            self._write(lambda: self.journal.extracting(message.key, message.token))
+        elif isinstance(message, (Wake, _Pump)):
+            self._commit()
+            self._pump()
+            return None
+        elif isinstance(message, _Maintain):
+            self._commit()
+            self._maintain()
+            self.send_after(MAINTAIN_EVERY, _Maintain())
+            return None
+        else:
+            return super().on_receive(message)
+        if self._ops >= BATCH_OPS or self.mailbox_depth == 0:
+            self._commit()
+            self._pump()
+        return None
+
+    def _write(self, operation: Any) -> Any:
+        if self._batch is None:
+            self._batch = self.journal.batch()
+            self._batch.__enter__()
+        self._ops += 1
+        return operation()
+
+    def _commit(self) -> None:
+        if self._batch is not None:
+            batch, self._batch = self._batch, None
+            batch.__exit__(None, None, None)
+        self._ops = 0
+
+    # --- dispatching ------------------------------------------------------------------
+
+    def _pump(self) -> None:
+        room = self.max_in_flight - len(self.in_flight)
+        if room > 0:
+            for lease in self.journal.lease(room, self.policy.visibility):
+                self.in_flight[lease.key] = lease.token
+                self.counts["dispatched"] += 1
+                self.fetchers.tell(FetchJob(lease.key, lease.url, lease.rules, lease.token, self.path))
+        self._schedule_pump()
+
+    def _schedule_pump(self) -> None:
+        """Look again when the earliest waiting job is due (at once if there is room and
+        work; never later than the next maintenance pass)."""
+        if self._pump_timer is not None:
+            self._pump_timer.cancel()
+            self._pump_timer = None
+        if len(self.in_flight) >= self.max_in_flight:
+            return  # an outcome will make room and pump
+        due = self.journal.next_due()
+        if due is None:
+            return
+        self._pump_timer = self.send_after(max(0.0, due - time.time()), _Pump())
+
+    def _outcome(self, outcome: JobOutcome) -> None:
+        if self.in_flight.get(outcome.key) == outcome.token:
+            del self.in_flight[outcome.key]
+        if outcome.failure is None:
+            if self._write(lambda: self.journal.store(outcome.key, outcome.token, outcome.fields or {},
+                                                      outcome.content_hash)):
+                self.counts["stored"] += 1
+            else:
+                self.counts["stale"] += 1
+            return
+        self._apply_policy(outcome.key, outcome.token, outcome.failure)
+
+    def _apply_policy(self, key: str, token: int, failure: Failure) -> None:
+        attempt = token  # the lease token counts attempts
+        policy = self.policy
+        detail = failure.detail
+        if failure.kind == "HARD":
+            decision: dict[str, Any] = {"dead": True}
+        elif failure.kind == "DRIFT":
+            decision = {"park": True}
+            self.log.warning("router.drift", job=key, detail=detail)
+        elif attempt >= policy.max_attempts:
+            decision = {"dead": True}
+            detail = f"{detail} (gave up after {attempt} attempts)"
+        elif failure.kind == "BLOCKED":
+            delay = failure.retry_after if failure.retry_after is not None else policy.blocked_delay
+            decision = {"retry_at": time.time() + delay}
+        else:
+            decision = {"retry_at": time.time() + policy.transient_delay(attempt, self.rng)}
+        changed = self._write(lambda: self.journal.fail(key, token, failure.kind, detail, **decision))
+        if not changed:
+            self.counts["stale"] += 1
+        elif "retry_at" in decision:
+            self.counts["retried"] += 1
+        elif decision.get("dead"):
+            self.counts["dead"] += 1
+        else:
+            self.counts["parked"] += 1
+
+    def _maintain(self) -> None:
+        expired = self.journal.expire_leases()
+        for key in expired:
+            self.in_flight.pop(key, None)
+            if self.journal.lost_count(key) >= self.policy.poison_limit:
+                if self.journal.bury(key, f"poison: its attempt was lost {self.policy.poison_limit} times"):
+                    self.counts["dead"] += 1
+                    self.log.warning("router.poison", job=key)
+        if expired:
+            self.log.info("router.leases_expired", count=len(expired))
+        self._pump()
+
+    def inspect(self) -> dict[str, Any]:
+        return {"in_flight": len(self.in_flight), **self.counts, "jobs": self.journal.counts()}

@@ -1,0 +1,96 @@
+"""The router over a real journal, real fetchers and the real demo site (one node): every
+fault mode ends in the right state, and a router crash mid-run loses and duplicates nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from actors import ActorSystem, ChildSpec, PoolSpec, SupervisorFlags, SupervisorSpec
+from actors.extractor import Extractor
+from actors.fetcher import Fetcher
+from actors.journal import Journal, NewJob, natural_key
+from actors.router import Router, Wake
+from actors.rules import FieldRule, RuleSet
+from tests.demo_site import DemoSiteProcess
+from tests.helpers import wait_until
+
+RULES = {"product": RuleSet("product", {"title": FieldRule("h1.title", required=True),
+                                        "price": FieldRule(".price", required=True)})}
+POLICY = {"max_attempts": 3, "transient_base": 0.05, "transient_cap": 0.2, "blocked_delay": 0.1,
+          "visibility": 5.0, "poison_limit": 2}
+
+
+@pytest.fixture(scope="module")
+def site() -> Iterator[DemoSiteProcess]:
+    process = DemoSiteProcess("--flaky-failures", "1", "--huge-bytes", "300000", "--limited-rate", "1000")
+    yield process
+    process.stop()
+
+
+def start_pipeline(system: ActorSystem, data: Path, **router_args: object) -> Journal:
+    system.extraction_rules = RULES
+    system.data_dir = data
+    children = (
+        PoolSpec("extractors", ChildSpec("x", Extractor), size=2),
+        PoolSpec("fetchers", ChildSpec("f", Fetcher, {"extractor": "t/root/extractors", "timeout": 1.0,
+                                                      "max_body_bytes": 200_000, "max_redirects": 3}), size=2),
+        ChildSpec("router", Router, {"fetchers": "t/root/fetchers", **POLICY, **router_args}),
+    )
+    system.start(SupervisorSpec("root", children=children, flags=SupervisorFlags(intensity=10)))
+    return Journal(data / "journal.sqlite")
+
+
+def submit(journal: Journal, system: ActorSystem, site: DemoSiteProcess, paths: list[str]) -> dict[str, str]:
+    keys = {}
+    jobs = []
+    for path in paths:
+        url = f"{site.url}{path}"
+        keys[path] = natural_key(url, "product")
+        jobs.append(NewJob(keys[path], url, "product"))
+    journal.submit(jobs)
+    system.ref("t/root/router").tell(Wake())
+    return keys
+
+
+def settled(journal: Journal) -> bool:
+    counts = journal.counts()
+    return counts["pending"] + counts["fetching"] + counts["extracting"] + counts["retrying"] == 0
+
+
+def test_every_fault_mode_ends_in_the_right_state(system: ActorSystem, site: DemoSiteProcess, tmp_path: Path) -> None:
+    journal = start_pipeline(system, tmp_path)
+    keys = submit(journal, system, site, [
+        "/product/1", "/moved/2", "/flaky/3", "/gone/4", "/private/5", "/blocked/6", "/captcha/7",
+        "/drift/8", "/huge/9", "/loop/10", "/slow/11?ms=3000"])
+    wait_until(lambda: settled(journal), timeout=30, what="every job to settle")
+    state = {path: journal.job(key).state for path, key in keys.items()}
+    assert state == {
+        "/product/1": "stored", "/moved/2": "stored", "/flaky/3": "stored",      # flaky: 503, then stored
+        "/gone/4": "dead", "/private/5": "dead", "/huge/9": "dead", "/loop/10": "dead",
+        "/blocked/6": "dead", "/captcha/7": "dead", "/slow/11?ms=3000": "dead",  # out of attempts
+        "/drift/8": "parked",
+    }
+    assert journal.job(keys["/gone/4"]).reason == "HARD: HTTP 404"
+    assert "gave up after 3 attempts" in journal.job(keys["/blocked/6"]).reason
+    assert [a[3] for a in journal.attempts(keys["/flaky/3"])] == ["TRANSIENT", "stored"]
+    assert journal.result_count() == 3
+    journal.close()
+
+
+def test_a_router_crash_mid_run_loses_and_duplicates_nothing(system: ActorSystem, site: DemoSiteProcess,
+                                                             tmp_path: Path) -> None:
+    journal = start_pipeline(system, tmp_path, max_in_flight=20)
+    paths = [f"/slow/{i}?ms=50" for i in range(300)]
+    keys = submit(journal, system, site, paths)
+    wait_until(lambda: journal.counts()["stored"] >= 50, timeout=30, what="some jobs stored")
+    old = system.wait_started("t/root/router")
+    system.ref("t/root/router").tell("not a message the router knows")  # crashes it
+    system.wait_started("t/root/router", other_than=old)
+    wait_until(lambda: settled(journal), timeout=60, what="every job to settle after the crash")
+    assert journal.counts()["stored"] == 300
+    assert journal.result_count() == 300
+    assert len({journal.job(k).key for k in keys.values()}) == 300
+    journal.close()
