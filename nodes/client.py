@@ -1,0 +1,157 @@
+"""A small Python client for a node's intake socket.
+
+    client = IntakeClient("tcp://127.0.0.1:7201")
+    acks = client.submit([JobSpec("http://example.com/p/1", "product")])
+    client.counts(); client.results(); client.jobs(state="dead"); client.replay()
+
+A request that gets no answer within `timeout` is sent again on a fresh socket (the zguide's
+Lazy Pirate), up to `retries` times; that is safe because submissions are idempotent by key.
+After that, `IntakeUnavailable` is raised.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import zmq
+
+from nodes.intake_protocol import (
+    MAX_BATCH,
+    Ack,
+    Answer,
+    CountList,
+    Counts,
+    Error,
+    JobInfo,
+    JobList,
+    Jobs,
+    JobSpec,
+    Replay,
+    Replayed,
+    Request,
+    ResultInfo,
+    ResultList,
+    Results,
+    Status,
+    Submit,
+    Submitted,
+    answer_decoder,
+    encoder,
+)
+
+
+class IntakeUnavailable(Exception):
+    """The intake did not answer."""
+
+
+class IntakeError(Exception):
+    """The intake refused a request."""
+
+
+class IntakeClient:
+    """Requests to one intake socket, one at a time."""
+
+    def __init__(self, address: str, timeout: float = 10.0, retries: int = 3) -> None:
+        self.address = address
+        self.timeout = timeout
+        self.retries = retries
+        self._context = zmq.Context()
+        self._ids = itertools.count(1)
+        self._socket: zmq.Socket | None = None
+
+    def close(self) -> None:
+        if self._socket is not None:
+            self._socket.close(0)
+        self._context.term()
+
+    def __enter__(self) -> IntakeClient:
+        return self
+
+    def __exit__(self, *_exc: Any) -> None:
+        self.close()
+
+    def _fresh_socket(self) -> zmq.Socket:
+        if self._socket is not None:
+            self._socket.close(0)
+        self._socket = self._context.socket(zmq.DEALER)
+        self._socket.setsockopt(zmq.LINGER, 0)
+        self._socket.connect(self.address)
+        return self._socket
+
+    def _call(self, make: Any) -> Answer:
+        request: Request = make(next(self._ids))
+        frame = encoder.encode(request)
+        for _ in range(self.retries + 1):
+            socket = self._socket or self._fresh_socket()
+            socket.send(frame)
+            while socket.poll(int(self.timeout * 1000)):
+                answer = answer_decoder.decode(socket.recv())
+                if answer.id != request.id:
+                    continue  # a late answer to an earlier, retried request
+                if isinstance(answer, Error):
+                    raise IntakeError(answer.reason)
+                return answer
+            self._fresh_socket()
+        raise IntakeUnavailable(f"no answer from {self.address} after {self.retries + 1} tries")
+
+    def submit(self, jobs: list[JobSpec]) -> list[Ack]:
+        """Submit up to `MAX_BATCH` jobs; one `Ack` per job, in order."""
+        answer = self._call(lambda i: Submit(i, jobs))
+        assert isinstance(answer, Submitted)
+        return answer.acks
+
+    def submit_all(self, jobs: Iterable[JobSpec], batch: int = 500) -> Iterator[list[Ack]]:
+        """Submit any number of jobs in batches; yield each batch's acks."""
+        pending: list[JobSpec] = []
+        for job in jobs:
+            pending.append(job)
+            if len(pending) >= min(batch, MAX_BATCH):
+                yield self.submit(pending)
+                pending = []
+        if pending:
+            yield self.submit(pending)
+
+    def status(self, keys: list[str]) -> list[JobInfo]:
+        answer = self._call(lambda i: Status(i, keys))
+        assert isinstance(answer, JobList)
+        return answer.jobs
+
+    def jobs(self, state: str | None = None, after: str = "", limit: int = 100) -> tuple[list[JobInfo], str]:
+        """One page of jobs and the key to continue after ('' at the end)."""
+        answer = self._call(lambda i: Jobs(i, state, after, limit))
+        assert isinstance(answer, JobList)
+        return answer.jobs, answer.next
+
+    def all_jobs(self, state: str | None = None) -> Iterator[JobInfo]:
+        after = ""
+        while True:
+            page, after = self.jobs(state, after, 1000)
+            yield from page
+            if not after:
+                return
+
+    def results(self, after: str = "", limit: int = 100) -> tuple[list[ResultInfo], str]:
+        answer = self._call(lambda i: Results(i, after, limit))
+        assert isinstance(answer, ResultList)
+        return answer.results, answer.next
+
+    def all_results(self) -> Iterator[ResultInfo]:
+        after = ""
+        while True:
+            page, after = self.results(after, 1000)
+            yield from page
+            if not after:
+                return
+
+    def counts(self) -> CountList:
+        answer = self._call(lambda i: Counts(i))
+        assert isinstance(answer, CountList)
+        return answer
+
+    def replay(self, keys: list[str] | None = None) -> int:
+        """Put dead and parked jobs back to pending (these keys, or all)."""
+        answer = self._call(lambda i: Replay(i, keys))
+        assert isinstance(answer, Replayed)
+        return answer.count

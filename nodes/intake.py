@@ -1,0 +1,196 @@
+"""The intake socket: where clients submit jobs and ask about them (docs/intake.md).
+
+A ROUTER socket on the node the topology names, served by its own thread with its own
+journal connection (`durable`: a job is acknowledged only once its row is on disk). Each job
+of a batch is judged by itself: a bad one (no URL, a scheme other than http or https, an
+unknown rule set, a bad key) is rejected with its reason, and the others go on; a key seen
+before is acknowledged as a duplicate and changes nothing. After accepting new jobs the
+intake wakes the router.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import msgspec
+import structlog
+import zmq
+
+from actors.journal import STATES, Journal, NewJob, natural_key
+from nodes.intake_protocol import (
+    MAX_KEY_CHARS,
+    MAX_PAGE,
+    MAX_REQUEST_BYTES,
+    MAX_URL_CHARS,
+    Ack,
+    Answer,
+    CountList,
+    Counts,
+    Error,
+    JobInfo,
+    JobList,
+    Jobs,
+    JobSpec,
+    Replay,
+    Replayed,
+    ResultInfo,
+    ResultList,
+    Results,
+    Status,
+    Submit,
+    Submitted,
+    encoder,
+    request_decoder,
+)
+
+_log = structlog.get_logger("flotilla.intake")
+
+
+def check_job(job: JobSpec, rule_sets: set[str]) -> str | None:
+    """Why `job` cannot be accepted, or None."""
+    if not job.url:
+        return "missing url"
+    if len(job.url) > MAX_URL_CHARS:
+        return f"url longer than {MAX_URL_CHARS} characters"
+    parts = urlsplit(job.url)
+    if parts.scheme.lower() not in ("http", "https"):
+        return f"unsupported scheme {parts.scheme or '(none)'!r}: only http and https"
+    if not parts.hostname:
+        return "url has no host"
+    if job.rules not in rule_sets:
+        known = ", ".join(sorted(rule_sets)) or "none"
+        return f"unknown rules {job.rules!r} (known: {known})"
+    if job.key is not None and not (0 < len(job.key) <= MAX_KEY_CHARS and job.key.isprintable()):
+        return f"key must be 1 to {MAX_KEY_CHARS} printable characters"
+    return None
+
+
+class Intake:
+    """Serves the intake socket on its own thread."""
+
+    def __init__(self, address: str, journal_path: Path, rule_sets: set[str], wake_router: Callable[[], None]) -> None:
+        self.address = address
+        self.rule_sets = rule_sets
+        self._wake_router = wake_router
+        self.journal = Journal(journal_path, durable=True)
+        self._context = zmq.Context()
+        self._closing = threading.Event()
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="intake", daemon=True)
+        self.served = 0
+
+    def start(self) -> None:
+        self._thread.start()
+        self._ready.wait()
+        if self._error is not None:
+            raise self._error
+
+    def close(self) -> None:
+        self._closing.set()
+        self._thread.join(5)
+        self._context.term()
+        self.journal.close()
+
+    def _run(self) -> None:
+        socket = self._context.socket(zmq.ROUTER)
+        socket.setsockopt(zmq.LINGER, 0)
+        socket.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST_BYTES)
+        socket.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        try:
+            socket.bind(self.address)
+        except zmq.ZMQError as exc:
+            self._error = OSError(f"cannot listen for clients on {self.address}: {exc}")
+            self._ready.set()
+            socket.close()
+            return
+        self._ready.set()
+        try:
+            while not self._closing.is_set():
+                if not socket.poll(200):
+                    continue
+                parts = socket.recv_multipart()
+                if len(parts) != 2:
+                    continue
+                answer = self.handle(parts[1])
+                try:
+                    socket.send_multipart([parts[0], encoder.encode(answer)], zmq.NOBLOCK)
+                except zmq.ZMQError:
+                    pass  # the client left; it will ask again (submissions are idempotent)
+                self.served += 1
+        finally:
+            socket.close()
+
+    def handle(self, frame: bytes) -> Answer:
+        """The answer to one request frame."""
+        try:
+            request = request_decoder.decode(frame)
+        except (msgspec.DecodeError, ValueError, RecursionError) as exc:
+            _log.warning("intake.bad_request", reason=str(exc)[:200])
+            return Error(id=_request_id(frame), reason=f"bad request: {str(exc)[:200]}")
+        try:
+            return self._dispatch(request)
+        except Exception as exc:  # noqa: BLE001 - a failed request must not stop the intake
+            _log.exception("intake.request_failed")
+            return Error(id=request.id, reason=f"{type(exc).__name__}: {exc}")
+
+    def _dispatch(self, request: Any) -> Answer:
+        limit = max(1, min(MAX_PAGE, getattr(request, "limit", MAX_PAGE)))
+        match request:
+            case Submit(jobs=jobs):
+                return self._submit(request.id, jobs)
+            case Status(keys=keys):
+                rows = [self.journal.job(key) for key in keys]
+                return JobList(request.id, [_info(row) for row in rows if row is not None])
+            case Jobs(state=state, after=after):
+                if state is not None and state not in STATES:
+                    return Error(request.id, f"unknown state {state!r} (states: {', '.join(STATES)})")
+                rows = self.journal.jobs(state, limit, after)  # type: ignore[arg-type]
+                return JobList(request.id, [_info(row) for row in rows], rows[-1].key if len(rows) == limit else "")
+            case Results(after=after):
+                found = self.journal.results(limit, after)
+                return ResultList(request.id, [ResultInfo(**r) for r in found],
+                                  found[-1]["key"] if len(found) == limit else "")
+            case Counts():
+                return CountList(request.id, self.journal.counts(), self.journal.result_count())
+            case Replay(keys=keys):
+                count = self.journal.replay(keys)
+                if count:
+                    self._wake_router()
+                return Replayed(request.id, count)
+        return Error(request.id, f"unhandled request {type(request).__name__}")
+
+    def _submit(self, request_id: int, jobs: list[JobSpec]) -> Submitted:
+        acks: list[Ack] = []
+        new: list[tuple[int, NewJob]] = []
+        for index, job in enumerate(jobs):
+            reason = check_job(job, self.rule_sets)
+            if reason is not None:
+                acks.append(Ack(index, job.key or "", "rejected", reason))
+                continue
+            key = job.key or natural_key(job.url, job.rules)
+            new.append((index, NewJob(key, job.url, job.rules)))
+        fresh = self.journal.submit([job for _, job in new])
+        for (index, job), is_new in zip(new, fresh, strict=True):
+            acks.append(Ack(index, job.key, "accepted" if is_new else "duplicate"))
+        if any(fresh):
+            self._wake_router()
+        acks.sort(key=lambda ack: ack.index)
+        return Submitted(request_id, acks)
+
+
+def _info(row: Any) -> JobInfo:
+    return JobInfo(row.key, row.url, row.rules, row.state, row.attempts, row.reason)
+
+
+def _request_id(frame: bytes) -> int:
+    """The id of a request that failed to decode, if it can be read at all."""
+    try:
+        value = msgspec.msgpack.decode(frame)
+        return int(value.get("id", 0)) if isinstance(value, dict) else 0
+    except Exception:  # noqa: BLE001
+        return 0

@@ -1,0 +1,151 @@
+"""The intake protocol: what clients send to a node's intake socket, and its answers.
+
+One request or answer per ZeroMQ message, MessagePack-encoded msgspec structs tagged with
+their class name (see docs/intake.md). Every request carries a client-chosen `id` that its
+answer repeats. Every length is bounded; anything else is answered with `Error`.
+"""
+
+from __future__ import annotations
+
+import typing
+from typing import Union
+
+import msgspec
+
+MAX_BATCH = 1000
+"""Most jobs in one `Submit`."""
+MAX_URL_CHARS = 2048
+MAX_KEY_CHARS = 128
+MAX_REQUEST_BYTES = 4 * 1024 * 1024
+"""Largest request accepted (the socket's MAXMSGSIZE)."""
+MAX_PAGE = 1000
+"""Most rows in one page of a query."""
+
+Url = typing.Annotated[str, msgspec.Meta(max_length=MAX_URL_CHARS * 4)]
+Key = typing.Annotated[str, msgspec.Meta(max_length=MAX_KEY_CHARS * 4)]
+Short = typing.Annotated[str, msgspec.Meta(max_length=256)]
+
+
+class Request(msgspec.Struct, frozen=True, tag=True, tag_field="_type"):
+    """Base of client requests."""
+
+    id: int
+
+
+class JobSpec(msgspec.Struct, frozen=True):
+    """One job: the URL, the rule set to extract with, and optionally the client's own key
+    (otherwise the key is a hash of the canonical URL and the rules)."""
+
+    url: Url
+    rules: Short
+    key: Key | None = None
+
+
+class Submit(Request, frozen=True, tag=True):
+    """Record these jobs; each is acknowledged once it is on disk."""
+
+    jobs: typing.Annotated[list[JobSpec], msgspec.Meta(max_length=MAX_BATCH)]
+
+
+class Status(Request, frozen=True, tag=True):
+    """The state of these jobs."""
+
+    keys: typing.Annotated[list[Key], msgspec.Meta(max_length=MAX_BATCH)]
+
+
+class Results(Request, frozen=True, tag=True):
+    """Stored results, by key, after `after`."""
+
+    after: Key = ""
+    limit: int = 100
+
+
+class Jobs(Request, frozen=True, tag=True):
+    """Jobs, by key, after `after`, optionally in one state (`dead` is the dead-letter queue)."""
+
+    state: Short | None = None
+    after: Key = ""
+    limit: int = 100
+
+
+class Counts(Request, frozen=True, tag=True):
+    """How many jobs are in each state, and how many results are stored."""
+
+
+class Replay(Request, frozen=True, tag=True):
+    """Put dead or parked jobs back to pending: these keys, or all of them if `keys` is None."""
+
+    keys: typing.Annotated[list[Key], msgspec.Meta(max_length=MAX_BATCH)] | None = None
+
+
+AnyRequest = Union[Submit, Status, Results, Jobs, Counts, Replay]
+
+
+class Answer(msgspec.Struct, frozen=True, tag=True, tag_field="_type"):
+    """Base of the intake's answers."""
+
+    id: int
+
+
+class Ack(msgspec.Struct, frozen=True):
+    """What happened to job `index` of a `Submit`."""
+
+    index: int
+    key: str
+    status: typing.Literal["accepted", "duplicate", "rejected"]
+    reason: str = ""
+
+
+class Submitted(Answer, frozen=True, tag=True):
+    acks: list[Ack]
+
+
+class JobInfo(msgspec.Struct, frozen=True):
+    key: str
+    url: str
+    rules: str
+    state: str
+    attempts: int
+    reason: str | None = None
+
+
+class JobList(Answer, frozen=True, tag=True):
+    jobs: list[JobInfo]
+    next: str = ""
+
+
+class ResultInfo(msgspec.Struct, frozen=True):
+    key: str
+    url: str
+    rules: str
+    fields: dict[str, typing.Any]
+    content_hash: str
+    attempts: int
+    stored_at: float
+
+
+class ResultList(Answer, frozen=True, tag=True):
+    results: list[ResultInfo]
+    next: str = ""
+
+
+class CountList(Answer, frozen=True, tag=True):
+    states: dict[str, int]
+    results: int
+
+
+class Replayed(Answer, frozen=True, tag=True):
+    count: int
+
+
+class Error(Answer, frozen=True, tag=True):
+    """The request could not be handled; `reason` says why."""
+
+    reason: str
+
+
+AnyAnswer = Union[Submitted, JobList, ResultList, CountList, Replayed, Error]
+
+request_decoder = msgspec.msgpack.Decoder(AnyRequest)
+answer_decoder = msgspec.msgpack.Decoder(AnyAnswer)
+encoder = msgspec.msgpack.Encoder()

@@ -1,0 +1,100 @@
+"""The intake socket with a real ZeroMQ client and a real SQLite journal."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import msgspec
+import pytest
+import zmq
+
+from nodes.client import IntakeClient, IntakeError, IntakeUnavailable
+from nodes.intake import Intake
+from nodes.intake_protocol import MAX_BATCH, JobSpec
+from tests.cluster_harness import free_ports
+
+
+@pytest.fixture
+def intake(tmp_path: Path) -> Iterator[tuple[Intake, list[int]]]:
+    wakes: list[int] = []
+    server = Intake(f"tcp://127.0.0.1:{free_ports(1)[0]}", tmp_path / "journal.sqlite", {"product"},
+                    lambda: wakes.append(1))
+    server.start()
+    yield server, wakes
+    server.close()
+
+
+@pytest.fixture
+def client(intake: tuple[Intake, list[int]]) -> Iterator[IntakeClient]:
+    with IntakeClient(intake[0].address, timeout=5) as c:
+        yield c
+
+
+def test_a_batch_is_acknowledged_job_by_job_once_on_disk(intake: tuple[Intake, list[int]], client: IntakeClient,
+                                                         tmp_path: Path) -> None:
+    acks = client.submit([JobSpec("http://127.0.0.1:1/product/1", "product"),
+                          JobSpec("ftp://127.0.0.1/x", "product"),
+                          JobSpec("http://127.0.0.1:1/product/2", "nope"),
+                          JobSpec("", "product"),
+                          JobSpec("http://127.0.0.1:1/product/3", "product", key="mine-3"),
+                          JobSpec("http:///no-host", "product")])
+    assert [(a.index, a.status) for a in acks] == [(0, "accepted"), (1, "rejected"), (2, "rejected"),
+                                                   (3, "rejected"), (4, "accepted"), (5, "rejected")]
+    assert acks[1].reason == "unsupported scheme 'ftp': only http and https"
+    assert acks[2].reason == "unknown rules 'nope' (known: product)"
+    assert acks[3].reason == "missing url"
+    assert acks[4].key == "mine-3"
+    db = sqlite3.connect(tmp_path / "journal.sqlite")
+    assert db.execute("SELECT COUNT(*) FROM jobs").fetchone()[0] == 2
+    db.close()
+    assert intake[1] == [1]
+
+
+def test_resubmitting_a_key_is_a_duplicate_and_does_no_work_twice(intake: tuple[Intake, list[int]],
+                                                                  client: IntakeClient) -> None:
+    first = client.submit([JobSpec("http://Example.com:80/a#x", "product")])
+    again = client.submit([JobSpec("http://example.com/a", "product")])
+    assert first[0].status == "accepted" and again[0].status == "duplicate" and first[0].key == again[0].key
+    assert client.counts().states["pending"] == 1
+    assert intake[1] == [1]  # the router is woken only for new work
+
+
+def test_queries_page_through_jobs_and_results(client: IntakeClient) -> None:
+    for acks in client.submit_all((JobSpec(f"http://127.0.0.1:1/product/{i}", "product") for i in range(2500)),
+                                  batch=MAX_BATCH):
+        assert {a.status for a in acks} == {"accepted"}
+    assert client.counts().states["pending"] == 2500
+    assert len(list(client.all_jobs(state="pending"))) == 2500
+    assert list(client.all_results()) == []
+    keys = [job.key for job in client.jobs(limit=3)[0]]
+    assert [j.state for j in client.status(keys + ["unknown"])] == ["pending"] * 3
+    with pytest.raises(IntakeError, match="unknown state 'lost'"):
+        client.jobs(state="lost")
+    assert client.replay() == 0
+
+
+def test_oversized_and_malformed_requests_get_an_error_and_the_intake_keeps_serving(
+        intake: tuple[Intake, list[int]], client: IntakeClient) -> None:
+    with pytest.raises(IntakeError, match="bad request"):
+        client.submit([JobSpec("http://127.0.0.1/x", "product")] * (MAX_BATCH + 1))
+    context = zmq.Context()
+    raw = context.socket(zmq.DEALER)
+    raw.connect(intake[0].address)
+    try:
+        for frame in (b"\xc1", b"\x91" * 50_000, msgspec.msgpack.encode({"_type": "Submit", "id": 9, "jobs": "x"})):
+            raw.send(frame)
+            assert raw.poll(5000)
+            answer = msgspec.msgpack.decode(raw.recv())
+            assert answer["_type"] == "Error" and answer["reason"].startswith("bad request")
+    finally:
+        raw.close(0)
+        context.term()
+    assert client.submit([JobSpec("http://127.0.0.1/ok", "product")])[0].status == "accepted"
+
+
+def test_a_client_with_no_intake_gives_up_with_a_clear_error() -> None:
+    with IntakeClient(f"tcp://127.0.0.1:{free_ports(1)[0]}", timeout=0.2, retries=1) as client:
+        with pytest.raises(IntakeUnavailable, match="no answer from tcp://127.0.0.1:.* after 2 tries"):
+            client.counts()
