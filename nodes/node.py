@@ -19,7 +19,9 @@ import structlog
 
 from actors.messages import SupervisorReport, describe_reason
 from actors.system import ActorSystem, RootStartError
+from actors.router import Wake
 from nodes.cluster import Cluster
+from nodes.intake import Intake
 from nodes.security import CurveKeys, KeyFileError
 from nodes.topology import Topology
 
@@ -35,7 +37,10 @@ class NodeRun:
         self.topology = topology
         self.node = node
         self.system = ActorSystem(node)
+        self.system.extraction_rules = dict(topology.rules)
+        self.system.data_dir = topology.node_data_dir(node)
         self.cluster: Cluster | None = None
+        self.intake: Intake | None = None
         self.stop_requested = threading.Event()
         self.reports: Counter[str] = Counter()
         self.log = structlog.get_logger("flotilla.node")
@@ -100,6 +105,10 @@ class NodeRun:
                 self.log.critical("node.start_failed", error=str(exc), reason=describe_reason(exc.reason))
                 self._close()
                 return EXIT_TREE_FAILED
+        failed = self._open_intake()
+        if failed is not None:
+            self._close()
+            return failed
         self.log.info("node.started", cluster=self.topology.cluster, root=self.topology.root_path,
                       runs_root=self.runs_root, topology=self.topology.source, run_for=run_for)
         if not self.stop_requested.wait(run_for):
@@ -117,7 +126,25 @@ class NodeRun:
         self.log.info("node.stopped", **summary)
         return EXIT_OK
 
+    def _open_intake(self) -> int | None:
+        config = self.topology.intake
+        if config is None or config.node != self.node:
+            return None
+        router = self.system.ref(config.router)
+        self.intake = Intake(config.address, self.system.data_dir / "journal.sqlite",  # type: ignore[operator]
+                             set(self.topology.rules), lambda: router.tell(Wake()))
+        try:
+            self.intake.start()
+        except OSError as exc:
+            self.log.critical("node.cannot_listen", address=config.address, error=str(exc))
+            self.intake = None
+            return EXIT_TREE_FAILED
+        self.log.info("intake.listening", address=config.address, router=config.router)
+        return None
+
     def _close(self):  # noqa: ANN202
+        if self.intake is not None:
+            self.intake.close()
         reason = self.system.stop()
         if self.cluster is not None:
             self.cluster.close()

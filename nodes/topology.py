@@ -72,6 +72,7 @@ SECTIONS: dict[str, dict[str, Field]] = {
         "security": Field("security", "no keys: loopback only", "CURVE keys for every socket."),
         "rules": Field("mapping of name → rule set", "`{}`",
                        "Extraction rules jobs refer to by name (see below)."),
+        "intake": Field("intake", "none: no intake socket", "Where clients submit jobs."),
         "transport": Field("transport", "the defaults below", "Node-to-node transport settings."),
     },
     "node": {
@@ -157,6 +158,14 @@ SECTIONS: dict[str, dict[str, Field]] = {
         "period": Field("seconds > 0", f"`{DEFAULT_PERIOD:g}`", "As for a supervisor."),
         "backoff": Field("backoff", "none", "As for a supervisor."),
     },
+    "intake": {
+        "node": Field("node name", "required", "The node that serves the intake socket and keeps "
+                      "the journal (`<data_dir>/<node>/journal.sqlite`)."),
+        "address": Field("tcp://HOST:PORT", "required", "Where clients connect (loopback only "
+                         "without `security.keys`, as node addresses)."),
+        "router": Field("path", "required", "The router actor, on the same node: the intake wakes "
+                        "it when jobs arrive."),
+    },
     "rule set": {
         "fields": Field("mapping of name → field", "required", "The fields to take from a page."),
         "block_markers": Field("list of strings", "`[captcha, are you a robot, unusual traffic]`",
@@ -223,6 +232,15 @@ class SecurityConfig:
 
 
 @dataclass(frozen=True)
+class IntakeConfig:
+    """Where clients submit jobs."""
+
+    node: str
+    address: str
+    router: str
+
+
+@dataclass(frozen=True)
 class TransportConfig:
     """Node-to-node transport settings."""
 
@@ -246,6 +264,11 @@ class Topology:
     transport: TransportConfig = TransportConfig()
     data_dir: Path = Path("data")
     rules: dict[str, RuleSet] = dc_field(default_factory=dict)
+    intake: IntakeConfig | None = None
+
+    def node_data_dir(self, node: str) -> Path:
+        """Where node `node` keeps its files."""
+        return self.data_dir / node
 
     @property
     def root_node(self) -> str:
@@ -769,6 +792,30 @@ def _read_rules(ctx: _Context, node: Node | None) -> dict[str, RuleSet]:
     return rule_sets
 
 
+def _read_intake(ctx: _Context, node: Node | None, nodes: dict[str, NodeConfig],
+                 security: SecurityConfig) -> IntakeConfig | None:
+    if node is None:
+        return None
+    m = _Mapping(ctx, node, "intake", "intake")
+    if not m.valid:
+        return None
+    for key, what in (("node", "the intake's node"), ("address", "tcp://HOST:PORT"), ("router", "a path")):
+        m.require(key, what)
+    intake_node = _read_node_ref(ctx, m)
+    address = m.get("address", _address, None)
+    router = m.get("router", _text, None)
+    if address is not None and security.keys is None and not security.insecure_bind:
+        host = address.removeprefix("tcp://").rsplit(":", 1)[0].strip("[]")
+        if not _is_loopback(host):
+            ctx.problem("intake.address", f"{address} is not a loopback address and security.keys is not set",
+                        m.node_of("address"))
+    if address is not None and address in {n.address for n in nodes.values()}:
+        ctx.problem("intake.address", f"{address} is also a node's address", m.node_of("address"))
+    if intake_node is None or address is None or router is None:
+        return None
+    return IntakeConfig(node=intake_node, address=address, router=router)
+
+
 def _read_transport(ctx: _Context, node: Node | None) -> TransportConfig:
     m = _Mapping(ctx, node, "transport", "transport")
     interval = m.get("heartbeat_interval", _seconds, DEFAULT_HEARTBEAT_INTERVAL)
@@ -817,12 +864,26 @@ def parse_topology(text: str, source: str = "<topology>", base: Path | None = No
     data_dir = (base / top.get("data_dir", _text, "data")).resolve()
     security = _read_security(ctx, top.node_of("security"), nodes, base)
     rules = _read_rules(ctx, top.node_of("rules"))
+    intake = _read_intake(ctx, top.node_of("intake"), nodes, security)
     transport = _read_transport(ctx, top.node_of("transport"))
     if ctx.problems or tree is None:
         problems = sorted(ctx.problems, key=lambda p: (p.line is None, p.line or 0))
         raise TopologyError(source, problems or [Problem("tree", "is invalid")])
-    return Topology(cluster=cluster, nodes=nodes, tree=tree, source=source, security=security,
-                    transport=transport, data_dir=data_dir, rules=rules)
+    topology = Topology(cluster=cluster, nodes=nodes, tree=tree, source=source, security=security,
+                        transport=transport, data_dir=data_dir, rules=rules, intake=intake)
+    if intake is not None:
+        from nodes.directory import Directory  # the directory is built from a topology
+
+        directory = Directory(topology)
+        line = top.node_of("intake").start_mark.line + 1  # type: ignore[union-attr]
+        if directory.spec_at(intake.router) is None:
+            raise TopologyError(source, [Problem("intake.router", f"{intake.router!r} is not a path of the tree "
+                                                 f"(the root is {topology.root_path})", line)])
+        if directory.whereis(intake.router) != intake.node:
+            raise TopologyError(source, [Problem("intake.router", f"{intake.router} runs on "
+                                                 f"{directory.whereis(intake.router)}, not on the intake's node "
+                                                 f"{intake.node}: they share the journal file", line)])
+    return topology
 
 
 def load_topology(path: str | Path) -> Topology:
@@ -851,11 +912,22 @@ def reference_markdown() -> str:
     return "\n".join(parts)
 
 
+def write_reference(doc: Path) -> None:
+    """Replace the generated tables in `doc` (between the reference markers)."""
+    text = doc.read_text(encoding="utf-8")
+    begin, end = "<!-- reference:begin -->\n", "<!-- reference:end -->"
+    head, _, rest = text.partition(begin)
+    _, _, tail = rest.partition(end)
+    doc.write_text(f"{head}{begin}{reference_markdown()}\n{end}{tail}", encoding="utf-8")
+
+
 if __name__ == "__main__":
     import sys
 
     if sys.argv[1:] == ["--reference"]:
         print(reference_markdown())
+    elif len(sys.argv) == 3 and sys.argv[1] == "--write":
+        write_reference(Path(sys.argv[2]))
     else:
-        print("usage: python -m nodes.topology --reference", file=sys.stderr)
+        print("usage: python -m nodes.topology --reference | --write docs/topology.md", file=sys.stderr)
         sys.exit(2)

@@ -148,7 +148,7 @@ def test_the_reference_in_the_docs_is_generated_from_the_schema() -> None:
     generated = re.search(r"<!-- reference:begin -->\n(.*)<!-- reference:end -->", doc, re.S)
     assert generated is not None, "docs/topology.md lacks the reference markers"
     assert generated.group(1).strip() == reference_markdown().strip(), (
-        "docs/topology.md is stale: run `python -m nodes.topology --reference` and paste its output")
+        "docs/topology.md is stale: run `python -m nodes.topology --write docs/topology.md`")
 
 
 @pytest.mark.parametrize(("text", "expected"), [
