@@ -165,6 +165,139 @@ def cmd_keys_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _intake_client(args: argparse.Namespace):  # noqa: ANN202
+    from nodes.client import IntakeClient
+
+    topology = _load_or_report(args.topology)
+    if topology is None:
+        return None
+    if topology.intake is None:
+        print(f"{topology.source}: no intake section: this cluster takes no jobs", file=sys.stderr)
+        return None
+    return IntakeClient(topology.intake.address, timeout=args.timeout)
+
+
+def _urls(items: list[str]) -> list[str]:
+    urls: list[str] = []
+    for item in items:
+        if "://" in item:
+            urls.append(item)
+            continue
+        path = Path(item)
+        if not path.is_file():
+            raise FileNotFoundError(f"{item}: neither a URL nor a readable file of URLs")
+        urls.extend(line.strip() for line in path.read_text(encoding="utf-8").splitlines()
+                    if line.strip() and not line.lstrip().startswith("#"))
+    return urls
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from nodes.client import IntakeUnavailable
+    from nodes.intake_protocol import JobSpec
+
+    client = _intake_client(args)
+    if client is None:
+        return EXIT_USAGE
+    try:
+        urls = _urls(args.items)
+    except (FileNotFoundError, UnicodeDecodeError) as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_USAGE
+    totals = {"accepted": 0, "duplicate": 0, "rejected": 0}
+    rejected: list[str] = []
+    done = 0
+    try:
+        with client:
+            for acks in client.submit_all((JobSpec(url, args.rules) for url in urls), batch=500):
+                for ack in acks:
+                    totals[ack.status] += 1
+                    if ack.status == "rejected" and len(rejected) < 20:
+                        rejected.append(f"  {urls[done + ack.index]}: {ack.reason}")
+                done += len(acks)
+                print(f"\rsubmitted {done}/{len(urls)}", end="", file=sys.stderr, flush=True)
+    except IntakeUnavailable as exc:
+        print(f"\n{exc}", file=sys.stderr)
+        return 1
+    print(file=sys.stderr)
+    print(f"{len(urls)} jobs: {totals['accepted']} accepted, {totals['duplicate']} duplicates, "
+          f"{totals['rejected']} rejected")
+    for line in rejected:
+        print(line)
+    return 0 if not totals["rejected"] else 3
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    from nodes.client import IntakeError, IntakeUnavailable
+
+    client = _intake_client(args)
+    if client is None:
+        return EXIT_USAGE
+    try:
+        with client:
+            counts = client.counts()
+            print("  ".join(f"{state} {n}" for state, n in counts.states.items()) + f"  (results {counts.results})")
+            if args.state:
+                for job in client.all_jobs(args.state):
+                    print(f"{job.key}  {job.state:<10} attempts {job.attempts}  {job.url}"
+                          + (f"  {job.reason}" if job.reason else ""))
+    except (IntakeUnavailable, IntakeError) as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_results(args: argparse.Namespace) -> int:
+    import csv
+    import json as json_module
+
+    from nodes.client import IntakeUnavailable
+
+    client = _intake_client(args)
+    if client is None:
+        return EXIT_USAGE
+    try:
+        with client:
+            if args.format == "jsonl":
+                for result in client.all_results():
+                    print(json_module.dumps(msgspec_to_builtins(result), sort_keys=True))
+            else:
+                writer = csv.writer(sys.stdout)
+                writer.writerow(["key", "url", "rules", "fields", "content_hash", "attempts", "stored_at"])
+                for r in client.all_results():
+                    writer.writerow([r.key, r.url, r.rules, json_module.dumps(r.fields, sort_keys=True),
+                                     r.content_hash, r.attempts, r.stored_at])
+    except IntakeUnavailable as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    return 0
+
+
+def msgspec_to_builtins(value: object) -> object:
+    import msgspec
+
+    return msgspec.to_builtins(value)
+
+
+def cmd_dlq(args: argparse.Namespace) -> int:
+    from nodes.client import IntakeUnavailable
+
+    client = _intake_client(args)
+    if client is None:
+        return EXIT_USAGE
+    try:
+        with client:
+            if args.dlq_command == "list":
+                for job in client.all_jobs("dead"):
+                    print(f"{job.key}  attempts {job.attempts}  {job.url}  {job.reason}")
+            else:
+                count = client.replay(args.keys or None)
+                print(f"{count} job{'s' if count != 1 else ''} back to pending")
+    except IntakeUnavailable as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flotilla", description="Fault-tolerant worker fleets.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -200,6 +333,37 @@ def build_parser() -> argparse.ArgumentParser:
     down.add_argument("--topology", default=_default_topology(),
                       help=f"topology file (default: $FLOTILLA_TOPOLOGY or {DEFAULT_TOPOLOGY})")
     down.set_defaults(handler=cmd_down)
+
+    def client_options(command: argparse.ArgumentParser) -> None:
+        command.add_argument("--topology", default=_default_topology(),
+                             help=f"topology file (default: $FLOTILLA_TOPOLOGY or {DEFAULT_TOPOLOGY})")
+        command.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the intake")
+
+    submit = commands.add_parser("submit", help="submit jobs to the cluster's intake")
+    submit.add_argument("items", nargs="+", metavar="URLS_FILE|URL", help="URLs, or files with one URL a line")
+    submit.add_argument("--rules", default="product", help="rule set to extract with (default: product)")
+    client_options(submit)
+    submit.set_defaults(handler=cmd_submit)
+
+    jobs = commands.add_parser("jobs", help="jobs by state (and the jobs in one state)")
+    jobs.add_argument("--state", help="list the jobs in this state")
+    client_options(jobs)
+    jobs.set_defaults(handler=cmd_jobs)
+
+    results = commands.add_parser("results", help="stored results")
+    results.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
+    client_options(results)
+    results.set_defaults(handler=cmd_results)
+
+    dlq = commands.add_parser("dlq", help="the dead-letter queue")
+    dlq_commands = dlq.add_subparsers(dest="dlq_command", required=True)
+    dlq_list = dlq_commands.add_parser("list", help="dead jobs with their reasons")
+    client_options(dlq_list)
+    dlq_list.set_defaults(handler=cmd_dlq)
+    dlq_replay = dlq_commands.add_parser("replay", help="put dead (and parked) jobs back to pending")
+    dlq_replay.add_argument("keys", nargs="*", help="keys to replay (default: all)")
+    client_options(dlq_replay)
+    dlq_replay.set_defaults(handler=cmd_dlq)
 
     keys = commands.add_parser("keys", help="CURVE keys for the cluster")
     keys_commands = keys.add_subparsers(dest="keys_command", required=True)

@@ -1,0 +1,96 @@
+"""The ingestion pipeline across two real node processes, the real demo site and a real
+journal, driven through the CLI as a user would."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from nodes.client import IntakeClient
+from tests.cluster_harness import LiveCluster, free_ports, make_cluster
+from tests.demo_site import DemoSiteProcess
+from tests.helpers import wait_until
+from tests.processes import run_flotilla
+
+TREE = """
+children:
+  - id: router
+    actor: router
+    args: {fetchers: alpha/root/fetching/fetchers, max_in_flight: 100, max_attempts: 3,
+           transient_base: 0.05, transient_cap: 0.2, blocked_delay: 0.1, visibility: 5}
+  - id: fetching
+    node: beta
+    supervisor:
+      children:
+        - id: extractors
+          pool: {actor: extractor, size: 2}
+        - id: fetchers
+          pool: {actor: fetcher, size: 2, args: {extractor: alpha/root/fetching/extractors,
+                 timeout: 1.0, max_body_bytes: 200000, max_redirects: 3}}
+"""
+
+EXTRA = """
+rules:
+  product:
+    fields:
+      title: {css: h1.title, required: true}
+      price: {css: .price, required: true}
+intake: {node: alpha, address: "tcp://127.0.0.1:%d", router: alpha/root/router}
+"""
+
+
+@pytest.fixture(scope="module")
+def site() -> Iterator[DemoSiteProcess]:
+    process = DemoSiteProcess("--flaky-failures", "1", "--huge-bytes", "300000", "--limited-rate", "1000")
+    yield process
+    process.stop()
+
+
+def start(tmp_path: Path, clusters: list[LiveCluster]) -> LiveCluster:
+    cluster = make_cluster(tmp_path, TREE, nodes=("alpha", "beta"), extra=EXTRA % free_ports(1)[0])
+    clusters.append(cluster)
+    cluster.start_node("beta")
+    cluster.start_node("alpha").wait_for_event("intake.listening", timeout=30)
+    return cluster
+
+
+def test_jobs_submitted_with_the_cli_end_stored_dead_or_parked(tmp_path: Path, site: DemoSiteProcess,
+                                                               clusters: list[LiveCluster]) -> None:
+    cluster = start(tmp_path, clusters)
+    urls = tmp_path / "urls.txt"
+    good = [f"{site.url}/product/{i}" for i in range(200)]
+    faulty = [f"{site.url}/flaky/1", f"{site.url}/gone/2", f"{site.url}/drift/3", f"{site.url}/captcha/4"]
+    urls.write_text("\n".join(good + faulty + ["ftp://nowhere/x"]) + "\n", encoding="utf-8")
+    topology = str(cluster.topology_path)
+    submitted = run_flotilla("submit", str(urls), "--topology", topology)
+    assert submitted.returncode == 3, submitted.stderr  # one job rejected
+    assert "205 jobs: 204 accepted, 0 duplicates, 1 rejected" in submitted.stdout
+    assert "ftp://nowhere/x: unsupported scheme 'ftp'" in submitted.stdout
+    again = run_flotilla("submit", good[0], "--topology", topology)
+    assert "1 jobs: 0 accepted, 1 duplicates, 0 rejected" in again.stdout
+
+    with IntakeClient(cluster.topology.intake.address) as client:
+        def settled() -> bool:
+            states = client.counts().states
+            return states["pending"] + states["fetching"] + states["extracting"] + states["retrying"] == 0
+
+        wait_until(settled, timeout=60, what="every job to settle")
+        counts = client.counts()
+    assert counts.states["stored"] == 201 and counts.states["dead"] == 2 and counts.states["parked"] == 1
+    assert counts.results == 201
+
+    results = run_flotilla("results", "--topology", topology)
+    rows = [json.loads(line) for line in results.stdout.splitlines()]
+    assert len(rows) == 201 and len({r["key"] for r in rows}) == 201
+    assert {"title", "price"} <= set(rows[0]["fields"])
+    csv_out = run_flotilla("results", "--format", "csv", "--topology", topology)
+    assert len(csv_out.stdout.splitlines()) == 202
+    dlq = run_flotilla("dlq", "list", "--topology", topology)
+    assert "HARD: HTTP 404" in dlq.stdout and "BLOCKED" in dlq.stdout
+    jobs = run_flotilla("jobs", "--state", "parked", "--topology", topology)
+    assert "DRIFT: missing required fields: title, price" in jobs.stdout
+    replay = run_flotilla("dlq", "replay", "--topology", topology)
+    assert replay.stdout.strip() == "3 jobs back to pending"
