@@ -42,8 +42,9 @@ def test_check_prints_the_tree_of_a_valid_topology() -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[0] == "supervisor_tree.yaml: valid; cluster demo, 2 nodes (alpha, beta)"
     assert "alpha/root  supervisor one_for_one" in result.stdout
-    assert "├─ workers  pool x4 of actors.flaky:FlakyWorker" in result.stdout
-    assert "[node beta]" in result.stdout
+    assert "├─ router  worker actors.router:Router" in result.stdout
+    assert "└─ fetching  supervisor rest_for_one" in result.stdout and "[node beta]" in result.stdout
+    assert "   └─ fetchers  pool x2 of actors.fetcher:Fetcher" in result.stdout
 
 
 def test_check_prints_every_problem_and_exits_2(tmp_path: Path) -> None:
@@ -153,8 +154,9 @@ def test_up_runs_every_node_of_the_default_topology_and_stops_them(processes: li
     assert any(line.startswith("[alpha] ") and '"cluster.node_up"' in line for line in lines)
     assert any(line.startswith("[beta] ") and '"node.stopped"' in line for line in lines)
     assert "[up] node alpha stopped (code 0)" in lines and "[up] node beta stopped (code 0)" in lines
-    tally = next(line for line in lines if '"tally.final"' in line)
-    assert '"alpha/root/workers/' in tally  # work crossed to beta and back
+    assert any(line.startswith("[alpha] ") and '"intake.listening"' in line for line in lines)
+    started_on_beta = [line for line in lines if line.startswith("[beta] ") and "supervisor.child_started" in line]
+    assert any('"child": "alpha/root/fetching/fetchers/1"' in line for line in started_on_beta)
 
 
 def test_up_restarts_a_node_that_dies_and_down_stops_everything(tmp_path: Path,

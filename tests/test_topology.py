@@ -26,7 +26,9 @@ def test_the_default_topology_is_valid() -> None:
     topology = load_topology(ROOT / "supervisor_tree.yaml")
     assert topology.cluster == "demo"
     assert list(topology.nodes) == ["alpha", "beta"]
-    assert [c.id for c in topology.tree.children] == ["tally", "workers", "ticker", "fragile"]
+    assert [c.id for c in topology.tree.children] == ["router", "fetching"]
+    assert topology.intake is not None and topology.intake.router == "alpha/root/router"
+    assert set(topology.rules) == {"product"}
 
 
 def test_a_full_tree_becomes_specs_with_defaults_filled_in() -> None:
