@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from nodes.client import IntakeClient
+from nodes.intake_protocol import JobSpec
 from tests.cluster_harness import LiveCluster, free_ports, make_cluster
 from tests.demo_site import DemoSiteProcess
 from tests.helpers import wait_until
@@ -94,3 +95,42 @@ def test_jobs_submitted_with_the_cli_end_stored_dead_or_parked(tmp_path: Path, s
     assert "DRIFT: missing required fields: title, price" in jobs.stdout
     replay = run_flotilla("dlq", "replay", "--topology", topology)
     assert replay.stdout.strip() == "3 jobs back to pending"
+
+
+def _settled_counts(client: IntakeClient) -> dict[str, int] | None:
+    counts = client.counts()
+    states = counts.states
+    if states["pending"] + states["fetching"] + states["extracting"] + states["retrying"]:
+        return None
+    return {**states, "results": counts.results}
+
+
+@pytest.mark.parametrize("victim", ["beta", "alpha"])
+def test_sigkill_of_a_node_mid_run_ends_with_every_acknowledged_job_stored_once(
+        tmp_path: Path, site: DemoSiteProcess, clusters: list[LiveCluster], victim: str) -> None:
+    """beta runs the fetchers; alpha runs the intake, the journal and the router."""
+    import signal
+
+    cluster = start(tmp_path, clusters)
+    jobs = [JobSpec(f"{site.url}/slow/{i}?ms=300", "product") for i in range(600)]
+    with IntakeClient(cluster.topology.intake.address, timeout=2, retries=20) as client:
+        acked = [a for batch in client.submit_all(jobs, batch=200) for a in batch]
+        assert {a.status for a in acked} == {"accepted"}
+        wait_until(lambda: client.counts().states["stored"] >= 50, timeout=30, what="some jobs stored")
+        process = cluster.processes[victim]
+        process.signal(signal.SIGKILL)
+        process.wait(5)
+        restarted = cluster.start_node(victim)
+        restarted.wait_for_event("node.started", timeout=30)
+        final: dict[str, int] = {}
+
+        def settled() -> bool:
+            counts = _settled_counts(client)
+            if counts is not None:
+                final.update(counts)
+            return counts is not None
+
+        wait_until(settled, timeout=90, what="every job to settle after the kill")
+        keys = {r.key for r in client.all_results()}
+    assert final["stored"] == 600 and final["results"] == 600 and final["dead"] == 0
+    assert keys == {a.key for a in acked}
