@@ -11,7 +11,11 @@ Part 2 (two node processes over ZeroMQ; see bench_cluster.py):
   * pipelined asks per second;
   * time from SIGKILL of a node to NodeDown at its peer (goal p99 <= 2 s).
 
-    scripts/bench [--part 1|2|all] [--quick] [--json FILE]
+Part 3 (the ingestion pipeline; see bench_pipeline.py):
+  * pages per second fetched, extracted and stored through two nodes, vs Scrapy (goal >= 5x)
+    and vs a bare aiohttp + selectolax loop (goal >= 50 %), with job latency percentiles.
+
+    scripts/bench [--part 1|2|3|all] [--quick] [--json FILE]
 """
 
 from __future__ import annotations
@@ -220,7 +224,7 @@ def run_part1(quick: bool) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--part", choices=["1", "2", "all"], default="all", help="which part to run")
+    parser.add_argument("--part", choices=["1", "2", "3", "all"], default="all", help="which part to run")
     parser.add_argument("--quick", action="store_true", help="smaller counts (a smoke run, not for the docs)")
     parser.add_argument("--json", type=Path, help="also write the results to this file")
     args = parser.parse_args()
@@ -237,6 +241,11 @@ def main() -> None:
 
         results["part2"] = bench_cluster.run(args.quick)
         bench_cluster.report(results["part2"])
+    if args.part in ("3", "all"):
+        import bench_pipeline
+
+        results["part3"] = bench_pipeline.run(args.quick)
+        bench_pipeline.report(results["part3"])
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
