@@ -24,9 +24,25 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 import aiohttp
+import msgspec
 
 from actors.actor import Actor
 from actors.messages import ExtractJob, Failure, Fetched, FetchJob, JobOutcome
+
+
+EVIDENCE_BYTES = 300
+"""How much of a failed response's body is kept as evidence."""
+
+
+async def _evidence(response: aiohttp.ClientResponse) -> str:
+    """The headers that explain a failure and the start of the body."""
+    headers = {k: response.headers[k] for k in ("Content-Type", "Retry-After", "Server", "Location")
+               if k in response.headers}
+    try:
+        head = await response.content.read(EVIDENCE_BYTES)
+    except (aiohttp.ClientError, asyncio.TimeoutError):
+        head = b""
+    return f"HTTP {response.status} {headers} body: {head.decode('utf-8', 'replace')!r}"[:1000]
 
 
 class _Crashed:
@@ -144,7 +160,9 @@ class Fetcher(Actor):
         try:
             async with self.session.get(job.url, max_redirects=self.max_redirects) as response:
                 failure = classify_status(response.status, retry_after_seconds(response.headers.get("Retry-After")))
-                if failure is None:
+                if failure is not None:
+                    failure = msgspec.structs.replace(failure, evidence=await _evidence(response))
+                else:
                     length = response.content_length
                     if length is not None and length > self.max_body_bytes:
                         failure = Failure("HARD", f"body of {length} bytes exceeds {self.max_body_bytes}", 200)

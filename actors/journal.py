@@ -270,10 +270,11 @@ class Journal:
 
         return self._write(put)
 
-    def fail(self, key: str, token: int, outcome: str, detail: str, *,
+    def fail(self, key: str, token: int, outcome: str, detail: str, *, evidence: str = "",
              retry_at: float | None = None, dead: bool = False, park: bool = False) -> bool:
-        """Record a failed attempt and decide the job's next state: retrying at `retry_at`,
-        dead (the dead-letter queue), or parked. False if the lease is no longer current."""
+        """Record a failed attempt (with its `evidence` in the attempt history) and decide the
+        job's next state: retrying at `retry_at`, dead (the dead-letter queue), or parked.
+        False if the lease is no longer current."""
         now = self._clock()
         if sum((retry_at is not None, dead, park)) != 1:
             raise ValueError("exactly one of retry_at, dead, park")
@@ -286,8 +287,9 @@ class Journal:
                 return False
             db.execute("UPDATE jobs SET state=?, due_at=?, lease_until=NULL, reason=?, updated_at=? WHERE key=?",
                        (state, retry_at if retry_at is not None else now, f"{outcome}: {detail}"[:2000], now, key))
+            record_detail = f"{detail} | {evidence}" if evidence else detail
             db.execute("UPDATE attempts SET ended_at=?, outcome=?, detail=? WHERE key=? AND attempt=?",
-                       (now, outcome, detail[:2000], key, row[0]))
+                       (now, outcome, record_detail[:3000], key, row[0]))
             return True
 
         return self._write(record)

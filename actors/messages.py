@@ -290,6 +290,8 @@ class Failure(Message, frozen=True, tag=True):
     detail: str
     status: int = 0
     retry_after: float | None = None
+    evidence: str = ""
+    """What was seen (headers and the start of the body), kept in the attempt history."""
 
 
 class FetchJob(Message, frozen=True, tag=True):

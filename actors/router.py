@@ -196,7 +196,8 @@ class Router(Actor):
             decision = {"retry_at": time.time() + delay}
         else:
             decision = {"retry_at": time.time() + policy.transient_delay(attempt, self.rng)}
-        changed = self._write(lambda: self.journal.fail(key, token, failure.kind, detail, **decision))
+        changed = self._write(lambda: self.journal.fail(key, token, failure.kind, detail,
+                                                        evidence=failure.evidence, **decision))
         if not changed:
             self.counts["stale"] += 1
         elif "retry_at" in decision:

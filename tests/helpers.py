@@ -179,3 +179,19 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 5.0, what: str = 
         if time.monotonic() >= deadline:
             raise AssertionError(f"{what} not reached within {timeout}s")
         threading.Event().wait(0.001)
+
+
+class CrashingFetcher(Actor):
+    """A fetcher with a bug: it crashes on any job whose URL contains "/poison/" and
+    answers every other job at once with a page's worth of fields."""
+
+    def on_receive(self, message: Any) -> Any:
+        from actors.messages import FetchJob, JobOutcome
+
+        if isinstance(message, FetchJob):
+            if "/poison/" in message.url:
+                raise RuntimeError(f"bug triggered by {message.url}")
+            self.system.ref(message.reply_to).tell(
+                JobOutcome(message.key, message.token, fields={"title": "ok"}, content_hash="h"))
+            return None
+        return super().on_receive(message)

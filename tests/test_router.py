@@ -74,6 +74,8 @@ def test_every_fault_mode_ends_in_the_right_state(system: ActorSystem, site: Dem
         "/drift/8": "parked",
     }
     assert journal.job(keys["/gone/4"]).reason == "HARD: HTTP 404"
+    evidence = journal.attempts(keys["/gone/4"])[0][4]
+    assert evidence.startswith("HTTP 404 | HTTP 404 {'Content-Type': 'text/plain") and "body: 'Not Found'" in evidence
     assert "gave up after 3 attempts" in journal.job(keys["/blocked/6"]).reason
     assert [a[3] for a in journal.attempts(keys["/flaky/3"])] == ["TRANSIENT", "stored"]
     assert journal.result_count() == 3
@@ -93,4 +95,26 @@ def test_a_router_crash_mid_run_loses_and_duplicates_nothing(system: ActorSystem
     assert journal.counts()["stored"] == 300
     assert journal.result_count() == 300
     assert len({journal.job(k).key for k in keys.values()}) == 300
+    journal.close()
+
+
+def test_a_job_that_keeps_crashing_its_fetcher_is_dead_as_poison(system: ActorSystem, tmp_path: Path) -> None:
+    from tests.helpers import CrashingFetcher
+
+    system.data_dir = tmp_path
+    children = (
+        PoolSpec("fetchers", ChildSpec("f", CrashingFetcher), size=2, flags=SupervisorFlags(intensity=50)),
+        ChildSpec("router", Router, {"fetchers": "t/root/fetchers", **POLICY, "visibility": 0.5}),
+    )
+    system.start(SupervisorSpec("root", children=children, flags=SupervisorFlags(intensity=10)))
+    journal = Journal(tmp_path / "journal.sqlite")
+    jobs = [NewJob(natural_key(f"http://127.0.0.1:1/{kind}/{i}", "product"), f"http://127.0.0.1:1/{kind}/{i}",
+                   "product") for kind, i in (("poison", 1), ("product", 2), ("product", 3))]
+    journal.submit(jobs)
+    system.ref("t/root/router").tell(Wake())
+    wait_until(lambda: settled(journal), timeout=30, what="the poison job to be buried")
+    poison = journal.job(jobs[0].key)
+    assert poison.state == "dead" and poison.reason.startswith("poison: its attempt was lost 2 times")
+    assert [journal.job(j.key).state for j in jobs[1:]] == ["stored", "stored"]
+    assert [a[3] for a in journal.attempts(jobs[0].key)] == ["lost", "lost"]
     journal.close()
