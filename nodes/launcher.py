@@ -11,6 +11,7 @@ that `flotilla down` can find it.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
@@ -38,6 +39,16 @@ class _Managed:
     delay: float = HEART_MIN
     restart_at: float | None = None
     starts: int = 0
+
+
+def _stop_with_parent() -> None:
+    """In a node's process, before it runs: get SIGTERM if the launcher dies, however it
+    dies (Linux's PR_SET_PDEATHSIG), so that no node outlives a killed launcher."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):
+        pass
 
 
 def pid_file(topology: Topology) -> Path:
@@ -71,7 +82,8 @@ class Launcher:
         command = [sys.executable, "-m", "nodes.cli", "node", "start", "--topology", self.topology_path,
                    "--node", managed.name, "--log-format", self.log_format]
         managed.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                           text=True, bufsize=1, start_new_session=True)
+                                           text=True, bufsize=1, start_new_session=True,
+                                           preexec_fn=_stop_with_parent)
         managed.started_at = time.monotonic()
         managed.starts += 1
         managed.restart_at = None

@@ -102,8 +102,14 @@ class FlotillaProcess:
         return code
 
     def kill(self) -> None:
-        """Stop the process whatever its state (used in teardown)."""
+        """Stop the process whatever its state (used in teardown): SIGTERM first, so that a
+        launcher stops its nodes, then SIGKILL."""
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
+            self.proc.send_signal(signal.SIGCONT)  # in case a test froze it
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.send_signal(signal.SIGKILL)
+                self.proc.wait(10)
         self._reader.join(5)

@@ -182,3 +182,29 @@ children:
     assert down.returncode == 0, down.stderr
     assert up.wait(30) == 0
     assert not (tmp_path / "data" / "up.pid").exists()
+
+
+def test_no_node_outlives_a_launcher_killed_with_sigkill(tmp_path: Path, processes: list[FlotillaProcess]) -> None:
+    import os
+    import re
+
+    from tests.cluster_harness import write_topology
+    from tests.helpers import wait_until
+
+    path = write_topology(tmp_path, "children: [{id: echo, actor: 'tests.helpers:Probe'}]", nodes=("alpha", "beta"))
+    up = start(processes, "up", "--topology", str(path), "--log-format", "json")
+    pids = [int(re.search(r"pid (\d+)", up.wait_for_event_line(rf"\[up\] node {name} started")).group(1))
+            for name in ("alpha", "beta")]
+    up.wait_for_event_line(r"\[alpha\] .*node.started")
+    up.signal(9)
+    up.wait(10)
+
+    def gone(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            return stat.read().split()[2] == "Z"
+
+    wait_until(lambda: all(gone(pid) for pid in pids), timeout=15, what="the orphaned nodes to stop")
