@@ -45,6 +45,10 @@ async def _evidence(response: aiohttp.ClientResponse) -> str:
     return f"HTTP {response.status} {headers} body: {head.decode('utf-8', 'replace')!r}"[:1000]
 
 
+LAUNCH_BURST = 64
+"""Most jobs handed to the event loop in one cross-thread call."""
+
+
 class _Crashed:
     """A request coroutine raised something unexpected: crash the actor with it."""
 
@@ -95,6 +99,7 @@ class Fetcher(Actor):
         self.in_flight = 0
         self.done = 0
         self._counts = threading.Lock()
+        self._arrived: list[FetchJob] = []
 
     def on_start(self) -> None:
         self.extractor = self.system.ref(self.extractor_path)
@@ -130,8 +135,11 @@ class Fetcher(Actor):
         if isinstance(message, FetchJob):
             with self._counts:
                 self.in_flight += 1
-            future = asyncio.run_coroutine_threadsafe(self._fetch(message), self.loop)
-            future.add_done_callback(self._finished)
+            # Jobs go to the loop in bursts: one cross-thread wake-up per burst, not per job.
+            self._arrived.append(message)
+            if self.mailbox_depth == 0 or len(self._arrived) >= LAUNCH_BURST:
+                burst, self._arrived = self._arrived, []
+                self.loop.call_soon_threadsafe(self._launch, burst)
             return None
         if isinstance(message, _Crashed):
             raise message.error
@@ -139,8 +147,14 @@ class Fetcher(Actor):
             return self.in_flight
         return super().on_receive(message)
 
+    def _launch(self, jobs: list[FetchJob]) -> None:
+        """Runs in the loop thread: start one request task per job."""
+        for job in jobs:
+            task = self.loop.create_task(self._fetch(job))
+            task.add_done_callback(self._finished)
+
     def _finished(self, future: Any) -> None:
-        """Runs in the loop thread when a request coroutine ends."""
+        """Runs in the loop thread when a request task ends."""
         with self._counts:
             self.in_flight -= 1
             self.done += 1

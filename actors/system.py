@@ -8,6 +8,7 @@ process exits non-zero.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Callable
@@ -25,6 +26,9 @@ from actors.scheduler import Scheduler
 from actors.supervisor import Supervisor, SupervisorClient
 
 ReportListener = Callable[[SupervisorReport], None]
+
+REF_CACHE = 4096
+"""How many refs by path a system keeps for reuse (a ref caches where its path leads)."""
 
 
 class RootStartError(Exception):
@@ -44,6 +48,7 @@ class ActorSystem:
         self.node = node
         self.clock = clock
         self.registry = Registry()
+        self._ref = functools.lru_cache(maxsize=REF_CACHE)(self.registry.ref)
         self.scheduler = Scheduler(name=f"scheduler {node}")
         self._report_listeners: list[ReportListener] = []
         self.remote: RemoteLink | None = None
@@ -61,8 +66,9 @@ class ActorSystem:
     # --- addressing -------------------------------------------------------------------
 
     def ref(self, path: str) -> PathRef:
-        """A ref to `path` that follows it across restarts."""
-        return self.registry.ref(path)
+        """A ref to `path` that follows it across restarts (the same object for the same
+        path, for the most recently used paths)."""
+        return self._ref(path)
 
     def supervisor(self, path: str) -> SupervisorClient:
         """The supervisor API of the supervisor or pool at `path`."""

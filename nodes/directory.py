@@ -8,8 +8,14 @@ and anything else (a child started at run time) on its supervisor's node.
 
 from __future__ import annotations
 
+import functools
+
 from actors.child_spec import PoolSpec, Spec, SupervisorSpec
 from nodes.topology import Topology
+
+
+WALK_CACHE = 16_384
+"""How many path lookups are remembered (the topology never changes while a node runs)."""
 
 
 class Directory:
@@ -18,8 +24,9 @@ class Directory:
     def __init__(self, topology: Topology) -> None:
         self.topology = topology
         self.root_path = topology.root_path
+        self._walk = functools.lru_cache(maxsize=WALK_CACHE)(self._walk_uncached)  # type: ignore[method-assign]
 
-    def _walk(self, path: str) -> tuple[str, Spec | None]:
+    def _walk_uncached(self, path: str) -> tuple[str, Spec | None]:
         """The node running `path` and its spec (None if the topology does not name it)."""
         root_prefix = self.root_path
         node = self.topology.root_node

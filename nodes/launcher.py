@@ -74,9 +74,13 @@ class Launcher:
             print(f"[up] {text}", file=self.out, flush=True)
 
     def request_stop(self, signum: int | None = None, _frame: FrameType | None = None) -> None:
+        """Safe from a signal handler: only sets an event (printing could deadlock on the
+        print lock held by the interrupted code)."""
         if signum is not None:
-            self.say(f"{signal.Signals(signum).name}: stopping every node")
+            self.signal_received = signum
         self.stop_requested.set()
+
+    signal_received: int | None = None
 
     def _spawn(self, managed: _Managed) -> None:
         command = [sys.executable, "-m", "nodes.cli", "node", "start", "--topology", self.topology_path,
@@ -127,6 +131,8 @@ class Launcher:
                     self.say(f"ran for {run_for:g} s: stopping every node")
                     break
                 self._watch(now)
+            if self.signal_received is not None:
+                self.say(f"{signal.Signals(self.signal_received).name}: stopping every node")
             self._stop_all()
         finally:
             if path.read_text(encoding="ascii").strip() == str(os.getpid()):

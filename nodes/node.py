@@ -55,10 +55,13 @@ class NodeRun:
         self.reports[report.event] += 1
 
     def request_stop(self, signum: int | None = None, _frame: FrameType | None = None) -> None:
-        """Ask the run to stop the tree and return (safe from a signal handler)."""
+        """Ask the run to stop the tree and return. Safe from a signal handler: it only sets
+        an event (logging here could deadlock on the log's lock held by the interrupted code)."""
         if signum is not None:
-            self.log.info("node.signal", signal=signal.Signals(signum).name)
+            self.signal_received = signum
         self.stop_requested.set()
+
+    signal_received: int | None = None
 
     def install_signal_handlers(self) -> None:
         """Stop gracefully on SIGTERM and SIGINT."""
@@ -113,6 +116,8 @@ class NodeRun:
                       runs_root=self.runs_root, topology=self.topology.source, run_for=run_for)
         if not self.stop_requested.wait(run_for):
             self.log.info("node.run_for_elapsed", seconds=run_for)
+        if self.signal_received is not None:
+            self.log.info("node.signal", signal=signal.Signals(self.signal_received).name)
         ended_by_itself = self.system.wait(timeout=0) is not None
         reason = self._close()
         summary = {
