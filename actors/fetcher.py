@@ -34,6 +34,19 @@ EVIDENCE_BYTES = 300
 """How much of a failed response's body is kept as evidence."""
 
 
+async def _read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The body, read to its end or to `limit` bytes, whichever comes first."""
+    chunks: list[bytes] = []
+    size = 0
+    while size < limit:
+        chunk = await response.content.read(min(256 * 1024, limit - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
 async def _evidence(response: aiohttp.ClientResponse) -> str:
     """The headers that explain a failure and the start of the body."""
     headers = {k: response.headers[k] for k in ("Content-Type", "Retry-After", "Server", "Location")
@@ -44,6 +57,9 @@ async def _evidence(response: aiohttp.ClientResponse) -> str:
         head = b""
     return f"HTTP {response.status} {headers} body: {head.decode('utf-8', 'replace')!r}"[:1000]
 
+
+MAX_RETRY_AFTER = 3600.0
+"""A Retry-After longer than this (seconds) is taken as this."""
 
 LAUNCH_BURST = 64
 """Most jobs handed to the event loop in one cross-thread call."""
@@ -61,13 +77,15 @@ def retry_after_seconds(value: str | None, now: float | None = None) -> float | 
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
-        return float(value)
+    if value.isascii() and value.isdigit():
+        return min(float(value), MAX_RETRY_AFTER)
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
-    return max(0.0, when.timestamp() - (now if now is not None else time.time()))
+    if when.tzinfo is None:
+        return None
+    return min(MAX_RETRY_AFTER, max(0.0, when.timestamp() - (now if now is not None else time.time())))
 
 
 def classify_status(status: int, retry_after: float | None) -> Failure | None:
@@ -109,9 +127,10 @@ class Fetcher(Actor):
         self.session = asyncio.run_coroutine_threadsafe(self._open_session(), self.loop).result(10)
 
     async def _open_session(self) -> aiohttp.ClientSession:
+        self._slots = asyncio.Semaphore(self.max_in_flight)  # the time limit starts once in a slot
         connector = aiohttp.TCPConnector(limit=self.max_in_flight, limit_per_host=self.max_in_flight,
                                          ttl_dns_cache=300)
-        return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=self.timeout),
+        return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None),
                                      headers={"User-Agent": self.user_agent})
 
     def _close_loop(self) -> None:
@@ -138,14 +157,19 @@ class Fetcher(Actor):
             # Jobs go to the loop in bursts: one cross-thread wake-up per burst, not per job.
             self._arrived.append(message)
             if self.mailbox_depth == 0 or len(self._arrived) >= LAUNCH_BURST:
-                burst, self._arrived = self._arrived, []
-                self.loop.call_soon_threadsafe(self._launch, burst)
+                self._flush_arrived()
             return None
+        self._flush_arrived()
         if isinstance(message, _Crashed):
             raise message.error
         if message == "in_flight":
             return self.in_flight
         return super().on_receive(message)
+
+    def _flush_arrived(self) -> None:
+        if self._arrived:
+            burst, self._arrived = self._arrived, []
+            self.loop.call_soon_threadsafe(self._launch, burst)
 
     def _launch(self, jobs: list[FetchJob]) -> None:
         """Runs in the loop thread: start one request task per job."""
@@ -172,7 +196,8 @@ class Fetcher(Actor):
             reply.tell(JobOutcome(job.key, job.token, failure=Failure("HARD", "only http and https are fetched")))
             return
         try:
-            async with self.session.get(job.url, max_redirects=self.max_redirects) as response:
+            async with self._slots, self.session.get(job.url, max_redirects=self.max_redirects,
+                                                      timeout=aiohttp.ClientTimeout(total=self.timeout)) as response:
                 failure = classify_status(response.status, retry_after_seconds(response.headers.get("Retry-After")))
                 if failure is not None:
                     failure = msgspec.structs.replace(failure, evidence=await _evidence(response))
@@ -181,17 +206,19 @@ class Fetcher(Actor):
                     if length is not None and length > self.max_body_bytes:
                         failure = Failure("HARD", f"body of {length} bytes exceeds {self.max_body_bytes}", 200)
                     else:
-                        body = await response.content.read(self.max_body_bytes + 1)
+                        body = await _read_capped(response, self.max_body_bytes + 1)
                         if len(body) > self.max_body_bytes:
                             failure = Failure("HARD", f"body exceeds {self.max_body_bytes} bytes", 200)
         except aiohttp.TooManyRedirects:
             failure = Failure("HARD", f"more than {self.max_redirects} redirects")
         except asyncio.TimeoutError:
             failure = Failure("TRANSIENT", f"no complete answer within {self.timeout:g} s")
-        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, aiohttp.ServerTimeoutError) as exc:
-            failure = Failure("TRANSIENT", f"{type(exc).__name__}: {exc}"[:500])
         except aiohttp.InvalidURL as exc:
             failure = Failure("HARD", f"invalid URL: {exc}"[:500])
+        except aiohttp.ClientResponseError as exc:  # an answer that is not valid HTTP
+            failure = Failure("TRANSIENT", f"bad answer: {type(exc).__name__}: {exc}"[:500])
+        except (aiohttp.ClientError, ValueError) as exc:  # resets, refused, payload errors...
+            failure = Failure("TRANSIENT", f"{type(exc).__name__}: {exc}"[:500])
         if failure is not None:
             reply.tell(JobOutcome(job.key, job.token, failure=failure, elapsed=time.monotonic() - started))
             return

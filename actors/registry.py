@@ -204,6 +204,11 @@ class PoolSlot(Slot):
         self._replicas: Sequence[Slot] = ()
         self._turn = itertools.count()
 
+    @property
+    def live(self) -> bool:
+        """True if at least one replica is live (work sent here would be served)."""
+        return any(replica.live for replica in self._replicas)
+
     def set_replicas(self, replicas: Sequence[Slot]) -> None:
         """Replace the replica slots (copy-on-write: senders see the old or the new set)."""
         self._replicas = tuple(replicas)

@@ -61,6 +61,10 @@ class _Maintain:
     """Time to expire leases and bury poison (a timer's message)."""
 
 
+JOURNAL_FILE = "journal.sqlite"
+"""The journal's file in the node's data directory (shared with the intake)."""
+MAX_DELAY = 3600.0
+"""No retry is scheduled further ahead than this."""
 BATCH_OPS = 500
 """Most journal writes in one transaction."""
 MAINTAIN_EVERY = 1.0
@@ -70,13 +74,11 @@ MAINTAIN_EVERY = 1.0
 class Router(Actor):
     """Moves jobs from the journal to the fetchers and their outcomes back."""
 
-    def __init__(self, fetchers: str, journal: str = "journal.sqlite", max_in_flight: int = 256,
-                 **policy: Any) -> None:
+    def __init__(self, fetchers: str, max_in_flight: int = 256, **policy: Any) -> None:
         super().__init__()
         if max_in_flight < 1:
             raise ValueError("max_in_flight must be >= 1")
         self.fetchers_path = fetchers
-        self.journal_name = journal
         self.max_in_flight = max_in_flight
         self.policy = Policy(**policy)
         self.rng = random.Random()
@@ -90,7 +92,7 @@ class Router(Actor):
 
     def on_start(self) -> None:
         base = self.system.data_dir if self.system.data_dir is not None else Path.cwd()
-        self.journal = Journal(base / self.journal_name, durable=False)
+        self.journal = Journal(base / JOURNAL_FILE, durable=False)
         self.fetchers = self.system.ref(self.fetchers_path)
         self.send_after(0, _Maintain())
         self.send_after(0, _Pump())
@@ -124,6 +126,7 @@ class Router(Actor):
             self.send_after(MAINTAIN_EVERY, _Maintain())
             return None
         else:
+            self._commit()
             return super().on_receive(message)
         if self._ops >= BATCH_OPS or self.mailbox_depth == 0:
             self._commit()
@@ -147,6 +150,8 @@ class Router(Actor):
 
     def _pump(self) -> None:
         room = self.max_in_flight - len(self.in_flight)
+        if room > 0 and not self.fetchers.is_alive():
+            room = 0  # no live fetcher: leasing now would only burn attempts
         if room > 0:
             for lease in self.journal.lease(room, self.policy.visibility):
                 self.in_flight[lease.key] = lease.token
@@ -155,17 +160,20 @@ class Router(Actor):
         self._schedule_pump()
 
     def _schedule_pump(self) -> None:
-        """Look again when the earliest waiting job is due (at once if there is room and
-        work; never later than the next maintenance pass)."""
-        if self._pump_timer is not None:
-            self._pump_timer.cancel()
-            self._pump_timer = None
+        """Look again when the earliest waiting job is due, but at most a maintenance
+        interval ahead (and keep a timer already due sooner)."""
         if len(self.in_flight) >= self.max_in_flight:
             return  # an outcome will make room and pump
         due = self.journal.next_due()
         if due is None:
             return
-        self._pump_timer = self.send_after(max(0.0, due - time.time()), _Pump())
+        at = time.monotonic() + min(MAINTAIN_EVERY, max(0.0, due - time.time()))
+        timer = self._pump_timer
+        if timer is not None and not timer.cancelled and timer.due <= at and timer.due > time.monotonic():
+            return
+        if timer is not None:
+            timer.cancel()
+        self._pump_timer = self.send_after(at - time.monotonic(), _Pump())
 
     def _outcome(self, outcome: JobOutcome) -> None:
         if self.in_flight.get(outcome.key) == outcome.token:
@@ -193,7 +201,7 @@ class Router(Actor):
             detail = f"{detail} (gave up after {attempt} attempts)"
         elif failure.kind == "BLOCKED":
             delay = failure.retry_after if failure.retry_after is not None else policy.blocked_delay
-            decision = {"retry_at": time.time() + delay}
+            decision = {"retry_at": time.time() + min(MAX_DELAY, delay)}
         else:
             decision = {"retry_at": time.time() + policy.transient_delay(attempt, self.rng)}
         changed = self._write(lambda: self.journal.fail(key, token, failure.kind, detail,

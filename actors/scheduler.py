@@ -16,6 +16,9 @@ import structlog
 
 _log = structlog.get_logger("flotilla.scheduler")
 
+MAX_WAIT = 60.0
+"""Longest single wait of the scheduler thread (a timer due in years must not overflow it)."""
+
 
 class TimerHandle:
     """A scheduled callback; `cancel()` stops it from running if it has not yet."""
@@ -71,7 +74,7 @@ class Scheduler:
         while True:
             with self._wakeup:
                 while not self._closed and (not self._heap or self._heap[0][0] > time.monotonic()):
-                    wait = self._heap[0][0] - time.monotonic() if self._heap else None
+                    wait = min(MAX_WAIT, self._heap[0][0] - time.monotonic()) if self._heap else None
                     self._wakeup.wait(wait)
                 if self._closed:
                     return

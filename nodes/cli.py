@@ -192,7 +192,7 @@ def _urls(items: list[str]) -> list[str]:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from nodes.client import IntakeUnavailable
+    from nodes.client import IntakeError, IntakeUnavailable
     from nodes.intake_protocol import JobSpec
 
     client = _intake_client(args)
@@ -215,7 +215,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
                         rejected.append(f"  {urls[done + ack.index]}: {ack.reason}")
                 done += len(acks)
                 print(f"\rsubmitted {done}/{len(urls)}", end="", file=sys.stderr, flush=True)
-    except IntakeUnavailable as exc:
+    except (IntakeUnavailable, IntakeError) as exc:
         print(f"\n{exc}", file=sys.stderr)
         return 1
     print(file=sys.stderr)

@@ -12,6 +12,7 @@ After that, `IntakeUnavailable` is raised.
 from __future__ import annotations
 
 import itertools
+import uuid
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -19,6 +20,7 @@ import zmq
 
 from nodes.intake_protocol import (
     MAX_BATCH,
+    MAX_REQUEST_BYTES,
     Ack,
     Answer,
     CountList,
@@ -59,6 +61,7 @@ class IntakeClient:
         self.retries = retries
         self._context = zmq.Context()
         self._ids = itertools.count(1)
+        self._session = uuid.uuid4().hex
         self._socket: zmq.Socket | None = None
 
     def close(self) -> None:
@@ -83,6 +86,8 @@ class IntakeClient:
     def _call(self, make: Any) -> Answer:
         request: Request = make(next(self._ids))
         frame = encoder.encode(request)
+        if len(frame) > MAX_REQUEST_BYTES:
+            raise IntakeError(f"request of {len(frame)} bytes exceeds the intake's {MAX_REQUEST_BYTES}-byte limit")
         for _ in range(self.retries + 1):
             socket = self._socket or self._fresh_socket()
             socket.send(frame)
@@ -98,7 +103,7 @@ class IntakeClient:
 
     def submit(self, jobs: list[JobSpec]) -> list[Ack]:
         """Submit up to `MAX_BATCH` jobs; one `Ack` per job, in order."""
-        answer = self._call(lambda i: Submit(i, jobs))
+        answer = self._call(lambda i: Submit(i, jobs, self._session))
         assert isinstance(answer, Submitted)
         return answer.acks
 

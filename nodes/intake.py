@@ -11,6 +11,7 @@ intake wakes the router.
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ import msgspec
 import structlog
 import zmq
 
-from actors.journal import STATES, Journal, NewJob, natural_key
+from actors.journal import STATES, Journal, NewJob, canonical_url, natural_key
 from nodes.intake_protocol import (
     MAX_KEY_CHARS,
     MAX_PAGE,
@@ -49,6 +50,9 @@ from nodes.intake_protocol import (
 
 _log = structlog.get_logger("flotilla.intake")
 
+REMEMBERED_ANSWERS = 1024
+"""Answers to recent submissions kept for clients that retry (by session and request id)."""
+
 
 def check_job(job: JobSpec, rule_sets: set[str]) -> str | None:
     """Why `job` cannot be accepted, or None."""
@@ -56,11 +60,19 @@ def check_job(job: JobSpec, rule_sets: set[str]) -> str | None:
         return "missing url"
     if len(job.url) > MAX_URL_CHARS:
         return f"url longer than {MAX_URL_CHARS} characters"
-    parts = urlsplit(job.url)
+    try:
+        parts = urlsplit(job.url)
+        port = parts.port  # raises ValueError for a port out of range
+        canonical_url(job.url)
+    except ValueError as exc:
+        return f"malformed url: {exc}"
     if parts.scheme.lower() not in ("http", "https"):
         return f"unsupported scheme {parts.scheme or '(none)'!r}: only http and https"
     if not parts.hostname:
         return "url has no host"
+    if any(ch.isspace() or not ch.isprintable() for ch in job.url):
+        return "url contains spaces or control characters"
+    del port
     if job.rules not in rule_sets:
         known = ", ".join(sorted(rule_sets)) or "none"
         return f"unknown rules {job.rules!r} (known: {known})"
@@ -83,6 +95,7 @@ class Intake:
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="intake", daemon=True)
         self.served = 0
+        self._answers: OrderedDict[tuple[str, int], Submitted] = OrderedDict()
 
     def start(self) -> None:
         self._thread.start()
@@ -141,8 +154,16 @@ class Intake:
     def _dispatch(self, request: Any) -> Answer:
         limit = max(1, min(MAX_PAGE, getattr(request, "limit", MAX_PAGE)))
         match request:
-            case Submit(jobs=jobs):
-                return self._submit(request.id, jobs)
+            case Submit(jobs=jobs, session=session):
+                remembered = self._answers.get((session, request.id)) if session else None
+                if remembered is not None:
+                    return remembered  # a retry of a request whose answer was lost
+                answer = self._submit(request.id, jobs)
+                if session:
+                    self._answers[(session, request.id)] = answer
+                    while len(self._answers) > REMEMBERED_ANSWERS:
+                        self._answers.popitem(last=False)
+                return answer
             case Status(keys=keys):
                 rows = [self.journal.job(key) for key in keys]
                 return JobList(request.id, [_info(row) for row in rows if row is not None])

@@ -16,13 +16,13 @@ MAX_BATCH = 1000
 """Most jobs in one `Submit`."""
 MAX_URL_CHARS = 2048
 MAX_KEY_CHARS = 128
-MAX_REQUEST_BYTES = 4 * 1024 * 1024
-"""Largest request accepted (the socket's MAXMSGSIZE)."""
+MAX_REQUEST_BYTES = 16 * 1024 * 1024
+"""Largest request accepted (the socket's MAXMSGSIZE); a full batch of the longest URLs fits."""
 MAX_PAGE = 1000
 """Most rows in one page of a query."""
 
-Url = typing.Annotated[str, msgspec.Meta(max_length=MAX_URL_CHARS * 4)]
-Key = typing.Annotated[str, msgspec.Meta(max_length=MAX_KEY_CHARS * 4)]
+Url = typing.Annotated[str, msgspec.Meta(max_length=MAX_URL_CHARS)]
+Key = typing.Annotated[str, msgspec.Meta(max_length=MAX_KEY_CHARS)]
 Short = typing.Annotated[str, msgspec.Meta(max_length=256)]
 
 
@@ -42,9 +42,11 @@ class JobSpec(msgspec.Struct, frozen=True):
 
 
 class Submit(Request, frozen=True, tag=True):
-    """Record these jobs; each is acknowledged once it is on disk."""
+    """Record these jobs; each is acknowledged once it is on disk. A client that sends the
+    same `session` and `id` again (it did not get the answer) gets the first answer again."""
 
     jobs: typing.Annotated[list[JobSpec], msgspec.Meta(max_length=MAX_BATCH)]
+    session: Short = ""
 
 
 class Status(Request, frozen=True, tag=True):

@@ -98,3 +98,22 @@ def test_a_client_with_no_intake_gives_up_with_a_clear_error() -> None:
     with IntakeClient(f"tcp://127.0.0.1:{free_ports(1)[0]}", timeout=0.2, retries=1) as client:
         with pytest.raises(IntakeUnavailable, match="no answer from tcp://127.0.0.1:.* after 2 tries"):
             client.counts()
+
+
+def test_a_malformed_url_is_rejected_alone(client: IntakeClient) -> None:
+    acks = client.submit([JobSpec("http://[::1/x", "product"), JobSpec("http://127.0.0.1:99999/x", "product"),
+                          JobSpec("http://127.0.0.1/a b", "product"), JobSpec("http://127.0.0.1/fine", "product")])
+    assert [a.status for a in acks] == ["rejected", "rejected", "rejected", "accepted"]
+    assert acks[0].reason.startswith("malformed url")
+
+
+def test_a_retried_submission_gets_its_first_answer_again(intake: tuple[Intake, list[int]]) -> None:
+    from nodes.intake_protocol import Submit, Submitted, answer_decoder, encoder
+
+    request = Submit(7, [JobSpec("http://127.0.0.1/retried", "product")], session="s1")
+    first = answer_decoder.decode(encoder.encode(intake[0].handle(encoder.encode(request))))
+    again = intake[0].handle(encoder.encode(request))  # the client lost the first answer
+    assert isinstance(first, Submitted) and first.acks[0].status == "accepted"
+    assert again.acks[0].status == "accepted"
+    other = intake[0].handle(encoder.encode(Submit(8, request.jobs, session="s1")))
+    assert other.acks[0].status == "duplicate"
