@@ -41,6 +41,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     rules        TEXT NOT NULL,
     state        TEXT NOT NULL,
     attempts     INTEGER NOT NULL DEFAULT 0,
+    tries        INTEGER NOT NULL DEFAULT 0,
     lost         INTEGER NOT NULL DEFAULT 0,
     due_at       REAL NOT NULL,
     lease_until  REAL,
@@ -73,15 +74,19 @@ CREATE TABLE IF NOT EXISTS results (
 
 
 def canonical_url(url: str) -> str:
-    """The URL with a lower-case scheme and host, no default port, no fragment, and a path."""
+    """The URL with a lower-case scheme and host, no default port, no fragment, and a path
+    (user info kept as written; IPv6 hosts keep their brackets)."""
     parts = urlsplit(url.strip())
     scheme = parts.scheme.lower()
     host = (parts.hostname or "").lower()
+    if ":" in host:
+        host = f"[{host}]"
     port = parts.port
     if port is not None and not (scheme == "http" and port == 80) and not (scheme == "https" and port == 443):
         host = f"{host}:{port}"
-    if parts.username:
-        host = f"{parts.username}@{host}"
+    userinfo, at, _ = parts.netloc.rpartition("@")
+    if at:
+        host = f"{userinfo}@{host}"
     return urlunsplit((scheme, host, parts.path or "/", parts.query, ""))
 
 
@@ -148,6 +153,9 @@ class Journal:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+        if "tries" not in columns:  # a journal written before tries were counted
+            self._db.execute("ALTER TABLE jobs ADD COLUMN tries INTEGER NOT NULL DEFAULT 0")
 
     def close(self) -> None:
         with self._lock:
@@ -209,7 +217,8 @@ class Journal:
             leases = []
             for key, url, rules, token, attempts in rows:
                 db.execute("UPDATE jobs SET state='fetching', lease_until=?, lease_token=?, attempts=?,"
-                           " updated_at=? WHERE key=?", (now + visibility, token + 1, attempts + 1, now, key))
+                           " tries=tries+1, updated_at=? WHERE key=?",
+                           (now + visibility, token + 1, attempts + 1, now, key))
                 db.execute("INSERT OR REPLACE INTO attempts (key, attempt, started_at) VALUES (?, ?, ?)",
                            (key, attempts + 1, now))
                 leases.append(Lease(key, url, rules, token + 1, attempts + 1))
@@ -307,13 +316,12 @@ class Journal:
         now = self._clock()
 
         def revive(db: sqlite3.Connection) -> int:
+            revive = "UPDATE jobs SET state='pending', due_at=?, lost=0, tries=0, reason=NULL, updated_at=?"
             if keys is None:
-                return db.execute("UPDATE jobs SET state='pending', due_at=?, lost=0, reason=NULL, updated_at=?"
-                                  " WHERE state IN ('dead', 'parked')", (now, now)).rowcount
+                return db.execute(revive + " WHERE state IN ('dead', 'parked')", (now, now)).rowcount
             total = 0
             for key in keys:
-                total += db.execute("UPDATE jobs SET state='pending', due_at=?, lost=0, reason=NULL, updated_at=?"
-                                    " WHERE key=? AND state IN ('dead', 'parked')", (now, now, key)).rowcount
+                total += db.execute(revive + " WHERE key=? AND state IN ('dead', 'parked')", (now, now, key)).rowcount
             return total
 
         return self._write(revive)
@@ -343,6 +351,12 @@ class Journal:
         with self._lock:
             found = dict(self._db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall())
         return {state: found.get(state, 0) for state in STATES}
+
+    def tries(self, key: str) -> int:
+        """Attempts since the job was submitted or last replayed (what the policy counts)."""
+        with self._lock:
+            row = self._db.execute("SELECT tries FROM jobs WHERE key=?", (key,)).fetchone()
+        return row[0] if row else 0
 
     def lost_count(self, key: str) -> int:
         with self._lock:

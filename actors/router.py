@@ -188,7 +188,7 @@ class Router(Actor):
         self._apply_policy(outcome.key, outcome.token, outcome.failure)
 
     def _apply_policy(self, key: str, token: int, failure: Failure) -> None:
-        attempt = token  # the lease token counts attempts
+        attempt = self.journal.tries(key)  # attempts since submission or the last replay
         policy = self.policy
         detail = failure.detail
         if failure.kind == "HARD":

@@ -33,6 +33,8 @@ def test_canonical_urls_give_the_same_key() -> None:
     assert canonical_url("https://example.com") == "https://example.com/"
     assert natural_key("http://EXAMPLE.com/a#x", "r") == natural_key("http://example.com/a", "r")
     assert natural_key("http://example.com/a", "r") != natural_key("http://example.com/a", "s")
+    assert canonical_url("http://u:p1@h/x") != canonical_url("http://u:p2@h/x")
+    assert canonical_url("http://[::1]:8080/x") == "http://[::1]:8080/x"
 
 
 def test_a_submission_is_on_disk_when_submit_returns_and_duplicates_change_nothing(
@@ -113,7 +115,11 @@ def test_a_batch_is_one_transaction(journal: Journal) -> None:
 def test_poison_jobs_can_be_buried_and_replayed(journal: Journal) -> None:
     journal.submit([job(1)])
     key = job(1).key
+    lease = journal.lease(limit=1, visibility=30)[0]
+    journal.fail(lease.key, lease.token, "TRANSIENT", "x", retry_at=0)
+    assert journal.tries(key) == 1
     assert journal.bury(key, "poison: lost 3 times") is True
     assert journal.job(key).state == "dead"
     assert journal.replay([key]) == 1
-    assert journal.job(key).state == "pending"
+    assert journal.job(key).state == "pending" and journal.tries(key) == 0  # a fresh budget
+    assert journal.job(key).attempts == 1  # the history is kept
