@@ -18,6 +18,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from actors.child_spec import Backoff, ChildSpec, PoolSpec, Spec, SupervisorFlags, SupervisorSpec
 from nodes.topology import DEFAULT_TOPOLOGY, Topology, TopologyError, load_topology
@@ -226,7 +227,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
     return 0 if not totals["rejected"] else 3
 
 
-def cmd_jobs(args: argparse.Namespace) -> int:
+def _with_client(args: argparse.Namespace, body: Any) -> int:
+    """Run `body(client)` against the topology's intake; intake errors exit 1."""
     from nodes.client import IntakeError, IntakeUnavailable
 
     client = _intake_client(args)
@@ -234,68 +236,57 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     try:
         with client:
-            counts = client.counts()
-            print("  ".join(f"{state} {n}" for state, n in counts.states.items()) + f"  (results {counts.results})")
-            if args.state:
-                for job in client.all_jobs(args.state):
-                    print(f"{job.key}  {job.state:<10} attempts {job.attempts}  {job.url}"
-                          + (f"  {job.reason}" if job.reason else ""))
+            return int(body(client))
     except (IntakeUnavailable, IntakeError) as exc:
         print(str(exc), file=sys.stderr)
         return 1
-    return 0
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    def show(client: Any) -> int:
+        counts = client.counts()
+        print("  ".join(f"{state} {n}" for state, n in counts.states.items()) + f"  (results {counts.results})")
+        if args.state:
+            for job in client.all_jobs(args.state):
+                print(f"{job.key}  {job.state:<10} attempts {job.attempts}  {job.url}"
+                      + (f"  {job.reason}" if job.reason else ""))
+        return 0
+
+    return _with_client(args, show)
 
 
 def cmd_results(args: argparse.Namespace) -> int:
     import csv
-    import json as json_module
+    import json
 
-    from nodes.client import IntakeUnavailable
-
-    client = _intake_client(args)
-    if client is None:
-        return EXIT_USAGE
-    try:
-        with client:
-            if args.format == "jsonl":
-                for result in client.all_results():
-                    print(json_module.dumps(msgspec_to_builtins(result), sort_keys=True))
-            else:
-                writer = csv.writer(sys.stdout)
-                writer.writerow(["key", "url", "rules", "fields", "content_hash", "attempts", "stored_at"])
-                for r in client.all_results():
-                    writer.writerow([r.key, r.url, r.rules, json_module.dumps(r.fields, sort_keys=True),
-                                     r.content_hash, r.attempts, r.stored_at])
-    except IntakeUnavailable as exc:
-        print(str(exc), file=sys.stderr)
-        return 1
-    return 0
-
-
-def msgspec_to_builtins(value: object) -> object:
     import msgspec
 
-    return msgspec.to_builtins(value)
+    def show(client: Any) -> int:
+        if args.format == "jsonl":
+            for result in client.all_results():
+                print(json.dumps(msgspec.to_builtins(result), sort_keys=True))
+            return 0
+        writer = csv.writer(sys.stdout)
+        writer.writerow(["key", "url", "rules", "fields", "content_hash", "attempts", "stored_at"])
+        for r in client.all_results():
+            writer.writerow([r.key, r.url, r.rules, json.dumps(r.fields, sort_keys=True), r.content_hash,
+                             r.attempts, r.stored_at])
+        return 0
+
+    return _with_client(args, show)
 
 
 def cmd_dlq(args: argparse.Namespace) -> int:
-    from nodes.client import IntakeUnavailable
+    def act(client: Any) -> int:
+        if args.dlq_command == "list":
+            for job in client.all_jobs("dead"):
+                print(f"{job.key}  attempts {job.attempts}  {job.url}  {job.reason}")
+        else:
+            count = client.replay(args.keys or None)
+            print(f"{count} job{'s' if count != 1 else ''} back to pending")
+        return 0
 
-    client = _intake_client(args)
-    if client is None:
-        return EXIT_USAGE
-    try:
-        with client:
-            if args.dlq_command == "list":
-                for job in client.all_jobs("dead"):
-                    print(f"{job.key}  attempts {job.attempts}  {job.url}  {job.reason}")
-            else:
-                count = client.replay(args.keys or None)
-                print(f"{count} job{'s' if count != 1 else ''} back to pending")
-    except IntakeUnavailable as exc:
-        print(str(exc), file=sys.stderr)
-        return 1
-    return 0
+    return _with_client(args, act)
 
 
 def build_parser() -> argparse.ArgumentParser:
