@@ -52,13 +52,13 @@ def test_a_lease_hands_out_due_jobs_once_until_it_expires(journal: Journal, cloc
     first = journal.lease(limit=3, visibility=10)
     assert [lease.attempt for lease in first] == [1, 1, 1]
     second = journal.lease(limit=10, visibility=10)
-    assert len(second) == 2 and not {l.key for l in first} & {l.key for l in second}
+    assert len(second) == 2 and not {lease.key for lease in first} & {lease.key for lease in second}
     assert journal.lease(limit=10, visibility=10) == []
     clock.advance(11)
     expired = journal.expire_leases()
-    assert sorted(expired) == sorted(l.key for l in first + second)
+    assert sorted(expired) == sorted(lease.key for lease in first + second)
     again = journal.lease(limit=10, visibility=10)
-    assert {l.attempt for l in again} == {2} and {l.token for l in again} == {2}
+    assert {lease.attempt for lease in again} == {2} and {lease.token for lease in again} == {2}
     assert journal.lost_count(again[0].key) == 1
 
 
@@ -90,7 +90,7 @@ def test_failures_retry_later_die_or_park(journal: Journal, clock: FakeClock) ->
                                       "retrying": 1, "dead": 1, "parked": 1}
     assert journal.lease(limit=5, visibility=30) == []
     clock.advance(2)
-    assert [l.key for l in journal.lease(limit=5, visibility=30)] == [a.key]
+    assert [lease.key for lease in journal.lease(limit=5, visibility=30)] == [a.key]
     assert journal.job(b.key).reason == "HARD: 404 Not Found"
     assert journal.replay() == 2
     assert journal.counts()["pending"] == 2
