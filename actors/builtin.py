@@ -13,6 +13,7 @@ BUILTIN_ACTORS: dict[str, str] = {
     "fetcher": "actors.fetcher:Fetcher",
     "extractor": "actors.extractor:Extractor",
     "router": "actors.router:Router",
+    "alerts": "actors.alerts:AlertSink",
 }
 
 

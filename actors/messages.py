@@ -336,6 +336,22 @@ class JobOutcome(Message, frozen=True, tag=True):
     elapsed: float = 0.0
 
 
+# --- alerts -------------------------------------------------------------------------------
+
+AlertSeverity = Literal["info", "warning", "critical"]
+
+
+class Alert(Message, frozen=True, tag=True):
+    """Something an operator should know now: a target drifting, a breaker opening, the
+    fleet entering Hold. Sent to the alert sink, which logs, counts and forwards it."""
+
+    severity: AlertSeverity
+    source: str
+    title: str
+    detail: str = ""
+    at: float = 0.0
+
+
 # --- the codec ------------------------------------------------------------------------
 
 _encoder = msgspec.msgpack.Encoder()

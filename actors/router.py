@@ -29,7 +29,7 @@ from typing import Any
 
 from actors.actor import Actor
 from actors.journal import Journal
-from actors.messages import Failure, Fetched, FetchJob, JobOutcome
+from actors.messages import Alert, Failure, Fetched, FetchJob, JobOutcome
 
 
 @dataclass(frozen=True)
@@ -74,11 +74,13 @@ MAINTAIN_EVERY = 1.0
 class Router(Actor):
     """Moves jobs from the journal to the fetchers and their outcomes back."""
 
-    def __init__(self, fetchers: str, max_in_flight: int = 256, **policy: Any) -> None:
+    def __init__(self, fetchers: str, max_in_flight: int = 256, alerts: str | None = None,
+                 **policy: Any) -> None:
         super().__init__()
         if max_in_flight < 1:
             raise ValueError("max_in_flight must be >= 1")
         self.fetchers_path = fetchers
+        self.alerts_path = alerts
         self.max_in_flight = max_in_flight
         self.policy = Policy(**policy)
         self.rng = random.Random()
@@ -196,6 +198,9 @@ class Router(Actor):
         elif failure.kind == "DRIFT":
             decision = {"park": True}
             self.log.warning("router.drift", job=key, detail=detail)
+            if self.alerts_path is not None:
+                self.system.ref(self.alerts_path).tell(Alert("warning", self.path, "layout drift: job parked",
+                                                             f"{key}: {detail}", time.time()))
         elif attempt >= policy.max_attempts:
             decision = {"dead": True}
             detail = f"{detail} (gave up after {attempt} attempts)"

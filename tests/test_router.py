@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from actors import ActorSystem, ChildSpec, PoolSpec, SupervisorFlags, SupervisorSpec
+from actors.alerts import AlertSink
 from actors.extractor import Extractor
 from actors.fetcher import Fetcher
 from actors.journal import Journal, NewJob, natural_key
@@ -34,10 +35,12 @@ def start_pipeline(system: ActorSystem, data: Path, **router_args: object) -> Jo
     system.extraction_rules = RULES
     system.data_dir = data
     children = (
+        ChildSpec("alerts", AlertSink),
         PoolSpec("extractors", ChildSpec("x", Extractor), size=2),
         PoolSpec("fetchers", ChildSpec("f", Fetcher, {"extractor": "t/root/extractors", "timeout": 1.0,
                                                       "max_body_bytes": 200_000, "max_redirects": 3}), size=2),
-        ChildSpec("router", Router, {"fetchers": "t/root/fetchers", **POLICY, **router_args}),
+        ChildSpec("router", Router, {"fetchers": "t/root/fetchers", "alerts": "t/root/alerts", **POLICY,
+                                     **router_args}),
     )
     system.start(SupervisorSpec("root", children=children, flags=SupervisorFlags(intensity=10)))
     return Journal(data / "journal.sqlite")
@@ -79,6 +82,9 @@ def test_every_fault_mode_ends_in_the_right_state(system: ActorSystem, site: Dem
     assert "gave up after 3 attempts" in journal.job(keys["/blocked/6"]).reason
     assert [a[3] for a in journal.attempts(keys["/flaky/3"])] == ["TRANSIENT", "stored"]
     assert journal.result_count() == 3
+    sink = system.registry.lookup("t/root/alerts").actor
+    assert sink.counts == {"warning:t/root/router": 1}
+    assert "missing required fields: title, price" in sink.recent[0].detail
     journal.close()
 
 
