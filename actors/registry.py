@@ -99,23 +99,14 @@ class Reply:
 class Slot:
     """The stable place behind one path; bound to the live incarnation or to nothing."""
 
-    __slots__ = ("path", "_ref", "_actor", "_changed", "_dead_letters", "retired")
+    __slots__ = ("path", "_actor", "_changed", "_dead_letters", "retired")
 
     def __init__(self, path: str, dead_letters: DeadLetters) -> None:
         self.path = path
-        self._ref: pykka.ActorRef[Any] | None = None
         self._actor: Actor | None = None
         self._changed = threading.Condition(threading.Lock())
         self._dead_letters = dead_letters
         self.retired = False
-
-    @property
-    def ref(self) -> pykka.ActorRef[Any] | None:
-        """The live incarnation's Pykka ref, or None."""
-        ref = self._ref
-        if ref is None or ref.actor_stopped.is_set():
-            return None
-        return ref
 
     @property
     def live(self) -> bool:
@@ -134,7 +125,6 @@ class Slot:
         """Point the path at a new incarnation."""
         with self._changed:
             self._actor = actor
-            self._ref = actor.actor_ref
             self._changed.notify_all()
 
     def unbind(self, actor: Actor) -> None:
@@ -142,7 +132,6 @@ class Slot:
         with self._changed:
             if self._actor is actor:
                 self._actor = None
-                self._ref = None
                 self._changed.notify_all()
 
     def wait_started(self, timeout: float, *, other_than: int | None = None) -> Actor | None:

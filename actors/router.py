@@ -154,7 +154,8 @@ class Router(Actor):
         room = self.max_in_flight - len(self.in_flight)
         if room > 0 and not self.fetchers.is_alive():
             room = 0  # no live fetcher: leasing now would only burn attempts
-        if room > 0:
+        due = self.journal.next_due()
+        if room > 0 and due is not None and due <= time.time():  # no write transaction for nothing
             for lease in self.journal.lease(room, self.policy.visibility):
                 self.in_flight[lease.key] = lease.token
                 self.counts["dispatched"] += 1

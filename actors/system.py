@@ -61,7 +61,6 @@ class ActorSystem:
         self._root_exited = threading.Event()
         self._root_exit_listeners: list[Callable[[ExitReason], None]] = []
         self._root_reason: ExitReason | None = None
-        self._stopping = False
 
     # --- addressing -------------------------------------------------------------------
 
@@ -157,15 +156,9 @@ class ActorSystem:
         self._root_exited.wait(timeout)
         return self._root_reason
 
-    @property
-    def stopped_on_request(self) -> bool:
-        """True if the root ended because `stop()` asked it to."""
-        return self._stopping and isinstance(self._root_reason, Shutdown) and not self._root_reason.detail
-
     def stop(self, timeout: float | None = None) -> ExitReason | None:
         """Stop the tree in reverse start order, each child within its own shutdown
         timeout; then stop the timers. Returns the root's exit reason."""
-        self._stopping = True
         root = self._root
         if root is not None and not self._root_exited.is_set():
             root.request_stop(Shutdown())
