@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import queue
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections import Counter, deque
@@ -18,7 +19,14 @@ from typing import Any
 import msgspec
 
 from actors.actor import Actor
-from actors.messages import Alert
+from actors.messages import Alert, AlertSeverity
+
+def raise_alert(actor: Actor, alerts: str | None, severity: AlertSeverity, title: str, detail: str) -> None:
+    """Log an alert from `actor` and tell it to the alert sink at path `alerts` (if any)."""
+    actor.log.warning("alert.raised", severity=severity, title=title, detail=detail)
+    if alerts is not None:
+        actor.system.ref(alerts).tell(Alert(severity, actor.path, title, detail, time.time()))
+
 
 RECENT_ALERTS = 100
 """Alerts kept for operators (all are counted)."""

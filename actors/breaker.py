@@ -95,6 +95,12 @@ class Breaker:
             self._open(now, reason or f"{self.failure_rate:.0%} of the last {len(self._window)} calls failed")
         return self.state
 
+    def forget_trials(self) -> None:
+        """Half-open trial calls that never reported (their jobs went elsewhere, or their
+        node died) stop counting, so new trials may start."""
+        if self.state == "half_open":
+            self._trials_started = self._trials_succeeded
+
     def trip(self, now: float, reason: str) -> None:
         """Open at once (a drifting target; an operator)."""
         self._open(now, reason)

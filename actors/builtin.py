@@ -14,6 +14,10 @@ BUILTIN_ACTORS: dict[str, str] = {
     "extractor": "actors.extractor:Extractor",
     "router": "actors.router:Router",
     "alerts": "actors.alerts:AlertSink",
+    "breakers": "actors.breakers:BreakerShard",
+    "limiter": "actors.limiter:RateLimiter",
+    "hold": "actors.hold:HoldMonitor",
+    "proxies": "actors.proxies:ProxyPool",
 }
 
 

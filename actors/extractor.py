@@ -2,7 +2,8 @@
 
 Runs next to the fetchers (bodies never cross nodes). A page with the required fields gives
 its fields; one without them is a DRIFT failure naming the missing fields; a challenge page
-served with 200 is BLOCKED.
+served with 200 is BLOCKED. Each verdict is recorded in the node's resilience view (a drift
+trips the target's breaker).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 
 from actors.actor import Actor
 from actors.messages import ExtractJob, Failure, JobOutcome
+from actors.resilience_view import target_of
 from actors.rules import Blocked, Drift, apply_rules
 
 
@@ -35,13 +37,17 @@ class Extractor(Actor):
             return None
         result = apply_rules(message.body, rules)
         elapsed = time.monotonic() - started
+        view, target, proxy = self.system.resilience, target_of(message.url), message.proxy or None
         if isinstance(result, Drift):
             failure = Failure("DRIFT", "missing required fields: " + ", ".join(result.missing), 200)
+            view.record(target, "drift", proxy=proxy, probe=message.probe, detail=f"{failure.detail} ({message.rules})")
             reply.tell(JobOutcome(message.key, message.token, failure=failure, elapsed=elapsed))
         elif isinstance(result, Blocked):
             failure = Failure("BLOCKED", f"challenge page ({result.marker!r})", 200)
+            view.record(target, "blocked", proxy=proxy, probe=message.probe)
             reply.tell(JobOutcome(message.key, message.token, failure=failure, elapsed=elapsed))
         else:
+            view.record(target, "ok", proxy=proxy, probe=message.probe)
             reply.tell(JobOutcome(message.key, message.token, fields=result.fields,
                                   content_hash=message.content_hash, elapsed=elapsed))
         return None

@@ -10,6 +10,12 @@ comes back to the router as a `JobOutcome` with a typed `Failure`:
 * HARD — 404, 410, 401 and other 4xx, a body over `max_body_bytes`, more than
   `max_redirects` redirects, a scheme other than http or https.
 
+Before each request the fetcher asks its node's resilience view (actors/resilience_view.py)
+whether the target may be asked now and through which proxy, and takes a rate-limit slot
+(waiting at most `slot_wait` seconds); a job that may not go now is handed back `Deferred`,
+to wait in the journal without counting as an attempt. What each request gave is recorded in
+the view (pages are recorded by the extractor, which knows whether they were real).
+
 A bug in the fetcher itself (an exception that is none of these) crashes the actor, as any
 bug should: its requests in flight are lost, and their leases bring the jobs back.
 """
@@ -18,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import random
 import threading
 import time
 from email.utils import parsedate_to_datetime
@@ -27,7 +34,8 @@ import aiohttp
 import msgspec
 
 from actors.actor import Actor
-from actors.messages import ExtractJob, Failure, Fetched, FetchJob, JobOutcome
+from actors.messages import Deferred, ExtractJob, Failure, Fetched, FetchJob, JobOutcome
+from actors.resilience_view import Go, Outcome, Wait, target_of
 
 
 EVIDENCE_BYTES = 300
@@ -104,10 +112,13 @@ class Fetcher(Actor):
 
     def __init__(self, extractor: str, max_in_flight: int = 64, timeout: float = 10.0,
                  max_body_bytes: int = 2 * 1024 * 1024, max_redirects: int = 5,
-                 user_agent: str = "flotilla/0.1") -> None:
+                 user_agent: str = "flotilla/0.1", slot_wait: float = 5.0) -> None:
         super().__init__()
-        if max_in_flight < 1 or timeout <= 0 or max_body_bytes < 1 or max_redirects < 0:
-            raise ValueError("max_in_flight >= 1, timeout > 0, max_body_bytes >= 1, max_redirects >= 0")
+        if max_in_flight < 1 or timeout <= 0 or max_body_bytes < 1 or max_redirects < 0 or slot_wait <= 0:
+            raise ValueError("max_in_flight >= 1, timeout > 0, max_body_bytes >= 1, max_redirects >= 0, "
+                             "slot_wait > 0")
+        self.slot_wait = slot_wait
+        self.deferred = 0
         self.extractor_path = extractor
         self.max_in_flight = max_in_flight
         self.timeout = timeout
@@ -195,8 +206,13 @@ class Fetcher(Actor):
         if not job.url.startswith(("http://", "https://")):
             reply.tell(JobOutcome(job.key, job.token, failure=Failure("HARD", "only http and https are fetched")))
             return
+        target = target_of(job.url)
+        admission = await self._admit(target, job, reply)
+        if admission is None:
+            return
+        proxy_fault = False
         try:
-            async with self._slots, self.session.get(job.url, max_redirects=self.max_redirects,
+            async with self._slots, self.session.get(job.url, max_redirects=self.max_redirects, proxy=admission.proxy,
                                                       timeout=aiohttp.ClientTimeout(total=self.timeout)) as response:
                 failure = classify_status(response.status, retry_after_seconds(response.headers.get("Retry-After")))
                 if failure is not None:
@@ -215,16 +231,40 @@ class Fetcher(Actor):
             failure = Failure("TRANSIENT", f"no complete answer within {self.timeout:g} s")
         except aiohttp.InvalidURL as exc:
             failure = Failure("HARD", f"invalid URL: {exc}"[:500])
+        except aiohttp.ClientProxyConnectionError as exc:
+            proxy_fault = True
+            failure = Failure("TRANSIENT", f"proxy unreachable: {exc}"[:500])
         except aiohttp.ClientResponseError as exc:  # an answer that is not valid HTTP
             failure = Failure("TRANSIENT", f"bad answer: {type(exc).__name__}: {exc}"[:500])
         except (aiohttp.ClientError, ValueError) as exc:  # resets, refused, payload errors...
             failure = Failure("TRANSIENT", f"{type(exc).__name__}: {exc}"[:500])
         if failure is not None:
+            outcome: Outcome = {"TRANSIENT": "transient", "BLOCKED": "blocked"}.get(failure.kind, "hard")  # type: ignore[assignment]
+            self.system.resilience.record(target, outcome, proxy=admission.proxy, probe=admission.probe,
+                                          proxy_fault=proxy_fault, retry_after=failure.retry_after,
+                                          status=failure.status)
             reply.tell(JobOutcome(job.key, job.token, failure=failure, elapsed=time.monotonic() - started))
             return
         reply.tell(Fetched(job.key, job.token))
         self.extractor.tell(ExtractJob(job.key, job.url, job.rules, job.token, 200, body,
-                                       hashlib.sha256(body).hexdigest(), job.reply_to))
+                                       hashlib.sha256(body).hexdigest(), job.reply_to,
+                                       admission.proxy or "", admission.probe))
+
+    async def _admit(self, target: str, job: FetchJob, reply: Any) -> Go | None:
+        """The view's admission and a rate-limit slot, or None after handing the job back."""
+        view = self.system.resilience
+        admission = view.admit(target)
+        if isinstance(admission, Go):
+            if await view.acquire(target, self.slot_wait):
+                return admission
+            view.cancel(target, admission)
+            admission = Wait(self.slot_wait * (0.5 + random.random()),
+                             f"no rate-limit slot for {target} within {self.slot_wait:g} s")
+        with self._counts:
+            self.deferred += 1
+        reply.tell(Deferred(job.key, job.token, admission.delay, admission.reason))
+        return None
 
     def inspect(self) -> dict[str, Any]:
-        return {"in_flight": self.in_flight, "done": self.done, "max_in_flight": self.max_in_flight}
+        return {"in_flight": self.in_flight, "done": self.done, "deferred": self.deferred,
+                "max_in_flight": self.max_in_flight}

@@ -13,8 +13,11 @@ States::
     pending ──lease──▶ fetching ──▶ extracting ──▶ stored
        ▲                  │              │
        │                  ├──────────────┴──▶ retrying (due_at) ──due──▶ pending
-       └──lease expired───┘                └──▶ dead (reason; the dead-letter queue)
-                                           └──▶ parked (drift: waits for an operator)
+       ├──lease expired───┤                └──▶ dead (reason; the dead-letter queue)
+       └────deferred──────┘                └──▶ parked (drift: waits for an operator)
+
+A *deferred* lease was handed back unused (the target's breaker is open, the fleet holds, no
+rate-limit slot or proxy was available): the job waits, and the attempt is not counted.
 """
 
 from __future__ import annotations
@@ -302,6 +305,25 @@ class Journal:
             return True
 
         return self._write(record)
+
+    def defer(self, key: str, token: int, until: float, reason: str) -> bool:
+        """Lease `token` was handed back unused (its target may not be asked now): the job
+        waits, pending, until `until`, with `reason` as its status; the attempt is not
+        counted. False if the lease is no longer current."""
+        now = self._clock()
+
+        def put_back(db: sqlite3.Connection) -> bool:
+            row = db.execute("SELECT attempts FROM jobs WHERE key=? AND lease_token=? AND state='fetching'",
+                             (key, token)).fetchone()
+            if row is None:
+                return False
+            db.execute("UPDATE jobs SET state='pending', due_at=?, lease_until=NULL, attempts=attempts-1,"
+                       " tries=MAX(0, tries-1), reason=?, updated_at=? WHERE key=?",
+                       (until, f"waiting: {reason}"[:2000], now, key))
+            db.execute("DELETE FROM attempts WHERE key=? AND attempt=?", (key, row[0]))
+            return True
+
+        return self._write(put_back)
 
     def bury(self, key: str, reason: str) -> bool:
         """Send a job that is not leased to the dead-letter queue (e.g. poison: it was lost

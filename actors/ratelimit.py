@@ -3,8 +3,9 @@
 `TokenBucket` is the arithmetic (no threads, no clock of its own): a bucket fills at `rate`
 tokens per second up to `burst`; taking tokens succeeds only if they are there. A 429 with
 Retry-After `slows` the domain: the bucket is emptied and refills at a fraction of its rate
-until the slow-down ends. The cluster-wide limiter actor (next) hands tokens out to nodes in
-small leases from one bucket per domain, so that a fetch asks its own node, not the limiter.
+until the slow-down ends. The fleet's limiter actor (actors/limiter.py) hands tokens out to
+nodes in small leases from one bucket per target, so that a fetch asks its own node, not the
+limiter.
 """
 
 from __future__ import annotations
@@ -34,6 +35,11 @@ class TokenBucket:
         added = (slow_end - self.updated) * self.rate * self.slow_factor + (now - slow_end) * self.rate
         self.tokens = min(self.burst, self.tokens + added)
         self.updated = now
+
+    def available(self, now: float) -> float:
+        """Tokens there now (possibly a fraction)."""
+        self._refill(now)
+        return self.tokens
 
     def take(self, wanted: float, now: float) -> float:
         """Take up to `wanted` whole tokens; return how many were taken (possibly 0)."""

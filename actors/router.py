@@ -11,7 +11,13 @@ and are written to the journal in batches (one transaction per burst of messages
 * BLOCKED — retried after the Retry-After it came with (or `blocked_delay`), until
   `max_attempts`; then dead;
 * DRIFT — parked, with an alert in the log, until an operator replays it;
-* HARD — dead at once, with the evidence.
+* HARD — dead at once, with the evidence;
+* Deferred — the target may not be asked now (breaker open, Hold, no slot or proxy): the job
+  waits the delay given, and the attempt does not count.
+
+Before dispatching, the router reads its node's resilience view: jobs for a target whose
+breaker is open wait without being sent, and in Hold at most `HOLD_IN_FLIGHT` jobs are out
+at a time (the fetchers turn all but the fleet's probes back).
 
 A job whose attempt was lost (its lease ran out: the fetcher crashed, or its node died)
 `poison_limit` times is dead as poison. Reports quoting an old lease token change nothing, so
@@ -28,8 +34,10 @@ from pathlib import Path
 from typing import Any
 
 from actors.actor import Actor
+from actors.alerts import raise_alert
 from actors.journal import Journal
-from actors.messages import Alert, Failure, Fetched, FetchJob, JobOutcome
+from actors.messages import Deferred, Failure, Fetched, FetchJob, JobOutcome
+from actors.resilience_view import target_of
 
 
 @dataclass(frozen=True)
@@ -69,6 +77,8 @@ BATCH_OPS = 500
 """Most journal writes in one transaction."""
 MAINTAIN_EVERY = 1.0
 """Seconds between lease-expiry passes."""
+HOLD_IN_FLIGHT = 8
+"""Most jobs out at a time while the fleet is in Hold (enough for its probes)."""
 
 
 class Router(Actor):
@@ -85,7 +95,8 @@ class Router(Actor):
         self.policy = Policy(**policy)
         self.rng = random.Random()
         self.in_flight: dict[str, int] = {}
-        self.counts = {"dispatched": 0, "stored": 0, "retried": 0, "dead": 0, "parked": 0, "stale": 0}
+        self.counts = {"dispatched": 0, "stored": 0, "retried": 0, "dead": 0, "parked": 0, "stale": 0,
+                       "deferred": 0}
         self._ops = 0
         self._batch: Any = None
         self._pump_timer: Any = None
@@ -118,6 +129,8 @@ class Router(Actor):
             self._outcome(message)
         elif isinstance(message, Fetched):
             self._write(lambda: self.journal.extracting(message.key, message.token))
+        elif isinstance(message, Deferred):
+            self._defer(message.key, message.token, message.delay, message.reason)
         elif isinstance(message, (Wake, _Pump)):
             self._commit()
             self._pump()
@@ -154,12 +167,22 @@ class Router(Actor):
         room = self.max_in_flight - len(self.in_flight)
         if room > 0 and not self.fetchers.is_alive():
             room = 0  # no live fetcher: leasing now would only burn attempts
+        view = self.system.resilience
+        if view.hold_on and view.holding().on:
+            room = min(room, HOLD_IN_FLIGHT - len(self.in_flight))
         due = self.journal.next_due()
         if room > 0 and due is not None and due <= time.time():  # no write transaction for nothing
             for lease in self.journal.lease(room, self.policy.visibility):
                 self.in_flight[lease.key] = lease.token
+                target = target_of(lease.url)
+                open_for = view.open_for(target)
+                if open_for > 0:
+                    spread = open_for * (1 + 0.2 * self.rng.random())  # not all back at once
+                    self._defer(lease.key, lease.token, spread, f"breaker open for {target}")
+                    continue
                 self.counts["dispatched"] += 1
                 self.fetchers.tell(FetchJob(lease.key, lease.url, lease.rules, lease.token, self.path))
+            self._commit()
         self._schedule_pump()
 
     def _schedule_pump(self) -> None:
@@ -190,6 +213,15 @@ class Router(Actor):
             return
         self._apply_policy(outcome.key, outcome.token, outcome.failure)
 
+    def _defer(self, key: str, token: int, delay: float, reason: str) -> None:
+        if self.in_flight.get(key) == token:
+            del self.in_flight[key]
+        until = time.time() + min(MAX_DELAY, max(0.0, delay))
+        if self._write(lambda: self.journal.defer(key, token, until, reason)):
+            self.counts["deferred"] += 1
+        else:
+            self.counts["stale"] += 1
+
     def _apply_policy(self, key: str, token: int, failure: Failure) -> None:
         attempt = self.journal.tries(key)  # attempts since submission or the last replay
         policy = self.policy
@@ -199,9 +231,7 @@ class Router(Actor):
         elif failure.kind == "DRIFT":
             decision = {"park": True}
             self.log.warning("router.drift", job=key, detail=detail)
-            if self.alerts_path is not None:
-                self.system.ref(self.alerts_path).tell(Alert("warning", self.path, "layout drift: job parked",
-                                                             f"{key}: {detail}", time.time()))
+            raise_alert(self, self.alerts_path, "warning", "layout drift: job parked", f"{key}: {detail}")
         elif attempt >= policy.max_attempts:
             decision = {"dead": True}
             detail = f"{detail} (gave up after {attempt} attempts)"

@@ -21,6 +21,7 @@ from actors.errors import Unavailable
 from actors.messages import Down, ExitReason, NoProc, Shutdown, StartFailed, SupervisorReport
 from actors.registry import PathRef, Registry
 from actors.remote import RemoteLink
+from actors.resilience_view import ResilienceView
 from actors.rules import RuleSet
 from actors.scheduler import Scheduler
 from actors.supervisor import Supervisor, SupervisorClient
@@ -57,6 +58,9 @@ class ActorSystem:
         """The topology's rule sets, by name (set by the node runtime)."""
         self.data_dir: Path | None = None
         """Where this node keeps its files (set by the node runtime)."""
+        self.resilience = ResilienceView()
+        """This node's view of breakers, Hold, proxies and rate-limit slots (kept by its gate)."""
+        self._services: Supervisor | None = None
         self._root: Supervisor | None = None
         self._root_exited = threading.Event()
         self._root_exit_listeners: list[Callable[[ExitReason], None]] = []
@@ -138,6 +142,23 @@ class ActorSystem:
             raise RootStartError(path, root.start_failure)
         return SupervisorClient(self.ref(path))
 
+    def start_services(self, spec: SupervisorSpec) -> SupervisorClient:
+        """Start the node's own services (its gate) under a supervisor of their own at
+        ``<node>/<spec.id>``, beside the tree; they stop after the tree. Raises
+        `RootStartError` if one cannot start."""
+        if self._services is not None:
+            raise RuntimeError(f"{self.node} already runs {self._services.path}")
+        services = Supervisor(spec)
+        path = f"{self.node}/{spec.id}"
+        services.attach(path=path, incarnation=1, system=self, slot=self.registry.slot(path),
+                        on_exit=lambda _actor, _reason: None)
+        self._services = services
+        services.launch()
+        services.started.wait()
+        if services.start_failure is not None:
+            raise RootStartError(path, services.start_failure)
+        return SupervisorClient(self.ref(path))
+
     def add_root_exit_listener(self, listener: Callable[[ExitReason], None]) -> None:
         """Call `listener` with the root's exit reason when the root ends."""
         self._root_exit_listeners.append(listener)
@@ -163,6 +184,10 @@ class ActorSystem:
         if root is not None and not self._root_exited.is_set():
             root.request_stop(Shutdown())
             root.exited.wait(timeout)
+        services = self._services
+        if services is not None:
+            services.request_stop(Shutdown())
+            services.exited.wait(timeout)
         self.scheduler.close()
         return self._root_reason
 

@@ -265,12 +265,14 @@ def cmd_results(args: argparse.Namespace) -> int:
         if args.format == "jsonl":
             for result in client.all_results():
                 print(json.dumps(msgspec.to_builtins(result), sort_keys=True))
-            return 0
-        writer = csv.writer(sys.stdout)
-        writer.writerow(["key", "url", "rules", "fields", "content_hash", "attempts", "stored_at"])
-        for r in client.all_results():
-            writer.writerow([r.key, r.url, r.rules, json.dumps(r.fields, sort_keys=True), r.content_hash,
-                             r.attempts, r.stored_at])
+        else:
+            writer = csv.writer(sys.stdout)
+            writer.writerow(["key", "url", "rules", "fields", "content_hash", "attempts", "stored_at"])
+            for r in client.all_results():
+                writer.writerow([r.key, r.url, r.rules, json.dumps(r.fields, sort_keys=True), r.content_hash,
+                                 r.attempts, r.stored_at])
+        if client.stale_notice:
+            print(f"stale: {client.stale_notice}", file=sys.stderr)
         return 0
 
     return _with_client(args, show)
@@ -284,6 +286,20 @@ def cmd_dlq(args: argparse.Namespace) -> int:
         else:
             count = client.replay(args.keys or None)
             print(f"{count} job{'s' if count != 1 else ''} back to pending")
+        return 0
+
+    return _with_client(args, act)
+
+
+def cmd_hold(args: argparse.Namespace) -> int:
+    import time
+
+    def act(client: Any) -> int:
+        status = client.hold(args.mode)
+        since = f" since {time.strftime('%H:%M:%S', time.localtime(status.since))}" if status.on else ""
+        rate = f", success rate {status.success_rate:.0%}" if status.success_rate is not None else ""
+        print(f"hold {'on' if status.on else 'off'}{since} (mode {status.mode}{rate})"
+              + (f": {status.reason}" if status.reason else ""))
         return 0
 
     return _with_client(args, act)
@@ -355,6 +371,11 @@ def build_parser() -> argparse.ArgumentParser:
     dlq_replay.add_argument("keys", nargs="*", help="keys to replay (default: all)")
     client_options(dlq_replay)
     dlq_replay.set_defaults(handler=cmd_dlq)
+
+    hold = commands.add_parser("hold", help="the fleet's Hold: show it, force it on or off, or back to auto")
+    hold.add_argument("mode", nargs="?", choices=["on", "off", "auto"], help="omit to only show it")
+    client_options(hold)
+    hold.set_defaults(handler=cmd_hold)
 
     keys = commands.add_parser("keys", help="CURVE keys for the cluster")
     keys_commands = keys.add_subparsers(dest="keys_command", required=True)

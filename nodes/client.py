@@ -26,6 +26,8 @@ from nodes.intake_protocol import (
     CountList,
     Counts,
     Error,
+    Hold,
+    HoldInfo,
     JobInfo,
     JobList,
     Jobs,
@@ -140,6 +142,7 @@ class IntakeClient:
     def results(self, after: str = "", limit: int = 100) -> tuple[list[ResultInfo], str]:
         answer = self._call(lambda i: Results(i, after, limit))
         assert isinstance(answer, ResultList)
+        self.stale_notice = answer.notice if answer.stale else ""
         return answer.results, answer.next
 
     def all_results(self) -> Iterator[ResultInfo]:
@@ -153,6 +156,15 @@ class IntakeClient:
     def counts(self) -> CountList:
         answer = self._call(lambda i: Counts(i))
         assert isinstance(answer, CountList)
+        return answer
+
+    stale_notice = ""
+    """Set by `results`: why the results may be out of date (the fleet is in Hold), or ""."""
+
+    def hold(self, mode: str | None = None) -> HoldInfo:
+        """Force the fleet's Hold on or off, or back to auto; None only asks."""
+        answer = self._call(lambda i: Hold(i, mode))  # type: ignore[arg-type]
+        assert isinstance(answer, HoldInfo)
         return answer
 
     def replay(self, keys: list[str] | None = None) -> int:

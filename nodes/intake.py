@@ -5,12 +5,13 @@ journal connection (`durable`: a job is acknowledged only once its row is on dis
 of a batch is judged by itself: a bad one (no URL, a scheme other than http or https, an
 unknown rule set, a bad key) is rejected with its reason, and the others go on; a key seen
 before is acknowledged as a duplicate and changes nothing. After accepting new jobs the
-intake wakes the router.
+intake wakes the router. While the fleet is in Hold, results are still served, marked stale.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +23,7 @@ import structlog
 import zmq
 
 from actors.journal import STATES, Journal, NewJob, canonical_url, natural_key
+from actors.messages import HoldMode, HoldStatus
 from nodes.intake_protocol import (
     MAX_KEY_CHARS,
     MAX_PAGE,
@@ -32,6 +34,8 @@ from nodes.intake_protocol import (
     CountList,
     Counts,
     Error,
+    Hold,
+    HoldInfo,
     JobInfo,
     JobList,
     Jobs,
@@ -84,8 +88,12 @@ def check_job(job: JobSpec, rule_sets: set[str]) -> str | None:
 class Intake:
     """Serves the intake socket on its own thread."""
 
-    def __init__(self, address: str, journal_path: Path, rule_sets: set[str], wake_router: Callable[[], None]) -> None:
+    def __init__(self, address: str, journal_path: Path, rule_sets: set[str], wake_router: Callable[[], None],
+                 hold: Callable[[HoldMode | None], HoldStatus | None] = lambda _mode: None) -> None:
+        """`hold(mode)` sets the fleet's Hold (None: leaves it) and returns its status, or
+        None when the topology has no Hold."""
         self.address = address
+        self._hold = hold
         self.rule_sets = rule_sets
         self._wake_router = wake_router
         self.journal = Journal(journal_path, durable=True)
@@ -174,8 +182,16 @@ class Intake:
                 return JobList(request.id, [_info(row) for row in rows], rows[-1].key if len(rows) == limit else "")
             case Results(after=after):
                 found = self.journal.results(limit, after)
+                hold = self._hold(None)
+                notice = (f"the fleet is in Hold since {time.strftime('%H:%M:%S', time.localtime(hold.since))}"
+                          f" ({hold.reason}): no fresh fetches, results may be out of date") if hold and hold.on else ""
                 return ResultList(request.id, [ResultInfo(**r) for r in found],
-                                  found[-1]["key"] if len(found) == limit else "")
+                                  found[-1]["key"] if len(found) == limit else "", bool(notice), notice)
+            case Hold(mode=mode):
+                status = self._hold(mode)
+                if status is None:
+                    return Error(request.id, "this topology has no Hold monitor (resilience.hold)")
+                return HoldInfo(request.id, status.on, status.mode, status.reason, status.since, status.success_rate)
             case Counts():
                 return CountList(request.id, self.journal.counts(), self.journal.result_count())
             case Replay(keys=keys):

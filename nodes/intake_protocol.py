@@ -80,7 +80,14 @@ class Replay(Request, frozen=True, tag=True):
     keys: typing.Annotated[list[Key], msgspec.Meta(max_length=MAX_BATCH)] | None = None
 
 
-AnyRequest = Union[Submit, Status, Results, Jobs, Counts, Replay]
+class Hold(Request, frozen=True, tag=True):
+    """Force the fleet's Hold `on` or `off`, or give it back to the fleet's health (`auto`);
+    without `mode`, only ask how it stands."""
+
+    mode: typing.Literal["on", "off", "auto"] | None = None
+
+
+AnyRequest = Union[Submit, Status, Results, Jobs, Counts, Replay, Hold]
 
 
 class Answer(msgspec.Struct, frozen=True, tag=True, tag_field="_type"):
@@ -127,8 +134,13 @@ class ResultInfo(msgspec.Struct, frozen=True):
 
 
 class ResultList(Answer, frozen=True, tag=True):
+    """Results from the store. While the fleet is in Hold they are still served, `stale` is
+    true and `notice` says why freshness is degraded."""
+
     results: list[ResultInfo]
     next: str = ""
+    stale: bool = False
+    notice: str = ""
 
 
 class CountList(Answer, frozen=True, tag=True):
@@ -140,13 +152,23 @@ class Replayed(Answer, frozen=True, tag=True):
     count: int
 
 
+class HoldInfo(Answer, frozen=True, tag=True):
+    """How the fleet's Hold stands (`mode`: auto, on or off as forced by an operator)."""
+
+    on: bool
+    mode: str
+    reason: str = ""
+    since: float = 0.0
+    success_rate: float | None = None
+
+
 class Error(Answer, frozen=True, tag=True):
     """The request could not be handled; `reason` says why."""
 
     reason: str
 
 
-AnyAnswer = Union[Submitted, JobList, ResultList, CountList, Replayed, Error]
+AnyAnswer = Union[Submitted, JobList, ResultList, CountList, Replayed, HoldInfo, Error]
 
 request_decoder = msgspec.msgpack.Decoder(AnyRequest)
 answer_decoder = msgspec.msgpack.Decoder(AnyAnswer)

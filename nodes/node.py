@@ -17,7 +17,9 @@ from types import FrameType
 
 import structlog
 
-from actors.messages import SupervisorReport, describe_reason
+from actors.child_spec import ChildSpec, SupervisorSpec
+from actors.gate import Gate
+from actors.messages import HoldCommand, HoldMode, HoldStatus, SupervisorReport, describe_reason
 from actors.system import ActorSystem, RootStartError
 from actors.router import Wake
 from nodes.cluster import Cluster
@@ -101,6 +103,10 @@ class NodeRun:
         if failed is not None:
             self._close()
             return failed
+        failed = self._start_services()
+        if failed is not None:
+            self._close()
+            return failed
         if self.runs_root:
             try:
                 self.system.start(self.topology.tree, path=self.topology.root_path)
@@ -131,13 +137,37 @@ class NodeRun:
         self.log.info("node.stopped", **summary)
         return EXIT_OK
 
+    def _start_services(self) -> int | None:
+        """Every node runs a gate (at ``<node>/services/gate``) when the topology has a
+        resilience section: it keeps the node's view of breakers, Hold, proxies and slots."""
+        config = self.topology.resilience
+        if config is None:
+            return None
+        spec = SupervisorSpec("services", (ChildSpec("gate", Gate, config.gate_args()),))
+        try:
+            self.system.start_services(spec)
+        except RootStartError as exc:
+            self.log.critical("node.start_failed", error=str(exc), reason=describe_reason(exc.reason))
+            return EXIT_TREE_FAILED
+        return None
+
+    def _hold(self, mode: HoldMode | None) -> HoldStatus | None:
+        """The fleet's Hold for the intake: set through the Hold monitor when `mode` is given,
+        else as this node's view last heard (no round trip per result query)."""
+        config = self.topology.resilience
+        if config is None or config.hold is None:
+            return None
+        if mode is None:
+            return self.system.resilience.holding()
+        return self.system.ask(config.hold, HoldCommand(mode), timeout=5.0)
+
     def _open_intake(self) -> int | None:
         config = self.topology.intake
         if config is None or config.node != self.node:
             return None
         router = self.system.ref(config.router)
         self.intake = Intake(config.address, self.system.data_dir / "journal.sqlite",  # type: ignore[operator]
-                             set(self.topology.rules), lambda: router.tell(Wake()))
+                             set(self.topology.rules), lambda: router.tell(Wake()), self._hold)
         try:
             self.intake.start()
         except OSError as exc:

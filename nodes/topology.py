@@ -9,6 +9,7 @@ docs/topology.md, and a test keeps the two in step.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import inspect
 import ipaddress
@@ -47,6 +48,7 @@ DEFAULT_MAX_MESSAGE_BYTES = 1 << 20
 DEFAULT_HWM = 10_000
 DEFAULT_BACKLOG = 50_000
 DEFAULT_NODE_WAIT = 30.0
+DEFAULT_GATE_INTERVAL = 0.1
 FIRST_PORT = 7101
 MAX_TOPOLOGY_BYTES = 1_000_000
 """A topology file larger than this is refused before parsing."""
@@ -74,6 +76,8 @@ SECTIONS: dict[str, dict[str, Field]] = {
                        "Extraction rules jobs refer to by name (see below)."),
         "intake": Field("intake", "none: no intake socket", "Where clients submit jobs."),
         "transport": Field("transport", "the defaults below", "Node-to-node transport settings."),
+        "resilience": Field("resilience", "none: no breakers, limits, proxies or Hold",
+                            "The fleet's control actors, which every node's gate reports to."),
     },
     "node": {
         "address": Field("tcp://HOST:PORT", "`tcp://127.0.0.1:<7101 + index>`",
@@ -166,6 +170,15 @@ SECTIONS: dict[str, dict[str, Field]] = {
         "router": Field("path", "required", "The router actor, on the same node: the intake wakes "
                         "it when jobs arrive."),
     },
+    "resilience": {
+        "breakers": Field("path of a pool of `breakers`", "none: no circuit breakers",
+                          "The breaker shards; a target belongs to shard crc32(target) % pool size."),
+        "limiter": Field("path of a `limiter`", "none: no rate limits", "The fleet's rate limiter."),
+        "hold": Field("path of a `hold`", "none: no Hold", "The Hold monitor."),
+        "proxies": Field("path of a `proxies`", "none: direct connections", "The proxy pool."),
+        "interval": Field("seconds > 0", f"`{DEFAULT_GATE_INTERVAL:g}`",
+                          "How often each node's gate reports and refreshes its view."),
+    },
     "rule set": {
         "fields": Field("mapping of name → field", "required", "The fields to take from a page."),
         "block_markers": Field("list of strings", "`[captcha, are you a robot, unusual traffic]`",
@@ -241,6 +254,23 @@ class IntakeConfig:
 
 
 @dataclass(frozen=True)
+class ResilienceConfig:
+    """The control actors every node's gate reports to (None: not configured)."""
+
+    breakers: str | None = None
+    shards: int = 1
+    limiter: str | None = None
+    hold: str | None = None
+    proxies: str | None = None
+    interval: float = DEFAULT_GATE_INTERVAL
+
+    def gate_args(self) -> dict[str, Any]:
+        """The arguments of a node's gate (actors.gate.Gate)."""
+        return {"breakers": self.breakers, "shards": self.shards, "limiter": self.limiter, "hold": self.hold,
+                "proxies": self.proxies, "interval": self.interval}
+
+
+@dataclass(frozen=True)
 class TransportConfig:
     """Node-to-node transport settings."""
 
@@ -265,6 +295,7 @@ class Topology:
     data_dir: Path = Path("data")
     rules: dict[str, RuleSet] = dc_field(default_factory=dict)
     intake: IntakeConfig | None = None
+    resilience: ResilienceConfig | None = None
 
     def node_data_dir(self, node: str) -> Path:
         """Where node `node` keeps its files."""
@@ -816,6 +847,50 @@ def _read_intake(ctx: _Context, node: Node | None, nodes: dict[str, NodeConfig],
     return IntakeConfig(node=intake_node, address=address, router=router)
 
 
+RESILIENCE_ACTORS = {"breakers": "actors.breakers:BreakerShard", "limiter": "actors.limiter:RateLimiter",
+                     "hold": "actors.hold:HoldMonitor", "proxies": "actors.proxies:ProxyPool"}
+
+
+def _read_resilience(ctx: _Context, node: Node | None) -> tuple[dict[str, Any], dict[str, Node]] | None:
+    """The section's values (paths are checked against the tree later) and their YAML nodes."""
+    if node is None:
+        return None
+    m = _Mapping(ctx, node, "resilience", "resilience")
+    if not m.valid:
+        return None
+    values: dict[str, Any] = {key: m.get(key, _text, None) for key in RESILIENCE_ACTORS}
+    values["interval"] = float(m.get("interval", _seconds, DEFAULT_GATE_INTERVAL))
+    return values, {key: m.node_of(key) or node for key in RESILIENCE_ACTORS}  # type: ignore[misc]
+
+
+def _check_resilience(topology: Topology, values: dict[str, Any], where: dict[str, Node]) -> ResilienceConfig:
+    """Each path must name the right kind of actor in the tree (breakers: a pool of them)."""
+    from nodes.directory import Directory  # the directory is built from a topology
+
+    directory = Directory(topology)
+    problems: list[Problem] = []
+    shards = 1
+    for key, expected in RESILIENCE_ACTORS.items():
+        path = values[key]
+        if path is None:
+            continue
+        line = where[key].start_mark.line + 1
+        spec = directory.spec_at(path)
+        if key == "breakers":
+            if not isinstance(spec, PoolSpec) or spec.worker.actor_name != expected or spec.size < 1:
+                problems.append(Problem(f"resilience.{key}", f"{path!r} must be a pool of at least one "
+                                        f"'breakers' actor in the tree (the root is {topology.root_path})", line))
+            else:
+                shards = spec.size
+        elif not isinstance(spec, ChildSpec) or spec.actor_name != expected:
+            problems.append(Problem(f"resilience.{key}", f"{path!r} must be a '{key}' actor in the tree "
+                                    f"(the root is {topology.root_path})", line))
+    if problems:
+        raise TopologyError(topology.source, problems)
+    return ResilienceConfig(values["breakers"], shards, values["limiter"], values["hold"], values["proxies"],
+                            values["interval"])
+
+
 def _read_transport(ctx: _Context, node: Node | None) -> TransportConfig:
     m = _Mapping(ctx, node, "transport", "transport")
     interval = m.get("heartbeat_interval", _seconds, DEFAULT_HEARTBEAT_INTERVAL)
@@ -866,6 +941,7 @@ def parse_topology(text: str, source: str = "<topology>", base: Path | None = No
     rules = _read_rules(ctx, top.node_of("rules"))
     intake = _read_intake(ctx, top.node_of("intake"), nodes, security)
     transport = _read_transport(ctx, top.node_of("transport"))
+    resilience = _read_resilience(ctx, top.node_of("resilience"))
     if ctx.problems or tree is None:
         problems = sorted(ctx.problems, key=lambda p: (p.line is None, p.line or 0))
         raise TopologyError(source, problems or [Problem("tree", "is invalid")])
@@ -883,6 +959,8 @@ def parse_topology(text: str, source: str = "<topology>", base: Path | None = No
             raise TopologyError(source, [Problem("intake.router", f"{intake.router} runs on "
                                                  f"{directory.whereis(intake.router)}, not on the intake's node "
                                                  f"{intake.node}: they share the journal file", line)])
+    if resilience is not None:
+        topology = dataclasses.replace(topology, resilience=_check_resilience(topology, *resilience))
     return topology
 
 

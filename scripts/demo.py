@@ -24,6 +24,9 @@ from nodes.intake_protocol import JobSpec  # noqa: E402
 from nodes.topology import load_topology  # noqa: E402
 
 SITE_PORT = 8800
+TROUBLED_PORTS = {"flaky": 8801, "limited": 8802, "blocked": 8803, "captcha": 8803, "drift": 8804}
+"""Fault modes served as targets of their own (a breaker per target): the shop on 8800 stays
+healthy while these trip their breakers, slow down or drift."""
 # (path, share of jobs): mostly healthy pages, and every fault mode of the demo site.
 MIX = [("product", 0.72), ("moved", 0.03), ("flaky", 0.06), ("limited", 0.05), ("slow", 0.02),
        ("gone", 0.02), ("removed", 0.01), ("private", 0.01), ("blocked", 0.02), ("captcha", 0.02),
@@ -41,7 +44,8 @@ def job_urls(count: int, site: str) -> list[str]:
     urls = []
     for n in range(count):
         kind = rng.choices(kinds, weights)[0]
-        urls.append(f"{site}/{kind}/{n}" + ("?ms=1500" if kind == "slow" else ""))
+        base = site.replace(f":{SITE_PORT}", f":{TROUBLED_PORTS[kind]}") if kind in TROUBLED_PORTS else site
+        urls.append(f"{base}/{kind}/{n}" + ("?ms=1500" if kind == "slow" else ""))
     return urls
 
 
@@ -56,7 +60,8 @@ def main() -> int:
     log_path = topology.data_dir / "demo-cluster.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    site = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "demo_site.py"), "--port", str(SITE_PORT)],
+    extra = [arg for port in sorted(set(TROUBLED_PORTS.values())) for arg in ("--extra-port", str(port))]
+    site = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "demo_site.py"), "--port", str(SITE_PORT), *extra],
                             stdout=subprocess.PIPE, text=True)
     cluster = None
     try:
@@ -84,7 +89,7 @@ def main() -> int:
                 if line != last:
                     say(f"{time.monotonic() - began:5.1f} s  {line}")
                     last = line
-                if states["pending"] + states["fetching"] + states["extracting"] + states["retrying"] == 0:
+                if settled(client, states):
                     break
                 time.sleep(1.0)
             elapsed = time.monotonic() - began
@@ -106,16 +111,23 @@ def main() -> int:
     return 0
 
 
+def settled(client: IntakeClient, states: dict[str, int]) -> bool:
+    """Nothing in flight, and every job still waiting waits behind an open breaker."""
+    if states["fetching"] + states["extracting"] + states["retrying"]:
+        return False
+    return all((job.reason or "").startswith("waiting: breaker") for job in client.all_jobs("pending"))
+
+
 def summary(client: IntakeClient, elapsed: float) -> None:
     counts = client.counts()
     say(f"after {elapsed:.1f} s: " + ", ".join(f"{n} {s}" for s, n in counts.states.items() if n)
         + f"; {counts.results} results stored")
     reasons: Counter[str] = Counter()
-    for state in ("dead", "parked"):
+    for state in ("dead", "parked", "pending"):
         for job in client.all_jobs(state):
-            kind = (job.reason or "").split(":", 1)[0]
-            detail = (job.reason or "").split(":", 1)[-1].split("(")[0].strip()
-            reasons[f"{state:<6} {kind:<9} {detail}"] += 1
+            parts = (job.reason or "").split(": ")
+            kind, detail = parts[0], parts[1].split("(")[0].strip() if len(parts) > 1 else ""
+            reasons[f"{state:<7} {kind:<9} {detail}"] += 1
     for reason, n in reasons.most_common():
         say(f"  {n:5d}  {reason}")
     sample, _ = client.results(limit=1)

@@ -1,6 +1,7 @@
 """A local web site of product pages with deterministic fault modes, for demos, tests and
-benchmarks. Run: `python scripts/demo_site.py [--host 127.0.0.1] [--port 8800]`; it prints
-`ready http://HOST:PORT` once it listens.
+benchmarks. Run: `python scripts/demo_site.py [--host 127.0.0.1] [--port 8800] [--extra-port P]...`;
+it prints `ready http://HOST:PORT` (the main port) once it listens on every port. Every port
+serves the same site; to a crawler each HOST:PORT is a target of its own.
 
 Paths (N is any integer; every answer depends only on the path, how many times it was asked
 for, the client's address and the options):
@@ -15,7 +16,9 @@ for, the client's address and the options):
     /slow/N?ms=M    the page after M milliseconds (default 2000)
     /huge/N         a page of --huge-bytes bytes
     /loop/N         a redirect loop;  /moved/N  301 to /product/N
-    /__stats        JSON: requests per path and per client;  POST /__reset clears them
+    /__stats        JSON: requests per path, per client, per status, and per path family
+                    (/product, /switch...): count, first and last time, the most in any
+                    1-second window;  POST /__reset clears them
 """
 
 from __future__ import annotations
@@ -51,6 +54,21 @@ def product(n: int) -> str:
                        text=" ".join(["Sturdy and reliable."] * 8))
 
 
+MAX_TIMES = 200_000
+"""Request times kept per path family (for the per-second figures of /__stats)."""
+
+
+def busiest_second(times: deque[float]) -> int:
+    """The most requests within any 1-second window."""
+    best = start = 0
+    ordered = list(times)
+    for end, t in enumerate(ordered):
+        while t - ordered[start] >= 1.0:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
+
+
 class DemoSite:
     """The site's state: request counters and per-client rate windows."""
 
@@ -64,6 +82,8 @@ class DemoSite:
         self.by_client: Counter[str] = Counter()
         self.by_status: Counter[int] = Counter()
         self.windows: dict[str, deque[float]] = defaultdict(deque)
+        self.switch_status = 200
+        self.times: dict[str, deque[float]] = defaultdict(lambda: deque(maxlen=MAX_TIMES))
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self.count])
@@ -80,6 +100,8 @@ class DemoSite:
         app.router.add_get("/huge/{n:\\d+}", self.huge)
         app.router.add_get("/loop/{n:\\d+}", self.loop)
         app.router.add_get("/moved/{n:\\d+}", self.moved)
+        app.router.add_get("/switch/{n:\\d+}", self.switch)
+        app.router.add_post("/__switch", self.set_switch)
         app.router.add_get("/__stats", self.stats)
         app.router.add_post("/__reset", self.reset)
         return app
@@ -89,6 +111,7 @@ class DemoSite:
         if not request.path.startswith("/__"):
             self.by_path[request.path] += 1
             self.by_client[request.remote or "?"] += 1
+            self.times["/" + request.path.split("/")[1]].append(time.monotonic())
         response = await handler(request)
         if not request.path.startswith("/__"):
             self.by_status[response.status] += 1
@@ -136,9 +159,21 @@ class DemoSite:
     async def moved(self, request: web.Request) -> web.Response:
         raise web.HTTPMovedPermanently(f"/product/{request.match_info['n']}")
 
+    async def switch(self, request: web.Request) -> web.Response:
+        if self.switch_status != 200:
+            return web.Response(status=self.switch_status, text=f"switched to {self.switch_status}")
+        return await self.page(request)
+
+    async def set_switch(self, request: web.Request) -> web.Response:
+        self.switch_status = int(request.query.get("status", "200"))
+        return web.json_response({"switch": self.switch_status})
+
     async def stats(self, _request: web.Request) -> web.Response:
         return web.json_response({"by_path": self.by_path, "by_client": self.by_client,
                                   "by_status": {str(k): v for k, v in self.by_status.items()},
+                                  "families": {family: {"count": len(t), "first": t[0], "last": t[-1],
+                                                        "busiest_second": busiest_second(t)}
+                                               for family, t in self.times.items() if t},
                                   "total": sum(self.by_path.values())})
 
     async def reset(self, _request: web.Request) -> web.Response:
@@ -146,6 +181,7 @@ class DemoSite:
         self.by_client.clear()
         self.by_status.clear()
         self.windows.clear()
+        self.times.clear()
         return web.json_response({"reset": True})
 
 
@@ -153,6 +189,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8800)
+    parser.add_argument("--extra-port", type=int, action="append", default=[],
+                        help="also serve the site on this port (another target)")
     parser.add_argument("--flaky-failures", type=int, default=2)
     parser.add_argument("--limited-rate", type=float, default=20.0)
     parser.add_argument("--block", action="append", help="client address to answer 403 on /blocked/")
@@ -164,7 +202,8 @@ def main() -> None:
     async def serve() -> None:
         runner = web.AppRunner(site.app(), access_log=None)
         await runner.setup()
-        await web.TCPSite(runner, args.host, args.port).start()
+        for port in (*args.extra_port, args.port):
+            await web.TCPSite(runner, args.host, port).start()
         print(f"ready http://{args.host}:{args.port}", flush=True)
         await asyncio.Event().wait()
 

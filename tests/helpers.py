@@ -106,6 +106,18 @@ class Probe(Actor):
         return message
 
 
+class Inbox(Actor):
+    """Keeps every message told to it, in order (a stand-in for a node's gate)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.received: list[Any] = []
+
+    def on_receive(self, message: Any) -> Any:
+        self.received.append(message)
+        return None
+
+
 class Reports:
     """Records supervisor reports and waits for the ones a test expects."""
 

@@ -1,0 +1,170 @@
+"""Breaker shards: the circuit breakers of the fleet's targets, one shard per pool replica.
+
+A target belongs to shard ``crc32(target) % shards`` (`actors.gate.shard_of`), so each
+breaker has exactly one owner and every node's gate reports a target's outcomes to the same
+place. A shard feeds the outcomes into the target's `Breaker` (actors/breaker.py), trips it
+at once on drift, grants the half-open trial calls (at most `trial_calls` in all, across the
+nodes that ask) and answers each report with every breaker it owns that is not closed. When a
+breaker opens or closes, every node that reported lately is told at once.
+
+Opening and closing raise `Alert`s (a drift with the layout it saw). Trials granted but not
+reported within `trial_timeout` are forgotten, so a node that died holding them does not
+keep the breaker half-open for ever. Closed breakers idle for `forget_after` are dropped.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+
+import msgspec
+from typing import Any
+
+from actors.actor import Actor
+from actors.alerts import raise_alert
+from actors.breaker import Breaker, BreakerSettings
+from actors.messages import BreakerCommand, BreakerStates, BreakerStatus, TargetReport
+
+
+GATE_FORGOTTEN = 30.0
+"""A gate not heard from this long is no longer told of changes (its node left)."""
+SWEEP_EVERY = 60.0
+"""Seconds between looks for idle closed breakers to drop."""
+
+
+class BreakerShard(Actor):
+    """One shard of the fleet's target breakers (its index is its pool replica id)."""
+
+    def __init__(self, alerts: str | None = None, window: int = 20, minimum_calls: int = 10,
+                 failure_threshold: float = 0.5, open_base: float = 5.0, open_cap: float = 300.0,
+                 jitter: float = 0.2, trial_calls: int = 3, trial_timeout: float = 30.0,
+                 forget_after: float = 600.0) -> None:
+        super().__init__()
+        self.settings = BreakerSettings(window, minimum_calls, failure_threshold, open_base, open_cap, jitter,
+                                        trial_calls)
+        self.alerts_path = alerts
+        self.trial_timeout = trial_timeout
+        self.forget_after = forget_after
+        self.breakers: dict[str, Breaker] = {}
+        self.touched: dict[str, float] = {}
+        self.trials_granted_at: dict[str, float] = {}
+        self.opened = 0
+        self.rng = random.Random()
+        self._last_sweep = time.monotonic()
+        self.gates: dict[str, float] = {}
+        self.alerts: list[tuple[str, str, str]] = []
+        """Alerts to raise once every node has been told of the change (severity, title, detail)."""
+
+    def on_start(self) -> None:
+        last = self.path.rsplit("/", 1)[-1]
+        self.shard = int(last) if last.isdigit() else 0
+
+    def on_receive(self, message: Any) -> Any:
+        if isinstance(message, TargetReport):
+            self._report(message)
+            return None
+        if isinstance(message, BreakerCommand):
+            return self._command(message)
+        return super().on_receive(message)
+
+    def _breaker(self, target: str, now: float) -> Breaker:
+        self.touched[target] = now
+        breaker = self.breakers.get(target)
+        if breaker is None:
+            breaker = self.breakers[target] = Breaker(self.settings, self.rng)
+        return breaker
+
+    def _report(self, report: TargetReport) -> None:
+        now = time.monotonic()
+        for target, outcomes in report.outcomes.items():
+            breaker = self._breaker(target, now)
+            for success in outcomes:
+                before = breaker.state
+                after = breaker.record(success, now)
+                if after != before:
+                    self._transition(target, breaker, before)
+            if outcomes:
+                self.trials_granted_at.pop(target, None)
+        for target, detail in report.drifted.items():
+            breaker = self._breaker(target, now)
+            before = breaker.state
+            breaker.trip(now, f"layout drift: {detail}")
+            self.alerts.append(("warning", f"layout drift on {target}: breaker open",
+                                f"{detail}; jobs for {target} wait {breaker.open_until - now:.0f} s, then trial calls"))
+            if before != "open":
+                self.opened += 1
+        granted: dict[str, int] = {}
+        for target in report.want_trials:
+            breaker = self.breakers.get(target)
+            if breaker is None or breaker.state == "closed":
+                continue  # closed meanwhile: the answer tells the node so
+            started = self.trials_granted_at.get(target)
+            if started is not None and now - started > self.trial_timeout:
+                breaker.forget_trials()
+            count = 0
+            while count < self.settings.trial_calls and breaker.allows(now):
+                count += 1
+            if count:
+                granted[target] = count
+                self.trials_granted_at.setdefault(target, now)
+        self._forget_idle(now)
+        self.gates[report.gate] = now
+        states = self._states(now, granted)
+        self.system.ref(report.gate).tell(BreakerStates(self.shard, states))
+        if self.alerts:
+            self._tell_every_gate(now, states, but=report.gate)
+
+    def _states(self, now: float, granted: dict[str, int]) -> dict[str, BreakerStatus]:
+        return {target: BreakerStatus(b.state, max(0.0, b.open_until - now), granted.get(target, 0), b.reason)
+                for target, b in self.breakers.items() if b.state != "closed"}
+
+    def _tell_every_gate(self, now: float, states: dict[str, BreakerStatus], but: str = "") -> None:
+        """A breaker opened or closed: every node that reported lately hears of it now, not on
+        its next report; then the alerts go out."""
+        plain = {t: msgspec.structs.replace(status, trials=0) for t, status in states.items()}
+        for gate, seen in list(self.gates.items()):
+            if now - seen > GATE_FORGOTTEN:
+                del self.gates[gate]
+            elif gate != but:
+                self.system.ref(gate).tell(BreakerStates(self.shard, plain))
+        for severity, title, detail in self.alerts:
+            raise_alert(self, self.alerts_path, severity, title, detail)  # type: ignore[arg-type]
+        self.alerts.clear()
+
+    def _transition(self, target: str, breaker: Breaker, before: str) -> None:
+        if breaker.state == "open":
+            self.opened += 1
+            self.alerts.append(("warning", f"breaker open: {target}",
+                                f"{breaker.reason}; closed for {breaker.open_until - time.monotonic():.1f} s, "
+                                "then trial calls"))
+        elif breaker.state == "closed" and before == "half_open":
+            self.trials_granted_at.pop(target, None)
+            self.alerts.append(("info", f"breaker closed: {target}", "trial calls succeeded"))
+
+    def _forget_idle(self, now: float) -> None:
+        if now - self._last_sweep < SWEEP_EVERY:
+            return
+        self._last_sweep = now
+        for target in [t for t, at in self.touched.items() if now - at > self.forget_after]:
+            if self.breakers[target].state == "closed":
+                del self.breakers[target], self.touched[target]
+
+    def _command(self, command: BreakerCommand) -> BreakerStatus:
+        now = time.monotonic()
+        breaker = self._breaker(command.target, now)
+        if command.action == "trip":
+            breaker.trip(now, "opened by an operator")
+            self.opened += 1
+        else:
+            breaker.reset()
+        self.log.warning("breaker.command", target=command.target, action=command.action)
+        self.alerts.append(("warning", f"breaker {command.action} by an operator: {command.target}", ""))
+        self._tell_every_gate(now, self._states(now, {}))
+        return BreakerStatus(breaker.state, max(0.0, breaker.open_until - now), 0, breaker.reason)
+
+    def inspect(self) -> dict[str, Any]:
+        now = time.monotonic()
+        return {"shard": getattr(self, "shard", 0), "targets": len(self.breakers), "opened": self.opened,
+                "not_closed": {t: {"state": b.state, "open_for": round(max(0.0, b.open_until - now), 2),
+                                   "reason": b.reason, "failure_rate": round(b.failure_rate, 3)}
+                               for t, b in self.breakers.items() if b.state != "closed"}}

@@ -1,0 +1,179 @@
+"""The resilience parts one by one, without the network: a node's view (admission, trial and
+probe permits, proxy choice, slots in arrival order), the limiter's fair shares, the Hold
+monitor's decisions, and the topology's resilience section."""
+
+from __future__ import annotations
+
+import asyncio
+import textwrap
+
+import pytest
+
+from actors import ActorSystem, ChildSpec, SupervisorSpec
+from actors.hold import HoldMonitor
+from actors.limiter import RateLimiter
+from actors.messages import BreakerStatus, FleetReport, HoldStatus, ProxyStatus, TokenGrant, TokenRequest
+from actors.resilience_view import Go, ResilienceView, Wait, target_of
+from nodes.topology import TopologyError, parse_topology
+from tests.helpers import FakeClock, Inbox, wait_until
+
+
+def view_with(clock: FakeClock, **parts: bool) -> ResilienceView:
+    view = ResilienceView(clock=clock)
+    for part, on in parts.items():
+        setattr(view, f"{part}_on", on)
+    return view
+
+
+def test_targets_are_hosts_with_their_port() -> None:
+    assert target_of("https://Example.com/a?b") == "example.com"
+    assert target_of("http://127.0.0.1:8800/x") == "127.0.0.1:8800"
+    assert target_of("http://[::1]:81/") == "::1:81"
+
+
+def test_nothing_configured_admits_everything_directly(clock: FakeClock) -> None:
+    view = ResilienceView(clock=clock)
+    view.apply_breakers(lambda _t: True, {"a.com": BreakerStatus("open", 60.0)})
+    view.apply_hold(HoldStatus(on=True))
+    assert view.admit("a.com") == Go()
+    assert asyncio.run(view.acquire("a.com", 0.01)) is True
+
+
+def test_an_open_breaker_makes_jobs_wait_and_half_open_admits_only_granted_trials(clock: FakeClock) -> None:
+    view = view_with(clock, breakers=True)
+    view.apply_breakers(lambda _t: True, {"a.com": BreakerStatus("open", 10.0, reason="5 of 10 failed")})
+    verdict = view.admit("a.com")
+    assert isinstance(verdict, Wait) and 10.0 <= verdict.delay <= 12.0 and "breaker open" in verdict.reason
+    assert view.admit("b.com") == Go()
+    clock.advance(10.5)
+    assert isinstance(view.admit("a.com"), Wait)  # past its open time but no trial permit here
+    assert view.take_reports().want_trials == {"a.com"}
+    view.apply_breakers(lambda _t: True, {"a.com": BreakerStatus("half_open", 0.0, trials=2)})
+    assert view.admit("a.com") == Go(trial=True)
+    assert view.admit("a.com") == Go(trial=True)
+    assert isinstance(view.admit("a.com"), Wait)
+    view.apply_breakers(lambda _t: True, {})  # closed
+    assert view.admit("a.com") == Go()
+
+
+def test_a_drift_trips_the_breaker_on_this_node_before_the_shard_answers(clock: FakeClock) -> None:
+    view = view_with(clock, breakers=True)
+    view.record("a.com", "drift", detail="missing price")
+    assert view.open_for("a.com") > 0 and view.urgent
+    view.apply_breakers(lambda _t: True, {})  # an answer to a report sent before the drift
+    assert view.open_for("a.com") > 0
+    assert view.take_reports().drifted == {"a.com": "missing price"}
+
+
+def test_hold_admits_only_probes(clock: FakeClock) -> None:
+    view = view_with(clock, hold=True)
+    view.apply_hold(HoldStatus(on=True, probes=1))
+    assert view.admit("a.com") == Go(probe=True)
+    assert isinstance(view.admit("a.com"), Wait)
+    view.record("a.com", "ok", probe=True)
+    reports = view.take_reports()
+    assert (reports.probes_succeeded, reports.held_back) == (1, 1)
+    view.apply_hold(HoldStatus(on=False))
+    assert view.admit("a.com") == Go()
+
+
+def test_a_target_sticks_to_its_proxy_and_leaves_it_when_blocked(clock: FakeClock) -> None:
+    view = view_with(clock, proxies=True)
+    assert isinstance(view.admit("a.com"), Wait)  # the pool has not answered yet: never go direct
+    view.apply_proxies({"http://p1": ProxyStatus("closed"), "http://p2": ProxyStatus("closed")})
+    first = view.admit("a.com")
+    assert first == Go(proxy="http://p1") and view.admit("a.com") == first
+    assert view.admit("b.com") == Go(proxy="http://p2")  # new targets take turns
+    view.record("a.com", "blocked", proxy="http://p1", status=403)
+    assert view.admit("a.com") == Go(proxy="http://p2")
+    assert view.take_reports().proxies == {"http://p1": [False]}
+    view.apply_proxies({"http://p1": ProxyStatus("closed"), "http://p2": ProxyStatus("open", 0.0, 30.0)})
+    assert isinstance(view.admit("a.com"), Wait)  # p1 blocked it, p2 is out of the pool
+
+
+def test_slots_go_to_callers_in_arrival_order_and_expire(clock: FakeClock) -> None:
+    view = view_with(clock, limiter=True)
+    order: list[int] = []
+
+    async def scenario() -> None:
+        async def caller(n: int) -> None:
+            assert await view.acquire("a.com", 5.0)
+            order.append(n)
+
+        tasks = [asyncio.create_task(caller(n)) for n in range(3)]
+        await asyncio.sleep(0)
+        assert view.wanted() == {"a.com": 3}
+        view.grant("a.com", 2, ttl=1.0)
+        view.grant("a.com", 2, ttl=1.0)
+        await asyncio.gather(*tasks)
+        assert await view.acquire("a.com", 0.01)  # the fourth token is kept...
+        view.grant("a.com", 1, ttl=1.0)
+        clock.advance(1.5)
+        assert not await view.acquire("a.com", 0.01)  # ...but not past its lease
+
+    asyncio.run(scenario())
+    assert order == [0, 1, 2]
+
+
+def test_the_limiter_serves_waiting_nodes_in_turn(system: ActorSystem) -> None:
+    gates = ("g0", "g1", "g2", "g3")
+    system.start(SupervisorSpec("root", children=(
+        ChildSpec("limiter", RateLimiter, {"default_rate": 20.0, "burst_seconds": 0.1}),
+        *(ChildSpec(g, Inbox) for g in gates))))
+    limiter = system.ref("t/root/limiter")
+
+    def grants(gate: str) -> list[int]:
+        return [m.tokens for m in system.registry.lookup(f"t/root/{gate}").actor.received if isinstance(m, TokenGrant)]
+
+    limiter.tell(TokenRequest("t/root/g0", "a.com", 100))
+    wait_until(lambda: grants("g0") == [2], timeout=5, what="the first node to get the whole burst")
+    for gate in gates[1:]:
+        limiter.tell(TokenRequest(f"t/root/{gate}", "a.com", 100))
+    wait_until(lambda: sum(sum(grants(g)) for g in gates[1:]) >= 3, timeout=5, what="three more tokens")
+    assert [grants(g) for g in gates[1:]] == [[1], [1], [1]]  # one each, in turn, at 20/s
+
+
+def test_hold_is_entered_below_the_threshold_and_left_after_good_probes(system: ActorSystem) -> None:
+    system.start(SupervisorSpec("root", children=(
+        ChildSpec("hold", HoldMonitor, {"threshold": 0.6, "minimum_calls": 10, "recovery_probes": 2, "probes": 1,
+                                        "probe_interval": 0.01}),
+        ChildSpec("gate", Inbox))))
+    hold = system.ref("t/root/hold")
+
+    def report(**counts: int) -> HoldStatus:
+        hold.tell(FleetReport("t/root/gate", **counts))
+        received = system.registry.lookup("t/root/gate").actor.received
+        wait_until(lambda: received and isinstance(received[-1], HoldStatus) and len(received) > report.seen,
+                   timeout=5, what="the monitor's answer")
+        report.seen = len(received)
+        return received[-1]
+
+    report.seen = 0  # type: ignore[attr-defined]
+    assert not report(succeeded=5, failed=3).on  # 8 calls: below the minimum
+    assert not report(succeeded=1, failed=1).on  # 60 % exactly: not below
+    status = report(failed=1)
+    assert status.on and "55%" in status.reason
+    assert report(held_back=3).probes == 1
+    assert report(probes_succeeded=1).on
+    assert not report(probes_succeeded=1).on  # two good probes in a row
+
+
+def test_the_topology_checks_the_resilience_paths() -> None:
+    text = textwrap.dedent("""
+        nodes: {alpha: {}}
+        resilience: {breakers: alpha/root/limiter, limiter: alpha/root/nowhere, interval: 0}
+        tree:
+          children:
+            - {id: limiter, actor: limiter}
+    """)
+    with pytest.raises(TopologyError) as error:
+        parse_topology(text)
+    assert "resilience.interval" in str(error.value)
+    with pytest.raises(TopologyError) as error:
+        parse_topology(text.replace("interval: 0", "interval: 0.2"))
+    message = str(error.value)
+    assert "resilience.breakers: 'alpha/root/limiter' must be a pool of at least one 'breakers'" in message
+    assert "resilience.limiter: 'alpha/root/nowhere' must be a 'limiter' actor" in message
+    good = parse_topology(text.replace("interval: 0", "interval: 0.2").replace("breakers: alpha/root/limiter, ", "")
+                          .replace("alpha/root/nowhere", "alpha/root/limiter"))
+    assert good.resilience is not None and good.resilience.gate_args()["limiter"] == "alpha/root/limiter"
