@@ -9,7 +9,8 @@ breaker opens or closes, every node that reported lately is told at once.
 
 Opening and closing raise `Alert`s (a drift with the layout it saw). Trials granted but not
 reported within `trial_timeout` are forgotten, so a node that died holding them does not
-keep the breaker half-open for ever. Closed breakers idle for `forget_after` are dropped.
+keep the breaker half-open for ever. Breakers nobody reported on for `forget_after` are
+dropped (an open one simply opens again if its target is still bad).
 """
 
 from __future__ import annotations
@@ -76,37 +77,41 @@ class BreakerShard(Actor):
 
     def _report(self, report: TargetReport) -> None:
         now = time.monotonic()
-        for target, outcomes in report.outcomes.items():
+        for target in report.outcomes.keys() | report.trials.keys():
             breaker = self._breaker(target, now)
+            trials = report.trials.get(target, [])
+            # Half-open, only the trial calls decide; calls made before it opened do not.
+            outcomes = trials if breaker.state == "half_open" else report.outcomes.get(target, []) + trials
             for success in outcomes:
                 before = breaker.state
                 after = breaker.record(success, now)
                 if after != before:
                     self._transition(target, breaker, before)
-            if outcomes:
-                self.trials_granted_at.pop(target, None)
         for target, detail in report.drifted.items():
             breaker = self._breaker(target, now)
             before = breaker.state
+            if before == "open":
+                continue  # pages fetched before it opened: no escalation, no second alert
+            self.trials_granted_at.pop(target, None)
             breaker.trip(now, f"layout drift: {detail}")
             self.alerts.append(("warning", f"layout drift on {target}: breaker open",
                                 f"{detail}; jobs for {target} wait {breaker.open_until - now:.0f} s, then trial calls"))
-            if before != "open":
-                self.opened += 1
+            self.opened += 1
         granted: dict[str, int] = {}
         for target in report.want_trials:
             breaker = self.breakers.get(target)
             if breaker is None or breaker.state == "closed":
                 continue  # closed meanwhile: the answer tells the node so
+            self.touched[target] = now
             started = self.trials_granted_at.get(target)
             if started is not None and now - started > self.trial_timeout:
-                breaker.forget_trials()
+                breaker.forget_trials()  # granted long ago and never reported
             count = 0
             while count < self.settings.trial_calls and breaker.allows(now):
                 count += 1
             if count:
                 granted[target] = count
-                self.trials_granted_at.setdefault(target, now)
+                self.trials_granted_at[target] = now
         self._forget_idle(now)
         self.gates[report.gate] = now
         states = self._states(now, granted)
@@ -132,13 +137,13 @@ class BreakerShard(Actor):
         self.alerts.clear()
 
     def _transition(self, target: str, breaker: Breaker, before: str) -> None:
+        self.trials_granted_at.pop(target, None)
         if breaker.state == "open":
             self.opened += 1
             self.alerts.append(("warning", f"breaker open: {target}",
                                 f"{breaker.reason}; closed for {breaker.open_until - time.monotonic():.1f} s, "
                                 "then trial calls"))
         elif breaker.state == "closed" and before == "half_open":
-            self.trials_granted_at.pop(target, None)
             self.alerts.append(("info", f"breaker closed: {target}", "trial calls succeeded"))
 
     def _forget_idle(self, now: float) -> None:
@@ -146,12 +151,13 @@ class BreakerShard(Actor):
             return
         self._last_sweep = now
         for target in [t for t, at in self.touched.items() if now - at > self.forget_after]:
-            if self.breakers[target].state == "closed":
-                del self.breakers[target], self.touched[target]
+            del self.breakers[target], self.touched[target]  # nobody asked for it in a long while
+            self.trials_granted_at.pop(target, None)
 
     def _command(self, command: BreakerCommand) -> BreakerStatus:
         now = time.monotonic()
         breaker = self._breaker(command.target, now)
+        self.trials_granted_at.pop(command.target, None)
         if command.action == "trip":
             breaker.trip(now, "opened by an operator")
             self.opened += 1

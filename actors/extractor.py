@@ -40,14 +40,15 @@ class Extractor(Actor):
         view, target, proxy = self.system.resilience, target_of(message.url), message.proxy or None
         if isinstance(result, Drift):
             failure = Failure("DRIFT", "missing required fields: " + ", ".join(result.missing), 200)
-            view.record(target, "drift", proxy=proxy, probe=message.probe, detail=f"{failure.detail} ({message.rules})")
+            view.record(target, "drift", proxy=proxy, trial=message.trial, probe=message.probe,
+                        detail=f"{failure.detail} ({message.rules})")
             reply.tell(JobOutcome(message.key, message.token, failure=failure, elapsed=elapsed))
         elif isinstance(result, Blocked):
             failure = Failure("BLOCKED", f"challenge page ({result.marker!r})", 200)
-            view.record(target, "blocked", proxy=proxy, probe=message.probe)
+            view.record(target, "blocked", proxy=proxy, trial=message.trial, probe=message.probe)
             reply.tell(JobOutcome(message.key, message.token, failure=failure, elapsed=elapsed))
         else:
-            view.record(target, "ok", proxy=proxy, probe=message.probe)
+            view.record(target, "ok", proxy=proxy, trial=message.trial, probe=message.probe)
             reply.tell(JobOutcome(message.key, message.token, fields=result.fields,
                                   content_hash=message.content_hash, elapsed=elapsed))
         return None

@@ -207,13 +207,17 @@ class Fetcher(Actor):
             reply.tell(JobOutcome(job.key, job.token, failure=Failure("HARD", "only http and https are fetched")))
             return
         target = target_of(job.url)
-        admission = await self._admit(target, job, reply)
-        if admission is None:
-            return
+        async with self._slots:  # admitted only once a connection slot is ours: then it goes at once
+            admission = await self._admit(target, job, reply)
+            if admission is None:
+                return
+            await self._request(job, target, admission, reply, started)
+
+    async def _request(self, job: FetchJob, target: str, admission: Go, reply: Any, started: float) -> None:
         proxy_fault = False
         try:
-            async with self._slots, self.session.get(job.url, max_redirects=self.max_redirects, proxy=admission.proxy,
-                                                      timeout=aiohttp.ClientTimeout(total=self.timeout)) as response:
+            async with self.session.get(job.url, max_redirects=self.max_redirects, proxy=admission.proxy,
+                                        timeout=aiohttp.ClientTimeout(total=self.timeout)) as response:
                 failure = classify_status(response.status, retry_after_seconds(response.headers.get("Retry-After")))
                 if failure is not None:
                     failure = msgspec.structs.replace(failure, evidence=await _evidence(response))
@@ -240,15 +244,15 @@ class Fetcher(Actor):
             failure = Failure("TRANSIENT", f"{type(exc).__name__}: {exc}"[:500])
         if failure is not None:
             outcome: Outcome = {"TRANSIENT": "transient", "BLOCKED": "blocked"}.get(failure.kind, "hard")  # type: ignore[assignment]
-            self.system.resilience.record(target, outcome, proxy=admission.proxy, probe=admission.probe,
-                                          proxy_fault=proxy_fault, retry_after=failure.retry_after,
-                                          status=failure.status)
+            self.system.resilience.record(target, outcome, proxy=admission.proxy, trial=admission.trial,
+                                          probe=admission.probe, proxy_fault=proxy_fault,
+                                          retry_after=failure.retry_after, status=failure.status)
             reply.tell(JobOutcome(job.key, job.token, failure=failure, elapsed=time.monotonic() - started))
             return
         reply.tell(Fetched(job.key, job.token))
         self.extractor.tell(ExtractJob(job.key, job.url, job.rules, job.token, 200, body,
                                        hashlib.sha256(body).hexdigest(), job.reply_to,
-                                       admission.proxy or "", admission.probe))
+                                       admission.proxy or "", admission.probe, admission.trial))
 
     async def _admit(self, target: str, job: FetchJob, reply: Any) -> Go | None:
         """The view's admission and a rate-limit slot, or None after handing the job back."""

@@ -103,7 +103,11 @@ class Gate(Actor):
             return
         now = time.monotonic()
         limiter = self.system.ref(self.limiter_path)
-        for target, wanted in self.system.resilience.wanted().items():
+        wanted_now = self.system.resilience.wanted()
+        for target in [t for t, asked in self.requested.items() if t not in wanted_now
+                       and now - asked >= self.request_timeout]:
+            del self.requested[target]  # no longer wanted, and its grant is not coming
+        for target, wanted in wanted_now.items():
             asked = self.requested.get(target)
             if asked is not None and now - asked < self.request_timeout:
                 continue  # one request per target at a time; its grant brings the next
@@ -121,6 +125,7 @@ class Gate(Actor):
                 per_shard.append(TargetReport(
                     self.path,
                     outcomes={t: o for t, o in reports.targets.items() if mine(t)},
+                    trials={t: o for t, o in reports.trials.items() if mine(t)},
                     drifted={t: d for t, d in reports.drifted.items() if mine(t)},
                     want_trials=sorted(t for t in reports.want_trials if mine(t))))
             for shard, report in enumerate(per_shard):

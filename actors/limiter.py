@@ -27,6 +27,14 @@ MIN_TICK = 0.005
 """Queued requests are looked at again no sooner than this (seconds)."""
 
 
+SWEEP_EVERY = 60.0
+"""Seconds between looks for idle buckets to drop."""
+
+
+class _Sweep:
+    """Time to drop idle buckets (a timer's message)."""
+
+
 class _Serve:
     """Time to serve the queued requests of `target` (a timer's message)."""
 
@@ -38,7 +46,7 @@ class RateLimiter(Actor):
     """See the module docstring."""
 
     def __init__(self, default_rate: float = 10.0, rates: dict[str, float] | None = None,
-                 burst_seconds: float = 0.1, token_ttl: float = 0.5, slow_factor: float = 0.25,
+                 burst_seconds: float = 0.05, token_ttl: float = 0.5, slow_factor: float = 0.25,
                  max_slow_down: float = 300.0) -> None:
         super().__init__()
         rates = dict(rates or {})
@@ -70,8 +78,14 @@ class RateLimiter(Actor):
             bucket = self.buckets[target] = TokenBucket(rate, burst, tokens=burst, updated=now)
         return bucket
 
+    def on_start(self) -> None:
+        self.send_after(SWEEP_EVERY, _Sweep())
+
     def on_receive(self, message: Any) -> Any:
-        if isinstance(message, TokenRequest):
+        if isinstance(message, _Sweep):
+            self._forget_idle(time.monotonic())
+            self.send_after(SWEEP_EVERY, _Sweep())
+        elif isinstance(message, TokenRequest):
             if message.wanted > 0:
                 self.queues[message.target][message.gate] = message.wanted
                 self._serve(message.target)
@@ -86,6 +100,17 @@ class RateLimiter(Actor):
         else:
             return super().on_receive(message)
         return None
+
+    def _forget_idle(self, now: float) -> None:
+        """Drop buckets that are full, not slowed and have nobody waiting: a fresh bucket is
+        the same (memory stays bounded with many targets)."""
+        for target, bucket in list(self.buckets.items()):
+            if (bucket.available(now) >= bucket.burst and now >= bucket.slow_until
+                    and not self.queues.get(target) and target not in self.timers):
+                del self.buckets[target]
+                self.queues.pop(target, None)
+                self.granted.pop(target, None)
+                self.slowed.pop(target, None)
 
     def _serve(self, target: str) -> None:
         """Grant what the bucket holds to the queued gates in turn (fair shares)."""
@@ -110,6 +135,6 @@ class RateLimiter(Actor):
     def inspect(self) -> dict[str, Any]:
         now = time.monotonic()
         return {"default_rate": self.default_rate, "rates": dict(self.rates),
-                "targets": {t: {"rate": b.rate, "tokens": round(b.tokens, 2), "granted": self.granted[t],
+                "targets": {t: {"rate": b.rate, "tokens": round(b.tokens, 2), "granted": self.granted.get(t, 0),
                                 "queued": len(self.queues.get(t, ())), "slowed_for": round(max(0.0, b.slow_until - now), 2),
-                                "slow_downs": self.slowed[t]} for t, b in self.buckets.items()}}
+                                "slow_downs": self.slowed.get(t, 0)} for t, b in self.buckets.items()}}

@@ -330,6 +330,8 @@ class ExtractJob(Message, frozen=True, tag=True):
     """The proxy the page came through ("" for a direct connection)."""
     probe: bool = False
     """The fetch was one of the fleet's recovery probes during Hold."""
+    trial: bool = False
+    """The fetch was a trial call of the target's half-open breaker."""
 
 
 class Fetched(Message, frozen=True, tag=True):
@@ -375,11 +377,13 @@ BreakerStateName = Literal["closed", "open", "half_open"]
 
 
 class TargetReport(Message, frozen=True, tag=True):
-    """A gate's outcomes per target since its last report (True = success, in order), the
-    targets that drifted (with why), and the targets whose jobs wait for a trial call."""
+    """A gate's outcomes per target since its last report (True = success, in order; the
+    half-open trial calls' apart), the targets that drifted (with why), and the targets whose
+    jobs wait for a trial call."""
 
     gate: str
     outcomes: dict[str, list[bool]] = {}
+    trials: dict[str, list[bool]] = {}
     drifted: dict[str, str] = {}
     want_trials: list[str] = []
 

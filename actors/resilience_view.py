@@ -41,33 +41,45 @@ NO_PROXY_WAIT = 5.0
 """A job with no usable proxy waits about this long."""
 PROXY_AVOID = 60.0
 """After a target blocked a proxy, that target avoids that proxy this long."""
+PROXY_TRIAL_AGAIN = 10.0
+"""A half-open proxy whose trial from this node never reported gets another after this long."""
+STICKY_IDLE = 600.0
+"""A target not fetched for this long forgets its proxy (and memory stays bounded)."""
 LOCAL_TRIP = 2.0
 """A drift trips the target's breaker on this node at once, for this long or until the shard
 that owns the breaker answers."""
+PRUNE_EVERY = 100
+"""The view forgets expired entries every this many reports."""
 MAX_RECORDED = 200
 """Most outcomes per target (or proxy) kept between two reports (the newest)."""
 
 
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
 def target_of(url: str) -> str:
     """The target a URL belongs to, for breakers and rate limits: its host, with the port if
-    one is given (``example.com``, ``127.0.0.1:8800``)."""
+    it is not the scheme's default (``example.com``, ``127.0.0.1:8800``)."""
     parts = urlsplit(url)
     host = (parts.hostname or "").lower()
     try:
         port = parts.port
     except ValueError:
         port = None
+    if port == DEFAULT_PORTS.get(parts.scheme.lower()):
+        port = None  # http://x.com:80/ and http://x.com/ are one target
     return f"{host}:{port}" if port is not None else host
 
 
 @dataclass(frozen=True)
 class Go:
-    """Ask the target now, through `proxy` (None: directly); `trial` and `probe` say which
-    permit this call used."""
+    """Ask the target now, through `proxy` (None: directly); `trial`, `probe` and
+    `proxy_trial` say which permits this call used."""
 
     proxy: str | None = None
     trial: bool = False
     probe: bool = False
+    proxy_trial: bool = False
 
 
 @dataclass(frozen=True)
@@ -92,6 +104,7 @@ class _Proxy:
     status: ProxyStatus
     open_until: float = 0.0
     trials: int = 0
+    armed_at: float = 0.0  # when this node last got a trial permit for it (half-open)
 
 
 @dataclass
@@ -99,6 +112,7 @@ class _Reports:
     """What happened since the gate's last report."""
 
     targets: dict[str, list[bool]] = field(default_factory=lambda: defaultdict(list))
+    trials: dict[str, list[bool]] = field(default_factory=lambda: defaultdict(list))
     drifted: dict[str, str] = field(default_factory=dict)
     want_trials: set[str] = field(default_factory=set)
     proxies: dict[str, list[bool]] = field(default_factory=lambda: defaultdict(list))
@@ -130,12 +144,13 @@ class ResilienceView:
         self._proxies: dict[str, _Proxy] = {}
         self._proxy_list: list[str] = []
         self._proxies_known = False
-        self._sticky: dict[str, str] = {}
+        self._sticky: dict[str, tuple[str, float]] = {}  # target -> (proxy, last used)
         self._avoid: dict[tuple[str, str], float] = {}
         self._next_proxy = 0
         self._wallets: dict[str, deque[list[float]]] = defaultdict(deque)  # [tokens, expires_at]
         self._waiters: dict[str, deque[tuple[asyncio.AbstractEventLoop, asyncio.Future[bool]]]] = defaultdict(deque)
         self._reports = _Reports()
+        self._rounds = 0
         self._signalled = False
         self.notify: Callable[[], None] = lambda: None
         """Called (outside the lock) when the gate should act before its next tick: slots
@@ -161,31 +176,34 @@ class ResilienceView:
             if self.hold_on and self._hold.on:
                 if self._probes <= 0:
                     self._reports.held_back += 1
-                    if trial:
-                        breaker.trials += 1  # type: ignore[union-attr]
+                    self._give_back(target, Go(None, trial))
                     return Wait(self._spread(PROBE_WAIT), "the fleet is in Hold")
                 self._probes -= 1
                 probe = True
-            proxy = None
+            proxy, proxy_trial = None, False
             if self.proxies_on:
-                proxy = self._choose_proxy(target, now)
+                proxy, proxy_trial = self._choose_proxy(target, now)
                 if proxy is None:
-                    self._give_back(target, trial, probe)
+                    self._give_back(target, Go(None, trial, probe))
                     why = "no proxy is usable" if self._proxies_known else "the proxy list is not known yet"
                     return Wait(self._spread(NO_PROXY_WAIT), f"{why} for {target}")
-            return Go(proxy, trial, probe)
+            return Go(proxy, trial, probe, proxy_trial)
 
     def cancel(self, target: str, go: Go) -> None:
         """An admitted call was not made after all: give its permits back."""
         with self._lock:
-            self._give_back(target, go.trial, go.probe)
+            self._give_back(target, go)
 
-    def _give_back(self, target: str, trial: bool, probe: bool) -> None:
+    def _give_back(self, target: str, go: Go) -> None:
+        """Return unused permits to what granted them, if it still stands."""
         breaker = self._breakers.get(target)
-        if trial and breaker is not None:
+        if go.trial and breaker is not None and breaker.state == "half_open":
             breaker.trials += 1
-        if probe:
+        if go.probe and self._hold.on:
             self._probes += 1
+        entry = self._proxies.get(go.proxy or "")
+        if go.proxy_trial and entry is not None and entry.status.state == "half_open":
+            entry.trials += 1
 
     def _spread(self, delay: float) -> float:
         """Stretch a wait by up to 20 %, so waiting jobs do not all come back at once."""
@@ -206,10 +224,12 @@ class ResilienceView:
         with self._lock:
             return self._hold
 
-    def record(self, target: str, outcome: Outcome, *, proxy: str | None = None, probe: bool = False,
-               proxy_fault: bool = False, retry_after: float | None = None, status: int = 0,
-               detail: str = "") -> None:
-        """What one call to `target` gave (HARD answers count as the target answering)."""
+    def record(self, target: str, outcome: Outcome, *, proxy: str | None = None, trial: bool = False,
+               probe: bool = False, proxy_fault: bool = False, retry_after: float | None = None,
+               status: int = 0, detail: str = "") -> None:
+        """What one call to `target` gave (HARD answers count as the target answering; a
+        block through a proxy, or a proxy that could not be reached, count against the proxy,
+        not the target). `trial` and `probe` say which permit the call used."""
         now = self._clock()
         urgent = False
         with self._lock:
@@ -218,14 +238,14 @@ class ResilienceView:
             if outcome == "drift":
                 reports.drifted[target] = detail
                 breaker = self._breakers.get(target)
-                if breaker is None or breaker.state == "closed":
+                if self.breakers_on and (breaker is None or breaker.state == "closed"):
                     self._breakers[target] = _Breaker("open", now + LOCAL_TRIP, reason=f"layout drift: {detail}",
                                                       local_until=now + LOCAL_TRIP)
                 urgent = reports.urgent = True
-            elif outcome == "blocked" and proxy:
-                pass  # the proxy was blocked, not the target
+            elif proxy and (outcome == "blocked" or proxy_fault):
+                pass  # the proxy was blocked, or could not be reached: not the target's doing
             else:
-                _append(reports.targets[target], success)
+                _append((reports.trials if trial else reports.targets)[target], success)
             if outcome != "drift":
                 if success:
                     reports.succeeded += 1
@@ -241,8 +261,8 @@ class ResilienceView:
                 _append(reports.proxies[proxy], not blamed)
                 if outcome == "blocked":
                     self._avoid[(target, proxy)] = now + PROXY_AVOID
-                    if self._sticky.get(target) == proxy:
-                        del self._sticky[target]
+                if blamed and self._sticky.get(target, ("",))[0] == proxy:
+                    del self._sticky[target]
             if status == 429 and retry_after:
                 reports.slowdowns[target] = max(retry_after, reports.slowdowns.get(target, 0.0))
                 self._wallets.pop(target, None)
@@ -268,10 +288,13 @@ class ResilienceView:
             return await asyncio.wait_for(future, timeout)
         except asyncio.TimeoutError:
             with self._lock:
+                waiting = self._waiters.get(target)
                 try:
-                    self._waiters[target].remove((loop, future))
-                except ValueError:
+                    waiting.remove((loop, future))  # type: ignore[union-attr]
+                except (AttributeError, ValueError):
                     pass  # a slot is on its way to the cancelled future: _resolve gives it back
+                if not waiting:
+                    self._waiters.pop(target, None)
             return False
 
     def _take(self, target: str, now: float) -> bool:
@@ -285,6 +308,7 @@ class ResilienceView:
                 continue
             batch[0] -= 1
             return True
+        self._wallets.pop(target, None)
         return False
 
     def wanted(self) -> dict[str, int]:
@@ -298,30 +322,31 @@ class ResilienceView:
         them to waiting callers in arrival order, keep the rest."""
         now = self._clock()
         with self._lock:
-            remaining = self._hand_out(target, tokens)
-            if remaining > 0:
-                self._wallets[target].append([float(remaining), now + ttl])
+            self._hand_out(target, tokens, now + ttl)
 
-    def _hand_out(self, target: str, tokens: int) -> int:
+    def _hand_out(self, target: str, tokens: int, expires: float) -> None:
+        """Give slots valid until `expires` to the waiting callers in order; keep the rest."""
         waiting = self._waiters.get(target)
         while tokens > 0 and waiting:
             loop, future = waiting.popleft()
             tokens -= 1
             try:
-                loop.call_soon_threadsafe(self._resolve, target, future)
+                loop.call_soon_threadsafe(self._resolve, target, future, expires)
             except RuntimeError:  # that loop is closed: its caller is gone
                 tokens += 1
-        return tokens
+        if waiting is not None and not waiting:
+            self._waiters.pop(target, None)
+        if tokens > 0:
+            self._wallets[target].append([float(tokens), expires])
 
-    def _resolve(self, target: str, future: asyncio.Future[bool]) -> None:
+    def _resolve(self, target: str, future: asyncio.Future[bool], expires: float) -> None:
         """In the caller's loop: deliver the slot, or give it back if the caller gave up."""
         if not future.done():
             future.set_result(True)
             return
         with self._lock:
-            remaining = self._hand_out(target, 1)
-            if remaining:
-                self._wallets[target].appendleft([1.0, self._clock() + 1.0])
+            if expires > self._clock():
+                self._hand_out(target, 1, expires)
 
     # --- the gate ------------------------------------------------------------------------
 
@@ -340,8 +365,21 @@ class ResilienceView:
     def take_reports(self) -> _Reports:
         """Everything recorded since the last call (for the gate's reports)."""
         with self._lock:
+            self._signalled = False
             reports, self._reports = self._reports, _Reports()
+            self._rounds += 1
+            if self._rounds % PRUNE_EVERY == 0:
+                self._prune(self._clock())
             return reports
+
+    def _prune(self, now: float) -> None:
+        """Forget what has run out: proxy avoidances, idle stickiness, spent wallets."""
+        for key in [k for k, until in self._avoid.items() if until <= now]:
+            del self._avoid[key]
+        for target in [t for t, (_, used) in self._sticky.items() if now - used > STICKY_IDLE]:
+            del self._sticky[target]
+        for target in [t for t, w in self._wallets.items() if all(b[1] <= now for b in w)]:
+            del self._wallets[target]
 
     def apply_breakers(self, owns: Callable[[str], bool], states: dict[str, BreakerStatus]) -> None:
         """A shard's answer: `states` are its breakers that are not closed; every other
@@ -353,8 +391,9 @@ class ResilienceView:
                     del self._breakers[target]
             for target, status in states.items():
                 old = self._breakers.get(target)
-                trials = (old.trials if old is not None and old.state != "closed" else 0) + status.trials
-                self._breakers[target] = _Breaker(status.state, now + status.open_for, trials, status.reason)
+                kept = old.trials if old is not None and old.state == status.state == "half_open" else 0
+                self._breakers[target] = _Breaker(status.state, now + status.open_for, kept + status.trials,
+                                                  status.reason)
 
     def apply_hold(self, status: HoldStatus) -> None:
         """The Hold monitor's answer (probe permits granted to this node are added)."""
@@ -369,34 +408,41 @@ class ResilienceView:
             self._proxy_list = list(states)
             for proxy, status in states.items():
                 old = self._proxies.get(proxy)
-                trials = 0
-                if status.state == "half_open":  # one trial per node and half-open period
-                    trials = old.trials if old is not None and old.status.state == "half_open" else 1
-                self._proxies[proxy] = _Proxy(status, now + status.open_for, trials)
+                trials, armed_at = 0, 0.0
+                if status.state == "half_open":  # one trial per node at a time
+                    if old is not None and old.status.state == "half_open":
+                        trials, armed_at = old.trials, old.armed_at
+                        if trials == 0 and now - armed_at > PROXY_TRIAL_AGAIN:
+                            trials, armed_at = 1, now  # the last trial never reported
+                    else:
+                        trials, armed_at = 1, now
+                self._proxies[proxy] = _Proxy(status, now + status.open_for, trials, armed_at)
             for proxy in [p for p in self._proxies if p not in states]:
                 del self._proxies[proxy]
             self._proxies_known = True
 
-    def _choose_proxy(self, target: str, now: float) -> str | None:
-        """The target's proxy: the one it sticks to while that stays usable, else the
-        healthiest usable one not recently blocked by the target (round robin among equals)."""
+    def _choose_proxy(self, target: str, now: float) -> tuple[str | None, bool]:
+        """The target's proxy (and whether this is a half-open proxy's trial): the one it
+        sticks to while that stays usable, else the healthiest usable one not recently
+        blocked by the target (round robin among equals)."""
         sticky = self._sticky.get(target)
-        if sticky is not None and self._usable(sticky, target, now, trial=False):
-            return sticky
+        if sticky is not None and self._usable(sticky[0], target, now, trial=False):
+            self._sticky[target] = (sticky[0], now)
+            return sticky[0], False
         for proxy in self._proxy_list:  # a half-open proxy's trial goes first
             entry = self._proxies[proxy]
             if entry.status.state == "half_open" and entry.trials > 0 and self._usable(proxy, target, now, trial=True):
                 entry.trials -= 1
-                return proxy
+                return proxy, True
         candidates = [p for p in self._proxy_list if self._usable(p, target, now, trial=False)]
         if not candidates:
-            return None
+            return None, False
         best = max(self._proxies[p].status.health for p in candidates)
         healthiest = [p for p in candidates if self._proxies[p].status.health >= best - 0.05]
         chosen = healthiest[self._next_proxy % len(healthiest)]  # the topology's order, in turn
         self._next_proxy += 1
-        self._sticky[target] = chosen
-        return chosen
+        self._sticky[target] = (chosen, now)
+        return chosen, False
 
     def _usable(self, proxy: str, target: str, now: float, *, trial: bool) -> bool:
         entry = self._proxies.get(proxy)
@@ -414,7 +460,7 @@ class ResilienceView:
                 "hold": {"on": self._hold.on, "mode": self._hold.mode, "reason": self._hold.reason,
                          "probes": self._probes},
                 "proxies": {p: {"state": e.status.state, "health": e.status.health} for p, e in self._proxies.items()},
-                "sticky": dict(self._sticky),
+                "sticky": {t: p for t, (p, _) in self._sticky.items()},
                 "slots": {t: sum(b[0] for b in w if b[1] > now) for t, w in self._wallets.items()},
                 "waiting_for_slots": {t: len(w) for t, w in self._waiters.items() if w},
             }

@@ -95,6 +95,14 @@ def cmd_check(args: argparse.Namespace) -> int:
     root_node = topology.tree.node or next(iter(topology.nodes))
     for line in render_tree(topology, root_node):
         print(line)
+    resilience = topology.resilience
+    if resilience is not None:
+        parts = [f"breakers {resilience.breakers} ({resilience.shards} shards)" if resilience.breakers else "",
+                 f"limiter {resilience.limiter}" if resilience.limiter else "",
+                 f"hold {resilience.hold}" if resilience.hold else "",
+                 f"proxies {resilience.proxies}" if resilience.proxies else "direct connections"]
+        print(f"resilience: {', '.join(p for p in parts if p)}; every node runs a gate "
+              f"(<node>/services/gate, reporting every {resilience.interval:g} s)")
     return 0
 
 

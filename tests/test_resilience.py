@@ -49,7 +49,7 @@ def actor(system: ActorSystem, path: str) -> Any:
 def start_fleet(system: ActorSystem, data: Path, *, breakers: dict[str, Any] | None = None,
                 limiter: dict[str, Any] | None = None, hold: dict[str, Any] | None = None,
                 proxies: dict[str, Any] | None = None, fetchers: int = 2,
-                policy: dict[str, Any] | None = None) -> Journal:
+                policy: dict[str, Any] | None = None, fetcher_args: dict[str, Any] | None = None) -> Journal:
     """The pipeline on one node with the resilience actors asked for, and the node's gate."""
     system.extraction_rules = RULES
     system.data_dir = data
@@ -71,8 +71,8 @@ def start_fleet(system: ActorSystem, data: Path, *, breakers: dict[str, Any] | N
     children = (
         ChildSpec("alerts", AlertSink), *control,
         PoolSpec("extractors", ChildSpec("x", Extractor), size=2),
-        PoolSpec("fetchers", ChildSpec("f", Fetcher, {"extractor": "t/root/extractors", "timeout": 2.0,
-                                                      "slot_wait": 2.0}), size=fetchers),
+        PoolSpec("fetchers", ChildSpec("f", Fetcher, {"extractor": "t/root/extractors", "timeout": 5.0,
+                                                      "slot_wait": 2.0, **(fetcher_args or {})}), size=fetchers),
         ChildSpec("router", Router, {"fetchers": "t/root/fetchers", "alerts": "t/root/alerts",
                                      **(policy or PATIENT)}),
     )
@@ -230,3 +230,16 @@ def test_the_rate_limit_holds_across_fetchers(system: ActorSystem, site: DemoSit
     assert family["count"] == 60
     assert family["busiest_second"] <= 22  # the rate, plus a burst of 10 %
     assert family["last"] - family["first"] >= 2.5  # 60 requests at 20/s take ~3 s, not a moment
+
+
+def test_slots_are_taken_only_when_the_request_can_go(system: ActorSystem, site: DemoSiteProcess,
+                                                      tmp_path: Path) -> None:
+    """A busy fetcher does not take slots for jobs that then wait for a connection and burst."""
+    target = target_of(site.url)
+    journal = start_fleet(system, tmp_path, limiter={"rates": {target: 5.0}}, fetchers=1,
+                          fetcher_args={"max_in_flight": 2, "slot_wait": 10.0})
+    slow = submit(system, journal, site, ["/slow/1?ms=3000", "/slow/2?ms=3000"])
+    wait_until(lambda: requests_to(site, "/slow") == 2, timeout=10, what="two slow requests to fill the fetcher")
+    keys = submit(system, journal, site, [f"/product/{n}" for n in range(15)])
+    wait_until(lambda: stored(journal, keys + slow), timeout=30, what="every job to be stored")
+    assert site.stats()["families"]["/product"]["busiest_second"] <= 6  # 5/s and a burst of one

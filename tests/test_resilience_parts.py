@@ -1,18 +1,22 @@
 """The resilience parts one by one, without the network: a node's view (admission, trial and
-probe permits, proxy choice, slots in arrival order), the limiter's fair shares, the Hold
-monitor's decisions, and the topology's resilience section."""
+probe permits, proxy choice, slots in arrival order), the breaker shards' trials, the
+limiter's fair shares, the Hold monitor's decisions, and the topology's resilience section."""
 
 from __future__ import annotations
 
 import asyncio
 import textwrap
+import time
+from typing import Any
 
 import pytest
 
-from actors import ActorSystem, ChildSpec, SupervisorSpec
+from actors import ActorSystem, ChildSpec, PoolSpec, SupervisorSpec
+from actors.breakers import BreakerShard
 from actors.hold import HoldMonitor
 from actors.limiter import RateLimiter
-from actors.messages import BreakerStatus, FleetReport, HoldStatus, ProxyStatus, TokenGrant, TokenRequest
+from actors.messages import (BreakerCommand, BreakerStates, BreakerStatus, FleetReport, HoldStatus, ProxyStatus,
+                             TargetReport, TokenGrant, TokenRequest)
 from actors.resilience_view import Go, ResilienceView, Wait, target_of
 from nodes.topology import TopologyError, parse_topology
 from tests.helpers import FakeClock, Inbox, wait_until
@@ -177,3 +181,72 @@ def test_the_topology_checks_the_resilience_paths() -> None:
     good = parse_topology(text.replace("interval: 0", "interval: 0.2").replace("breakers: alpha/root/limiter, ", "")
                           .replace("alpha/root/nowhere", "alpha/root/limiter"))
     assert good.resilience is not None and good.resilience.gate_args()["limiter"] == "alpha/root/limiter"
+
+
+def test_trial_permits_do_not_outlive_their_half_open_period(clock: FakeClock) -> None:
+    view = view_with(clock, breakers=True)
+    view.apply_breakers(lambda _t: True, {"a.com": BreakerStatus("half_open", trials=3)})
+    assert view.admit("a.com") == Go(trial=True)
+    view.apply_breakers(lambda _t: True, {"a.com": BreakerStatus("open", 10.0)})  # the trial failed
+    clock.advance(10.5)
+    assert isinstance(view.admit("a.com"), Wait)  # the two unused permits are gone: ask again
+
+
+def test_an_unused_proxy_trial_goes_back(clock: FakeClock) -> None:
+    view = view_with(clock, proxies=True)
+    view.apply_proxies({"http://p1": ProxyStatus("half_open")})
+    go = view.admit("a.com")
+    assert go == Go(proxy="http://p1", proxy_trial=True)
+    view.cancel("a.com", go)  # e.g. no rate-limit slot came in time
+    assert view.admit("a.com") == go
+    assert isinstance(view.admit("b.com"), Wait)  # one trial per node at a time
+    clock.advance(11)
+    view.apply_proxies({"http://p1": ProxyStatus("half_open")})
+    assert view.admit("b.com") == Go(proxy="http://p1", proxy_trial=True)  # that trial never reported
+
+
+def test_every_urgent_record_wakes_the_gate(clock: FakeClock) -> None:
+    view = view_with(clock, breakers=True)
+    woken: list[int] = []
+    view.notify = lambda: woken.append(1)
+    view.record("a.com", "drift", detail="x")
+    view.take_reports()
+    view.record("b.com", "drift", detail="y")
+    assert len(woken) == 2
+
+
+def shard_with_gate(system: ActorSystem, **settings: object) -> tuple[Any, Any]:
+    system.start(SupervisorSpec("root", children=(
+        PoolSpec("breakers", ChildSpec("b", BreakerShard, settings), size=1), ChildSpec("gate", Inbox))))
+    return system.ref("t/root/breakers/0"), system.registry.lookup("t/root/gate").actor
+
+
+def answer(shard: Any, gate: Any, report: TargetReport) -> BreakerStates:
+    before = len(gate.received)
+    shard.tell(report)
+    wait_until(lambda: len(gate.received) > before, timeout=5, what="the shard's answer")
+    return gate.received[-1]
+
+
+def test_a_shard_grants_trials_once_per_period_and_only_trials_decide(system: ActorSystem) -> None:
+    shard, gate = shard_with_gate(system, open_base=0.01, open_cap=0.01, trial_calls=2, trial_timeout=0.05)
+    assert shard.ask(BreakerCommand("a.com", "trip")).state == "open"
+    ask = TargetReport("t/root/gate", want_trials=["a.com"])
+    wait_until(lambda: answer(shard, gate, ask).states["a.com"].trials == 2, timeout=5, what="trials")
+    assert answer(shard, gate, ask).states["a.com"].trials == 0  # granted already
+    started = time.monotonic()
+    wait_until(lambda: time.monotonic() > started + 0.06, timeout=1, what="the trial timeout to pass")
+    assert answer(shard, gate, ask).states["a.com"].trials == 2  # never reported: granted again...
+    assert answer(shard, gate, ask).states["a.com"].trials == 0  # ...once
+    late = answer(shard, gate, TargetReport("t/root/gate", outcomes={"a.com": [True, True, True]}))
+    assert late.states["a.com"].state == "half_open"  # calls from before it opened do not close it
+    closed = answer(shard, gate, TargetReport("t/root/gate", trials={"a.com": [True, True]}))
+    assert "a.com" not in closed.states
+
+
+def test_a_drift_reported_again_does_not_escalate(system: ActorSystem) -> None:
+    shard, gate = shard_with_gate(system, open_base=5.0)
+    first = answer(shard, gate, TargetReport("t/root/gate", drifted={"a.com": "no price"})).states["a.com"]
+    again = answer(shard, gate, TargetReport("t/root/gate", drifted={"a.com": "no price"})).states["a.com"]
+    assert first.state == again.state == "open" and again.open_for <= first.open_for
+    assert system.registry.lookup("t/root/breakers/0").actor.opened == 1
