@@ -37,7 +37,8 @@ class Extractor(Actor):
             return None
         result = apply_rules(message.body, rules)
         elapsed = time.monotonic() - started
-        view, target, proxy = self.system.resilience, target_of(message.url), message.proxy or None
+        view, proxy = self.system.resilience, message.proxy or None
+        target = target_of(message.url) if view.active else ""
         if isinstance(result, Drift):
             failure = Failure("DRIFT", "missing required fields: " + ", ".join(result.missing), 200)
             view.record(target, "drift", proxy=proxy, trial=message.trial, probe=message.probe,

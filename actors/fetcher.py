@@ -69,6 +69,9 @@ async def _evidence(response: aiohttp.ClientResponse) -> str:
 MAX_RETRY_AFTER = 3600.0
 """A Retry-After longer than this (seconds) is taken as this."""
 
+DIRECT = Go()
+"""The admission of every fetch when no resilience part is configured."""
+
 LAUNCH_BURST = 64
 """Most jobs handed to the event loop in one cross-thread call."""
 
@@ -206,8 +209,11 @@ class Fetcher(Actor):
         if not job.url.startswith(("http://", "https://")):
             reply.tell(JobOutcome(job.key, job.token, failure=Failure("HARD", "only http and https are fetched")))
             return
-        target = target_of(job.url)
         async with self._slots:  # admitted only once a connection slot is ours: then it goes at once
+            if not self.system.resilience.active:
+                await self._request(job, "", DIRECT, reply, started)
+                return
+            target = target_of(job.url)
             admission = await self._admit(target, job, reply)
             if admission is None:
                 return
@@ -244,9 +250,10 @@ class Fetcher(Actor):
             failure = Failure("TRANSIENT", f"{type(exc).__name__}: {exc}"[:500])
         if failure is not None:
             outcome: Outcome = {"TRANSIENT": "transient", "BLOCKED": "blocked"}.get(failure.kind, "hard")  # type: ignore[assignment]
-            self.system.resilience.record(target, outcome, proxy=admission.proxy, trial=admission.trial,
-                                          probe=admission.probe, proxy_fault=proxy_fault,
-                                          retry_after=failure.retry_after, status=failure.status)
+            if target:
+                self.system.resilience.record(target, outcome, proxy=admission.proxy, trial=admission.trial,
+                                              probe=admission.probe, proxy_fault=proxy_fault,
+                                              retry_after=failure.retry_after, status=failure.status)
             reply.tell(JobOutcome(job.key, job.token, failure=failure, elapsed=time.monotonic() - started))
             return
         reply.tell(Fetched(job.key, job.token))

@@ -158,6 +158,11 @@ class ResilienceView:
 
     # --- fetchers ---------------------------------------------------------------------
 
+    @property
+    def active(self) -> bool:
+        """Is any part configured? (If not, fetchers skip the view altogether.)"""
+        return self.breakers_on or self.limiter_on or self.hold_on or self.proxies_on
+
     def admit(self, target: str) -> Go | Wait:
         """May `target` be asked now, and how? (See the module docstring.)"""
         now = self._clock()
@@ -229,7 +234,10 @@ class ResilienceView:
                status: int = 0, detail: str = "") -> None:
         """What one call to `target` gave (HARD answers count as the target answering; a
         block through a proxy, or a proxy that could not be reached, count against the proxy,
-        not the target). `trial` and `probe` say which permit the call used."""
+        not the target). `trial` and `probe` say which permit the call used. Nothing is kept
+        when no part is configured (nobody would collect it)."""
+        if not self.active:
+            return
         now = self._clock()
         urgent = False
         with self._lock:
