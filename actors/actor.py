@@ -20,15 +20,19 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
+from collections import deque
 from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 
+import msgspec
 import pykka
 import structlog
 
 from actors.errors import ActorCrashed, Unavailable
-from actors.messages import Crash, ExitReason, Normal, Refused, Shutdown, StartFailed, SupervisorRequest
+from actors.messages import (ActorSummary, Crash, ExitReason, Inspect, Normal, Refused, Shutdown, StartFailed,
+                             SupervisorRequest, Trace, TracedMessage)
 
 if TYPE_CHECKING:
     from actors.registry import Slot
@@ -109,6 +113,10 @@ class Actor(pykka.ThreadingActor):
         self._final_reason: ExitReason | None = None
         self._failure_exc: BaseException | None = None
         self._abandoned = False
+        self._started_at = time.monotonic()
+        self._trace_until = 0.0
+        self._traced: deque[TracedMessage] = deque()
+        self._trace_limit = 0
         self._detached = False
         self._loop_done = False
         self._end_lock = threading.Lock()
@@ -285,6 +293,7 @@ class Actor(pykka.ThreadingActor):
             self.start_failure = reason
         else:
             if not self._abandoned:  # else the start timed out and the supervisor moved on
+                self._started_at = time.monotonic()
                 self.started.set()
                 reason, last_reply = self._loop()
             else:
@@ -307,6 +316,13 @@ class Actor(pykka.ThreadingActor):
             if message.__class__ is _PYKKA_STOP:  # pykka's ActorRef.stop() / stop_all()
                 self._exit_reason = Shutdown()
                 return self._exit_reason, _LastReply(envelope.reply_to, value=True) if envelope.reply_to else None
+            if message.__class__ is Inspect or message.__class__ is Trace:
+                answer = self.summary() if message.__class__ is Inspect else self._start_trace(message)
+                if envelope.reply_to is not None:
+                    envelope.reply_to.set(answer)
+                continue
+            traced = self._trace_until and time.monotonic() < self._trace_until
+            began = time.perf_counter() if traced else 0.0
             try:
                 result = receive(message)
             except BaseException as exc:  # noqa: BLE001 - let it crash, uniformly
@@ -315,11 +331,31 @@ class Actor(pykka.ThreadingActor):
                 reply_to = envelope.reply_to
                 return crash, (_LastReply(reply_to, error=ActorCrashed(self.path, crash))
                                if reply_to is not None else None)
+            if traced and len(self._traced) < self._trace_limit:
+                self._traced.append(TracedMessage(time.time(), type(message).__name__, repr(message)[:200],
+                                                  time.perf_counter() - began))
             reply_to = envelope.reply_to
             if self._exit_reason is not None:
                 return self._exit_reason, _LastReply(reply_to, value=result) if reply_to else None
             if reply_to is not None:
                 reply_to.set(result)
+
+    def summary(self) -> ActorSummary:
+        """This incarnation for operators (`Inspect`): class, mailbox, uptime, `inspect()`."""
+        try:
+            state = msgspec.to_builtins(self.inspect(), str_keys=True, enc_hook=repr)
+        except Exception as exc:  # noqa: BLE001 - a broken inspect() must not crash the actor
+            state = {"inspect_failed": f"{type(exc).__name__}: {exc}"[:300]}
+        return ActorSummary(self.path, f"{type(self).__module__}:{type(self).__qualname__}", self.incarnation,
+                            self.mailbox_depth, round(time.monotonic() - self._started_at, 3), state)
+
+    def _start_trace(self, trace: Trace) -> list[TracedMessage]:
+        """Record what is handled for the next `trace.seconds`; return the last recording."""
+        recorded = list(self._traced)
+        self._traced.clear()
+        self._trace_limit = max(0, trace.limit)
+        self._trace_until = time.monotonic() + max(0.0, trace.seconds)
+        return recorded
 
     def _end(self, reason: ExitReason, last_reply: _LastReply | None) -> None:
         """Unbind, empty the mailbox, run the cleanup hook, tell the supervisor, and only

@@ -259,6 +259,43 @@ class SupervisorReport(Message, frozen=True, tag=True):
     restarts: int = 0
 
 
+# --- operators: every actor answers these, whatever its own messages --------------------
+
+
+class Inspect(Message, frozen=True, tag=True):
+    """Ask any actor for an `ActorSummary` (answered by the runtime, not `on_receive`)."""
+
+
+class ActorSummary(Message, frozen=True, tag=True):
+    """What an actor is and holds: its class, incarnation, mailbox depth, how long it has
+    run, and its own `inspect()` summary."""
+
+    path: str
+    actor: str
+    incarnation: int
+    mailbox: int
+    uptime: float
+    state: dict[str, Any] = {}
+
+
+class Trace(Message, frozen=True, tag=True):
+    """Record the next messages the actor handles, for `seconds` (at most `limit` of them);
+    answered with the `TracedMessage`s recorded by the previous trace, if any."""
+
+    seconds: float = 5.0
+    limit: int = 1000
+
+
+class TracedMessage(Message, frozen=True, tag=True):
+    """One message an actor handled while traced: when, its type, the start of its repr,
+    and how long handling it took."""
+
+    at: float
+    type: str
+    summary: str
+    seconds: float
+
+
 # --- demo work ------------------------------------------------------------------------
 
 

@@ -357,3 +357,9 @@ class Registry:
     def paths(self) -> list[str]:
         """Every known path, sorted."""
         return sorted(self._slots)
+
+    def local_actors(self) -> list[Actor]:
+        """The live incarnations on this node, by path."""
+        with self._lock:
+            slots = sorted(self._slots.items())
+        return [actor for _, slot in slots if (actor := slot.actor) is not None]

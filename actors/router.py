@@ -27,8 +27,10 @@ the router can be restarted at any time: leases of its previous incarnation eith
 
 from __future__ import annotations
 
+import bisect
 import random
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,6 +79,8 @@ BATCH_OPS = 500
 """Most journal writes in one transaction."""
 MAINTAIN_EVERY = 1.0
 """Seconds between lease-expiry passes."""
+ATTEMPT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+"""Upper bounds (seconds) of the attempt-latency histogram (lease to outcome)."""
 HOLD_IN_FLIGHT = 8
 """Most jobs out at a time while the fleet is in Hold (enough for its probes)."""
 
@@ -97,6 +101,10 @@ class Router(Actor):
         self.in_flight: dict[str, int] = {}
         self.counts = {"dispatched": 0, "stored": 0, "retried": 0, "dead": 0, "parked": 0, "stale": 0,
                        "deferred": 0}
+        self.failures: Counter[str] = Counter()
+        self.leased_at: dict[str, float] = {}
+        self.attempt_buckets = [0] * (len(ATTEMPT_BUCKETS) + 1)
+        self.attempt_seconds = 0.0
         self._ops = 0
         self._batch: Any = None
         self._pump_timer: Any = None
@@ -174,6 +182,7 @@ class Router(Actor):
         if room > 0 and due is not None and due <= time.time():  # no write transaction for nothing
             for lease in self.journal.lease(room, self.policy.visibility):
                 self.in_flight[lease.key] = lease.token
+                self.leased_at[lease.key] = time.monotonic()
                 target = target_of(lease.url)
                 open_for = view.open_for(target)
                 if open_for > 0:
@@ -204,6 +213,9 @@ class Router(Actor):
     def _outcome(self, outcome: JobOutcome) -> None:
         if self.in_flight.get(outcome.key) == outcome.token:
             del self.in_flight[outcome.key]
+            self._attempt_ended(outcome.key)
+        if outcome.failure is not None:
+            self.failures[outcome.failure.kind] += 1
         if outcome.failure is None:
             if self._write(lambda: self.journal.store(outcome.key, outcome.token, outcome.fields or {},
                                                       outcome.content_hash)):
@@ -213,9 +225,18 @@ class Router(Actor):
             return
         self._apply_policy(outcome.key, outcome.token, outcome.failure)
 
+    def _attempt_ended(self, key: str) -> None:
+        """Count the attempt's latency (lease to outcome) in the histogram."""
+        leased = self.leased_at.pop(key, None)
+        if leased is not None:
+            seconds = time.monotonic() - leased
+            self.attempt_buckets[bisect.bisect_left(ATTEMPT_BUCKETS, seconds)] += 1
+            self.attempt_seconds += seconds
+
     def _defer(self, key: str, token: int, delay: float, reason: str) -> None:
         if self.in_flight.get(key) == token:
             del self.in_flight[key]
+            self.leased_at.pop(key, None)
         until = time.time() + min(MAX_DELAY, max(0.0, delay))
         if self._write(lambda: self.journal.defer(key, token, until, reason)):
             self.counts["deferred"] += 1
@@ -255,6 +276,7 @@ class Router(Actor):
         expired = self.journal.expire_leases()
         for key in expired:
             self.in_flight.pop(key, None)
+            self.leased_at.pop(key, None)
             if self.journal.lost_count(key) >= self.policy.poison_limit:
                 if self.journal.bury(key, f"poison: its attempt was lost {self.policy.poison_limit} times"):
                     self.counts["dead"] += 1
@@ -264,4 +286,5 @@ class Router(Actor):
         self._pump()
 
     def inspect(self) -> dict[str, Any]:
-        return {"in_flight": len(self.in_flight), **self.counts, "jobs": self.journal.counts()}
+        return {"in_flight": len(self.in_flight), **self.counts, "failures": dict(self.failures),
+                "jobs": self.journal.counts()}

@@ -313,6 +313,33 @@ def cmd_hold(args: argparse.Namespace) -> int:
     return _with_client(args, act)
 
 
+def cmd_shell(args: argparse.Namespace) -> int:
+    from nodes.shell import ShellClient, ShellUnavailable, interactive, run_line
+    from nodes.shell_protocol import shell_address
+
+    if args.target and args.target.startswith(("ipc://", "tcp://")):
+        address, node = args.target, args.target
+    else:
+        topology = _load_or_report(args.topology)
+        if topology is None:
+            return EXIT_USAGE
+        node = args.node or args.target or topology.root_node
+        if node not in topology.nodes:
+            print(f"{topology.source}: no node {node!r} (nodes: {', '.join(topology.nodes)})", file=sys.stderr)
+            return EXIT_USAGE
+        address = shell_address(topology.node_data_dir(node))
+    client = ShellClient(address, timeout=args.timeout)
+    try:
+        if args.exec is not None:
+            return 0 if run_line(client, args.exec, as_json=args.json) else 1
+        return interactive(client, node)
+    except ShellUnavailable as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    finally:
+        client.close()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flotilla", description="Fault-tolerant worker fleets.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -384,6 +411,17 @@ def build_parser() -> argparse.ArgumentParser:
     hold.add_argument("mode", nargs="?", choices=["on", "off", "auto"], help="omit to only show it")
     client_options(hold)
     hold.set_defaults(handler=cmd_hold)
+
+    shell = commands.add_parser("shell", help="a shell on a running node: inspect and steer its supervisors")
+    shell.add_argument("target", nargs="?", metavar="NODE|ADDRESS",
+                       help="a node of the topology (default: the root's) or a shell address (ipc://...)")
+    shell.add_argument("--node", help="the node to attach to")
+    shell.add_argument("--exec", metavar="CMD", help="run one command and exit (1 if it fails)")
+    shell.add_argument("--json", action="store_true", help="with --exec: print the raw answer as JSON")
+    shell.add_argument("--topology", default=_default_topology(),
+                       help=f"topology file (default: $FLOTILLA_TOPOLOGY or {DEFAULT_TOPOLOGY})")
+    shell.add_argument("--timeout", type=float, default=15.0, help="seconds to wait for an answer")
+    shell.set_defaults(handler=cmd_shell)
 
     keys = commands.add_parser("keys", help="CURVE keys for the cluster")
     keys_commands = keys.add_subparsers(dest="keys_command", required=True)

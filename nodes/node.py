@@ -24,6 +24,8 @@ from actors.system import ActorSystem, RootStartError
 from actors.router import Wake
 from nodes.cluster import Cluster
 from nodes.intake import Intake
+from nodes.metrics import NodeMetrics
+from nodes.shell_server import ShellServer
 from nodes.security import CurveKeys, KeyFileError
 from nodes.topology import Topology
 
@@ -43,6 +45,8 @@ class NodeRun:
         self.system.data_dir = topology.node_data_dir(node)
         self.cluster: Cluster | None = None
         self.intake: Intake | None = None
+        self.metrics = NodeMetrics(self)
+        self.shell: ShellServer | None = None
         self.stop_requested = threading.Event()
         self.reports: Counter[str] = Counter()
         self.log = structlog.get_logger("flotilla.node")
@@ -114,7 +118,7 @@ class NodeRun:
                 self.log.critical("node.start_failed", error=str(exc), reason=describe_reason(exc.reason))
                 self._close()
                 return EXIT_TREE_FAILED
-        failed = self._open_intake()
+        failed = self._open_intake() or self._serve_metrics() or self._open_shell()
         if failed is not None:
             self._close()
             return failed
@@ -161,6 +165,30 @@ class NodeRun:
             return self.system.resilience.holding()
         return self.system.ask(config.hold, HoldCommand(mode), timeout=5.0)
 
+    def _serve_metrics(self) -> int | None:
+        address = self.topology.nodes[self.node].metrics
+        if address is None:
+            return None
+        try:
+            self.metrics.serve(address)
+        except OSError as exc:
+            self.log.critical("node.cannot_listen", address=address, error=str(exc), what="metrics")
+            return EXIT_TREE_FAILED
+        self.log.info("metrics.listening", address=f"http://{address}/metrics")
+        return None
+
+    def _open_shell(self) -> int | None:
+        """Every node listens for shells on an IPC socket in its data directory."""
+        shell = ShellServer(self, self.topology.node_data_dir(self.node))
+        try:
+            shell.start()
+        except OSError as exc:
+            self.log.critical("node.cannot_listen", address=shell.address, error=str(exc), what="shell")
+            return EXIT_TREE_FAILED
+        self.shell = shell
+        self.log.info("shell.listening", address=shell.address, audit=str(shell.audit_path))
+        return None
+
     def _open_intake(self) -> int | None:
         config = self.topology.intake
         if config is None or config.node != self.node:
@@ -178,6 +206,9 @@ class NodeRun:
         return None
 
     def _close(self):  # noqa: ANN202
+        if self.shell is not None:
+            self.shell.close()
+        self.metrics.close()
         if self.intake is not None:
             self.intake.close()
         reason = self.system.stop()

@@ -84,6 +84,9 @@ SECTIONS: dict[str, dict[str, Field]] = {
                          "Where the node listens for its peers. Without `security.keys` HOST must "
                          "be a loopback address unless `security.insecure_bind` is true."),
         "description": Field("string", "empty", "Free text shown by `flotilla check`."),
+        "metrics": Field("HOST:PORT", "none: no metrics endpoint",
+                         "Where the node serves Prometheus metrics over HTTP (`/metrics`). Loopback "
+                         "only unless `security.insecure_bind` is true."),
     },
     "security": {
         "keys": Field("directory", "none",
@@ -230,6 +233,7 @@ class NodeConfig:
     name: str
     address: str
     description: str = ""
+    metrics: str | None = None
 
     @property
     def host(self) -> str:
@@ -718,6 +722,12 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _host_port(value: Any) -> str | None:
+    if not isinstance(value, str) or ":" not in value or not value.rpartition(":")[2].isdigit():
+        return f"{value!r} must be HOST:PORT, e.g. 127.0.0.1:9101"
+    return None
+
+
 def _read_nodes(ctx: _Context, node: Node | None) -> dict[str, NodeConfig]:
     if not isinstance(node, MappingNode) or not node.value:
         ctx.problem("nodes", "must be a mapping with at least one node, e.g. 'nodes: {alpha: {}}'", node)
@@ -740,7 +750,13 @@ def _read_nodes(ctx: _Context, node: Node | None) -> dict[str, NodeConfig]:
             ctx.problem(_join(path, "address"), f"{address} is already the address of node "
                         f"{seen_addresses[address]}", m.node_of("address") or key_node)
         seen_addresses[address] = name
-        nodes[name] = NodeConfig(name=name, address=address, description=m.get("description", _text, ""))
+        metrics = m.get("metrics", _host_port, None)
+        if metrics is not None and metrics in seen_addresses:
+            ctx.problem(_join(path, "metrics"), f"{metrics} is already used by node {seen_addresses[metrics]}",
+                        m.node_of("metrics"))
+        seen_addresses[metrics or address] = name
+        nodes[name] = NodeConfig(name=name, address=address, description=m.get("description", _text, ""),
+                                 metrics=metrics)
     return nodes
 
 
@@ -767,6 +783,11 @@ def _read_security(ctx: _Context, node: Node | None, nodes: dict[str, NodeConfig
                 ctx.problem(f"nodes.{name}.address", f"{config.address} is not a loopback address and "
                             "security.keys is not set: set security.keys (CURVE) or, knowingly, "
                             "security.insecure_bind: true", None)
+    for name, config in nodes.items():
+        if config.metrics and not insecure and not _is_loopback(config.metrics.rpartition(":")[0].strip("[]")):
+            ctx.problem(f"nodes.{name}.metrics", f"{config.metrics} is not a loopback address: metrics are "
+                        "plain HTTP without authentication (set security.insecure_bind: true to expose them "
+                        "knowingly)", None)
     return SecurityConfig(keys=keys, insecure_bind=insecure)
 
 

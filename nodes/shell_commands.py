@@ -1,0 +1,196 @@
+"""What each remote-shell command does on the node that serves the shell.
+
+Commands reach the whole cluster through the node's actor system (supervisor requests and
+`Inspect` asks go to whichever node runs a path), the control actors named in the
+topology's `resilience:` section, and the intake (jobs, dead letters). Each returns plain
+data; a problem a user can fix raises `CommandError` with a message that says what is wrong.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from actors.errors import ActorCrashed, NoSuchActor, NodeDown, SupervisorError, Timeout, Unavailable
+from actors.messages import HoldCommand, Inspect, Trace
+from nodes.shell_protocol import COMMANDS
+
+if TYPE_CHECKING:
+    from nodes.node import NodeRun
+
+ASK_TIMEOUT = 5.0
+MAX_JOBS_LISTED = 50
+MAX_TRACE_SECONDS = 60.0
+
+
+class CommandError(Exception):
+    """The command cannot be done as asked; the message says why."""
+
+
+def _plain(value: Any) -> Any:
+    return msgspec.to_builtins(value, str_keys=True, enc_hook=repr)
+
+
+class ShellCommands:
+    """The commands of one node's shell."""
+
+    def __init__(self, run: NodeRun) -> None:
+        self.run = run
+        self.system = run.system
+        self.topology = run.topology
+
+    def execute(self, command: str, args: list[str]) -> Any:
+        handler = getattr(self, f"cmd_{command}", None)
+        if command not in COMMANDS or handler is None:
+            raise CommandError(f"unknown command {command!r}; try 'help'")
+        try:
+            return handler(*args)
+        except TypeError as exc:
+            if "positional argument" in str(exc):
+                raise CommandError(f"usage: {COMMANDS[command]}") from None
+            raise
+        except (NoSuchActor, NodeDown, Timeout, Unavailable, ActorCrashed, SupervisorError) as exc:
+            raise CommandError(f"{type(exc).__name__}: {exc}") from None
+
+    # --- the cluster -------------------------------------------------------------------
+
+    def cmd_help(self) -> list[dict[str, str]]:
+        return [{"command": name, "usage": usage} for name, usage in COMMANDS.items()]
+
+    def cmd_nodes(self) -> list[dict[str, Any]]:
+        cluster = self.run.cluster
+        up = set(cluster.up_nodes()) if cluster is not None else set()
+        return [{"node": name, "address": config.address, "up": name == self.run.node or name in up,
+                 "this": name == self.run.node, "description": config.description}
+                for name, config in self.topology.nodes.items()]
+
+    def cmd_paths(self) -> list[str]:
+        paths = set(self.system.registry.paths())
+        rows = self._walk(self.topology.root_path, 0, 0.5)
+        return sorted(paths | {row["path"] for row in rows} | {self.topology.root_path})
+
+    def cmd_tree(self, path: str = "") -> list[dict[str, Any]]:
+        return self._walk(path or self.topology.root_path, 0, ASK_TIMEOUT)
+
+    def _walk(self, path: str, depth: int, timeout: float) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = []
+        try:
+            children = self.system.supervisor(path).which_children()
+        except (NoSuchActor, NodeDown, Timeout, Unavailable, SupervisorError) as exc:
+            return [{"path": path, "depth": depth, "status": f"unreachable: {type(exc).__name__}"}]
+        for child in children:
+            row = {"path": child.path, "depth": depth, "node": self.system.whereis(child.path),
+                   **{k: getattr(child, k) for k in ("kind", "actor", "status", "restarts", "uptime", "mailbox",
+                                                      "last_exit")}}
+            rows.append(row)
+            if child.kind in ("supervisor", "pool") and child.status == "running":
+                rows.extend(self._walk(child.path, depth + 1, timeout))
+        return rows
+
+    def cmd_which_children(self, path: str) -> list[dict[str, Any]]:
+        return [_plain(child) for child in self.system.supervisor(path).which_children()]
+
+    def cmd_count_children(self, path: str) -> dict[str, Any]:
+        return _plain(self.system.supervisor(path).count_children())
+
+    def cmd_inspect(self, path: str) -> dict[str, Any]:
+        return _plain(self.system.ask(path, Inspect(), timeout=ASK_TIMEOUT))
+
+    def _parent(self, path: str) -> tuple[str, str]:
+        parent, _, child = path.rpartition("/")
+        if not parent or parent.count("/") < 1:
+            raise CommandError(f"{path!r} is not the path of a child (the root has no supervisor to ask)")
+        return parent, child
+
+    def cmd_restart(self, path: str) -> str:
+        parent, child = self._parent(path)
+        supervisor = self.system.supervisor(parent)
+        supervisor.terminate_child(child)
+        supervisor.restart_child(child)
+        return f"{path} restarted"
+
+    def cmd_terminate(self, path: str) -> str:
+        parent, child = self._parent(path)
+        self.system.supervisor(parent).terminate_child(child)
+        return f"{path} stopped; 'restart {path}' starts it again"
+
+    def cmd_scale(self, pool: str, size: str) -> str:
+        if not size.isdigit():
+            raise CommandError(f"size {size!r} must be a whole number >= 0")
+        config = self.topology.resilience
+        if config is not None and pool == config.breakers:
+            raise CommandError(f"{pool} holds the breaker shards; their number is fixed by the topology")
+        self.system.supervisor(pool).scale(int(size))
+        return f"{pool} scaled to {size}"
+
+    def cmd_trace(self, path: str, seconds: str = "5") -> dict[str, Any]:
+        try:
+            duration = min(MAX_TRACE_SECONDS, max(0.0, float(seconds)))
+        except ValueError:
+            raise CommandError(f"seconds {seconds!r} must be a number") from None
+        recorded = self.system.ask(path, Trace(duration), timeout=ASK_TIMEOUT)
+        return {"path": path, "tracing_for": duration, "previous": _plain(recorded)}
+
+    def cmd_metrics(self) -> str:
+        from prometheus_client import generate_latest
+
+        return generate_latest(self.run.metrics.registry).decode()
+
+    # --- resilience ------------------------------------------------------------------
+
+    def _control(self, part: str) -> str:
+        config = self.topology.resilience
+        path = getattr(config, part, None) if config is not None else None
+        if path is None:
+            raise CommandError(f"this topology has no {part} (resilience.{part})")
+        return path
+
+    def cmd_breakers(self) -> list[dict[str, Any]]:
+        path = self._control("breakers")
+        shards = self.topology.resilience.shards  # type: ignore[union-attr]
+        rows = []
+        for shard in range(shards):
+            state = self.system.ask(f"{path}/{shard}", Inspect(), timeout=ASK_TIMEOUT).state
+            for target, breaker in state.get("not_closed", {}).items():
+                rows.append({"target": target, "shard": shard, **breaker})
+        return rows
+
+    def cmd_limits(self) -> list[dict[str, Any]]:
+        state = self.system.ask(self._control("limiter"), Inspect(), timeout=ASK_TIMEOUT).state
+        rows = [{"target": "(default)", "rate": state["default_rate"]}]
+        rows += [{"target": target, **info} for target, info in state["targets"].items()]
+        return rows
+
+    def cmd_proxies(self) -> list[dict[str, Any]]:
+        state = self.system.ask(self._control("proxies"), Inspect(), timeout=ASK_TIMEOUT).state
+        return [{"proxy": proxy, **info} for proxy, info in state.items()]
+
+    def cmd_hold(self, mode: str = "") -> dict[str, Any]:
+        if mode not in ("", "on", "off", "auto"):
+            raise CommandError(f"hold takes on, off or auto, not {mode!r}")
+        status = self.system.ask(self._control("hold"), HoldCommand(mode or None), timeout=ASK_TIMEOUT)  # type: ignore[arg-type]
+        return _plain(status)
+
+    # --- jobs ------------------------------------------------------------------------
+
+    def _intake(self) -> Any:
+        from nodes.client import IntakeClient
+
+        if self.topology.intake is None:
+            raise CommandError("this topology has no intake")
+        return IntakeClient(self.topology.intake.address, timeout=5, retries=0)
+
+    def cmd_jobs(self, state: str = "") -> dict[str, Any]:
+        with self._intake() as client:
+            counts = client.counts()
+            listed = client.jobs(state, limit=MAX_JOBS_LISTED)[0] if state else []
+        return {"states": counts.states, "results": counts.results, "jobs": [_plain(j) for j in listed]}
+
+    def cmd_dlq(self, action: str = "list", *keys: str) -> Any:
+        with self._intake() as client:
+            if action == "list":
+                return [_plain(j) for j in client.jobs("dead", limit=MAX_JOBS_LISTED)[0]]
+            if action == "replay":
+                return {"replayed": client.replay(list(keys) or None)}
+        raise CommandError("usage: dlq list | dlq replay [KEY...]")

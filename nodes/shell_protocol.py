@@ -1,0 +1,63 @@
+"""The remote shell's wire protocol: typed MessagePack requests and answers over ZeroMQ.
+
+A client sends `ShellRequest(id, command, args)`; the node answers `ShellAnswer(id, ok, data,
+error)`, where `data` is plain data (lists, dicts, strings, numbers) the client renders as a
+table or prints as JSON. There is no way to send code: only the commands in `COMMANDS`.
+"""
+
+from __future__ import annotations
+
+import typing
+from pathlib import Path
+
+import msgspec
+
+MAX_REQUEST_BYTES = 64 * 1024
+"""Largest request frame a node accepts on its shell socket."""
+MAX_ARGS = 64
+
+Arg = typing.Annotated[str, msgspec.Meta(max_length=2048)]
+
+COMMANDS: dict[str, str] = {
+    "help": "help — the commands",
+    "nodes": "nodes — every node of the cluster, up or down",
+    "tree": "tree [PATH] — the supervision tree (status, restarts, uptime, mailbox), whole cluster",
+    "which_children": "which_children PATH — the children of a supervisor or pool",
+    "count_children": "count_children PATH — children of a supervisor by kind and state",
+    "inspect": "inspect PATH — an actor's own state summary",
+    "restart": "restart PATH — stop a child and start it again (its supervisor does it)",
+    "terminate": "terminate PATH — stop a child (it stays stopped until restarted)",
+    "scale": "scale POOL N — run N replicas in a pool",
+    "jobs": "jobs [STATE] — jobs by state (and the first 50 in STATE)",
+    "dlq": "dlq list | dlq replay [KEY...] — the dead-letter queue",
+    "breakers": "breakers — targets whose breaker is not closed",
+    "limits": "limits — rate limits per target and slots in use",
+    "proxies": "proxies — the proxy pool's proxies, states and health",
+    "hold": "hold [on|off|auto] — the fleet's Hold",
+    "trace": "trace PATH [SECONDS] — the messages an actor handles for a while (default 5 s)",
+    "metrics": "metrics — this node's Prometheus metrics",
+    "paths": "paths — every actor path this node knows (for completion)",
+}
+
+
+class ShellRequest(msgspec.Struct, frozen=True):
+    id: int
+    command: typing.Annotated[str, msgspec.Meta(max_length=64)]
+    args: typing.Annotated[list[Arg], msgspec.Meta(max_length=MAX_ARGS)] = []
+
+
+class ShellAnswer(msgspec.Struct, frozen=True):
+    id: int
+    ok: bool
+    data: typing.Any = None
+    error: str = ""
+
+
+request_decoder = msgspec.msgpack.Decoder(ShellRequest)
+answer_decoder = msgspec.msgpack.Decoder(ShellAnswer)
+encoder = msgspec.msgpack.Encoder()
+
+
+def shell_address(node_dir: Path) -> str:
+    """The IPC address of a node's shell socket, in the node's data directory."""
+    return f"ipc://{node_dir}/shell.sock"

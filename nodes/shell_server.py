@@ -1,0 +1,131 @@
+"""A node's shell listener: a ZeroMQ ROUTER on an IPC socket in the node's data directory.
+
+Only the user the node runs as can reach it: the data directory is made 0700 and the socket
+file 0600, so the operator's identity is that local user (``local:<user>``). Requests are
+typed (`nodes.shell_protocol`); each is served on the listener's own thread and written to
+the node's audit log (``<data_dir>/<node>/audit.log``, JSON lines: time, operator, command,
+arguments, outcome) before its answer goes back. A bad frame gets an error answer, never a
+crash; leaving the shell never stops the node.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+import structlog
+import zmq
+
+from nodes.shell_commands import CommandError, ShellCommands
+from nodes.shell_protocol import MAX_REQUEST_BYTES, ShellAnswer, encoder, request_decoder, shell_address
+
+if TYPE_CHECKING:
+    from nodes.node import NodeRun
+
+_log = structlog.get_logger("flotilla.shell")
+
+
+class ShellServer:
+    """Serves shell requests for one node on a thread of its own."""
+
+    def __init__(self, run: NodeRun, node_dir: Path) -> None:
+        self.commands = ShellCommands(run)
+        self.node = run.node
+        self.node_dir = node_dir
+        self.address = shell_address(node_dir)
+        self.audit_path = node_dir / "audit.log"
+        self.operator = f"local:{getpass.getuser()}"
+        self._context = zmq.Context()
+        self._closing = threading.Event()
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="shell", daemon=True)
+        self.served = 0
+
+    def start(self) -> None:
+        self.node_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.node_dir, 0o700)
+        self._thread.start()
+        self._ready.wait()
+        if self._error is not None:
+            raise self._error
+
+    def close(self) -> None:
+        self._closing.set()
+        self._thread.join(5)
+        self._context.term()
+
+    def _run(self) -> None:
+        socket = self._context.socket(zmq.ROUTER)
+        socket.setsockopt(zmq.LINGER, 0)
+        socket.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST_BYTES)
+        socket.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        path = self.address.removeprefix("ipc://")
+        try:
+            if os.path.exists(path):
+                os.unlink(path)  # left by a node that was killed
+            old = os.umask(0o177)
+            try:
+                socket.bind(self.address)
+            finally:
+                os.umask(old)
+            os.chmod(path, 0o600)
+        except (zmq.ZMQError, OSError) as exc:
+            self._error = OSError(f"cannot listen for shells on {self.address}: {exc}")
+            self._ready.set()
+            socket.close()
+            return
+        self._ready.set()
+        try:
+            while not self._closing.is_set():
+                if not socket.poll(200):
+                    continue
+                parts = socket.recv_multipart()
+                if len(parts) != 2:
+                    continue
+                answer = self.handle(parts[1])
+                try:
+                    socket.send_multipart([parts[0], encoder.encode(answer)], zmq.NOBLOCK)
+                except zmq.ZMQError:
+                    pass  # the shell left
+                self.served += 1
+        finally:
+            socket.close()
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+
+    def handle(self, frame: bytes) -> ShellAnswer:
+        """The answer to one request frame (audited)."""
+        try:
+            request = request_decoder.decode(frame)
+        except (msgspec.DecodeError, ValueError, RecursionError) as exc:
+            self._audit("?", [], False, f"bad request: {exc}")
+            return ShellAnswer(0, False, error=f"bad request: {str(exc)[:200]}")
+        try:
+            data = self.commands.execute(request.command, list(request.args))
+        except CommandError as exc:
+            self._audit(request.command, request.args, False, str(exc))
+            return ShellAnswer(request.id, False, error=str(exc))
+        except Exception as exc:  # noqa: BLE001 - a failed command must not stop the listener
+            _log.exception("shell.command_failed", command=request.command)
+            self._audit(request.command, request.args, False, f"{type(exc).__name__}: {exc}")
+            return ShellAnswer(request.id, False, error=f"{type(exc).__name__}: {exc}"[:500])
+        self._audit(request.command, request.args, True, "")
+        return ShellAnswer(request.id, True, data)
+
+    def _audit(self, command: str, args: list[str], ok: bool, error: str) -> None:
+        entry: dict[str, Any] = {"at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "node": self.node,
+                                 "operator": self.operator, "command": command, "args": args, "ok": ok}
+        if error:
+            entry["error"] = error[:500]
+        with open(self.audit_path, "a", encoding="utf-8") as audit:
+            audit.write(json.dumps(entry) + "\n")
+        _log.info("shell.command", **entry)

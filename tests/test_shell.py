@@ -1,0 +1,170 @@
+"""The remote shell and the metrics endpoint against real node processes: the shell driven
+as a real process in a pseudo-terminal (start, complete a path, tree, restart, quit, the node
+still up), `--exec ... --json` answers checked, bad commands refused, every command in the
+audit log, and the metrics endpoint scraped and parsed with prometheus_client's parser."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import sys
+import urllib.request
+from pathlib import Path
+
+import pexpect
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from nodes.topology import load_topology
+from tests.cluster_harness import LiveCluster, free_ports, write_topology
+from tests.helpers import wait_until
+from tests.processes import ROOT, run_flotilla
+
+TREE = """
+children:
+  - id: alerts
+    actor: alerts
+  - id: hold
+    actor: hold
+  - id: workers
+    node: beta
+    supervisor:
+      children:
+        - id: pool
+          pool: {actor: flaky, size: 2, args: {crash_rate: 0, report_to: alpha/root/tally}}
+        - id: ticker
+          actor: ticker
+          args: {target: alpha/root/workers/pool, interval: 0.05}
+  - id: tally
+    actor: tally
+"""
+
+
+def start(tmp_path: Path, clusters: list[LiveCluster]) -> tuple[LiveCluster, int]:
+    """Two nodes; alpha serves metrics on a free port."""
+    port = free_ports(1)[0]
+    path = write_topology(tmp_path, TREE, nodes=("alpha", "beta"), extra="resilience: {hold: alpha/root/hold}")
+    text = path.read_text(encoding="utf-8")
+    path.write_text(text.replace("  alpha: {address: ", f"  alpha: {{metrics: '127.0.0.1:{port}', address: "),
+                    encoding="utf-8")
+    cluster = LiveCluster(path, load_topology(path))
+    clusters.append(cluster)
+    cluster.start_node("beta")
+    cluster.start_node("alpha").wait_for_event("shell.listening", timeout=30)
+    cluster.processes["beta"].wait_for_event("shell.listening", timeout=30)
+    return cluster, port
+
+
+def shell(cluster: LiveCluster, command: str, node: str = "alpha") -> dict:
+    done = run_flotilla("shell", node, "--topology", str(cluster.topology_path), "--exec", command, "--json")
+    answer = json.loads(done.stdout)
+    assert (done.returncode == 0) == answer["ok"], done.stderr
+    return answer
+
+
+def test_exec_answers_as_json_and_every_command_is_audited(tmp_path: Path, clusters: list[LiveCluster]) -> None:
+    cluster, _ = start(tmp_path, clusters)
+    nodes = shell(cluster, "nodes")["data"]
+    assert [(n["node"], n["up"]) for n in nodes] == [("alpha", True), ("beta", True)]
+    wait_until(lambda: any(r["path"] == "alpha/root/workers/pool/1" for r in shell(cluster, "tree")["data"]),
+               timeout=20, what="the whole tree, across nodes")
+    tree = {row["path"]: row for row in shell(cluster, "tree")["data"]}
+    assert tree["alpha/root/workers/ticker"]["node"] == "beta" and tree["alpha/root/workers"]["kind"] == "supervisor"
+    assert tree["alpha/root/tally"]["node"] == "alpha"
+    assert tree["alpha/root/workers/pool/0"]["status"] == "running"
+    inspected = shell(cluster, "inspect alpha/root/workers/ticker", node="beta")["data"]
+    assert inspected["actor"] == "actors.ticker:Ticker" and inspected["incarnation"] == 1
+    assert "mailbox" in inspected and "uptime" in inspected
+    restarted = shell(cluster, "restart alpha/root/workers/ticker")
+    assert restarted["ok"], restarted
+    assert shell(cluster, "inspect alpha/root/workers/ticker")["data"]["incarnation"] == 2
+    counts = shell(cluster, "count_children alpha/root/workers/pool")["data"]
+    assert counts["workers"] == 2
+    assert shell(cluster, "scale alpha/root/workers/pool 3")["ok"]
+    wait_until(lambda: shell(cluster, "count_children alpha/root/workers/pool")["data"]["active"] == 3,
+               timeout=10, what="the pool to grow")
+    assert shell(cluster, "hold on")["data"]["on"] is True
+    assert shell(cluster, "hold auto")["data"]["mode"] == "auto"
+    refused = shell(cluster, "inspect alpha/root/nowhere")
+    assert not refused["ok"] and "alpha/root/nowhere: no live incarnation" in refused["error"]
+    unknown = shell(cluster, "rm -rf /")
+    assert not unknown["ok"] and "unknown command 'rm'" in unknown["error"]
+    traced = run_flotilla("shell", "--topology", str(cluster.topology_path), "--exec",
+                          "trace alpha/root/tally 0.5", "--json")
+    assert {m["type"] for m in json.loads(traced.stdout)["data"]} == {"Done"}
+
+    audit = [json.loads(line) for line in (cluster.topology.node_data_dir("alpha") / "audit.log")
+             .read_text(encoding="utf-8").splitlines()]
+    commands = [(entry["command"], entry["ok"]) for entry in audit]
+    assert ("restart", True) in commands and ("rm", False) in commands and ("hold", True) in commands
+    assert all(entry["operator"].startswith("local:") for entry in audit)
+    socket = cluster.topology.node_data_dir("alpha") / "shell.sock"
+    assert stat.S_IMODE(os.stat(socket).st_mode) == 0o600  # only the node's user
+    assert stat.S_IMODE(os.stat(socket.parent).st_mode) == 0o700
+
+
+def test_the_interactive_shell_in_a_terminal(tmp_path: Path, clusters: list[LiveCluster]) -> None:
+    cluster, _ = start(tmp_path, clusters)
+    wait_until(lambda: any(r["path"] == "alpha/root/workers/ticker" for r in shell(cluster, "tree")["data"]),
+               timeout=20, what="the tree")
+    child = pexpect.spawn(sys.executable, ["-m", "nodes.cli", "shell", "--topology", str(cluster.topology_path)],
+                          cwd=str(ROOT), env={**os.environ, "HOME": str(tmp_path), "PYTHONPATH": str(ROOT),
+                               "TERM": "xterm-256color"},
+                          encoding="utf-8", timeout=20, dimensions=(40, 200))
+    try:
+        child.expect("alpha>")
+        child.send("inspect alpha/root/workers/tic")
+        child.send("\t")  # completion of an actor path
+        child.expect("ticker")
+        child.send("\r")
+        child.expect("actors.ticker:Ticker")
+        child.expect("alpha>")
+        child.sendline("tree")
+        child.expect("alpha/root/workers/pool/1")
+        child.expect("alpha>")
+        child.sendline("restart alpha/root/workers/ticker")
+        child.expect("restarted")
+        child.expect("alpha>")
+        child.sendline("quit")
+        child.expect("the node keeps running")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert cluster.processes["alpha"].proc.poll() is None and cluster.processes["beta"].proc.poll() is None
+    assert shell(cluster, "inspect alpha/root/workers/ticker")["data"]["incarnation"] == 2
+
+
+def test_the_metrics_endpoint_parses(tmp_path: Path, clusters: list[LiveCluster]) -> None:
+    cluster, port = start(tmp_path, clusters)
+    shell(cluster, "restart alpha/root/tally")
+
+    def scrape() -> dict[str, list]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            text = response.read().decode()
+        return {family.name: family.samples for family in text_string_to_metric_families(text)}
+
+    wait_until(lambda: "flotilla_restarts" in scrape() and scrape()["flotilla_restarts"], timeout=10,
+               what="the restart to be counted")
+    families = scrape()
+    restarts = {(s.labels["supervisor"], s.labels["child"]): s.value for s in families["flotilla_restarts"]
+                if s.name == "flotilla_restarts_total"}
+    assert restarts[("alpha/root", "alpha/root/tally")] == 1
+    up = {s.labels["node"]: s.value for s in families["flotilla_node_up"]}
+    assert up == {"alpha": 1.0, "beta": 1.0}
+    assert any(s.labels["path"] == "alpha/root/tally" for s in families["flotilla_mailbox_depth"])
+    assert families["flotilla_hold"][0].value == 0.0
+    assert any(s.labels["peer"] == "beta" and s.value > 0 for s in families["flotilla_transport_sent_frames"])
+    assert "flotilla_dead_letters" in families
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("metrics: '10.0.0.1:9100'", "is not a loopback address: metrics are plain HTTP"),
+    ("metrics: 'nine'", "must be HOST:PORT"),
+])
+def test_metrics_addresses_are_checked(tmp_path: Path, text: str, problem: str) -> None:
+    topology = tmp_path / "t.yaml"
+    topology.write_text("nodes: {alpha: {" + text + "}}\ntree: {children: [{id: a, actor: tally}]}\n",
+                        encoding="utf-8")
+    done = run_flotilla("check", str(topology))
+    assert done.returncode == 2 and problem in done.stderr
