@@ -123,11 +123,11 @@ class NodeMetrics:
 
         actors = self.run.system.registry.local_actors()
         routers = [a for a in actors if isinstance(a, Router)]
-        if routers:
-            jobs = GaugeMetricFamily("flotilla_jobs", "Jobs in the journal, by state.", labels=["state"])
-            for state, n in routers[0].journal.counts().items():
-                jobs.add_metric([state], n)
-            yield jobs
+        jobs = GaugeMetricFamily("flotilla_jobs", "Jobs in the journal, by state (on the router's node).",
+                                 labels=["state"])
+        for state, n in (routers[0].journal.counts().items() if routers else ()):
+            jobs.add_metric([state], n)
+        yield jobs
         outcomes = CounterMetricFamily("flotilla_job_outcomes", "Attempt outcomes the router recorded.",
                                        labels=["router", "outcome"])
         failures = CounterMetricFamily("flotilla_failures", "Failed attempts, by kind.", labels=["router", "kind"])

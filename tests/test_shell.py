@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import sys
 import urllib.request
@@ -156,6 +157,10 @@ def test_the_metrics_endpoint_parses(tmp_path: Path, clusters: list[LiveCluster]
     assert families["flotilla_hold"][0].value == 0.0
     assert any(s.labels["peer"] == "beta" and s.value > 0 for s in families["flotilla_transport_sent_frames"])
     assert "flotilla_dead_letters" in families
+    dashboard = json.loads((ROOT / "docs" / "grafana-dashboard.json").read_text(encoding="utf-8"))
+    used = {name for panel in dashboard["panels"] for target in panel["targets"]
+            for name in re.findall(r"flotilla_\w+", target["expr"])}
+    assert used and {re.sub(r"_(total|bucket)$", "", name) for name in used} <= set(families)
 
 
 @pytest.mark.parametrize("text, problem", [
