@@ -315,10 +315,9 @@ def cmd_hold(args: argparse.Namespace) -> int:
 
 def cmd_shell(args: argparse.Namespace) -> int:
     from nodes.shell import ShellClient, ShellUnavailable, interactive, run_line
-    from nodes.shell_protocol import shell_address
 
     if args.target and args.target.startswith(("ipc://", "tcp://")):
-        address, node = args.target, args.target
+        client, node = ShellClient(args.target, timeout=args.timeout), args.target
     else:
         topology = _load_or_report(args.topology)
         if topology is None:
@@ -327,8 +326,10 @@ def cmd_shell(args: argparse.Namespace) -> int:
         if node not in topology.nodes:
             print(f"{topology.source}: no node {node!r} (nodes: {', '.join(topology.nodes)})", file=sys.stderr)
             return EXIT_USAGE
-        address = shell_address(topology.node_data_dir(node))
-    client = ShellClient(address, timeout=args.timeout)
+        made = _shell_client(topology, node, args)
+        if made is None:
+            return EXIT_USAGE
+        client = made
     try:
         if args.exec is not None:
             return 0 if run_line(client, args.exec, as_json=args.json) else 1
@@ -338,6 +339,26 @@ def cmd_shell(args: argparse.Namespace) -> int:
         return 1
     finally:
         client.close()
+
+
+def _shell_client(topology: Any, node: str, args: argparse.Namespace):  # noqa: ANN202
+    """The node's IPC shell, or with --operator its TCP shell under that operator's key."""
+    from nodes.security import KeyFileError, load_public, load_secret
+    from nodes.shell import ShellClient
+    from nodes.shell_protocol import shell_address
+
+    if args.operator is None:
+        return ShellClient(shell_address(topology.node_data_dir(node)), timeout=args.timeout)
+    tcp, keys = topology.nodes[node].shell, topology.security.keys
+    if tcp is None or keys is None:
+        print(f"{topology.source}: node {node} has no TCP shell (nodes.{node}.shell)", file=sys.stderr)
+        return None
+    try:
+        public, secret = load_secret(keys, args.operator)
+        return ShellClient(tcp, timeout=args.timeout, curve=(public, secret, load_public(keys, node)))
+    except KeyFileError as exc:
+        print(str(exc), file=sys.stderr)
+        return None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -418,6 +439,8 @@ def build_parser() -> argparse.ArgumentParser:
     shell.add_argument("--node", help="the node to attach to")
     shell.add_argument("--exec", metavar="CMD", help="run one command and exit (1 if it fails)")
     shell.add_argument("--json", action="store_true", help="with --exec: print the raw answer as JSON")
+    shell.add_argument("--operator", metavar="NAME",
+                       help="attach over the node's TCP shell as this operator (key NAME.key_secret in security.keys)")
     shell.add_argument("--topology", default=_default_topology(),
                        help=f"topology file (default: $FLOTILLA_TOPOLOGY or {DEFAULT_TOPOLOGY})")
     shell.add_argument("--timeout", type=float, default=15.0, help="seconds to wait for an answer")

@@ -26,7 +26,7 @@ from nodes.cluster import Cluster
 from nodes.intake import Intake
 from nodes.metrics import NodeMetrics
 from nodes.shell_server import ShellServer
-from nodes.security import CurveKeys, KeyFileError
+from nodes.security import CurveKeys, KeyFileError, load_public, load_secret
 from nodes.topology import Topology
 
 EXIT_OK = 0
@@ -179,14 +179,22 @@ class NodeRun:
 
     def _open_shell(self) -> int | None:
         """Every node listens for shells on an IPC socket in its data directory."""
-        shell = ShellServer(self, self.topology.node_data_dir(self.node))
+        tcp = self.topology.nodes[self.node].shell
+        keys = None
+        if tcp is not None:
+            directory = self.topology.security.keys
+            public, secret = load_secret(directory, self.node)  # type: ignore[arg-type]
+            operators = {name: load_public(directory, name) for name in self.topology.security.operators}  # type: ignore[arg-type]
+            keys = CurveKeys(public=public, secret=secret, peers=operators)
+        shell = ShellServer(self, self.topology.node_data_dir(self.node), tcp, keys)
         try:
             shell.start()
         except OSError as exc:
             self.log.critical("node.cannot_listen", address=shell.address, error=str(exc), what="shell")
             return EXIT_TREE_FAILED
         self.shell = shell
-        self.log.info("shell.listening", address=shell.address, audit=str(shell.audit_path))
+        self.log.info("shell.listening", address=shell.address, tcp=tcp, audit=str(shell.audit_path),
+                      operators=list(self.topology.security.operators) if tcp else [])
         return None
 
     def _open_intake(self) -> int | None:

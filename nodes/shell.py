@@ -30,12 +30,17 @@ class ShellUnavailable(Exception):
 class ShellClient:
     """One connection to a node's shell socket."""
 
-    def __init__(self, address: str, timeout: float = TIMEOUT) -> None:
+    def __init__(self, address: str, timeout: float = TIMEOUT,
+                 curve: tuple[bytes, bytes, bytes] | None = None) -> None:
+        """`curve` is (operator public key, operator secret key, node public key) for a TCP
+        shell."""
         self.address = address
         self.timeout = timeout
         self._context = zmq.Context.instance()
         self._socket = self._context.socket(zmq.DEALER)
         self._socket.setsockopt(zmq.LINGER, 0)
+        if curve is not None:
+            self._socket.curve_publickey, self._socket.curve_secretkey, self._socket.curve_serverkey = curve
         self._socket.connect(address)
         self._ids = itertools.count(1)
 

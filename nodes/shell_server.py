@@ -1,7 +1,10 @@
 """A node's shell listener: a ZeroMQ ROUTER on an IPC socket in the node's data directory.
 
 Only the user the node runs as can reach it: the data directory is made 0700 and the socket
-file 0600, so the operator's identity is that local user (``local:<user>``). Requests are
+file 0600, so the operator's identity is that local user (``local:<user>``). When the
+topology gives the node a `shell:` TCP address, a second ROUTER listens there with CURVE:
+only the keys of the topology's `operators` get through (ZAP), and the operator's identity
+is the name of the key (``key:<name>``), never anything the client claims. Requests are
 typed (`nodes.shell_protocol`); each is served on the listener's own thread and written to
 the node's audit log (``<data_dir>/<node>/audit.log``, JSON lines: time, operator, command,
 arguments, outcome) before its answer goes back. A bad frame gets an error answer, never a
@@ -22,6 +25,7 @@ import msgspec
 import structlog
 import zmq
 
+from nodes.security import ZAP_DOMAIN, ClusterAuthenticator, CurveKeys
 from nodes.shell_commands import CommandError, ShellCommands
 from nodes.shell_protocol import MAX_REQUEST_BYTES, ShellAnswer, encoder, request_decoder, shell_address
 
@@ -34,7 +38,14 @@ _log = structlog.get_logger("flotilla.shell")
 class ShellServer:
     """Serves shell requests for one node on a thread of its own."""
 
-    def __init__(self, run: NodeRun, node_dir: Path) -> None:
+    def __init__(self, run: NodeRun, node_dir: Path, tcp: str | None = None, keys: CurveKeys | None = None) -> None:
+        """`tcp` and `keys` (this node's key pair; its `peers` are the operators' public
+        keys by name) open the TCP listener; the topology allows one only with both."""
+        if tcp is not None and (keys is None or not keys.peers):
+            raise ValueError("a TCP shell needs CURVE keys and at least one operator key")
+        self.tcp = tcp
+        self.keys = keys
+        self.rejected = 0
         self.commands = ShellCommands(run)
         self.node = run.node
         self.node_dir = node_dir
@@ -51,6 +62,9 @@ class ShellServer:
     def start(self) -> None:
         self.node_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.node_dir, 0o700)
+        if self.tcp is not None:
+            self._authenticator = ClusterAuthenticator(self._context, self.keys, self._rejected)  # type: ignore[arg-type]
+            self._authenticator.start()
         self._thread.start()
         self._ready.wait()
         if self._error is not None:
@@ -59,71 +73,98 @@ class ShellServer:
     def close(self) -> None:
         self._closing.set()
         self._thread.join(5)
+        if self.tcp is not None:
+            self._authenticator.stop()
         self._context.term()
 
-    def _run(self) -> None:
+    def _rejected(self, key: str, address: str) -> None:
+        self.rejected += 1
+        _log.warning("shell.operator_rejected", key=key, address=address, count=self.rejected)
+
+    def _listeners(self) -> list[zmq.Socket]:
+        """The IPC socket (only this user), and the CURVE TCP socket if configured."""
+        ipc = self._socket()
+        path = self.address.removeprefix("ipc://")
+        if os.path.exists(path):
+            os.unlink(path)  # left by a node that was killed
+        old = os.umask(0o177)
+        try:
+            ipc.bind(self.address)
+        finally:
+            os.umask(old)
+        os.chmod(path, 0o600)
+        if self.tcp is None:
+            return [ipc]
+        tcp = self._socket()
+        tcp.curve_server = True
+        tcp.curve_secretkey = self.keys.secret  # type: ignore[union-attr]
+        tcp.curve_publickey = self.keys.public  # type: ignore[union-attr]
+        tcp.setsockopt(zmq.ZAP_DOMAIN, ZAP_DOMAIN.encode())
+        tcp.bind(self.tcp)
+        return [ipc, tcp]
+
+    def _socket(self) -> zmq.Socket:
         socket = self._context.socket(zmq.ROUTER)
         socket.setsockopt(zmq.LINGER, 0)
         socket.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST_BYTES)
         socket.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        path = self.address.removeprefix("ipc://")
+        return socket
+
+    def _run(self) -> None:
         try:
-            if os.path.exists(path):
-                os.unlink(path)  # left by a node that was killed
-            old = os.umask(0o177)
-            try:
-                socket.bind(self.address)
-            finally:
-                os.umask(old)
-            os.chmod(path, 0o600)
+            sockets = self._listeners()
         except (zmq.ZMQError, OSError) as exc:
-            self._error = OSError(f"cannot listen for shells on {self.address}: {exc}")
+            self._error = OSError(f"cannot listen for shells on {self.tcp or self.address}: {exc}")
             self._ready.set()
-            socket.close()
             return
         self._ready.set()
+        poller = zmq.Poller()
+        for socket in sockets:
+            poller.register(socket, zmq.POLLIN)
         try:
             while not self._closing.is_set():
-                if not socket.poll(200):
-                    continue
-                parts = socket.recv_multipart()
-                if len(parts) != 2:
-                    continue
-                answer = self.handle(parts[1])
-                try:
-                    socket.send_multipart([parts[0], encoder.encode(answer)], zmq.NOBLOCK)
-                except zmq.ZMQError:
-                    pass  # the shell left
-                self.served += 1
+                for socket, _ in poller.poll(200):
+                    parts = socket.recv_multipart(copy=False)
+                    if len(parts) != 2:
+                        continue
+                    operator = self.operator if socket is sockets[0] else f"key:{parts[1].get('User-Id')}"
+                    answer = self.handle(parts[1].bytes, operator)
+                    try:
+                        socket.send_multipart([parts[0], encoder.encode(answer)], zmq.NOBLOCK)
+                    except zmq.ZMQError:
+                        pass  # the shell left
+                    self.served += 1
         finally:
-            socket.close()
+            for socket in sockets:
+                socket.close()
             try:
-                os.unlink(path)
+                os.unlink(self.address.removeprefix("ipc://"))
             except OSError:
                 pass
 
-    def handle(self, frame: bytes) -> ShellAnswer:
-        """The answer to one request frame (audited)."""
+    def handle(self, frame: bytes, operator: str = "") -> ShellAnswer:
+        """The answer to one request frame from `operator` (audited)."""
+        operator = operator or self.operator
         try:
             request = request_decoder.decode(frame)
         except (msgspec.DecodeError, ValueError, RecursionError) as exc:
-            self._audit("?", [], False, f"bad request: {exc}")
+            self._audit(operator, "?", [], False, f"bad request: {exc}")
             return ShellAnswer(0, False, error=f"bad request: {str(exc)[:200]}")
         try:
             data = self.commands.execute(request.command, list(request.args))
         except CommandError as exc:
-            self._audit(request.command, request.args, False, str(exc))
+            self._audit(operator, request.command, request.args, False, str(exc))
             return ShellAnswer(request.id, False, error=str(exc))
         except Exception as exc:  # noqa: BLE001 - a failed command must not stop the listener
             _log.exception("shell.command_failed", command=request.command)
-            self._audit(request.command, request.args, False, f"{type(exc).__name__}: {exc}")
+            self._audit(operator, request.command, request.args, False, f"{type(exc).__name__}: {exc}")
             return ShellAnswer(request.id, False, error=f"{type(exc).__name__}: {exc}"[:500])
-        self._audit(request.command, request.args, True, "")
+        self._audit(operator, request.command, request.args, True, "")
         return ShellAnswer(request.id, True, data)
 
-    def _audit(self, command: str, args: list[str], ok: bool, error: str) -> None:
+    def _audit(self, operator: str, command: str, args: list[str], ok: bool, error: str) -> None:
         entry: dict[str, Any] = {"at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "node": self.node,
-                                 "operator": self.operator, "command": command, "args": args, "ok": ok}
+                                 "operator": operator, "command": command, "args": args, "ok": ok}
         if error:
             entry["error"] = error[:500]
         with open(self.audit_path, "a", encoding="utf-8") as audit:

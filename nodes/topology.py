@@ -76,6 +76,9 @@ SECTIONS: dict[str, dict[str, Field]] = {
                        "Extraction rules jobs refer to by name (see below)."),
         "intake": Field("intake", "none: no intake socket", "Where clients submit jobs."),
         "transport": Field("transport", "the defaults below", "Node-to-node transport settings."),
+        "operators": Field("list of names", "`[]`",
+                           "Operators allowed on TCP shells; each one's public key is `<name>.key` in "
+                           "`security.keys` (`flotilla keys generate DIR --name NAME`)."),
         "resilience": Field("resilience", "none: no breakers, limits, proxies or Hold",
                             "The fleet's control actors, which every node's gate reports to."),
     },
@@ -84,6 +87,9 @@ SECTIONS: dict[str, dict[str, Field]] = {
                          "Where the node listens for its peers. Without `security.keys` HOST must "
                          "be a loopback address unless `security.insecure_bind` is true."),
         "description": Field("string", "empty", "Free text shown by `flotilla check`."),
+        "shell": Field("tcp://HOST:PORT", "none: the IPC socket only",
+                       "A TCP listener for remote shells, besides the node's IPC socket. Needs "
+                       "`security.keys` and `operators`: only those operators' keys are accepted."),
         "metrics": Field("HOST:PORT", "none: no metrics endpoint",
                          "Where the node serves Prometheus metrics over HTTP (`/metrics`). Loopback "
                          "only unless `security.insecure_bind` is true."),
@@ -234,6 +240,7 @@ class NodeConfig:
     address: str
     description: str = ""
     metrics: str | None = None
+    shell: str | None = None
 
     @property
     def host(self) -> str:
@@ -242,10 +249,11 @@ class NodeConfig:
 
 @dataclass(frozen=True)
 class SecurityConfig:
-    """CURVE keys, or their absence."""
+    """CURVE keys, or their absence, and the operators allowed on TCP shells."""
 
     keys: Path | None = None
     insecure_bind: bool = False
+    operators: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -755,9 +763,42 @@ def _read_nodes(ctx: _Context, node: Node | None) -> dict[str, NodeConfig]:
             ctx.problem(_join(path, "metrics"), f"{metrics} is already used by node {seen_addresses[metrics]}",
                         m.node_of("metrics"))
         seen_addresses[metrics or address] = name
+        shell = m.get("shell", _address, None)
+        if shell is not None and shell in seen_addresses:
+            ctx.problem(_join(path, "shell"), f"{shell} is already used by node {seen_addresses[shell]}",
+                        m.node_of("shell"))
+        seen_addresses[shell or address] = name
         nodes[name] = NodeConfig(name=name, address=address, description=m.get("description", _text, ""),
-                                 metrics=metrics)
+                                 metrics=metrics, shell=shell)
     return nodes
+
+
+def _read_operators(ctx: _Context, node: Node | None, nodes: dict[str, NodeConfig],
+                    security: SecurityConfig) -> SecurityConfig:
+    """The `operators` list, checked with the nodes' TCP shells: a node refuses to open one
+    without CURVE keys and named operators whose public keys are there."""
+    names: list[str] = []
+    if node is not None:
+        value = _value(node)
+        if not isinstance(value, list) or any(_name(v) is not None for v in value):
+            ctx.problem("operators", "must be a list of operator names, e.g. [alice, bob]", node)
+        else:
+            names = list(value)
+    for name, config in nodes.items():
+        if config.shell is None:
+            continue
+        if security.keys is None:
+            ctx.problem(f"nodes.{name}.shell", "a TCP shell needs security.keys: without CURVE anyone who can "
+                        "reach the port could steer the cluster", None)
+        elif not names:
+            ctx.problem(f"nodes.{name}.shell", "a TCP shell needs operators: the names of the operator keys "
+                        "it accepts", None)
+    if security.keys is not None and security.keys.is_dir():
+        missing = [n for n in names if not (security.keys / f"{n}.key").is_file()]
+        if missing:
+            ctx.problem("operators", f"no public key for operator(s) {', '.join(missing)} in {security.keys} "
+                        f"(make one with 'flotilla keys generate DIR --name {missing[0]}')", node)
+    return dataclasses.replace(security, operators=tuple(names))
 
 
 def _read_security(ctx: _Context, node: Node | None, nodes: dict[str, NodeConfig],
@@ -959,6 +1000,7 @@ def parse_topology(text: str, source: str = "<topology>", base: Path | None = No
     base = base or Path.cwd()
     data_dir = (base / top.get("data_dir", _text, "data")).resolve()
     security = _read_security(ctx, top.node_of("security"), nodes, base)
+    security = _read_operators(ctx, top.node_of("operators"), nodes, security)
     rules = _read_rules(ctx, top.node_of("rules"))
     intake = _read_intake(ctx, top.node_of("intake"), nodes, security)
     transport = _read_transport(ctx, top.node_of("transport"))

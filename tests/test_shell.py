@@ -1,7 +1,8 @@
 """The remote shell and the metrics endpoint against real node processes: the shell driven
 as a real process in a pseudo-terminal (start, complete a path, tree, restart, quit, the node
 still up), `--exec ... --json` answers checked, bad commands refused, every command in the
-audit log, and the metrics endpoint scraped and parsed with prometheus_client's parser."""
+audit log, a TCP shell refused without keys and closed to operators not listed, and the
+metrics endpoint scraped and parsed with prometheus_client's parser."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import json
 import os
 import re
 import stat
+import subprocess
 import sys
 import urllib.request
 from pathlib import Path
@@ -173,3 +175,35 @@ def test_metrics_addresses_are_checked(tmp_path: Path, text: str, problem: str) 
                         encoding="utf-8")
     done = run_flotilla("check", str(topology))
     assert done.returncode == 2 and problem in done.stderr
+
+
+def test_a_tcp_shell_needs_keys_and_accepts_only_listed_operators(tmp_path: Path,
+                                                                   clusters: list[LiveCluster]) -> None:
+    node_port, shell_port = free_ports(2)
+    body = (f"nodes: {{alpha: {{address: 'tcp://127.0.0.1:{node_port}', shell: 'tcp://127.0.0.1:{shell_port}'}}}}\n"
+            "tree: {children: [{id: tally, actor: tally}]}\n")
+    refused = tmp_path / "open.yaml"
+    refused.write_text(body, encoding="utf-8")
+    done = run_flotilla("check", str(refused))
+    assert done.returncode == 2 and "nodes.alpha.shell: a TCP shell needs security.keys" in done.stderr
+
+    keys = tmp_path / "keys"
+    assert run_flotilla("keys", "generate", str(keys), "--name", "alpha", "--name", "alice",
+                        "--name", "mallory").returncode == 0
+    path = tmp_path / "secure.yaml"
+    path.write_text(body + "security: {keys: keys}\noperators: [alice]\n", encoding="utf-8")
+    cluster = LiveCluster(path, load_topology(path))
+    clusters.append(cluster)
+    cluster.start_node("alpha").wait_for_event("shell.listening", timeout=30)
+
+    def tcp_shell(operator: str) -> subprocess.CompletedProcess[str]:
+        return run_flotilla("shell", "alpha", "--topology", str(path), "--operator", operator, "--timeout", "3",
+                            "--exec", "nodes", "--json")
+
+    allowed = tcp_shell("alice")
+    assert allowed.returncode == 0 and json.loads(allowed.stdout)["data"][0]["node"] == "alpha"
+    stranger = tcp_shell("mallory")  # a well-formed key, not on the list
+    assert stranger.returncode == 1 and "no answer" in stranger.stderr
+    cluster.processes["alpha"].wait_for_event("shell.operator_rejected", timeout=10)
+    audit = (cluster.topology.node_data_dir("alpha") / "audit.log").read_text(encoding="utf-8")
+    assert [json.loads(line)["operator"] for line in audit.splitlines()] == ["key:alice"]
