@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
+from collections import deque
 from collections.abc import Callable
 from typing import Any, Literal, TextIO
 
@@ -16,6 +18,35 @@ import structlog
 from actors.messages import Crash, StartFailed, SupervisorReport, describe_reason, is_clean_exit
 
 LogFormat = Literal["auto", "json", "console"]
+
+RECENT_EVENTS = 2000
+"""Log events a node keeps in memory for shells (`logs`, `logs --follow`)."""
+
+
+class RecentEvents:
+    """The node's last log events, numbered, for shells to read and follow."""
+
+    def __init__(self, size: int = RECENT_EVENTS) -> None:
+        self._events: deque[tuple[int, dict[str, Any]]] = deque(maxlen=size)
+        self._lock = threading.Lock()
+        self._seq = 0
+
+    def __call__(self, _logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
+        """A structlog processor: keep a copy of every event that passes the level filter."""
+        with self._lock:
+            self._seq += 1
+            self._events.append((self._seq, {k: v if isinstance(v, (str, int, float, bool, type(None))) else str(v)
+                                             for k, v in event.items()}))
+        return event
+
+    def since(self, seq: int, limit: int = 200) -> tuple[int, list[dict[str, Any]]]:
+        """Events numbered above `seq` (at most `limit`, the newest), and the last number."""
+        with self._lock:
+            found = [e for n, e in self._events if n > seq][-limit:] if limit > 0 else []
+            return self._seq, found
+
+
+recent_events = RecentEvents()
 
 _LEVELS = {
     "child_started": logging.INFO,
@@ -47,6 +78,7 @@ def configure_logging(node: str, *, level: str = "info", fmt: LogFormat = "auto"
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
+            recent_events,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),

@@ -67,7 +67,13 @@ def run_line(client: ShellClient, line: str, as_json: bool, out: Any = None) -> 
     if not words:
         return True
     command, args = words[0], words[1:]
+    if command == "eval":  # Python is sent as typed, not split like shell words
+        args = line.strip().split(None, 1)[1:]
+    if command == "logs" and args[:1] == ["--follow"]:
+        return _follow_logs(client, as_json, out)
     answer = client.call(command, args)
+    if answer.ok and command == "logs":
+        answer = ShellAnswer(answer.id, True, answer.data["events"])
     if answer.ok and command == "trace":
         seconds = answer.data["tracing_for"]
         time.sleep(seconds)  # the actor records meanwhile; then collect the recording
@@ -81,6 +87,33 @@ def run_line(client: ShellClient, line: str, as_json: bool, out: Any = None) -> 
     else:
         render(answer.data, out)
     return answer.ok
+
+
+def _follow_logs(client: ShellClient, as_json: bool, out: Any, poll: float = 0.5) -> bool:
+    """Print new log events of the node as they come, until Ctrl-C (or the node goes)."""
+    answer = client.call("logs", ["0"])  # only the newest number: start from now
+    if not answer.ok:
+        print(f"error: {answer.error}", file=out)
+        return False
+    last = answer.data["last"]
+    try:
+        while True:
+            answer = client.call("logs", ["200", str(last)])
+            if not answer.ok:
+                print(f"error: {answer.error}", file=out)
+                return False
+            last = answer.data["last"]
+            for event in answer.data["events"]:
+                if as_json:
+                    print(json.dumps(event, default=str), file=out, flush=True)
+                else:
+                    fields = " ".join(f"{k}={v}" for k, v in event.items()
+                                      if k not in ("event", "timestamp", "level", "node"))
+                    print(f"{event.get('timestamp', '')} {event.get('level', ''):<8} {event.get('event', '')} {fields}",
+                          file=out, flush=True)
+            time.sleep(poll)  # polling interval of a follower, not synchronisation
+    except KeyboardInterrupt:
+        return True
 
 
 def render(data: Any, out: Any) -> None:

@@ -40,10 +40,12 @@ class ShellCommands:
         self.system = run.system
         self.topology = run.topology
 
-    def execute(self, command: str, args: list[str]) -> Any:
+    def execute(self, command: str, args: list[str], operator: str = "") -> Any:
         handler = getattr(self, f"cmd_{command}", None)
         if command not in COMMANDS or handler is None:
             raise CommandError(f"unknown command {command!r}; try 'help'")
+        if command == "eval":
+            return self._eval(" ".join(args), operator)
         try:
             return handler(*args)
         except TypeError as exc:
@@ -131,6 +133,32 @@ class ShellCommands:
             raise CommandError(f"seconds {seconds!r} must be a number") from None
         recorded = self.system.ask(path, Trace(duration), timeout=ASK_TIMEOUT)
         return {"path": path, "tracing_for": duration, "previous": _plain(recorded)}
+
+    def cmd_logs(self, count: str = "20", since: str = "") -> dict[str, Any]:
+        """The last `count` events, or (with `since`, as `logs --follow` does) those after it."""
+        from nodes.logs import recent_events
+
+        if count == "--follow":
+            count = "200"
+        if not count.isdigit() or (since and not since.isdigit()):
+            raise CommandError("usage: logs [N] | logs --follow")
+        last, events = recent_events.since(int(since) if since else 0, limit=int(count))
+        return {"last": last, "events": events}
+
+    def cmd_eval(self) -> None:
+        """Handled by `_eval` (it needs the operator)."""
+
+    def _eval(self, expression: str, operator: str) -> str:
+        """Evaluate `expression` with `system` and `run` in scope, for an operator key the
+        topology names in eval_operators (over TCP only: IPC operators are local users)."""
+        allowed = {f"key:{name}" for name in self.topology.security.eval_operators}
+        if operator not in allowed:
+            raise CommandError(f"{operator or 'this operator'} may not evaluate Python (the topology's "
+                               "eval_operators names the operator keys that may, over a TCP shell)")
+        try:
+            return repr(eval(expression, {"system": self.system, "run": self.run}))  # noqa: S307 - allowed above
+        except Exception as exc:  # noqa: BLE001 - the operator's expression failed, not the node
+            raise CommandError(f"{type(exc).__name__}: {exc}") from None
 
     def cmd_metrics(self) -> str:
         from prometheus_client import generate_latest

@@ -36,7 +36,9 @@ COMMANDS: dict[str, str] = {
     "hold": "hold [on|off|auto] — the fleet's Hold",
     "trace": "trace PATH [SECONDS] — the messages an actor handles for a while (default 5 s)",
     "metrics": "metrics — this node's Prometheus metrics",
+    "logs": "logs [N] | logs --follow — this node's last N log events (default 20), or new ones as they come",
     "paths": "paths — every actor path this node knows (for completion)",
+    "eval": "eval EXPR — evaluate Python in the node (only operators the topology names in eval_operators)",
 }
 
 

@@ -151,7 +151,7 @@ class ShellServer:
             self._audit(operator, "?", [], False, f"bad request: {exc}")
             return ShellAnswer(0, False, error=f"bad request: {str(exc)[:200]}")
         try:
-            data = self.commands.execute(request.command, list(request.args))
+            data = self.commands.execute(request.command, list(request.args), operator)
         except CommandError as exc:
             self._audit(operator, request.command, request.args, False, str(exc))
             return ShellAnswer(request.id, False, error=str(exc))

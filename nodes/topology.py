@@ -79,6 +79,9 @@ SECTIONS: dict[str, dict[str, Field]] = {
         "operators": Field("list of names", "`[]`",
                            "Operators allowed on TCP shells; each one's public key is `<name>.key` in "
                            "`security.keys` (`flotilla keys generate DIR --name NAME`)."),
+        "eval_operators": Field("list of names", "`[]`: no one",
+                                "Operators (of `operators`) whose TCP shells may evaluate Python in a "
+                                "node with `eval EXPR`. Nobody else can, and never over the IPC socket."),
         "resilience": Field("resilience", "none: no breakers, limits, proxies or Hold",
                             "The fleet's control actors, which every node's gate reports to."),
     },
@@ -254,6 +257,7 @@ class SecurityConfig:
     keys: Path | None = None
     insecure_bind: bool = False
     operators: tuple[str, ...] = ()
+    eval_operators: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -773,17 +777,26 @@ def _read_nodes(ctx: _Context, node: Node | None) -> dict[str, NodeConfig]:
     return nodes
 
 
-def _read_operators(ctx: _Context, node: Node | None, nodes: dict[str, NodeConfig],
+def _read_names(ctx: _Context, node: Node | None, key: str) -> list[str]:
+    if node is None:
+        return []
+    value = _value(node)
+    if not isinstance(value, list) or any(_name(v) is not None for v in value):
+        ctx.problem(key, "must be a list of operator names, e.g. [alice, bob]", node)
+        return []
+    return list(value)
+
+
+def _read_operators(ctx: _Context, node: Node | None, eval_node: Node | None, nodes: dict[str, NodeConfig],
                     security: SecurityConfig) -> SecurityConfig:
     """The `operators` list, checked with the nodes' TCP shells: a node refuses to open one
     without CURVE keys and named operators whose public keys are there."""
-    names: list[str] = []
-    if node is not None:
-        value = _value(node)
-        if not isinstance(value, list) or any(_name(v) is not None for v in value):
-            ctx.problem("operators", "must be a list of operator names, e.g. [alice, bob]", node)
-        else:
-            names = list(value)
+    names = _read_names(ctx, node, "operators")
+    evaluators = _read_names(ctx, eval_node, "eval_operators")
+    strangers = [n for n in evaluators if n not in names]
+    if strangers:
+        ctx.problem("eval_operators", f"{', '.join(strangers)} not in operators: only operators may evaluate",
+                    eval_node)
     for name, config in nodes.items():
         if config.shell is None:
             continue
@@ -798,7 +811,7 @@ def _read_operators(ctx: _Context, node: Node | None, nodes: dict[str, NodeConfi
         if missing:
             ctx.problem("operators", f"no public key for operator(s) {', '.join(missing)} in {security.keys} "
                         f"(make one with 'flotilla keys generate DIR --name {missing[0]}')", node)
-    return dataclasses.replace(security, operators=tuple(names))
+    return dataclasses.replace(security, operators=tuple(names), eval_operators=tuple(evaluators))
 
 
 def _read_security(ctx: _Context, node: Node | None, nodes: dict[str, NodeConfig],
@@ -1000,7 +1013,7 @@ def parse_topology(text: str, source: str = "<topology>", base: Path | None = No
     base = base or Path.cwd()
     data_dir = (base / top.get("data_dir", _text, "data")).resolve()
     security = _read_security(ctx, top.node_of("security"), nodes, base)
-    security = _read_operators(ctx, top.node_of("operators"), nodes, security)
+    security = _read_operators(ctx, top.node_of("operators"), top.node_of("eval_operators"), nodes, security)
     rules = _read_rules(ctx, top.node_of("rules"))
     intake = _read_intake(ctx, top.node_of("intake"), nodes, security)
     transport = _read_transport(ctx, top.node_of("transport"))

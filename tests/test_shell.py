@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import stat
 import subprocess
 import sys
@@ -22,7 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from nodes.topology import load_topology
 from tests.cluster_harness import LiveCluster, free_ports, write_topology
 from tests.helpers import wait_until
-from tests.processes import ROOT, run_flotilla
+from tests.processes import ROOT, flotilla_command, run_flotilla
 
 TREE = """
 children:
@@ -96,6 +97,22 @@ def test_exec_answers_as_json_and_every_command_is_audited(tmp_path: Path, clust
     traced = run_flotilla("shell", "--topology", str(cluster.topology_path), "--exec",
                           "trace alpha/root/tally 0.5", "--json")
     assert {m["type"] for m in json.loads(traced.stdout)["data"]} == {"Done"}
+
+    logged = shell(cluster, "logs 100")["data"]
+    assert any(e["event"] == "shell.command" and e.get("command") == "restart" for e in logged)
+    follower = subprocess.Popen(flotilla_command("shell", "--topology", str(cluster.topology_path), "--exec",
+                                                 "logs --follow", "--json"), stdout=subprocess.PIPE, text=True,
+                                cwd=ROOT)
+    try:
+        wait_until(lambda: shell(cluster, "restart alpha/root/tally")["ok"] and follower.poll() is None, timeout=10,
+                   what="a restart while following")
+        assert follower.stdout is not None
+        while (event := json.loads(follower.stdout.readline()))["event"] != "supervisor.child_started":
+            pass
+        assert event["child"] == "alpha/root/tally"
+    finally:
+        follower.send_signal(signal.SIGINT)
+        follower.wait(10)
 
     audit = [json.loads(line) for line in (cluster.topology.node_data_dir("alpha") / "audit.log")
              .read_text(encoding="utf-8").splitlines()]
@@ -188,22 +205,29 @@ def test_a_tcp_shell_needs_keys_and_accepts_only_listed_operators(tmp_path: Path
     assert done.returncode == 2 and "nodes.alpha.shell: a TCP shell needs security.keys" in done.stderr
 
     keys = tmp_path / "keys"
-    assert run_flotilla("keys", "generate", str(keys), "--name", "alpha", "--name", "alice",
+    assert run_flotilla("keys", "generate", str(keys), "--name", "alpha", "--name", "alice", "--name", "bob",
                         "--name", "mallory").returncode == 0
     path = tmp_path / "secure.yaml"
-    path.write_text(body + "security: {keys: keys}\noperators: [alice]\n", encoding="utf-8")
+    path.write_text(body + "security: {keys: keys}\noperators: [alice, bob]\neval_operators: [alice]\n",
+                    encoding="utf-8")
     cluster = LiveCluster(path, load_topology(path))
     clusters.append(cluster)
     cluster.start_node("alpha").wait_for_event("shell.listening", timeout=30)
 
-    def tcp_shell(operator: str) -> subprocess.CompletedProcess[str]:
+    def tcp_shell(operator: str, command: str = "nodes") -> subprocess.CompletedProcess[str]:
         return run_flotilla("shell", "alpha", "--topology", str(path), "--operator", operator, "--timeout", "3",
-                            "--exec", "nodes", "--json")
+                            "--exec", command, "--json")
 
     allowed = tcp_shell("alice")
     assert allowed.returncode == 0 and json.loads(allowed.stdout)["data"][0]["node"] == "alpha"
     stranger = tcp_shell("mallory")  # a well-formed key, not on the list
     assert stranger.returncode == 1 and "no answer" in stranger.stderr
     cluster.processes["alpha"].wait_for_event("shell.operator_rejected", timeout=10)
+    evaluated = tcp_shell("alice", "eval system.node + '!'")
+    assert json.loads(evaluated.stdout)["data"] == "'alpha!'"
+    for refused in (tcp_shell("bob", "eval 1 + 1"),  # an operator, but not one allowed to evaluate
+                    run_flotilla("shell", "alpha", "--topology", str(path), "--exec", "eval 1 + 1", "--json")):
+        assert refused.returncode == 1 and "may not evaluate Python" in json.loads(refused.stdout)["error"]
     audit = (cluster.topology.node_data_dir("alpha") / "audit.log").read_text(encoding="utf-8")
-    assert [json.loads(line)["operator"] for line in audit.splitlines()] == ["key:alice"]
+    operators = [json.loads(line)["operator"] for line in audit.splitlines()]
+    assert operators[:3] == ["key:alice", "key:alice", "key:bob"] and operators[3].startswith("local:")
