@@ -117,6 +117,8 @@ class Lease:
     rules: str
     token: int
     attempt: int
+    submitted_at: float = 0.0
+    """When the job was submitted (wall clock), for end-to-end latency."""
 
 
 @dataclass(frozen=True)
@@ -214,17 +216,17 @@ class Journal:
 
         def take(db: sqlite3.Connection) -> list[Lease]:
             rows = db.execute(
-                "SELECT key, url, rules, lease_token, attempts FROM jobs"
+                "SELECT key, url, rules, lease_token, attempts, created_at FROM jobs"
                 " WHERE state IN ('pending', 'retrying') AND due_at <= ? ORDER BY due_at LIMIT ?",
                 (now, limit)).fetchall()
             leases = []
-            for key, url, rules, token, attempts in rows:
+            for key, url, rules, token, attempts, created_at in rows:
                 db.execute("UPDATE jobs SET state='fetching', lease_until=?, lease_token=?, attempts=?,"
                            " tries=tries+1, updated_at=? WHERE key=?",
                            (now + visibility, token + 1, attempts + 1, now, key))
                 db.execute("INSERT OR REPLACE INTO attempts (key, attempt, started_at) VALUES (?, ?, ?)",
                            (key, attempts + 1, now))
-                leases.append(Lease(key, url, rules, token + 1, attempts + 1))
+                leases.append(Lease(key, url, rules, token + 1, attempts + 1, created_at))
             return leases
 
         return self._write(take)

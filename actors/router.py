@@ -81,6 +81,8 @@ MAINTAIN_EVERY = 1.0
 """Seconds between lease-expiry passes."""
 ATTEMPT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 """Upper bounds (seconds) of the attempt-latency histogram (lease to outcome)."""
+JOB_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
+"""Upper bounds (seconds) of the job-latency histogram (submission to stored)."""
 HOLD_IN_FLIGHT = 8
 """Most jobs out at a time while the fleet is in Hold (enough for its probes)."""
 
@@ -102,9 +104,11 @@ class Router(Actor):
         self.counts = {"dispatched": 0, "stored": 0, "retried": 0, "dead": 0, "parked": 0, "stale": 0,
                        "deferred": 0}
         self.failures: Counter[str] = Counter()
-        self.leased_at: dict[str, float] = {}
+        self.leased_at: dict[str, tuple[float, float]] = {}  # key -> (monotonic lease time, submitted at)
         self.attempt_buckets = [0] * (len(ATTEMPT_BUCKETS) + 1)
         self.attempt_seconds = 0.0
+        self.job_buckets = [0] * (len(JOB_BUCKETS) + 1)
+        self.job_seconds = 0.0
         self._ops = 0
         self._batch: Any = None
         self._pump_timer: Any = None
@@ -182,7 +186,7 @@ class Router(Actor):
         if room > 0 and due is not None and due <= time.time():  # no write transaction for nothing
             for lease in self.journal.lease(room, self.policy.visibility):
                 self.in_flight[lease.key] = lease.token
-                self.leased_at[lease.key] = time.monotonic()
+                self.leased_at[lease.key] = (time.monotonic(), lease.submitted_at)
                 target = target_of(lease.url)
                 open_for = view.open_for(target)
                 if open_for > 0:
@@ -211,27 +215,34 @@ class Router(Actor):
         self._pump_timer = self.send_after(at - time.monotonic(), _Pump())
 
     def _outcome(self, outcome: JobOutcome) -> None:
+        submitted_at = 0.0
         if self.in_flight.get(outcome.key) == outcome.token:
             del self.in_flight[outcome.key]
-            self._attempt_ended(outcome.key)
+            submitted_at = self._attempt_ended(outcome.key)
         if outcome.failure is not None:
             self.failures[outcome.failure.kind] += 1
         if outcome.failure is None:
             if self._write(lambda: self.journal.store(outcome.key, outcome.token, outcome.fields or {},
                                                       outcome.content_hash)):
                 self.counts["stored"] += 1
+                if submitted_at:
+                    seconds = max(0.0, time.time() - submitted_at)
+                    self.job_buckets[bisect.bisect_left(JOB_BUCKETS, seconds)] += 1
+                    self.job_seconds += seconds
             else:
                 self.counts["stale"] += 1
             return
         self._apply_policy(outcome.key, outcome.token, outcome.failure)
 
-    def _attempt_ended(self, key: str) -> None:
-        """Count the attempt's latency (lease to outcome) in the histogram."""
+    def _attempt_ended(self, key: str) -> float:
+        """Count the attempt's latency (lease to outcome); return when the job was submitted."""
         leased = self.leased_at.pop(key, None)
-        if leased is not None:
-            seconds = time.monotonic() - leased
-            self.attempt_buckets[bisect.bisect_left(ATTEMPT_BUCKETS, seconds)] += 1
-            self.attempt_seconds += seconds
+        if leased is None:
+            return 0.0
+        seconds = time.monotonic() - leased[0]
+        self.attempt_buckets[bisect.bisect_left(ATTEMPT_BUCKETS, seconds)] += 1
+        self.attempt_seconds += seconds
+        return leased[1]
 
     def _defer(self, key: str, token: int, delay: float, reason: str) -> None:
         if self.in_flight.get(key) == token:

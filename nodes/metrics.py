@@ -119,7 +119,7 @@ class NodeMetrics:
 
     def _pipeline(self) -> Iterator[Metric]:
         from actors.fetcher import Fetcher
-        from actors.router import ATTEMPT_BUCKETS, Router
+        from actors.router import ATTEMPT_BUCKETS, JOB_BUCKETS, Router
 
         actors = self.run.system.registry.local_actors()
         routers = [a for a in actors if isinstance(a, Router)]
@@ -133,19 +133,20 @@ class NodeMetrics:
         failures = CounterMetricFamily("flotilla_failures", "Failed attempts, by kind.", labels=["router", "kind"])
         latency = HistogramMetricFamily("flotilla_attempt_seconds", "Attempt latency, lease to outcome.",
                                         labels=["router"])
+        job_latency = HistogramMetricFamily("flotilla_job_seconds", "Job latency, submission to stored.",
+                                            labels=["router"])
         for router in routers:
             for outcome, n in router.counts.items():
                 outcomes.add_metric([router.path, outcome], n)
             for kind, n in sorted(router.failures.items()):
                 failures.add_metric([router.path, kind], n)
-            cumulative, buckets = 0, []
-            for bound, n in zip((*ATTEMPT_BUCKETS, float("inf")), router.attempt_buckets, strict=True):
-                cumulative += n
-                buckets.append((str(bound) if bound != float("inf") else "+Inf", cumulative))
-            latency.add_metric([router.path], buckets, router.attempt_seconds)
+            latency.add_metric([router.path], _cumulative(ATTEMPT_BUCKETS, router.attempt_buckets),
+                               router.attempt_seconds)
+            job_latency.add_metric([router.path], _cumulative(JOB_BUCKETS, router.job_buckets), router.job_seconds)
         yield outcomes
         yield failures
         yield latency
+        yield job_latency
         fetchers = [a for a in actors if isinstance(a, Fetcher)]
         in_flight = GaugeMetricFamily("flotilla_fetches_in_flight", "Requests in flight, by fetcher.",
                                       labels=["fetcher"])
@@ -173,3 +174,12 @@ class NodeMetrics:
         for target, n in snapshot["waiting_for_slots"].items():  # type: ignore[union-attr]
             waiting.add_metric([target], n)
         yield waiting
+
+
+def _cumulative(bounds: tuple[float, ...], counts: list[int]) -> list[tuple[str, int]]:
+    """Per-bucket counts as Prometheus's cumulative buckets, ending with +Inf."""
+    total, buckets = 0, []
+    for bound, n in zip((*bounds, float("inf")), counts, strict=True):
+        total += n
+        buckets.append(("+Inf" if bound == float("inf") else str(bound), total))
+    return buckets

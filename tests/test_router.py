@@ -82,6 +82,10 @@ def test_every_fault_mode_ends_in_the_right_state(system: ActorSystem, site: Dem
     assert "gave up after 3 attempts" in journal.job(keys["/blocked/6"]).reason
     assert [a[3] for a in journal.attempts(keys["/flaky/3"])] == ["TRANSIENT", "stored"]
     assert journal.result_count() == 3
+    router = system.registry.lookup("t/root/router").actor  # what the metrics endpoint reads
+    assert sum(router.job_buckets) == 3 and router.job_seconds > 0
+    assert router.failures["HARD"] >= 4 and router.failures["DRIFT"] == 1 and router.failures["BLOCKED"] >= 6
+    assert sum(router.attempt_buckets) >= 3 + router.failures.total() - 1
     sink = system.registry.lookup("t/root/alerts").actor
     assert sink.counts == {"warning:t/root/router": 1}
     assert "missing required fields: title, price" in sink.recent[0].detail
