@@ -26,6 +26,8 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 
+import reprlib
+
 import msgspec
 import pykka
 import structlog
@@ -54,6 +56,20 @@ class _WakeEnvelope:
 
 
 _WAKE_ENVELOPE = _WakeEnvelope()
+
+_TRACE_REPR = reprlib.Repr()
+_TRACE_REPR.maxstring = _TRACE_REPR.maxother = 60
+_TRACE_REPR.maxlist = _TRACE_REPR.maxdict = 4
+_TRACE_REPR.maxlevel = 2
+
+
+def _short_repr(message: Any) -> str:
+    """A bounded summary of a traced message (never the whole of a page's body)."""
+    if isinstance(message, msgspec.Struct):
+        fields = ", ".join(f"{name}={_TRACE_REPR.repr(getattr(message, name))}" for name in message.__struct_fields__)
+        return f"{type(message).__name__}({fields})"[:300]
+    return _TRACE_REPR.repr(message)[:300]
+
 
 _PYKKA_STOP = pykka.messages._ActorStop  # noqa: SLF001 - what pykka's own stop() sends
 
@@ -332,7 +348,7 @@ class Actor(pykka.ThreadingActor):
                 return crash, (_LastReply(reply_to, error=ActorCrashed(self.path, crash))
                                if reply_to is not None else None)
             if traced and len(self._traced) < self._trace_limit:
-                self._traced.append(TracedMessage(time.time(), type(message).__name__, repr(message)[:200],
+                self._traced.append(TracedMessage(time.time(), type(message).__name__, _short_repr(message),
                                                   time.perf_counter() - began))
             reply_to = envelope.reply_to
             if self._exit_reason is not None:

@@ -353,8 +353,9 @@ def _shell_client(topology: Any, node: str, args: argparse.Namespace):  # noqa: 
     if tcp is None or keys is None:
         print(f"{topology.source}: node {node} has no TCP shell (nodes.{node}.shell)", file=sys.stderr)
         return None
+    secret_file = Path(args.operator_key or Path.home() / ".flotilla" / f"{args.operator}.key_secret")
     try:
-        public, secret = load_secret(keys, args.operator)
+        public, secret = load_secret(secret_file.parent, secret_file.name.removesuffix(".key_secret"))
         return ShellClient(tcp, timeout=args.timeout, curve=(public, secret, load_public(keys, node)))
     except KeyFileError as exc:
         print(str(exc), file=sys.stderr)
@@ -439,8 +440,10 @@ def build_parser() -> argparse.ArgumentParser:
     shell.add_argument("--node", help="the node to attach to")
     shell.add_argument("--exec", metavar="CMD", help="run one command and exit (1 if it fails)")
     shell.add_argument("--json", action="store_true", help="with --exec: print the raw answer as JSON")
-    shell.add_argument("--operator", metavar="NAME",
-                       help="attach over the node's TCP shell as this operator (key NAME.key_secret in security.keys)")
+    shell.add_argument("--operator", metavar="NAME", help="attach over the node's TCP shell as this operator")
+    shell.add_argument("--operator-key", metavar="FILE",
+                       help="the operator's secret key (default ~/.flotilla/NAME.key_secret; never deploy it "
+                            "with the nodes, which refuse to start a TCP shell if it is in security.keys)")
     shell.add_argument("--topology", default=_default_topology(),
                        help=f"topology file (default: $FLOTILLA_TOPOLOGY or {DEFAULT_TOPOLOGY})")
     shell.add_argument("--timeout", type=float, default=15.0, help="seconds to wait for an answer")

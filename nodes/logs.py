@@ -39,11 +39,19 @@ class RecentEvents:
                                              for k, v in event.items()}))
         return event
 
-    def since(self, seq: int, limit: int = 200) -> tuple[int, list[dict[str, Any]]]:
-        """Events numbered above `seq` (at most `limit`, the newest), and the last number."""
+    def newest(self, count: int) -> tuple[int, list[dict[str, Any]]]:
+        """The last `count` events, and the number of the last event logged."""
         with self._lock:
-            found = [e for n, e in self._events if n > seq][-limit:] if limit > 0 else []
-            return self._seq, found
+            return self._seq, [e for _, e in self._events][-count:] if count > 0 else []
+
+    def since(self, seq: int, limit: int = 200) -> tuple[int, list[dict[str, Any]], int]:
+        """The oldest `limit` events numbered above `seq`, the number of the last of them
+        (to ask from next), and how many after `seq` are gone from memory (a gap)."""
+        with self._lock:
+            oldest = self._events[0][0] if self._events else self._seq + 1
+            found = [(n, e) for n, e in self._events if n > seq][:limit]
+            last = found[-1][0] if found else seq
+            return last, [e for _, e in found], max(0, oldest - seq - 1)
 
 
 recent_events = RecentEvents()

@@ -34,18 +34,18 @@ class NodeMetrics:
         self.run = run
         self.restarts: Counter[tuple[str, str]] = Counter()
         self.exits: Counter[tuple[str, str, str]] = Counter()
-        self._started: set[tuple[str, str]] = set()
+        self._restarts_seen: dict[tuple[str, str], int] = {}
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)  # type: ignore[arg-type]
         run.system.add_report_listener(self._count)
         self._server: Any = None
 
     def _count(self, report: SupervisorReport) -> None:
-        if report.event == "child_started":
+        if report.event == "child_started":  # a start after a failure: its supervisor's restart count grew
             key = (report.supervisor, report.child)
-            if key in self._started:  # started before: a restart (by the supervisor or an operator)
-                self.restarts[key] += 1
-            self._started.add(key)
+            if report.restarts > self._restarts_seen.get(key, 0):
+                self.restarts[key] += report.restarts - self._restarts_seen.get(key, 0)
+            self._restarts_seen[key] = report.restarts
         elif report.event == "child_exited" and report.reason is not None:
             kind = describe_reason(report.reason).split(":", 1)[0].split("(", 1)[0].strip()
             self.exits[(report.supervisor, report.child, kind)] += 1
@@ -73,12 +73,12 @@ class NodeMetrics:
         system = self.run.system
         restarts = CounterMetricFamily("flotilla_restarts", "Children restarted, by supervisor and child.",
                                        labels=["supervisor", "child"])
-        for (supervisor, child), n in sorted(self.restarts.items()):
+        for (supervisor, child), n in sorted(dict(self.restarts).items()):  # dict(): one atomic copy
             restarts.add_metric([supervisor, child], n)
         yield restarts
         exits = CounterMetricFamily("flotilla_child_exits", "Children that ended, by supervisor, child and reason.",
                                     labels=["supervisor", "child", "reason"])
-        for (supervisor, child, reason), n in sorted(self.exits.items()):
+        for (supervisor, child, reason), n in sorted(dict(self.exits).items()):
             exits.add_metric([supervisor, child, reason], n)
         yield exits
         yield CounterMetricFamily("flotilla_dead_letters", "Messages that reached no actor.",
@@ -108,12 +108,12 @@ class NodeMetrics:
                                    ("flotilla_transport_undeliverable", stats.undeliverable,
                                     "Envelopes that could not be delivered, by peer.")):
             family = CounterMetricFamily(name, what, labels=["peer"])
-            for peer, n in sorted(counts.items()):
+            for peer, n in sorted(dict(counts).items()):
                 family.add_metric([peer], n)
             yield family
         rejected = CounterMetricFamily("flotilla_transport_rejected_frames", "Frames refused, by reason.",
                                        labels=["reason"])
-        for reason, n in sorted(stats.rejected.items()):
+        for reason, n in sorted(dict(stats.rejected).items()):
             rejected.add_metric([reason], n)
         yield rejected
 
@@ -136,9 +136,9 @@ class NodeMetrics:
         job_latency = HistogramMetricFamily("flotilla_job_seconds", "Job latency, submission to stored.",
                                             labels=["router"])
         for router in routers:
-            for outcome, n in router.counts.items():
+            for outcome, n in dict(router.counts).items():
                 outcomes.add_metric([router.path, outcome], n)
-            for kind, n in sorted(router.failures.items()):
+            for kind, n in sorted(dict(router.failures).items()):
                 failures.add_metric([router.path, kind], n)
             latency.add_metric([router.path], _cumulative(ATTEMPT_BUCKETS, router.attempt_buckets),
                                router.attempt_seconds)

@@ -183,8 +183,20 @@ class NodeRun:
         keys = None
         if tcp is not None:
             directory = self.topology.security.keys
-            public, secret = load_secret(directory, self.node)  # type: ignore[arg-type]
-            operators = {name: load_public(directory, name) for name in self.topology.security.operators}  # type: ignore[arg-type]
+            deployed = [n for n in self.topology.security.operators
+                         if (directory / f"{n}.key_secret").exists()]  # type: ignore[operator]
+            if deployed:
+                self.log.critical("node.bad_keys", what="shell", error=f"secret keys of operator(s) "
+                                  f"{', '.join(deployed)} are in {directory}: operators keep their secret keys; "
+                                  "nodes get only the public ones")
+                return EXIT_BAD_KEYS
+            try:
+                public, secret = load_secret(directory, self.node)  # type: ignore[arg-type]
+                operators = {name: load_public(directory, name)  # type: ignore[arg-type]
+                             for name in self.topology.security.operators}
+            except KeyFileError as exc:
+                self.log.critical("node.bad_keys", error=str(exc), what="shell")
+                return EXIT_BAD_KEYS
             keys = CurveKeys(public=public, secret=secret, peers=operators)
         shell = ShellServer(self, self.topology.node_data_dir(self.node), tcp, keys)
         try:

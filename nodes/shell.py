@@ -48,7 +48,7 @@ class ShellClient:
         self._socket.close()
 
     def call(self, command: str, args: list[str]) -> ShellAnswer:
-        request = ShellRequest(next(self._ids), command, args)
+        request = ShellRequest(next(self._ids), command, args, time.time() + self.timeout)
         self._socket.send(encoder.encode(request))
         deadline = time.monotonic() + self.timeout
         while (remaining := deadline - time.monotonic()) > 0:
@@ -103,6 +103,9 @@ def _follow_logs(client: ShellClient, as_json: bool, out: Any, poll: float = 0.5
                 print(f"error: {answer.error}", file=out)
                 return False
             last = answer.data["last"]
+            if answer.data["missed"]:
+                print(f"... {answer.data['missed']} events not kept by the node (it keeps the last 2,000)",
+                      file=out, flush=True)
             for event in answer.data["events"]:
                 if as_json:
                     print(json.dumps(event, default=str), file=out, flush=True)

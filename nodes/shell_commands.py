@@ -138,12 +138,13 @@ class ShellCommands:
         """The last `count` events, or (with `since`, as `logs --follow` does) those after it."""
         from nodes.logs import recent_events
 
-        if count == "--follow":
-            count = "200"
         if not count.isdigit() or (since and not since.isdigit()):
             raise CommandError("usage: logs [N] | logs --follow")
-        last, events = recent_events.since(int(since) if since else 0, limit=int(count))
-        return {"last": last, "events": events}
+        if not since:
+            last, events = recent_events.newest(int(count))
+            return {"last": last, "events": events, "missed": 0}
+        last, events, missed = recent_events.since(int(since), limit=int(count))
+        return {"last": last, "events": events, "missed": missed}
 
     def cmd_eval(self) -> None:
         """Handled by `_eval` (it needs the operator)."""

@@ -46,6 +46,8 @@ class ShellRequest(msgspec.Struct, frozen=True):
     id: int
     command: typing.Annotated[str, msgspec.Meta(max_length=64)]
     args: typing.Annotated[list[Arg], msgspec.Meta(max_length=MAX_ARGS)] = []
+    expires_at: float = 0.0
+    """Wall-clock time after which the client no longer waits: the node drops it then."""
 
 
 class ShellAnswer(msgspec.Struct, frozen=True):

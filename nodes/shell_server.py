@@ -7,8 +7,8 @@ only the keys of the topology's `operators` get through (ZAP), and the operator'
 is the name of the key (``key:<name>``), never anything the client claims. Requests are
 typed (`nodes.shell_protocol`); each is served on the listener's own thread and written to
 the node's audit log (``<data_dir>/<node>/audit.log``, JSON lines: time, operator, command,
-arguments, outcome) before its answer goes back. A bad frame gets an error answer, never a
-crash; leaving the shell never stops the node.
+arguments, outcome) before it runs (`started`) and after (`done` or `failed`). A bad frame
+gets an error answer, never a crash; leaving the shell never stops the node.
 """
 
 from __future__ import annotations
@@ -68,18 +68,25 @@ class ShellServer:
         self._thread.start()
         self._ready.wait()
         if self._error is not None:
+            self.close()
             raise self._error
 
     def close(self) -> None:
+        """Stop listening. A command still running (a hung ask, a long eval) does not hold
+        the node's stop: its thread is abandoned and the context destroyed."""
         self._closing.set()
         self._thread.join(5)
         if self.tcp is not None:
             self._authenticator.stop()
-        self._context.term()
+        if self._thread.is_alive():
+            self._context.destroy(linger=0)
+        else:
+            self._context.term()
 
     def _rejected(self, key: str, address: str) -> None:
         self.rejected += 1
-        _log.warning("shell.operator_rejected", key=key, address=address, count=self.rejected)
+        if self.rejected in (1, 10, 100) or self.rejected % 1000 == 0:  # a key-spraying client cannot flood the log
+            _log.warning("shell.operator_rejected", key=key, address=address, count=self.rejected)
 
     def _listeners(self) -> list[zmq.Socket]:
         """The IPC socket (only this user), and the CURVE TCP socket if configured."""
@@ -87,11 +94,7 @@ class ShellServer:
         path = self.address.removeprefix("ipc://")
         if os.path.exists(path):
             os.unlink(path)  # left by a node that was killed
-        old = os.umask(0o177)
-        try:
-            ipc.bind(self.address)
-        finally:
-            os.umask(old)
+        ipc.bind(self.address)  # in a 0700 directory: nobody else can reach it even before the chmod
         os.chmod(path, 0o600)
         if self.tcp is None:
             return [ipc]
@@ -124,16 +127,10 @@ class ShellServer:
         try:
             while not self._closing.is_set():
                 for socket, _ in poller.poll(200):
-                    parts = socket.recv_multipart(copy=False)
-                    if len(parts) != 2:
-                        continue
-                    operator = self.operator if socket is sockets[0] else f"key:{parts[1].get('User-Id')}"
-                    answer = self.handle(parts[1].bytes, operator)
                     try:
-                        socket.send_multipart([parts[0], encoder.encode(answer)], zmq.NOBLOCK)
-                    except zmq.ZMQError:
-                        pass  # the shell left
-                    self.served += 1
+                        self._serve_one(socket, socket is sockets[0])
+                    except BaseException:  # noqa: BLE001 - nothing a client sends may stop the listener
+                        _log.exception("shell.request_failed")
         finally:
             for socket in sockets:
                 socket.close()
@@ -142,31 +139,62 @@ class ShellServer:
             except OSError:
                 pass
 
+    def _serve_one(self, socket: zmq.Socket, local: bool) -> None:
+        parts = socket.recv_multipart(copy=False)
+        if len(parts) != 2:
+            return
+        operator = self.operator if local else f"key:{parts[1].get('User-Id')}"
+        answer = self.handle(parts[1].bytes, operator)
+        try:
+            socket.send_multipart([parts[0], encoder.encode(answer)], zmq.NOBLOCK)
+        except zmq.ZMQError:
+            pass  # the shell left
+        self.served += 1
+
     def handle(self, frame: bytes, operator: str = "") -> ShellAnswer:
-        """The answer to one request frame from `operator` (audited)."""
+        """The answer to one request frame from `operator`. Each command is audited before it
+        runs (so a command that hangs is on record) and again with its outcome; a command that
+        cannot be audited is refused. A request its client stopped waiting for is dropped."""
         operator = operator or self.operator
         try:
             request = request_decoder.decode(frame)
         except (msgspec.DecodeError, ValueError, RecursionError) as exc:
-            self._audit(operator, "?", [], False, f"bad request: {exc}")
+            self._audit(operator, "?", [], "refused", f"bad request: {exc}")
             return ShellAnswer(0, False, error=f"bad request: {str(exc)[:200]}")
+        follow_poll = request.command == "logs" and len(request.args) == 2  # audited once, at its start
+        if request.expires_at and time.time() > request.expires_at:
+            self._audit(operator, request.command, request.args, "expired", "the client stopped waiting")
+            return ShellAnswer(request.id, False, error="expired: the shell stopped waiting for it")
+        try:
+            if not follow_poll:
+                self._audit(operator, request.command, request.args, "started")
+        except OSError as exc:
+            _log.error("shell.audit_failed", path=str(self.audit_path), error=str(exc))
+            return ShellAnswer(request.id, False, error=f"refused: the audit log cannot be written ({exc})")
         try:
             data = self.commands.execute(request.command, list(request.args), operator)
         except CommandError as exc:
-            self._audit(operator, request.command, request.args, False, str(exc))
+            self._audit(operator, request.command, request.args, "failed", str(exc))
             return ShellAnswer(request.id, False, error=str(exc))
-        except Exception as exc:  # noqa: BLE001 - a failed command must not stop the listener
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - a failed command must not stop the listener
             _log.exception("shell.command_failed", command=request.command)
-            self._audit(operator, request.command, request.args, False, f"{type(exc).__name__}: {exc}")
+            self._audit(operator, request.command, request.args, "failed", f"{type(exc).__name__}: {exc}")
             return ShellAnswer(request.id, False, error=f"{type(exc).__name__}: {exc}"[:500])
-        self._audit(operator, request.command, request.args, True, "")
+        if not follow_poll:
+            self._audit(operator, request.command, request.args, "done")
         return ShellAnswer(request.id, True, data)
 
-    def _audit(self, operator: str, command: str, args: list[str], ok: bool, error: str) -> None:
+    def _audit(self, operator: str, command: str, args: list[str], outcome: str, error: str = "") -> None:
         entry: dict[str, Any] = {"at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "node": self.node,
-                                 "operator": operator, "command": command, "args": args, "ok": ok}
+                                 "operator": operator, "command": command, "args": args, "outcome": outcome}
         if error:
             entry["error"] = error[:500]
-        with open(self.audit_path, "a", encoding="utf-8") as audit:
-            audit.write(json.dumps(entry) + "\n")
-        _log.info("shell.command", **entry)
+        try:
+            with open(self.audit_path, "a", encoding="utf-8") as audit:
+                audit.write(json.dumps(entry) + "\n")
+        except OSError:
+            if outcome == "started":
+                raise
+            _log.error("shell.audit_failed", path=str(self.audit_path), **entry)
+        if command != "logs":  # a shell reading the log must not feed it
+            _log.info("shell.command", **entry)

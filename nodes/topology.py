@@ -793,6 +793,9 @@ def _read_operators(ctx: _Context, node: Node | None, eval_node: Node | None, no
     without CURVE keys and named operators whose public keys are there."""
     names = _read_names(ctx, node, "operators")
     evaluators = _read_names(ctx, eval_node, "eval_operators")
+    clashes = [n for n in names if n in nodes]
+    if clashes:
+        ctx.problem("operators", f"{', '.join(clashes)} is also a node: a node's key must not open shells", node)
     strangers = [n for n in evaluators if n not in names]
     if strangers:
         ctx.problem("eval_operators", f"{', '.join(strangers)} not in operators: only operators may evaluate",

@@ -9,10 +9,13 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
+import shutil
 import signal
 import stat
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -42,6 +45,12 @@ children:
           args: {target: alpha/root/workers/pool, interval: 0.05}
   - id: tally
     actor: tally
+  - id: crashing
+    supervisor:
+      intensity: 1000
+      children:
+        - {id: worker, actor: flaky, args: {crash_rate: 1.0}}
+        - {id: ticker, actor: ticker, args: {target: alpha/root/crashing/worker, interval: 0.3}}
 """
 
 
@@ -104,20 +113,27 @@ def test_exec_answers_as_json_and_every_command_is_audited(tmp_path: Path, clust
                                                  "logs --follow", "--json"), stdout=subprocess.PIPE, text=True,
                                 cwd=ROOT)
     try:
-        wait_until(lambda: shell(cluster, "restart alpha/root/tally")["ok"] and follower.poll() is None, timeout=10,
-                   what="a restart while following")
         assert follower.stdout is not None
-        while (event := json.loads(follower.stdout.readline()))["event"] != "supervisor.child_started":
-            pass
-        assert event["child"] == "alpha/root/tally"
+        deadline = time.monotonic() + 30
+        followed = None
+        while followed is None:  # restart until the follower (starting meanwhile) shows one
+            assert time.monotonic() < deadline and follower.poll() is None, "logs --follow showed no restart"
+            assert shell(cluster, "restart alpha/root/tally")["ok"]
+            round_ends = time.monotonic() + 1.0
+            while time.monotonic() < round_ends and select.select([follower.stdout], [], [], 0.5)[0]:
+                event = json.loads(follower.stdout.readline())
+                if event["event"] == "supervisor.child_started" and event["child"] == "alpha/root/tally":
+                    followed = event
+                    break
     finally:
         follower.send_signal(signal.SIGINT)
         follower.wait(10)
 
     audit = [json.loads(line) for line in (cluster.topology.node_data_dir("alpha") / "audit.log")
              .read_text(encoding="utf-8").splitlines()]
-    commands = [(entry["command"], entry["ok"]) for entry in audit]
-    assert ("restart", True) in commands and ("rm", False) in commands and ("hold", True) in commands
+    commands = [(entry["command"], entry["outcome"]) for entry in audit]
+    assert ("restart", "started") in commands and ("restart", "done") in commands
+    assert ("rm", "failed") in commands and ("hold", "done") in commands
     assert all(entry["operator"].startswith("local:") for entry in audit)
     socket = cluster.topology.node_data_dir("alpha") / "shell.sock"
     assert stat.S_IMODE(os.stat(socket).st_mode) == 0o600  # only the node's user
@@ -157,7 +173,6 @@ def test_the_interactive_shell_in_a_terminal(tmp_path: Path, clusters: list[Live
 
 def test_the_metrics_endpoint_parses(tmp_path: Path, clusters: list[LiveCluster]) -> None:
     cluster, port = start(tmp_path, clusters)
-    shell(cluster, "restart alpha/root/tally")
 
     def scrape() -> dict[str, list]:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
@@ -169,7 +184,9 @@ def test_the_metrics_endpoint_parses(tmp_path: Path, clusters: list[LiveCluster]
     families = scrape()
     restarts = {(s.labels["supervisor"], s.labels["child"]): s.value for s in families["flotilla_restarts"]
                 if s.name == "flotilla_restarts_total"}
-    assert restarts[("alpha/root", "alpha/root/tally")] == 1
+    assert restarts[("alpha/root/crashing", "alpha/root/crashing/worker")] >= 1  # it crashes on every message
+    exits = {s.labels["reason"] for s in families["flotilla_child_exits"] if s.name == "flotilla_child_exits_total"}
+    assert any("ValueError" in reason or "Crash" in reason for reason in exits), exits
     up = {s.labels["node"]: s.value for s in families["flotilla_node_up"]}
     assert up == {"alpha": 1.0, "beta": 1.0}
     assert any(s.labels["path"] == "alpha/root/tally" for s in families["flotilla_mailbox_depth"])
@@ -204,9 +221,12 @@ def test_a_tcp_shell_needs_keys_and_accepts_only_listed_operators(tmp_path: Path
     done = run_flotilla("check", str(refused))
     assert done.returncode == 2 and "nodes.alpha.shell: a TCP shell needs security.keys" in done.stderr
 
-    keys = tmp_path / "keys"
-    assert run_flotilla("keys", "generate", str(keys), "--name", "alpha", "--name", "alice", "--name", "bob",
+    keys, own = tmp_path / "keys", tmp_path / "operators"  # operators keep their secret keys to themselves
+    assert run_flotilla("keys", "generate", str(keys), "--name", "alpha").returncode == 0
+    assert run_flotilla("keys", "generate", str(own), "--name", "alice", "--name", "bob",
                         "--name", "mallory").returncode == 0
+    for name in ("alice", "bob", "mallory"):
+        shutil.copy(own / f"{name}.key", keys / f"{name}.key")
     path = tmp_path / "secure.yaml"
     path.write_text(body + "security: {keys: keys}\noperators: [alice, bob]\neval_operators: [alice]\n",
                     encoding="utf-8")
@@ -215,8 +235,8 @@ def test_a_tcp_shell_needs_keys_and_accepts_only_listed_operators(tmp_path: Path
     cluster.start_node("alpha").wait_for_event("shell.listening", timeout=30)
 
     def tcp_shell(operator: str, command: str = "nodes") -> subprocess.CompletedProcess[str]:
-        return run_flotilla("shell", "alpha", "--topology", str(path), "--operator", operator, "--timeout", "3",
-                            "--exec", command, "--json")
+        return run_flotilla("shell", "alpha", "--topology", str(path), "--operator", operator, "--operator-key",
+                            str(own / f"{operator}.key_secret"), "--timeout", "3", "--exec", command, "--json")
 
     allowed = tcp_shell("alice")
     assert allowed.returncode == 0 and json.loads(allowed.stdout)["data"][0]["node"] == "alpha"
@@ -229,5 +249,12 @@ def test_a_tcp_shell_needs_keys_and_accepts_only_listed_operators(tmp_path: Path
                     run_flotilla("shell", "alpha", "--topology", str(path), "--exec", "eval 1 + 1", "--json")):
         assert refused.returncode == 1 and "may not evaluate Python" in json.loads(refused.stdout)["error"]
     audit = (cluster.topology.node_data_dir("alpha") / "audit.log").read_text(encoding="utf-8")
-    operators = [json.loads(line)["operator"] for line in audit.splitlines()]
+    shutil.copy(own / "alice.key_secret", keys / "alice.key_secret")  # deployed with the nodes by mistake
+    cluster.processes["alpha"].signal(signal.SIGTERM)
+    assert cluster.processes["alpha"].wait(30) == 0
+    again = cluster.start_node("alpha")
+    again.wait_for_event("node.bad_keys", timeout=30)
+    assert again.wait(30) == 2
+    entries = [json.loads(line) for line in audit.splitlines()]
+    operators = [e["operator"] for e in entries if e["outcome"] != "started"]
     assert operators[:3] == ["key:alice", "key:alice", "key:bob"] and operators[3].startswith("local:")
