@@ -172,5 +172,7 @@ def interactive(client: ShellClient, node: str) -> int:
             print(f"error: {exc}")
         except ValueError as exc:  # unbalanced quotes
             print(f"error: {exc}")
+        except KeyboardInterrupt:  # Ctrl-C during a command: back to the prompt
+            print("interrupted (the node finishes or drops the command by itself)")
     print("bye (the node keeps running)")
     return 0

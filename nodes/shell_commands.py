@@ -14,6 +14,7 @@ import msgspec
 
 from actors.errors import ActorCrashed, NoSuchActor, NodeDown, SupervisorError, Timeout, Unavailable
 from actors.messages import HoldCommand, Inspect, Trace
+from actors.supervisor import SupervisorClient
 from nodes.shell_protocol import COMMANDS
 
 if TYPE_CHECKING:
@@ -78,7 +79,7 @@ class ShellCommands:
     def _walk(self, path: str, depth: int, timeout: float) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = []
         try:
-            children = self.system.supervisor(path).which_children()
+            children = SupervisorClient(self.system.ref(path), timeout=timeout).which_children()
         except (NoSuchActor, NodeDown, Timeout, Unavailable, SupervisorError) as exc:
             return [{"path": path, "depth": depth, "status": f"unreachable: {type(exc).__name__}"}]
         for child in children:
