@@ -96,7 +96,9 @@ def main() -> int:
             summary(client, elapsed)
             if args.forever:
                 say("running until Ctrl-C")
-                signal.sigwait({signal.SIGINT, signal.SIGTERM})
+                stop_signals = {signal.SIGINT, signal.SIGTERM}
+                signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)  # sigwait takes only blocked signals
+                signal.sigwait(stop_signals)
     except IntakeUnavailable as exc:
         say(f"the intake did not answer: {exc}; see {log_path}")
         return 1

@@ -5,6 +5,7 @@ all, and an operator forces Hold on (results are served, marked stale) and off."
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -88,6 +89,12 @@ def test_limits_breakers_and_hold_across_nodes(tmp_path: Path, site: DemoSitePro
         wait_until(lambda: all("breaker open" in (j.reason or "") for j in client.status([a.key for a in more])),
                    timeout=20, what="jobs for the drifted target to wait behind its breaker")
         assert site.stats()["families"]["/product"]["count"] == fetched  # none reached the drifted target
+        shown = run_flotilla("shell", "beta", "--topology", topology, "--exec", "breakers", "--json")
+        rows = json.loads(shown.stdout)["data"]
+        assert [(r["target"], r["state"]) for r in rows] == [(site.url.removeprefix("http://"), "open")]
+        assert "layout drift" in rows[0]["reason"]
+        limits = json.loads(run_flotilla("shell", "--topology", topology, "--exec", "limits", "--json").stdout)["data"]
+        assert limits[0] == {"target": "(default)", "rate": 25.0} and limits[1]["granted"] >= 75
 
         held = run_flotilla("hold", "on", "--topology", topology)
         assert held.returncode == 0 and "hold on since" in held.stdout and "mode on" in held.stdout
