@@ -23,7 +23,7 @@ import asyncio
 import random
 import threading
 import time
-from collections import defaultdict, deque
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
@@ -150,6 +150,10 @@ class ResilienceView:
         self._wallets: dict[str, deque[list[float]]] = defaultdict(deque)  # [tokens, expires_at]
         self._waiters: dict[str, deque[tuple[asyncio.AbstractEventLoop, asyncio.Future[bool]]]] = defaultdict(deque)
         self._reports = _Reports()
+        self.slot_waits: Counter[str] = Counter()
+        """Fetches that had to wait for a rate-limit slot, by target (and how long in all)."""
+        self.slot_wait_seconds: Counter[str] = Counter()
+        self.slot_timeouts: Counter[str] = Counter()
         self._rounds = 0
         self._signalled = False
         self.notify: Callable[[], None] = lambda: None
@@ -292,6 +296,7 @@ class ResilienceView:
             future: asyncio.Future[bool] = loop.create_future()
             self._waiters[target].append((loop, future))
         self._signal()
+        began = time.monotonic()
         try:
             return await asyncio.wait_for(future, timeout)
         except asyncio.TimeoutError:
@@ -303,7 +308,12 @@ class ResilienceView:
                     pass  # a slot is on its way to the cancelled future: _resolve gives it back
                 if not waiting:
                     self._waiters.pop(target, None)
+                self.slot_timeouts[target] += 1
             return False
+        finally:
+            with self._lock:
+                self.slot_waits[target] += 1
+                self.slot_wait_seconds[target] += time.monotonic() - began
 
     def _take(self, target: str, now: float) -> bool:
         if self._waiters.get(target):

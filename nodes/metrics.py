@@ -169,6 +169,16 @@ class NodeMetrics:
         for target, state in snapshot["breakers"].items():  # type: ignore[union-attr]
             breakers.add_metric([target], BREAKER_STATES.get(state["state"], 2))
         yield breakers
+        for name, counts, what in (
+                ("flotilla_rate_limit_waits", view.slot_waits, "Fetches that waited for a rate-limit slot."),
+                ("flotilla_rate_limit_wait_seconds", view.slot_wait_seconds, "Time fetches spent waiting for slots."),
+                ("flotilla_rate_limit_timeouts", view.slot_timeouts, "Fetches whose slot did not come in time "
+                 "(their jobs went back to wait)."),
+        ):
+            family = CounterMetricFamily(name, what, labels=["target"])
+            for target, value in sorted(dict(counts).items()):
+                family.add_metric([target], value)
+            yield family
         waiting = GaugeMetricFamily("flotilla_rate_limit_waiting", "Fetches waiting for a rate-limit slot.",
                                     labels=["target"])
         for target, n in snapshot["waiting_for_slots"].items():  # type: ignore[union-attr]

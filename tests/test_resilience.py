@@ -229,6 +229,7 @@ def test_the_rate_limit_holds_across_fetchers(system: ActorSystem, site: DemoSit
     family = site.stats()["families"]["/product"]
     assert family["count"] == 60
     assert family["busiest_second"] <= 22  # the rate, plus a burst of 10 %
+    assert system.resilience.slot_waits[target] >= 40 and system.resilience.slot_wait_seconds[target] > 1.0
     assert family["last"] - family["first"] >= 2.5  # 60 requests at 20/s take ~3 s, not a moment
 
 
