@@ -250,10 +250,9 @@ class Fetcher(Actor):
             failure = Failure("TRANSIENT", f"{type(exc).__name__}: {exc}"[:500])
         if failure is not None:
             outcome: Outcome = {"TRANSIENT": "transient", "BLOCKED": "blocked"}.get(failure.kind, "hard")  # type: ignore[assignment]
-            if target:
-                self.system.resilience.record(target, outcome, proxy=admission.proxy, trial=admission.trial,
-                                              probe=admission.probe, proxy_fault=proxy_fault,
-                                              retry_after=failure.retry_after, status=failure.status)
+            self.system.resilience.record(target, outcome, proxy=admission.proxy, trial=admission.trial,
+                                          probe=admission.probe, proxy_fault=proxy_fault,
+                                          retry_after=failure.retry_after, status=failure.status)
             reply.tell(JobOutcome(job.key, job.token, failure=failure, elapsed=time.monotonic() - started))
             return
         reply.tell(Fetched(job.key, job.token))

@@ -119,16 +119,14 @@ class Gate(Actor):
         reports = self.system.resilience.take_reports()
         self.rounds += 1
         if self.breakers_path is not None:
-            per_shard: list[TargetReport] = []
-            for shard in range(self.shards):
-                mine = lambda t, s=shard: shard_of(t, self.shards) == s  # noqa: E731
-                per_shard.append(TargetReport(
-                    self.path,
-                    outcomes={t: o for t, o in reports.targets.items() if mine(t)},
-                    trials={t: o for t, o in reports.trials.items() if mine(t)},
-                    drifted={t: d for t, d in reports.drifted.items() if mine(t)},
-                    want_trials=sorted(t for t in reports.want_trials if mine(t))))
-            for shard, report in enumerate(per_shard):
+            shards = [TargetReport(self.path, {}, {}, {}, []) for _ in range(self.shards)]  # every shard answers
+            for field, found in (("outcomes", reports.targets), ("trials", reports.trials),
+                                 ("drifted", reports.drifted)):
+                for target, value in found.items():
+                    getattr(shards[shard_of(target, self.shards)], field)[target] = value
+            for target in sorted(reports.want_trials):
+                shards[shard_of(target, self.shards)].want_trials.append(target)
+            for shard, report in enumerate(shards):
                 self.system.ref(f"{self.breakers_path}/{shard}").tell(report)
         if self.hold_path is not None:
             self.system.ref(self.hold_path).tell(FleetReport(

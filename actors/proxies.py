@@ -47,7 +47,7 @@ class ProxyPool(Actor):
         self.breakers = {p: Breaker(settings, rng) for p in self.proxies}
         self.recent: dict[str, deque[bool]] = {p: deque(maxlen=health_window) for p in self.proxies}
         self.calls = {p: 0 for p in self.proxies}
-        self.blocked = {p: 0 for p in self.proxies}
+        self.failed = {p: 0 for p in self.proxies}
 
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, ProxyReport):
@@ -64,7 +64,7 @@ class ProxyPool(Actor):
                 continue  # not (or no longer) in the pool
             for success in outcomes:
                 self.calls[proxy] += 1
-                self.blocked[proxy] += not success
+                self.failed[proxy] += not success
                 self.recent[proxy].append(success)
                 before = breaker.state
                 if breaker.record(success, now) == "open" and before != "open":
@@ -89,4 +89,4 @@ class ProxyPool(Actor):
 
     def inspect(self) -> dict[str, Any]:
         return {p: {"state": s.state, "health": round(s.health, 3), "open_for": round(s.open_for, 1),
-                    "calls": self.calls[p], "failed": self.blocked[p]} for p, s in self.states().states.items()}
+                    "calls": self.calls[p], "failed": self.failed[p]} for p, s in self.states().states.items()}

@@ -187,12 +187,13 @@ class Router(Actor):
             for lease in self.journal.lease(room, self.policy.visibility):
                 self.in_flight[lease.key] = lease.token
                 self.leased_at[lease.key] = (time.monotonic(), lease.submitted_at)
-                target = target_of(lease.url)
-                open_for = view.open_for(target)
-                if open_for > 0:
-                    spread = open_for * (1 + 0.2 * self.rng.random())  # not all back at once
-                    self._defer(lease.key, lease.token, spread, f"breaker open for {target}")
-                    continue
+                if view.breakers_on:  # no URL parsing per job when there are no breakers
+                    target = target_of(lease.url)
+                    open_for = view.open_for(target)
+                    if open_for > 0:
+                        spread = open_for * (1 + 0.2 * self.rng.random())  # not all back at once
+                        self._defer(lease.key, lease.token, spread, f"breaker open for {target}")
+                        continue
                 self.counts["dispatched"] += 1
                 self.fetchers.tell(FetchJob(lease.key, lease.url, lease.rules, lease.token, self.path))
             self._commit()

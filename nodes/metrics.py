@@ -13,7 +13,7 @@ counters, base units).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, start_http_server
@@ -71,16 +71,10 @@ class NodeMetrics:
 
     def _supervision(self) -> Iterator[Metric]:
         system = self.run.system
-        restarts = CounterMetricFamily("flotilla_restarts", "Children restarted, by supervisor and child.",
-                                       labels=["supervisor", "child"])
-        for (supervisor, child), n in sorted(dict(self.restarts).items()):  # dict(): one atomic copy
-            restarts.add_metric([supervisor, child], n)
-        yield restarts
-        exits = CounterMetricFamily("flotilla_child_exits", "Children that ended, by supervisor, child and reason.",
-                                    labels=["supervisor", "child", "reason"])
-        for (supervisor, child, reason), n in sorted(dict(self.exits).items()):
-            exits.add_metric([supervisor, child, reason], n)
-        yield exits
+        yield _counters("flotilla_restarts", "Children restarted, by supervisor and child.",
+                        ["supervisor", "child"], self.restarts)
+        yield _counters("flotilla_child_exits", "Children that ended, by supervisor, child and reason.",
+                        ["supervisor", "child", "reason"], self.exits)
         yield CounterMetricFamily("flotilla_dead_letters", "Messages that reached no actor.",
                                   value=system.registry.dead_letters.count)
         depth = GaugeMetricFamily("flotilla_mailbox_depth", "Messages waiting in each actor's mailbox.",
@@ -107,15 +101,8 @@ class NodeMetrics:
                                     "Bytes received, by peer."),
                                    ("flotilla_transport_undeliverable", stats.undeliverable,
                                     "Envelopes that could not be delivered, by peer.")):
-            family = CounterMetricFamily(name, what, labels=["peer"])
-            for peer, n in sorted(dict(counts).items()):
-                family.add_metric([peer], n)
-            yield family
-        rejected = CounterMetricFamily("flotilla_transport_rejected_frames", "Frames refused, by reason.",
-                                       labels=["reason"])
-        for reason, n in sorted(dict(stats.rejected).items()):
-            rejected.add_metric([reason], n)
-        yield rejected
+            yield _counters(name, what, ["peer"], counts)
+        yield _counters("flotilla_transport_rejected_frames", "Frames refused, by reason.", ["reason"], stats.rejected)
 
     def _pipeline(self) -> Iterator[Metric]:
         from actors.fetcher import Fetcher
@@ -175,10 +162,7 @@ class NodeMetrics:
                 ("flotilla_rate_limit_timeouts", view.slot_timeouts, "Fetches whose slot did not come in time "
                  "(their jobs went back to wait)."),
         ):
-            family = CounterMetricFamily(name, what, labels=["target"])
-            for target, value in sorted(dict(counts).items()):
-                family.add_metric([target], value)
-            yield family
+            yield _counters(name, what, ["target"], counts)
         waiting = GaugeMetricFamily("flotilla_rate_limit_waiting", "Fetches waiting for a rate-limit slot.",
                                     labels=["target"])
         for target, n in snapshot["waiting_for_slots"].items():  # type: ignore[union-attr]
@@ -193,3 +177,12 @@ def _cumulative(bounds: tuple[float, ...], counts: list[int]) -> list[tuple[str,
         total += n
         buckets.append(("+Inf" if bound == float("inf") else str(bound), total))
     return buckets
+
+
+def _counters(name: str, what: str, labels: list[str], counts: Mapping[Any, float]) -> CounterMetricFamily:
+    """A counter family with one sample per key of `counts` (a tuple key fills several labels).
+    `dict(counts)` copies in one step, so another thread adding a key cannot break the scrape."""
+    family = CounterMetricFamily(name, what, labels=labels)
+    for key, value in sorted(dict(counts).items()):
+        family.add_metric(list(key) if isinstance(key, tuple) else [key], value)
+    return family

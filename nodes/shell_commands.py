@@ -42,11 +42,11 @@ class ShellCommands:
         self.topology = run.topology
 
     def execute(self, command: str, args: list[str], operator: str = "") -> Any:
+        if command == "eval":
+            return self._eval(" ".join(args), operator)
         handler = getattr(self, f"cmd_{command}", None)
         if command not in COMMANDS or handler is None:
             raise CommandError(f"unknown command {command!r}; try 'help'")
-        if command == "eval":
-            return self._eval(" ".join(args), operator)
         try:
             return handler(*args)
         except TypeError as exc:
@@ -146,9 +146,6 @@ class ShellCommands:
             return {"last": last, "events": events, "missed": 0}
         last, events, missed = recent_events.since(int(since), limit=int(count))
         return {"last": last, "events": events, "missed": missed}
-
-    def cmd_eval(self) -> None:
-        """Handled by `_eval` (it needs the operator)."""
 
     def _eval(self, expression: str, operator: str) -> str:
         """Evaluate `expression` with `system` and `run` in scope, for an operator key the

@@ -15,8 +15,11 @@ import msgspec
 MAX_REQUEST_BYTES = 64 * 1024
 """Largest request frame a node accepts on its shell socket."""
 MAX_ARGS = 64
+"""Most arguments in one request."""
+MAX_ARG_CHARS = 2048
+"""Longest argument."""
 
-Arg = typing.Annotated[str, msgspec.Meta(max_length=2048)]
+Arg = typing.Annotated[str, msgspec.Meta(max_length=MAX_ARG_CHARS)]
 
 COMMANDS: dict[str, str] = {
     "help": "help — the commands",

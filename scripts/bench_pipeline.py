@@ -10,6 +10,7 @@ job is stored; job latency is `stored - submitted` from the journal.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sqlite3
@@ -18,6 +19,7 @@ import sys
 import tempfile
 import textwrap
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -80,17 +82,29 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
 
 
+@contextlib.contextmanager
+def node_processes(topology: Path, names: Iterable[str]) -> Iterator[None]:
+    """`flotilla node start` for each of `names` (quiet), terminated and waited for on exit."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    nodes = [subprocess.Popen([sys.executable, "-m", "nodes.cli", "node", "start", "--topology", str(topology),
+                               "--node", name, "--log-level", "warning", "--log-format", "json"],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             for name in names]
+    try:
+        yield
+    finally:
+        for node in nodes:
+            node.terminate()
+        for node in nodes:
+            node.wait(60)
+
+
 def flotilla(site: str, n: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="flotilla-bench-") as tmp:
         a, b, i = free_ports(3)
         path = Path(tmp) / "bench.yaml"
         path.write_text(TREE.format(a=a, b=b, i=i), encoding="utf-8")
-        env = dict(os.environ, PYTHONPATH=str(ROOT))
-        nodes = [subprocess.Popen([sys.executable, "-m", "nodes.cli", "node", "start", "--topology", str(path),
-                                   "--node", name, "--log-level", "warning", "--log-format", "json"],
-                                  env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                 for name in ("beta", "alpha")]
-        try:
+        with node_processes(path, ("beta", "alpha")):
             with IntakeClient(f"tcp://127.0.0.1:{i}", timeout=2, retries=30) as client:
                 client.counts()
                 time.sleep(1.0)  # let alpha start the fetching subtree on beta
@@ -104,11 +118,6 @@ def flotilla(site: str, n: int) -> dict[str, Any]:
             latencies = [stored - created for created, stored in db.execute(
                 "SELECT j.created_at, r.stored_at FROM jobs j JOIN results r USING (key)")]
             db.close()
-        finally:
-            for node in nodes:
-                node.terminate()
-            for node in nodes:
-                node.wait(60)
     return {"pages": n, "seconds": elapsed, "per_s": n / elapsed, "p50_s": percentile(latencies, 50),
             "p95_s": percentile(latencies, 95), "p99_s": percentile(latencies, 99)}
 

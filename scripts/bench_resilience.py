@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import statistics
-import subprocess
 import sys
 import tempfile
 import textwrap
@@ -29,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 from actors import ActorSystem  # noqa: E402
 from actors.messages import HoldStatus  # noqa: E402
 from actors.resilience_view import ResilienceView, target_of  # noqa: E402
+from bench_pipeline import node_processes  # noqa: E402
 from nodes.client import IntakeClient  # noqa: E402
 from nodes.intake_protocol import JobSpec  # noqa: E402
 from tests.cluster_harness import free_ports  # noqa: E402
@@ -75,29 +75,21 @@ def rate_accuracy(quick: bool) -> dict[str, Any]:
     seconds = 5.0 if quick else SECONDS
     jobs = int(RATE * seconds) + 1
     site = DemoSiteProcess()
-    procs: list[subprocess.Popen[bytes]] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        a, b, c, i = free_ports(4)
-        topology = Path(tmp) / "bench.yaml"
-        topology.write_text(textwrap.dedent(TREE.format(a=a, b=b, c=c, i=i)), encoding="utf-8")
-        try:
-            for node in ("alpha", "beta", "gamma"):
-                procs.append(subprocess.Popen([sys.executable, "-m", "nodes.cli", "node", "start", "--topology",
-                                               str(topology), "--node", node, "--log-format", "json"],
-                                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-            with IntakeClient(f"tcp://127.0.0.1:{i}", timeout=2, retries=30) as client:
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            a, b, c, i = free_ports(4)
+            topology = Path(tmp) / "bench.yaml"
+            topology.write_text(textwrap.dedent(TREE.format(a=a, b=b, c=c, i=i)), encoding="utf-8")
+            with node_processes(topology, ("alpha", "beta", "gamma")), \
+                    IntakeClient(f"tcp://127.0.0.1:{i}", timeout=2, retries=30) as client:
                 client.counts()
                 for _ in client.submit_all(JobSpec(f"{site.url}/product/{n}", "product") for n in range(jobs)):
                     pass
                 wait_until(lambda: client.counts().results == jobs, timeout=seconds * 3 + 60,
                            what="every job to be stored")
-            family = site.stats()["families"]["/product"]
-        finally:
-            for proc in procs:
-                proc.terminate()
-            for proc in procs:
-                proc.wait(30)
-            site.stop()
+        family = site.stats()["families"]["/product"]
+    finally:
+        site.stop()
     mean = (family["count"] - 1) / (family["last"] - family["first"])
     return {"limit": RATE, "requests": family["count"], "seconds": round(family["last"] - family["first"], 2),
             "mean_rate": round(mean, 2), "mean_vs_limit": round(mean / RATE, 4),

@@ -15,6 +15,7 @@ import asyncio
 
 import aiohttp
 from aiohttp import web
+from demo_site import serve_forever  # scripts/ is on the path when a script runs
 
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
               "transfer-encoding", "upgrade", "proxy-connection", "content-length", "content-encoding", "host"}
@@ -70,18 +71,7 @@ def main() -> None:
     app.on_startup.append(proxy.start)
     app.on_cleanup.append(proxy.stop)
     app.router.add_route("*", "/{tail:.*}", proxy.handle)
-
-    async def serve() -> None:
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, args.host, args.port).start()
-        print(f"ready http://{args.host}:{args.port}", flush=True)
-        await asyncio.Event().wait()
-
-    try:
-        asyncio.run(serve())
-    except KeyboardInterrupt:
-        pass
+    serve_forever(app, args.host, args.port)
 
 
 if __name__ == "__main__":

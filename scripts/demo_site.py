@@ -199,12 +199,19 @@ def main() -> None:
     site = DemoSite(flaky_failures=args.flaky_failures, limited_rate=args.limited_rate,
                     blocked=set(args.block) if args.block else None, huge_bytes=args.huge_bytes)
 
+    serve_forever(site.app(), args.host, args.port, args.extra_port)
+
+
+def serve_forever(app: web.Application, host: str, port: int, extra_ports: list[int] | None = None) -> None:
+    """Serve `app` on `port` (and `extra_ports`), print `ready http://HOST:PORT` once every
+    port listens, and run until interrupted."""
+
     async def serve() -> None:
-        runner = web.AppRunner(site.app(), access_log=None)
+        runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        for port in (*args.extra_port, args.port):
-            await web.TCPSite(runner, args.host, port).start()
-        print(f"ready http://{args.host}:{args.port}", flush=True)
+        for each in (*(extra_ports or ()), port):
+            await web.TCPSite(runner, host, each).start()
+        print(f"ready http://{host}:{port}", flush=True)
         await asyncio.Event().wait()
 
     try:

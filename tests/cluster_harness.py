@@ -79,6 +79,18 @@ class LiveCluster:
             self.system.stop(timeout=5)
 
 
+def start_with_intake(directory: Path, clusters: list[LiveCluster], tree: str, extra: str,
+                      nodes: tuple[str, ...]) -> LiveCluster:
+    """A cluster of `nodes` whose `extra` topology text puts an intake (on a free port, its
+    ``%d``) on the first node; every node started, and the intake listening."""
+    cluster = make_cluster(directory, tree, nodes=nodes, extra=extra % free_ports(1)[0])
+    clusters.append(cluster)
+    for node in nodes[1:]:
+        cluster.start_node(node)
+    cluster.start_node(nodes[0]).wait_for_event("intake.listening", timeout=30)
+    return cluster
+
+
 def make_cluster(directory: Path, tree: str, **kwargs: object) -> LiveCluster:
     path = write_topology(directory, tree, **kwargs)  # type: ignore[arg-type]
     return LiveCluster(path, load_topology(path))

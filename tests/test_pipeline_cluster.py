@@ -11,7 +11,7 @@ import pytest
 
 from nodes.client import IntakeClient
 from nodes.intake_protocol import JobSpec
-from tests.cluster_harness import LiveCluster, free_ports, make_cluster
+from tests.cluster_harness import LiveCluster, start_with_intake
 from tests.demo_site import DemoSiteProcess
 from tests.helpers import wait_until
 from tests.processes import run_flotilla
@@ -51,11 +51,7 @@ def site() -> Iterator[DemoSiteProcess]:
 
 
 def start(tmp_path: Path, clusters: list[LiveCluster]) -> LiveCluster:
-    cluster = make_cluster(tmp_path, TREE, nodes=("alpha", "beta"), extra=EXTRA % free_ports(1)[0])
-    clusters.append(cluster)
-    cluster.start_node("beta")
-    cluster.start_node("alpha").wait_for_event("intake.listening", timeout=30)
-    return cluster
+    return start_with_intake(tmp_path, clusters, TREE, EXTRA, ("alpha", "beta"))
 
 
 def test_jobs_submitted_with_the_cli_end_stored_dead_or_parked(tmp_path: Path, site: DemoSiteProcess,

@@ -13,7 +13,7 @@ import pytest
 
 from nodes.client import IntakeClient
 from nodes.intake_protocol import JobSpec
-from tests.cluster_harness import LiveCluster, free_ports, make_cluster
+from tests.cluster_harness import LiveCluster, start_with_intake
 from tests.demo_site import DemoSiteProcess
 from tests.helpers import wait_until
 from tests.processes import run_flotilla
@@ -60,12 +60,7 @@ def site() -> Iterator[DemoSiteProcess]:
 
 
 def start(tmp_path: Path, clusters: list[LiveCluster]) -> LiveCluster:
-    cluster = make_cluster(tmp_path, TREE, nodes=("alpha", "beta", "gamma"), extra=EXTRA % free_ports(1)[0])
-    clusters.append(cluster)
-    cluster.start_node("beta")
-    cluster.start_node("gamma")
-    cluster.start_node("alpha").wait_for_event("intake.listening", timeout=30)
-    return cluster
+    return start_with_intake(tmp_path, clusters, TREE, EXTRA, ("alpha", "beta", "gamma"))
 
 
 def test_limits_breakers_and_hold_across_nodes(tmp_path: Path, site: DemoSiteProcess,

@@ -105,7 +105,10 @@ def test_slots_go_to_callers_in_arrival_order_and_expire(clock: FakeClock) -> No
             order.append(n)
 
         tasks = [asyncio.create_task(caller(n)) for n in range(3)]
-        await asyncio.sleep(0)
+        deadline = time.monotonic() + 5.0
+        while view.snapshot()["waiting_for_slots"].get("a.com", 0) < 3:  # type: ignore[union-attr]
+            assert time.monotonic() < deadline, "the callers did not start waiting for slots"
+            await asyncio.sleep(0.001)  # let the callers run until they wait (a condition, not a pause)
         assert view.wanted() == {"a.com": 3}
         view.grant("a.com", 2, ttl=1.0)
         view.grant("a.com", 2, ttl=1.0)

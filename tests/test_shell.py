@@ -23,6 +23,8 @@ import pexpect
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from nodes.shell import ShellClient
+from nodes.shell_protocol import answer_decoder, shell_address
 from nodes.topology import load_topology
 from tests.cluster_harness import LiveCluster, free_ports, write_topology
 from tests.helpers import wait_until
@@ -101,6 +103,15 @@ def test_exec_answers_as_json_and_every_command_is_audited(tmp_path: Path, clust
     assert shell(cluster, "hold auto")["data"]["mode"] == "auto"
     refused = shell(cluster, "inspect alpha/root/nowhere")
     assert not refused["ok"] and "alpha/root/nowhere: no live incarnation" in refused["error"]
+    raw = ShellClient(shell_address(cluster.topology.node_data_dir("alpha")))
+    try:
+        raw._socket.send(b"\x93not a request")
+        assert answer_decoder.decode(raw._socket.recv()).error.startswith("bad request")
+        too_many = raw.call("inspect", ["x"] * 65)
+        assert not too_many.ok and "bad request" in too_many.error and "64" in too_many.error
+        assert not raw.call("inspect", ["x" * 2049]).ok
+    finally:
+        raw.close()
     unknown = shell(cluster, "rm -rf /")
     assert not unknown["ok"] and "unknown command 'rm'" in unknown["error"]
     traced = run_flotilla("shell", "--topology", str(cluster.topology_path), "--exec",
@@ -134,6 +145,7 @@ def test_exec_answers_as_json_and_every_command_is_audited(tmp_path: Path, clust
     commands = [(entry["command"], entry["outcome"]) for entry in audit]
     assert ("restart", "started") in commands and ("restart", "done") in commands
     assert ("rm", "failed") in commands and ("hold", "done") in commands
+    assert ("?", "refused") in commands
     assert all(entry["operator"].startswith("local:") for entry in audit)
     socket = cluster.topology.node_data_dir("alpha") / "shell.sock"
     assert stat.S_IMODE(os.stat(socket).st_mode) == 0o600  # only the node's user
