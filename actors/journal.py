@@ -27,6 +27,7 @@ import json
 import sqlite3
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -50,6 +51,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     lease_until  REAL,
     lease_token  INTEGER NOT NULL DEFAULT 0,
     reason       TEXT,
+    origin       TEXT NOT NULL DEFAULT '',
+    waiting_since REAL,
     created_at   REAL NOT NULL,
     updated_at   REAL NOT NULL
 );
@@ -64,6 +67,20 @@ CREATE TABLE IF NOT EXISTS attempts (
     detail      TEXT,
     PRIMARY KEY (key, attempt)
 );
+CREATE TABLE IF NOT EXISTS events (
+    key      TEXT NOT NULL,
+    at       REAL NOT NULL,
+    event    TEXT NOT NULL,
+    attempt  INTEGER,
+    detail   TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS events_by_job ON events (key, at);
+CREATE TABLE IF NOT EXISTS batches (
+    batch       TEXT NOT NULL,
+    key         TEXT NOT NULL,
+    added_at    REAL NOT NULL,
+    PRIMARY KEY (batch, key)
+);
 CREATE TABLE IF NOT EXISTS results (
     key           TEXT PRIMARY KEY,
     url           TEXT NOT NULL,
@@ -74,6 +91,16 @@ CREATE TABLE IF NOT EXISTS results (
     stored_at     REAL NOT NULL
 );
 """
+
+_ADDED_COLUMNS = (("tries", "INTEGER NOT NULL DEFAULT 0"), ("origin", "TEXT NOT NULL DEFAULT ''"),
+                  ("waiting_since", "REAL"))
+"""Columns of `jobs` added after its first version (added to an older journal on open)."""
+
+TERMINAL: tuple[JobState, ...] = ("stored", "dead", "parked")
+"""States a job stays in until an operator replays it."""
+
+CANCELLED = "cancelled by an operator"
+"""The reason of a job ended by `cancel`."""
 
 
 def canonical_url(url: str) -> str:
@@ -119,6 +146,8 @@ class Lease:
     attempt: int
     submitted_at: float = 0.0
     """When the job was submitted (wall clock), for end-to-end latency."""
+    tries: int = 1
+    """Attempts since submission or the last replay, this one included (1: its first)."""
 
 
 @dataclass(frozen=True)
@@ -133,6 +162,55 @@ class JobRow:
     due_at: float
     reason: str | None
     updated_at: float
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    """One line of a job's story (`Journal.history`)."""
+
+    at: float
+    """When (wall clock)."""
+    event: str
+    """submitted, leased, stored, failed, lost, cancelled (an attempt's end), or retrying,
+    dead, parked, deferred, returned, replayed, cancelled (the job's own course)."""
+    attempt: int | None
+    """The attempt it belongs to, if any."""
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class BatchReport:
+    """Where the jobs of one submission stand (`Journal.batch_report`)."""
+
+    batch: str
+    total: int
+    states: dict[str, int]
+    """Jobs of the batch in each state (every state listed)."""
+    reasons: dict[str, int]
+    """Dead and parked jobs by state and reason, e.g. ``dead HARD: HTTP 404``."""
+    started_at: float
+    """When the batch's first job was submitted (wall clock)."""
+    last_change: float
+    """The latest change to any of its jobs."""
+    attempts: int
+    """Attempts made for its jobs, in all."""
+
+    @property
+    def done(self) -> bool:
+        """Every job of the batch is stored, dead or parked."""
+        return all(self.states.get(state, 0) == 0 for state in STATES if state not in TERMINAL)
+
+
+def _event(db: sqlite3.Connection, key: str, at: float, event: str, attempt: int | None, detail: str) -> None:
+    db.execute("INSERT INTO events (key, at, event, attempt, detail) VALUES (?, ?, ?, ?, ?)",
+               (key, at, event, attempt, detail[:3000]))
+
+
+def _reason_kind(reason: str) -> str:
+    """A reason without its particulars (for grouping): cut at the first " | " or " (" ."""
+    for cut in (" | ", " ("):
+        reason = reason.split(cut, 1)[0]
+    return reason
 
 
 class Journal:
@@ -159,8 +237,9 @@ class Journal:
         self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
         self._db.executescript(_SCHEMA)
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
-        if "tries" not in columns:  # a journal written before tries were counted
-            self._db.execute("ALTER TABLE jobs ADD COLUMN tries INTEGER NOT NULL DEFAULT 0")
+        for column, declaration in _ADDED_COLUMNS:  # a journal written by an earlier version
+            if column not in columns:
+                self._db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {declaration}")
 
     def close(self) -> None:
         with self._lock:
@@ -191,18 +270,27 @@ class Journal:
 
     # --- submissions ------------------------------------------------------------------------
 
-    def submit(self, jobs: Sequence[NewJob]) -> list[bool]:
-        """Record new jobs (committed to disk before this returns); for each, True if it is
-        new, False if a job with that key exists already (nothing changes for it)."""
+    def submit(self, jobs: Sequence[NewJob], batch: str = "", origin: str = "") -> list[bool]:
+        """Record new jobs (committed to disk before this returns) as part of `batch` (if
+        given); for each, True if it is new — or was recorded by this same `origin` before (a
+        client's retry of a request whose answer it lost) — and False if a job with that key
+        exists already (nothing changes for it but its membership of `batch`)."""
         now = self._clock()
 
         def insert(db: sqlite3.Connection) -> list[bool]:
             fresh = []
             for job in jobs:
                 cursor = db.execute(
-                    "INSERT OR IGNORE INTO jobs (key, url, rules, state, due_at, created_at, updated_at)"
-                    " VALUES (?, ?, ?, 'pending', ?, ?, ?)", (job.key, job.url, job.rules, now, now, now))
-                fresh.append(cursor.rowcount == 1)
+                    "INSERT OR IGNORE INTO jobs (key, url, rules, state, due_at, origin, created_at, updated_at)"
+                    " VALUES (?, ?, ?, 'pending', ?, ?, ?, ?)", (job.key, job.url, job.rules, now, origin, now, now))
+                is_new = cursor.rowcount == 1
+                if not is_new and origin:
+                    row = db.execute("SELECT origin FROM jobs WHERE key=?", (job.key,)).fetchone()
+                    is_new = row is not None and row[0] == origin
+                fresh.append(is_new)
+                if batch:
+                    db.execute("INSERT OR IGNORE INTO batches (batch, key, added_at) VALUES (?, ?, ?)",
+                               (batch, job.key, now))
             return fresh
 
         return self._write(insert)
@@ -216,17 +304,17 @@ class Journal:
 
         def take(db: sqlite3.Connection) -> list[Lease]:
             rows = db.execute(
-                "SELECT key, url, rules, lease_token, attempts, created_at FROM jobs"
+                "SELECT key, url, rules, lease_token, attempts, tries, created_at FROM jobs"
                 " WHERE state IN ('pending', 'retrying') AND due_at <= ? ORDER BY due_at LIMIT ?",
                 (now, limit)).fetchall()
             leases = []
-            for key, url, rules, token, attempts, created_at in rows:
+            for key, url, rules, token, attempts, tries, created_at in rows:
                 db.execute("UPDATE jobs SET state='fetching', lease_until=?, lease_token=?, attempts=?,"
                            " tries=tries+1, updated_at=? WHERE key=?",
                            (now + visibility, token + 1, attempts + 1, now, key))
                 db.execute("INSERT OR REPLACE INTO attempts (key, attempt, started_at) VALUES (?, ?, ?)",
                            (key, attempts + 1, now))
-                leases.append(Lease(key, url, rules, token + 1, attempts + 1, created_at))
+                leases.append(Lease(key, url, rules, token + 1, attempts + 1, created_at, tries + 1))
             return leases
 
         return self._write(take)
@@ -252,6 +340,14 @@ class Journal:
             return keys
 
         return self._write(expire)
+
+    def wake_waiting(self) -> int:
+        """Make every job that waits (deferred behind a breaker, Hold, a slot or a proxy) due
+        now: after a restart, what it waited for may no longer exist. Returns how many."""
+        now = self._clock()
+        return self._write(lambda db: db.execute(
+            "UPDATE jobs SET due_at=? WHERE state='pending' AND due_at > ? AND reason LIKE 'waiting: %'",
+            (now, now)).rowcount)
 
     # --- reports from an attempt (each quotes its lease token) -------------------------------
 
@@ -299,30 +395,73 @@ class Journal:
                              " AND state IN ('fetching', 'extracting')", (key, token)).fetchone()
             if row is None:
                 return False
+            reason = f"{outcome}: {detail}"[:2000]
             db.execute("UPDATE jobs SET state=?, due_at=?, lease_until=NULL, reason=?, updated_at=? WHERE key=?",
-                       (state, retry_at if retry_at is not None else now, f"{outcome}: {detail}"[:2000], now, key))
+                       (state, retry_at if retry_at is not None else now, reason, now, key))
             record_detail = f"{detail} | {evidence}" if evidence else detail
             db.execute("UPDATE attempts SET ended_at=?, outcome=?, detail=? WHERE key=? AND attempt=?",
                        (now, outcome, record_detail[:3000], key, row[0]))
+            after = f"due in {max(0.0, retry_at - now):.1f} s" if retry_at is not None else reason
+            _event(db, key, now, state, row[0], after)
             return True
 
         return self._write(record)
 
-    def defer(self, key: str, token: int, until: float, reason: str) -> bool:
+    def defer(self, key: str, token: int, until: float, reason: str,
+              budget: float | None = None) -> Literal["deferred", "dead", ""]:
         """Lease `token` was handed back unused (its target may not be asked now): the job
         waits, pending, until `until`, with `reason` as its status; the attempt is not
-        counted. False if the lease is no longer current."""
+        counted. With a wait `budget` (seconds), the wait counts against it: the budget runs
+        from the job's first such wait (until it is replayed), a wait never reaches past its
+        end, and once it is spent the job ends dead instead, the `reason` in its own. Returns
+        "deferred", "dead", or "" if the lease is no longer current."""
+        now = self._clock()
+
+        def put_back(db: sqlite3.Connection) -> Literal["deferred", "dead", ""]:
+            row = db.execute("SELECT attempts, waiting_since FROM jobs WHERE key=? AND lease_token=?"
+                             " AND state='fetching'", (key, token)).fetchone()
+            if row is None:
+                return ""
+            attempt, since = row
+            db.execute("DELETE FROM attempts WHERE key=? AND attempt=?", (key, attempt))
+            uncount = "attempts=attempts-1, tries=MAX(0, tries-1), lease_until=NULL"
+            if budget is None:
+                db.execute(f"UPDATE jobs SET state='pending', due_at=?, {uncount}, reason=?, updated_at=?"
+                           " WHERE key=?", (until, f"waiting: {reason}"[:2000], now, key))
+                _event(db, key, now, "deferred", None, f"{reason} (due in {max(0.0, until - now):.1f} s)")
+                return "deferred"
+            since = now if since is None else since
+            if now - since >= budget:
+                why = f"WAITED: {now - since:.0f} s waiting (budget {budget:g} s); last: {reason}"[:2000]
+                db.execute(f"UPDATE jobs SET state='dead', {uncount}, reason=?, updated_at=? WHERE key=?",
+                           (why, now, key))
+                _event(db, key, now, "dead", None, why)
+                return "dead"
+            due = min(until, since + budget)
+            db.execute(f"UPDATE jobs SET state='pending', due_at=?, {uncount}, waiting_since=?, reason=?,"
+                       " updated_at=? WHERE key=?", (due, since, f"waiting: {reason}"[:2000], now, key))
+            _event(db, key, now, "deferred", None, f"{reason} (due in {max(0.0, due - now):.1f} s; "
+                   f"waited {now - since:.0f} of {budget:g} s)")
+            return "deferred"
+
+        return self._write(put_back)
+
+    def returned(self, key: str, token: int, reason: str, delay: float = 0.0) -> bool:
+        """Lease `token` never reached a fetcher that could take it (no live fetcher, its node
+        went down): the job is due again after `delay` seconds, the attempt is not counted and
+        no wait budget is spent. False if the lease is no longer current."""
         now = self._clock()
 
         def put_back(db: sqlite3.Connection) -> bool:
-            row = db.execute("SELECT attempts FROM jobs WHERE key=? AND lease_token=? AND state='fetching'",
-                             (key, token)).fetchone()
+            row = db.execute("SELECT attempts FROM jobs WHERE key=? AND lease_token=?"
+                             " AND state IN ('fetching', 'extracting')", (key, token)).fetchone()
             if row is None:
                 return False
-            db.execute("UPDATE jobs SET state='pending', due_at=?, lease_until=NULL, attempts=attempts-1,"
-                       " tries=MAX(0, tries-1), reason=?, updated_at=? WHERE key=?",
-                       (until, f"waiting: {reason}"[:2000], now, key))
             db.execute("DELETE FROM attempts WHERE key=? AND attempt=?", (key, row[0]))
+            db.execute("UPDATE jobs SET state='pending', due_at=?, attempts=attempts-1, tries=MAX(0, tries-1),"
+                       " lease_token=lease_token+1, lease_until=NULL, updated_at=? WHERE key=?",
+                       (now + delay, now, key))
+            _event(db, key, now, "returned", None, reason)
             return True
 
         return self._write(put_back)
@@ -331,24 +470,60 @@ class Journal:
         """Send a job that is not leased to the dead-letter queue (e.g. poison: it was lost
         too many times)."""
         now = self._clock()
-        return self._write(lambda db: db.execute(
-            "UPDATE jobs SET state='dead', reason=?, lease_until=NULL, updated_at=? WHERE key=?"
-            " AND state IN ('pending', 'retrying')", (reason[:2000], now, key)).rowcount == 1)
+
+        def kill(db: sqlite3.Connection) -> bool:
+            changed = db.execute("UPDATE jobs SET state='dead', reason=?, lease_until=NULL, updated_at=? WHERE key=?"
+                                 " AND state IN ('pending', 'retrying')", (reason[:2000], now, key)).rowcount == 1
+            if changed:
+                _event(db, key, now, "dead", None, reason)
+            return changed
+
+        return self._write(kill)
 
     def replay(self, keys: Iterable[str] | None = None) -> int:
-        """Put dead (or parked) jobs back to pending — all of them, or those in `keys`."""
+        """Put dead (or parked) jobs back to pending — all of them, or those in `keys` — with
+        a fresh attempt count and wait budget (their history is kept)."""
         now = self._clock()
 
         def revive(db: sqlite3.Connection) -> int:
-            revive = "UPDATE jobs SET state='pending', due_at=?, lost=0, tries=0, reason=NULL, updated_at=?"
-            if keys is None:
-                return db.execute(revive + " WHERE state IN ('dead', 'parked')", (now, now)).rowcount
+            chosen = (db.execute("SELECT key FROM jobs WHERE state IN ('dead', 'parked')").fetchall() if keys is None
+                      else [(key,) for key in keys])
             total = 0
-            for key in keys:
-                total += db.execute(revive + " WHERE key=? AND state IN ('dead', 'parked')", (now, now, key)).rowcount
+            for (key,) in chosen:
+                if db.execute("UPDATE jobs SET state='pending', due_at=?, lost=0, tries=0, waiting_since=NULL,"
+                              " reason=NULL, updated_at=? WHERE key=? AND state IN ('dead', 'parked')",
+                              (now, now, key)).rowcount:
+                    total += 1
+                    _event(db, key, now, "replayed", None, "")
             return total
 
         return self._write(revive)
+
+    def cancel(self, keys: Iterable[str] | None = None, batch: str | None = None) -> int:
+        """End the jobs named by `keys` or `batch` that are not terminal yet: dead, with the
+        reason `CANCELLED` (replayable from the dead-letter queue); an attempt in flight is
+        ended and its report will be stale. Returns how many were cancelled."""
+        now = self._clock()
+
+        def end(db: sqlite3.Connection) -> int:
+            chosen = list(keys or ())
+            if batch is not None:
+                chosen += [k for (k,) in db.execute("SELECT key FROM batches WHERE batch=?", (batch,))]
+            total = 0
+            for key in dict.fromkeys(chosen):
+                row = db.execute("SELECT state, attempts FROM jobs WHERE key=?", (key,)).fetchone()
+                if row is None or row[0] in TERMINAL:
+                    continue
+                if row[0] in ("fetching", "extracting"):
+                    db.execute("UPDATE attempts SET ended_at=?, outcome='cancelled', detail=? WHERE key=? AND attempt=?",
+                               (now, CANCELLED, key, row[1]))
+                db.execute("UPDATE jobs SET state='dead', reason=?, lease_until=NULL, lease_token=lease_token+1,"
+                           " updated_at=? WHERE key=?", (CANCELLED, now, key))
+                _event(db, key, now, "cancelled", None, CANCELLED)
+                total += 1
+            return total
+
+        return self._write(end)
 
     # --- queries ----------------------------------------------------------------------------
 
@@ -375,6 +550,54 @@ class Journal:
         with self._lock:
             found = dict(self._db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall())
         return {state: found.get(state, 0) for state in STATES}
+
+    def history(self, key: str) -> list[JobEvent]:
+        """The story of job `key`, oldest first: its submission, every attempt (leased, then
+        stored, failed with the evidence, lost or cancelled), and every change of course
+        (retrying, deferred with the reason, returned, dead, parked, replayed, cancelled)."""
+        with self._lock:
+            job = self._db.execute("SELECT url, rules, created_at FROM jobs WHERE key=?", (key,)).fetchone()
+            if job is None:
+                return []
+            attempts = self._db.execute("SELECT attempt, started_at, ended_at, outcome, detail FROM attempts"
+                                        " WHERE key=?", (key,)).fetchall()
+            events = self._db.execute("SELECT at, event, attempt, detail FROM events WHERE key=?", (key,)).fetchall()
+        story = [(job[2], 0, JobEvent(job[2], "submitted", None, f"{job[0]} (rules {job[1]})"))]
+        for attempt, started, ended, outcome, detail in attempts:
+            story.append((started, 1, JobEvent(started, "leased", attempt, "")))
+            if ended is not None:
+                name = outcome if outcome in ("stored", "lost", "cancelled") else "failed"
+                text = f"{outcome}: {detail or ''}" if name == "failed" else detail or ""
+                story.append((ended, 2, JobEvent(ended, name, attempt, text)))
+        story += [(at, 3, JobEvent(at, event, attempt, detail)) for at, event, attempt, detail in events]
+        return [entry for _, _, entry in sorted(story, key=lambda item: (item[0], item[1]))]
+
+    def result(self, key: str) -> dict[str, Any] | None:
+        """The stored result of job `key` (as `results` lists them), or None."""
+        with self._lock:
+            row = self._db.execute("SELECT key, url, rules, fields, content_hash, attempts, stored_at FROM results"
+                                   " WHERE key=?", (key,)).fetchone()
+        if row is None:
+            return None
+        k, u, r, f, h, a, t = row
+        return {"key": k, "url": u, "rules": r, "fields": json.loads(f), "content_hash": h, "attempts": a,
+                "stored_at": t}
+
+    def batch_report(self, batch: str) -> BatchReport | None:
+        """Where the jobs of `batch` stand (None if no job was submitted in it)."""
+        with self._lock:
+            rows = self._db.execute("SELECT j.state, j.reason, j.attempts, j.updated_at, b.added_at FROM batches b"
+                                    " JOIN jobs j ON j.key = b.key WHERE b.batch=?", (batch,)).fetchall()
+        if not rows:
+            return None
+        states = dict.fromkeys(STATES, 0)
+        reasons: Counter[str] = Counter()
+        for state, reason, _, _, _ in rows:
+            states[state] += 1
+            if state in ("dead", "parked"):
+                reasons[f"{state} {_reason_kind(reason or '')}"] += 1
+        return BatchReport(batch, len(rows), states, dict(reasons.most_common()), min(r[4] for r in rows),
+                           max(r[3] for r in rows), sum(r[2] for r in rows))
 
     def tries(self, key: str) -> int:
         """Attempts since the job was submitted or last replayed (what the policy counts)."""

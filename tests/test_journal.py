@@ -123,3 +123,89 @@ def test_poison_jobs_can_be_buried_and_replayed(journal: Journal) -> None:
     assert journal.replay([key]) == 1
     assert journal.job(key).state == "pending" and journal.tries(key) == 0  # a fresh budget
     assert journal.job(key).attempts == 1  # the history is kept
+
+
+def test_a_job_s_history_tells_its_whole_story(journal: Journal, clock: FakeClock) -> None:
+    journal.submit([job(1)], batch="b1")
+    key = job(1).key
+    first = journal.lease(limit=1, visibility=30)[0]
+    clock.advance(0.5)
+    journal.fail(key, first.token, "TRANSIENT", "HTTP 503", evidence="body: 'busy'", retry_at=clock() + 2)
+    clock.advance(2)
+    waiting = journal.lease(limit=1, visibility=30)[0]
+    assert journal.defer(key, waiting.token, clock() + 1, "breaker open for h: a trial failed") == "deferred"
+    clock.advance(1)
+    second = journal.lease(limit=1, visibility=30)[0]
+    assert second.tries == 2  # the deferred lease was not counted
+    journal.store(key, second.token, {"title": "t"}, "hash")
+    events = [(e.event, e.attempt) for e in journal.history(key)]
+    assert events == [("submitted", None), ("leased", 1), ("failed", 1), ("retrying", 1), ("deferred", None),
+                      ("leased", 2), ("stored", 2)]
+    story = journal.history(key)
+    assert "HTTP 503 | body: 'busy'" in story[2].detail and "breaker open for h" in story[4].detail
+    assert journal.result(key)["fields"] == {"title": "t"}  # type: ignore[index]
+    assert journal.history("nope") == [] and journal.result("nope") is None
+
+
+def test_waiting_spends_a_budget_and_then_the_job_is_dead_with_the_reason(journal: Journal, clock: FakeClock) -> None:
+    journal.submit([job(1)])
+    key = job(1).key
+    lease = journal.lease(limit=1, visibility=30)[0]
+    assert journal.defer(key, lease.token, clock() + 100, "breaker open for h", budget=10) == "deferred"
+    assert journal.job(key).due_at == pytest.approx(clock() + 10)  # never waits past the budget
+    clock.advance(10)
+    lease = journal.lease(limit=1, visibility=30)[0]
+    assert journal.defer(key, lease.token, clock() + 5, "breaker open for h: 10 of 10 calls failed", budget=10) == "dead"
+    row = journal.job(key)
+    assert row.state == "dead" and row.reason.startswith("WAITED") and "10 of 10 calls failed" in row.reason
+    assert row.attempts == 0  # waiting never counted as an attempt
+    assert journal.replay([key]) == 1
+    lease = journal.lease(limit=1, visibility=30)[0]
+    assert journal.defer(key, lease.token, clock() + 5, "breaker open for h", budget=10) == "deferred"  # fresh budget
+
+
+def test_returned_leases_are_due_again_uncounted_and_their_late_reports_are_stale(journal: Journal,
+                                                                                 clock: FakeClock) -> None:
+    journal.submit([job(1)])
+    key = job(1).key
+    lease = journal.lease(limit=1, visibility=30)[0]
+    clock.advance(0.1)
+    assert journal.returned(key, lease.token, "no live fetcher at p") is True
+    clock.advance(0.1)
+    assert journal.returned(key, lease.token, "again") is False
+    assert journal.store(key, lease.token, {}, "h") is False
+    again = journal.lease(limit=1, visibility=30)[0]
+    assert again.attempt == 1 and again.tries == 1
+    assert [e.event for e in journal.history(key)] == ["submitted", "returned", "leased"]
+
+
+def test_a_retried_submission_from_the_same_origin_is_not_its_own_duplicate(journal: Journal) -> None:
+    assert journal.submit([job(1)], origin="s1:1") == [True]
+    assert journal.submit([job(1)], origin="s1:1") == [True]  # the answer was lost; the retry is accepted
+    assert journal.submit([job(1)], origin="s2:1") == [False]
+    assert journal.submit([job(1)]) == [False]
+
+
+def test_batches_report_their_jobs_and_cancel_ends_what_is_not_terminal(journal: Journal, clock: FakeClock) -> None:
+    journal.submit([job(1), job(2), job(3)], batch="b")
+    journal.submit([job(3), job(4)], batch="c")  # 3 is in both batches
+    a, b, _, _ = journal.lease(limit=4, visibility=30)
+    journal.store(a.key, a.token, {}, "h")
+    journal.fail(b.key, b.token, "HARD", "HTTP 404", dead=True)
+    report = journal.batch_report("b")
+    assert report is not None and report.total == 3 and not report.done
+    assert report.states["stored"] == 1 and report.reasons == {"dead HARD: HTTP 404": 1}
+    assert journal.cancel(batch="b") == 1  # only job 3 was not terminal
+    report = journal.batch_report("b")
+    assert report.done and report.reasons == {"dead HARD: HTTP 404": 1, "dead cancelled by an operator": 1}
+    assert journal.cancel([job(4).key]) == 1 and journal.batch_report("c").done
+    assert journal.batch_report("nope") is None
+
+
+def test_waiting_jobs_are_due_now_after_a_restart(journal: Journal, clock: FakeClock) -> None:
+    journal.submit([job(1), job(2)])
+    lease, other = journal.lease(limit=2, visibility=30)
+    journal.defer(lease.key, lease.token, clock() + 300, "breaker open for h")
+    journal.fail(other.key, other.token, "TRANSIENT", "HTTP 503", retry_at=clock() + 300)
+    assert journal.wake_waiting() == 1
+    assert [l.key for l in journal.lease(limit=2, visibility=30)] == [lease.key]
