@@ -53,6 +53,8 @@ class Breaker:
     open_until: float = 0.0
     opened_in_a_row: int = 0
     reason: str = ""
+    last_failure: str = ""
+    """What the latest failed call saw (its evidence ends the breaker's reason)."""
     _window: deque[bool] = field(default_factory=deque)
     _trials_started: int = 0
     _trials_succeeded: int = 0
@@ -80,7 +82,7 @@ class Breaker:
         """Record the outcome of a call; return the state after it."""
         if self.state == "half_open":
             if not success:
-                self._open(now, reason or "a trial call failed")
+                self._open(now, reason or self._with_last("a trial call failed"))
             else:
                 self._trials_succeeded += 1
                 if self._trials_succeeded >= self.settings.trial_calls:
@@ -92,8 +94,12 @@ class Breaker:
         if len(self._window) > self.settings.window:
             self._window.popleft()
         if len(self._window) >= self.settings.minimum_calls and self.failure_rate >= self.settings.failure_threshold:
-            self._open(now, reason or f"{self.failure_rate:.0%} of the last {len(self._window)} calls failed")
+            self._open(now, reason or self._with_last(f"{self.failure_rate:.0%} of the last "
+                                                      f"{len(self._window)} calls failed"))
         return self.state
+
+    def _with_last(self, reason: str) -> str:
+        return f"{reason}; last: {self.last_failure}" if self.last_failure else reason
 
     def forget_trials(self) -> None:
         """Half-open trial calls that never reported (their jobs went elsewhere, or their

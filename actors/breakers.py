@@ -2,12 +2,19 @@
 
 A target belongs to shard ``crc32(target) % shards`` (`actors.gate.shard_of`), so each
 breaker has exactly one owner and every node's gate reports a target's outcomes to the same
-place. A shard feeds the outcomes into the target's `Breaker` (actors/breaker.py), trips it
-at once on drift, grants the half-open trial calls (at most `trial_calls` in all, across the
-nodes that ask) and answers each report with every breaker it owns that is not closed. When a
-breaker opens or closes, every node that reported lately is told at once.
+place. A shard feeds the outcomes into the target's `Breaker` (actors/breaker.py), grants the
+half-open trial calls (at most `trial_calls` in all, across the nodes that ask) and answers
+each report with every breaker it owns that is not closed. When a breaker opens or closes,
+every node that reported lately is told at once.
 
-Opening and closing raise `Alert`s (a drift with the layout it saw). Trials granted but not
+Drift is judged per target over a window, not per page: the shard keeps each target's last
+`drift_window` extracted pages, and trips its breaker only once at least `drift_minimum`
+pages are in the window and the share of drifted ones reaches `drift_threshold` (a template
+change makes every page drift; a few pages without a price are the site, not drift). A
+half-open trial whose page drifted fails like any failed call.
+
+An incident raises one `Alert` when the breaker opens from closed (a drift with the count and
+sample pages), reopenings while half-open only log, and closing raises an info alert. Trials granted but not
 reported within `trial_timeout` are forgotten, so a node that died holding them does not
 keep the breaker half-open for ever. Breakers nobody reported on for `forget_after` are
 dropped (an open one simply opens again if its target is still bad).
@@ -17,9 +24,10 @@ from __future__ import annotations
 
 import random
 import time
+from collections import deque
+from typing import Any
 
 import msgspec
-from typing import Any
 
 from actors.actor import Actor
 from actors.alerts import raise_alert
@@ -27,6 +35,12 @@ from actors.breaker import Breaker, BreakerSettings
 from actors.messages import BreakerCommand, BreakerStates, BreakerStatus, TargetReport
 
 
+DRIFT_WINDOW = 20
+"""Extracted pages per target over which drift is judged (docs/resilience.md)."""
+DRIFT_MINIMUM = 10
+"""Pages that must be in the window before drift can trip a breaker."""
+DRIFT_THRESHOLD = 0.5
+"""Share of drifted pages in the window that trips the target's breaker."""
 GATE_FORGOTTEN = 30.0
 """A gate not heard from this long is no longer told of changes (its node left)."""
 SWEEP_EVERY = 60.0
@@ -39,8 +53,17 @@ class BreakerShard(Actor):
     def __init__(self, alerts: str | None = None, window: int = 20, minimum_calls: int = 10,
                  failure_threshold: float = 0.5, open_base: float = 5.0, open_cap: float = 300.0,
                  jitter: float = 0.2, trial_calls: int = 3, trial_timeout: float = 30.0,
-                 forget_after: float = 600.0) -> None:
+                 forget_after: float = 600.0, drift_window: int = DRIFT_WINDOW,
+                 drift_minimum: int = DRIFT_MINIMUM, drift_threshold: float = DRIFT_THRESHOLD) -> None:
         super().__init__()
+        if not 1 <= drift_minimum <= drift_window or not 0 < drift_threshold <= 1:
+            raise ValueError("need 1 <= drift_minimum <= drift_window and 0 < drift_threshold <= 1")
+        self.drift_window = drift_window
+        self.drift_minimum = drift_minimum
+        self.drift_threshold = drift_threshold
+        self.pages: dict[str, deque[bool]] = {}
+        """Per target, its last extracted pages: True = drifted."""
+        self.drift_samples: dict[str, deque[str]] = {}
         self.settings = BreakerSettings(window, minimum_calls, failure_threshold, open_base, open_cap, jitter,
                                         trial_calls)
         self.alerts_path = alerts
@@ -79,24 +102,19 @@ class BreakerShard(Actor):
         now = time.monotonic()
         for target in report.outcomes.keys() | report.trials.keys():
             breaker = self._breaker(target, now)
+            if target in report.last_failure:
+                breaker.last_failure = report.last_failure[target]
             trials = report.trials.get(target, [])
             # Half-open, only the trial calls decide; calls made before it opened do not.
             outcomes = trials if breaker.state == "half_open" else report.outcomes.get(target, []) + trials
             for success in outcomes:
                 before = breaker.state
-                after = breaker.record(success, now)
+                drifting = before == "half_open" and breaker.reason.startswith("layout drift")
+                after = breaker.record(success, now, breaker.reason if drifting and not success else "")
                 if after != before:
                     self._transition(target, breaker, before)
-        for target, detail in report.drifted.items():
-            breaker = self._breaker(target, now)
-            before = breaker.state
-            if before == "open":
-                continue  # pages fetched before it opened: no escalation, no second alert
-            self.trials_granted_at.pop(target, None)
-            breaker.trip(now, f"layout drift: {detail}")
-            self.alerts.append(("warning", f"layout drift on {target}: breaker open",
-                                f"{detail}; jobs for {target} wait {breaker.open_until - now:.0f} s, then trial calls"))
-            self.opened += 1
+        for target, pages in report.extractions.items():
+            self._judge_drift(target, pages, report.drifted.get(target, []), now)
         granted: dict[str, int] = {}
         for target in report.want_trials:
             breaker = self.breakers.get(target)
@@ -119,6 +137,24 @@ class BreakerShard(Actor):
         if self.alerts:
             self._tell_every_gate(now, states, but=report.gate)
 
+    def _judge_drift(self, target: str, pages: list[bool], samples: list[str], now: float) -> None:
+        """Add a report's extracted pages (True = had its fields) to the target's drift window;
+        trip its breaker once drifted pages reach their share of a full enough window."""
+        window = self.pages.setdefault(target, deque(maxlen=self.drift_window))
+        window.extend(not ok for ok in pages)
+        kept = self.drift_samples.setdefault(target, deque(maxlen=3))
+        kept.extend(samples)
+        breaker = self._breaker(target, now)
+        drifted = sum(window)
+        if breaker.state != "closed" or len(window) < self.drift_minimum or drifted < self.drift_threshold * len(window):
+            return
+        self.trials_granted_at.pop(target, None)
+        reason = (f"layout drift: {drifted} of the last {len(window)} pages lacked required fields "
+                  f"(e.g. {'; '.join(kept)})")
+        breaker.trip(now, reason[:1000])
+        window.clear()
+        self._transition(target, breaker, "closed")
+
     def _states(self, now: float, granted: dict[str, int]) -> dict[str, BreakerStatus]:
         return {target: BreakerStatus(b.state, max(0.0, b.open_until - now), granted.get(target, 0), b.reason)
                 for target, b in self.breakers.items() if b.state != "closed"}
@@ -137,13 +173,22 @@ class BreakerShard(Actor):
         self.alerts.clear()
 
     def _transition(self, target: str, breaker: Breaker, before: str) -> None:
+        """One alert per incident: when the breaker opens from closed (reopening after a
+        failed trial only logs), and an info alert when it closes again."""
         self.trials_granted_at.pop(target, None)
         if breaker.state == "open":
             self.opened += 1
-            self.alerts.append(("warning", f"breaker open: {target}",
-                                f"{breaker.reason}; closed for {breaker.open_until - time.monotonic():.1f} s, "
-                                "then trial calls"))
+            open_for = breaker.open_until - time.monotonic()
+            if before == "closed":
+                drift = breaker.reason.startswith("layout drift")
+                self.alerts.append(("warning", f"layout drift on {target}: breaker open" if drift
+                                    else f"breaker open: {target}",
+                                    f"{breaker.reason}; its jobs wait {open_for:.0f} s, then trial calls"))
+            else:
+                self.log.info("breaker.reopened", target=target, open_for=round(open_for, 1), reason=breaker.reason)
         elif breaker.state == "closed" and before == "half_open":
+            self.pages.pop(target, None)
+            self.drift_samples.pop(target, None)
             self.alerts.append(("info", f"breaker closed: {target}", "trial calls succeeded"))
 
     def _forget_idle(self, now: float) -> None:
@@ -153,6 +198,8 @@ class BreakerShard(Actor):
         for target in [t for t, at in self.touched.items() if now - at > self.forget_after]:
             del self.breakers[target], self.touched[target]  # nobody asked for it in a long while
             self.trials_granted_at.pop(target, None)
+            self.pages.pop(target, None)
+            self.drift_samples.pop(target, None)
 
     def _command(self, command: BreakerCommand) -> BreakerStatus:
         now = time.monotonic()
@@ -163,6 +210,8 @@ class BreakerShard(Actor):
             self.opened += 1
         else:
             breaker.reset()
+            self.pages.pop(command.target, None)
+            self.drift_samples.pop(command.target, None)
         self.log.warning("breaker.command", target=command.target, action=command.action)
         self.alerts.append(("warning", f"breaker {command.action} by an operator: {command.target}", ""))
         self._tell_every_gate(now, self._states(now, {}))

@@ -2,8 +2,8 @@
 
 Runs next to the fetchers (bodies never cross nodes). A page with the required fields gives
 its fields; one without them is a DRIFT failure naming the missing fields; a challenge page
-served with 200 is BLOCKED. Each verdict is recorded in the node's resilience view (a drift
-trips the target's breaker).
+served with 200 is BLOCKED. Each verdict is recorded in the node's resilience view (the
+breaker shard judges a target's drift over its recent pages).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ class Extractor(Actor):
         if isinstance(result, Drift):
             failure = Failure("DRIFT", "missing required fields: " + ", ".join(result.missing), 200)
             view.record(target, "drift", proxy=proxy, trial=message.trial, probe=message.probe,
-                        detail=f"{failure.detail} ({message.rules})")
+                        detail=failure.detail, url=message.url)
             reply.tell(JobOutcome(message.key, message.token, failure=failure, elapsed=elapsed))
         elif isinstance(result, Blocked):
             failure = Failure("BLOCKED", f"challenge page ({result.marker!r})", 200)

@@ -252,7 +252,8 @@ class Fetcher(Actor):
             outcome: Outcome = {"TRANSIENT": "transient", "BLOCKED": "blocked"}.get(failure.kind, "hard")  # type: ignore[assignment]
             self.system.resilience.record(target, outcome, proxy=admission.proxy, trial=admission.trial,
                                           probe=admission.probe, proxy_fault=proxy_fault,
-                                          retry_after=failure.retry_after, status=failure.status)
+                                          retry_after=failure.retry_after, status=failure.status,
+                                          detail=failure.detail)
             reply.tell(JobOutcome(job.key, job.token, failure=failure, elapsed=time.monotonic() - started))
             return
         reply.tell(Fetched(job.key, job.token))
@@ -263,16 +264,18 @@ class Fetcher(Actor):
     async def _admit(self, target: str, job: FetchJob, reply: Any) -> Go | None:
         """The view's admission and a rate-limit slot, or None after handing the job back."""
         view = self.system.resilience
-        admission = view.admit(target)
+        admission = view.admit(target, fresh=job.tries <= 1)
+        in_line = False  # waiting in line for a rate-limit slot spends no wait budget
         if isinstance(admission, Go):
             if await view.acquire(target, self.slot_wait):
                 return admission
             view.cancel(target, admission)
             admission = Wait(self.slot_wait * (0.5 + random.random()),
                              f"no rate-limit slot for {target} within {self.slot_wait:g} s")
+            in_line = True
         with self._counts:
             self.deferred += 1
-        reply.tell(Deferred(job.key, job.token, admission.delay, admission.reason))
+        reply.tell(Deferred(job.key, job.token, admission.delay, admission.reason, budget=not in_line))
         return None
 
     def inspect(self) -> dict[str, Any]:

@@ -119,9 +119,10 @@ class Gate(Actor):
         reports = self.system.resilience.take_reports()
         self.rounds += 1
         if self.breakers_path is not None:
-            shards = [TargetReport(self.path, {}, {}, {}, []) for _ in range(self.shards)]  # every shard answers
+            shards = [TargetReport(self.path, {}, {}, {}, {}, {}, []) for _ in range(self.shards)]  # all answer
             for field, found in (("outcomes", reports.targets), ("trials", reports.trials),
-                                 ("drifted", reports.drifted)):
+                                 ("extractions", reports.extractions), ("drifted", reports.drifted),
+                                 ("last_failure", reports.last_failure)):
                 for target, value in found.items():
                     getattr(shards[shard_of(target, self.shards)], field)[target] = value
             for target in sorted(reports.want_trials):
@@ -131,7 +132,7 @@ class Gate(Actor):
         if self.hold_path is not None:
             self.system.ref(self.hold_path).tell(FleetReport(
                 self.path, reports.succeeded, reports.failed, reports.probes_succeeded, reports.probes_failed,
-                reports.held_back))
+                reports.held_back, reports.fleet))
         if self.proxies_path is not None:
             self.system.ref(self.proxies_path).tell(ProxyReport(self.path, dict(reports.proxies)))
         if self.limiter_path is not None:

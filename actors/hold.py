@@ -1,10 +1,15 @@
 """The Hold monitor: senses the health of the whole fleet and pauses it when it collapses.
 
-Every node's gate reports its fetch successes and failures (TRANSIENT and BLOCKED; dead pages
-count as answers, drift and waiting jobs do not count). When, over the last `window` seconds
-and at least `minimum_calls` calls, the share of successes falls below `threshold`, the fleet
-enters Hold: fresh fetches pause (their jobs wait in the journal), result queries are marked
-stale, and a critical `Alert` goes out. In Hold, every `probe_interval` seconds `probes`
+Every node's gate reports its fetch successes and failures per target (TRANSIENT and BLOCKED
+fail; dead pages and drifted pages count as answers; waiting jobs do not count), only for the
+calls made while that target's breaker was closed: a target its own breaker isolates is not
+the fleet's problem. Hold is for the fleet failing as a whole — the seeds' proxy pool
+collapsing, the network going, many targets failing at once — never for one dead host or a
+few bad pages. So the monitor judges targets, not calls: over the last `window` seconds, a
+target with at least `target_minimum` calls is failing when its share of successes is below
+`threshold`; the fleet enters Hold when at least `min_targets` targets are failing and they
+are at least `failing_share` of the targets judged. Then fresh fetches pause (their jobs wait
+in the journal), result queries are marked stale, and a critical `Alert` goes out. In Hold, every `probe_interval` seconds `probes`
 probe permits go to a node that has jobs held back; Hold ends by itself once the last
 `recovery_probes` probes all succeeded.
 
@@ -27,11 +32,14 @@ class HoldMonitor(Actor):
     """See the module docstring."""
 
     def __init__(self, alerts: str | None = None, threshold: float = 0.6, window: float = 30.0,
-                 minimum_calls: int = 20, probe_interval: float = 2.0, probes: int = 2,
-                 recovery_probes: int = 3, mode: HoldMode = "auto") -> None:
+                 target_minimum: int = 5, min_targets: int = 3, failing_share: float = 0.5,
+                 probe_interval: float = 2.0, probes: int = 2, recovery_probes: int = 3,
+                 mode: HoldMode = "auto") -> None:
         super().__init__()
-        if not 0 < threshold <= 1 or window <= 0 or minimum_calls < 1:
-            raise ValueError("0 < threshold <= 1, window > 0 and minimum_calls >= 1")
+        if not 0 < threshold <= 1 or window <= 0 or target_minimum < 1 or min_targets < 1:
+            raise ValueError("0 < threshold <= 1, window > 0, target_minimum >= 1 and min_targets >= 1")
+        if not 0 < failing_share <= 1:
+            raise ValueError("0 < failing_share <= 1")
         if probe_interval <= 0 or probes < 1 or recovery_probes < 1:
             raise ValueError("probe_interval > 0, probes >= 1 and recovery_probes >= 1")
         if mode not in ("auto", "on", "off"):
@@ -39,7 +47,9 @@ class HoldMonitor(Actor):
         self.alerts_path = alerts
         self.threshold = threshold
         self.window = window
-        self.minimum_calls = minimum_calls
+        self.target_minimum = target_minimum
+        self.min_targets = min_targets
+        self.failing_share = failing_share
         self.probe_interval = probe_interval
         self.probes = probes
         self.recovery_probes = recovery_probes
@@ -48,6 +58,7 @@ class HoldMonitor(Actor):
         self.since = time.time() if self.on else 0.0
         self.reason = "forced on by the topology" if self.on else ""
         self.samples: deque[tuple[float, int, int]] = deque()
+        self.target_samples: dict[str, deque[tuple[float, int, int]]] = {}
         self.recent_probes: deque[bool] = deque(maxlen=recovery_probes)
         self.next_probe_at = 0.0
         self.entered = 0
@@ -64,22 +75,47 @@ class HoldMonitor(Actor):
         return super().on_receive(message)
 
     def success_rate(self, now: float) -> tuple[float | None, int]:
-        """Share of successes over the window (None below the minimum of calls), and calls."""
-        while self.samples and self.samples[0][0] < now - self.window:
-            self.samples.popleft()
+        """Share of successes of every call over the window (None if there were none), and calls."""
+        _expire(self.samples, now - self.window)
         succeeded = sum(s for _, s, _ in self.samples)
         total = succeeded + sum(f for _, _, f in self.samples)
-        return (succeeded / total if total >= self.minimum_calls else None), total
+        return (succeeded / total if total else None), total
+
+    def failing_targets(self, now: float) -> tuple[list[str], int]:
+        """The targets failing over the window (most failing first) and how many were judged
+        (those with at least `target_minimum` calls)."""
+        rates: dict[str, float] = {}
+        for target in list(self.target_samples):
+            samples = self.target_samples[target]
+            _expire(samples, now - self.window)
+            if not samples:
+                del self.target_samples[target]
+                continue
+            succeeded = sum(s for _, s, _ in samples)
+            total = succeeded + sum(f for _, _, f in samples)
+            if total >= self.target_minimum:
+                rates[target] = succeeded / total
+        failing = sorted((t for t, rate in rates.items() if rate < self.threshold), key=rates.__getitem__)
+        return failing, len(rates)
 
     def _report(self, report: FleetReport) -> int:
         now = time.monotonic()
         if not self.on:
             if report.succeeded or report.failed:
                 self.samples.append((now, report.succeeded, report.failed))
-            rate, total = self.success_rate(now)
-            if self.mode == "auto" and rate is not None and rate < self.threshold:
-                self._enter(f"{rate:.0%} of the last {total} fetches succeeded "
-                            f"(threshold {self.threshold:.0%} over {self.window:g} s)")
+            second = float(int(now))  # one sample per target and second: memory bounded by the window
+            for target, (succeeded, failed) in report.targets.items():
+                samples = self.target_samples.setdefault(target, deque())
+                if samples and samples[-1][0] == second:
+                    _, s, f = samples.pop()
+                    succeeded, failed = succeeded + s, failed + f
+                samples.append((second, succeeded, failed))
+            failing, judged = self.failing_targets(now)
+            if (self.mode == "auto" and len(failing) >= self.min_targets
+                    and len(failing) >= self.failing_share * judged):
+                named = ", ".join(failing[:5]) + (f" and {len(failing) - 5} more" if len(failing) > 5 else "")
+                self._enter(f"{len(failing)} of {judged} targets failing over {self.window:g} s "
+                            f"(under {self.threshold:.0%} successes): {named}")
             return 0
         self.recent_probes.extend([True] * report.probes_succeeded + [False] * report.probes_failed)
         if (self.mode == "auto" and len(self.recent_probes) == self.recovery_probes and all(self.recent_probes)):
@@ -103,6 +139,7 @@ class HoldMonitor(Actor):
     def _leave(self, reason: str) -> None:
         self.on = False
         self.samples.clear()
+        self.target_samples.clear()
         self.log.warning("hold.left", reason=reason, held_for=round(time.time() - self.since, 1))
         raise_alert(self, self.alerts_path, "info", "fleet out of Hold: fetching resumed", reason)
         self.reason = ""
@@ -126,3 +163,8 @@ class HoldMonitor(Actor):
         return {"on": status.on, "mode": status.mode, "reason": status.reason, "since": status.since,
                 "success_rate": status.success_rate, "entered": self.entered,
                 "recent_probes": list(self.recent_probes)}
+
+
+def _expire(samples: deque[tuple[float, int, int]], before: float) -> None:
+    while samples and samples[0][0] < before:
+        samples.popleft()

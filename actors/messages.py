@@ -331,14 +331,32 @@ class Failure(Message, frozen=True, tag=True):
     """What was seen (headers and the start of the body), kept in the attempt history."""
 
 
+class Returned(Message, frozen=True, tag=True):
+    """Attempt `token` of job `key` never reached an actor that could take it (`reason`:
+    nothing lives at the path it was sent to, or that node is down): the job is due again,
+    and the attempt is not counted. Sent to the job's `reply_to` by the node where it was
+    dead-lettered (see `FetchJob.returned`)."""
+
+    key: str
+    token: int
+    reason: str
+
+
 class FetchJob(Message, frozen=True, tag=True):
-    """Fetch `url` for attempt `token` of job `key`, extract with `rules`, report to `reply_to`."""
+    """Fetch `url` for attempt `token` of job `key`, extract with `rules`, report to `reply_to`.
+    `tries` counts this job's attempts since submission or replay, this one included: 1
+    means it has not failed at its target yet (half-open breakers prefer such jobs as trials)."""
 
     key: str
     url: str
     rules: str
     token: int
     reply_to: str
+    tries: int = 1
+
+    def returned(self, reason: str) -> Returned:
+        """What the sender is told when this job is dead-lettered."""
+        return Returned(self.key, self.token, reason)
 
 
 class Deferred(Message, frozen=True, tag=True):
@@ -350,6 +368,9 @@ class Deferred(Message, frozen=True, tag=True):
     token: int
     delay: float
     reason: str
+    budget: bool = True
+    """The wait spends the job's wait budget (False for a wait in line for a rate-limit
+    slot: the target is being served, the job's turn comes)."""
 
 
 class ExtractJob(Message, frozen=True, tag=True):
@@ -369,6 +390,10 @@ class ExtractJob(Message, frozen=True, tag=True):
     """The fetch was one of the fleet's recovery probes during Hold."""
     trial: bool = False
     """The fetch was a trial call of the target's half-open breaker."""
+
+    def returned(self, reason: str) -> Returned:
+        """What the sender is told when this job is dead-lettered."""
+        return Returned(self.key, self.token, reason)
 
 
 class Fetched(Message, frozen=True, tag=True):
@@ -415,13 +440,16 @@ BreakerStateName = Literal["closed", "open", "half_open"]
 
 class TargetReport(Message, frozen=True, tag=True):
     """A gate's outcomes per target since its last report (True = success, in order; the
-    half-open trial calls' apart), the targets that drifted (with why), and the targets whose
-    jobs wait for a trial call."""
+    half-open trial calls' apart), its extracted pages per target (True = the page had its
+    required fields, False = drifted) with samples of the drifted ones, the latest failure
+    seen per target, and the targets whose jobs wait for a trial call."""
 
     gate: str
     outcomes: dict[str, list[bool]] = {}
     trials: dict[str, list[bool]] = {}
-    drifted: dict[str, str] = {}
+    extractions: dict[str, list[bool]] = {}
+    drifted: dict[str, list[str]] = {}
+    last_failure: dict[str, str] = {}
     want_trials: list[str] = []
 
 
@@ -451,7 +479,8 @@ class BreakerCommand(Message, frozen=True, tag=True):
 
 class FleetReport(Message, frozen=True, tag=True):
     """A gate's fetch outcomes since its last report, for the fleet's health: successes and
-    failures, of which probes, and how many jobs it held back because of Hold."""
+    failures, of which probes, how many jobs it held back because of Hold, and per target
+    [succeeded, failed] for the calls made while that target's breaker was closed."""
 
     gate: str
     succeeded: int = 0
@@ -459,6 +488,7 @@ class FleetReport(Message, frozen=True, tag=True):
     probes_succeeded: int = 0
     probes_failed: int = 0
     held_back: int = 0
+    targets: dict[str, list[int]] = {}
 
 
 HoldMode = Literal["auto", "on", "off"]

@@ -48,6 +48,9 @@ class DeadLetters:
         self._count = 0
         self.recent: deque[DeadLetter] = deque(maxlen=RECENT_DEAD_LETTERS)
         self.listeners: list[Callable[[DeadLetter], None]] = []
+        self.bounce: Callable[[str, Any], None] = lambda _path, _message: None
+        """Called with each dead-lettered message that can be returned to its sender (it has
+        a `returned(reason)` method and a `reply_to` path); set by the actor system."""
 
     @property
     def count(self) -> int:
@@ -65,6 +68,11 @@ class DeadLetters:
                 listener(letter)
             except Exception:  # noqa: BLE001, S112 - counting must never fail a send
                 continue
+        if hasattr(message, "returned"):
+            try:
+                self.bounce(path, message)
+            except Exception:  # noqa: BLE001 - returning must never fail a send
+                pass
 
 
 class Reply:

@@ -45,9 +45,11 @@ PROXY_TRIAL_AGAIN = 10.0
 """A half-open proxy whose trial from this node never reported gets another after this long."""
 STICKY_IDLE = 600.0
 """A target not fetched for this long forgets its proxy (and memory stays bounded)."""
-LOCAL_TRIP = 2.0
-"""A drift trips the target's breaker on this node at once, for this long or until the shard
-that owns the breaker answers."""
+TRIAL_FRESH_FIRST = 1.0
+"""A half-open breaker's trial permits go to jobs that have not failed at the target yet; a
+job that has may take one only after the permit went unused this long (none fresher came)."""
+DRIFT_SAMPLES = 3
+"""Drifted pages per target whose URL is kept between two reports (evidence for the alert)."""
 PRUNE_EVERY = 100
 """The view forgets expired entries every this many reports."""
 MAX_RECORDED = 200
@@ -96,7 +98,7 @@ class _Breaker:
     open_until: float
     trials: int = 0
     reason: str = ""
-    local_until: float = 0.0  # a local trip not yet confirmed by the shard
+    granted_at: float = 0.0  # when its current trial permits came
 
 
 @dataclass
@@ -113,7 +115,14 @@ class _Reports:
 
     targets: dict[str, list[bool]] = field(default_factory=lambda: defaultdict(list))
     trials: dict[str, list[bool]] = field(default_factory=lambda: defaultdict(list))
-    drifted: dict[str, str] = field(default_factory=dict)
+    extractions: dict[str, list[bool]] = field(default_factory=lambda: defaultdict(list))
+    """Pages extracted per target: True if it had the required fields, False if it drifted."""
+    drifted: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+    """Samples of drifted pages per target ("URL: missing fields")."""
+    last_failure: dict[str, str] = field(default_factory=dict)
+    """The latest failed call per target (what it saw), for the breaker's reason."""
+    fleet: dict[str, list[int]] = field(default_factory=dict)
+    """Per target [succeeded, failed] calls made while its breaker was closed (for Hold)."""
     want_trials: set[str] = field(default_factory=set)
     proxies: dict[str, list[bool]] = field(default_factory=lambda: defaultdict(list))
     slowdowns: dict[str, float] = field(default_factory=dict)
@@ -123,7 +132,7 @@ class _Reports:
     probes_failed: int = 0
     held_back: int = 0
     urgent: bool = False
-    """A drift or a 429 slow-down is among them: report now, not on the next tick."""
+    """A 429 slow-down is among them: report now, not on the next tick."""
 
 
 class ResilienceView:
@@ -167,8 +176,9 @@ class ResilienceView:
         """Is any part configured? (If not, fetchers skip the view altogether.)"""
         return self.breakers_on or self.limiter_on or self.hold_on or self.proxies_on
 
-    def admit(self, target: str) -> Go | Wait:
-        """May `target` be asked now, and how? (See the module docstring.)"""
+    def admit(self, target: str, fresh: bool = True) -> Go | Wait:
+        """May `target` be asked now, and how? (See the module docstring.) `fresh`: the job
+        has not failed at the target yet — a half-open breaker's trials go to such jobs first."""
         now = self._clock()
         with self._lock:
             trial = False
@@ -179,6 +189,9 @@ class ResilienceView:
                 if breaker.trials <= 0:
                     self._reports.want_trials.add(target)
                     return Wait(self._spread(TRIAL_WAIT), f"breaker half-open for {target}: waiting for a trial call")
+                if not fresh and now - breaker.granted_at < TRIAL_FRESH_FIRST:
+                    return Wait(self._spread(TRIAL_WAIT), f"breaker half-open for {target}: trial calls go first "
+                                "to jobs that have not failed there")
                 breaker.trials -= 1
                 trial = True
             probe = False
@@ -218,6 +231,12 @@ class ResilienceView:
         """Stretch a wait by up to 20 %, so waiting jobs do not all come back at once."""
         return max(0.05, delay) * (1 + 0.2 * self._rng.random())
 
+    def breaker_reason(self, target: str) -> str:
+        """Why the breaker of `target` is not closed ('' if it is)."""
+        with self._lock:
+            breaker = self._breakers.get(target)
+            return breaker.reason if breaker is not None else ""
+
     def open_for(self, target: str) -> float:
         """Seconds the breaker of `target` stays open (0 if it may be asked, or tried)."""
         if not self.breakers_on:
@@ -235,39 +254,45 @@ class ResilienceView:
 
     def record(self, target: str, outcome: Outcome, *, proxy: str | None = None, trial: bool = False,
                probe: bool = False, proxy_fault: bool = False, retry_after: float | None = None,
-               status: int = 0, detail: str = "") -> None:
+               status: int = 0, detail: str = "", url: str = "") -> None:
         """What one call to `target` gave (HARD answers count as the target answering; a
         block through a proxy, or a proxy that could not be reached, count against the proxy,
-        not the target). `trial` and `probe` say which permit the call used. Nothing is kept
-        when no part is configured (nobody would collect it)."""
+        not the target; a drifted page counts as an answer, and towards the target's drift).
+        `trial` and `probe` say which permit the call used; `detail` says what a failure or
+        a drift saw, `url` which page drifted. Nothing is kept when no part is configured
+        (nobody would collect it)."""
         if not self.active:
             return
         now = self._clock()
         urgent = False
         with self._lock:
             reports = self._reports
-            success = outcome in ("ok", "hard")
-            if outcome == "drift":
-                reports.drifted[target] = detail
-                breaker = self._breakers.get(target)
-                if self.breakers_on and (breaker is None or breaker.state == "closed"):
-                    self._breakers[target] = _Breaker("open", now + LOCAL_TRIP, reason=f"layout drift: {detail}",
-                                                      local_until=now + LOCAL_TRIP)
-                urgent = reports.urgent = True
-            elif proxy and (outcome == "blocked" or proxy_fault):
+            success = outcome in ("ok", "hard", "drift")
+            if outcome in ("ok", "drift"):
+                _append(reports.extractions[target], outcome == "ok")
+                if outcome == "drift" and len(reports.drifted[target]) < DRIFT_SAMPLES:
+                    reports.drifted[target].append(f"{url}: {detail}" if url else detail)
+            if proxy and (outcome == "blocked" or proxy_fault):
                 pass  # the proxy was blocked, or could not be reached: not the target's doing
+            elif trial:  # a trial call's page must be a real one: a drifted page fails the trial
+                _append(reports.trials[target], outcome in ("ok", "hard"))
             else:
-                _append((reports.trials if trial else reports.targets)[target], success)
-            if outcome != "drift":
+                _append(reports.targets[target], success)
+            if not success and detail:
+                reports.last_failure[target] = detail[:300]
+            if success:
+                reports.succeeded += 1
+            else:
+                reports.failed += 1
+            if probe:
                 if success:
-                    reports.succeeded += 1
+                    reports.probes_succeeded += 1
                 else:
-                    reports.failed += 1
-                if probe:
-                    if success:
-                        reports.probes_succeeded += 1
-                    else:
-                        reports.probes_failed += 1
+                    reports.probes_failed += 1
+            breaker = self._breakers.get(target)
+            if not trial and (breaker is None or breaker.state == "closed"):
+                tally = reports.fleet.setdefault(target, [0, 0])  # the fleet's health: isolated targets excluded
+                tally[0 if success else 1] += 1
             if proxy:
                 blamed = outcome == "blocked" or proxy_fault
                 _append(reports.proxies[proxy], not blamed)
@@ -405,13 +430,13 @@ class ResilienceView:
         now = self._clock()
         with self._lock:
             for target in [t for t in self._breakers if owns(t) and t not in states]:
-                if self._breakers[target].local_until <= now:
-                    del self._breakers[target]
+                del self._breakers[target]
             for target, status in states.items():
                 old = self._breakers.get(target)
                 kept = old.trials if old is not None and old.state == status.state == "half_open" else 0
+                granted_at = now if status.trials else (old.granted_at if old is not None else now)
                 self._breakers[target] = _Breaker(status.state, now + status.open_for, kept + status.trials,
-                                                  status.reason)
+                                                  status.reason, granted_at)
 
     def apply_hold(self, status: HoldStatus) -> None:
         """The Hold monitor's answer (probe permits granted to this node are added)."""

@@ -35,6 +35,9 @@ class RuleSet:
     name: str
     fields: dict[str, FieldRule]
     block_markers: tuple[str, ...] = DEFAULT_BLOCK_MARKERS
+    wait_budget: float | None = None
+    """Seconds its jobs may wait behind open breakers, Hold or missing proxies (None: the
+    router's `wait_budget`)."""
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,7 @@ class ActorSystem:
         self.node = node
         self.clock = clock
         self.registry = Registry()
+        self.registry.dead_letters.bounce = self._bounce
         self._ref = functools.lru_cache(maxsize=REF_CACHE)(self.registry.ref)
         self.scheduler = Scheduler(name=f"scheduler {node}")
         self._report_listeners: list[ReportListener] = []
@@ -76,6 +77,11 @@ class ActorSystem:
     def supervisor(self, path: str) -> SupervisorClient:
         """The supervisor API of the supervisor or pool at `path`."""
         return SupervisorClient(self.ref(path))
+
+    def _bounce(self, path: str, message: Any) -> None:
+        """A job that found nobody at `path` goes back to its sender at once (uncounted),
+        instead of waiting out its lease."""
+        self.ref(message.reply_to).tell(message.returned(f"nothing could take it at {path}"))
 
     def whereis(self, path: str) -> str:
         """The node that runs `path`."""

@@ -332,7 +332,8 @@ class Cluster:
             frame = self.codec.encode(Tell(slot.path, body, typed))
         except FrameError as exc:
             raise ValueError(f"cannot send to {slot.path}: {exc.reason}") from None
-        self.transport.send(slot.node, frame, ("tell", slot.path, type(message).__name__))
+        returnable = message if hasattr(message, "returned") else None  # returned if undeliverable
+        self.transport.send(slot.node, frame, ("tell", slot.path, type(message).__name__, returnable))
 
     def send_ask(self, slot: RemoteSlot, message: Any, reply_to: Any, timeout: float | None) -> None:
         """Send an ask answered through `reply_to`; raises TypeError if `message` cannot
@@ -369,7 +370,7 @@ class Cluster:
                          else RemoteFailure(pending.path, reason))
                 pending.reply_to.set_exception((type(error), error, None))
         elif isinstance(token, tuple) and token[0] == "tell":
-            self.system.registry.dead_letters.record(token[1], None, was_ask=False, type_name=token[2])
+            self.system.registry.dead_letters.record(token[1], token[3], was_ask=False, type_name=token[2])
             self.undeliverable[reason.split(" (", 1)[0]] += 1
             count = sum(self.undeliverable.values())
             if count <= 10 or count % 10_000 == 0:

@@ -166,7 +166,7 @@ class Intake:
                 remembered = self._answers.get((session, request.id)) if session else None
                 if remembered is not None:
                     return remembered  # a retry of a request whose answer was lost
-                answer = self._submit(request.id, jobs)
+                answer = self._submit(request.id, jobs, f"{session}:{request.id}" if session else "")
                 if session:
                     self._answers[(session, request.id)] = answer
                     while len(self._answers) > REMEMBERED_ANSWERS:
@@ -201,7 +201,10 @@ class Intake:
                 return Replayed(request.id, count)
         return Error(request.id, f"unhandled request {type(request).__name__}")
 
-    def _submit(self, request_id: int, jobs: list[JobSpec]) -> Submitted:
+    def _submit(self, request_id: int, jobs: list[JobSpec], origin: str) -> Submitted:
+        """Judge and record each job; a job already recorded by this same request (`origin`:
+        the client's session and request id — a retry whose answer was lost, even across an
+        intake restart) is reported accepted, as the first try would have been."""
         acks: list[Ack] = []
         new: list[tuple[int, NewJob]] = []
         for index, job in enumerate(jobs):
@@ -211,7 +214,7 @@ class Intake:
                 continue
             key = job.key or natural_key(job.url, job.rules)
             new.append((index, NewJob(key, job.url, job.rules)))
-        fresh = self.journal.submit([job for _, job in new])
+        fresh = self.journal.submit([job for _, job in new], origin=origin)
         for (index, job), is_new in zip(new, fresh, strict=True):
             acks.append(Ack(index, job.key, "accepted" if is_new else "duplicate"))
         if any(fresh):

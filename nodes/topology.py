@@ -196,6 +196,9 @@ SECTIONS: dict[str, dict[str, Field]] = {
         "block_markers": Field("list of strings", "`[captcha, are you a robot, unusual traffic]`",
                                "Visible text (any case) that marks a challenge page: such a "
                                "200 page is BLOCKED, not DRIFT."),
+        "wait_budget": Field("seconds > 0", "the router's `wait_budget` (`300`)",
+                             "How long its jobs may wait behind an open breaker, Hold or a missing proxy "
+                             "before they end dead (docs/resilience.md)."),
     },
     "field": {
         "css": Field("CSS selector", "required", "Where the field is on the page."),
@@ -897,7 +900,9 @@ def _read_rules(ctx: _Context, node: Node | None) -> dict[str, RuleSet]:
             fields[str(field_name)] = FieldRule(css=css, attr=f.get("attr", _text, None),
                                                 all=f.get("all", _flag, False),
                                                 required=f.get("required", _flag, False))
-        rule_sets[name] = RuleSet(name=name, fields=fields, block_markers=tuple(m.lower() for m in markers))
+        budget = m.get("wait_budget", _seconds, None)
+        rule_sets[name] = RuleSet(name=name, fields=fields, block_markers=tuple(m.lower() for m in markers),
+                                  wait_budget=float(budget) if budget is not None else None)
     return rule_sets
 
 

@@ -117,3 +117,25 @@ def test_a_retried_submission_gets_its_first_answer_again(intake: tuple[Intake, 
     assert again.acks[0].status == "accepted"
     other = intake[0].handle(encoder.encode(Submit(8, request.jobs, session="s1")))
     assert other.acks[0].status == "duplicate"
+
+
+def test_a_retry_after_an_intake_restart_is_answered_as_the_first_try_was(tmp_path: Path) -> None:
+    from nodes.intake_protocol import Submit, encoder
+
+    address = f"tcp://127.0.0.1:{free_ports(1)[0]}"
+    request = Submit(3, [JobSpec("http://127.0.0.1/first", "product"), JobSpec("http://127.0.0.1/other", "product")],
+                     session="s9")
+    first = Intake(address, tmp_path / "journal.sqlite", {"product"}, lambda: None)
+    first.start()
+    try:
+        first.handle(encoder.encode(Submit(1, [request.jobs[1]], session="someone-else")))
+        first.handle(encoder.encode(request))  # accepted; the answer is lost with the restart
+    finally:
+        first.close()
+    second = Intake(address, tmp_path / "journal.sqlite", {"product"}, lambda: None)
+    second.start()
+    try:
+        again = second.handle(encoder.encode(request))
+    finally:
+        second.close()
+    assert [a.status for a in again.acks] == ["accepted", "duplicate"]  # the other was someone else's

@@ -26,6 +26,7 @@ from actors.proxies import ProxyPool
 from actors.resilience_view import target_of
 from actors.router import Router, Wake
 from actors.rules import FieldRule, RuleSet
+from tests.cluster_harness import free_ports
 from tests.demo_site import DemoSiteProcess, ProxyProcess
 from tests.helpers import wait_until
 
@@ -128,33 +129,68 @@ def test_an_open_breaker_lets_only_trial_calls_reach_its_target(system: ActorSys
     assert f"breaker open: {target}" in titles and f"breaker closed: {target}" in titles
 
 
-def test_drift_opens_the_breaker_at_once_and_alerts(system: ActorSystem, site: DemoSiteProcess,
-                                                    tmp_path: Path) -> None:
-    journal = start_fleet(system, tmp_path, breakers={"open_base": 30.0})
+def test_scattered_drift_parks_its_pages_and_stops_nothing(system: ActorSystem, site: DemoSiteProcess,
+                                                          tmp_path: Path) -> None:
+    journal = start_fleet(system, tmp_path, breakers={"open_base": 30.0, "drift_window": 20, "drift_minimum": 10})
     target = target_of(site.url)
-    submit(system, journal, site, ["/drift/1"])
+    paths = [f"/product/{n}" for n in range(40)]
+    paths[7] = "/drift/7"  # one page in forty without its price: the site, not a layout change
+    keys = submit(system, journal, site, paths)
+    wait_until(lambda: journal.counts()["stored"] == 39 and journal.counts()["parked"] == 1, timeout=15,
+               what="every healthy page stored and the drifted one parked")
+    assert system.resilience.open_for(target) == 0 and opened(system, target) == 0
+    assert journal.job(keys[7]).reason == "DRIFT: missing required fields: title, price"
+    assert not actor(system, "t/root/alerts").inspect()["recent"]
+
+
+def test_drift_on_a_share_of_a_target_s_pages_opens_its_breaker_with_one_alert(
+        system: ActorSystem, site: DemoSiteProcess, tmp_path: Path) -> None:
+    journal = start_fleet(system, tmp_path, breakers={"open_base": 30.0, "drift_window": 20, "drift_minimum": 10})
+    target = target_of(site.url)
+    submit(system, journal, site, [f"/drift/{n}" for n in range(30)])  # the layout changed
     wait_until(lambda: system.resilience.open_for(target) > 5, timeout=10, what="drift to trip the breaker")
-    wait_until(lambda: journal.counts()["parked"] == 1, timeout=10, what="the drifted job to be parked")
     sink = actor(system, "t/root/alerts")
     wait_until(lambda: any("layout drift" in a["title"] for a in sink.inspect()["recent"]), timeout=5,
                what="a drift alert")
+    wait_until(lambda: fetchers_idle(system), timeout=10, what="the calls made before it opened to end")
+    alerts = [a for a in sink.inspect()["recent"] if "layout drift" in a["title"]]
+    assert len(alerts) == 1 and "of the last" in alerts[0]["detail"] and "/drift/" in alerts[0]["detail"]
     keys = submit(system, journal, site, [f"/product/{n}" for n in range(10)])
     wait_until(lambda: all(journal.job(k).reason and "breaker open" in journal.job(k).reason for k in keys),
                timeout=10, what="jobs for the tripped target to wait")
-    assert requests_to(site, "/product") == 0
-    assert journal.counts()["pending"] == 10 and journal.counts()["dead"] == 0
+    assert requests_to(site, "/product") == 0 and journal.counts()["dead"] == 0
 
 
-HOLD = {"threshold": 0.6, "window": 5.0, "minimum_calls": 10, "probe_interval": 0.3, "probes": 1,
-        "recovery_probes": 2}
+HOLD = {"threshold": 0.6, "window": 5.0, "target_minimum": 3, "min_targets": 3, "probe_interval": 0.3,
+        "probes": 1, "recovery_probes": 2}
 
 
-def test_the_fleet_enters_hold_and_leaves_it_on_recovery(system: ActorSystem, site: DemoSiteProcess,
+def test_one_failing_target_never_puts_the_fleet_in_hold(system: ActorSystem, site: DemoSiteProcess,
                                                          tmp_path: Path) -> None:
+    journal = start_fleet(system, tmp_path, hold=HOLD, policy={**PATIENT, "max_attempts": 2})
+    site.switch(503)
+    submit(system, journal, site, [f"/switch/{n}" for n in range(40)])
+    wait_until(lambda: journal.counts()["dead"] == 40, timeout=20, what="every job to die after its attempts")
+    assert not system.resilience.holding().on and actor(system, "t/root/hold").entered == 0
+
+
+def test_the_fleet_enters_hold_and_leaves_it_on_recovery(system: ActorSystem, tmp_path: Path) -> None:
+    ports = free_ports(2)
+    site = DemoSiteProcess(*(arg for port in ports for arg in ("--extra-port", str(port))))
+    try:
+        hold_and_recover(system, site, ports, tmp_path)
+    finally:
+        site.stop()
+
+
+def hold_and_recover(system: ActorSystem, site: DemoSiteProcess, ports: list[int], tmp_path: Path) -> None:
     journal = start_fleet(system, tmp_path, hold=HOLD)
     monitor = actor(system, "t/root/hold")
-    site.switch(503)
-    keys = submit(system, journal, site, [f"/switch/{n}" for n in range(40)])
+    site.switch(503)  # three targets (the site's three ports) failing at once: the fleet is failing
+    hosts = [site.url, *(f"http://127.0.0.1:{port}" for port in ports)]
+    keys = [f"/switch/{i}#{i}" for i in range(45)]
+    journal.submit([NewJob(key, f"{hosts[i % 3]}/switch/{i}", "product") for i, key in enumerate(keys)])
+    system.ref("t/root/router").tell(Wake())
     wait_until(lambda: system.resilience.holding().on, timeout=10, what="the fleet to enter Hold")
     wait_until(lambda: fetchers_idle(system), timeout=10, what="the calls made before Hold to end")
     before, probes_before = requests_to(site, "/switch"), monitor.next_probe_at

@@ -60,13 +60,37 @@ def test_an_open_breaker_makes_jobs_wait_and_half_open_admits_only_granted_trial
     assert view.admit("a.com") == Go()
 
 
-def test_a_drift_trips_the_breaker_on_this_node_before_the_shard_answers(clock: FakeClock) -> None:
+def test_a_drifted_page_is_reported_with_a_sample_and_closes_nothing_by_itself(clock: FakeClock) -> None:
     view = view_with(clock, breakers=True)
-    view.record("a.com", "drift", detail="missing price")
-    assert view.open_for("a.com") > 0 and view.urgent
-    view.apply_breakers(lambda _t: True, {})  # an answer to a report sent before the drift
-    assert view.open_for("a.com") > 0
-    assert view.take_reports().drifted == {"a.com": "missing price"}
+    view.record("a.com", "ok")
+    view.record("a.com", "drift", detail="missing price", url="http://a.com/p/1")
+    assert view.open_for("a.com") == 0 and view.admit("a.com") == Go()  # the shard judges drift
+    reports = view.take_reports()
+    assert reports.extractions == {"a.com": [True, False]}
+    assert reports.drifted == {"a.com": ["http://a.com/p/1: missing price"]}
+    assert reports.targets == {"a.com": [True, True]}  # a drifted page is the site answering
+    assert reports.fleet == {"a.com": [2, 0]}
+
+
+def test_half_open_trials_go_first_to_jobs_that_have_not_failed_there(clock: FakeClock) -> None:
+    view = view_with(clock, breakers=True)
+    view.apply_breakers(lambda _t: True, {"a.com": BreakerStatus("half_open", trials=1)})
+    refused = view.admit("a.com", fresh=False)
+    assert isinstance(refused, Wait) and "have not failed there" in refused.reason
+    assert view.admit("a.com", fresh=True) == Go(trial=True)
+    view.apply_breakers(lambda _t: True, {"a.com": BreakerStatus("half_open", trials=1)})
+    clock.advance(1.5)  # no fresh job came for the permit: a job that failed there may try
+    assert view.admit("a.com", fresh=False) == Go(trial=True)
+
+
+def test_calls_to_a_target_whose_breaker_is_not_closed_do_not_count_for_hold(clock: FakeClock) -> None:
+    view = view_with(clock, breakers=True)
+    view.apply_breakers(lambda _t: True, {"dead.com": BreakerStatus("half_open", trials=1)})
+    view.record("dead.com", "transient", trial=True, detail="refused")
+    view.record("ok.com", "transient", detail="HTTP 503")
+    reports = view.take_reports()
+    assert reports.fleet == {"ok.com": [0, 1]} and reports.trials == {"dead.com": [False]}
+    assert reports.last_failure == {"dead.com": "refused", "ok.com": "HTTP 503"}
 
 
 def test_hold_admits_only_probes(clock: FakeClock) -> None:
@@ -140,9 +164,10 @@ def test_the_limiter_serves_waiting_nodes_in_turn(system: ActorSystem) -> None:
     assert [grants(g) for g in gates[1:]] == [[1], [1], [1]]  # one each, in turn, at 20/s
 
 
-def test_hold_is_entered_below_the_threshold_and_left_after_good_probes(system: ActorSystem) -> None:
+def test_hold_needs_failures_spread_over_targets_and_ends_after_good_probes(system: ActorSystem) -> None:
     system.start(SupervisorSpec("root", children=(
-        ChildSpec("hold", HoldMonitor, {"threshold": 0.6, "minimum_calls": 10, "recovery_probes": 2, "probes": 1,
+        ChildSpec("hold", HoldMonitor, {"threshold": 0.6, "target_minimum": 5, "min_targets": 3,
+                                        "failing_share": 0.5, "recovery_probes": 2, "probes": 1,
                                         "probe_interval": 0.01}),
         ChildSpec("gate", Inbox))))
     hold = system.ref("t/root/hold")
@@ -156,10 +181,13 @@ def test_hold_is_entered_below_the_threshold_and_left_after_good_probes(system: 
         return received[-1]
 
     report.seen = 0  # type: ignore[attr-defined]
-    assert not report(succeeded=5, failed=3).on  # 8 calls: below the minimum
-    assert not report(succeeded=1, failed=1).on  # 60 % exactly: not below
-    status = report(failed=1)
-    assert status.on and "55%" in status.reason
+    assert not report(failed=40, targets={"dead.com": [0, 40]}).on  # one dead host: its breaker's job
+    assert not report(succeeded=97, failed=3, targets={"shop.com": [97, 3], "b.com": [1, 4]}).on  # two failing
+    assert not report(targets={"c.com": [1, 3]}).on  # c.com has 4 calls: below the minimum, not judged
+    for n in range(3):  # three more healthy targets: two failing of seven judged
+        report(targets={f"ok{n}.com": [10, 0]})
+    status = report(targets={"c.com": [0, 1], "d.com": [0, 9]})  # four failing of eight
+    assert status.on and "4 of 8 targets failing" in status.reason and "dead.com" in status.reason
     assert report(held_back=3).probes == 1
     assert report(probes_succeeded=1).on
     assert not report(probes_succeeded=1).on  # two good probes in a row
@@ -209,12 +237,13 @@ def test_an_unused_proxy_trial_goes_back(clock: FakeClock) -> None:
 
 
 def test_every_urgent_record_wakes_the_gate(clock: FakeClock) -> None:
-    view = view_with(clock, breakers=True)
+    view = view_with(clock, breakers=True, limiter=True)
     woken: list[int] = []
     view.notify = lambda: woken.append(1)
-    view.record("a.com", "drift", detail="x")
+    view.record("a.com", "blocked", status=429, retry_after=2.0)
     view.take_reports()
-    view.record("b.com", "drift", detail="y")
+    view.record("b.com", "blocked", status=429, retry_after=2.0)
+    view.record("b.com", "drift", detail="y")  # drift is not urgent: the shard judges it on the next tick
     assert len(woken) == 2
 
 
@@ -247,9 +276,17 @@ def test_a_shard_grants_trials_once_per_period_and_only_trials_decide(system: Ac
     assert "a.com" not in closed.states
 
 
-def test_a_drift_reported_again_does_not_escalate(system: ActorSystem) -> None:
-    shard, gate = shard_with_gate(system, open_base=5.0)
-    first = answer(shard, gate, TargetReport("t/root/gate", drifted={"a.com": "no price"})).states["a.com"]
-    again = answer(shard, gate, TargetReport("t/root/gate", drifted={"a.com": "no price"})).states["a.com"]
-    assert first.state == again.state == "open" and again.open_for <= first.open_for
+def test_drift_trips_a_breaker_only_when_a_share_of_the_target_s_pages_drift(system: ActorSystem) -> None:
+    shard, gate = shard_with_gate(system, open_base=5.0, drift_window=20, drift_minimum=10, drift_threshold=0.5)
+    scattered = [True] * 9 + [False]  # one page in ten lacks its price: the site, not drift
+    for _ in range(5):
+        states = answer(shard, gate, TargetReport("t/root/gate", extractions={"a.com": scattered},
+                                                  drifted={"a.com": ["http://a.com/p/9: missing price"]})).states
+        assert "a.com" not in states
+    changed = [False] * 10  # the template changed
+    first = answer(shard, gate, TargetReport("t/root/gate", extractions={"a.com": changed},
+                                             drifted={"a.com": ["http://a.com/p/1: missing price"]})).states["a.com"]
+    assert first.state == "open" and "11 of the last 20 pages" in first.reason and "http://a.com/p/1" in first.reason
+    again = answer(shard, gate, TargetReport("t/root/gate", extractions={"a.com": changed})).states["a.com"]
+    assert again.state == "open" and again.open_for <= first.open_for  # pages from before it opened
     assert system.registry.lookup("t/root/breakers/0").actor.opened == 1

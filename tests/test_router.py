@@ -87,8 +87,7 @@ def test_every_fault_mode_ends_in_the_right_state(system: ActorSystem, site: Dem
     assert router.failures["HARD"] >= 4 and router.failures["DRIFT"] == 1 and router.failures["BLOCKED"] >= 6
     assert sum(router.attempt_buckets) >= 3 + router.failures.total() - 1
     sink = system.registry.lookup("t/root/alerts").actor
-    assert sink.counts == {"warning:t/root/router": 1}
-    assert "missing required fields: title, price" in sink.recent[0].detail
+    assert sink.counts == {}  # one parked page is not an incident: breaker shards judge drift per target
     journal.close()
 
 
