@@ -253,7 +253,7 @@ class Fetcher(Actor):
             self.system.resilience.record(target, outcome, proxy=admission.proxy, trial=admission.trial,
                                           probe=admission.probe, proxy_fault=proxy_fault,
                                           retry_after=failure.retry_after, status=failure.status,
-                                          detail=failure.detail)
+                                          detail=failure.detail, retry=job.tries > 1)
             reply.tell(JobOutcome(job.key, job.token, failure=failure, elapsed=time.monotonic() - started))
             return
         reply.tell(Fetched(job.key, job.token))

@@ -254,13 +254,14 @@ class ResilienceView:
 
     def record(self, target: str, outcome: Outcome, *, proxy: str | None = None, trial: bool = False,
                probe: bool = False, proxy_fault: bool = False, retry_after: float | None = None,
-               status: int = 0, detail: str = "", url: str = "") -> None:
+               status: int = 0, detail: str = "", url: str = "", retry: bool = False) -> None:
         """What one call to `target` gave (HARD answers count as the target answering; a
         block through a proxy, or a proxy that could not be reached, count against the proxy,
         not the target; a drifted page counts as an answer, and towards the target's drift).
         `trial` and `probe` say which permit the call used; `detail` says what a failure or
-        a drift saw, `url` which page drifted. Nothing is kept when no part is configured
-        (nobody would collect it)."""
+        a drift saw, `url` which page drifted. A failed `retry` (the job had failed before)
+        does not count against the target: a page that keeps failing tells about that page,
+        not its host. Nothing is kept when no part is configured (nobody would collect it)."""
         if not self.active:
             return
         now = self._clock()
@@ -274,6 +275,8 @@ class ResilienceView:
                     reports.drifted[target].append(f"{url}: {detail}" if url else detail)
             if proxy and (outcome == "blocked" or proxy_fault):
                 pass  # the proxy was blocked, or could not be reached: not the target's doing
+            elif retry and not success and not trial:
+                pass  # the same page failing again: its own retries handle it
             elif trial:  # a trial call's page must be a real one: a drifted page fails the trial
                 _append(reports.trials[target], outcome in ("ok", "hard"))
             else:
@@ -290,7 +293,7 @@ class ResilienceView:
                 else:
                     reports.probes_failed += 1
             breaker = self._breakers.get(target)
-            if not trial and (breaker is None or breaker.state == "closed"):
+            if not trial and not (retry and not success) and (breaker is None or breaker.state == "closed"):
                 tally = reports.fleet.setdefault(target, [0, 0])  # the fleet's health: isolated targets excluded
                 tally[0 if success else 1] += 1
             if proxy:

@@ -280,3 +280,20 @@ def test_slots_are_taken_only_when_the_request_can_go(system: ActorSystem, site:
     keys = submit(system, journal, site, [f"/product/{n}" for n in range(15)])
     wait_until(lambda: stored(journal, keys + slow), timeout=30, what="every job to be stored")
     assert site.stats()["families"]["/product"]["busiest_second"] <= 6  # 5/s and a burst of one
+
+
+def test_pages_that_keep_failing_cannot_hold_a_healthy_host_s_breaker_open(system: ActorSystem,
+                                                                           tmp_path: Path) -> None:
+    site = DemoSiteProcess("--flaky-failures", "100000")  # /flaky/N answers 503, always
+    try:
+        journal = start_fleet(system, tmp_path, breakers={"window": 10, "minimum_calls": 5, "open_base": 1.0,
+                                                          "open_cap": 30.0, "trial_calls": 2})
+        target = target_of(site.url)
+        submit(system, journal, site, [f"/flaky/{n}" for n in range(12)])
+        wait_until(lambda: system.resilience.open_for(target) > 0, timeout=10, what="the breaker to open")
+        keys = submit(system, journal, site, [f"/product/{n}" for n in range(20)])
+        wait_until(lambda: stored(journal, keys), timeout=20,
+                   what="the healthy pages to be stored once trials found the host answering")
+        assert opened(system, target) == 1  # the trials went to pages that had not failed there
+    finally:
+        site.stop()

@@ -290,3 +290,13 @@ def test_drift_trips_a_breaker_only_when_a_share_of_the_target_s_pages_drift(sys
     again = answer(shard, gate, TargetReport("t/root/gate", extractions={"a.com": changed})).states["a.com"]
     assert again.state == "open" and again.open_for <= first.open_for  # pages from before it opened
     assert system.registry.lookup("t/root/breakers/0").actor.opened == 1
+
+
+def test_a_page_failing_again_does_not_count_against_its_host(clock: FakeClock) -> None:
+    view = view_with(clock, breakers=True, hold=True)
+    view.record("a.com", "transient", detail="HTTP 503", retry=True)
+    view.record("a.com", "ok")
+    view.record("a.com", "transient", detail="HTTP 503")
+    reports = view.take_reports()
+    assert reports.targets == {"a.com": [True, False]} and reports.fleet == {"a.com": [1, 1]}
+    assert reports.last_failure == {"a.com": "HTTP 503"}
