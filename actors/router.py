@@ -98,8 +98,11 @@ JOB_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
 HOLD_IN_FLIGHT = 8
 """Most jobs out at a time while the fleet is in Hold (enough for its probes)."""
 RETURN_PAUSE = 0.5
-"""After a job came back because nothing could take it, dispatching pauses this long (the
-fetchers' pool is starting, or their node is not up yet) and the job is due again then."""
+"""After a job came back because nothing could take it (the fetchers' pool is starting, or
+their node is not up yet), dispatching pauses this long, doubling while jobs keep coming back
+(up to `RETURN_PAUSE_CAP`), and only one job at a time goes out until one is taken."""
+RETURN_PAUSE_CAP = 5.0
+"""The longest pause after returned jobs (a pool scaled to nothing costs one job per pause)."""
 
 
 class Router(Actor):
@@ -132,6 +135,8 @@ class Router(Actor):
         self.job_buckets = [0] * (len(JOB_BUCKETS) + 1)
         self.job_seconds = 0.0
         self.paused_until = 0.0
+        self.returned_in_a_row = 0
+        """Pauses in a row that ended with a job coming back; 0 once a fetcher took one."""
         self._ops = 0
         self._batch: Any = None
         self._pump_timer: Any = None
@@ -174,6 +179,8 @@ class Router(Actor):
     # --- messages ---------------------------------------------------------------------
 
     def on_receive(self, message: Any) -> Any:
+        if isinstance(message, (JobOutcome, Fetched, Deferred)):
+            self.returned_in_a_row = 0  # a fetcher took a job
         if isinstance(message, JobOutcome):
             self._outcome(message)
         elif isinstance(message, Fetched):
@@ -221,6 +228,8 @@ class Router(Actor):
         room = self.max_in_flight - len(self.in_flight)
         if room > 0 and (not self.fetchers.is_alive() or time.monotonic() < self.paused_until):
             room = 0  # no live fetcher (or one was missing just now): leasing would only bounce
+        elif self.returned_in_a_row:
+            room = min(room, 1 - len(self.in_flight))  # one job at a time until a fetcher takes one
         view = self.system.resilience
         if view.hold_on and view.holding().on:
             room = min(room, HOLD_IN_FLIGHT - len(self.in_flight))
@@ -324,8 +333,10 @@ class Router(Actor):
         pauses a moment when it found no live fetcher)."""
         if self._settled(key, token):
             self.leased_at.pop(key, None)
-        if pause:
-            self.paused_until = time.monotonic() + RETURN_PAUSE
+        now = time.monotonic()
+        if pause and now >= self.paused_until:  # the first job back since the last pause ended
+            self.returned_in_a_row += 1
+            self.paused_until = now + min(RETURN_PAUSE_CAP, RETURN_PAUSE * 2 ** (self.returned_in_a_row - 1))
         if self._write(lambda: self.journal.returned(key, token, reason, RETURN_PAUSE if pause else 0.0)):
             self.counts["returned"] += 1
         else:
