@@ -28,6 +28,11 @@ from actors.supervisor import Supervisor, SupervisorClient
 
 ReportListener = Callable[[SupervisorReport], None]
 
+BOUNCE_RETRY = 0.2
+"""Seconds between tries to return a dead-lettered job to a sender whose node is not up here."""
+BOUNCE_TRIES = 25
+"""Tries before it is returned anyway (and, if that node is still not up, dead-lettered)."""
+
 REF_CACHE = 4096
 """How many refs by path a system keeps for reuse (a ref caches where its path leads)."""
 
@@ -78,9 +83,14 @@ class ActorSystem:
         """The supervisor API of the supervisor or pool at `path`."""
         return SupervisorClient(self.ref(path))
 
-    def _bounce(self, path: str, message: Any) -> None:
+    def _bounce(self, path: str, message: Any, tries: int = 0) -> None:
         """A job that found nobody at `path` goes back to its sender at once (uncounted),
-        instead of waiting out its lease."""
+        instead of waiting out its lease. If the sender's node is not known to be up yet (a
+        node that just started hears its peers one by one), it goes back once it is."""
+        remote = self.remote
+        if remote is not None and tries < BOUNCE_TRIES and not remote.is_up(self.whereis(message.reply_to)):
+            self.scheduler.call_later(BOUNCE_RETRY, lambda: self._bounce(path, message, tries + 1))
+            return
         self.ref(message.reply_to).tell(message.returned(f"nothing could take it at {path}"))
 
     def whereis(self, path: str) -> str:
