@@ -39,7 +39,13 @@ def follow(client: Any, batch: str, timeout: float | None, stream: TextIO) -> tu
     info: BatchInfo = client.batch(batch)
     if stream.isatty():
         from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
 
         columns = (TextColumn("batch {task.fields[batch]}"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("{task.description}"), TimeElapsedColumn())
