@@ -190,7 +190,7 @@ class Intake:
         written) and one with its outcome after."""
         if isinstance(request, Cancel):
             command = "cancel"
-            args = ["--batch", request.batch] if request.batch is not None else list(request.keys or [])
+            args = list(request.keys or []) + (["--batch", request.batch] if request.batch is not None else [])
         else:
             command, args = "breakers", ["reset", request.target]
         try:
@@ -302,7 +302,12 @@ class Intake:
         if done is None:
             return Error(request_id, "this topology has no breakers (resilience.breakers)")
         was, status = done
-        self._wake_router()  # jobs that waited for it may go now
+        if was != "closed":
+            # Jobs that wait behind it go now, not when its open period would have ended; a job
+            # that waits for something else (another breaker, Hold, a slot) is deferred again at
+            # once, uncounted, its wait budget running on from its first wait.
+            self.journal.wake_waiting()
+        self._wake_router()
         return BreakerInfo(request_id, target, status.state, was, status.reason)
 
     def _submit(self, request_id: int, jobs: list[JobSpec], origin: str, batch: str) -> Submitted:

@@ -179,6 +179,47 @@ def test_wait_from_another_terminal_follows_a_batch_until_it_is_done(cluster: Li
     assert unknown.returncode == 1 and "no batch 'nosuchbatch'" in unknown.stderr
 
 
+def test_wait_on_a_terminal_shows_a_live_progress_bar(cluster: LiveCluster, site: Site) -> None:
+    import os
+    import pty
+    import select
+    import subprocess
+    import time
+
+    from tests.processes import ROOT, _env, flotilla_command
+
+    urls = [f"{site.url}/slow/{n}?ms=300" for n in range(80, 86)]
+    batch = json.loads(flotilla(cluster, "submit", *urls, "--jsonl").stdout.splitlines()[0])["batch"]
+    terminal, stderr = pty.openpty()  # stderr is a terminal: rich draws the bar there
+    proc = subprocess.Popen(flotilla_command("wait", batch, "--topology", str(cluster.topology_path)),
+                            stdout=subprocess.PIPE, stderr=stderr, cwd=ROOT, env=_env(), text=True)
+    os.close(stderr)
+    drawn = b""
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            if select.select([terminal], [], [], 0.5)[0]:
+                try:
+                    chunk = os.read(terminal, 65536)
+                except OSError:  # the process closed its end
+                    break
+                if not chunk:
+                    break
+                drawn += chunk
+            elif proc.poll() is not None:
+                break
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        os.close(terminal)
+    assert proc.returncode == 0, drawn.decode(errors="replace")
+    text = drawn.decode(errors="replace")
+    assert "━" in text and "6/6" in text and f"batch {batch[:12]}" in text
+    assert f"batch {batch}: 6 jobs, all finished in" in out
+
+
 def test_cancel_ends_waiting_jobs_dead_and_a_timed_out_wait_says_what_still_waits(
         cluster: LiveCluster, site: Site) -> None:
     target = site.targets[0]
@@ -216,19 +257,23 @@ def test_cancel_ends_waiting_jobs_dead_and_a_timed_out_wait_says_what_still_wait
 def test_breakers_reset_through_the_cli_closes_a_tripped_breaker(cluster: LiveCluster,
                                                                  site: Site) -> None:
     target = site.targets[1]
-    trip(cluster, target)
+    trip(cluster, target)  # open for 120 s
     shown = json.loads(flotilla(cluster, "shell", "--exec", "breakers", "--json").stdout)["data"]
     assert (target, "open") in [(r["target"], r["state"]) for r in shown]
-
-    reset = flotilla(cluster, "breakers", "reset", f"http://{target}/anything")
-    assert reset.returncode == 0, reset.stderr
-    assert reset.stdout.strip() == f"breaker of {target} reset: closed (it was open)"
-    shown = json.loads(flotilla(cluster, "shell", "--exec", "breakers", "--json").stdout)["data"]
-    assert target not in [r["target"] for r in shown]
     with client(cluster) as intake:
-        acks = intake.submit([JobSpec(f"http://{target}/product/70", "product")])
-        wait_until(lambda: intake.status([acks[0].key])[0].state == "stored", timeout=20,
-                   what="a job for the reset target to be stored")
+        keys = [a.key for a in intake.submit([JobSpec(f"http://{target}/product/{n}", "product")
+                                              for n in range(70, 74)])]
+        wait_until(lambda: all("breaker open" in (j.reason or "") for j in intake.status(keys)), timeout=20,
+                   what="the jobs to wait behind the open breaker")
+
+        reset = flotilla(cluster, "breakers", "reset", f"http://{target}/anything")
+        assert reset.returncode == 0, reset.stderr
+        assert reset.stdout.strip() == f"breaker of {target} reset: closed (it was open)"
+        shown = json.loads(flotilla(cluster, "shell", "--exec", "breakers", "--json").stdout)["data"]
+        assert target not in [r["target"] for r in shown]
+        # they go now, not when the 120 s would have ended
+        wait_until(lambda: {j.state for j in intake.status(keys)} == {"stored"}, timeout=20,
+                   what="the waiting jobs to be stored once the breaker is reset")
 
     trip(cluster, target)
     again = flotilla(cluster, "shell", "--exec", f"breakers reset {target}", "--json")
