@@ -188,12 +188,22 @@ class ShellCommands:
         return rows
 
     def _reset_breaker(self, target: str) -> dict[str, Any]:
+        """Through the intake when there is one (it also makes the jobs waiting behind the
+        breaker due now), else straight to the shard that owns the target."""
+        from nodes.client import IntakeError
         from nodes.intake import breaker_target
 
         self._control("breakers")
         name = breaker_target(target)
         if not name:
             raise CommandError("breakers reset takes a target: host:port, or a URL on it")
+        if self.topology.intake is not None:
+            with self._intake() as client:
+                try:
+                    info = client.reset_breaker(name)
+                except IntakeError as exc:
+                    raise CommandError(str(exc)) from None
+            return {"target": info.target, "state": info.state, "was": info.was, "reason": info.reason}
         was, status = self.run.reset_breaker(name)  # type: ignore[misc]
         return {"target": name, "state": status.state, "was": was, "reason": status.reason}
 
