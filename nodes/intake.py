@@ -317,12 +317,17 @@ class Intake:
         new or duplicate, is recorded as part of `batch`."""
         acks: list[Ack] = []
         new: list[tuple[int, NewJob]] = []
+        seen: set[str] = set()
         for index, job in enumerate(jobs):
             reason = check_job(job, self.rule_sets)
             if reason is not None:
                 acks.append(Ack(index, job.key or "", "rejected", reason))
                 continue
             key = job.key or natural_key(job.url, job.rules)
+            if key in seen:  # the same page twice in one request: the second is its duplicate
+                acks.append(Ack(index, key, "duplicate"))
+                continue
+            seen.add(key)
             new.append((index, NewJob(key, job.url, job.rules)))
         fresh = self.journal.submit([job for _, job in new], batch=batch, origin=origin)
         for (index, job), is_new in zip(new, fresh, strict=True):
