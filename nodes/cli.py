@@ -12,7 +12,8 @@
 
 Exit codes: 0 success; 1 the tree failed (a root that gave up or could not start), or the
 intake is unavailable or refused; 2 bad usage or an invalid topology (every problem is printed
-to stderr); 3 some jobs were rejected or did not end stored; 4 a wait timed out.
+to stderr); 3 some jobs were rejected or did not end stored; 4 a wait timed out; 130 a wait
+was interrupted (Ctrl-C; the jobs go on).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from nodes.topology import DEFAULT_TOPOLOGY, Topology, TopologyError, load_topol
 EXIT_USAGE = 2
 EXIT_NOT_ALL_STORED = 3
 EXIT_WAIT_TIMED_OUT = 4
+EXIT_INTERRUPTED = 130
 
 
 def _default_topology() -> str:
@@ -278,7 +280,11 @@ def _wait_for(client: Any, batch: str, timeout: float | None) -> int:
     summary; 0 if every job was stored, 3 if some were not, 4 on timeout."""
     from nodes.batch_progress import WAITING, follow, summary_lines
 
-    info, done = follow(client, batch, timeout, sys.stderr)
+    try:
+        info, done = follow(client, batch, timeout, sys.stderr)
+    except KeyboardInterrupt:
+        print(f"\nstopped waiting; the jobs go on ('flotilla wait {batch}' follows them again)", file=sys.stderr)
+        return EXIT_INTERRUPTED
     for line in summary_lines(info):
         print(line)
     if not done:

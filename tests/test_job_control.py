@@ -5,6 +5,7 @@ site (one cluster for the module; each test uses pages and targets of its own)."
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -80,7 +81,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveCluster]:
         live.stop()
 
 
-def flotilla(cluster: LiveCluster, *args: str, timeout: float = 60):  # noqa: ANN201
+def flotilla(cluster: LiveCluster, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return run_flotilla(*args, "--topology", str(cluster.topology_path), timeout=timeout)
 
 
@@ -183,7 +184,6 @@ def test_wait_on_a_terminal_shows_a_live_progress_bar(cluster: LiveCluster, site
     import os
     import pty
     import select
-    import subprocess
     import time
 
     from tests.processes import ROOT, _env, flotilla_command
@@ -286,11 +286,11 @@ def test_breakers_reset_through_the_cli_closes_a_tripped_breaker(cluster: LiveCl
 
 def test_submit_needs_rules_only_when_the_topology_has_several(tmp_path: Path) -> None:
     path = tmp_path / "two.yaml"
-    path.write_text("nodes: {a: {address: 'tcp://127.0.0.1:%d'}}\n"
+    node_port, intake_port = free_ports(2)
+    path.write_text(f"nodes: {{a: {{address: 'tcp://127.0.0.1:{node_port}'}}}}\n"
                     "rules: {product: {fields: {t: {css: h1}}}, article: {fields: {t: {css: h2}}}}\n"
-                    "intake: {node: a, address: 'tcp://127.0.0.1:%d', router: a/root/router}\n"
-                    "tree: {children: [{id: router, actor: router, args: {fetchers: a/root/f}}]}\n"
-                    % tuple(free_ports(2)), encoding="utf-8")
+                    f"intake: {{node: a, address: 'tcp://127.0.0.1:{intake_port}', router: a/root/router}}\n"
+                    "tree: {children: [{id: router, actor: router, args: {fetchers: a/root/f}}]}\n", encoding="utf-8")
     result = run_flotilla("submit", "http://example.com/a", "--topology", str(path))
     assert result.returncode == 2
     assert "the topology has 2 rule sets (article, product): choose one with --rules" in result.stderr
