@@ -5,9 +5,15 @@
     flotilla up [--topology T] [--run-for SECONDS]      every node, as child processes
     flotilla down [--topology T]                        stop what 'up' started
     flotilla keys generate DIR --name NODE [--name ...]
+    flotilla submit URLS_FILE|URL... [--rules R] [--jsonl] [--wait [--wait-timeout S]]
+    flotilla wait BATCH [--timeout S]          flotilla job KEY|URL [--rules R] [--json]
+    flotilla cancel KEY...|--batch B           flotilla breakers reset TARGET
+    flotilla jobs | results | dlq | hold | shell     (see docs/cli.md)
 
-Exit codes: 0 success; 1 the tree failed (a root that gave up or could not start);
-2 bad usage or an invalid topology (every problem is printed to stderr).
+Exit codes: 0 success; 1 the tree failed (a root that gave up or could not start), or the
+intake is unavailable or refused; 2 bad usage or an invalid topology (every problem is printed
+to stderr); 3 some jobs were rejected or did not end stored; 4 a wait timed out; 130 a wait
+was interrupted (Ctrl-C; the jobs go on).
 """
 
 from __future__ import annotations
@@ -24,6 +30,9 @@ from actors.child_spec import Backoff, ChildSpec, PoolSpec, Spec, SupervisorFlag
 from nodes.topology import DEFAULT_TOPOLOGY, Topology, TopologyError, load_topology
 
 EXIT_USAGE = 2
+EXIT_NOT_ALL_STORED = 3
+EXIT_WAIT_TIMED_OUT = 4
+EXIT_INTERRUPTED = 130
 
 
 def _default_topology() -> str:
@@ -174,16 +183,30 @@ def cmd_keys_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _intake_client(args: argparse.Namespace):  # noqa: ANN202
+def _intake_client(args: argparse.Namespace, topology: Topology | None = None):  # noqa: ANN202
     from nodes.client import IntakeClient
 
-    topology = _load_or_report(args.topology)
+    topology = topology or _load_or_report(args.topology)
     if topology is None:
         return None
     if topology.intake is None:
         print(f"{topology.source}: no intake section: this cluster takes no jobs", file=sys.stderr)
         return None
-    return IntakeClient(topology.intake.address, timeout=args.timeout)
+    return IntakeClient(topology.intake.address, timeout=getattr(args, "intake_timeout", None) or args.timeout)
+
+
+def rule_set(topology: Topology, chosen: str | None) -> str:
+    """The rule set a command means: `chosen`, else the topology's only one. Raises
+    ValueError saying what to do when that cannot be decided."""
+    if chosen:
+        return chosen
+    names = sorted(topology.rules)
+    if len(names) == 1:
+        return names[0]
+    if not names:
+        raise ValueError(f"{topology.source}: the topology has no rule sets (rules:)")
+    raise ValueError(f"{topology.source}: the topology has {len(names)} rule sets ({', '.join(names)}): "
+                     "choose one with --rules")
 
 
 def _urls(items: list[str]) -> list[str]:
@@ -201,45 +224,147 @@ def _urls(items: list[str]) -> list[str]:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
+    import json
+    import uuid
+
     from nodes.client import IntakeError, IntakeUnavailable
     from nodes.intake_protocol import JobSpec
 
-    client = _intake_client(args)
-    if client is None:
+    topology = _load_or_report(args.topology)
+    if topology is None:
         return EXIT_USAGE
     try:
+        rules = rule_set(topology, args.rules)
         urls = _urls(args.items)
-    except (FileNotFoundError, UnicodeDecodeError) as exc:
+    except (ValueError, FileNotFoundError, UnicodeDecodeError) as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_USAGE
+    client = _intake_client(args, topology)
+    if client is None:
+        return EXIT_USAGE
+    batch = uuid.uuid4().hex
     totals = {"accepted": 0, "duplicate": 0, "rejected": 0}
-    rejected: list[str] = []
     done = 0
+    progress = sys.stderr.isatty() and not args.jsonl
     try:
         with client:
-            for acks in client.submit_all((JobSpec(url, args.rules) for url in urls), batch=500):
+            for acks in client.submit_all((JobSpec(url, rules) for url in urls), batch=500, batch_id=batch):
                 for ack in acks:
                     totals[ack.status] += 1
-                    if ack.status == "rejected" and len(rejected) < 20:
-                        rejected.append(f"  {urls[done + ack.index]}: {ack.reason}")
+                    url = urls[done + ack.index]
+                    if args.jsonl:
+                        print(json.dumps({"status": ack.status, "key": ack.key, "url": url, "batch": batch,
+                                          **({"reason": ack.reason} if ack.reason else {})}))
+                    else:
+                        print(f"{ack.status:<9} {ack.key or '-'}  {url}" + (f"  {ack.reason}" if ack.reason else ""))
                 done += len(acks)
-                print(f"\rsubmitted {done}/{len(urls)}", end="", file=sys.stderr, flush=True)
+                if progress:
+                    print(f"\rsubmitted {done}/{len(urls)}", end="", file=sys.stderr, flush=True)
+            if progress:
+                print(file=sys.stderr)
+            print(f"{len(urls)} jobs: {totals['accepted']} accepted, {totals['duplicate']} duplicates, "
+                  f"{totals['rejected']} rejected; batch {batch}", file=sys.stderr if args.jsonl else sys.stdout,
+                  flush=True)
+            code = 0 if not totals["rejected"] else EXIT_NOT_ALL_STORED
+            if not args.wait or totals["accepted"] + totals["duplicate"] == 0:
+                return code
+            waited = _wait_for(client, batch, args.wait_timeout)
+            return waited if waited != 0 else code
     except (IntakeUnavailable, IntakeError) as exc:
         print(f"\n{exc}", file=sys.stderr)
         return 1
-    print(file=sys.stderr)
-    print(f"{len(urls)} jobs: {totals['accepted']} accepted, {totals['duplicate']} duplicates, "
-          f"{totals['rejected']} rejected")
-    for line in rejected:
+
+
+def _wait_for(client: Any, batch: str, timeout: float | None) -> int:
+    """Follow `batch` until every job of it is finished (or `timeout`), then print the closing
+    summary; 0 if every job was stored, 3 if some were not, 4 on timeout."""
+    from nodes.batch_progress import WAITING, follow, summary_lines
+
+    try:
+        info, done = follow(client, batch, timeout, sys.stderr)
+    except KeyboardInterrupt:
+        print(f"\nstopped waiting; the jobs go on ('flotilla wait {batch}' follows them again)", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    for line in summary_lines(info):
         print(line)
-    return 0 if not totals["rejected"] else 3
+    if not done:
+        waiting = ", ".join(f"{info.states[s]} {s}" for s in WAITING if info.states.get(s))
+        print(f"timed out after {timeout:g} s; still waiting: {waiting or 'none'} "
+              f"(see 'flotilla jobs --state pending' and 'flotilla job KEY')", file=sys.stderr)
+        return EXIT_WAIT_TIMED_OUT
+    return 0 if info.states.get("stored", 0) == info.total else EXIT_NOT_ALL_STORED
 
 
-def _with_client(args: argparse.Namespace, body: Any) -> int:
+def cmd_wait(args: argparse.Namespace) -> int:
+    return _with_client(args, lambda client: _wait_for(client, args.batch, args.timeout))
+
+
+def cmd_job(args: argparse.Namespace) -> int:
+    import json
+
+    import msgspec
+
+    from actors.journal import natural_key
+    from nodes.client import IntakeError
+    from nodes.job_story import story_lines
+
+    topology = _load_or_report(args.topology)
+    if topology is None:
+        return EXIT_USAGE
+    key, asked = args.job, args.job
+    if "://" in args.job:
+        try:
+            rules = rule_set(topology, args.rules)
+        except ValueError as exc:
+            print(str(exc), file=sys.stderr)
+            return EXIT_USAGE
+        key = natural_key(args.job, rules)
+        asked = f"{args.job} with rules {rules} (key {key})"
+
+    def show(client: Any) -> int:
+        try:
+            story = client.job(key)
+        except IntakeError as exc:
+            print(f"{asked}: {exc}", file=sys.stderr)
+            return 1
+        if args.json:
+            print(json.dumps(msgspec.to_builtins(story), sort_keys=True))
+        else:
+            print("\n".join(story_lines(story)))
+        return 0
+
+    return _with_client(args, show, topology)
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    if bool(args.keys) == bool(args.batch):
+        print("cancel takes job keys or --batch BATCH (not both)", file=sys.stderr)
+        return EXIT_USAGE
+
+    def act(client: Any) -> int:
+        count = client.cancel(keys=args.keys or None, batch=args.batch)
+        print(f"{count} job{'s' if count != 1 else ''} cancelled (dead: cancelled by an operator; "
+              "'flotilla dlq replay KEY' brings one back)")
+        return 0
+
+    return _with_client(args, act)
+
+
+def cmd_breakers(args: argparse.Namespace) -> int:
+    def act(client: Any) -> int:
+        info = client.reset_breaker(args.target)
+        before = "it was not open" if info.was == "closed" else f"it was {info.was}"
+        print(f"breaker of {info.target} reset: {info.state} ({before})")
+        return 0
+
+    return _with_client(args, act)
+
+
+def _with_client(args: argparse.Namespace, body: Any, topology: Topology | None = None) -> int:
     """Run `body(client)` against the topology's intake; intake errors exit 1."""
     from nodes.client import IntakeError, IntakeUnavailable
 
-    client = _intake_client(args)
+    client = _intake_client(args, topology)
     if client is None:
         return EXIT_USAGE
     try:
@@ -403,11 +528,46 @@ def build_parser() -> argparse.ArgumentParser:
                              help=f"topology file (default: $FLOTILLA_TOPOLOGY or {DEFAULT_TOPOLOGY})")
         command.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the intake")
 
-    submit = commands.add_parser("submit", help="submit jobs to the cluster's intake")
+    rules_help = "rule set (default: the topology's only one; required when it has several)"
+    submit = commands.add_parser("submit", help="submit jobs to the cluster's intake; prints each job's key")
     submit.add_argument("items", nargs="+", metavar="URLS_FILE|URL", help="URLs, or files with one URL a line")
-    submit.add_argument("--rules", default="product", help="rule set to extract with (default: product)")
+    submit.add_argument("--rules", help=rules_help)
+    submit.add_argument("--jsonl", action="store_true",
+                        help="one JSON object per job on stdout (status, key, url, batch, reason); summary on stderr")
+    submit.add_argument("--wait", action="store_true",
+                        help="follow the batch until every job is finished, then print its summary")
+    submit.add_argument("--wait-timeout", type=float, metavar="SECONDS",
+                        help="with --wait: give up waiting after this long (exit 4)")
     client_options(submit)
     submit.set_defaults(handler=cmd_submit)
+
+    wait = commands.add_parser("wait", help="follow a batch until every job of it is finished, then summarise it")
+    wait.add_argument("batch", help="the batch id 'flotilla submit' printed")
+    wait.add_argument("--timeout", type=float, metavar="SECONDS", help="give up after this long (exit 4)")
+    wait.add_argument("--intake-timeout", type=float, default=10.0, help="seconds to wait for each intake answer")
+    wait.add_argument("--topology", default=_default_topology(),
+                      help=f"topology file (default: $FLOTILLA_TOPOLOGY or {DEFAULT_TOPOLOGY})")
+    wait.set_defaults(handler=cmd_wait)
+
+    job = commands.add_parser("job", help="one job's story: every attempt, wait and state change, and its result")
+    job.add_argument("job", metavar="KEY|URL", help="the job's key, or its URL (the key is computed with --rules)")
+    job.add_argument("--rules", help=rules_help + "; used for a URL")
+    job.add_argument("--json", action="store_true", help="the story as one JSON object")
+    client_options(job)
+    job.set_defaults(handler=cmd_job)
+
+    cancel = commands.add_parser("cancel", help="end unfinished jobs: dead, cancelled by an operator")
+    cancel.add_argument("keys", nargs="*", metavar="KEY", help="keys of the jobs to cancel")
+    cancel.add_argument("--batch", help="cancel every unfinished job of this batch")
+    client_options(cancel)
+    cancel.set_defaults(handler=cmd_cancel)
+
+    breakers = commands.add_parser("breakers", help="the targets' circuit breakers")
+    breakers_commands = breakers.add_subparsers(dest="breakers_command", required=True)
+    reset = breakers_commands.add_parser("reset", help="close a target's breaker now")
+    reset.add_argument("target", help="host:port as 'flotilla shell --exec breakers' shows it, or a URL on it")
+    client_options(reset)
+    reset.set_defaults(handler=cmd_breakers)
 
     jobs = commands.add_parser("jobs", help="jobs by state (and the jobs in one state)")
     jobs.add_argument("--state", help="list the jobs in this state")

@@ -3,6 +3,7 @@
     client = IntakeClient("tcp://127.0.0.1:7201")
     acks = client.submit([JobSpec("http://example.com/p/1", "product")])
     client.counts(); client.results(); client.jobs(state="dead"); client.replay()
+    client.job(acks[0].key); client.batch(client.last_batch); client.cancel(batch=client.last_batch)
 
 A request that gets no answer within `timeout` is sent again on a fresh socket (the zguide's
 Lazy Pirate), up to `retries` times; that is safe because submissions are idempotent by key.
@@ -23,15 +24,23 @@ from nodes.intake_protocol import (
     MAX_REQUEST_BYTES,
     Ack,
     Answer,
+    BatchInfo,
+    BatchStatus,
+    BreakerInfo,
+    BreakerReset,
+    Cancel,
+    Cancelled,
     CountList,
     Counts,
     Error,
+    History,
     Hold,
     HoldInfo,
     JobInfo,
     JobList,
     Jobs,
     JobSpec,
+    JobStory,
     Replay,
     Replayed,
     Request,
@@ -103,22 +112,29 @@ class IntakeClient:
             self._fresh_socket()
         raise IntakeUnavailable(f"no answer from {self.address} after {self.retries + 1} tries")
 
-    def submit(self, jobs: list[JobSpec]) -> list[Ack]:
-        """Submit up to `MAX_BATCH` jobs; one `Ack` per job, in order."""
-        answer = self._call(lambda i: Submit(i, jobs, self._session))
+    last_batch = ""
+    """Set by `submit`: the batch id its jobs were recorded in (the intake's when none was given)."""
+
+    def submit(self, jobs: list[JobSpec], batch: str = "") -> list[Ack]:
+        """Submit up to `MAX_BATCH` jobs as part of `batch` (empty: the intake makes an id,
+        kept in `last_batch`); one `Ack` per job, in order."""
+        answer = self._call(lambda i: Submit(i, jobs, self._session, batch))
         assert isinstance(answer, Submitted)
+        self.last_batch = answer.batch or batch
         return answer.acks
 
-    def submit_all(self, jobs: Iterable[JobSpec], batch: int = 500) -> Iterator[list[Ack]]:
-        """Submit any number of jobs in batches; yield each batch's acks."""
+    def submit_all(self, jobs: Iterable[JobSpec], batch: int = 500, batch_id: str = "") -> Iterator[list[Ack]]:
+        """Submit any number of jobs in requests of `batch` jobs, all in the batch `batch_id`
+        (empty: one new id for all of them); yield each request's acks."""
+        batch_id = batch_id or uuid.uuid4().hex
         pending: list[JobSpec] = []
         for job in jobs:
             pending.append(job)
             if len(pending) >= min(batch, MAX_BATCH):
-                yield self.submit(pending)
+                yield self.submit(pending, batch_id)
                 pending = []
         if pending:
-            yield self.submit(pending)
+            yield self.submit(pending, batch_id)
 
     def status(self, keys: list[str]) -> list[JobInfo]:
         answer = self._call(lambda i: Status(i, keys))
@@ -165,6 +181,31 @@ class IntakeClient:
         """Force the fleet's Hold on or off, or back to auto; None only asks."""
         answer = self._call(lambda i: Hold(i, mode))  # type: ignore[arg-type]
         assert isinstance(answer, HoldInfo)
+        return answer
+
+    def job(self, key: str) -> JobStory:
+        """One job's story: its state, every event oldest first, and its result if stored."""
+        answer = self._call(lambda i: History(i, key))
+        assert isinstance(answer, JobStory)
+        return answer
+
+    def batch(self, batch: str) -> BatchInfo:
+        """How far the batch has come (its jobs by state; `done` once every one is finished)."""
+        answer = self._call(lambda i: BatchStatus(i, batch))
+        assert isinstance(answer, BatchInfo)
+        return answer
+
+    def cancel(self, keys: list[str] | None = None, batch: str | None = None) -> int:
+        """End these jobs, or every job of `batch`, that are not finished (dead, "cancelled by
+        an operator"); how many were."""
+        answer = self._call(lambda i: Cancel(i, keys, batch))
+        assert isinstance(answer, Cancelled)
+        return answer.count
+
+    def reset_breaker(self, target: str) -> BreakerInfo:
+        """Close the breaker of `target` (``host:port`` or a URL on it)."""
+        answer = self._call(lambda i: BreakerReset(i, target))
+        assert isinstance(answer, BreakerInfo)
         return answer
 
     def replay(self, keys: list[str] | None = None) -> int:

@@ -6,12 +6,18 @@ of a batch is judged by itself: a bad one (no URL, a scheme other than http or h
 unknown rule set, a bad key) is rejected with its reason, and the others go on; a key seen
 before is acknowledged as a duplicate and changes nothing. After accepting new jobs the
 intake wakes the router. While the fleet is in Hold, results are still served, marked stale.
+Every submission belongs to a batch (the client's id, or one the intake makes), whose progress
+`BatchStatus` reports; `History` tells one job's story. The control requests (`Cancel`,
+`BreakerReset`) are written to the node's audit log before they run and after, like shell
+commands, and refused if the log cannot be written.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
@@ -23,23 +29,34 @@ import structlog
 import zmq
 
 from actors.journal import STATES, Journal, NewJob, canonical_url, natural_key
-from actors.messages import HoldMode, HoldStatus
+from actors.messages import BreakerStatus, HoldMode, HoldStatus
+from actors.resilience_view import target_of
 from nodes.intake_protocol import (
     MAX_KEY_CHARS,
     MAX_PAGE,
     MAX_REQUEST_BYTES,
+    MAX_STORY_EVENTS,
     MAX_URL_CHARS,
     Ack,
     Answer,
+    BatchInfo,
+    BatchStatus,
+    BreakerInfo,
+    BreakerReset,
+    Cancel,
+    Cancelled,
     CountList,
     Counts,
     Error,
+    History,
     Hold,
     HoldInfo,
+    JobEventInfo,
     JobInfo,
     JobList,
     Jobs,
     JobSpec,
+    JobStory,
     Replay,
     Replayed,
     ResultInfo,
@@ -89,11 +106,18 @@ class Intake:
     """Serves the intake socket on its own thread."""
 
     def __init__(self, address: str, journal_path: Path, rule_sets: set[str], wake_router: Callable[[], None],
-                 hold: Callable[[HoldMode | None], HoldStatus | None] = lambda _mode: None) -> None:
+                 hold: Callable[[HoldMode | None], HoldStatus | None] = lambda _mode: None, *,
+                 reset_breaker: Callable[[str], tuple[str, BreakerStatus] | None] = lambda _target: None,
+                 audit_path: Path | None = None, node: str = "") -> None:
         """`hold(mode)` sets the fleet's Hold (None: leaves it) and returns its status, or
-        None when the topology has no Hold."""
+        None when the topology has no Hold. `reset_breaker(target)` closes a target's breaker
+        and returns how it stood before and its status now, or None when the topology has no
+        breakers. Control requests are audited in `audit_path` (default: beside the journal)."""
         self.address = address
         self._hold = hold
+        self._reset_breaker = reset_breaker
+        self.audit_path = audit_path or journal_path.parent / "audit.log"
+        self.node = node
         self.rule_sets = rule_sets
         self._wake_router = wake_router
         self.journal = Journal(journal_path, durable=True)
@@ -146,27 +170,71 @@ class Intake:
         finally:
             socket.close()
 
-    def handle(self, frame: bytes) -> Answer:
-        """The answer to one request frame."""
+    def handle(self, frame: bytes, operator: str = "intake") -> Answer:
+        """The answer to one request frame from `operator` (who the audit log names)."""
         try:
             request = request_decoder.decode(frame)
         except (msgspec.DecodeError, ValueError, RecursionError) as exc:
             _log.warning("intake.bad_request", reason=str(exc)[:200])
             return Error(id=_request_id(frame), reason=f"bad request: {str(exc)[:200]}")
+        if isinstance(request, (Cancel, BreakerReset)):
+            return self._audited(request, operator)
         try:
             return self._dispatch(request)
         except Exception as exc:  # noqa: BLE001 - a failed request must not stop the intake
             _log.exception("intake.request_failed")
             return Error(id=request.id, reason=f"{type(exc).__name__}: {exc}")
 
+    def _audited(self, request: Cancel | BreakerReset, operator: str) -> Answer:
+        """Run a control request with an audit entry before (refused if it cannot be
+        written) and one with its outcome after."""
+        if isinstance(request, Cancel):
+            command = "cancel"
+            args = list(request.keys or []) + (["--batch", request.batch] if request.batch is not None else [])
+        else:
+            command, args = "breakers", ["reset", request.target]
+        try:
+            self._audit(operator, command, args, "started")
+        except OSError as exc:
+            _log.error("intake.audit_failed", path=str(self.audit_path), error=str(exc))
+            return Error(request.id, f"refused: the audit log cannot be written ({exc})")
+        try:
+            answer = self._dispatch(request)
+        except Exception as exc:  # noqa: BLE001 - a failed request must not stop the intake
+            _log.exception("intake.request_failed")
+            answer = Error(request.id, f"{type(exc).__name__}: {exc}")
+        if isinstance(answer, Error):
+            self._audit(operator, command, args, "failed", answer.reason)
+        else:
+            self._audit(operator, command, args, "done")
+        return answer
+
+    def _audit(self, operator: str, command: str, args: list[str], outcome: str, error: str = "") -> None:
+        """One JSON line in the node's audit log (the shell's format, with ``via: intake``)."""
+        entry: dict[str, Any] = {"at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "node": self.node,
+                                 "operator": operator, "via": "intake", "command": command,
+                                 "args": args[:20] + ([f"... {len(args) - 20} more"] if len(args) > 20 else []),
+                                 "outcome": outcome}
+        if error:
+            entry["error"] = error[:500]
+        try:
+            with open(self.audit_path, "a", encoding="utf-8") as audit:
+                audit.write(json.dumps(entry) + "\n")
+        except OSError:
+            if outcome == "started":
+                raise
+            _log.error("intake.audit_failed", path=str(self.audit_path), **entry)
+        _log.info("intake.command", **entry)
+
     def _dispatch(self, request: Any) -> Answer:
         limit = max(1, min(MAX_PAGE, getattr(request, "limit", MAX_PAGE)))
         match request:
-            case Submit(jobs=jobs, session=session):
+            case Submit(jobs=jobs, session=session, batch=batch):
                 remembered = self._answers.get((session, request.id)) if session else None
                 if remembered is not None:
                     return remembered  # a retry of a request whose answer was lost
-                answer = self._submit(request.id, jobs, f"{session}:{request.id}" if session else "")
+                origin = f"{session}:{request.id}" if session else ""
+                answer = self._submit(request.id, jobs, origin, batch or origin or uuid.uuid4().hex)
                 if session:
                     self._answers[(session, request.id)] = answer
                     while len(self._answers) > REMEMBERED_ANSWERS:
@@ -199,28 +267,81 @@ class Intake:
                 if count:
                     self._wake_router()
                 return Replayed(request.id, count)
+            case History(key=key):
+                return self._story(request.id, key)
+            case BatchStatus(batch=batch):
+                report = self.journal.batch_report(batch)
+                if report is None:
+                    return Error(request.id, f"no batch {batch!r} in this journal")
+                return BatchInfo(request.id, report.batch, report.total, dict(report.states), dict(report.reasons),
+                                 report.started_at, report.last_change, report.attempts, report.done)
+            case Cancel(keys=keys, batch=batch):
+                if (keys is None) == (batch is None):
+                    return Error(request.id, "cancel takes either keys or a batch")
+                return Cancelled(request.id, self.journal.cancel(keys=keys, batch=batch))
+            case BreakerReset(target=target):
+                return self._breaker_reset(request.id, target)
         return Error(request.id, f"unhandled request {type(request).__name__}")
 
-    def _submit(self, request_id: int, jobs: list[JobSpec], origin: str) -> Submitted:
+    def _story(self, request_id: int, key: str) -> Answer:
+        row = self.journal.job(key)
+        if row is None:
+            return Error(request_id, f"no job with key {key!r}")
+        events = [JobEventInfo(e.at, e.event, e.attempt, e.detail) for e in self.journal.history(key)]
+        omitted = max(0, len(events) - MAX_STORY_EVENTS)
+        if omitted:
+            events = events[:1] + events[len(events) - MAX_STORY_EVENTS + 1:]
+        result = self.journal.result(key)
+        return JobStory(request_id, _info(row), events, omitted, ResultInfo(**result) if result else None)
+
+    def _breaker_reset(self, request_id: int, target: str) -> Answer:
+        target = breaker_target(target)
+        if not target:
+            return Error(request_id, "breakers reset takes a target: host:port, or a URL on it")
+        done = self._reset_breaker(target)
+        if done is None:
+            return Error(request_id, "this topology has no breakers (resilience.breakers)")
+        was, status = done
+        if was != "closed":
+            # Jobs that wait behind it go now, not when its open period would have ended; a job
+            # that waits for something else (another breaker, Hold, a slot) is deferred again at
+            # once, uncounted, its wait budget running on from its first wait.
+            self.journal.wake_waiting()
+        self._wake_router()
+        return BreakerInfo(request_id, target, status.state, was, status.reason)
+
+    def _submit(self, request_id: int, jobs: list[JobSpec], origin: str, batch: str) -> Submitted:
         """Judge and record each job; a job already recorded by this same request (`origin`:
         the client's session and request id — a retry whose answer was lost, even across an
-        intake restart) is reported accepted, as the first try would have been."""
+        intake restart) is reported accepted, as the first try would have been. Every job,
+        new or duplicate, is recorded as part of `batch`."""
         acks: list[Ack] = []
         new: list[tuple[int, NewJob]] = []
+        seen: set[str] = set()
         for index, job in enumerate(jobs):
             reason = check_job(job, self.rule_sets)
             if reason is not None:
                 acks.append(Ack(index, job.key or "", "rejected", reason))
                 continue
             key = job.key or natural_key(job.url, job.rules)
+            if key in seen:  # the same page twice in one request: the second is its duplicate
+                acks.append(Ack(index, key, "duplicate"))
+                continue
+            seen.add(key)
             new.append((index, NewJob(key, job.url, job.rules)))
-        fresh = self.journal.submit([job for _, job in new], origin=origin)
+        fresh = self.journal.submit([job for _, job in new], batch=batch, origin=origin)
         for (index, job), is_new in zip(new, fresh, strict=True):
             acks.append(Ack(index, job.key, "accepted" if is_new else "duplicate"))
         if any(fresh):
             self._wake_router()
         acks.sort(key=lambda ack: ack.index)
-        return Submitted(request_id, acks)
+        return Submitted(request_id, acks, batch)
+
+
+def breaker_target(text: str) -> str:
+    """The breaker target an operator means: ``host:port`` as given, or the target of a URL."""
+    text = text.strip()
+    return target_of(text) if "://" in text else text.lower()
 
 
 def _info(row: Any) -> JobInfo:

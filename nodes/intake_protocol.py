@@ -20,6 +20,9 @@ MAX_REQUEST_BYTES = 16 * 1024 * 1024
 """Largest request accepted (the socket's MAXMSGSIZE); a full batch of the longest URLs fits."""
 MAX_PAGE = 1000
 """Most rows in one page of a query."""
+MAX_STORY_EVENTS = 1000
+"""Most events of one job's story in a `JobStory`: the first (its submission) and the latest
+ones; `omitted` says how many in between were left out."""
 
 Url = typing.Annotated[str, msgspec.Meta(max_length=MAX_URL_CHARS)]
 Key = typing.Annotated[str, msgspec.Meta(max_length=MAX_KEY_CHARS)]
@@ -47,6 +50,9 @@ class Submit(Request, frozen=True, tag=True):
 
     jobs: typing.Annotated[list[JobSpec], msgspec.Meta(max_length=MAX_BATCH)]
     session: Short = ""
+    batch: Short = ""
+    """The batch these jobs belong to (one id for every `Submit` of one run of a client);
+    empty: the intake assigns one and returns it in `Submitted.batch`."""
 
 
 class Status(Request, frozen=True, tag=True):
@@ -87,7 +93,33 @@ class Hold(Request, frozen=True, tag=True):
     mode: typing.Literal["on", "off", "auto"] | None = None
 
 
-AnyRequest = Union[Submit, Status, Results, Jobs, Counts, Replay, Hold]
+class History(Request, frozen=True, tag=True):
+    """One job's story: every event from its submission on, and its result."""
+
+    key: Key
+
+
+class BatchStatus(Request, frozen=True, tag=True):
+    """How far a batch has come: its jobs by state, the reasons of the dead and parked ones."""
+
+    batch: Short
+
+
+class Cancel(Request, frozen=True, tag=True):
+    """End these jobs (or every job of `batch`) that are not finished: dead, "cancelled by an
+    operator" (replayable from the dead-letter queue). Give `keys` or `batch`, not both."""
+
+    keys: typing.Annotated[list[Key], msgspec.Meta(max_length=MAX_BATCH)] | None = None
+    batch: Short | None = None
+
+
+class BreakerReset(Request, frozen=True, tag=True):
+    """Close the breaker of `target` (``host:port``, or a URL on it) at once."""
+
+    target: Url
+
+
+AnyRequest = Union[Submit, Status, Results, Jobs, Counts, Replay, Hold, History, BatchStatus, Cancel, BreakerReset]
 
 
 class Answer(msgspec.Struct, frozen=True, tag=True, tag_field="_type"):
@@ -107,6 +139,8 @@ class Ack(msgspec.Struct, frozen=True):
 
 class Submitted(Answer, frozen=True, tag=True):
     acks: list[Ack]
+    batch: str = ""
+    """The batch the jobs were recorded in (the client's, or one the intake made)."""
 
 
 class JobInfo(msgspec.Struct, frozen=True):
@@ -162,13 +196,61 @@ class HoldInfo(Answer, frozen=True, tag=True):
     success_rate: float | None = None
 
 
+class JobEventInfo(msgspec.Struct, frozen=True):
+    """One line of a job's story (`event`: submitted, leased, fetched, stored, failed,
+    retrying, deferred, returned, lost, dead, parked, replayed, cancelled)."""
+
+    at: float
+    event: str
+    attempt: int | None = None
+    detail: str = ""
+
+
+class JobStory(Answer, frozen=True, tag=True):
+    """A job as it stands, its events oldest first, and its result once stored."""
+
+    job: JobInfo
+    events: list[JobEventInfo]
+    omitted: int = 0
+    """Events left out between the first and the latest `MAX_STORY_EVENTS - 1`."""
+    result: ResultInfo | None = None
+
+
+class BatchInfo(Answer, frozen=True, tag=True):
+    """A batch's progress. `reasons` counts dead and parked jobs by reason (``"dead HARD: HTTP
+    404"``); `done` once no job of it is pending, fetching, extracting or retrying."""
+
+    batch: str
+    total: int
+    states: dict[str, int]
+    reasons: dict[str, int]
+    started_at: float
+    last_change: float
+    attempts: int
+    done: bool
+
+
+class Cancelled(Answer, frozen=True, tag=True):
+    count: int
+
+
+class BreakerInfo(Answer, frozen=True, tag=True):
+    """A target's breaker after an operator's command, and how it stood before."""
+
+    target: str
+    state: str
+    was: str
+    reason: str = ""
+
+
 class Error(Answer, frozen=True, tag=True):
     """The request could not be handled; `reason` says why."""
 
     reason: str
 
 
-AnyAnswer = Union[Submitted, JobList, ResultList, CountList, Replayed, HoldInfo, Error]
+AnyAnswer = Union[Submitted, JobList, ResultList, CountList, Replayed, HoldInfo, JobStory, BatchInfo, Cancelled,
+                  BreakerInfo, Error]
 
 request_decoder = msgspec.msgpack.Decoder(AnyRequest)
 answer_decoder = msgspec.msgpack.Decoder(AnyAnswer)

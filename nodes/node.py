@@ -18,8 +18,9 @@ from types import FrameType
 import structlog
 
 from actors.child_spec import ChildSpec, SupervisorSpec
-from actors.gate import Gate
-from actors.messages import HoldCommand, HoldMode, HoldStatus, SupervisorReport, describe_reason
+from actors.gate import Gate, shard_of
+from actors.messages import (BreakerCommand, BreakerStatus, HoldCommand, HoldMode, HoldStatus, Inspect,
+                             SupervisorReport, describe_reason)
 from actors.system import ActorSystem, RootStartError
 from actors.router import Wake
 from nodes.cluster import Cluster
@@ -165,6 +166,17 @@ class NodeRun:
             return self.system.resilience.holding()
         return self.system.ask(config.hold, HoldCommand(mode), timeout=5.0)
 
+    def reset_breaker(self, target: str) -> tuple[str, BreakerStatus] | None:
+        """Close `target`'s breaker through the shard that owns it; how it stood before
+        (closed, open, half_open) and its status now. None when the topology has no breakers."""
+        config = self.topology.resilience
+        if config is None or config.breakers is None:
+            return None
+        shard = f"{config.breakers}/{shard_of(target, config.shards)}"
+        before = self.system.ask(shard, Inspect(), timeout=5.0).state.get("not_closed", {}).get(target)
+        status = self.system.ask(shard, BreakerCommand(target, "reset"), timeout=5.0)
+        return (before["state"] if before else "closed"), status
+
     def _serve_metrics(self) -> int | None:
         address = self.topology.nodes[self.node].metrics
         if address is None:
@@ -215,7 +227,8 @@ class NodeRun:
             return None
         router = self.system.ref(config.router)
         self.intake = Intake(config.address, self.system.data_dir / "journal.sqlite",  # type: ignore[operator]
-                             set(self.topology.rules), lambda: router.tell(Wake()), self._hold)
+                             set(self.topology.rules), lambda: router.tell(Wake()), self._hold,
+                             reset_breaker=self.reset_breaker, node=self.node)
         try:
             self.intake.start()
         except OSError as exc:

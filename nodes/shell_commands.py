@@ -173,7 +173,11 @@ class ShellCommands:
             raise CommandError(f"this topology has no {part} (resilience.{part})")
         return path
 
-    def cmd_breakers(self) -> list[dict[str, Any]]:
+    def cmd_breakers(self, action: str = "", target: str = "") -> Any:
+        if action:
+            if action != "reset" or not target:
+                raise CommandError("usage: breakers | breakers reset TARGET")
+            return self._reset_breaker(target)
         path = self._control("breakers")
         shards = self.topology.resilience.shards  # type: ignore[union-attr]
         rows = []
@@ -182,6 +186,26 @@ class ShellCommands:
             for target, breaker in state.get("not_closed", {}).items():
                 rows.append({"target": target, "shard": shard, **breaker})
         return rows
+
+    def _reset_breaker(self, target: str) -> dict[str, Any]:
+        """Through the intake when there is one (it also makes the jobs waiting behind the
+        breaker due now), else straight to the shard that owns the target."""
+        from nodes.client import IntakeError
+        from nodes.intake import breaker_target
+
+        self._control("breakers")
+        name = breaker_target(target)
+        if not name:
+            raise CommandError("breakers reset takes a target: host:port, or a URL on it")
+        if self.topology.intake is not None:
+            with self._intake() as client:
+                try:
+                    info = client.reset_breaker(name)
+                except IntakeError as exc:
+                    raise CommandError(str(exc)) from None
+            return {"target": info.target, "state": info.state, "was": info.was, "reason": info.reason}
+        was, status = self.run.reset_breaker(name)  # type: ignore[misc]
+        return {"target": name, "state": status.state, "was": was, "reason": status.reason}
 
     def cmd_limits(self) -> list[dict[str, Any]]:
         state = self.system.ask(self._control("limiter"), Inspect(), timeout=ASK_TIMEOUT).state
@@ -213,6 +237,35 @@ class ShellCommands:
             counts = client.counts()
             listed = client.jobs(state, limit=MAX_JOBS_LISTED)[0] if state else []
         return {"states": counts.states, "results": counts.results, "jobs": [_plain(j) for j in listed]}
+
+    def cmd_job(self, job: str, rules: str = "") -> dict[str, Any]:
+        """A job's story, by key or by URL (its key computed with `rules`, default the
+        topology's only rule set)."""
+        from actors.journal import natural_key
+        from nodes.cli import rule_set
+        from nodes.client import IntakeError
+
+        key = job
+        if "://" in job:
+            try:
+                key = natural_key(job, rule_set(self.topology, rules or None))
+            except ValueError as exc:
+                raise CommandError(str(exc)) from None
+        with self._intake() as client:
+            try:
+                return _plain(client.job(key))
+            except IntakeError as exc:
+                raise CommandError(f"{job}: {exc}") from None
+
+    def cmd_cancel(self, *args: str) -> dict[str, int]:
+        if args[:1] == ("--batch",) and len(args) == 2:
+            keys, batch = None, args[1]
+        elif args and "--batch" not in args:
+            keys, batch = list(args), None
+        else:
+            raise CommandError("usage: cancel KEY... | cancel --batch BATCH")
+        with self._intake() as client:
+            return {"cancelled": client.cancel(keys, batch)}
 
     def cmd_dlq(self, action: str = "list", *keys: str) -> Any:
         with self._intake() as client:

@@ -139,3 +139,71 @@ def test_a_retry_after_an_intake_restart_is_answered_as_the_first_try_was(tmp_pa
     finally:
         second.close()
     assert [a.status for a in again.acks] == ["accepted", "duplicate"]  # the other was someone else's
+
+
+def test_a_submission_without_a_batch_gets_one_and_a_report_of_it(client: IntakeClient) -> None:
+    acks = client.submit([JobSpec(f"http://127.0.0.1:1/product/{i}", "product") for i in range(3)])
+    first = client.last_batch
+    assert first and [a.status for a in acks] == ["accepted"] * 3
+    client.submit([JobSpec("http://127.0.0.1:1/product/0", "product")])  # a duplicate, in a batch of its own
+    assert client.last_batch != first
+    report = client.batch(first)
+    assert (report.total, report.states["pending"], report.done) == (3, 3, False)
+    assert client.batch(client.last_batch).total == 1
+    for batch in client.submit_all((JobSpec(f"http://127.0.0.1:1/p/{i}", "product") for i in range(5)), batch=2):
+        assert len(batch) <= 2
+    assert client.batch(client.last_batch).total == 5  # three requests, one batch
+    with pytest.raises(IntakeError, match="no batch 'nope'"):
+        client.batch("nope")
+
+
+def test_a_story_of_an_unknown_job_is_an_error_and_a_long_one_keeps_its_first_and_latest_events(
+        intake: tuple[Intake, list[int]], client: IntakeClient, tmp_path: Path) -> None:
+    import time
+
+    from actors.journal import Journal
+    from nodes.intake_protocol import MAX_STORY_EVENTS
+
+    with pytest.raises(IntakeError, match="no job with key 'nope'"):
+        client.job("nope")
+    key = client.submit([JobSpec("http://127.0.0.1:1/waits", "product")])[0].key
+    writer = Journal(tmp_path / "journal.sqlite", durable=False)
+    try:
+        with writer.batch():
+            for round_ in range(MAX_STORY_EVENTS):  # leased, then deferred: one event each round
+                lease = writer.lease(1, 30)[0]
+                writer.defer(key, lease.token, time.time() - 1, f"breaker open for 127.0.0.1:1 (round {round_})")
+    finally:
+        writer.close()
+    story = client.job(key)
+    assert len(story.events) == MAX_STORY_EVENTS and story.omitted == 1
+    assert story.events[0].event == "submitted"
+    assert story.events[-1].event == "deferred" and f"round {MAX_STORY_EVENTS - 1}" in story.events[-1].detail
+    assert story.job.state == "pending" and story.result is None
+
+
+def test_control_requests_are_audited_and_refused_when_the_audit_log_cannot_be_written(
+        intake: tuple[Intake, list[int]], client: IntakeClient, tmp_path: Path) -> None:
+    import json
+
+    keys = [a.key for a in client.submit([JobSpec(f"http://127.0.0.1:1/c/{i}", "product") for i in range(2)])]
+    batch = client.last_batch
+    with pytest.raises(IntakeError, match="cancel takes either keys or a batch"):
+        client.cancel(keys[:1], batch=batch)
+    assert client.cancel(batch=batch) == 2
+    assert {(j.state, j.reason) for j in client.status(keys)} == {("dead", "cancelled by an operator")}
+    with pytest.raises(IntakeError, match="this topology has no breakers"):
+        client.reset_breaker("http://Example.com:80/x")
+    audit = [json.loads(line) for line in (tmp_path / "audit.log").read_text().splitlines()]
+    assert [(e["command"], e["args"], e["outcome"], e["via"]) for e in audit] == [
+        ("cancel", [keys[0], "--batch", batch], "started", "intake"),
+        ("cancel", [keys[0], "--batch", batch], "failed", "intake"),  # keys and a batch: refused
+        ("cancel", ["--batch", batch], "started", "intake"), ("cancel", ["--batch", batch], "done", "intake"),
+        ("breakers", ["reset", "http://Example.com:80/x"], "started", "intake"),
+        ("breakers", ["reset", "http://Example.com:80/x"], "failed", "intake")]
+    assert audit[-1]["error"] == "this topology has no breakers (resilience.breakers)"
+
+    intake[0].audit_path = tmp_path  # a directory: the log cannot be written
+    with pytest.raises(IntakeError, match="refused: the audit log cannot be written"):
+        client.cancel(keys)
+    assert client.replay(keys) == 2  # nothing was cancelled meanwhile; other requests are served

@@ -65,7 +65,8 @@ def test_jobs_submitted_with_the_cli_end_stored_dead_or_parked(tmp_path: Path, s
     submitted = run_flotilla("submit", str(urls), "--topology", topology)
     assert submitted.returncode == 3, submitted.stderr  # one job rejected
     assert "205 jobs: 204 accepted, 0 duplicates, 1 rejected" in submitted.stdout
-    assert "ftp://nowhere/x: unsupported scheme 'ftp'" in submitted.stdout
+    assert "rejected  -  ftp://nowhere/x  unsupported scheme 'ftp'" in submitted.stdout
+    assert submitted.stdout.count("\naccepted  ") == 203  # one line per job, with its key
     again = run_flotilla("submit", good[0], "--topology", topology)
     assert "1 jobs: 0 accepted, 1 duplicates, 0 rejected" in again.stdout
 
