@@ -36,6 +36,7 @@ import msgspec
 from actors.actor import Actor
 from actors.messages import Deferred, ExtractJob, Failure, Fetched, FetchJob, JobOutcome
 from actors.resilience_view import Go, Outcome, Wait, target_of
+from actors.rules import challenge_headers
 
 
 EVIDENCE_BYTES = 300
@@ -259,7 +260,8 @@ class Fetcher(Actor):
         reply.tell(Fetched(job.key, job.token))
         self.extractor.tell(ExtractJob(job.key, job.url, job.rules, job.token, 200, body,
                                        hashlib.sha256(body).hexdigest(), job.reply_to,
-                                       admission.proxy or "", admission.probe, admission.trial))
+                                       admission.proxy or "", admission.probe, admission.trial,
+                                       challenge_headers(response.headers)))
 
     async def _admit(self, target: str, job: FetchJob, reply: Any) -> Go | None:
         """The view's admission and a rate-limit slot, or None after handing the job back."""

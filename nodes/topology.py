@@ -39,7 +39,13 @@ from actors.child_spec import (
     SupervisorFlags,
     SupervisorSpec,
 )
-from actors.rules import DEFAULT_BLOCK_MARKERS, FieldRule, RuleSet
+from actors.rules import (
+    CHALLENGE_MAX_WORDS,
+    DEFAULT_BLOCK_MARKERS,
+    DEFAULT_BLOCK_SELECTORS,
+    FieldRule,
+    RuleSet,
+)
 
 DEFAULT_TOPOLOGY = "supervisor_tree.yaml"
 DEFAULT_HEARTBEAT_INTERVAL = 0.2
@@ -193,9 +199,16 @@ SECTIONS: dict[str, dict[str, Field]] = {
     },
     "rule set": {
         "fields": Field("mapping of name → field", "required", "The fields to take from a page."),
-        "block_markers": Field("list of strings", "`[captcha, are you a robot, unusual traffic]`",
-                               "Visible text (any case) that marks a challenge page: such a "
-                               "200 page is BLOCKED, not DRIFT."),
+        "block_markers": Field("list of strings", "`[" + ", ".join(DEFAULT_BLOCK_MARKERS) + "]`",
+                               "Text (any case) that marks a short 200 page (at most "
+                               f"{CHALLENGE_MAX_WORDS} words of visible text) as a challenge, in "
+                               "its title or text: such a page is BLOCKED, not DRIFT. A page with "
+                               "every required field is never a challenge."),
+        "block_selectors": Field("list of CSS selectors",
+                                 "challenge forms and widgets (docs/resilience.md)",
+                                 "Elements that mark a short 200 page as a challenge "
+                                 "(Cloudflare's challenge form and iframe, Turnstile, "
+                                 "Incapsula, hCaptcha, reCAPTCHA by default)."),
         "wait_budget": Field("seconds > 0", "the router's `wait_budget` (`300`)",
                              "How long its jobs may wait behind an open breaker, Hold or a missing proxy "
                              "before they end dead (docs/resilience.md)."),
@@ -861,6 +874,12 @@ def _css(value: Any) -> str | None:
     return None
 
 
+def _css_list(value: Any) -> str | None:
+    if not isinstance(value, list):
+        return f"{value!r} must be a list of CSS selectors"
+    return next((error for error in map(_css, value) if error is not None), None)
+
+
 def _flag(value: Any) -> str | None:
     return None if isinstance(value, bool) else f"{value!r} must be true or false"
 
@@ -883,6 +902,7 @@ def _read_rules(ctx: _Context, node: Node | None) -> dict[str, RuleSet]:
             continue
         markers = m.get("block_markers", lambda v: None if isinstance(v, list) and all(isinstance(x, str) for x in v)
                         else f"{v!r} must be a list of strings", list(DEFAULT_BLOCK_MARKERS))
+        selectors = m.get("block_selectors", _css_list, list(DEFAULT_BLOCK_SELECTORS))
         fields_node = m.node_of("fields")
         if not isinstance(fields_node, MappingNode) or not fields_node.value:
             ctx.problem(_join(path, "fields"), "must map at least one field name to its rule", fields_node)
@@ -902,6 +922,7 @@ def _read_rules(ctx: _Context, node: Node | None) -> dict[str, RuleSet]:
                                                 required=f.get("required", _flag, False))
         budget = m.get("wait_budget", _seconds, None)
         rule_sets[name] = RuleSet(name=name, fields=fields, block_markers=tuple(m.lower() for m in markers),
+                                  block_selectors=tuple(selectors),
                                   wait_budget=float(budget) if budget is not None else None)
     return rule_sets
 

@@ -10,6 +10,7 @@ import pytest
 from actors import ChildSpec, PoolSpec, SupervisorSpec
 from actors.builtin import BUILTIN_ACTORS
 from actors.flaky import FlakyWorker
+from actors.rules import DEFAULT_BLOCK_SELECTORS
 from nodes.topology import TopologyError, load_topology, parse_topology, reference_markdown
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -214,3 +215,23 @@ tree:
     assert directory.spec_at("a/root/pool/7").id == "7"
     assert directory.spec_at("a/root/nothing") is None
     assert directory.whereis("b/anything") == "b"
+
+
+def test_a_rule_set_names_its_own_challenge_markers_and_selectors() -> None:
+    topology = parse_topology("""
+nodes: {a: {}}
+tree: {}
+rules:
+  article:
+    fields: {headline: {css: h1, required: true}}
+    block_markers: [Access Denied]
+    block_selectors: ["#px-captcha"]
+  product:
+    fields: {title: {css: h1}}
+""")
+    assert topology.rules["article"].block_markers == ("access denied",)
+    assert topology.rules["article"].block_selectors == ("#px-captcha",)
+    assert topology.rules["product"].block_selectors == DEFAULT_BLOCK_SELECTORS
+    assert problems("nodes: {a: {}}\ntree: {}\nrules:\n  r:\n    fields: {t: {css: h1}}\n"
+                    "    block_selectors: [div, 'a[']\n") == [
+        "t.yaml:6: rules.r.block_selectors: 'a[' is not a CSS selector selectolax can parse"]
