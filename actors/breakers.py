@@ -50,6 +50,8 @@ SWEEP_EVERY = 60.0
 class BreakerShard(Actor):
     """One shard of the fleet's target breakers (its index is its pool replica id)."""
 
+    PATH_ARGS = {"alerts": "alerts"}
+
     def __init__(self, alerts: str | None = None, window: int = 20, minimum_calls: int = 10,
                  failure_threshold: float = 0.5, open_base: float = 5.0, open_cap: float = 300.0,
                  jitter: float = 0.2, trial_calls: int = 3, trial_timeout: float = 30.0,

@@ -114,6 +114,8 @@ def classify_status(status: int, retry_after: float | None) -> Failure | None:
 class Fetcher(Actor):
     """Fetches pages for the router; see the module docstring for the outcomes."""
 
+    PATH_ARGS = {"extractor": "extractor"}
+
     def __init__(self, extractor: str, max_in_flight: int = 64, timeout: float = 10.0,
                  max_body_bytes: int = 2 * 1024 * 1024, max_redirects: int = 5,
                  user_agent: str = "flotilla/0.1", slot_wait: float = 5.0) -> None:

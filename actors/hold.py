@@ -31,6 +31,8 @@ from actors.messages import FleetReport, HoldCommand, HoldMode, HoldStatus
 class HoldMonitor(Actor):
     """See the module docstring."""
 
+    PATH_ARGS = {"alerts": "alerts"}
+
     def __init__(self, alerts: str | None = None, threshold: float = 0.6, window: float = 30.0,
                  target_minimum: int = 5, min_targets: int = 3, failing_share: float = 0.5,
                  probe_interval: float = 2.0, probes: int = 2, recovery_probes: int = 3,

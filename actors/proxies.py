@@ -28,6 +28,8 @@ from actors.messages import ProxyReport, ProxyStates, ProxyStatus
 class ProxyPool(Actor):
     """See the module docstring."""
 
+    PATH_ARGS = {"alerts": "alerts"}
+
     def __init__(self, proxies: list[str], alerts: str | None = None, window: int = 10, minimum_calls: int = 5,
                  failure_threshold: float = 0.5, open_base: float = 30.0, open_cap: float = 600.0,
                  jitter: float = 0.2, health_window: int = 50) -> None:

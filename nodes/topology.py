@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import inspect
 import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -46,6 +45,7 @@ from actors.rules import (
     FieldRule,
     RuleSet,
 )
+from nodes.actor_args import check_args, path_args
 
 DEFAULT_TOPOLOGY = "supervisor_tree.yaml"
 DEFAULT_HEARTBEAT_INTERVAL = 0.2
@@ -367,6 +367,8 @@ class _Context:
     def __init__(self) -> None:
         self.problems: list[Problem] = []
         self.node_names: set[str] = set()
+        self.actor_paths: list[tuple[str, str, str, Node | None]] = []
+        """Actor args that name other actors: (where, path, built-in kind, YAML node)."""
 
     def problem(self, path: str, message: str, node: Node | None) -> None:
         line = node.start_mark.line + 1 if node is not None else None
@@ -575,32 +577,15 @@ def _read_actor(ctx: _Context, m: _Mapping, args: dict[str, Any]) -> type | None
     except ActorNotFound as exc:
         ctx.problem(_join(m.path, "actor"), str(exc), m.node_of("actor"))
         return None
-    mismatch = _args_mismatch(actor, args)
-    if mismatch:
-        ctx.problem(_join(m.path, "args"), f"do not fit {reference}: {mismatch}",
-                    m.node_of("args") or m.node_of("actor"))
-        return None
-    return actor
-
-
-def _args_mismatch(actor: type, args: dict[str, Any]) -> str:
-    """What is wrong with calling `actor(**args)`, or '' if nothing is."""
-    parameters = inspect.signature(actor).parameters.values()
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
-        return ""
-    named = {p.name: p for p in parameters
-             if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)}
-    parts = []
-    for key in args:
-        if key not in named:
-            hint = difflib.get_close_matches(key, named, n=1)
-            parts.append(f"unexpected {key!r}" + (f" (did you mean {hint[0]!r}?)" if hint else ""))
-    missing = [name for name, p in named.items() if p.default is inspect.Parameter.empty and name not in args]
-    if missing:
-        parts.append("missing " + ", ".join(repr(name) for name in missing))
-    if parts and named:
-        parts.append("accepted: " + ", ".join(named))
-    return "; ".join(parts)
+    args_node = m.node_of("args")
+    key_nodes = {key.value: key for key, _ in args_node.value} if isinstance(args_node, MappingNode) else {}
+    problems = check_args(actor, args, reference)
+    for problem in problems:
+        path = _join(m.path, "args") if problem.key is None else _join(m.path, f"args.{problem.key}")
+        ctx.problem(path, problem.message, key_nodes.get(problem.key) or args_node or m.node_of("actor"))
+    for key, (target, kind) in path_args(actor, args).items():
+        ctx.actor_paths.append((_join(m.path, f"args.{key}"), target, kind, key_nodes.get(key) or args_node))
+    return None if problems else actor
 
 
 def _read_args(ctx: _Context, m: _Mapping) -> dict[str, Any]:
@@ -995,6 +980,39 @@ def _check_resilience(topology: Topology, values: dict[str, Any], where: dict[st
                             values["interval"])
 
 
+def _check_actor_paths(topology: Topology, actor_paths: list[tuple[str, str, str, Node | None]]) -> None:
+    """Each actor argument that names an actor (`PATH_ARGS`) must name one of its kind in the
+    tree: a worker of that built-in actor, or a pool of them."""
+    from nodes.directory import Directory  # the directory is built from a topology
+
+    directory = Directory(topology)
+    kinds: dict[str, str] = {}
+
+    def visit(spec: Spec, path: str) -> None:
+        worker = spec.worker if isinstance(spec, PoolSpec) else spec
+        if isinstance(worker, ChildSpec):
+            kinds[path] = worker.actor_name
+        for child in spec.children if isinstance(spec, SupervisorSpec) else ():
+            visit(child, f"{path}/{child.id}")
+
+    visit(topology.tree, topology.root_path)
+    problems = []
+    for where, path, kind, node in actor_paths:
+        expected = BUILTIN_ACTORS.get(kind, kind)
+        spec = directory.spec_at(path)
+        worker = spec.worker if isinstance(spec, PoolSpec) else spec
+        if isinstance(worker, ChildSpec) and worker.actor_name == expected:
+            continue
+        found = "names nothing in the tree" if spec is None else f"is {spec.actor_name}"
+        fitting = [p for p, name in kinds.items() if name == expected]
+        hint = difflib.get_close_matches(path, fitting, n=1, cutoff=0.0) if fitting else []
+        suggestion = f"; did you mean {hint[0]!r}?" if hint else f"; the tree has none (the root is {topology.root_path})"
+        problems.append(Problem(where, f"{path!r} {found}: it must be a worker or a pool of {kind!r}{suggestion}",
+                                node.start_mark.line + 1 if node is not None else None))
+    if problems:
+        raise TopologyError(topology.source, problems)
+
+
 def _read_transport(ctx: _Context, node: Node | None) -> TransportConfig:
     m = _Mapping(ctx, node, "transport", "transport")
     interval = m.get("heartbeat_interval", _seconds, DEFAULT_HEARTBEAT_INTERVAL)
@@ -1064,6 +1082,7 @@ def parse_topology(text: str, source: str = "<topology>", base: Path | None = No
             raise TopologyError(source, [Problem("intake.router", f"{intake.router} runs on "
                                                  f"{directory.whereis(intake.router)}, not on the intake's node "
                                                  f"{intake.node}: they share the journal file", line)])
+    _check_actor_paths(topology, ctx.actor_paths)
     if resilience is not None:
         topology = dataclasses.replace(topology, resilience=_check_resilience(topology, *resilience))
     return topology
