@@ -28,7 +28,7 @@ import random
 import threading
 import time
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, ClassVar
 
 import aiohttp
 import msgspec
@@ -114,7 +114,7 @@ def classify_status(status: int, retry_after: float | None) -> Failure | None:
 class Fetcher(Actor):
     """Fetches pages for the router; see the module docstring for the outcomes."""
 
-    PATH_ARGS = {"extractor": "extractor"}
+    PATH_ARGS: ClassVar[dict[str, str]] = {"extractor": "extractor"}
 
     def __init__(self, extractor: str, max_in_flight: int = 64, timeout: float = 10.0,
                  max_body_bytes: int = 2 * 1024 * 1024, max_redirects: int = 5,

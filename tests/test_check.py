@@ -35,25 +35,25 @@ def test_the_default_topology_passes_check() -> None:
 def test_a_router_whose_fetchers_name_nothing_is_refused_with_the_line(tmp_path: Path) -> None:
     path, line, problems = check_variant(tmp_path, "fetchers: alpha/root/fetching/fetchers",
                                          "fetchers: alpha/root/fetchers")
-    assert problems == [f"{path}:{line}: tree.children[2].args.fetchers: 'alpha/root/fetchers' names nothing in "
-                        "the tree: it must be a worker or a pool of 'fetcher'; did you mean "
-                        "'alpha/root/fetching/fetchers'?"]
+    assert problems == [(f"{path}:{line}: tree.children[2].args.fetchers: 'alpha/root/fetchers' names nothing in "
+                         "the tree: it must be a worker or a pool of 'fetcher'; did you mean "
+                         "'alpha/root/fetching/fetchers'?")]
 
 
 def test_a_path_to_the_wrong_kind_of_actor_is_refused(tmp_path: Path) -> None:
     path, line, problems = check_variant(tmp_path, "args: {extractor: alpha/root/fetching/extractors,",
                                          "args: {extractor: alpha/root/router,")
-    assert problems == [f"{path}:{line}: tree.children[3].supervisor.children[1].pool.args.extractor: "
-                        "'alpha/root/router' is actors.router:Router: it must be a worker or a pool of "
-                        "'extractor'; did you mean 'alpha/root/fetching/extractors'?"]
+    assert problems == [(f"{path}:{line}: tree.children[3].supervisor.children[1].pool.args.extractor: "
+                         "'alpha/root/router' is actors.router:Router: it must be a worker or a pool of "
+                         "'extractor'; did you mean 'alpha/root/fetching/extractors'?")]
 
 
 def test_an_alerts_argument_must_name_an_alert_sink(tmp_path: Path) -> None:
     path, line, problems = check_variant(tmp_path, "args: {alerts: alpha/root/alerts}\n",
                                          "args: {alerts: alpha/root/resilience/limiter}\n")
-    assert problems == [f"{path}:{line}: tree.children[1].supervisor.children[2].args.alerts: "
-                        "'alpha/root/resilience/limiter' is actors.limiter:RateLimiter: it must be a worker or a pool "
-                        "of 'alerts'; did you mean 'alpha/root/alerts'?"]
+    assert problems == [(f"{path}:{line}: tree.children[1].supervisor.children[2].args.alerts: "
+                         "'alpha/root/resilience/limiter' is actors.limiter:RateLimiter: it must be a worker or a pool "
+                         "of 'alerts'; did you mean 'alpha/root/alerts'?")]
 
 
 def test_a_misspelt_router_argument_is_refused_with_a_suggestion(tmp_path: Path) -> None:
@@ -69,8 +69,8 @@ def test_a_misspelt_router_argument_is_refused_with_a_suggestion(tmp_path: Path)
      "tree.children[3].supervisor.children[1].pool.args.max_in_flight: 12.5 must be an integer"),
     ("default_rate: 200 ", "default_rate: yes ", "tree.children[1].supervisor.children[1].args.default_rate: True must be a number"),
     ('rates: {"127.0.0.1:8800": 5000,', 'rates: {"127.0.0.1:8800": lots,',
-     "tree.children[1].supervisor.children[1].args.rates: {'127.0.0.1:8800': 'lots', '127.0.0.1:8802': 18} must be "
-     "a mapping of strings to numbers or null"),
+     ("tree.children[1].supervisor.children[1].args.rates: {'127.0.0.1:8800': 'lots', '127.0.0.1:8802': 18} "
+      "must be a mapping of strings to numbers or null")),
     ("args: {alerts: alpha/root/alerts}\n", "args: {alerts: alpha/root/alerts, mode: pause}\n",
      "tree.children[1].supervisor.children[2].args.mode: 'pause' must be one of 'auto', 'on', 'off'"),
 ])

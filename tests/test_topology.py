@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any, ClassVar, Literal
 
 import pytest
 
-from actors import ChildSpec, PoolSpec, SupervisorSpec
+from actors import Actor, ChildSpec, PoolSpec, SupervisorSpec
 from actors.builtin import BUILTIN_ACTORS
 from actors.flaky import FlakyWorker
 from actors.rules import DEFAULT_BLOCK_SELECTORS
@@ -236,3 +237,40 @@ rules:
     assert problems("nodes: {a: {}}\ntree: {}\nrules:\n  r:\n    fields: {t: {css: h1}}\n"
                     "    block_selectors: [div, 'a[']\n") == [
         "t.yaml:6: rules.r.block_selectors: 'a[' is not a CSS selector selectolax can parse"]
+
+
+class OpenEnded(Actor):
+    """An actor of the user's own: typed parameters, a path argument, and **kwargs."""
+
+    PATH_ARGS: ClassVar[dict[str, str]] = {"sink": "alerts"}
+
+    def __init__(self, sink: str, ratio: float = 0.5, mode: Literal["fast", "safe"] = "safe",
+                 tags: list[str] | None = None, **extra: Any) -> None:
+        super().__init__()
+
+
+OPEN_ENDED = """
+nodes: {a: {}}
+tree:
+  children:
+    - {id: alerts, actor: alerts}
+    - id: mine
+      actor: tests.test_topology:OpenEnded
+      args: %s
+"""
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    ("{sink: a/root/alerts, ratio: 1, mode: fast, tags: [x], anything: [1, 2]}", []),
+    ("{sink: a/root/alerts, mode: quick}", ["t.yaml:8: tree.children[1].args.mode: 'quick' must be one of 'fast', 'safe'"]),
+    ("{sink: a/root/alerts, tags: [x, 2]}", ["t.yaml:8: tree.children[1].args.tags: ['x', 2] must be a list of strings or null"]),
+    ("{ratio: '1'}", ["t.yaml:8: tree.children[1].args.ratio: '1' must be a number",
+                      "t.yaml:8: tree.children[1].args: tests.test_topology:OpenEnded needs 'sink'"]),
+    ("{sink: a/root/alert}", [("t.yaml:8: tree.children[1].args.sink: 'a/root/alert' names nothing in the tree: "
+                               "it must be a worker or a pool of 'alerts'; did you mean 'a/root/alerts'?")]),
+])
+def test_an_actor_of_ones_own_is_checked_by_its_annotations_and_path_args(args: str, expected: list[str]) -> None:
+    if not expected:
+        assert parse_topology(OPEN_ENDED % args).tree.children[1].args["anything"] == [1, 2]  # **extra takes it
+    else:
+        assert problems(OPEN_ENDED % args) == expected
