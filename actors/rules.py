@@ -119,8 +119,8 @@ def challenge_signal(tree: LexborHTMLParser, rules: RuleSet, headers: Mapping[st
         if headers.get(name, "").strip().lower() == value:
             return f"header {name}: {value}"
     tree.strip_tags(["script", "style", "template"])
-    text = " ".join((tree.body.text(separator=" ") if tree.body is not None else "").split())
-    if len(text.split()) > CHALLENGE_MAX_WORDS:
+    words = (tree.body.text(separator=" ") if tree.body is not None else "").split()
+    if len(words) > CHALLENGE_MAX_WORDS:
         return None
     for selector in rules.block_selectors:
         if tree.css_first(selector) is not None:
@@ -130,7 +130,7 @@ def challenge_signal(tree: LexborHTMLParser, rules: RuleSet, headers: Mapping[st
     for marker in rules.block_markers:
         if marker in title:
             return f"title {marker!r}"
-    text = text.lower()
+    text = " ".join(words).lower()
     for marker in rules.block_markers:
         if marker in text:
             return f"text {marker!r}"
