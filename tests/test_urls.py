@@ -17,6 +17,7 @@ SAME_PAGE = [
     ("http://example.com/%7Euser", "http://example.com/~user"),
     ("http://example.com/caf%c3%a9", "http://example.com/café"),
     ("https://example.com", "https://example.com/"),
+    ("http://example.com/s?q=a%20b&flag", "http://example.com/s?flag=&q=a+b"),
 ]
 """Pairs that name the same page."""
 
