@@ -114,6 +114,9 @@ class Actor(pykka.ThreadingActor):
     """
 
     use_daemon_thread: ClassVar[bool] = True
+    PATH_ARGS: ClassVar[dict[str, str]] = {}
+    """Constructor arguments that are paths of other actors, with the built-in actor name
+    (actors/builtin.py) each must name (a worker or a pool of them); `flotilla check` checks them."""
 
     path: str = "<unsupervised>"
     incarnation: int = 0

@@ -25,7 +25,7 @@ from __future__ import annotations
 import random
 import time
 from collections import deque
-from typing import Any
+from typing import Any, ClassVar
 
 import msgspec
 
@@ -49,6 +49,8 @@ SWEEP_EVERY = 60.0
 
 class BreakerShard(Actor):
     """One shard of the fleet's target breakers (its index is its pool replica id)."""
+
+    PATH_ARGS: ClassVar[dict[str, str]] = {"alerts": "alerts"}
 
     def __init__(self, alerts: str | None = None, window: int = 20, minimum_calls: int = 10,
                  failure_threshold: float = 0.5, open_base: float = 5.0, open_cap: float = 300.0,

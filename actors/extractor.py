@@ -2,8 +2,8 @@
 
 Runs next to the fetchers (bodies never cross nodes). A page with the required fields gives
 its fields; one without them is a DRIFT failure naming the missing fields; a challenge page
-served with 200 is BLOCKED. Each verdict is recorded in the node's resilience view (the
-breaker shard judges a target's drift over its recent pages).
+served with 200 (actors/rules.py says how one is told) is BLOCKED. Each verdict is recorded in
+the node's resilience view (the breaker shard judges a target's drift over its recent pages).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ class Extractor(Actor):
             reply.tell(JobOutcome(message.key, message.token,
                                   failure=Failure("HARD", f"no rule set named {message.rules!r} on this node")))
             return None
-        result = apply_rules(message.body, rules)
+        result = apply_rules(message.body, rules, message.headers)
         elapsed = time.monotonic() - started
         view, proxy = self.system.resilience, message.proxy or None
         target = target_of(message.url) if view.active else ""
@@ -45,7 +45,7 @@ class Extractor(Actor):
                         detail=failure.detail, url=message.url)
             reply.tell(JobOutcome(message.key, message.token, failure=failure, elapsed=elapsed))
         elif isinstance(result, Blocked):
-            failure = Failure("BLOCKED", f"challenge page ({result.marker!r})", 200)
+            failure = Failure("BLOCKED", f"challenge page ({result.signal})", 200)
             view.record(target, "blocked", proxy=proxy, trial=message.trial, probe=message.probe)
             reply.tell(JobOutcome(message.key, message.token, failure=failure, elapsed=elapsed))
         else:

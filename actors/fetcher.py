@@ -28,7 +28,7 @@ import random
 import threading
 import time
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, ClassVar
 
 import aiohttp
 import msgspec
@@ -36,6 +36,7 @@ import msgspec
 from actors.actor import Actor
 from actors.messages import Deferred, ExtractJob, Failure, Fetched, FetchJob, JobOutcome
 from actors.resilience_view import Go, Outcome, Wait, target_of
+from actors.rules import challenge_headers
 
 
 EVIDENCE_BYTES = 300
@@ -112,6 +113,8 @@ def classify_status(status: int, retry_after: float | None) -> Failure | None:
 
 class Fetcher(Actor):
     """Fetches pages for the router; see the module docstring for the outcomes."""
+
+    PATH_ARGS: ClassVar[dict[str, str]] = {"extractor": "extractor"}
 
     def __init__(self, extractor: str, max_in_flight: int = 64, timeout: float = 10.0,
                  max_body_bytes: int = 2 * 1024 * 1024, max_redirects: int = 5,
@@ -259,7 +262,8 @@ class Fetcher(Actor):
         reply.tell(Fetched(job.key, job.token))
         self.extractor.tell(ExtractJob(job.key, job.url, job.rules, job.token, 200, body,
                                        hashlib.sha256(body).hexdigest(), job.reply_to,
-                                       admission.proxy or "", admission.probe, admission.trial))
+                                       admission.proxy or "", admission.probe, admission.trial,
+                                       challenge_headers(response.headers)))
 
     async def _admit(self, target: str, job: FetchJob, reply: Any) -> Go | None:
         """The view's admission and a rate-limit slot, or None after handing the job back."""

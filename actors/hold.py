@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from typing import Any
+from typing import Any, ClassVar
 
 from actors.actor import Actor
 from actors.alerts import raise_alert
@@ -30,6 +30,8 @@ from actors.messages import FleetReport, HoldCommand, HoldMode, HoldStatus
 
 class HoldMonitor(Actor):
     """See the module docstring."""
+
+    PATH_ARGS: ClassVar[dict[str, str]] = {"alerts": "alerts"}
 
     def __init__(self, alerts: str | None = None, threshold: float = 0.6, window: float = 30.0,
                  target_minimum: int = 5, min_targets: int = 3, failing_share: float = 0.5,

@@ -22,7 +22,6 @@ rate-limit slot or proxy was available): the job waits, and the attempt is not c
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sqlite3
 import threading
@@ -33,7 +32,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit, urlunsplit
+
+from actors.urls import canonical_url, natural_key  # noqa: F401 - callers import them from here too
 
 JobState = Literal["pending", "fetching", "extracting", "stored", "retrying", "dead", "parked"]
 STATES: tuple[JobState, ...] = ("pending", "fetching", "extracting", "stored", "retrying", "dead", "parked")
@@ -101,29 +101,6 @@ TERMINAL: tuple[JobState, ...] = ("stored", "dead", "parked")
 
 CANCELLED = "cancelled by an operator"
 """The reason of a job ended by `cancel`."""
-
-
-def canonical_url(url: str) -> str:
-    """The URL with a lower-case scheme and host, no default port, no fragment, and a path
-    (user info kept as written; IPv6 hosts keep their brackets)."""
-    parts = urlsplit(url.strip())
-    scheme = parts.scheme.lower()
-    host = (parts.hostname or "").lower()
-    if ":" in host:
-        host = f"[{host}]"
-    port = parts.port
-    if port is not None and not (scheme == "http" and port == 80) and not (scheme == "https" and port == 443):
-        host = f"{host}:{port}"
-    userinfo, at, _ = parts.netloc.rpartition("@")
-    if at:
-        host = f"{userinfo}@{host}"
-    return urlunsplit((scheme, host, parts.path or "/", parts.query, ""))
-
-
-def natural_key(url: str, rules: str) -> str:
-    """The key a job gets when the client gives none: a hash of the canonical URL and rules."""
-    digest = hashlib.sha256(f"{canonical_url(url)}\n{rules}".encode()).hexdigest()
-    return digest[:32]
 
 
 @dataclass(frozen=True)

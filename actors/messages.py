@@ -390,6 +390,8 @@ class ExtractJob(Message, frozen=True, tag=True):
     """The fetch was one of the fleet's recovery probes during Hold."""
     trial: bool = False
     """The fetch was a trial call of the target's half-open breaker."""
+    headers: dict[str, str] = {}
+    """The response's headers that can mark a challenge page (`actors.rules.CHALLENGE_HEADERS`)."""
 
     def returned(self, reason: str) -> Returned:
         """What the sender is told when this job is dead-lettered."""

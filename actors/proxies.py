@@ -16,7 +16,7 @@ from __future__ import annotations
 import random
 import time
 from collections import deque
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 from actors.actor import Actor
@@ -27,6 +27,8 @@ from actors.messages import ProxyReport, ProxyStates, ProxyStatus
 
 class ProxyPool(Actor):
     """See the module docstring."""
+
+    PATH_ARGS: ClassVar[dict[str, str]] = {"alerts": "alerts"}
 
     def __init__(self, proxies: list[str], alerts: str | None = None, window: int = 10, minimum_calls: int = 5,
                  failure_threshold: float = 0.5, open_base: float = 30.0, open_cap: float = 600.0,

@@ -33,7 +33,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from actors.actor import Actor
 from actors.journal import Journal
@@ -107,6 +107,8 @@ RETURN_PAUSE_CAP = 5.0
 
 class Router(Actor):
     """Moves jobs from the journal to the fetchers and their outcomes back."""
+
+    PATH_ARGS: ClassVar[dict[str, str]] = {"fetchers": "fetcher", "alerts": "alerts"}
 
     def __init__(self, fetchers: str, max_in_flight: int = 256, alerts: str | None = None,
                  max_attempts: int = 5, transient_base: float = 1.0, transient_cap: float = 60.0,

@@ -3,19 +3,57 @@
 A rule set names fields; each field has a CSS selector, optionally an attribute to read
 instead of the text, whether all matches are wanted (a list) or the first, and whether it is
 required. Applying a rule set to a 200 page gives the fields, or `Drift` listing the required
-fields that are missing (the page's layout changed), or `Blocked` if the page carries one of
-the rule set's block markers (a CAPTCHA wall served with 200).
+fields that are missing (the page's layout changed), or `Blocked` if the page is a challenge
+(a CAPTCHA wall or bot check served with 200).
+
+A challenge is told by the signals a challenge page has, never by a word somewhere in an
+article: a response header that marks one (`cf-mitigated: challenge`), or, on a *short* page
+(at most `CHALLENGE_MAX_WORDS` words of visible text), one of the rule set's block selectors
+(challenge forms, Turnstile, hCaptcha and reCAPTCHA widgets, the Incapsula iframe) or one of its
+block markers in the title or the visible text. A page that has every required field of the
+rule set is never a challenge page: it is the page that was asked for.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from selectolax.lexbor import LexborHTMLParser
 
-DEFAULT_BLOCK_MARKERS = ("captcha", "are you a robot", "unusual traffic")
-"""Text that marks a challenge page (compared in lower case)."""
+DEFAULT_BLOCK_MARKERS = ("captcha", "are you a robot", "unusual traffic", "just a moment",
+                         "checking your browser", "verify you are human", "attention required")
+"""Text that marks a short page as a challenge, in its title or visible text (compared in
+lower case): the words of CAPTCHA walls, Cloudflare's interstitial ("Just a moment...",
+"Attention Required!") and Google's unusual-traffic page."""
+
+DEFAULT_BLOCK_SELECTORS = (
+    "form#challenge-form",
+    'iframe[src^="https://challenges.cloudflare.com"]',
+    ".cf-turnstile",
+    'iframe[src*="_Incapsula_Resource"]',
+    'div#infoDiv0 a[href*="//www.google.com/policies/terms/"]',
+    ".g-recaptcha",
+    ".h-captcha",
+    'iframe[src*="hcaptcha.com"]',
+    'iframe[src*="/recaptcha/"]',
+)
+"""Elements that mark a short page as a challenge: Cloudflare's challenge form and its
+challenge-platform iframe, the Turnstile widget, Imperva Incapsula's resource iframe, the terms
+link of Google's unusual-traffic page (Crawlee's blocked selectors), hCaptcha and reCAPTCHA
+widgets."""
+
+CHALLENGE_MAX_WORDS = 300
+"""Most words of visible text (title, scripts and styles left out) a page may have and still be
+judged a challenge by its markers or selectors. Challenge pages carry a sentence or two of
+instructions (tens of words, rarely past 150); an article, with its navigation and footer, has
+more. So an article that discusses CAPTCHAs, or has a reCAPTCHA on its comment form, is not one."""
+
+CHALLENGE_HEADERS = {"cf-mitigated": "challenge"}
+"""Response headers (lower-case name → value) that mark any page as a challenge: Cloudflare
+sets `cf-mitigated: challenge` on the challenge pages it serves. The fetcher passes these
+headers of a 200 answer on to the extractor."""
 
 
 @dataclass(frozen=True)
@@ -38,6 +76,7 @@ class RuleSet:
     wait_budget: float | None = None
     """Seconds its jobs may wait behind open breakers, Hold or missing proxies (None: the
     router's `wait_budget`)."""
+    block_selectors: tuple[str, ...] = DEFAULT_BLOCK_SELECTORS
 
 
 @dataclass(frozen=True)
@@ -49,9 +88,9 @@ class Drift:
 
 @dataclass(frozen=True)
 class Blocked:
-    """A 200 page that is a challenge (it contains `marker`)."""
+    """A 200 page that is a challenge; `signal` says what gave it away."""
 
-    marker: str
+    signal: str
 
 
 @dataclass
@@ -69,13 +108,39 @@ def _value(node: Any, rule: FieldRule) -> str | None:
     return " ".join(text.split()) or None
 
 
-def apply_rules(html: str | bytes, rules: RuleSet) -> Extracted | Drift | Blocked:
-    """Apply `rules` to a page."""
-    tree = LexborHTMLParser(html)
-    body_text = (tree.body.text(separator=" ") if tree.body is not None else "").lower()
+def challenge_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """The headers of `CHALLENGE_HEADERS` that a response has (names in lower case)."""
+    return {name: headers[name] for name in CHALLENGE_HEADERS if name in headers}
+
+
+def challenge_signal(tree: LexborHTMLParser, rules: RuleSet, headers: Mapping[str, str]) -> str | None:
+    """What marks the page in `tree` as a challenge, or None. Strips its scripts and styles."""
+    for name, value in CHALLENGE_HEADERS.items():
+        if headers.get(name, "").strip().lower() == value:
+            return f"header {name}: {value}"
+    tree.strip_tags(["script", "style", "template"])
+    words = (tree.body.text(separator=" ") if tree.body is not None else "").split()
+    if len(words) > CHALLENGE_MAX_WORDS:
+        return None
+    for selector in rules.block_selectors:
+        if tree.css_first(selector) is not None:
+            return f"element {selector}"
+    title_node = tree.css_first("title")
+    title = title_node.text().lower() if title_node is not None else ""
     for marker in rules.block_markers:
-        if marker in body_text:
-            return Blocked(marker)
+        if marker in title:
+            return f"title {marker!r}"
+    text = " ".join(words).lower()
+    for marker in rules.block_markers:
+        if marker in text:
+            return f"text {marker!r}"
+    return None
+
+
+def apply_rules(html: str | bytes, rules: RuleSet,
+                headers: Mapping[str, str] | None = None) -> Extracted | Drift | Blocked:
+    """Apply `rules` to a page served with `headers` (those of `challenge_headers`)."""
+    tree = LexborHTMLParser(html)
     fields: dict[str, Any] = {}
     missing = []
     for name, rule in rules.fields.items():
@@ -90,6 +155,11 @@ def apply_rules(html: str | bytes, rules: RuleSet) -> Extracted | Drift | Blocke
                 missing.append(name)
             continue
         fields[name] = value
+    has_required = not missing and any(rule.required for rule in rules.fields.values())
+    if not has_required:
+        signal = challenge_signal(tree, rules, headers or {})
+        if signal is not None:
+            return Blocked(signal)
     if missing:
         return Drift(tuple(missing))
     return Extracted(fields)

@@ -28,9 +28,10 @@ import msgspec
 import structlog
 import zmq
 
-from actors.journal import STATES, Journal, NewJob, canonical_url, natural_key
+from actors.journal import STATES, Journal, NewJob
 from actors.messages import BreakerStatus, HoldMode, HoldStatus
 from actors.resilience_view import target_of
+from actors.urls import canonical_url, natural_key
 from nodes.intake_protocol import (
     MAX_KEY_CHARS,
     MAX_PAGE,

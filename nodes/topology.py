@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import inspect
 import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,7 +38,14 @@ from actors.child_spec import (
     SupervisorFlags,
     SupervisorSpec,
 )
-from actors.rules import DEFAULT_BLOCK_MARKERS, FieldRule, RuleSet
+from actors.rules import (
+    CHALLENGE_MAX_WORDS,
+    DEFAULT_BLOCK_MARKERS,
+    DEFAULT_BLOCK_SELECTORS,
+    FieldRule,
+    RuleSet,
+)
+from nodes.actor_args import check_args, path_args
 
 DEFAULT_TOPOLOGY = "supervisor_tree.yaml"
 DEFAULT_HEARTBEAT_INTERVAL = 0.2
@@ -193,9 +199,16 @@ SECTIONS: dict[str, dict[str, Field]] = {
     },
     "rule set": {
         "fields": Field("mapping of name → field", "required", "The fields to take from a page."),
-        "block_markers": Field("list of strings", "`[captcha, are you a robot, unusual traffic]`",
-                               "Visible text (any case) that marks a challenge page: such a "
-                               "200 page is BLOCKED, not DRIFT."),
+        "block_markers": Field("list of strings", "`[" + ", ".join(DEFAULT_BLOCK_MARKERS) + "]`",
+                               "Text (any case) that marks a short 200 page (at most "
+                               f"{CHALLENGE_MAX_WORDS} words of visible text) as a challenge, in "
+                               "its title or text: such a page is BLOCKED, not DRIFT. A page with "
+                               "every required field is never a challenge."),
+        "block_selectors": Field("list of CSS selectors",
+                                 "challenge forms and widgets (docs/resilience.md)",
+                                 "Elements that mark a short 200 page as a challenge "
+                                 "(Cloudflare's challenge form and iframe, Turnstile, "
+                                 "Incapsula, hCaptcha, reCAPTCHA by default)."),
         "wait_budget": Field("seconds > 0", "the router's `wait_budget` (`300`)",
                              "How long its jobs may wait behind an open breaker, Hold or a missing proxy "
                              "before they end dead (docs/resilience.md)."),
@@ -354,6 +367,8 @@ class _Context:
     def __init__(self) -> None:
         self.problems: list[Problem] = []
         self.node_names: set[str] = set()
+        self.actor_paths: list[tuple[str, str, str, Node | None]] = []
+        """Actor args that name other actors: (where, path, built-in kind, YAML node)."""
 
     def problem(self, path: str, message: str, node: Node | None) -> None:
         line = node.start_mark.line + 1 if node is not None else None
@@ -562,32 +577,15 @@ def _read_actor(ctx: _Context, m: _Mapping, args: dict[str, Any]) -> type | None
     except ActorNotFound as exc:
         ctx.problem(_join(m.path, "actor"), str(exc), m.node_of("actor"))
         return None
-    mismatch = _args_mismatch(actor, args)
-    if mismatch:
-        ctx.problem(_join(m.path, "args"), f"do not fit {reference}: {mismatch}",
-                    m.node_of("args") or m.node_of("actor"))
-        return None
-    return actor
-
-
-def _args_mismatch(actor: type, args: dict[str, Any]) -> str:
-    """What is wrong with calling `actor(**args)`, or '' if nothing is."""
-    parameters = inspect.signature(actor).parameters.values()
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
-        return ""
-    named = {p.name: p for p in parameters
-             if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)}
-    parts = []
-    for key in args:
-        if key not in named:
-            hint = difflib.get_close_matches(key, named, n=1)
-            parts.append(f"unexpected {key!r}" + (f" (did you mean {hint[0]!r}?)" if hint else ""))
-    missing = [name for name, p in named.items() if p.default is inspect.Parameter.empty and name not in args]
-    if missing:
-        parts.append("missing " + ", ".join(repr(name) for name in missing))
-    if parts and named:
-        parts.append("accepted: " + ", ".join(named))
-    return "; ".join(parts)
+    args_node = m.node_of("args")
+    key_nodes = {key.value: key for key, _ in args_node.value} if isinstance(args_node, MappingNode) else {}
+    problems = check_args(actor, args, reference)
+    for problem in problems:
+        path = _join(m.path, "args") if problem.key is None else _join(m.path, f"args.{problem.key}")
+        ctx.problem(path, problem.message, key_nodes.get(problem.key) or args_node or m.node_of("actor"))
+    for key, (target, kind) in path_args(actor, args).items():
+        ctx.actor_paths.append((_join(m.path, f"args.{key}"), target, kind, key_nodes.get(key) or args_node))
+    return None if problems else actor
 
 
 def _read_args(ctx: _Context, m: _Mapping) -> dict[str, Any]:
@@ -861,6 +859,12 @@ def _css(value: Any) -> str | None:
     return None
 
 
+def _css_list(value: Any) -> str | None:
+    if not isinstance(value, list):
+        return f"{value!r} must be a list of CSS selectors"
+    return next((error for error in map(_css, value) if error is not None), None)
+
+
 def _flag(value: Any) -> str | None:
     return None if isinstance(value, bool) else f"{value!r} must be true or false"
 
@@ -883,6 +887,7 @@ def _read_rules(ctx: _Context, node: Node | None) -> dict[str, RuleSet]:
             continue
         markers = m.get("block_markers", lambda v: None if isinstance(v, list) and all(isinstance(x, str) for x in v)
                         else f"{v!r} must be a list of strings", list(DEFAULT_BLOCK_MARKERS))
+        selectors = m.get("block_selectors", _css_list, list(DEFAULT_BLOCK_SELECTORS))
         fields_node = m.node_of("fields")
         if not isinstance(fields_node, MappingNode) or not fields_node.value:
             ctx.problem(_join(path, "fields"), "must map at least one field name to its rule", fields_node)
@@ -902,6 +907,7 @@ def _read_rules(ctx: _Context, node: Node | None) -> dict[str, RuleSet]:
                                                 required=f.get("required", _flag, False))
         budget = m.get("wait_budget", _seconds, None)
         rule_sets[name] = RuleSet(name=name, fields=fields, block_markers=tuple(m.lower() for m in markers),
+                                  block_selectors=tuple(selectors),
                                   wait_budget=float(budget) if budget is not None else None)
     return rule_sets
 
@@ -974,6 +980,39 @@ def _check_resilience(topology: Topology, values: dict[str, Any], where: dict[st
                             values["interval"])
 
 
+def _check_actor_paths(topology: Topology, actor_paths: list[tuple[str, str, str, Node | None]]) -> None:
+    """Each actor argument that names an actor (`PATH_ARGS`) must name one of its kind in the
+    tree: a worker of that built-in actor, or a pool of them."""
+    from nodes.directory import Directory  # the directory is built from a topology
+
+    directory = Directory(topology)
+    kinds: dict[str, str] = {}
+
+    def visit(spec: Spec, path: str) -> None:
+        worker = spec.worker if isinstance(spec, PoolSpec) else spec
+        if isinstance(worker, ChildSpec):
+            kinds[path] = worker.actor_name
+        for child in spec.children if isinstance(spec, SupervisorSpec) else ():
+            visit(child, f"{path}/{child.id}")
+
+    visit(topology.tree, topology.root_path)
+    problems = []
+    for where, path, kind, node in actor_paths:
+        expected = BUILTIN_ACTORS.get(kind, kind)
+        spec = directory.spec_at(path)
+        worker = spec.worker if isinstance(spec, PoolSpec) else spec
+        if isinstance(worker, ChildSpec) and worker.actor_name == expected:
+            continue
+        found = "names nothing in the tree" if spec is None else f"is {spec.actor_name}"
+        fitting = [p for p, name in kinds.items() if name == expected]
+        hint = difflib.get_close_matches(path, fitting, n=1, cutoff=0.0) if fitting else []
+        suggestion = f"; did you mean {hint[0]!r}?" if hint else f"; the tree has none (the root is {topology.root_path})"
+        problems.append(Problem(where, f"{path!r} {found}: it must be a worker or a pool of {kind!r}{suggestion}",
+                                node.start_mark.line + 1 if node is not None else None))
+    if problems:
+        raise TopologyError(topology.source, problems)
+
+
 def _read_transport(ctx: _Context, node: Node | None) -> TransportConfig:
     m = _Mapping(ctx, node, "transport", "transport")
     interval = m.get("heartbeat_interval", _seconds, DEFAULT_HEARTBEAT_INTERVAL)
@@ -1043,6 +1082,7 @@ def parse_topology(text: str, source: str = "<topology>", base: Path | None = No
             raise TopologyError(source, [Problem("intake.router", f"{intake.router} runs on "
                                                  f"{directory.whereis(intake.router)}, not on the intake's node "
                                                  f"{intake.node}: they share the journal file", line)])
+    _check_actor_paths(topology, ctx.actor_paths)
     if resilience is not None:
         topology = dataclasses.replace(topology, resilience=_check_resilience(topology, *resilience))
     return topology

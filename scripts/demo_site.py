@@ -11,6 +11,8 @@ for, the client's address and the options):
     /limited/N      the page, but 429 with Retry-After once a client exceeds --limited-rate/s
     /blocked/N      403 for clients in --block (all clients if --block is not given)
     /captcha/N      200 with a challenge page ("Are you a robot?")
+    /challenge/N    200 with a Cloudflare-like challenge page and `cf-mitigated: challenge`
+    /prose/N        the product page with an article about CAPTCHAs (not a challenge page)
     /drift/N        200 with a changed layout: no price
     /gone/N         404;  /removed/N  410;  /private/N  401
     /slow/N?ms=M    the page after M milliseconds (default 2000)
@@ -47,6 +49,51 @@ DRIFTED = """<!doctype html>
 
 CAPTCHA = """<!doctype html><html><body><h1>Are you a robot?</h1>
 <p>Our systems have detected unusual traffic. Please solve the CAPTCHA.</p></body></html>"""
+
+CHALLENGE = """<!DOCTYPE html><html lang="en-US"><head><title>Just a moment...</title>
+<meta http-equiv="Content-Type" content="text/html; charset=UTF-8">
+<meta name="robots" content="noindex,nofollow">
+<style>*{box-sizing:border-box;margin:0;padding:0}html{line-height:1.15}</style>
+<script>(function(){window._cf_chl_opt={cvId:'3',cZone:'127.0.0.1',cType:'managed',
+cRay:'8c1f0e2d3a4b5c6d'};var a=document.createElement('script');a.src='/cdn-cgi/challenge-platform/h/b/orchestrate/chl_page/v1?ray=8c1f0e2d3a4b5c6d';
+document.getElementsByTagName('head')[0].appendChild(a);}());</script></head>
+<body><div class="main-wrapper" role="main"><div class="main-content">
+<h1 class="zone-name-title h1">127.0.0.1</h1>
+<h2 class="h2" id="challenge-running">Verifying you are human. This may take a few seconds.</h2>
+<noscript><div class="h2"><span id="challenge-error-text">Enable JavaScript and cookies to continue</span></div></noscript>
+<div id="turnstile-wrapper"><iframe src="https://challenges.cloudflare.com/cdn-cgi/challenge-platform/h/b/turnstile/if/ov2/av0/rcv/0/8c1f0e2d3a4b5c6d" title="Widget containing a Cloudflare security challenge"></iframe></div>
+<div id="challenge-body-text" class="core-msg spacer">127.0.0.1 needs to review the security of your connection before proceeding.</div>
+</div></div>
+<div class="footer" role="contentinfo"><div class="footer-inner"><div class="clearfix diagnostic-wrapper">
+<div class="ray-id">Ray ID: <code>8c1f0e2d3a4b5c6d</code></div></div>
+<div class="text-center" id="footer-text">Performance &amp; security by Cloudflare</div></div></div>
+</body></html>"""
+"""A page shaped like Cloudflare's managed challenge (served here with 200 to reach the extractor)."""
+
+PROSE = """<!doctype html>
+<html><head><title>Product {n}: why you keep seeing CAPTCHAs</title></head>
+<body>
+<nav><a href="/">Home</a> <a href="/product/1">Catalogue</a> <a href="/about">About us</a></nav>
+<h1 class="title">Product {n}</h1>
+<div class="details"><span class="price">${price}</span><span class="sku" data-sku="SKU-{n:06d}">SKU</span></div>
+<article class="description">
+<p>Have you ever been asked "Are you a robot?" while shopping? Sites show a CAPTCHA when they
+see unusual traffic from a network: many requests in a short time, or from addresses that
+were used by scrapers before. The puzzle is meant to be easy for people and hard for
+programs, which is why it asks you to pick the traffic lights or type a few warped letters.</p>
+<p>Our product {n} is a router for small offices. It does not stop CAPTCHAs, but its guest
+network keeps the office's own traffic apart, so one misbehaving laptop does not make the
+whole office look like a robot. Setting it up takes five minutes: plug it in, open the
+app, and follow the three steps. The app explains every setting in plain words.</p>
+<p>Reviewers liked the quiet fan, the long warranty and the clear lights on the front. Some
+wished for a fourth network port. If you run a shop yourself, you may want to read our
+guide on how to verify you are human without annoying your customers: it covers invisible
+checks, rate limits and when a CAPTCHA is the right answer after all.</p>
+</article>
+<footer>Shipping and returns. Privacy. Terms. Contact. Just a moment of your time: rate us.</footer>
+</body></html>
+"""
+"""A product page whose article discusses challenge pages: the extraction keeps it."""
 
 
 def product(n: int) -> str:
@@ -92,6 +139,9 @@ class DemoSite:
         app.router.add_get("/limited/{n:\\d+}", self.limited)
         app.router.add_get("/blocked/{n:\\d+}", self.blocked_page)
         app.router.add_get("/captcha/{n:\\d+}", lambda r: web.Response(text=CAPTCHA, content_type="text/html"))
+        app.router.add_get("/prose/{n:\\d+}", self.prose)
+        app.router.add_get("/challenge/{n:\\d+}", lambda r: web.Response(
+            text=CHALLENGE, content_type="text/html", headers={"cf-mitigated": "challenge", "Server": "cloudflare"}))
         app.router.add_get("/drift/{n:\\d+}", self.drift)
         app.router.add_get("/gone/{n:\\d+}", lambda r: web.Response(status=404, text="Not Found"))
         app.router.add_get("/removed/{n:\\d+}", lambda r: web.Response(status=410, text="Gone"))
@@ -139,6 +189,11 @@ class DemoSite:
         if self.blocked is None or request.remote in self.blocked:
             return web.Response(status=403, text="Forbidden")
         return await self.page(request)
+
+    async def prose(self, request: web.Request) -> web.Response:
+        n = int(request.match_info["n"])
+        price = f"{(n * 37) % 1000 / 10 + 1:.2f}"
+        return web.Response(text=PROSE.format(n=n, price=price), content_type="text/html")
 
     async def drift(self, request: web.Request) -> web.Response:
         n = int(request.match_info["n"])

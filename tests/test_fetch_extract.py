@@ -86,6 +86,17 @@ def test_every_fault_mode_gives_its_typed_outcome(pipeline: ActorSystem, site: D
     assert {"/product/1", "/moved/2", "/captcha/8", "/drift/9"} <= fetched
 
 
+def test_challenge_pages_are_blocked_and_an_article_about_them_is_not(pipeline: ActorSystem,
+                                                                       site: DemoSiteProcess) -> None:
+    fetch(pipeline, site, ["/prose/1", "/captcha/2", "/challenge/3"])
+    got = outcomes(3)
+    assert got["/prose/1"].failure is None and got["/prose/1"].fields["title"] == "Product 1"
+    captcha, challenge = got["/captcha/2"].failure, got["/challenge/3"].failure
+    assert (captcha.kind, captcha.detail) == ("BLOCKED", "challenge page (text 'captcha')")
+    # the fetcher passed the header on
+    assert (challenge.kind, challenge.detail) == ("BLOCKED", "challenge page (header cf-mitigated: challenge)")
+
+
 def test_unknown_rules_and_schemes_are_hard_failures(pipeline: ActorSystem, site: DemoSiteProcess) -> None:
     fetch(pipeline, site, ["/product/1"], rules="nope")
     pipeline.ref("t/root/fetchers").tell(FetchJob("ftp", "ftp://127.0.0.1/x", "product", 1, "t/root/inbox"))

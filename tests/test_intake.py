@@ -207,3 +207,18 @@ def test_control_requests_are_audited_and_refused_when_the_audit_log_cannot_be_w
     with pytest.raises(IntakeError, match="refused: the audit log cannot be written"):
         client.cancel(keys)
     assert client.replay(keys) == 2  # nothing was cancelled meanwhile; other requests are served
+
+
+@pytest.mark.parametrize(("first", "second"), [
+    ("http://127.0.0.1:1/list?a=1&b=2", "http://127.0.0.1:1/list?b=2&a=1"),
+    ("http://127.0.0.1:1/a%2fb", "http://127.0.0.1:1/a%2Fb"),
+    ("http://bücher.example/katalog", "http://xn--bcher-kva.example/katalog"),
+    ("http://example.com:80/a", "http://example.com/a"),
+    ("http://example.com/a#reviews", "http://example.com/a#specs"),
+])
+def test_two_spellings_of_one_page_become_one_job(client: IntakeClient, first: str, second: str) -> None:
+    acks = client.submit([JobSpec(first, "product")]) + client.submit([JobSpec(second, "product")])
+    assert [a.status for a in acks] == ["accepted", "duplicate"]
+    assert acks[0].key == acks[1].key
+    assert client.counts().states["pending"] == 1
+    assert [job.url for job in client.status([acks[0].key])] == [first]  # fetched as first written

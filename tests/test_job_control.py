@@ -290,7 +290,8 @@ def test_submit_needs_rules_only_when_the_topology_has_several(tmp_path: Path) -
     path.write_text(f"nodes: {{a: {{address: 'tcp://127.0.0.1:{node_port}'}}}}\n"
                     "rules: {product: {fields: {t: {css: h1}}}, article: {fields: {t: {css: h2}}}}\n"
                     f"intake: {{node: a, address: 'tcp://127.0.0.1:{intake_port}', router: a/root/router}}\n"
-                    "tree: {children: [{id: router, actor: router, args: {fetchers: a/root/f}}]}\n", encoding="utf-8")
+                    "tree: {children: [{id: router, actor: router, args: {fetchers: a/root/f}}, {id: x, actor: extractor},\n"
+                    "                  {id: f, pool: {actor: fetcher, args: {extractor: a/root/x}}}]}\n", encoding="utf-8")
     result = run_flotilla("submit", "http://example.com/a", "--topology", str(path))
     assert result.returncode == 2
     assert "the topology has 2 rule sets (article, product): choose one with --rules" in result.stderr

@@ -127,3 +127,16 @@ def test_a_job_that_keeps_crashing_its_fetcher_is_dead_as_poison(system: ActorSy
     assert [journal.job(j.key).state for j in jobs[1:]] == ["stored", "stored"]
     assert [a[3] for a in journal.attempts(jobs[0].key)] == ["lost", "lost"]
     journal.close()
+
+
+def test_an_article_mentioning_captcha_is_stored_and_a_challenge_page_is_not(system: ActorSystem,
+                                                                             site: DemoSiteProcess,
+                                                                             tmp_path: Path) -> None:
+    journal = start_pipeline(system, tmp_path)
+    keys = submit(journal, system, site, ["/prose/1", "/captcha/2", "/challenge/3"])
+    wait_until(lambda: settled(journal), timeout=30, what="every job to settle")
+    assert {path: journal.job(key).state for path, key in keys.items()} == {
+        "/prose/1": "stored", "/captcha/2": "dead", "/challenge/3": "dead"}
+    assert [a[3] for a in journal.attempts(keys["/captcha/2"])] == ["BLOCKED"] * 3
+    assert journal.result_count() == 1
+    journal.close()

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any, ClassVar, Literal
 
 import pytest
 
-from actors import ChildSpec, PoolSpec, SupervisorSpec
+from actors import Actor, ChildSpec, PoolSpec, SupervisorSpec
 from actors.builtin import BUILTIN_ACTORS
 from actors.flaky import FlakyWorker
+from actors.rules import DEFAULT_BLOCK_SELECTORS
 from nodes.topology import TopologyError, load_topology, parse_topology, reference_markdown
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -102,8 +104,9 @@ tree:
         "(allowed: id, strategy, intensity, period, backoff, node, children)",
         f"t.yaml:8: tree.children[0].actor: unknown actor 'nope': not a built-in ({BUILTINS}) "
         "and not of the form package.module:Class",
-        "t.yaml:11: tree.children[1].args: do not fit ticker: unexpected 'targett' (did you mean "
-        "'target'?); missing 'target'; accepted: target, interval, batch",
+        "t.yaml:11: tree.children[1].args.targett: unknown argument of ticker; did you mean 'target'? "
+        "(accepted: target, interval, batch)",
+        "t.yaml:11: tree.children[1].args: ticker needs 'target'",
         "t.yaml:13: tree.children[2].pool.size: -1 must be an integer >= 0",
         "t.yaml:14: tree.children[2].node: 'beta' is not a node of this topology (nodes: alpha)",
         "t.yaml:17: tree.children[3].shutdown: 'infinity' is only allowed for supervisors and pools: "
@@ -214,3 +217,60 @@ tree:
     assert directory.spec_at("a/root/pool/7").id == "7"
     assert directory.spec_at("a/root/nothing") is None
     assert directory.whereis("b/anything") == "b"
+
+
+def test_a_rule_set_names_its_own_challenge_markers_and_selectors() -> None:
+    topology = parse_topology("""
+nodes: {a: {}}
+tree: {}
+rules:
+  article:
+    fields: {headline: {css: h1, required: true}}
+    block_markers: [Access Denied]
+    block_selectors: ["#px-captcha"]
+  product:
+    fields: {title: {css: h1}}
+""")
+    assert topology.rules["article"].block_markers == ("access denied",)
+    assert topology.rules["article"].block_selectors == ("#px-captcha",)
+    assert topology.rules["product"].block_selectors == DEFAULT_BLOCK_SELECTORS
+    assert problems("nodes: {a: {}}\ntree: {}\nrules:\n  r:\n    fields: {t: {css: h1}}\n"
+                    "    block_selectors: [div, 'a[']\n") == [
+        "t.yaml:6: rules.r.block_selectors: 'a[' is not a CSS selector selectolax can parse"]
+
+
+class OpenEnded(Actor):
+    """An actor of the user's own: typed parameters, a path argument, and **kwargs."""
+
+    PATH_ARGS: ClassVar[dict[str, str]] = {"sink": "alerts"}
+
+    def __init__(self, sink: str, ratio: float = 0.5, mode: Literal["fast", "safe"] = "safe",
+                 tags: list[str] | None = None, **extra: Any) -> None:
+        super().__init__()
+
+
+OPEN_ENDED = """
+nodes: {a: {}}
+tree:
+  children:
+    - {id: alerts, actor: alerts}
+    - id: mine
+      actor: tests.test_topology:OpenEnded
+      args: %s
+"""
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    ("{sink: a/root/alerts, ratio: 1, mode: fast, tags: [x], anything: [1, 2]}", []),
+    ("{sink: a/root/alerts, mode: quick}", ["t.yaml:8: tree.children[1].args.mode: 'quick' must be one of 'fast', 'safe'"]),
+    ("{sink: a/root/alerts, tags: [x, 2]}", ["t.yaml:8: tree.children[1].args.tags: ['x', 2] must be a list of strings or null"]),
+    ("{ratio: '1'}", ["t.yaml:8: tree.children[1].args.ratio: '1' must be a number",
+                      "t.yaml:8: tree.children[1].args: tests.test_topology:OpenEnded needs 'sink'"]),
+    ("{sink: a/root/alert}", [("t.yaml:8: tree.children[1].args.sink: 'a/root/alert' names nothing in the tree: "
+                               "it must be a worker or a pool of 'alerts'; did you mean 'a/root/alerts'?")]),
+])
+def test_an_actor_of_ones_own_is_checked_by_its_annotations_and_path_args(args: str, expected: list[str]) -> None:
+    if not expected:
+        assert parse_topology(OPEN_ENDED % args).tree.children[1].args["anything"] == [1, 2]  # **extra takes it
+    else:
+        assert problems(OPEN_ENDED % args) == expected
