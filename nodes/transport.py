@@ -30,7 +30,9 @@ from typing import Any
 import structlog
 import zmq
 
+from nodes.refusals import refusals
 from nodes.security import ZAP_DOMAIN, ClusterAuthenticator, CurveKeys
+from nodes.serving import ServingGuard
 
 BATCH_FRAMES = 512
 """Most envelopes sent to one peer in one multipart message."""
@@ -65,7 +67,8 @@ class Transport:
     def __init__(self, *, node: str, address: str, peers: dict[str, str], max_message_bytes: int,
                  high_water_mark: int, backlog: int, tick: float, on_frames: FramesHandler,
                  on_undeliverable: UndeliverableHandler, on_tick: Callable[[], None],
-                 keys: CurveKeys | None = None) -> None:
+                 keys: CurveKeys | None = None, on_give_up: Callable[[str], None] = lambda _reason: None) -> None:
+        """`on_give_up(reason)` is called if the I/O loop keeps failing (`nodes.serving`)."""
         self.node = node
         self.address = address
         self.peers = dict(peers)
@@ -95,6 +98,7 @@ class Transport:
         self._context = zmq.Context()
         self._context.linger = 0
         self._authenticator: ClusterAuthenticator | None = None
+        self.guard = ServingGuard("transport", on_give_up)
 
     # --- any thread ---------------------------------------------------------------------
 
@@ -202,43 +206,46 @@ class Transport:
         next_tick = time.monotonic()  # the first heartbeats go out at once
         try:
             while not self._closing.is_set():
-                self._sleeping = True
-                if not self._outbox.empty():
-                    self._sleeping = False
-                timeout_ms = max(0.0, (next_tick - time.monotonic()) * 1000) if self._sleeping else 0
-                events = dict(poller.poll(timeout_ms))
-                self._sleeping = False
-                if self._wake_fd in events:
-                    try:
-                        os.eventfd_read(self._wake_fd)
-                    except BlockingIOError:
-                        pass
-                if router in events:
-                    self._receive(router)
-                self._take_outbox()
-                for peer, dealer in dealers.items():
-                    if not self._backlogs[peer] and peer not in waiting_out:
-                        continue
-                    if self._backlogs[peer]:
-                        self._flush(peer, dealer)
-                    blocked = bool(self._backlogs[peer])
-                    if blocked and peer not in waiting_out:
-                        poller.register(dealer, zmq.POLLIN | zmq.POLLOUT)
-                        waiting_out.add(peer)
-                    elif not blocked and peer in waiting_out:
-                        poller.unregister(dealer)
-                        waiting_out.discard(peer)
-                if self._room_waiters:
-                    with self._room:
-                        self._room.notify_all()
-                if time.monotonic() >= next_tick:
-                    next_tick = time.monotonic() + self.tick
-                    try:
-                        self._on_tick()
-                    except Exception:  # noqa: BLE001 - a bug in a tick must not silence the node
-                        _log.exception("transport.tick_failed")
-        except Exception:  # noqa: BLE001 - log, then stop cleanly
-            _log.exception("transport.failed")
+                try:
+                    while not self._closing.is_set():
+                        self._sleeping = True
+                        if not self._outbox.empty():
+                            self._sleeping = False
+                        timeout_ms = max(0.0, (next_tick - time.monotonic()) * 1000) if self._sleeping else 0
+                        events = dict(poller.poll(timeout_ms))
+                        self._sleeping = False
+                        if self._wake_fd in events:
+                            try:
+                                os.eventfd_read(self._wake_fd)
+                            except BlockingIOError:
+                                pass
+                        if router in events:
+                            self._receive(router)
+                        self._take_outbox()
+                        for peer, dealer in dealers.items():
+                            if not self._backlogs[peer] and peer not in waiting_out:
+                                continue
+                            if self._backlogs[peer]:
+                                self._flush(peer, dealer)
+                            blocked = bool(self._backlogs[peer])
+                            if blocked and peer not in waiting_out:
+                                poller.register(dealer, zmq.POLLIN | zmq.POLLOUT)
+                                waiting_out.add(peer)
+                            elif not blocked and peer in waiting_out:
+                                poller.unregister(dealer)
+                                waiting_out.discard(peer)
+                        if self._room_waiters:
+                            with self._room:
+                                self._room.notify_all()
+                        if time.monotonic() >= next_tick:
+                            next_tick = time.monotonic() + self.tick
+                            try:
+                                self._on_tick()
+                            except Exception:  # noqa: BLE001 - a bug in a tick must not silence the node
+                                _log.exception("transport.tick_failed")
+                except Exception:  # noqa: BLE001 - restarted, or the node stops (nodes.serving)
+                    if not self.guard.failed():
+                        return
         finally:
             for sock in (router, *dealers.values()):
                 sock.close(0)
@@ -287,15 +294,11 @@ class Transport:
 
     def _reject(self, who: str, reason: str, detail: str | None) -> None:
         self.stats.rejected[reason] += 1
-        count = self.stats.rejected[reason]
-        if count <= 10 or count % 1000 == 0:
-            _log.warning("transport.peer_rejected", peer=who[:64], reason=reason, detail=detail,
-                         count=count)
+        refusals.refuse("transport", "unknown_peer", f"{who[:64]}: {reason}" + (f" ({detail})" if detail else ""))
 
     def _log_rejected_key(self, key: str, address: str) -> None:
         self.stats.rejected["unknown key"] += 1
-        _log.warning("transport.key_rejected", key=key, address=address,
-                     count=self.stats.rejected["unknown key"])
+        refusals.refuse("transport", "unknown_key", f"key {key} from {address}")
 
     def _take_outbox(self) -> None:
         outbox = self._outbox
