@@ -140,12 +140,12 @@ SECTIONS: dict[str, dict[str, Field]] = {
         "heartbeat_timeout": Field("seconds > interval", f"`{DEFAULT_HEARTBEAT_TIMEOUT:g}`",
                                    "Silence after which a peer is declared down (killed, frozen "
                                    "or cut off alike)."),
-        "max_message_bytes": Field("integer ≥ 1024", f"`{DEFAULT_MAX_MESSAGE_BYTES}`",
+        "max_message_bytes": Field("integer 1024..67108864", f"`{DEFAULT_MAX_MESSAGE_BYTES}`",
                                    "Largest envelope (ZeroMQ MAXMSGSIZE); a peer sending more is "
                                    "disconnected by ZeroMQ, and a local send of more raises."),
-        "high_water_mark": Field("integer ≥ 1", f"`{DEFAULT_HWM}`",
+        "high_water_mark": Field("integer 1..1000000", f"`{DEFAULT_HWM}`",
                                  "ZeroMQ send/receive queue per peer, in messages."),
-        "backlog": Field("integer ≥ 1000", f"`{DEFAULT_BACKLOG}`",
+        "backlog": Field("integer 1000..1000000", f"`{DEFAULT_BACKLOG}`",
                          "Envelopes a sender may be ahead of the network per peer; past it the "
                          "sender waits (up to 5 s) for room, then its envelope fails."),
         "node_wait": Field("seconds > 0", f"`{DEFAULT_NODE_WAIT:g}`",
@@ -189,7 +189,7 @@ SECTIONS: dict[str, dict[str, Field]] = {
                        "Pools only: replica i runs on nodes[i % len(nodes)]."),
     },
     "pool": {
-        "size": Field("integer ≥ 0", "`1`", "Replicas started at first; scalable at run time."),
+        "size": Field("integer 0..1000", "`1`", "Replicas started at first; scalable at run time."),
         "actor": Field("actor reference", "required", "The replicas' actor."),
         "args": Field("mapping", "`{}`", "Keyword arguments for every replica."),
         "restart": Field(" \\| ".join(RESTART_TYPES), "`permanent`", "Restart type of each replica."),

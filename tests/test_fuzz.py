@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import msgspec
+import pytest
 import zmq
 
 from nodes.codec import MAX_FRAME_BYTES
@@ -75,6 +76,7 @@ def _fuzz_socket(context: zmq.Context, address: str, surface: str, limit: int, s
     return valid
 
 
+@pytest.mark.timeout(120 + FRAMES // 50)
 def test_fuzzed_intake_transport_and_shell_leave_the_node_up_and_bounded(
         tmp_path: Path, clusters: list[LiveCluster]) -> None:
     print(f"fuzz: {FRAMES} messages per surface, seeds {SEED} (intake), {SEED + 1} (transport), "
