@@ -400,11 +400,12 @@ class Cluster:
             except FrameError as exc:
                 self._rejected(peer, exc.reason)
             except Exception as exc:  # noqa: BLE001 - one bad envelope must not stop the node
-                refusals.refuse("transport", "failed", f"{type(exc).__name__}: {exc}", peer=peer, exc_info=True)
+                refusals.refuse("transport", "failed", f"{type(exc).__name__}: {exc}", event="cluster.envelope_failed",
+                                peer=peer, exc_info=True)
 
     def _rejected(self, peer: str, reason: str, kind: str = "malformed") -> None:
         self.rejected[peer] += 1
-        refusals.refuse("transport", kind, reason, peer=peer)
+        refusals.refuse("transport", kind, reason, event="cluster.frame_rejected", peer=peer)
 
     def _handle(self, peer: str, envelope: Envelope) -> None:
         match envelope:

@@ -179,7 +179,8 @@ class Intake:
                 continue
             parts = socket.recv_multipart(copy=False)
             if len(parts) != 2:
-                refusals.refuse("intake", "malformed", f"a request is one frame, not {len(parts) - 1}")
+                refusals.refuse("intake", "malformed", f"a request is one frame, not {len(parts) - 1}",
+                                event="intake.bad_request")
                 continue
             answer = self.handle(parts[1].buffer)
             try:
@@ -195,14 +196,15 @@ class Intake:
         try:
             request = request_decoder.decode(frame)
         except Exception as exc:  # noqa: BLE001 - msgspec's DecodeError, bad UTF-8, nesting...
-            refusals.refuse("intake", "malformed", str(exc))
+            refusals.refuse("intake", "malformed", str(exc), event="intake.bad_request")
             return Error(id=request_id(frame), reason=f"bad request: {str(exc)[:200]}")
         if isinstance(request, (Cancel, BreakerReset)):
             return self._audited(request, operator)
         try:
             return self._dispatch(request)
         except Exception as exc:  # noqa: BLE001 - a failed request must not stop the intake
-            refusals.refuse("intake", "failed", f"{type(exc).__name__}: {exc}", exc_info=True)
+            refusals.refuse("intake", "failed", f"{type(exc).__name__}: {exc}", event="intake.request_failed",
+                            exc_info=True)
             return Error(id=request.id, reason=f"{type(exc).__name__}: {str(exc)[:500]}")
 
     def _audited(self, request: Cancel | BreakerReset, operator: str) -> Answer:
@@ -373,5 +375,5 @@ def _encode(answer: Answer) -> bytes:
     try:
         return encoder.encode(answer)
     except Exception as exc:  # noqa: BLE001 - e.g. a value out of MessagePack's range
-        refusals.refuse("intake", "unencodable", f"{type(exc).__name__}: {exc}")
+        refusals.refuse("intake", "unencodable", f"{type(exc).__name__}: {exc}", event="intake.answer_unencodable")
         return encoder.encode(Error(id=0, reason=f"the answer cannot be encoded: {type(exc).__name__}"))

@@ -35,9 +35,10 @@ class Refusals:
         self._logged_count: dict[tuple[str, str], int] = {}
         self._lock = threading.Lock()
 
-    def refuse(self, socket: str, reason: str, detail: str = "", **fields: Any) -> bool:
+    def refuse(self, socket: str, reason: str, detail: str = "", *, event: str = "refused", **fields: Any) -> bool:
         """Count one refusal on `socket` for `reason`; log it if this kind was not logged in
-        the last interval (with the number refused since the last line). True if it was
+        the last interval (with the number refused since the last line), as `event` (each
+        socket keeps the event names its operators know). True if it was
         logged (a caller with its own record, like the shell's audit log, follows suit)."""
         key = (socket, reason)
         now = time.monotonic()
@@ -50,8 +51,7 @@ class Refusals:
             since = total - self._logged_count.get(key, 0)
             self._logged_at[key] = now
             self._logged_count[key] = total
-        _log.warning("refused", socket=socket, reason=reason, detail=detail[:200], count=since, total=total,
-                     **fields)
+        _log.warning(event, socket=socket, reason=reason, detail=detail[:200], count=since, total=total, **fields)
         return True
 
     def total(self, socket: str | None = None) -> int:

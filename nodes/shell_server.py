@@ -91,7 +91,8 @@ class ShellServer:
 
     def _rejected(self, key: str, address: str) -> None:
         self.rejected += 1  # a key-spraying client cannot flood the log: one line per interval
-        refusals.refuse("shell", "unknown_key", f"key {key} from {address}")
+        refusals.refuse("shell", "unknown_key", "an operator key not in the topology", event="shell.operator_rejected",
+                        key=key, address=address)
 
     def _listeners(self) -> list[zmq.Socket]:
         """The IPC socket (only this user), and the CURVE TCP socket if configured."""
@@ -148,13 +149,15 @@ class ShellServer:
     def _serve_one(self, socket: zmq.Socket, local: bool) -> None:
         parts = socket.recv_multipart(copy=False)
         if len(parts) != 2:
-            refusals.refuse("shell", "malformed", f"a request is one frame, not {len(parts) - 1}")
+            refusals.refuse("shell", "malformed", f"a request is one frame, not {len(parts) - 1}",
+                            event="shell.bad_request")
             return
         operator = self.operator if local else f"key:{parts[1].get('User-Id')}"
         try:
             answer = self.handle(parts[1].bytes, operator)
         except Exception as exc:  # noqa: BLE001 - answered, never the end of the listener
-            refusals.refuse("shell", "failed", f"{type(exc).__name__}: {exc}", exc_info=True)
+            refusals.refuse("shell", "failed", f"{type(exc).__name__}: {exc}", event="shell.request_failed",
+                            exc_info=True)
             answer = ShellAnswer(0, False, error=f"{type(exc).__name__}: {exc}"[:500])
         try:
             socket.send_multipart([parts[0], _encode(answer)], zmq.NOBLOCK)
@@ -170,7 +173,7 @@ class ShellServer:
         try:
             request = request_decoder.decode(frame)
         except Exception as exc:  # noqa: BLE001 - msgspec's DecodeError, bad UTF-8, nesting...
-            if refusals.refuse("shell", "malformed", str(exc)):  # audited as logged: once per interval
+            if refusals.refuse("shell", "malformed", str(exc), event="shell.bad_request"):  # audited as logged: once per interval
                 self._audit(operator, "?", [], "refused", f"bad request: {exc}")
             return ShellAnswer(request_id(frame), False, error=f"bad request: {str(exc)[:200]}")
         follow_poll = request.command == "logs" and len(request.args) == 2  # audited once, at its start
@@ -217,5 +220,5 @@ def _encode(answer: ShellAnswer) -> bytes:
     try:
         return encoder.encode(answer)
     except Exception as exc:  # noqa: BLE001 - e.g. an integer beyond MessagePack's 64 bits
-        refusals.refuse("shell", "unencodable", f"{type(exc).__name__}: {exc}")
+        refusals.refuse("shell", "unencodable", f"{type(exc).__name__}: {exc}", event="shell.answer_unencodable")
         return encoder.encode(ShellAnswer(answer.id, False, error=f"the answer cannot be sent: {type(exc).__name__}"))

@@ -294,11 +294,13 @@ class Transport:
 
     def _reject(self, who: str, reason: str, detail: str | None) -> None:
         self.stats.rejected[reason] += 1
-        refusals.refuse("transport", "unknown_peer", f"{who[:64]}: {reason}" + (f" ({detail})" if detail else ""))
+        refusals.refuse("transport", "unknown_peer", reason + (f" ({detail})" if detail else ""),
+                        event="transport.peer_rejected", peer=who[:64])
 
     def _log_rejected_key(self, key: str, address: str) -> None:
         self.stats.rejected["unknown key"] += 1
-        refusals.refuse("transport", "unknown_key", f"key {key} from {address}")
+        refusals.refuse("transport", "unknown_key", "a key not in the allowlist", event="transport.key_rejected",
+                        key=key, address=address)
 
     def _take_outbox(self) -> None:
         outbox = self._outbox
