@@ -42,6 +42,13 @@ RECV_BUDGET = 4096
 """Most inbound envelopes handled before the I/O thread looks at its outbox and clock again."""
 SEND_TIMEOUT = 5.0
 """Seconds a sender waits for room when a peer's backlog is full before its send fails."""
+MAX_BACKLOG_BYTES = 256 * 1024 * 1024
+"""Most bytes of envelopes waiting for one peer in the node's own backlog (as well as
+`backlog` envelopes): past it an envelope fails as "backlog full"."""
+RECEIVE_QUEUE_BYTES = 256 * 1024 * 1024
+"""About the most bytes ZeroMQ queues from one peer before the I/O thread reads them: the
+receiving socket's RCVHWM is this divided by `max_message_bytes` (at most `high_water_mark`,
+at least 16), as a peer's batch is at most `BATCH_BYTES` plus one envelope."""
 
 FramesHandler = Callable[[str, list[bytes]], None]
 UndeliverableHandler = Callable[[Any, str], None]
@@ -88,6 +95,7 @@ class Transport:
         self._ready = threading.Event()
         self._startup_error: BaseException | None = None
         self._backlogs: dict[str, deque[tuple[bytes, Any]]] = {name: deque() for name in peers}
+        self._backlog_bytes = dict.fromkeys(peers, 0)
         # Flow control: senders take tickets, the I/O thread counts what it has handled;
         # a sender more than `backlog` ahead of the I/O thread waits for room.
         self._tickets = {name: itertools.count() for name in peers}
@@ -166,6 +174,8 @@ class Transport:
     def _open(self) -> tuple[zmq.Socket, dict[str, zmq.Socket]]:
         router = self._context.socket(zmq.ROUTER)
         self._socket_options(router)
+        router.setsockopt(zmq.RCVHWM, max(16, min(self.high_water_mark,
+                                                  RECEIVE_QUEUE_BYTES // self.max_message_bytes)))
         router.setsockopt(zmq.ROUTER_MANDATORY, 1)
         router.setsockopt(zmq.ROUTER_HANDOVER, 1)
         if self.keys is not None:
@@ -318,8 +328,12 @@ class Transport:
             elif len(backlog) >= max(self.backlog_limit, BATCH_FRAMES) * 2:
                 self._handled[peer] += 1
                 self._fail(token, f"backlog to {peer} is full ({len(backlog)} envelopes)")
+            elif self._backlog_bytes[peer] + len(frame) > MAX_BACKLOG_BYTES:
+                self._handled[peer] += 1
+                self._fail(token, f"backlog to {peer} is full ({self._backlog_bytes[peer]} bytes)")
             else:
                 backlog.append((frame, token))
+                self._backlog_bytes[peer] += len(frame)
 
     def _flush(self, peer: str, dealer: zmq.Socket) -> None:
         backlog = self._backlogs[peer]
@@ -337,6 +351,7 @@ class Transport:
                 return  # not connected, or its queue is full: keep the backlog
             for _ in frames:
                 backlog.popleft()
+            self._backlog_bytes[peer] -= size
             self._handled[peer] += len(frames)
             self.stats.sent_frames[peer] += len(frames)
             self.stats.sent_bytes[peer] += size
@@ -361,6 +376,7 @@ class Transport:
         if not backlog:
             return 0
         dropped = len(backlog)
+        self._backlog_bytes[peer] = 0
         while backlog:
             _, token = backlog.popleft()
             self._handled[peer] += 1
