@@ -26,6 +26,7 @@ from nodes.shell_protocol import shell_address
 from tests.cluster_harness import LiveCluster
 from tests.demo_site import DemoSiteProcess
 from tests.fuzz_frames import frames
+from tests.helpers import wait_until
 from tests.hostile_cluster import memory_kb, refused, start_pipeline, stored
 
 FRAMES = int(os.environ.get("FLOTILLA_FUZZ_FRAMES", "2000"))
@@ -89,11 +90,15 @@ def test_fuzzed_intake_transport_and_shell_leave_the_node_up_and_bounded(
         context = zmq.Context()
         try:
             _fuzz_socket(context, cluster.topology.intake.address, "intake", MAX_REQUEST_BYTES, SEED)  # type: ignore[union-attr]
+            print(f"fuzz: after the intake, peak RSS +{(memory_kb(cluster) - before_kb) / 1024:.0f} MB")
             assert cluster.cluster is not None
             transport = cluster.cluster.transport
             for _, parts in frames("transport", random.Random(SEED + 1), FRAMES, MAX_FRAME_BYTES - 64):
                 for frame in parts:
                     transport.send("alpha", frame)
+            wait_until(lambda: transport.stats.sent_frames["alpha"] >= FRAMES, timeout=FRAMES / 50,
+                       what="every transport frame sent")
+            print(f"fuzz: after the transport, peak RSS +{(memory_kb(cluster) - before_kb) / 1024:.0f} MB")
             shell_commands = _fuzz_socket(context, shell_address(cluster.topology.node_data_dir("alpha")), "shell",
                                           MAX_SHELL_BYTES, SEED + 2)
         finally:
