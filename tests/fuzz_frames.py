@@ -101,15 +101,16 @@ def frames(surface: str, rng: random.Random, count: int, limit: int) -> Iterator
     """`count` hostile messages for `surface` (intake, shell or transport), none over `limit`
     bytes per frame except the few "oversized" ones (which cost a peer its connection)."""
     valid = VALID[surface]
-    bomb_list = bombs(limit)
+    bomb_lists = [bombs(size) for size in (limit, limit // 16, 4096)]  # the largest, and cheaper ones
     for index in range(count):
         roll = rng.random()
         if roll < 0.35:
             yield "random", [random_bytes(rng)]
-        elif roll < 0.85:
+        elif roll < 0.90:
             yield "mutated", [mutate(rng, valid(rng))]
         elif roll < 0.97:
-            kind, frame = bomb_list[index % len(bomb_list)]
+            bomb_list = bomb_lists[index % len(bomb_lists)]
+            kind, frame = bomb_list[(index // len(bomb_lists)) % len(bomb_list)]
             yield kind, [frame]
         elif roll < 0.99 or surface == "transport":
             yield "multipart", [valid(rng), random_bytes(rng, 64), valid(rng)]
