@@ -4,14 +4,18 @@ can write envelopes to alpha's transport like any peer."""
 
 from __future__ import annotations
 
+import random
 import re
+import socket
+import textwrap
 from pathlib import Path
 
 from nodes.intake_protocol import JobSpec
 from nodes.client import IntakeClient
 from nodes.shell import ShellClient
 from nodes.shell_protocol import shell_address
-from tests.cluster_harness import LiveCluster, free_ports, make_cluster
+from nodes.topology import load_topology
+from tests.cluster_harness import LiveCluster
 from tests.helpers import wait_until
 
 TREE = """
@@ -37,10 +41,39 @@ intake: {node: alpha, address: "tcp://127.0.0.1:%d", router: alpha/root/router}
 """
 
 
+def listenable_ports(count: int) -> list[int]:
+    """Free loopback ports below the kernel's ephemeral range: a node connecting again and
+    again to a peer that is not listening yet can otherwise connect to itself from that very
+    port (a TCP self-connect) and take it."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    rng = random.Random()
+    ports: list[int] = []
+    while len(ports) < count:
+        port = rng.randrange(max(1024, low - 12000), low)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        if port not in ports:
+            ports.append(port)
+    return ports
+
+
 def start_pipeline(directory: Path, clusters: list[LiveCluster]) -> LiveCluster:
-    """Node alpha running, the tester joined and alpha seen up. The tester binds its port
-    before alpha starts (alpha's connections could otherwise take it as a source port)."""
-    cluster = make_cluster(directory, TREE, nodes=("alpha", "tester"), extra=EXTRA % free_ports(1)[0])
+    """Node alpha running, the tester joined and alpha seen up."""
+    alpha, tester, intake = listenable_ports(3)
+    path = directory / "cluster.yaml"
+    path.write_text(f"""cluster: test
+nodes:
+  alpha: {{address: 'tcp://127.0.0.1:{alpha}'}}
+  tester: {{address: 'tcp://127.0.0.1:{tester}'}}
+transport: {{heartbeat_interval: 0.2, heartbeat_timeout: 3.0, node_wait: 20}}  # patient: the fuzz loads the machine
+{textwrap.dedent(EXTRA % intake)}
+tree:
+{textwrap.indent(textwrap.dedent(TREE).strip(), "  ")}
+""", encoding="utf-8")
+    cluster = LiveCluster(path, load_topology(path))
     clusters.append(cluster)
     cluster.join("tester")
     cluster.start_node("alpha").wait_for_event("intake.listening", timeout=30)
