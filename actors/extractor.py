@@ -2,8 +2,11 @@
 
 Runs next to the fetchers (bodies never cross nodes). A page with the required fields gives
 its fields; one without them is a DRIFT failure naming the missing fields; a challenge page
-served with 200 (actors/rules.py says how one is told) is BLOCKED. Each verdict is recorded in
-the node's resilience view (the breaker shard judges a target's drift over its recent pages).
+served with 200 (actors/rules.py says how one is told) is BLOCKED; a page that cannot be
+parsed within the parse budget (`actors.parse_sandbox`: `parse_timeout` seconds, in a worker
+process killed when it overruns) is HARD "unparseable page", with the start of the page as
+evidence. Each verdict is recorded in the node's resilience view (the breaker shard judges a
+target's drift over its recent pages).
 """
 
 from __future__ import annotations
@@ -13,16 +16,27 @@ from typing import Any
 
 from actors.actor import Actor
 from actors.messages import ExtractJob, Failure, JobOutcome
+from actors.parse_sandbox import MAX_PARSE_TIMEOUT, PARSE_TIMEOUT, ParseSandbox, Unparseable
 from actors.resilience_view import target_of
-from actors.rules import Blocked, Drift, apply_rules
+from actors.rules import Blocked, Drift
 
 
 class Extractor(Actor):
     """Turns `ExtractJob`s into `JobOutcome`s for the router named in each job."""
 
-    def __init__(self) -> None:
+    def __init__(self, parse_timeout: float = PARSE_TIMEOUT) -> None:
+        if not 0 < parse_timeout <= MAX_PARSE_TIMEOUT:
+            raise ValueError(f"parse_timeout must be within 0..{MAX_PARSE_TIMEOUT:g} seconds")
         super().__init__()
         self.done = 0
+        self.unparseable = 0
+        self.sandbox = ParseSandbox(parse_timeout)
+
+    def on_stop(self) -> None:
+        self.sandbox.close()
+
+    def on_failure(self, *_exc_info: Any) -> None:
+        self.sandbox.close()
 
     def on_receive(self, message: Any) -> Any:
         if not isinstance(message, ExtractJob):
@@ -35,11 +49,18 @@ class Extractor(Actor):
             reply.tell(JobOutcome(message.key, message.token,
                                   failure=Failure("HARD", f"no rule set named {message.rules!r} on this node")))
             return None
-        result = apply_rules(message.body, rules, message.headers)
+        result = self.sandbox.apply(message.body, rules, message.headers)
         elapsed = time.monotonic() - started
         view, proxy = self.system.resilience, message.proxy or None
         target = target_of(message.url) if view.active else ""
-        if isinstance(result, Drift):
+        if isinstance(result, Unparseable):
+            self.unparseable += 1
+            evidence = f"{len(message.body)} bytes: {message.body[:300]!r}"
+            failure = Failure("HARD", f"unparseable page: {result.reason}", 200, evidence=evidence)
+            view.record(target, "hard", proxy=proxy, trial=message.trial, probe=message.probe, status=200,
+                        detail=failure.detail, url=message.url)
+            reply.tell(JobOutcome(message.key, message.token, failure=failure, elapsed=elapsed))
+        elif isinstance(result, Drift):
             failure = Failure("DRIFT", "missing required fields: " + ", ".join(result.missing), 200)
             view.record(target, "drift", proxy=proxy, trial=message.trial, probe=message.probe,
                         detail=failure.detail, url=message.url)
@@ -55,4 +76,4 @@ class Extractor(Actor):
         return None
 
     def inspect(self) -> dict[str, Any]:
-        return {"done": self.done}
+        return {"done": self.done, "unparseable": self.unparseable, "parser_killed": self.sandbox.killed}

@@ -240,6 +240,8 @@ class Fetcher(Actor):
                             failure = Failure("HARD", f"body exceeds {self.max_body_bytes} bytes", 200)
         except aiohttp.TooManyRedirects:
             failure = Failure("HARD", f"more than {self.max_redirects} redirects")
+        except aiohttp.RedirectClientError as exc:  # to file://, ftp:// or a URL that does not parse
+            failure = Failure("HARD", f"redirect refused: {type(exc).__name__}: {exc}"[:500])
         except asyncio.TimeoutError:
             failure = Failure("TRANSIENT", f"no complete answer within {self.timeout:g} s")
         except aiohttp.InvalidURL as exc:

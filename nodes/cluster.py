@@ -62,12 +62,19 @@ from nodes.codec import (
 from nodes.codec import Down as DownEnvelope
 from nodes.directory import Directory
 from nodes.host import Host
+from nodes.refusals import refusals
 from nodes.security import CurveKeys
 from nodes.topology import Topology
 from nodes.transport import Transport
 
 ASK_GRACE = 5.0
 """Seconds an unanswered remote ask is remembered beyond its timeout before it is dropped."""
+MAX_MONITORS_PER_PEER = 10_000
+"""Monitors one peer may hold on this node's actors at a time; more are refused (counted and
+logged), so a peer cannot grow the node's memory by sending `Monitor` envelopes."""
+MAX_ASKS_PER_PEER = 10_000
+"""Asks from one peer this node works on at a time (an ask is done when answered or when
+its asker's timeout and `ASK_GRACE` have passed); more are answered `unavailable` at once."""
 
 _log = structlog.get_logger("flotilla.cluster")
 
@@ -155,6 +162,7 @@ class _RemoteReply:
         self.path = path
 
     def set(self, value: Any = None) -> None:
+        self.cluster._ask_done(self.peer, self.ref)
         try:
             body, typed = self.cluster.codec.encode_body(value)
             frame = self.cluster.codec.encode(ReplyEnvelope(self.ref, body, typed))
@@ -175,6 +183,7 @@ class _RemoteReply:
             self._fail("crashed", f"{type(exc).__name__}: {exc}")
 
     def _fail(self, kind: str, detail: str, crash: Crash | None = None) -> None:
+        self.cluster._ask_done(self.peer, self.ref)
         frame = self.cluster.codec.encode(Fail(self.ref, kind, self.path, detail[:2000], crash))  # type: ignore[arg-type]
         self.cluster.transport.send(self.peer, frame)
 
@@ -183,7 +192,7 @@ class Cluster:
     """This node's membership, remote refs, remote children and monitors."""
 
     def __init__(self, topology: Topology, node: str, system: ActorSystem,
-                 keys: CurveKeys | None = None) -> None:
+                 keys: CurveKeys | None = None, on_give_up: Callable[[str], None] = lambda _reason: None) -> None:
         config = topology.transport
         self.topology = topology
         self.node = node
@@ -206,13 +215,16 @@ class Cluster:
         self._children: dict[str, RemoteIncarnation] = {}
         self._out_monitors: dict[int, _OutMonitor] = {}
         self._in_monitors: dict[tuple[str, int], Callable[[], None]] = {}
+        self._monitors_by_peer: Counter[str] = Counter()
+        self._asks_in: dict[str, dict[int, float]] = {name: {} for name in self.peers}
+        """Per peer: the refs of its asks this node works on, and when each is given up."""
         self.host = Host(node, self.directory, system, self._send)
         self.transport = Transport(
             node=node, address=topology.nodes[node].address,
             peers={n: topology.nodes[n].address for n in self.peers},
             max_message_bytes=config.max_message_bytes, high_water_mark=config.high_water_mark,
             backlog=config.backlog, tick=config.heartbeat_interval, on_frames=self._on_frames,
-            on_undeliverable=self._on_undeliverable, on_tick=self._tick, keys=keys)
+            on_undeliverable=self._on_undeliverable, on_tick=self._tick, keys=keys, on_give_up=on_give_up)
         system.remote = self
         system.registry.resolver = self._resolve
 
@@ -387,14 +399,13 @@ class Cluster:
                 self._handle(peer, envelope)
             except FrameError as exc:
                 self._rejected(peer, exc.reason)
-            except Exception:  # noqa: BLE001 - one bad envelope must not stop the node
-                _log.exception("cluster.envelope_failed", peer=peer)
+            except Exception as exc:  # noqa: BLE001 - one bad envelope must not stop the node
+                refusals.refuse("transport", "failed", f"{type(exc).__name__}: {exc}", event="cluster.envelope_failed",
+                                peer=peer, exc_info=True)
 
-    def _rejected(self, peer: str, reason: str) -> None:
+    def _rejected(self, peer: str, reason: str, kind: str = "malformed") -> None:
         self.rejected[peer] += 1
-        count = self.rejected[peer]
-        if count <= 10 or count % 1000 == 0:
-            _log.warning("cluster.frame_rejected", peer=peer, reason=reason, count=count)
+        refusals.refuse("transport", kind, reason, event="cluster.frame_rejected", peer=peer)
 
     def _handle(self, peer: str, envelope: Envelope) -> None:
         match envelope:
@@ -411,6 +422,8 @@ class Cluster:
             case Demonitor(ref=ref):
                 with self._lock:
                     cancel = self._in_monitors.pop((peer, ref), None)
+                    if cancel is not None:
+                        self._monitors_by_peer[peer] -= 1
                 if cancel is not None:
                     cancel()
             case DownEnvelope(ref=ref, path=path, reason=reason):
@@ -437,7 +450,7 @@ class Cluster:
     def _local_slot(self, peer: str, path: str) -> Slot | None:
         slot = self.system.registry.lookup_local(path)
         if slot is None and self.whereis(path) != self.node:
-            self._rejected(peer, f"{path} does not run on {self.node}")
+            self._rejected(peer, f"{path} does not run on {self.node}", "misrouted")
         return slot
 
     def _deliver_tell(self, peer: str, envelope: Tell) -> None:
@@ -454,6 +467,10 @@ class Cluster:
 
     def _deliver_ask(self, peer: str, envelope: Ask) -> None:
         reply = _RemoteReply(self, peer, envelope.ref, envelope.to)
+        if not self._ask_taken(peer, envelope.ref, envelope.timeout):
+            self._rejected(peer, f"more than {MAX_ASKS_PER_PEER} asks in flight", "over_limit")
+            reply._fail("unavailable", f"{self.node} works on {MAX_ASKS_PER_PEER} asks from {peer} already")
+            return
         try:
             body = self.codec.decode_body(envelope.body, envelope.typed)
         except FrameError as exc:
@@ -470,6 +487,27 @@ class Cluster:
             return
         if not slot.deliver(body, reply):
             reply._fail("unavailable", f"{envelope.to} has no live incarnation")
+
+    def _ask_taken(self, peer: str, ref: int, timeout: float) -> bool:
+        """Count an ask from `peer` as in flight, unless it has `MAX_ASKS_PER_PEER` already
+        (those past their asker's deadline are forgotten first)."""
+        now = time.monotonic()
+        with self._lock:
+            asks = self._asks_in.setdefault(peer, {})
+            if len(asks) >= MAX_ASKS_PER_PEER:
+                for done in [r for r, until in asks.items() if until <= now]:
+                    del asks[done]
+                if len(asks) >= MAX_ASKS_PER_PEER:
+                    return False
+            seconds = timeout if 0 < timeout < 3600.0 else 3600.0  # NaN and nonsense alike
+            asks[ref] = now + seconds + ASK_GRACE
+            return True
+
+    def _ask_done(self, peer: str, ref: int) -> None:
+        with self._lock:
+            asks = self._asks_in.get(peer)
+            if asks is not None:
+                asks.pop(ref, None)
 
     def _complete_ask(self, peer: str, envelope: ReplyEnvelope | Fail) -> None:
         with self._lock:
@@ -491,7 +529,15 @@ class Cluster:
         pending.reply_to.set_exception((type(error), error, None))
 
     def _watch_for(self, peer: str, path: str, ref: int) -> None:
-        """A peer monitors a path that runs here (only here: nothing is forwarded)."""
+        """A peer monitors a path that runs here (only here: nothing is forwarded). A ref the
+        peer already uses is ignored; beyond `MAX_MONITORS_PER_PEER` monitors are refused."""
+        with self._lock:
+            if (peer, ref) in self._in_monitors:
+                self._rejected(peer, f"monitor {ref} exists already", "duplicate")
+                return
+            if self._monitors_by_peer[peer] >= MAX_MONITORS_PER_PEER:
+                self._rejected(peer, f"more than {MAX_MONITORS_PER_PEER} monitors", "over_limit")
+                return
         slot = self.system.registry.lookup_local(path)
         actor = slot.actor if slot is not None else None
         if actor is None:
@@ -500,11 +546,13 @@ class Cluster:
 
         def send_down(reason: ExitReason) -> None:
             with self._lock:
-                self._in_monitors.pop((peer, ref), None)
+                if self._in_monitors.pop((peer, ref), None) is not None:
+                    self._monitors_by_peer[peer] -= 1
             self._send(peer, DownEnvelope(ref, path, reason))
 
         with self._lock:
             self._in_monitors[(peer, ref)] = lambda: None
+            self._monitors_by_peer[peer] += 1
         cancel = actor.add_monitor(send_down)
         with self._lock:
             if (peer, ref) in self._in_monitors:
@@ -528,7 +576,7 @@ class Cluster:
 
     def _heard(self, peer: str, beat: Heartbeat) -> None:
         if beat.cluster != self.topology.cluster or beat.node != peer:
-            self._rejected(peer, f"heartbeat for cluster {beat.cluster!r} as {beat.node!r}")
+            self._rejected(peer, f"heartbeat for cluster {beat.cluster!r} as {beat.node!r}", "refused")
             return
         state = self.peers[peer]
         state.last_seen = time.monotonic()
@@ -576,6 +624,8 @@ class Cluster:
                 del self._out_monitors[ref]
             inbound = [key for key in self._in_monitors if key[0] == peer]
             cancels = [self._in_monitors.pop(key) for key in inbound]
+            self._monitors_by_peer.pop(peer, None)
+            self._asks_in[peer] = {}
         state.lost_children = [(c.path, c.actor_urn) for c in children]
         for _, pending in asks:
             _guarded(pending.reply_to.set_exception, (NodeDown, NodeDown(pending.path, peer), None))
@@ -599,6 +649,10 @@ class Cluster:
 
     def _expire_asks(self, now: float) -> None:
         with self._lock:
+            for asks in self._asks_in.values():
+                if len(asks) > MAX_ASKS_PER_PEER // 2:  # the rest are dropped when answered
+                    for done in [r for r, until in asks.items() if until <= now]:
+                        del asks[done]
             expired = [ref for ref, p in self._pending.items() if p.expires <= now]
             gone = [self._pending.pop(ref) for ref in expired]
         for pending in gone:

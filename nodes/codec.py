@@ -236,7 +236,7 @@ class Codec:
                                     max_map_len=MAX_MAP, max_ext_len=MAX_BIN)
         except (ValueError, TypeError, msgpack.UnpackException, RecursionError) as exc:
             raise FrameError(f"bad body: {_short(exc)}") from None
-        return self._revive(value)
+        return self._revive(value) if b"_type" in data else value  # no tag, nothing to revive (or copy)
 
     def _revive(self, value: Any) -> Any:
         """Turn maps tagged with a known message class back into that message."""

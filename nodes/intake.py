@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import msgspec
 import structlog
 import zmq
 
@@ -33,6 +32,7 @@ from actors.messages import BreakerStatus, HoldMode, HoldStatus
 from actors.resilience_view import target_of
 from actors.urls import canonical_url, natural_key
 from nodes.intake_protocol import (
+    QUEUED_REQUESTS,
     MAX_KEY_CHARS,
     MAX_PAGE,
     MAX_REQUEST_BYTES,
@@ -69,6 +69,9 @@ from nodes.intake_protocol import (
     encoder,
     request_decoder,
 )
+from nodes.refusals import refusals
+from nodes.request_id import request_id
+from nodes.serving import ServingGuard
 
 _log = structlog.get_logger("flotilla.intake")
 
@@ -109,11 +112,14 @@ class Intake:
     def __init__(self, address: str, journal_path: Path, rule_sets: set[str], wake_router: Callable[[], None],
                  hold: Callable[[HoldMode | None], HoldStatus | None] = lambda _mode: None, *,
                  reset_breaker: Callable[[str], tuple[str, BreakerStatus] | None] = lambda _target: None,
-                 audit_path: Path | None = None, node: str = "") -> None:
+                 audit_path: Path | None = None, node: str = "",
+                 on_give_up: Callable[[str], None] = lambda _reason: None) -> None:
         """`hold(mode)` sets the fleet's Hold (None: leaves it) and returns its status, or
         None when the topology has no Hold. `reset_breaker(target)` closes a target's breaker
         and returns how it stood before and its status now, or None when the topology has no
-        breakers. Control requests are audited in `audit_path` (default: beside the journal)."""
+        breakers. Control requests are audited in `audit_path` (default: beside the journal).
+        `on_give_up(reason)` is called if the serving loop keeps failing (`nodes.serving`):
+        the node stops."""
         self.address = address
         self._hold = hold
         self._reset_breaker = reset_breaker
@@ -128,6 +134,7 @@ class Intake:
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="intake", daemon=True)
         self.served = 0
+        self.guard = ServingGuard("intake", on_give_up)
         self._answers: OrderedDict[tuple[str, int], Submitted] = OrderedDict()
 
     def start(self) -> None:
@@ -146,6 +153,7 @@ class Intake:
         socket = self._context.socket(zmq.ROUTER)
         socket.setsockopt(zmq.LINGER, 0)
         socket.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST_BYTES)
+        socket.setsockopt(zmq.RCVHWM, QUEUED_REQUESTS)
         socket.setsockopt(zmq.ROUTER_MANDATORY, 1)
         try:
             socket.bind(self.address)
@@ -157,34 +165,47 @@ class Intake:
         self._ready.set()
         try:
             while not self._closing.is_set():
-                if not socket.poll(200):
-                    continue
-                parts = socket.recv_multipart()
-                if len(parts) != 2:
-                    continue
-                answer = self.handle(parts[1])
                 try:
-                    socket.send_multipart([parts[0], encoder.encode(answer)], zmq.NOBLOCK)
-                except zmq.ZMQError:
-                    pass  # the client left; it will ask again (submissions are idempotent)
-                self.served += 1
+                    self._serve(socket)
+                except Exception:  # noqa: BLE001 - restarted, or the node stops (nodes.serving)
+                    if not self.guard.failed():
+                        return
         finally:
             socket.close()
 
-    def handle(self, frame: bytes, operator: str = "intake") -> Answer:
-        """The answer to one request frame from `operator` (who the audit log names)."""
+    def _serve(self, socket: zmq.Socket) -> None:
+        while not self._closing.is_set():
+            if not socket.poll(200):
+                continue
+            parts = socket.recv_multipart(copy=False)
+            if len(parts) != 2:
+                refusals.refuse("intake", "malformed", f"a request is one frame, not {len(parts) - 1}",
+                                event="intake.bad_request")
+                continue
+            answer = self.handle(parts[1].buffer)
+            try:
+                socket.send_multipart([parts[0], _encode(answer)], zmq.NOBLOCK)
+            except zmq.ZMQError:
+                pass  # the client left; it will ask again (submissions are idempotent)
+            self.served += 1
+
+    def handle(self, frame: bytes | memoryview, operator: str = "intake") -> Answer:
+        """The answer to one request frame from `operator` (who the audit log names). Never
+        raises: a frame that does not decode is refused (counted, logged once per interval)
+        and answered with its id if it has one."""
         try:
             request = request_decoder.decode(frame)
-        except (msgspec.DecodeError, ValueError, RecursionError) as exc:
-            _log.warning("intake.bad_request", reason=str(exc)[:200])
-            return Error(id=_request_id(frame), reason=f"bad request: {str(exc)[:200]}")
+        except Exception as exc:  # noqa: BLE001 - msgspec's DecodeError, bad UTF-8, nesting...
+            refusals.refuse("intake", "malformed", str(exc), event="intake.bad_request")
+            return Error(id=request_id(frame), reason=f"bad request: {str(exc)[:200]}")
         if isinstance(request, (Cancel, BreakerReset)):
             return self._audited(request, operator)
         try:
             return self._dispatch(request)
         except Exception as exc:  # noqa: BLE001 - a failed request must not stop the intake
-            _log.exception("intake.request_failed")
-            return Error(id=request.id, reason=f"{type(exc).__name__}: {exc}")
+            refusals.refuse("intake", "failed", f"{type(exc).__name__}: {exc}", event="intake.request_failed",
+                            exc_info=True)
+            return Error(id=request.id, reason=f"{type(exc).__name__}: {str(exc)[:500]}")
 
     def _audited(self, request: Cancel | BreakerReset, operator: str) -> Answer:
         """Run a control request with an audit entry before (refused if it cannot be
@@ -349,10 +370,10 @@ def _info(row: Any) -> JobInfo:
     return JobInfo(row.key, row.url, row.rules, row.state, row.attempts, row.reason)
 
 
-def _request_id(frame: bytes) -> int:
-    """The id of a request that failed to decode, if it can be read at all."""
+def _encode(answer: Answer) -> bytes:
+    """The answer's frame; an answer that cannot be encoded becomes an `Error` saying so."""
     try:
-        value = msgspec.msgpack.decode(frame)
-        return int(value.get("id", 0)) if isinstance(value, dict) else 0
-    except Exception:  # noqa: BLE001
-        return 0
+        return encoder.encode(answer)
+    except Exception as exc:  # noqa: BLE001 - e.g. a value out of MessagePack's range
+        refusals.refuse("intake", "unencodable", f"{type(exc).__name__}: {exc}", event="intake.answer_unencodable")
+        return encoder.encode(Error(id=0, reason=f"the answer cannot be encoded: {type(exc).__name__}"))

@@ -16,8 +16,12 @@ MAX_BATCH = 1000
 """Most jobs in one `Submit`."""
 MAX_URL_CHARS = 2048
 MAX_KEY_CHARS = 128
-MAX_REQUEST_BYTES = 16 * 1024 * 1024
-"""Largest request accepted (the socket's MAXMSGSIZE); a full batch of the longest URLs fits."""
+MAX_REQUEST_BYTES = 4 * 1024 * 1024
+"""Largest request accepted (the socket's MAXMSGSIZE: a larger one ends the client's
+connection); a full batch of the longest URLs, rules and keys (about 2.5 MB) fits."""
+QUEUED_REQUESTS = 16
+"""Requests ZeroMQ queues per client connection while the intake is busy (RCVHWM): with
+`MAX_REQUEST_BYTES` that bounds what one connection can make the node hold to 64 MiB."""
 MAX_PAGE = 1000
 """Most rows in one page of a query."""
 MAX_STORY_EVENTS = 1000

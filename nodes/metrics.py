@@ -3,7 +3,8 @@
 
 Everything is read from the node's own state when Prometheus scrapes (the hot paths pay
 nothing): supervisor restarts and exits (counted from supervisor reports), dead letters,
-mailbox depths, the transport's frames, bytes and rejected frames, which nodes are up, jobs
+mailbox depths, the transport's frames, bytes and rejected frames, input refused on every
+socket (`nodes.refusals`), which nodes are up, jobs
 by state and the router's outcomes, failures by kind and attempt latencies (on the node of
 the router and intake), fetches deferred and in flight, and this node's view of breakers,
 Hold and rate-limit waits. Names follow Prometheus conventions (`flotilla_` prefix, `_total`
@@ -20,6 +21,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from actors.messages import SupervisorReport, describe_reason
+from nodes.refusals import refusals
 
 if TYPE_CHECKING:
     from nodes.node import NodeRun
@@ -66,6 +68,7 @@ class NodeMetrics:
     def collect(self) -> Iterator[Metric]:
         yield from self._supervision()
         yield from self._transport()
+        yield from self._refusals()
         yield from self._pipeline()
         yield from self._resilience()
 
@@ -103,6 +106,11 @@ class NodeMetrics:
                                     "Envelopes that could not be delivered, by peer.")):
             yield _counters(name, what, ["peer"], counts)
         yield _counters("flotilla_transport_rejected_frames", "Frames refused, by reason.", ["reason"], stats.rejected)
+
+    def _refusals(self) -> Iterator[Metric]:
+        yield _counters("flotilla_refused_frames", "Frames and connections refused, by socket (intake, transport, "
+                        "shell) and reason (malformed, unknown_peer, unknown_key, over_limit...).",
+                        ["socket", "reason"], refusals.counts)
 
     def _pipeline(self) -> Iterator[Metric]:
         from actors.fetcher import Fetcher

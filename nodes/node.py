@@ -69,6 +69,14 @@ class NodeRun:
         self.stop_requested.set()
 
     signal_received: int | None = None
+    failure: str | None = None
+    """Why a serving thread gave up (`nodes.serving`): the node stops with exit code 1."""
+
+    def serving_gave_up(self, reason: str) -> None:
+        """A serving loop (intake, shell, transport) keeps failing: stop the node rather than
+        stay up without it."""
+        self.failure = reason
+        self.stop_requested.set()
 
     def install_signal_handlers(self) -> None:
         """Stop gracefully on SIGTERM and SIGINT."""
@@ -84,7 +92,7 @@ class NodeRun:
             except KeyFileError as exc:
                 self.log.critical("node.bad_keys", error=str(exc))
                 return EXIT_BAD_KEYS
-        self.cluster = Cluster(self.topology, self.node, self.system, keys)
+        self.cluster = Cluster(self.topology, self.node, self.system, keys, on_give_up=self.serving_gave_up)
         address = self.topology.nodes[self.node].address
         try:
             self.cluster.start()
@@ -131,6 +139,9 @@ class NodeRun:
             self.log.info("node.signal", signal=signal.Signals(self.signal_received).name)
         ended_by_itself = self.system.wait(timeout=0) is not None
         reason = self._close()
+        if self.failure is not None:
+            self.log.critical("node.serving_failed", reason=self.failure)
+            return EXIT_TREE_FAILED
         summary = {
             "uptime": round(time.monotonic() - started, 3),
             "reports": dict(self.reports),
@@ -210,7 +221,7 @@ class NodeRun:
                 self.log.critical("node.bad_keys", error=str(exc), what="shell")
                 return EXIT_BAD_KEYS
             keys = CurveKeys(public=public, secret=secret, peers=operators)
-        shell = ShellServer(self, self.topology.node_data_dir(self.node), tcp, keys)
+        shell = ShellServer(self, self.topology.node_data_dir(self.node), tcp, keys, on_give_up=self.serving_gave_up)
         try:
             shell.start()
         except OSError as exc:
@@ -228,7 +239,7 @@ class NodeRun:
         router = self.system.ref(config.router)
         self.intake = Intake(config.address, self.system.data_dir / "journal.sqlite",  # type: ignore[operator]
                              set(self.topology.rules), lambda: router.tell(Wake()), self._hold,
-                             reset_breaker=self.reset_breaker, node=self.node)
+                             reset_breaker=self.reset_breaker, node=self.node, on_give_up=self.serving_gave_up)
         try:
             self.intake.start()
         except OSError as exc:

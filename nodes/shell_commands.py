@@ -13,8 +13,10 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from actors.errors import ActorCrashed, NoSuchActor, NodeDown, SupervisorError, Timeout, Unavailable
+from actors.journal import STATES
 from actors.messages import HoldCommand, Inspect, Trace
 from actors.supervisor import SupervisorClient
+from nodes.client import IntakeClient, IntakeError, IntakeUnavailable
 from nodes.shell_protocol import COMMANDS
 
 if TYPE_CHECKING:
@@ -23,10 +25,20 @@ if TYPE_CHECKING:
 ASK_TIMEOUT = 5.0
 MAX_JOBS_LISTED = 50
 MAX_TRACE_SECONDS = 60.0
+MAX_COUNT_DIGITS = 9
+"""Longest whole-number argument (a count, a size, a log position): larger is a usage error,
+never a number the node would choke on."""
 
 
 class CommandError(Exception):
     """The command cannot be done as asked; the message says why."""
+
+
+def _whole(text: str) -> int | None:
+    """`text` as a whole number of ASCII digits (at most `MAX_COUNT_DIGITS`), else None."""
+    if not (text.isascii() and text.isdecimal() and len(text) <= MAX_COUNT_DIGITS):
+        return None
+    return int(text)
 
 
 def _plain(value: Any) -> Any:
@@ -55,6 +67,8 @@ class ShellCommands:
             raise
         except (NoSuchActor, NodeDown, Timeout, Unavailable, ActorCrashed, SupervisorError) as exc:
             raise CommandError(f"{type(exc).__name__}: {exc}") from None
+        except (IntakeError, IntakeUnavailable) as exc:
+            raise CommandError(f"intake: {exc}") from None
 
     # --- the cluster -------------------------------------------------------------------
 
@@ -119,8 +133,8 @@ class ShellCommands:
         return f"{path} stopped; 'restart {path}' starts it again"
 
     def cmd_scale(self, pool: str, size: str) -> str:
-        if not size.isdigit():
-            raise CommandError(f"size {size!r} must be a whole number >= 0")
+        if _whole(size) is None:
+            raise CommandError(f"size {size!r} must be a whole number >= 0 of at most {MAX_COUNT_DIGITS} digits")
         config = self.topology.resilience
         if config is not None and pool == config.breakers:
             raise CommandError(f"{pool} holds the breaker shards; their number is fixed by the topology")
@@ -139,12 +153,13 @@ class ShellCommands:
         """The last `count` events, or (with `since`, as `logs --follow` does) those after it."""
         from nodes.logs import recent_events
 
-        if not count.isdigit() or (since and not since.isdigit()):
-            raise CommandError("usage: logs [N] | logs --follow")
+        number, position = _whole(count), _whole(since) if since else 0
+        if number is None or position is None:
+            raise CommandError(f"usage: logs [N] | logs --follow (N: a whole number of at most {MAX_COUNT_DIGITS} digits)")
         if not since:
-            last, events = recent_events.newest(int(count))
+            last, events = recent_events.newest(number)
             return {"last": last, "events": events, "missed": 0}
-        last, events, missed = recent_events.since(int(since), limit=int(count))
+        last, events, missed = recent_events.since(position, limit=number)
         return {"last": last, "events": events, "missed": missed}
 
     def _eval(self, expression: str, operator: str) -> str:
@@ -226,13 +241,13 @@ class ShellCommands:
     # --- jobs ------------------------------------------------------------------------
 
     def _intake(self) -> Any:
-        from nodes.client import IntakeClient
-
         if self.topology.intake is None:
             raise CommandError("this topology has no intake")
         return IntakeClient(self.topology.intake.address, timeout=5, retries=0)
 
     def cmd_jobs(self, state: str = "") -> dict[str, Any]:
+        if state and state not in STATES:
+            raise CommandError(f"unknown state {state!r}; usage: {COMMANDS['jobs']} (states: {', '.join(STATES)})")
         with self._intake() as client:
             counts = client.counts()
             listed = client.jobs(state, limit=MAX_JOBS_LISTED)[0] if state else []

@@ -19,13 +19,16 @@ import os
 import threading
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import msgspec
 import structlog
 import zmq
 
+from nodes.refusals import refusals
+from nodes.request_id import request_id
 from nodes.security import ZAP_DOMAIN, ClusterAuthenticator, CurveKeys
+from nodes.serving import ServingGuard
 from nodes.shell_commands import CommandError, ShellCommands
 from nodes.shell_protocol import MAX_REQUEST_BYTES, ShellAnswer, encoder, request_decoder, shell_address
 
@@ -38,9 +41,11 @@ _log = structlog.get_logger("flotilla.shell")
 class ShellServer:
     """Serves shell requests for one node on a thread of its own."""
 
-    def __init__(self, run: NodeRun, node_dir: Path, tcp: str | None = None, keys: CurveKeys | None = None) -> None:
+    def __init__(self, run: NodeRun, node_dir: Path, tcp: str | None = None, keys: CurveKeys | None = None,
+                 on_give_up: Callable[[str], None] = lambda _reason: None) -> None:
         """`tcp` and `keys` (this node's key pair; its `peers` are the operators' public
-        keys by name) open the TCP listener; the topology allows one only with both."""
+        keys by name) open the TCP listener; the topology allows one only with both.
+        `on_give_up(reason)` is called if the serving loop keeps failing (`nodes.serving`)."""
         if tcp is not None and (keys is None or not keys.peers):
             raise ValueError("a TCP shell needs CURVE keys and at least one operator key")
         self.tcp = tcp
@@ -58,6 +63,7 @@ class ShellServer:
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="shell", daemon=True)
         self.served = 0
+        self.guard = ServingGuard("shell", on_give_up)
 
     def start(self) -> None:
         self.node_dir.mkdir(parents=True, exist_ok=True)
@@ -84,9 +90,9 @@ class ShellServer:
             self._context.term()
 
     def _rejected(self, key: str, address: str) -> None:
-        self.rejected += 1
-        if self.rejected in (1, 10, 100) or self.rejected % 1000 == 0:  # a key-spraying client cannot flood the log
-            _log.warning("shell.operator_rejected", key=key, address=address, count=self.rejected)
+        self.rejected += 1  # a key-spraying client cannot flood the log: one line per interval
+        refusals.refuse("shell", "unknown_key", "an operator key not in the topology", event="shell.operator_rejected",
+                        key=key, address=address)
 
     def _listeners(self) -> list[zmq.Socket]:
         """The IPC socket (only this user), and the CURVE TCP socket if configured."""
@@ -126,11 +132,12 @@ class ShellServer:
             poller.register(socket, zmq.POLLIN)
         try:
             while not self._closing.is_set():
-                for socket, _ in poller.poll(200):
-                    try:
+                try:
+                    for socket, _ in poller.poll(200):
                         self._serve_one(socket, socket is sockets[0])
-                    except BaseException:  # noqa: BLE001 - nothing a client sends may stop the listener
-                        _log.exception("shell.request_failed")
+                except Exception:  # noqa: BLE001 - restarted, or the node stops (nodes.serving)
+                    if not self.guard.failed():
+                        return
         finally:
             for socket in sockets:
                 socket.close()
@@ -142,11 +149,18 @@ class ShellServer:
     def _serve_one(self, socket: zmq.Socket, local: bool) -> None:
         parts = socket.recv_multipart(copy=False)
         if len(parts) != 2:
+            refusals.refuse("shell", "malformed", f"a request is one frame, not {len(parts) - 1}",
+                            event="shell.bad_request")
             return
         operator = self.operator if local else f"key:{parts[1].get('User-Id')}"
-        answer = self.handle(parts[1].bytes, operator)
         try:
-            socket.send_multipart([parts[0], encoder.encode(answer)], zmq.NOBLOCK)
+            answer = self.handle(parts[1].bytes, operator)
+        except Exception as exc:  # noqa: BLE001 - answered, never the end of the listener
+            refusals.refuse("shell", "failed", f"{type(exc).__name__}: {exc}", event="shell.request_failed",
+                            exc_info=True)
+            answer = ShellAnswer(0, False, error=f"{type(exc).__name__}: {exc}"[:500])
+        try:
+            socket.send_multipart([parts[0], _encode(answer)], zmq.NOBLOCK)
         except zmq.ZMQError:
             pass  # the shell left
         self.served += 1
@@ -158,9 +172,10 @@ class ShellServer:
         operator = operator or self.operator
         try:
             request = request_decoder.decode(frame)
-        except (msgspec.DecodeError, ValueError, RecursionError) as exc:
-            self._audit(operator, "?", [], "refused", f"bad request: {exc}")
-            return ShellAnswer(0, False, error=f"bad request: {str(exc)[:200]}")
+        except Exception as exc:  # noqa: BLE001 - msgspec's DecodeError, bad UTF-8, nesting...
+            if refusals.refuse("shell", "malformed", str(exc), event="shell.bad_request"):  # audited as logged: once per interval
+                self._audit(operator, "?", [], "refused", f"bad request: {exc}")
+            return ShellAnswer(request_id(frame), False, error=f"bad request: {str(exc)[:200]}")
         follow_poll = request.command == "logs" and len(request.args) == 2  # audited once, at its start
         if request.expires_at and time.time() > request.expires_at:
             self._audit(operator, request.command, request.args, "expired", "the client stopped waiting")
@@ -198,3 +213,12 @@ class ShellServer:
             _log.error("shell.audit_failed", path=str(self.audit_path), **entry)
         if command != "logs":  # a shell reading the log must not feed it
             _log.info("shell.command", **entry)
+
+
+def _encode(answer: ShellAnswer) -> bytes:
+    """The answer's frame; data that cannot be encoded becomes an error answer saying so."""
+    try:
+        return encoder.encode(answer)
+    except Exception as exc:  # noqa: BLE001 - e.g. an integer beyond MessagePack's 64 bits
+        refusals.refuse("shell", "unencodable", f"{type(exc).__name__}: {exc}", event="shell.answer_unencodable")
+        return encoder.encode(ShellAnswer(answer.id, False, error=f"the answer cannot be sent: {type(exc).__name__}"))

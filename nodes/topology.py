@@ -23,6 +23,9 @@ from selectolax.lexbor import LexborHTMLParser
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from nodes.yaml_guard import YamlRefused
+from nodes.yaml_guard import compose as guarded_compose
+
 from actors.builtin import BUILTIN_ACTORS, ActorNotFound, resolve_actor
 from actors.child_spec import (
     DEFAULT_INTENSITY,
@@ -56,8 +59,27 @@ DEFAULT_BACKLOG = 50_000
 DEFAULT_NODE_WAIT = 30.0
 DEFAULT_GATE_INTERVAL = 0.1
 FIRST_PORT = 7101
-MAX_TOPOLOGY_BYTES = 1_000_000
-"""A topology file larger than this is refused before parsing."""
+MAX_TOPOLOGY_BYTES = 256 * 1024
+"""A topology file larger than this is refused before parsing (a large one is a few tens of
+KB). What bounds the time `check` takes is the number of values (`MAX_YAML_NODES`): 12,000
+take about 2 s on a busy machine, most of it in PyYAML."""
+MAX_NAME_CHARS = 64
+"""Longest cluster, node, child or rule-set name (names travel in heartbeats and paths)."""
+MAX_SECONDS = 86_400.0
+"""Largest duration any setting accepts: one day (timers and socket polls overflow long
+before "infinity", and nothing in a node waits longer)."""
+MAX_MESSAGE_BYTES_LIMIT = 64 * 1024 * 1024
+"""Largest `transport.max_message_bytes`: every envelope is held whole in memory, in each
+node's queues, so a larger limit only lets one peer's frames exhaust memory."""
+MAX_HWM = 1_000_000
+"""Largest `transport.high_water_mark` (ZeroMQ's queue per peer, in messages)."""
+MAX_BACKLOG = 1_000_000
+"""Largest `transport.backlog` (envelopes waiting for one peer in the node's own queue)."""
+MAX_POOL_SIZE = 1000
+"""Most replicas in one pool: each is an actor with a thread of its own."""
+FORBIDDEN_DATA_DIRS = ("/proc", "/sys", "/dev")
+"""Kernel file systems a data directory must not be under (journals and sockets cannot live
+there; writing into them can hang or crash the node)."""
 
 
 @dataclass(frozen=True)
@@ -119,12 +141,12 @@ SECTIONS: dict[str, dict[str, Field]] = {
         "heartbeat_timeout": Field("seconds > interval", f"`{DEFAULT_HEARTBEAT_TIMEOUT:g}`",
                                    "Silence after which a peer is declared down (killed, frozen "
                                    "or cut off alike)."),
-        "max_message_bytes": Field("integer ≥ 1024", f"`{DEFAULT_MAX_MESSAGE_BYTES}`",
+        "max_message_bytes": Field("integer 1024..67108864", f"`{DEFAULT_MAX_MESSAGE_BYTES}`",
                                    "Largest envelope (ZeroMQ MAXMSGSIZE); a peer sending more is "
                                    "disconnected by ZeroMQ, and a local send of more raises."),
-        "high_water_mark": Field("integer ≥ 1", f"`{DEFAULT_HWM}`",
+        "high_water_mark": Field("integer 1..1000000", f"`{DEFAULT_HWM}`",
                                  "ZeroMQ send/receive queue per peer, in messages."),
-        "backlog": Field("integer ≥ 1000", f"`{DEFAULT_BACKLOG}`",
+        "backlog": Field("integer 1000..1000000", f"`{DEFAULT_BACKLOG}`",
                          "Envelopes a sender may be ahead of the network per peer; past it the "
                          "sender waits (up to 5 s) for room, then its envelope fails."),
         "node_wait": Field("seconds > 0", f"`{DEFAULT_NODE_WAIT:g}`",
@@ -168,7 +190,7 @@ SECTIONS: dict[str, dict[str, Field]] = {
                        "Pools only: replica i runs on nodes[i % len(nodes)]."),
     },
     "pool": {
-        "size": Field("integer ≥ 0", "`1`", "Replicas started at first; scalable at run time."),
+        "size": Field("integer 0..1000", "`1`", "Replicas started at first; scalable at run time."),
         "actor": Field("actor reference", "required", "The replicas' actor."),
         "args": Field("mapping", "`{}`", "Keyword arguments for every replica."),
         "restart": Field(" \\| ".join(RESTART_TYPES), "`permanent`", "Restart type of each replica."),
@@ -364,15 +386,29 @@ class Topology:
 class _Context:
     """Collects problems while walking the document."""
 
-    def __init__(self) -> None:
+    def __init__(self, import_actors: bool = True) -> None:
         self.problems: list[Problem] = []
         self.node_names: set[str] = set()
         self.actor_paths: list[tuple[str, str, str, Node | None]] = []
         """Actor args that name other actors: (where, path, built-in kind, YAML node)."""
+        self.import_actors = import_actors
+        self.where: dict[str, Node] = {}
+        """YAML node of every key read, by path: the line of a problem found later."""
 
     def problem(self, path: str, message: str, node: Node | None) -> None:
+        if node is None:
+            node = self._nearest(path)
         line = node.start_mark.line + 1 if node is not None else None
         self.problems.append(Problem(path, message, line))
+
+    def _nearest(self, path: str) -> Node | None:
+        """The node of `path`, or of the closest enclosing path that was read."""
+        while path:
+            if path in self.where:
+                return self.where[path]
+            cut = max(path.rfind("."), path.rfind("["))
+            path = path[:cut] if cut > 0 else ""
+        return None
 
 
 _constructor = SafeConstructor()
@@ -422,6 +458,7 @@ class _Mapping:
                             f"(allowed: {', '.join(allowed)})", key_node)
                 continue
             self.entries[key] = (key_node, value_node)
+            ctx.where[_join(path, key)] = key_node
 
     def has(self, key: str) -> bool:
         return key in self.entries
@@ -464,6 +501,8 @@ def _kind(node: Node) -> str:
 def _name(value: Any) -> str | None:
     if not isinstance(value, str) or not value:
         return f"{value!r} must be a non-empty string"
+    if len(value) > MAX_NAME_CHARS:
+        return f"{value[:20]!r}... is longer than {MAX_NAME_CHARS} characters"
     if "/" in value or value.strip() != value:
         return f"{value!r} must not contain '/' or surrounding spaces"
     return None
@@ -487,16 +526,23 @@ def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _int_at_least(low: int) -> Callable[[Any], str | None]:
+def _int_at_least(low: int, high: int = 1_000_000_000) -> Callable[[Any], str | None]:
+    """An integer within low..high (every count has a ceiling the node can use)."""
     def check(value: Any) -> str | None:
-        if isinstance(value, int) and not isinstance(value, bool) and value >= low:
+        if isinstance(value, int) and not isinstance(value, bool) and low <= value <= high:
             return None
-        return f"{value!r} must be an integer >= {low}"
+        return f"{_short(value)} must be an integer >= {low} and <= {high}"
     return check
 
 
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def _seconds(value: Any) -> str | None:
-    return None if _number(value) and value > 0 else f"{value!r} must be a number of seconds > 0"
+    return (None if _number(value) and 0 < value <= MAX_SECONDS
+            else f"{_short(value)} must be a number of seconds > 0 and <= {MAX_SECONDS:g}")
 
 
 def _fraction(value: Any) -> str | None:
@@ -505,7 +551,7 @@ def _fraction(value: Any) -> str | None:
 
 def _shutdown(allow_infinity: bool) -> Callable[[Any], str | None]:
     def check(value: Any) -> str | None:
-        if value == "brutal_kill" or (_number(value) and value > 0):
+        if value == "brutal_kill" or (_number(value) and 0 < value <= MAX_SECONDS):
             return None
         if value == "infinity":
             return None if allow_infinity else ("'infinity' is only allowed for supervisors and "
@@ -572,6 +618,8 @@ def _read_actor(ctx: _Context, m: _Mapping, args: dict[str, Any]) -> type | None
     reference = m.get("actor", _text, None)
     if reference is None:
         return None
+    if not ctx.import_actors and reference not in BUILTIN_ACTORS:
+        return _unimported_actor(ctx, m, reference)
     try:
         actor = resolve_actor(reference)
     except ActorNotFound as exc:
@@ -586,6 +634,19 @@ def _read_actor(ctx: _Context, m: _Mapping, args: dict[str, Any]) -> type | None
     for key, (target, kind) in path_args(actor, args).items():
         ctx.actor_paths.append((_join(m.path, f"args.{key}"), target, kind, key_nodes.get(key) or args_node))
     return None if problems else actor
+
+
+def _unimported_actor(ctx: _Context, m: _Mapping, reference: str) -> type | None:
+    """A stand-in class named like `reference`, checked by form only (`check --no-import`)."""
+    module, _, name = reference.partition(":")
+    if not (module and name and all(part.isidentifier() for part in (*module.split("."), *name.split(".")))):
+        ctx.problem(_join(m.path, "actor"), f"unknown actor {reference!r}: not a built-in "
+                    f"({', '.join(sorted(BUILTIN_ACTORS))}) and not of the form package.module:Class",
+                    m.node_of("actor"))
+        return None
+    from actors.actor import Actor
+
+    return type(name.rpartition(".")[2], (Actor,), {"__module__": module, "__qualname__": name})
 
 
 def _read_args(ctx: _Context, m: _Mapping) -> dict[str, Any]:
@@ -622,7 +683,7 @@ def _read_pool(ctx: _Context, node: Node, path: str, child_id: str, *, restart: 
         return None
     args = _read_args(ctx, m)
     actor = _read_actor(ctx, m, args)
-    size = m.get("size", _int_at_least(0), 1)
+    size = m.get("size", _int_at_least(0, MAX_POOL_SIZE), 1)
     worker_restart = m.get("restart", _one_of(RESTART_TYPES), "permanent")
     worker_shutdown = m.get("shutdown", _shutdown(False), DEFAULT_WORKER_SHUTDOWN)
     start_timeout = m.get("start_timeout", _seconds, DEFAULT_START_TIMEOUT)
@@ -719,7 +780,7 @@ def _address(value: Any) -> str | None:
     if not isinstance(value, str) or not value.startswith("tcp://"):
         return f"{value!r} must look like tcp://HOST:PORT"
     host, _, port = value.removeprefix("tcp://").rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not host or not _port(port):
         return f"{value!r} must look like tcp://HOST:PORT with a port in 1..65535"
     if host in ("*", "0.0.0.0", "::", "[::]"):
         return f"{value!r}: name the interface to listen on; a wildcard is also where peers would connect"
@@ -735,9 +796,15 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _port(text: str) -> bool:
+    """A port number in ASCII digits within 1..65535 (`int` would also read other digits)."""
+    return text.isascii() and text.isdigit() and len(text) <= 5 and 0 < int(text) < 65536
+
+
 def _host_port(value: Any) -> str | None:
-    if not isinstance(value, str) or ":" not in value or not value.rpartition(":")[2].isdigit():
-        return f"{value!r} must be HOST:PORT, e.g. 127.0.0.1:9101"
+    if not isinstance(value, str) or ":" not in value or not value.rpartition(":")[0] \
+            or not _port(value.rpartition(":")[2]):
+        return f"{_short(value)} must be HOST:PORT with a port in 1..65535, e.g. 127.0.0.1:9101"
     return None
 
 
@@ -1023,24 +1090,30 @@ def _read_transport(ctx: _Context, node: Node | None) -> TransportConfig:
     return TransportConfig(
         heartbeat_interval=float(interval),
         heartbeat_timeout=float(timeout),
-        max_message_bytes=m.get("max_message_bytes", _int_at_least(1024), DEFAULT_MAX_MESSAGE_BYTES),
-        high_water_mark=m.get("high_water_mark", _int_at_least(1), DEFAULT_HWM),
-        backlog=m.get("backlog", _int_at_least(1000), DEFAULT_BACKLOG),
+        max_message_bytes=m.get("max_message_bytes", _int_at_least(1024, MAX_MESSAGE_BYTES_LIMIT),
+                                DEFAULT_MAX_MESSAGE_BYTES),
+        high_water_mark=m.get("high_water_mark", _int_at_least(1, MAX_HWM), DEFAULT_HWM),
+        backlog=m.get("backlog", _int_at_least(1000, MAX_BACKLOG), DEFAULT_BACKLOG),
         node_wait=float(m.get("node_wait", _seconds, DEFAULT_NODE_WAIT)),
     )
 
 
-def parse_topology(text: str, source: str = "<topology>", base: Path | None = None) -> Topology:
+def parse_topology(text: str, source: str = "<topology>", base: Path | None = None, *,
+                   import_actors: bool = True) -> Topology:
     """Validate a topology document; raise `TopologyError` listing every problem. Relative
-    paths in it (the key directory) are taken from `base` (default: the current directory)."""
+    paths in it (the key directory) are taken from `base` (default: the current directory).
+    With `import_actors` false, actors named `package.module:Class` are checked by form only
+    and their modules are not imported (nothing of theirs runs; their args are not checked)."""
     try:
-        document = yaml.compose(text, Loader=yaml.SafeLoader)
+        document = guarded_compose(text)
+    except YamlRefused as exc:
+        raise TopologyError(source, [Problem("", exc.message, exc.line)]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
+        line = min(mark.line + 1, text.count("\n") + 1) if mark is not None else None  # libyaml: EOF is a line on
         raise TopologyError(source, [Problem("", f"not valid YAML: {getattr(exc, 'problem', exc)}",
                                              line)]) from None
-    ctx = _Context()
+    ctx = _Context(import_actors)
     top = _Mapping(ctx, document, "", "topology")
     if document is None or not top.valid:
         if document is None:
@@ -1059,6 +1132,9 @@ def parse_topology(text: str, source: str = "<topology>", base: Path | None = No
                                     node=_read_node_ref(ctx, body))
     base = base or Path.cwd()
     data_dir = (base / top.get("data_dir", _text, "data")).resolve()
+    unusable = _unusable_dir(data_dir)
+    if unusable:
+        ctx.problem("data_dir", unusable, top.node_of("data_dir"))
     security = _read_security(ctx, top.node_of("security"), nodes, base)
     security = _read_operators(ctx, top.node_of("operators"), top.node_of("eval_operators"), nodes, security)
     rules = _read_rules(ctx, top.node_of("rules"))
@@ -1088,8 +1164,20 @@ def parse_topology(text: str, source: str = "<topology>", base: Path | None = No
     return topology
 
 
-def load_topology(path: str | Path) -> Topology:
-    """Read and validate the topology file at `path`."""
+def _unusable_dir(path: Path) -> str:
+    """Why the node could not keep its data under `path`, or ''."""
+    if any(path == Path(root) or Path(root) in path.parents for root in FORBIDDEN_DATA_DIRS):
+        return f"{path} is under {', '.join(FORBIDDEN_DATA_DIRS)}: a data directory must be on a real file system"
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{path} cannot be a directory: {existing} is a file"
+    return ""
+
+
+def load_topology(path: str | Path, *, import_actors: bool = True) -> Topology:
+    """Read and validate the topology file at `path` (`import_actors`: see `parse_topology`)."""
     source = str(path)
     try:
         size = Path(path).stat().st_size
@@ -1100,7 +1188,7 @@ def load_topology(path: str | Path) -> Topology:
         raise TopologyError(source, [Problem("", f"cannot read: {exc.strerror or exc}")]) from None
     except UnicodeDecodeError as exc:
         raise TopologyError(source, [Problem("", f"is not UTF-8 text: {exc.reason}")]) from None
-    return parse_topology(text, source, base=Path(path).resolve().parent)
+    return parse_topology(text, source, base=Path(path).resolve().parent, import_actors=import_actors)
 
 
 def reference_markdown() -> str:

@@ -30,7 +30,9 @@ from typing import Any
 import structlog
 import zmq
 
+from nodes.refusals import refusals
 from nodes.security import ZAP_DOMAIN, ClusterAuthenticator, CurveKeys
+from nodes.serving import ServingGuard
 
 BATCH_FRAMES = 512
 """Most envelopes sent to one peer in one multipart message."""
@@ -40,6 +42,13 @@ RECV_BUDGET = 4096
 """Most inbound envelopes handled before the I/O thread looks at its outbox and clock again."""
 SEND_TIMEOUT = 5.0
 """Seconds a sender waits for room when a peer's backlog is full before its send fails."""
+MAX_BACKLOG_BYTES = 256 * 1024 * 1024
+"""Most bytes of envelopes waiting for one peer in the node's own backlog (as well as
+`backlog` envelopes): past it an envelope fails as "backlog full"."""
+RECEIVE_QUEUE_BYTES = 256 * 1024 * 1024
+"""About the most bytes ZeroMQ queues from one peer before the I/O thread reads them: the
+receiving socket's RCVHWM is this divided by `max_message_bytes` (at most `high_water_mark`,
+at least 16), as a peer's batch is at most `BATCH_BYTES` plus one envelope."""
 
 FramesHandler = Callable[[str, list[bytes]], None]
 UndeliverableHandler = Callable[[Any, str], None]
@@ -65,7 +74,8 @@ class Transport:
     def __init__(self, *, node: str, address: str, peers: dict[str, str], max_message_bytes: int,
                  high_water_mark: int, backlog: int, tick: float, on_frames: FramesHandler,
                  on_undeliverable: UndeliverableHandler, on_tick: Callable[[], None],
-                 keys: CurveKeys | None = None) -> None:
+                 keys: CurveKeys | None = None, on_give_up: Callable[[str], None] = lambda _reason: None) -> None:
+        """`on_give_up(reason)` is called if the I/O loop keeps failing (`nodes.serving`)."""
         self.node = node
         self.address = address
         self.peers = dict(peers)
@@ -85,6 +95,7 @@ class Transport:
         self._ready = threading.Event()
         self._startup_error: BaseException | None = None
         self._backlogs: dict[str, deque[tuple[bytes, Any]]] = {name: deque() for name in peers}
+        self._backlog_bytes = dict.fromkeys(peers, 0)
         # Flow control: senders take tickets, the I/O thread counts what it has handled;
         # a sender more than `backlog` ahead of the I/O thread waits for room.
         self._tickets = {name: itertools.count() for name in peers}
@@ -95,6 +106,7 @@ class Transport:
         self._context = zmq.Context()
         self._context.linger = 0
         self._authenticator: ClusterAuthenticator | None = None
+        self.guard = ServingGuard("transport", on_give_up)
 
     # --- any thread ---------------------------------------------------------------------
 
@@ -162,6 +174,8 @@ class Transport:
     def _open(self) -> tuple[zmq.Socket, dict[str, zmq.Socket]]:
         router = self._context.socket(zmq.ROUTER)
         self._socket_options(router)
+        router.setsockopt(zmq.RCVHWM, max(16, min(self.high_water_mark,
+                                                  RECEIVE_QUEUE_BYTES // self.max_message_bytes)))
         router.setsockopt(zmq.ROUTER_MANDATORY, 1)
         router.setsockopt(zmq.ROUTER_HANDOVER, 1)
         if self.keys is not None:
@@ -202,43 +216,46 @@ class Transport:
         next_tick = time.monotonic()  # the first heartbeats go out at once
         try:
             while not self._closing.is_set():
-                self._sleeping = True
-                if not self._outbox.empty():
-                    self._sleeping = False
-                timeout_ms = max(0.0, (next_tick - time.monotonic()) * 1000) if self._sleeping else 0
-                events = dict(poller.poll(timeout_ms))
-                self._sleeping = False
-                if self._wake_fd in events:
-                    try:
-                        os.eventfd_read(self._wake_fd)
-                    except BlockingIOError:
-                        pass
-                if router in events:
-                    self._receive(router)
-                self._take_outbox()
-                for peer, dealer in dealers.items():
-                    if not self._backlogs[peer] and peer not in waiting_out:
-                        continue
-                    if self._backlogs[peer]:
-                        self._flush(peer, dealer)
-                    blocked = bool(self._backlogs[peer])
-                    if blocked and peer not in waiting_out:
-                        poller.register(dealer, zmq.POLLIN | zmq.POLLOUT)
-                        waiting_out.add(peer)
-                    elif not blocked and peer in waiting_out:
-                        poller.unregister(dealer)
-                        waiting_out.discard(peer)
-                if self._room_waiters:
-                    with self._room:
-                        self._room.notify_all()
-                if time.monotonic() >= next_tick:
-                    next_tick = time.monotonic() + self.tick
-                    try:
-                        self._on_tick()
-                    except Exception:  # noqa: BLE001 - a bug in a tick must not silence the node
-                        _log.exception("transport.tick_failed")
-        except Exception:  # noqa: BLE001 - log, then stop cleanly
-            _log.exception("transport.failed")
+                try:
+                    while not self._closing.is_set():
+                        self._sleeping = True
+                        if not self._outbox.empty():
+                            self._sleeping = False
+                        timeout_ms = max(0.0, (next_tick - time.monotonic()) * 1000) if self._sleeping else 0
+                        events = dict(poller.poll(timeout_ms))
+                        self._sleeping = False
+                        if self._wake_fd in events:
+                            try:
+                                os.eventfd_read(self._wake_fd)
+                            except BlockingIOError:
+                                pass
+                        if router in events:
+                            self._receive(router)
+                        self._take_outbox()
+                        for peer, dealer in dealers.items():
+                            if not self._backlogs[peer] and peer not in waiting_out:
+                                continue
+                            if self._backlogs[peer]:
+                                self._flush(peer, dealer)
+                            blocked = bool(self._backlogs[peer])
+                            if blocked and peer not in waiting_out:
+                                poller.register(dealer, zmq.POLLIN | zmq.POLLOUT)
+                                waiting_out.add(peer)
+                            elif not blocked and peer in waiting_out:
+                                poller.unregister(dealer)
+                                waiting_out.discard(peer)
+                        if self._room_waiters:
+                            with self._room:
+                                self._room.notify_all()
+                        if time.monotonic() >= next_tick:
+                            next_tick = time.monotonic() + self.tick
+                            try:
+                                self._on_tick()
+                            except Exception:  # noqa: BLE001 - a bug in a tick must not silence the node
+                                _log.exception("transport.tick_failed")
+                except Exception:  # noqa: BLE001 - restarted, or the node stops (nodes.serving)
+                    if not self.guard.failed():
+                        return
         finally:
             for sock in (router, *dealers.values()):
                 sock.close(0)
@@ -287,15 +304,13 @@ class Transport:
 
     def _reject(self, who: str, reason: str, detail: str | None) -> None:
         self.stats.rejected[reason] += 1
-        count = self.stats.rejected[reason]
-        if count <= 10 or count % 1000 == 0:
-            _log.warning("transport.peer_rejected", peer=who[:64], reason=reason, detail=detail,
-                         count=count)
+        refusals.refuse("transport", "unknown_peer", reason + (f" ({detail})" if detail else ""),
+                        event="transport.peer_rejected", peer=who[:64])
 
     def _log_rejected_key(self, key: str, address: str) -> None:
         self.stats.rejected["unknown key"] += 1
-        _log.warning("transport.key_rejected", key=key, address=address,
-                     count=self.stats.rejected["unknown key"])
+        refusals.refuse("transport", "unknown_key", "a key not in the allowlist", event="transport.key_rejected",
+                        key=key, address=address)
 
     def _take_outbox(self) -> None:
         outbox = self._outbox
@@ -313,8 +328,12 @@ class Transport:
             elif len(backlog) >= max(self.backlog_limit, BATCH_FRAMES) * 2:
                 self._handled[peer] += 1
                 self._fail(token, f"backlog to {peer} is full ({len(backlog)} envelopes)")
+            elif self._backlog_bytes[peer] + len(frame) > MAX_BACKLOG_BYTES:
+                self._handled[peer] += 1
+                self._fail(token, f"backlog to {peer} is full ({self._backlog_bytes[peer]} bytes)")
             else:
                 backlog.append((frame, token))
+                self._backlog_bytes[peer] += len(frame)
 
     def _flush(self, peer: str, dealer: zmq.Socket) -> None:
         backlog = self._backlogs[peer]
@@ -332,6 +351,7 @@ class Transport:
                 return  # not connected, or its queue is full: keep the backlog
             for _ in frames:
                 backlog.popleft()
+            self._backlog_bytes[peer] -= size
             self._handled[peer] += len(frames)
             self.stats.sent_frames[peer] += len(frames)
             self.stats.sent_bytes[peer] += size
@@ -356,6 +376,7 @@ class Transport:
         if not backlog:
             return 0
         dropped = len(backlog)
+        self._backlog_bytes[peer] = 0
         while backlog:
             _, token = backlog.popleft()
             self._handled[peer] += 1

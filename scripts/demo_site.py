@@ -18,6 +18,9 @@ for, the client's address and the options):
     /slow/N?ms=M    the page after M milliseconds (default 2000)
     /huge/N         a page of --huge-bytes bytes
     /loop/N         a redirect loop;  /moved/N  301 to /product/N
+    /to-file/N      302 to file:///etc/passwd (a redirect to a scheme a crawler must refuse)
+    /nested/N       a hostile page: 400,000 unclosed <div> tags (2 MB)
+    /attributes/N   a hostile page: one tag with 180,000 attributes
     /__stats        JSON: requests per path, per client, per status, and per path family
                     (/product, /switch...): count, first and last time, the most in any
                     1-second window;  POST /__reset clears them
@@ -96,6 +99,12 @@ checks, rate limits and when a CAPTCHA is the right answer after all.</p>
 """A product page whose article discusses challenge pages: the extraction keeps it."""
 
 
+NESTED = b"<html><body>" + b"<div>" * 400_000
+"""Markup whose parse time grows with the square of its depth (minutes for this one)."""
+ATTRIBUTES = b"<html><body><p " + b" ".join(b"a%d" % i for i in range(180_000)) + b"></p></body></html>"
+"""One tag whose parse time grows with the square of its attribute count."""
+
+
 def product(n: int) -> str:
     return PAGE.format(n=n, price=f"{(n * 37) % 1000 / 10 + 1:.2f}", series=n % 7,
                        text=" ".join(["Sturdy and reliable."] * 8))
@@ -150,6 +159,10 @@ class DemoSite:
         app.router.add_get("/huge/{n:\\d+}", self.huge)
         app.router.add_get("/loop/{n:\\d+}", self.loop)
         app.router.add_get("/moved/{n:\\d+}", self.moved)
+        app.router.add_get("/to-file/{n:\\d+}", lambda r: web.Response(status=302,
+                                                                     headers={"Location": "file:///etc/passwd"}))
+        app.router.add_get("/nested/{n:\\d+}", lambda r: web.Response(body=NESTED, content_type="text/html"))
+        app.router.add_get("/attributes/{n:\\d+}", lambda r: web.Response(body=ATTRIBUTES, content_type="text/html"))
         app.router.add_get("/switch/{n:\\d+}", self.switch)
         app.router.add_post("/__switch", self.set_switch)
         app.router.add_get("/__stats", self.stats)

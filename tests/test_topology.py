@@ -107,7 +107,7 @@ tree:
         "t.yaml:11: tree.children[1].args.targett: unknown argument of ticker; did you mean 'target'? "
         "(accepted: target, interval, batch)",
         "t.yaml:11: tree.children[1].args: ticker needs 'target'",
-        "t.yaml:13: tree.children[2].pool.size: -1 must be an integer >= 0",
+        "t.yaml:13: tree.children[2].pool.size: -1 must be an integer >= 0 and <= 1000",
         "t.yaml:14: tree.children[2].node: 'beta' is not a node of this topology (nodes: alpha)",
         "t.yaml:17: tree.children[3].shutdown: 'infinity' is only allowed for supervisors and pools: "
         "a worker that never stops would hang shutdown",
