@@ -4,8 +4,10 @@ down, against the same crawl without any bad page or host, in the same run.
 
 Flotilla runs the default topology (supervisor_tree.yaml) as two real node processes, moved to
 free ports and a temporary data directory, with the healthy host given the rate limit the
-default topology gives its demo shop. It runs three crawls: the clean one, the realistic one,
-and the realistic one with the `resilience:` breakers left out. Scrapy runs the clean and the
+default topology gives its demo shop. It runs the clean crawl, the realistic one, the
+realistic one with the `resilience:` breakers left out, and the clean one again (the faster
+clean crawl is the reference, so a slow moment of the machine does not flatter the ratio).
+Scrapy runs the clean and the
 realistic URL sets with its default retry settings. Every Flotilla crawl has a deadline: a
 crawl that does not end is reported as "not terminal after N s" with the journal's counts.
 
@@ -199,7 +201,7 @@ def _healthy_throughput(url_set: UrlSet, stored_after: dict[str, float], waited:
     at_once = [stored_after[url] for url in url_set.at_once if url in stored_after]
     span = max(at_once) if at_once and (ended or len(at_once) == len(url_set.at_once)) else waited
     lost = Counter(url_set.kinds[url] for url in url_set.healthy if url not in stored_after)
-    return {"healthy_pages": len(url_set.healthy), "healthy_stored": len(healthy), "healthy_lost": lost.total(),
+    return {"ended": ended, "healthy_pages": len(url_set.healthy), "healthy_stored": len(healthy), "healthy_lost": lost.total(),
             "healthy_lost_by_kind": dict(lost),
             "healthy_all_stored_s": max(healthy) if healthy and not lost else None,
             "at_once_pages": len(url_set.at_once), "at_once_stored": len(at_once),
@@ -235,11 +237,14 @@ def run(quick: bool) -> dict[str, Any]:
         site = site_process.stdout.readline().strip().removeprefix("ready ")
         clean, realistic = clean_urls(site, pages), realistic_urls(site, pages, port_with_nothing_listening())
         results: dict[str, Any] = {"pages": pages, "dead_host_urls": DEAD_HOST_URLS, "timeout_s": timeout}
-        results["flotilla_clean"] = flotilla_crawl(clean, breakers=True, timeout=timeout)
+        clean_before = flotilla_crawl(clean, breakers=True, timeout=timeout)
         _reset(site)  # the site's first-request faults start afresh for every crawl
         results["flotilla"] = flotilla_crawl(realistic, breakers=True, timeout=timeout)
         _reset(site)
         results["flotilla_no_breakers"] = flotilla_crawl(realistic, breakers=False, timeout=timeout)
+        clean_after = flotilla_crawl(clean, breakers=True, timeout=timeout)
+        results["flotilla_clean_runs_per_s"] = [clean_before["healthy_per_s"], clean_after["healthy_per_s"]]
+        results["flotilla_clean"] = max(clean_before, clean_after, key=lambda run: run["healthy_per_s"])
         _reset(site)
         results["scrapy_clean"] = scrapy_crawl(clean)
         _reset(site)
@@ -269,7 +274,7 @@ def _ended(row: dict[str, Any]) -> str:
 def _stored(row: dict[str, Any]) -> str:
     stored = f"healthy pages stored {row['healthy_stored']:,} of {row['healthy_pages']:,}"
     if row["healthy_lost"]:
-        stored += " (lost: " + ", ".join(f"{n} {kind}" for kind, n in row["healthy_lost_by_kind"].items()) + ")"
+        stored += (" (lost: " if row["ended"] else " (not stored when the wait ended: ") + ", ".join(f"{n} {kind}" for kind, n in row["healthy_lost_by_kind"].items()) + ")"
     if row["healthy_all_stored_s"] is not None:
         stored += f", the last after {row['healthy_all_stored_s']:.1f} s"
     return stored
@@ -290,7 +295,8 @@ def report(results: dict[str, Any]) -> None:
         print(f"  {label}: {_ended(row)} (goal <= 2x the wait budget of {budget:g} s [{source}]: "
               f"{_met(terminal_ok)}); states {row['states']}")
         print(f"    healthy host {row['healthy_per_s']:,.0f} pages/s = {row['healthy_ratio_vs_clean']:.0%} of its clean "
-              f"{results['flotilla_clean']['healthy_per_s']:,.0f} pages/s (goal >= 90 %: "
+              f"{results['flotilla_clean']['healthy_per_s']:,.0f} pages/s [the faster of two clean crawls, before and "
+              f"after: {' and '.join(f'{x:,.0f}' for x in results['flotilla_clean_runs_per_s'])}] (goal >= 90 %: "
               f"{_met(row['healthy_ratio_vs_clean'] >= 0.9)}); {_stored(row)} (goal: none lost: "
               f"{_met(row['healthy_lost'] == 0)})")
         print(f"    fleet in Hold: {'yes' if row['hold_seen'] else 'never'}; healthy host's breaker: "
