@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -113,6 +114,21 @@ def wait_budget_of(tree: Any) -> float | None:
     return next((found for child in children if (found := wait_budget_of(child)) is not None), None)
 
 
+def fresh_demo_topology() -> Path:
+    """supervisor_tree.yaml with the demo's own data directory (`<data_dir>/demo`), emptied
+    first: every demo starts from an empty journal, and leaves `flotilla up`'s data alone.
+    Returns the path of that copy."""
+    tree = yaml.safe_load(TOPOLOGY.read_text(encoding="utf-8"))
+    demo_dir = load_topology(TOPOLOGY).data_dir / "demo"
+    shutil.rmtree(demo_dir, ignore_errors=True)
+    demo_dir.mkdir(parents=True)
+    tree["data_dir"] = str(demo_dir)
+    path = demo_dir / "supervisor_tree.yaml"
+    path.write_text(f"# {TOPOLOGY.name} with the demo's own data directory, made afresh by every demo\n"
+                    + yaml.safe_dump(tree, sort_keys=False), encoding="utf-8")
+    return path
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mix", choices=["realistic", "faults"], default="realistic")
@@ -120,12 +136,12 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=120.0, help="give up waiting after this long")
     parser.add_argument("--forever", action="store_true", help="keep the cluster running until Ctrl-C")
     args = parser.parse_args()
-    topology = load_topology(TOPOLOGY)
+    topology_path = fresh_demo_topology()
+    topology = load_topology(topology_path)
     assert topology.intake is not None
-    budget = wait_budget_of(yaml.safe_load(TOPOLOGY.read_text(encoding="utf-8"))) or WAIT_BUDGET_S
+    budget = wait_budget_of(yaml.safe_load(topology_path.read_text(encoding="utf-8"))) or WAIT_BUDGET_S
     crawl = realistic_crawl(args.jobs or 500) if args.mix == "realistic" else faults_crawl(args.jobs or 3000)
-    log_path = topology.data_dir / "demo-cluster.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log_path = topology.data_dir / "cluster.log"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     extra = [arg for port in crawl.site_ports[1:] for arg in ("--extra-port", str(port))]
     site = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "demo_site.py"), "--port",
@@ -136,9 +152,9 @@ def main() -> int:
         site_url = site.stdout.readline().strip().removeprefix("ready ")
         say(f"demo site at {site_url} (and ports {', '.join(map(str, crawl.site_ports[1:]))})")
         with open(log_path, "w", encoding="utf-8") as log:
-            cluster = subprocess.Popen([sys.executable, "-m", "nodes.cli", "up", "--topology", str(TOPOLOGY),
+            cluster = subprocess.Popen([sys.executable, "-m", "nodes.cli", "up", "--topology", str(topology_path),
                                         "--log-format", "json"], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-        say(f"cluster starting: alpha (intake, router) and beta (fetchers); logs in {log_path}")
+        say(f"cluster starting: alpha (intake, router) and beta (fetchers); journal and logs in {topology.data_dir}")
         watched = topology.nodes["beta"].metrics
         assert watched is not None, "the demo watches Hold and breakers through beta's metrics"
         with IntakeClient(topology.intake.address, timeout=2, retries=15) as client, FleetWatch(watched) as watch:
