@@ -221,18 +221,25 @@ def summary(client: IntakeClient, elapsed: float) -> None:
         say(f"a stored result: {sample[0].url} -> {sample[0].fields}")
 
 
+def kind_of(url: str) -> str:
+    """What a demo URL is: the fault kind of a realistic-site page, else its path family."""
+    family, _, number = url.split("/", 3)[3].partition("/")
+    return fault_of(int(number)) if family == "site" else family
+
+
 def verdicts(client: IntakeClient, watch: FleetWatch, crawl: Crawl, elapsed: float, budget: float) -> None:
     """What the demo promises, each with yes or NO: every job ended in time, every healthy page
     stored, the fleet never in Hold, the healthy hosts' breakers never opened."""
     in_flight = sum(n for s, n in client.counts().states.items() if s in IN_FLIGHT)
     stored = {result.url for result in client.all_results()}
-    lost = len(crawl.healthy - stored)
+    lost = Counter(kind_of(url) for url in crawl.healthy - stored)
     opened = sorted(set(crawl.healthy_hosts) & watch.breakers_opened)
     checks = [
         (in_flight == 0 and elapsed <= 2 * budget,
          f"every job ended within 2 x the wait budget ({2 * budget:g} s)",
          f"{in_flight} not ended after {elapsed:.0f} s" if in_flight else f"took {elapsed:.0f} s"),
-        (lost == 0, f"every healthy page stored ({len(crawl.healthy)})", f"{lost} not stored"),
+        (not lost, f"every healthy page stored ({len(crawl.healthy)})",
+         f"{lost.total()} not stored (" + ", ".join(f"{n} {kind}" for kind, n in lost.most_common()) + ")"),
         (not watch.hold_seen, "the fleet never entered Hold", "it did"),
         (not opened, "the healthy hosts' breakers never opened", f"opened: {', '.join(opened)}"),
     ]
