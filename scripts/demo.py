@@ -38,7 +38,6 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from demo_site import HEALTHY_KINDS, fault_of, port_with_nothing_listening  # noqa: E402
 from fleet_watch import FleetWatch  # noqa: E402
 from nodes.client import IntakeClient, IntakeUnavailable  # noqa: E402
-from nodes.intake_protocol import JobSpec  # noqa: E402
 from nodes.topology import load_topology  # noqa: E402
 
 TOPOLOGY = ROOT / "supervisor_tree.yaml"
@@ -160,7 +159,7 @@ def main() -> int:
         with IntakeClient(topology.intake.address, timeout=2, retries=15) as client, FleetWatch(watched) as watch:
             client.counts()
             say(f"crawling {len(crawl.urls)} URLs; every job should end within 2 x the wait budget of {budget:g} s")
-            elapsed = submit_and_wait(client, crawl.urls, args.seconds)
+            elapsed = submit_and_wait(topology_path, crawl.urls, args.seconds)
             verdicts(client, watch, crawl, elapsed, budget)
             if args.forever:
                 say("running until Ctrl-C")
@@ -181,44 +180,22 @@ def main() -> int:
     return 0
 
 
-def submit_and_wait(client: IntakeClient, urls: list[str], seconds: float) -> float:
-    """Submit `urls`, show progress until every job is terminal (or `seconds` have passed),
-    then summarise what happened to them; return the seconds it took."""
+def submit_and_wait(topology_path: Path, urls: list[str], seconds: float) -> float:
+    """Submit `urls` with `flotilla submit --wait`, which shows the batch's progress and then
+    its closing summary (stored, dead and parked by reason, duration, pages/s, retries), giving
+    up after `seconds`; return the seconds it took."""
+    urls_file = topology_path.parent / "urls.txt"
+    urls_file.write_text("\n".join(urls) + "\n", encoding="utf-8")
     began = time.monotonic()
-    acks: Counter[str] = Counter()
-    for batch in client.submit_all((JobSpec(url, "product") for url in urls), batch=500):
-        acks.update(a.status for a in batch)
-    say(f"submitted {len(urls)} jobs: {dict(acks)}")
-    last = ""
-    while time.monotonic() < began + seconds:
-        states = client.counts().states
-        line = "  ".join(f"{s} {n}" for s, n in states.items() if n)
-        if line != last:
-            say(f"{time.monotonic() - began:5.1f} s  {line}")
-            last = line
-        if not any(states[s] for s in IN_FLIGHT):
-            break
-        time.sleep(1.0)
+    submit = subprocess.run([sys.executable, "-m", "nodes.cli", "submit", "--topology", str(topology_path), "--wait",
+                             "--wait-timeout", f"{seconds:g}", "--jsonl", str(urls_file)],
+                            stdout=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)), cwd=ROOT,
+                            check=False)
     elapsed = time.monotonic() - began
-    summary(client, elapsed)
+    for line in submit.stdout.splitlines():
+        if not line.startswith("{"):  # one JSON object per job, then the summary's lines
+            print(line, flush=True)
     return elapsed
-
-
-def summary(client: IntakeClient, elapsed: float) -> None:
-    counts = client.counts()
-    say(f"after {elapsed:.1f} s: " + ", ".join(f"{n} {s}" for s, n in counts.states.items() if n)
-        + f"; {counts.results} results stored")
-    reasons: Counter[str] = Counter()
-    for state in ("dead", "parked", *IN_FLIGHT):
-        for job in client.all_jobs(state):
-            parts = (job.reason or "").split(": ")
-            kind, detail = parts[0], parts[1].split("(")[0].strip() if len(parts) > 1 else ""
-            reasons[f"{state:<10} {kind:<9} {detail}"] += 1
-    for reason, n in reasons.most_common():
-        say(f"  {n:5d}  {reason}")
-    sample, _ = client.results(limit=1)
-    if sample:
-        say(f"a stored result: {sample[0].url} -> {sample[0].fields}")
 
 
 def kind_of(url: str) -> str:
