@@ -27,8 +27,8 @@ for, the client's address and the options):
                     request of that path on that port, then the page; `drift` the page without
                     its headline (h1.title); `limited` 429 with Retry-After (--site-retry-after
                     seconds) from its first request on that port until that time has passed,
-                    then the page; `prose` a real page whose description mentions challenge
-                    words ("CAPTCHA", "are you a robot")
+                    then the page; `prose` the page of /prose/N (an article that mentions
+                    challenge words: "CAPTCHA", "Are you a robot?")
     /__stats        JSON: requests per path, per client, per status, per host (HOST:PORT the
                     request came in on), per fault kind of /site/ pages (`by_fault`, and
                     `by_host_fault` per host), and per path family (/product, /switch...):
@@ -119,15 +119,13 @@ ATTRIBUTES = b"<html><body><p " + b" ".join(b"a%d" % i for i in range(180_000)) 
 """One tag whose parse time grows with the square of its attribute count."""
 
 
-PROSE = ("Reviewers keep asking: is the checkout a CAPTCHA maze? Does the shop ask are you a robot "
-         "before you pay? No: this product ships without unusual traffic checks. ")
-
 DRIFTED_HEADLINE = '<h1 class="title">'
 """The headline a `drift` page of the realistic site lacks (its h1 has another class)."""
 
 
-def product(n: int, text: str = " ".join(["Sturdy and reliable."] * 8)) -> str:
-    return PAGE.format(n=n, price=f"{(n * 37) % 1000 / 10 + 1:.2f}", series=n % 7, text=text)
+def product(n: int) -> str:
+    return PAGE.format(n=n, price=f"{(n * 37) % 1000 / 10 + 1:.2f}", series=n % 7,
+                       text=" ".join(["Sturdy and reliable."] * 8))
 
 
 FAULT_SHARES: dict[str, int] = {"gone": 20, "down": 10, "flaky": 20, "drift": 12, "limited": 20, "prose": 20}
@@ -310,10 +308,9 @@ class DemoSite:
             if now < until:
                 return web.Response(status=429, text="Too Many Requests",
                                     headers={"Retry-After": str(max(1, math.ceil(until - now)))})
-        if kind == "drift":
-            html = product(n).replace(DRIFTED_HEADLINE, '<h1 class="headline">')
-        else:
-            html = product(n, PROSE * 3) if kind == "prose" else product(n)
+        if kind == "prose":
+            return await self.prose(request)
+        html = product(n).replace(DRIFTED_HEADLINE, '<h1 class="headline">') if kind == "drift" else product(n)
         return web.Response(text=html, content_type="text/html")
 
     async def set_switch(self, request: web.Request) -> web.Response:
