@@ -13,7 +13,11 @@ Part 2 (two node processes over ZeroMQ; see bench_cluster.py):
 
 Part 3 (the ingestion pipeline; see bench_pipeline.py):
   * pages per second fetched, extracted and stored through two nodes, vs Scrapy (goal >= 5x)
-    and vs a bare aiohttp + selectolax loop (goal >= 50 %), with job latency percentiles.
+    and vs a bare aiohttp + selectolax loop (goal >= 50 %), with job latency percentiles;
+  * a realistic site (a few percent of each fault kind, plus a host that is down) through the
+    default topology and Scrapy: time until every job is terminal (goal <= 2x the wait
+    budget), the healthy host's pages/s against its clean crawl (goal >= 90 %), healthy pages
+    lost (goal: none), and the default breakers against none (goal: within 20 %).
 
 Part 4 (the resilience actors; see bench_resilience.py):
   * rate accuracy, 3 nodes and 60 fetchers against one target limited to 50/s for 20 s

@@ -5,6 +5,9 @@ in the same run.
 Flotilla: two node processes (intake, journal and router on one; fetchers and extractors on
 the other), jobs submitted through the intake, timed from the first submission until every
 job is stored; job latency is `stored - submitted` from the journal.
+
+Then the realistic-site rows (bench_realistic.py): a site with a few percent of each fault
+kind plus a host that is down, against its clean twin, through Flotilla and Scrapy.
 """
 
 from __future__ import annotations
@@ -171,8 +174,11 @@ def run(quick: bool) -> dict[str, Any]:
     finally:
         site_process.terminate()
         site_process.wait(10)
+    import bench_realistic
+
     return {"flotilla": ours, "scrapy": scrapy, "bare_aiohttp_selectolax": bare,
-            "ratio_vs_scrapy": ours["per_s"] / scrapy["per_s"], "ratio_vs_bare": ours["per_s"] / bare["per_s"]}
+            "ratio_vs_scrapy": ours["per_s"] / scrapy["per_s"], "ratio_vs_bare": ours["per_s"] / bare["per_s"],
+            "realistic": bench_realistic.run(quick)}
 
 
 def report(results: dict[str, Any]) -> None:
@@ -183,6 +189,9 @@ def report(results: dict[str, Any]) -> None:
     print(f"  vs Scrapy {scrapy['per_s']:,.0f} pages/s -> {results['ratio_vs_scrapy']:.1f}x (goal >= 5x)")
     print(f"  vs bare aiohttp + selectolax loop {bare['per_s']:,.0f} pages/s -> {results['ratio_vs_bare']:.0%} "
           "(goal >= 50 %)")
+    import bench_realistic
+
+    bench_realistic.report(results["realistic"])
 
 
 if __name__ == "__main__":

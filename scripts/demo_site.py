@@ -21,15 +21,29 @@ for, the client's address and the options):
     /to-file/N      302 to file:///etc/passwd (a redirect to a scheme a crawler must refuse)
     /nested/N       a hostile page: 400,000 unclosed <div> tags (2 MB)
     /attributes/N   a hostile page: one tag with 180,000 attributes
-    /__stats        JSON: requests per path, per client, per status, and per path family
-                    (/product, /switch...): count, first and last time, the most in any
-                    1-second window;  POST /__reset clears them
+    /site/N         the realistic site: page N of a shop where a few percent of pages have each
+                    fault kind, decided by N alone (`fault_of`, `FAULT_SHARES`): most are
+                    product pages; `gone` 404; `down` 503 always; `flaky` 503 on the first
+                    request of that path on that port, then the page; `drift` the page without
+                    its headline (h1.title); `limited` 429 with Retry-After (--site-retry-after
+                    seconds) from its first request on that port until that time has passed,
+                    then the page; `prose` the page of /prose/N (an article that mentions
+                    challenge words: "CAPTCHA", "Are you a robot?")
+    /__stats        JSON: requests per path, per client, per status, per host (HOST:PORT the
+                    request came in on), per fault kind of /site/ pages (`by_fault`, and
+                    `by_host_fault` per host), and per path family (/product, /switch...):
+                    count, first and last time, the most in any 1-second window;
+                    POST /__reset clears them
+
+A host that is down (nothing listening) for demos and benchmarks: `port_with_nothing_listening()`.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import math
+import socket
 import time
 from collections import Counter, defaultdict, deque
 
@@ -105,9 +119,46 @@ ATTRIBUTES = b"<html><body><p " + b" ".join(b"a%d" % i for i in range(180_000)) 
 """One tag whose parse time grows with the square of its attribute count."""
 
 
+DRIFTED_HEADLINE = '<h1 class="title">'
+"""The headline a `drift` page of the realistic site lacks (its h1 has another class)."""
+
+
 def product(n: int) -> str:
     return PAGE.format(n=n, price=f"{(n * 37) % 1000 / 10 + 1:.2f}", series=n % 7,
                        text=" ".join(["Sturdy and reliable."] * 8))
+
+
+FAULT_SHARES: dict[str, int] = {"gone": 20, "down": 10, "flaky": 20, "drift": 12, "limited": 20, "prose": 20}
+"""Pages per thousand of the realistic site (/site/N) with each fault kind; the rest (898 per
+thousand) are `ok`. Among any 1,000 consecutive page numbers the counts are exact."""
+
+FAULT_KINDS: tuple[str, ...] = ("ok", *FAULT_SHARES)
+
+HEALTHY_KINDS = frozenset({"ok", "flaky", "limited", "prose"})
+"""Fault kinds whose pages are real pages with every field once asked again (or at once): a
+crawler that loses one of them has lost a healthy page. `gone` and `down` never give the page;
+`drift` gives one without its required headline."""
+
+_SPREAD = 389
+"""Multiplier (coprime with 1,000) that scatters the fault kinds over the page numbers."""
+
+
+def fault_of(n: int) -> str:
+    """The fault kind of page N of the realistic site: deterministic, from N alone."""
+    slot = (n * _SPREAD + 7) % 1000
+    for kind, share in FAULT_SHARES.items():
+        if slot < share:
+            return kind
+        slot -= share
+    return "ok"
+
+
+def port_with_nothing_listening(host: str = "127.0.0.1") -> int:
+    """A port on `host` that nothing listens on (picked free by the OS, then closed): a host
+    that is down. Connections to it are refused."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
 
 
 MAX_TIMES = 200_000
@@ -129,8 +180,9 @@ class DemoSite:
     """The site's state: request counters and per-client rate windows."""
 
     def __init__(self, *, flaky_failures: int, limited_rate: float, blocked: set[str] | None,
-                 huge_bytes: int) -> None:
+                 huge_bytes: int, site_retry_after: int = 1) -> None:
         self.flaky_failures = flaky_failures
+        self.site_retry_after = site_retry_after
         self.limited_rate = limited_rate
         self.blocked = blocked
         self.huge_bytes = huge_bytes
@@ -140,6 +192,11 @@ class DemoSite:
         self.windows: dict[str, deque[float]] = defaultdict(deque)
         self.switch_status = 200
         self.times: dict[str, deque[float]] = defaultdict(lambda: deque(maxlen=MAX_TIMES))
+        self.by_host: Counter[str] = Counter()
+        self.by_fault: Counter[str] = Counter()
+        self.by_host_fault: dict[str, Counter[str]] = defaultdict(Counter)
+        self.site_seen: Counter[tuple[str, int]] = Counter()
+        self.site_limited_until: dict[tuple[str, int], float] = {}
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self.count])
@@ -164,6 +221,7 @@ class DemoSite:
         app.router.add_get("/nested/{n:\\d+}", lambda r: web.Response(body=NESTED, content_type="text/html"))
         app.router.add_get("/attributes/{n:\\d+}", lambda r: web.Response(body=ATTRIBUTES, content_type="text/html"))
         app.router.add_get("/switch/{n:\\d+}", self.switch)
+        app.router.add_get("/site/{n:\\d+}", self.site_page)
         app.router.add_post("/__switch", self.set_switch)
         app.router.add_get("/__stats", self.stats)
         app.router.add_post("/__reset", self.reset)
@@ -175,6 +233,7 @@ class DemoSite:
             self.by_path[request.path] += 1
             self.by_client[request.remote or "?"] += 1
             self.times["/" + request.path.split("/")[1]].append(time.monotonic())
+            self.by_host[host_of(request)] += 1
         response = await handler(request)
         if not request.path.startswith("/__"):
             self.by_status[response.status] += 1
@@ -232,6 +291,28 @@ class DemoSite:
             return web.Response(status=self.switch_status, text=f"switched to {self.switch_status}")
         return await self.page(request)
 
+    async def site_page(self, request: web.Request) -> web.Response:
+        n = int(request.match_info["n"])
+        kind = fault_of(n)
+        host = host_of(request)
+        self.by_fault[kind] += 1
+        self.by_host_fault[host][kind] += 1
+        self.site_seen[host, n] += 1
+        if kind == "gone":
+            return web.Response(status=404, text="Not Found")
+        if kind == "down" or (kind == "flaky" and self.site_seen[host, n] == 1):
+            return web.Response(status=503, text="Service Unavailable")
+        if kind == "limited":
+            now = time.monotonic()
+            until = self.site_limited_until.setdefault((host, n), now + self.site_retry_after)
+            if now < until:
+                return web.Response(status=429, text="Too Many Requests",
+                                    headers={"Retry-After": str(max(1, math.ceil(until - now)))})
+        if kind == "prose":
+            return await self.prose(request)
+        html = product(n).replace(DRIFTED_HEADLINE, '<h1 class="headline">') if kind == "drift" else product(n)
+        return web.Response(text=html, content_type="text/html")
+
     async def set_switch(self, request: web.Request) -> web.Response:
         self.switch_status = int(request.query.get("status", "200"))
         return web.json_response({"switch": self.switch_status})
@@ -242,6 +323,8 @@ class DemoSite:
                                   "families": {family: {"count": len(t), "first": t[0], "last": t[-1],
                                                         "busiest_second": busiest_second(t)}
                                                for family, t in self.times.items() if t},
+                                  "by_host": self.by_host, "by_fault": self.by_fault,
+                                  "by_host_fault": self.by_host_fault,
                                   "total": sum(self.by_path.values())})
 
     async def reset(self, _request: web.Request) -> web.Response:
@@ -250,7 +333,18 @@ class DemoSite:
         self.by_status.clear()
         self.windows.clear()
         self.times.clear()
+        self.by_host.clear()
+        self.by_fault.clear()
+        self.by_host_fault.clear()
+        self.site_seen.clear()
+        self.site_limited_until.clear()
         return web.json_response({"reset": True})
+
+
+def host_of(request: web.Request) -> str:
+    """HOST:PORT the request came in on (each port is a target of its own)."""
+    address = request.transport.get_extra_info("sockname") if request.transport else None
+    return f"{address[0]}:{address[1]}" if address else request.host
 
 
 def main() -> None:
@@ -263,9 +357,12 @@ def main() -> None:
     parser.add_argument("--limited-rate", type=float, default=20.0)
     parser.add_argument("--block", action="append", help="client address to answer 403 on /blocked/")
     parser.add_argument("--huge-bytes", type=int, default=5 * 1024 * 1024)
+    parser.add_argument("--site-retry-after", type=int, default=1,
+                        help="seconds a `limited` page of /site/ answers 429 (its Retry-After)")
     args = parser.parse_args()
     site = DemoSite(flaky_failures=args.flaky_failures, limited_rate=args.limited_rate,
-                    blocked=set(args.block) if args.block else None, huge_bytes=args.huge_bytes)
+                    blocked=set(args.block) if args.block else None, huge_bytes=args.huge_bytes,
+                    site_retry_after=args.site_retry_after)
 
     serve_forever(site.app(), args.host, args.port, args.extra_port)
 
