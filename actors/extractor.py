@@ -32,6 +32,9 @@ class Extractor(Actor):
         self.unparseable = 0
         self.sandbox = ParseSandbox(parse_timeout)
 
+    def on_start(self) -> None:
+        self.sandbox.start()  # its parser imports now, not while the first large page waits
+
     def on_stop(self) -> None:
         self.sandbox.close()
 
@@ -57,20 +60,21 @@ class Extractor(Actor):
             self.unparseable += 1
             evidence = f"{len(message.body)} bytes: {message.body[:300]!r}"
             failure = Failure("HARD", f"unparseable page: {result.reason}", 200, evidence=evidence)
-            view.record(target, "hard", proxy=proxy, trial=message.trial, probe=message.probe, status=200,
+            view.record(target, "hard", proxy=proxy, trial=message.trial, probe=message.probe, status=200, page=True,
                         detail=failure.detail, url=message.url)
             reply.tell(JobOutcome(message.key, message.token, failure=failure, elapsed=elapsed))
         elif isinstance(result, Drift):
             failure = Failure("DRIFT", "missing required fields: " + ", ".join(result.missing), 200)
             view.record(target, "drift", proxy=proxy, trial=message.trial, probe=message.probe,
-                        detail=failure.detail, url=message.url)
+                        detail=failure.detail, url=message.url, page=True)
             reply.tell(JobOutcome(message.key, message.token, failure=failure, elapsed=elapsed))
         elif isinstance(result, Blocked):
             failure = Failure("BLOCKED", f"challenge page ({result.signal})", 200)
-            view.record(target, "blocked", proxy=proxy, trial=message.trial, probe=message.probe)
+            view.record(target, "blocked", proxy=proxy, trial=message.trial, probe=message.probe, page=True,
+                        detail=failure.detail)
             reply.tell(JobOutcome(message.key, message.token, failure=failure, elapsed=elapsed))
         else:
-            view.record(target, "ok", proxy=proxy, trial=message.trial, probe=message.probe)
+            view.record(target, "ok", proxy=proxy, trial=message.trial, probe=message.probe, page=True)
             reply.tell(JobOutcome(message.key, message.token, fields=result.fields,
                                   content_hash=message.content_hash, elapsed=elapsed))
         return None

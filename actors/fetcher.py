@@ -261,6 +261,8 @@ class Fetcher(Actor):
                                           detail=failure.detail, retry=job.tries > 1)
             reply.tell(JobOutcome(job.key, job.token, failure=failure, elapsed=time.monotonic() - started))
             return
+        if target and not (admission.trial or admission.probe):  # the extractor judges trials and probes
+            self.system.resilience.record(target, "answered", proxy=admission.proxy, retry=job.tries > 1)
         reply.tell(Fetched(job.key, job.token))
         self.extractor.tell(ExtractJob(job.key, job.url, job.rules, job.token, 200, body,
                                        hashlib.sha256(body).hexdigest(), job.reply_to,

@@ -89,12 +89,14 @@ class ParseSandbox:
         self.timeout = timeout
         self.killed = 0
         self._process: subprocess.Popen[bytes] | None = None
+        self._first = True  # the first page may wait for the worker's imports
 
     def apply(self, body: bytes, rules: RuleSet, headers: Mapping[str, str] | None = None) -> Parsed:
         """`apply_rules(body, rules, headers)` within the time budget."""
         if len(body) <= IN_PROCESS_BYTES:
             return apply_rules(body, rules, headers)
-        fresh = self._process is None
+        fresh = self._process is None or self._first
+        self._first = False
         process = self._process or self._start()
         assert process.stdin is not None and process.stdout is not None
         try:
@@ -110,6 +112,11 @@ class ParseSandbox:
         self.killed += 1
         return Unparseable(f"parsing took longer than {self.timeout:g} s")
 
+    def start(self) -> None:
+        """Start the worker now (it imports the parser while nothing waits for it)."""
+        if self._process is None:
+            self._start()
+
     def _start(self) -> subprocess.Popen[bytes]:
         self._process = subprocess.Popen([sys.executable, "-m", "actors.parse_sandbox"], stdin=subprocess.PIPE,
                                          stdout=subprocess.PIPE, cwd=_ROOT, start_new_session=True)
@@ -118,6 +125,7 @@ class ParseSandbox:
     def _stop(self) -> None:
         """Kill the worker (a parse cannot be interrupted otherwise); the next page starts one."""
         process, self._process = self._process, None
+        self._first = True
         if process is not None:
             process.kill()
             process.wait(5)

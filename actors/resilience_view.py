@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 
 from actors.messages import BreakerStatus, HoldStatus, ProxyStatus
 
-Outcome = Literal["ok", "transient", "blocked", "drift", "hard"]
+Outcome = Literal["answered", "ok", "transient", "blocked", "drift", "hard"]
 
 TRIAL_WAIT = 1.0
 """A job for a half-open target with no trial permit here waits about this long."""
@@ -254,10 +254,17 @@ class ResilienceView:
 
     def record(self, target: str, outcome: Outcome, *, proxy: str | None = None, trial: bool = False,
                probe: bool = False, proxy_fault: bool = False, retry_after: float | None = None,
-               status: int = 0, detail: str = "", url: str = "", retry: bool = False) -> None:
-        """What one call to `target` gave (HARD answers count as the target answering; a
-        block through a proxy, or a proxy that could not be reached, count against the proxy,
-        not the target; a drifted page counts as an answer, and towards the target's drift).
+               status: int = 0, detail: str = "", url: str = "", retry: bool = False,
+               page: bool = False) -> None:
+        """What one call to `target` gave, as the fetcher saw it when the answer came
+        (`answered`: a page came; HARD answers count as the target answering too; a block
+        through a proxy, or a proxy that could not be reached, count against the proxy, not
+        the target) — or, with `page`, the extractor's verdict on the page it got (`ok`,
+        `drift`, `blocked` for a challenge page, `hard` for an unparseable one). A page's
+        verdict counts towards the target's drift; it is the call's outcome only for trial
+        calls and probes (whose fetch the fetcher leaves to the extractor to judge: a
+        drifted trial page fails the trial) and for a challenge page (a failure). So the
+        breakers see each call when its answer comes, however far the extractors lag.
         `trial` and `probe` say which permit the call used; `detail` says what a failure or
         a drift saw, `url` which page drifted. A failed `retry` (the job had failed before)
         does not count against the target: a page that keeps failing tells about that page,
@@ -268,17 +275,19 @@ class ResilienceView:
         urgent = False
         with self._lock:
             reports = self._reports
-            success = outcome in ("ok", "hard", "drift")
-            if outcome in ("ok", "drift"):
+            if page and outcome in ("ok", "drift"):
                 _append(reports.extractions[target], outcome == "ok")
                 if outcome == "drift" and len(reports.drifted[target]) < DRIFT_SAMPLES:
                     reports.drifted[target].append(f"{url}: {detail}" if url else detail)
+            if page and not (trial or probe or outcome == "blocked"):
+                return  # the fetcher counted the call when its answer came
+            success = outcome in ("answered", "ok", "hard", "drift")
             if proxy and (outcome == "blocked" or proxy_fault):
                 pass  # the proxy was blocked, or could not be reached: not the target's doing
             elif retry and not success and not trial:
                 pass  # the same page failing again: its own retries handle it
             elif trial:  # a trial call's page must be a real one: a drifted page fails the trial
-                _append(reports.trials[target], outcome in ("ok", "hard"))
+                _append(reports.trials[target], outcome in ("answered", "ok", "hard"))
             else:
                 _append(reports.targets[target], success)
             if not success and detail:

@@ -62,8 +62,10 @@ def test_an_open_breaker_makes_jobs_wait_and_half_open_admits_only_granted_trial
 
 def test_a_drifted_page_is_reported_with_a_sample_and_closes_nothing_by_itself(clock: FakeClock) -> None:
     view = view_with(clock, breakers=True)
-    view.record("a.com", "ok")
-    view.record("a.com", "drift", detail="missing price", url="http://a.com/p/1")
+    view.record("a.com", "answered")
+    view.record("a.com", "answered")
+    view.record("a.com", "ok", page=True)
+    view.record("a.com", "drift", detail="missing price", url="http://a.com/p/1", page=True)
     assert view.open_for("a.com") == 0 and view.admit("a.com") == Go()  # the shard judges drift
     reports = view.take_reports()
     assert reports.extractions == {"a.com": [True, False]}
@@ -243,7 +245,7 @@ def test_every_urgent_record_wakes_the_gate(clock: FakeClock) -> None:
     view.record("a.com", "blocked", status=429, retry_after=2.0)
     view.take_reports()
     view.record("b.com", "blocked", status=429, retry_after=2.0)
-    view.record("b.com", "drift", detail="y")  # drift is not urgent: the shard judges it on the next tick
+    view.record("b.com", "drift", detail="y", page=True)  # drift is not urgent: the shard judges it on the next tick
     assert len(woken) == 2
 
 
@@ -295,8 +297,20 @@ def test_drift_trips_a_breaker_only_when_a_share_of_the_target_s_pages_drift(sys
 def test_a_page_failing_again_does_not_count_against_its_host(clock: FakeClock) -> None:
     view = view_with(clock, breakers=True, hold=True)
     view.record("a.com", "transient", detail="HTTP 503", retry=True)
-    view.record("a.com", "ok")
+    view.record("a.com", "answered")
     view.record("a.com", "transient", detail="HTTP 503")
     reports = view.take_reports()
     assert reports.targets == {"a.com": [True, False]} and reports.fleet == {"a.com": [1, 1]}
     assert reports.last_failure == {"a.com": "HTTP 503"}
+
+
+def test_a_call_counts_when_its_answer_comes_and_its_page_only_for_drift_or_a_challenge(clock: FakeClock) -> None:
+    view = view_with(clock, breakers=True)
+    view.record("a.com", "answered")  # the fetcher: a page came (however late its extraction)
+    view.record("a.com", "ok", page=True)
+    view.record("a.com", "answered")
+    view.record("a.com", "blocked", page=True, detail="challenge page (header cf-mitigated: challenge)")
+    view.record("a.com", "drift", page=True, trial=True, detail="missing price")  # a trial's page decides it
+    reports = view.take_reports()
+    assert reports.targets == {"a.com": [True, True, False]} and reports.trials == {"a.com": [False]}
+    assert reports.extractions == {"a.com": [True, False]}
