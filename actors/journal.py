@@ -409,7 +409,7 @@ class Journal:
                 return "deferred"
             since = now if since is None else since
             if now - since >= budget:
-                why = f"WAITED: {now - since:.0f} s waiting (budget {budget:g} s); last: {reason}"[:2000]
+                why = f"WAITED: wait budget spent ({now - since:.0f} s of {budget:g} s); last: {reason}"[:2000]
                 db.execute(f"UPDATE jobs SET state='dead', {uncount}, reason=?, updated_at=? WHERE key=?",
                            (why, now, key))
                 _event(db, key, now, "dead", None, why)
