@@ -251,3 +251,15 @@ children:
     lines = [e for e in alpha.events() if e["event"] == "transport.key_rejected"]
     assert 1 <= len(lines) <= 3  # one line per interval, each with its count, not one per attempt
     assert lines[0]["count"] == 1 and lines[0]["address"] == "127.0.0.1"
+
+
+def test_a_node_refuses_a_data_directory_another_user_owns(tmp_path: Path) -> None:
+    cluster = make_cluster(tmp_path, TREE, nodes=("alpha",))
+    planted = cluster.topology.node_data_dir("alpha")
+    planted.mkdir(parents=True)
+    os.chown(planted, 65534, 65534)
+    result = run_flotilla("node", "start", "--topology", str(cluster.topology_path), "--node", "alpha",
+                          "--log-format", "json", "--run-for", "5")
+    assert result.returncode == 2
+    assert "node.bad_data_dir" in result.stdout and "belongs to uid 65534" in result.stdout
+    assert list(planted.iterdir()) == []  # nothing was written into it
