@@ -14,7 +14,10 @@ import pytest
 import zmq
 from structlog.testing import capture_logs
 
+from actors.messages import FetchJob, JobOutcome
 from nodes.auth_failures import AUTH_ALERT_COUNT, AuthFailures
+from nodes.client import IntakeClient
+from nodes.intake_protocol import JobSpec
 from nodes.security import (
     CurveKeys,
     KeyFileError,
@@ -263,3 +266,41 @@ def test_a_node_refuses_a_data_directory_another_user_owns(tmp_path: Path) -> No
     assert result.returncode == 2
     assert "node.bad_data_dir" in result.stdout and "belongs to uid 65534" in result.stdout
     assert list(planted.iterdir()) == []  # nothing was written into it
+
+
+def test_forged_outcomes_with_guessed_lease_tokens_are_refused(tmp_path: Path, clusters: list[LiveCluster]) -> None:
+    # The forger is a member of the cluster (the tester's key: think of a stolen node key) and
+    # knows the job's key; it does not know the lease token the fetcher was given.
+    tree = """
+children:
+  - id: router
+    actor: router
+    args: {fetchers: alpha/root/fetching/fetchers, visibility: 60}
+  - id: fetching
+    node: tester
+    supervisor: {children: [{id: fetchers, pool: {actor: "tests.helpers:Inbox", size: 1}}]}
+"""
+    extra = ("rules: {page: {fields: {title: {css: h1}}}}\n"
+             f"intake: {{node: alpha, address: 'tcp://127.0.0.1:{free_ports(1)[0]}', router: alpha/root/router}}")
+    cluster = make_cluster(tmp_path, tree, nodes=("alpha", "tester"), extra=extra)
+    clusters.append(cluster)
+    alpha = cluster.start_node("alpha")
+    system = cluster.join()
+    alpha.wait_for_event("intake.listening", timeout=30)
+    fetcher = "alpha/root/fetching/fetchers/0"
+    wait_until(lambda: system.registry.lookup_local(fetcher) is not None
+               and system.registry.lookup_local(fetcher).actor is not None, timeout=20, what="the fetcher")
+    inbox = system.registry.lookup_local(fetcher).actor
+    with IntakeClient(cluster.topology.intake.address) as client:
+        [ack] = client.submit([JobSpec(url="http://127.0.0.1:9/page", rules="page")])
+        wait_until(lambda: any(isinstance(m, FetchJob) for m in inbox.received), timeout=20, what="the lease")
+        [job] = [m for m in inbox.received if isinstance(m, FetchJob)]
+        router = system.ref("alpha/root/router")
+        guesses = [*range(1, 201), job.token + 1, job.token - 1]
+        for guess in guesses:
+            router.tell(JobOutcome(job.key, guess, fields={"title": "forged"}, content_hash="x"))
+        # The real holder reports last; when its outcome is in, every guess before it was judged.
+        router.tell(JobOutcome(job.key, job.token, fields={"title": "real"}, content_hash="h"))
+        wait_until(lambda: client.status([ack.key])[0].state == "stored", timeout=20, what="the real outcome")
+        results = list(client.all_results())
+    assert [r.fields for r in results] == [{"title": "real"}]
