@@ -213,7 +213,7 @@ SECTIONS: dict[str, dict[str, Field]] = {
         "node": Field("node name", "required", "The node that serves the intake socket and keeps "
                       "the journal (`<data_dir>/<node>/journal.sqlite`)."),
         "address": Field("tcp://HOST:PORT", "required", "Where clients connect (loopback only "
-                         "without `security.keys`, as node addresses)."),
+                         "without `security.keys`)."),
         "router": Field("path", "required", "The router actor, on the same node: the intake wakes "
                         "it when jobs arrive."),
     },
