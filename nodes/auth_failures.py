@@ -1,6 +1,7 @@
 """Failed authentications of one socket: counted, logged with throttling, alerted past a rate.
 
-A ZAP handler calls `record` for every rejected handshake (from its own thread). The count
+A ZAP handler calls `record` for every rejected handshake (from its own thread), and a
+socket's monitor for every handshake that failed before ZAP (a client not speaking CURVE). The count
 only grows (Prometheus reads `total`). The log gets one line at once for the first failure,
 then at most one line per `AUTH_LOG_INTERVAL` with the number of failures since the last
 line and the latest key and address, so a flood of attempts cannot flood the log. When more

@@ -106,8 +106,8 @@ class NodeMetrics:
                                     "Envelopes that could not be delivered, by peer.")):
             yield _counters(name, what, ["peer"], counts)
         yield _counters("flotilla_transport_rejected_frames", "Frames refused, by reason.", ["reason"], stats.rejected)
-        yield _counters("flotilla_auth_failures", "Handshakes refused by the ZAP allowlist (unknown keys), "
-                        "by socket.", ["socket"], {f.socket: f.total for f in self.run.auth_failures})
+        yield _counters("flotilla_auth_failures", "Handshakes refused (unknown keys, clients not speaking "
+                        "CURVE), by socket.", ["socket"], {f.socket: f.total for f in self.run.auth_failures})
 
     def _refusals(self) -> Iterator[Metric]:
         yield _counters("flotilla_refused_frames", "Frames and connections refused, by socket (intake, transport, "

@@ -33,6 +33,7 @@ from typing import Any
 
 import structlog
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from nodes.auth_failures import AuthFailures
 from nodes.refusals import refusals
@@ -198,6 +199,9 @@ class Transport:
             router.curve_publickey = self.keys.public
             router.setsockopt(zmq.ZAP_DOMAIN, ZAP_DOMAIN.encode())
         router.bind(self.address)
+        if self.keys is not None:  # handshakes that are not CURVE at all never reach the ZAP handler
+            self._monitor = router.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                                                      | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
         dealers = {}
         for name, address in self.peers.items():
             dealer = self._context.socket(zmq.DEALER)
@@ -224,6 +228,8 @@ class Transport:
         self._ready.set()
         poller = zmq.Poller()
         poller.register(router, zmq.POLLIN)
+        if self._monitor is not None:
+            poller.register(self._monitor, zmq.POLLIN)
         poller.register(self._wake_fd, zmq.POLLIN)
         waiting_out: set[str] = set()
         self._dealers = dealers
@@ -243,6 +249,8 @@ class Transport:
                                 os.eventfd_read(self._wake_fd)
                             except BlockingIOError:
                                 pass
+                        if self._monitor is not None and self._monitor in events:
+                            self._count_failed_handshakes(self._monitor)
                         if router in events:
                             self._receive(router)
                         self._take_outbox()
@@ -272,6 +280,9 @@ class Transport:
                     if not self.guard.failed():
                         return
         finally:
+            if self._monitor is not None:
+                router.disable_monitor()
+                self._monitor.close(0)
             for sock in (router, *dealers.values()):
                 sock.close(0)
 
@@ -299,6 +310,18 @@ class Transport:
             self.stats.received_frames[peer] += len(frames)
             self.stats.received_bytes[peer] += sum(len(f) for f in frames)
             self._on_frames(peer, frames)
+
+    _monitor: zmq.Socket | None = None
+
+    def _count_failed_handshakes(self, monitor: zmq.Socket) -> None:
+        """A client that is not CURVE (or breaks the handshake): ZeroMQ tells neither its key
+        nor its address, but it is a failed authentication all the same."""
+        while True:
+            try:
+                recv_monitor_message(monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self.auth_failures.record("none (not a CURVE handshake)", "")
 
     def _identify(self, parts: list[zmq.Frame]) -> str | None:
         """With CURVE: the ZAP User-Id (the node name our allowlist gave the key); a routing

@@ -304,3 +304,24 @@ children:
         wait_until(lambda: client.status([ack.key])[0].state == "stored", timeout=20, what="the real outcome")
         results = list(client.all_results())
     assert [r.fields for r in results] == [{"title": "real"}]
+
+
+def test_a_client_that_does_not_speak_curve_is_counted_as_a_failed_authentication(
+        tmp_path: Path, clusters: list[LiveCluster]) -> None:
+    cluster = make_cluster(tmp_path, TREE, nodes=("alpha", "tester"))
+    clusters.append(cluster)
+    cluster.join()  # the tester's own listening socket is the one probed
+    assert cluster.cluster is not None
+    failures = cluster.cluster.transport.auth_failures
+    context = zmq.Context()
+    plain = context.socket(zmq.DEALER)
+    try:
+        plain.linger = 0
+        plain.routing_id = b"alpha"
+        plain.connect(cluster.topology.nodes["tester"].address)
+        plain.send_multipart([b"\x92\x05\xc0"], zmq.NOBLOCK)
+        wait_until(lambda: failures.total >= 1, timeout=10, what="the plaintext handshake to be counted")
+    finally:
+        plain.close()
+        context.term()
+    assert cluster.cluster.transport.stats.received_frames["alpha"] == 0
