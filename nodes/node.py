@@ -32,7 +32,7 @@ from nodes.cluster import Cluster
 from nodes.intake import Intake
 from nodes.metrics import NodeMetrics
 from nodes.shell_server import ShellServer
-from nodes.security import CurveKeys, KeyFileError, load_public, load_secret, private_directory
+from nodes.security import CurveKeys, KeyFileError, keys_dir, load_public, load_secret, private_directory
 from nodes.topology import Topology
 
 EXIT_OK = 0
@@ -91,7 +91,13 @@ class NodeRun:
         signal.signal(signal.SIGINT, self.request_stop)
 
     def _prepare_files(self) -> int | None:
-        """The node's data directory, owner-only before anything is written into it."""
+        """The cluster's keys first (generated if the topology names none), then the node's
+        data directory, owner-only before anything is written into it."""
+        try:
+            keys_dir(self.topology)
+        except KeyFileError as exc:
+            self.log.critical("node.bad_keys", error=str(exc))
+            return EXIT_BAD_KEYS
         try:
             private_directory(self.topology.node_data_dir(self.node))
         except KeyFileError as exc:
