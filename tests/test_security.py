@@ -4,6 +4,8 @@ garbage never takes a node down."""
 from __future__ import annotations
 
 import os
+import socket
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -14,7 +16,7 @@ import pytest
 import zmq
 from structlog.testing import capture_logs
 
-from actors.messages import FetchJob, JobOutcome
+from actors.messages import JobOutcome
 from nodes.auth_failures import AUTH_ALERT_COUNT, AuthFailures
 from nodes.client import IntakeClient
 from nodes.intake_protocol import JobSpec
@@ -270,15 +272,15 @@ def test_a_node_refuses_a_data_directory_another_user_owns(tmp_path: Path) -> No
 
 def test_forged_outcomes_with_guessed_lease_tokens_are_refused(tmp_path: Path, clusters: list[LiveCluster]) -> None:
     # The forger is a member of the cluster (the tester's key: think of a stolen node key) and
-    # knows the job's key; it does not know the lease token the fetcher was given.
+    # knows the job's key; it does not know the lease token the fetcher was given. The page
+    # never answers (a socket that listens and never accepts), so the lease stays out.
     tree = """
 children:
   - id: router
     actor: router
-    args: {fetchers: alpha/root/fetching/fetchers, visibility: 60}
-  - id: fetching
-    node: tester
-    supervisor: {children: [{id: fetchers, pool: {actor: "tests.helpers:Inbox", size: 1}}]}
+    args: {fetchers: alpha/root/fetchers, visibility: 60}
+  - {id: extractor, actor: extractor}
+  - {id: fetchers, pool: {actor: fetcher, size: 1, args: {extractor: alpha/root/extractor, timeout: 60}}}
 """
     extra = ("rules: {page: {fields: {title: {css: h1}}}}\n"
              f"intake: {{node: alpha, address: 'tcp://127.0.0.1:{free_ports(1)[0]}', router: alpha/root/router}}")
@@ -286,23 +288,35 @@ children:
     clusters.append(cluster)
     alpha = cluster.start_node("alpha")
     system = cluster.join()
+    cluster.wait_up("alpha")
     alpha.wait_for_event("intake.listening", timeout=30)
-    fetcher = "alpha/root/fetching/fetchers/0"
-    wait_until(lambda: system.registry.lookup_local(fetcher) is not None
-               and system.registry.lookup_local(fetcher).actor is not None, timeout=20, what="the fetcher")
-    inbox = system.registry.lookup_local(fetcher).actor
-    with IntakeClient(cluster.topology.intake.address) as client:
-        [ack] = client.submit([JobSpec(url="http://127.0.0.1:9/page", rules="page")])
-        wait_until(lambda: any(isinstance(m, FetchJob) for m in inbox.received), timeout=20, what="the lease")
-        [job] = [m for m in inbox.received if isinstance(m, FetchJob)]
-        router = system.ref("alpha/root/router")
-        guesses = [*range(1, 201), job.token + 1, job.token - 1]
-        for guess in guesses:
-            router.tell(JobOutcome(job.key, guess, fields={"title": "forged"}, content_hash="x"))
-        # The real holder reports last; when its outcome is in, every guess before it was judged.
-        router.tell(JobOutcome(job.key, job.token, fields={"title": "real"}, content_hash="h"))
-        wait_until(lambda: client.status([ack.key])[0].state == "stored", timeout=20, what="the real outcome")
-        results = list(client.all_results())
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    journal = sqlite3.connect(cluster.topology.node_data_dir("alpha") / "journal.sqlite")
+    try:
+        with IntakeClient(cluster.topology.intake.address) as client:
+            url = f"http://127.0.0.1:{silent.getsockname()[1]}/page"
+            [ack] = client.submit([JobSpec(url=url, rules="page")])
+
+            def leased_token() -> int | None:
+                row = journal.execute("SELECT lease_token FROM jobs WHERE key=? AND state='fetching'",
+                                      (ack.key,)).fetchone()
+                return row[0] if row else None
+
+            wait_until(lambda: leased_token() is not None, timeout=20, what="the lease")
+            token = leased_token()
+            assert token is not None
+            router = system.ref("alpha/root/router")
+            for guess in [*range(1, 201), token + 1, token - 1]:
+                router.tell(JobOutcome(ack.key, guess, fields={"title": "forged"}, content_hash="x"))
+            # The holder reports last; when its outcome is in, every guess before it was judged.
+            router.tell(JobOutcome(ack.key, token, fields={"title": "real"}, content_hash="h"))
+            wait_until(lambda: client.status([ack.key])[0].state == "stored", timeout=20, what="the real outcome")
+            results = list(client.all_results())
+    finally:
+        journal.close()
+        silent.close()
     assert [r.fields for r in results] == [{"title": "real"}]
 
 

@@ -140,7 +140,8 @@ children:
   - id: router
     actor: router
     args: {fetchers: alpha/root/fetchers}
-  - {id: fetchers, pool: {actor: "tests.helpers:Inbox", size: 1}}
+  - {id: extractor, actor: extractor}
+  - {id: fetchers, pool: {actor: fetcher, size: 1, args: {extractor: alpha/root/extractor}}}
 """
     extra = "intake: {node: alpha, address: 'tcp://127.0.0.1:%d', router: alpha/root/router}"
     from tests.cluster_harness import free_ports
