@@ -23,6 +23,7 @@ rate-limit slot or proxy was available): the job waits, and the attempt is not c
 from __future__ import annotations
 
 import json
+import secrets
 import sqlite3
 import threading
 import time
@@ -285,13 +286,14 @@ class Journal:
                 " WHERE state IN ('pending', 'retrying') AND due_at <= ? ORDER BY due_at LIMIT ?",
                 (now, limit)).fetchall()
             leases = []
-            for key, url, rules, token, attempts, tries, created_at in rows:
+            for key, url, rules, _previous, attempts, tries, created_at in rows:
+                token = secrets.randbits(63)  # unguessable: only the lease's holder can report on it
                 db.execute("UPDATE jobs SET state='fetching', lease_until=?, lease_token=?, attempts=?,"
                            " tries=tries+1, updated_at=? WHERE key=?",
-                           (now + visibility, token + 1, attempts + 1, now, key))
+                           (now + visibility, token, attempts + 1, now, key))
                 db.execute("INSERT OR REPLACE INTO attempts (key, attempt, started_at) VALUES (?, ?, ?)",
                            (key, attempts + 1, now))
-                leases.append(Lease(key, url, rules, token + 1, attempts + 1, created_at, tries + 1))
+                leases.append(Lease(key, url, rules, token, attempts + 1, created_at, tries + 1))
             return leases
 
         return self._write(take)

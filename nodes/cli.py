@@ -101,6 +101,12 @@ def cmd_check(args: argparse.Namespace) -> int:
           f"{len(topology.nodes)} node{'s' if len(topology.nodes) != 1 else ''} ({nodes})")
     for node in topology.nodes.values():
         print(f"  node {node.name}" + (f": {node.description}" if node.description else ""))
+    security = topology.security
+    if security.plaintext:
+        print("node links: PLAINTEXT (security.plaintext): any local user can pose as a node")
+    else:
+        where = security.keys or f"{topology.data_dir / 'keys'} (generated on first start)"
+        print(f"node links: CURVE, keys in {where}")
     root_node = topology.tree.node or next(iter(topology.nodes))
     for line in render_tree(topology, root_node):
         print(line)
@@ -129,6 +135,7 @@ def cmd_node_start(args: argparse.Namespace) -> int:
     if args.run_for is not None and args.run_for <= 0:
         print("--run-for must be > 0 seconds", file=sys.stderr)
         return EXIT_USAGE
+    os.umask(0o077)  # every file the node writes (journal, logs, keys, sockets) is owner-only
     configure_logging(node, level=args.log_level, fmt=args.log_format)
     run = NodeRun(topology, node)
     tracebacks = args.log_level == "debug" or args.log_format == "json"
@@ -139,12 +146,19 @@ def cmd_node_start(args: argparse.Namespace) -> int:
 
 def cmd_up(args: argparse.Namespace) -> int:
     from nodes.launcher import Launcher
+    from nodes.security import KeyFileError, keys_dir
 
     topology = _load_or_report(args.topology)
     if topology is None:
         return EXIT_USAGE
     if args.run_for is not None and args.run_for <= 0:
         print("--run-for must be > 0 seconds", file=sys.stderr)
+        return EXIT_USAGE
+    os.umask(0o077)  # the nodes inherit it: every file they write is owner-only
+    try:
+        keys_dir(topology)  # generated once, before any node starts
+    except KeyFileError as exc:
+        print(f"{topology.source}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     log_format = args.log_format
     if log_format == "auto":

@@ -193,7 +193,11 @@ class Cluster:
 
     def __init__(self, topology: Topology, node: str, system: ActorSystem,
                  keys: CurveKeys | None = None, on_give_up: Callable[[str], None] = lambda _reason: None) -> None:
+        """`keys`: this node's CURVE keys; None takes them from the topology (generated on
+        first start unless it names a key directory or opts into plaintext)."""
         config = topology.transport
+        if keys is None:
+            keys = CurveKeys.for_node(topology, node)
         self.topology = topology
         self.node = node
         self.system = system
@@ -224,7 +228,8 @@ class Cluster:
             peers={n: topology.nodes[n].address for n in self.peers},
             max_message_bytes=config.max_message_bytes, high_water_mark=config.high_water_mark,
             backlog=config.backlog, tick=config.heartbeat_interval, on_frames=self._on_frames,
-            on_undeliverable=self._on_undeliverable, on_tick=self._tick, keys=keys, on_give_up=on_give_up)
+            on_undeliverable=self._on_undeliverable, on_tick=self._tick, keys=keys, on_give_up=on_give_up,
+            boot=self.boot)
         system.remote = self
         system.registry.resolver = self._resolve
 

@@ -4,7 +4,7 @@
 Everything is read from the node's own state when Prometheus scrapes (the hot paths pay
 nothing): supervisor restarts and exits (counted from supervisor reports), dead letters,
 mailbox depths, the transport's frames, bytes and rejected frames, input refused on every
-socket (`nodes.refusals`), which nodes are up, jobs
+socket (`nodes.refusals`), refused handshakes per socket, which nodes are up, jobs
 by state and the router's outcomes, failures by kind and attempt latencies (on the node of
 the router and intake), fetches deferred and in flight, and this node's view of breakers,
 Hold and rate-limit waits. Names follow Prometheus conventions (`flotilla_` prefix, `_total`
@@ -106,6 +106,8 @@ class NodeMetrics:
                                     "Envelopes that could not be delivered, by peer.")):
             yield _counters(name, what, ["peer"], counts)
         yield _counters("flotilla_transport_rejected_frames", "Frames refused, by reason.", ["reason"], stats.rejected)
+        yield _counters("flotilla_auth_failures", "Handshakes refused (unknown keys, clients not speaking "
+                        "CURVE), by socket.", ["socket"], {f.socket: f.total for f in self.run.auth_failures})
 
     def _refusals(self) -> Iterator[Metric]:
         yield _counters("flotilla_refused_frames", "Frames and connections refused, by socket (intake, transport, "

@@ -4,7 +4,10 @@ The node that runs the root starts the tree; children placed on other nodes are 
 there at the root's request. Every node listens for its peers, heartbeats and hosts the
 children placed on it. Exit codes: 0 after a stop asked by SIGTERM, SIGINT (Ctrl-C) or
 `run_for`; 1 when the root supervisor gives up, crashes or cannot start, or the node cannot
-listen; 2 for a key problem.
+listen; 2 for a key problem (or a data directory that is not the node's user's alone).
+
+Before anything is written, the node's data directory ``<data_dir>/<node>/`` is created
+owner-only (0700), and the cluster's keys are generated if the topology names none.
 """
 
 from __future__ import annotations
@@ -17,17 +20,19 @@ from types import FrameType
 
 import structlog
 
-from actors.child_spec import ChildSpec, SupervisorSpec
+from actors.alerts import AlertSink
+from actors.child_spec import ChildSpec, Spec, SupervisorSpec
 from actors.gate import Gate, shard_of
-from actors.messages import (BreakerCommand, BreakerStatus, HoldCommand, HoldMode, HoldStatus, Inspect,
+from actors.messages import (Alert, BreakerCommand, BreakerStatus, HoldCommand, HoldMode, HoldStatus, Inspect,
                              SupervisorReport, describe_reason)
 from actors.system import ActorSystem, RootStartError
 from actors.router import Wake
+from nodes.auth_failures import AuthFailures
 from nodes.cluster import Cluster
 from nodes.intake import Intake
 from nodes.metrics import NodeMetrics
 from nodes.shell_server import ShellServer
-from nodes.security import CurveKeys, KeyFileError, load_public, load_secret
+from nodes.security import CurveKeys, KeyFileError, keys_dir, load_public, load_secret, private_directory
 from nodes.topology import Topology
 
 EXIT_OK = 0
@@ -49,6 +54,8 @@ class NodeRun:
         self.metrics = NodeMetrics(self)
         self.shell: ShellServer | None = None
         self.stop_requested = threading.Event()
+        self.auth_failures: list[AuthFailures] = []
+        """Failed authentications of each of this node's sockets (metrics read them)."""
         self.reports: Counter[str] = Counter()
         self.log = structlog.get_logger("flotilla.node")
         self.system.add_report_listener(self._count_report)
@@ -83,16 +90,30 @@ class NodeRun:
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.signal(signal.SIGINT, self.request_stop)
 
+    def _prepare_files(self) -> int | None:
+        """The cluster's keys first (generated if the topology names none), then the node's
+        data directory, owner-only before anything is written into it."""
+        try:
+            keys_dir(self.topology)
+        except KeyFileError as exc:
+            self.log.critical("node.bad_keys", error=str(exc))
+            return EXIT_BAD_KEYS
+        try:
+            private_directory(self.topology.node_data_dir(self.node))
+        except KeyFileError as exc:
+            self.log.critical("node.bad_data_dir", error=str(exc))
+            return EXIT_BAD_KEYS
+        return None
+
     def _join_cluster(self) -> int | None:
-        security = self.topology.security
-        keys = None
-        if security.keys is not None:
-            try:
-                keys = CurveKeys.load(security.keys, self.node, list(self.topology.nodes))
-            except KeyFileError as exc:
-                self.log.critical("node.bad_keys", error=str(exc))
-                return EXIT_BAD_KEYS
+        try:
+            keys = CurveKeys.for_node(self.topology, self.node)
+        except KeyFileError as exc:
+            self.log.critical("node.bad_keys", error=str(exc))
+            return EXIT_BAD_KEYS
         self.cluster = Cluster(self.topology, self.node, self.system, keys, on_give_up=self.serving_gave_up)
+        self.cluster.transport.auth_failures.on_alert = self._alert
+        self.auth_failures.append(self.cluster.transport.auth_failures)
         address = self.topology.nodes[self.node].address
         try:
             self.cluster.start()
@@ -101,18 +122,25 @@ class NodeRun:
             return EXIT_TREE_FAILED
         if keys is not None:
             self.log.info("transport.secured", address=address, mechanism="CURVE",
-                          allowed=sorted(self.topology.nodes))
+                          allowed=sorted(self.topology.nodes),
+                          keys=str(self.topology.security.keys or "generated"))
         else:
-            self.log.warning("transport.insecure", address=address,
-                             detail="no security.keys: traffic is neither encrypted nor authenticated"
-                             + ("" if self.topology.security.insecure_bind else "; loopback addresses only"))
+            self.log.critical("transport.plaintext", address=address,
+                              detail="security.plaintext is set: node links are neither encrypted nor "
+                              "authenticated, and any local user can pose as a node")
         return None
+
+    def _alert(self, title: str, detail: str) -> None:
+        """Tell an alert to the tree's alert sink, if it has one (the log has it anyway)."""
+        sink = _alert_sink(self.topology.tree, self.topology.root_path)
+        if sink is not None:
+            self.system.ref(sink).tell(Alert("critical", self.node, title, detail, time.time()))
 
     def run(self, run_for: float | None = None) -> int:
         """Join, start the tree if this node runs the root, wait for a stop request or the
         root's end, stop, summarise."""
         started = time.monotonic()
-        failed = self._join_cluster()
+        failed = self._prepare_files() or self._join_cluster()
         if failed is not None:
             self._close()
             return failed
@@ -259,3 +287,15 @@ class NodeRun:
         if self.cluster is not None:
             self.cluster.close()
         return reason
+
+
+def _alert_sink(spec: Spec, path: str) -> str | None:
+    """The path of the first alert sink in the tree (depth first), or None."""
+    if isinstance(spec, SupervisorSpec):
+        for child in spec.children:
+            found = _alert_sink(child, f"{path}/{child.id}")
+            if found is not None:
+                return found
+        return None
+    actor = getattr(spec, "actor", None)
+    return path if isinstance(actor, type) and issubclass(actor, AlertSink) else None

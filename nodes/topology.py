@@ -99,7 +99,8 @@ SECTIONS: dict[str, dict[str, Field]] = {
         "tree": Field("supervisor", "required", "The root supervisor and everything under it."),
         "data_dir": Field("directory", "`data`", "Where nodes keep their files (`<data_dir>/<node>/`) "
                           "and `flotilla up` its pid file. Relative to the topology file."),
-        "security": Field("security", "no keys: loopback only", "CURVE keys for every socket."),
+        "security": Field("security", "keys generated in `<data_dir>/keys/` on first start",
+                          "CURVE keys for every socket."),
         "rules": Field("mapping of name → rule set", "`{}`",
                        "Extraction rules jobs refer to by name (see below)."),
         "intake": Field("intake", "none: no intake socket", "Where clients submit jobs."),
@@ -115,8 +116,8 @@ SECTIONS: dict[str, dict[str, Field]] = {
     },
     "node": {
         "address": Field("tcp://HOST:PORT", "`tcp://127.0.0.1:<7101 + index>`",
-                         "Where the node listens for its peers. Without `security.keys` HOST must "
-                         "be a loopback address unless `security.insecure_bind` is true."),
+                         "Where the node listens for its peers (CURVE, see `security`). With "
+                         "`security.plaintext` HOST must be a loopback address."),
         "description": Field("string", "empty", "Free text shown by `flotilla check`."),
         "shell": Field("tcp://HOST:PORT", "none: the IPC socket only",
                        "A TCP listener for remote shells, besides the node's IPC socket. Needs "
@@ -128,12 +129,18 @@ SECTIONS: dict[str, dict[str, Field]] = {
     "security": {
         "keys": Field("directory", "none",
                       "Key directory made by `flotilla keys generate`: `<node>.key` (public) and "
-                      "`<node>.key_secret` (0600) for every node. With it every socket uses "
-                      "CURVE and accepts only the cluster's own public keys. Relative to the "
-                      "topology file."),
+                      "`<node>.key_secret` (0600) for every node. Without it the keys are "
+                      "generated on first start in `<data_dir>/keys/` (one host). Either way node "
+                      "links use CURVE and accept only the cluster's own public keys. Relative "
+                      "to the topology file."),
+        "plaintext": Field("boolean", "`false`",
+                           "Node links without CURVE (neither encrypted nor authenticated: any "
+                           "local user can pose as a node). Loopback addresses only; every node "
+                           "logs `transport.plaintext` at start."),
         "insecure_bind": Field("boolean", "`false`",
-                               "Allow a non-loopback address without keys (traffic is then "
-                               "neither encrypted nor authenticated)."),
+                               "Allow metrics, and an intake without keys, on a non-loopback "
+                               "address (that traffic is then neither encrypted nor "
+                               "authenticated). Never node links in plaintext."),
     },
     "transport": {
         "heartbeat_interval": Field("seconds > 0", f"`{DEFAULT_HEARTBEAT_INTERVAL:g}`",
@@ -206,7 +213,7 @@ SECTIONS: dict[str, dict[str, Field]] = {
         "node": Field("node name", "required", "The node that serves the intake socket and keeps "
                       "the journal (`<data_dir>/<node>/journal.sqlite`)."),
         "address": Field("tcp://HOST:PORT", "required", "Where clients connect (loopback only "
-                         "without `security.keys`, as node addresses)."),
+                         "without `security.keys`)."),
         "router": Field("path", "required", "The router actor, on the same node: the intake wakes "
                         "it when jobs arrive."),
     },
@@ -294,6 +301,7 @@ class SecurityConfig:
 
     keys: Path | None = None
     insecure_bind: bool = False
+    plaintext: bool = False
     operators: tuple[str, ...] = ()
     eval_operators: tuple[str, ...] = ()
 
@@ -902,18 +910,22 @@ def _read_security(ctx: _Context, node: Node | None, nodes: dict[str, NodeConfig
             if missing:
                 ctx.problem("security.keys", f"no public key for node(s) {', '.join(missing)} in {keys} "
                             f"(expected {missing[0]}.key)", m.node_of("keys"))
-    elif not insecure:
-        for name, config in nodes.items():
-            if not _is_loopback(config.host):
-                ctx.problem(f"nodes.{name}.address", f"{config.address} is not a loopback address and "
-                            "security.keys is not set: set security.keys (CURVE) or, knowingly, "
-                            "security.insecure_bind: true", None)
+    plaintext = m.get("plaintext", _flag, False)
+    if plaintext and keys is not None:
+        ctx.problem("security.plaintext", "plaintext and keys exclude each other", m.node_of("plaintext"))
+    for name, config in nodes.items():
+        if plaintext and not _is_loopback(config.host):
+            ctx.problem(f"nodes.{name}.address", f"{config.address} is not a loopback address and "
+                        "security.plaintext is set: node links in plaintext are for loopback only", None)
+        if keys is None and not plaintext and name == "local":
+            ctx.problem(f"nodes.{name}", "'local' names the local user's generated key: rename the node "
+                        "or set security.keys", None)
     for name, config in nodes.items():
         if config.metrics and not insecure and not _is_loopback(config.metrics.rpartition(":")[0].strip("[]")):
             ctx.problem(f"nodes.{name}.metrics", f"{config.metrics} is not a loopback address: metrics are "
                         "plain HTTP without authentication (set security.insecure_bind: true to expose them "
                         "knowingly)", None)
-    return SecurityConfig(keys=keys, insecure_bind=insecure)
+    return SecurityConfig(keys=keys, insecure_bind=insecure, plaintext=plaintext)
 
 
 def _css(value: Any) -> str | None:

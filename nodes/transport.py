@@ -1,9 +1,13 @@
 """The node-to-node transport: one I/O thread owns every ZeroMQ socket of the node.
 
-* Inbound: one ROUTER bound at the node's address (ROUTER_MANDATORY and ROUTER_HANDOVER
-  on; it only receives). With keys it is a CURVE server behind the cluster's ZAP allowlist,
-  and a peer's identity is its ZAP User-Id; without keys it is the routing id, checked
-  against the topology's node names.
+* Inbound: one ROUTER bound at the node's address (ROUTER_MANDATORY on; it only receives).
+  With keys (the default) it is a CURVE server behind the cluster's ZAP allowlist, and a
+  peer's identity is its ZAP User-Id; in plaintext it is the name in the routing id,
+  checked against the topology's node names. A peer's routing id is ``<node>/<boot id>``,
+  new for every process, and ROUTER_HANDOVER is off: a connection can never take over
+  another's pipe (a claim of a live peer's id is ignored by ZeroMQ, a claim that does not
+  match the peer's key is refused here). ZMTP pings clear the pipes of connections that
+  died without a word (`STALE_CONNECTION`).
 * Outbound: one DEALER per peer, connected to the peer's ROUTER with IMMEDIATE, so a send
   never queues on a connection that is not up: it fails at once (EAGAIN), never silently.
 * Threads that send (actors, the supervisor) only put `(peer, frame, token)` on a queue and
@@ -29,7 +33,9 @@ from typing import Any
 
 import structlog
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
+from nodes.auth_failures import AuthFailures
 from nodes.refusals import refusals
 from nodes.security import ZAP_DOMAIN, ClusterAuthenticator, CurveKeys
 from nodes.serving import ServingGuard
@@ -49,6 +55,11 @@ RECEIVE_QUEUE_BYTES = 256 * 1024 * 1024
 """About the most bytes ZeroMQ queues from one peer before the I/O thread reads them: the
 receiving socket's RCVHWM is this divided by `max_message_bytes` (at most `high_water_mark`,
 at least 16), as a peer's batch is at most `BATCH_BYTES` plus one envelope."""
+PING_INTERVAL = 2.0
+"""Seconds between the ZMTP pings the listening socket sends on every connection."""
+STALE_CONNECTION = 30.0
+"""Seconds without any traffic after which the listening socket drops a connection (a peer
+whose host died, or a half-open TCP connection); a live peer reconnects at once."""
 
 FramesHandler = Callable[[str, list[bytes]], None]
 UndeliverableHandler = Callable[[Any, str], None]
@@ -74,9 +85,11 @@ class Transport:
     def __init__(self, *, node: str, address: str, peers: dict[str, str], max_message_bytes: int,
                  high_water_mark: int, backlog: int, tick: float, on_frames: FramesHandler,
                  on_undeliverable: UndeliverableHandler, on_tick: Callable[[], None],
-                 keys: CurveKeys | None = None, on_give_up: Callable[[str], None] = lambda _reason: None) -> None:
+                 keys: CurveKeys | None = None, on_give_up: Callable[[str], None] = lambda _reason: None,
+                 boot: str = "") -> None:
         """`on_give_up(reason)` is called if the I/O loop keeps failing (`nodes.serving`)."""
         self.node = node
+        self.routing_id = f"{node}/{boot}".encode()
         self.address = address
         self.peers = dict(peers)
         self.max_message_bytes = max_message_bytes
@@ -85,6 +98,7 @@ class Transport:
         self.tick = tick
         self.keys = keys
         self.stats = TransportStats()
+        self.auth_failures = AuthFailures("node", event="transport.key_rejected")
         self._on_frames = on_frames
         self._on_undeliverable = on_undeliverable
         self._on_tick = on_tick
@@ -113,7 +127,7 @@ class Transport:
     def start(self) -> None:
         """Bind, connect to every peer and start the I/O thread; raise if binding fails."""
         if self.keys is not None:
-            self._authenticator = ClusterAuthenticator(self._context, self.keys, self._log_rejected_key)
+            self._authenticator = ClusterAuthenticator(self._context, self.keys, self.auth_failures.record)
             self._authenticator.start()
         self._thread.start()
         self._ready.wait()
@@ -177,19 +191,23 @@ class Transport:
         router.setsockopt(zmq.RCVHWM, max(16, min(self.high_water_mark,
                                                   RECEIVE_QUEUE_BYTES // self.max_message_bytes)))
         router.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        router.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        router.setsockopt(zmq.HEARTBEAT_IVL, int(PING_INTERVAL * 1000))
+        router.setsockopt(zmq.HEARTBEAT_TIMEOUT, int(STALE_CONNECTION * 1000))
         if self.keys is not None:
             router.curve_server = True
             router.curve_secretkey = self.keys.secret
             router.curve_publickey = self.keys.public
             router.setsockopt(zmq.ZAP_DOMAIN, ZAP_DOMAIN.encode())
         router.bind(self.address)
+        if self.keys is not None:  # handshakes that are not CURVE at all never reach the ZAP handler
+            self._monitor = router.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                                                      | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
         dealers = {}
         for name, address in self.peers.items():
             dealer = self._context.socket(zmq.DEALER)
             self._socket_options(dealer)
             dealer.setsockopt(zmq.IMMEDIATE, 1)
-            dealer.setsockopt(zmq.ROUTING_ID, self.node.encode())
+            dealer.setsockopt(zmq.ROUTING_ID, self.routing_id)
             dealer.setsockopt(zmq.RECONNECT_IVL, 100)
             dealer.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
             if self.keys is not None:
@@ -210,6 +228,8 @@ class Transport:
         self._ready.set()
         poller = zmq.Poller()
         poller.register(router, zmq.POLLIN)
+        if self._monitor is not None:
+            poller.register(self._monitor, zmq.POLLIN)
         poller.register(self._wake_fd, zmq.POLLIN)
         waiting_out: set[str] = set()
         self._dealers = dealers
@@ -229,6 +249,8 @@ class Transport:
                                 os.eventfd_read(self._wake_fd)
                             except BlockingIOError:
                                 pass
+                        if self._monitor is not None and self._monitor in events:
+                            self._count_failed_handshakes(self._monitor)
                         if router in events:
                             self._receive(router)
                         self._take_outbox()
@@ -251,12 +273,16 @@ class Transport:
                             next_tick = time.monotonic() + self.tick
                             try:
                                 self._on_tick()
+                                self.auth_failures.flush()
                             except Exception:  # noqa: BLE001 - a bug in a tick must not silence the node
                                 _log.exception("transport.tick_failed")
                 except Exception:  # noqa: BLE001 - restarted, or the node stops (nodes.serving)
                     if not self.guard.failed():
                         return
         finally:
+            if self._monitor is not None:
+                router.disable_monitor()
+                self._monitor.close(0)
             for sock in (router, *dealers.values()):
                 sock.close(0)
 
@@ -285,18 +311,32 @@ class Transport:
             self.stats.received_bytes[peer] += sum(len(f) for f in frames)
             self._on_frames(peer, frames)
 
+    _monitor: zmq.Socket | None = None
+
+    def _count_failed_handshakes(self, monitor: zmq.Socket) -> None:
+        """A client that is not CURVE (or breaks the handshake): ZeroMQ tells neither its key
+        nor its address, but it is a failed authentication all the same."""
+        while True:
+            try:
+                recv_monitor_message(monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self.auth_failures.record("none (not a CURVE handshake)", "")
+
     def _identify(self, parts: list[zmq.Frame]) -> str | None:
-        """With CURVE: the ZAP User-Id (the node name our allowlist gave the key)."""
-        claimed = parts[0].bytes.decode("utf-8", "replace")
+        """With CURVE: the ZAP User-Id (the node name our allowlist gave the key); a routing
+        id claiming another node is refused."""
+        routing_id = parts[0].bytes.decode("utf-8", "replace")
+        claimed = routing_id.split("/", 1)[0]
         user = parts[1].get("User-Id")
-        if user != claimed:
-            self._reject(claimed, "routing id does not match the peer's key", f"key of {user}")
+        if user != claimed or user not in self.peers:
+            self._reject(routing_id, "routing id does not match the peer's key", f"key of {user}")
             return None
         return user
 
     def _identify_by_routing_id(self, routing_id: bytes, _first: bytes) -> str | None:
-        """Without keys: the routing id, which must name a node of the topology."""
-        claimed = routing_id.decode("utf-8", "replace")
+        """In plaintext: the node named by the routing id, which must be one of the topology."""
+        claimed = routing_id.decode("utf-8", "replace").split("/", 1)[0]
         if claimed not in self.peers:
             self._reject(claimed, "not a node of this topology", None)
             return None
@@ -306,11 +346,6 @@ class Transport:
         self.stats.rejected[reason] += 1
         refusals.refuse("transport", "unknown_peer", reason + (f" ({detail})" if detail else ""),
                         event="transport.peer_rejected", peer=who[:64])
-
-    def _log_rejected_key(self, key: str, address: str) -> None:
-        self.stats.rejected["unknown key"] += 1
-        refusals.refuse("transport", "unknown_key", "a key not in the allowlist", event="transport.key_rejected",
-                        key=key, address=address)
 
     def _take_outbox(self) -> None:
         outbox = self._outbox

@@ -120,7 +120,7 @@ def fresh_demo_topology() -> Path:
     tree = yaml.safe_load(TOPOLOGY.read_text(encoding="utf-8"))
     demo_dir = load_topology(TOPOLOGY).data_dir / "demo"
     shutil.rmtree(demo_dir, ignore_errors=True)
-    demo_dir.mkdir(parents=True)
+    demo_dir.mkdir(parents=True, mode=0o700)  # owner-only, like every node's own directory
     tree["data_dir"] = str(demo_dir)
     path = demo_dir / "supervisor_tree.yaml"
     path.write_text(f"# {TOPOLOGY.name} with the demo's own data directory, made afresh by every demo\n"
@@ -150,7 +150,7 @@ def main() -> int:
         assert site.stdout is not None
         site_url = site.stdout.readline().strip().removeprefix("ready ")
         say(f"demo site at {site_url} (and ports {', '.join(map(str, crawl.site_ports[1:]))})")
-        with open(log_path, "w", encoding="utf-8") as log:
+        with open(log_path, "w", encoding="utf-8", opener=lambda p, f: os.open(p, f, 0o600)) as log:
             cluster = subprocess.Popen([sys.executable, "-m", "nodes.cli", "up", "--topology", str(topology_path),
                                         "--log-format", "json"], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
         say(f"cluster starting: alpha (intake, router) and beta (fetchers); journal and logs in {topology.data_dir}")

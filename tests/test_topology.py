@@ -158,8 +158,8 @@ def test_the_reference_in_the_docs_is_generated_from_the_schema() -> None:
 
 
 @pytest.mark.parametrize(("text", "expected"), [
-    ("nodes: {a: {address: 'tcp://10.0.0.5:7000'}}\ntree: {}",
-     "nodes.a.address: tcp://10.0.0.5:7000 is not a loopback address and security.keys is not set"),
+    ("nodes: {a: {address: 'tcp://10.0.0.5:7000'}}\nsecurity: {plaintext: true}\ntree: {}",
+     "nodes.a.address: tcp://10.0.0.5:7000 is not a loopback address and security.plaintext is set"),
     ("nodes: {a: {address: 'tcp://*:7000'}}\ntree: {}", "name the interface to listen on"),
     ("nodes: {a: {address: 'http://x:1'}}\ntree: {}", "must look like tcp://HOST:PORT"),
     ("nodes: {a: {address: 'tcp://127.0.0.1:7000'}, b: {address: 'tcp://127.0.0.1:7000'}}\ntree: {}",
