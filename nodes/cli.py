@@ -175,7 +175,9 @@ def cmd_keys_generate(args: argparse.Namespace) -> int:
 
 
 def _intake_client(args: argparse.Namespace):  # noqa: ANN202
+    """A client of the topology's intake with the key of --key, else the local user's."""
     from nodes.client import IntakeClient
+    from nodes.security import KeyFileError
 
     topology = _load_or_report(args.topology)
     if topology is None:
@@ -183,7 +185,12 @@ def _intake_client(args: argparse.Namespace):  # noqa: ANN202
     if topology.intake is None:
         print(f"{topology.source}: no intake section: this cluster takes no jobs", file=sys.stderr)
         return None
-    return IntakeClient(topology.intake.address, timeout=args.timeout)
+    try:
+        return IntakeClient.for_topology(topology, Path(args.key) if args.key else None,
+                                         Path(args.server_key) if args.server_key else None, timeout=args.timeout)
+    except KeyFileError as exc:
+        print(str(exc), file=sys.stderr)
+        return None
 
 
 def _urls(items: list[str]) -> list[str]:
@@ -402,6 +409,11 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--topology", default=_default_topology(),
                              help=f"topology file (default: $FLOTILLA_TOPOLOGY or {DEFAULT_TOPOLOGY})")
         command.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the intake")
+        command.add_argument("--key", metavar="FILE",
+                             help="your client key, NAME.key_secret (default: the local user's, local.key_secret "
+                                  "in the key directory, if you can read it)")
+        command.add_argument("--server-key", metavar="FILE",
+                             help="the intake node's public key (default: NODE.key in the key directory)")
 
     submit = commands.add_parser("submit", help="submit jobs to the cluster's intake")
     submit.add_argument("items", nargs="+", metavar="URLS_FILE|URL", help="URLs, or files with one URL a line")

@@ -1,12 +1,17 @@
 """A small Python client for a node's intake socket.
 
-    client = IntakeClient("tcp://127.0.0.1:7201")
+    client = IntakeClient.for_topology(load_topology("supervisor_tree.yaml"))
     acks = client.submit([JobSpec("http://example.com/p/1", "product")])
     client.counts(); client.results(); client.jobs(state="dead"); client.replay()
 
 A request that gets no answer within `timeout` is sent again on a fresh socket (the zguide's
 Lazy Pirate), up to `retries` times; that is safe because submissions are idempotent by key.
-After that, `IntakeUnavailable` is raised.
+After that, `IntakeUnavailable` is raised — also when the intake refuses the client's key
+(the CURVE handshake fails without a word to the client).
+
+The intake accepts only CURVE clients whose keys it knows (nodes/intake_auth.py): pass a
+`ClientKey`, or use `for_topology`, which finds the local user's key in the cluster's key
+directory, or takes a client's own ``NAME.key_secret``.
 """
 
 from __future__ import annotations
@@ -14,9 +19,12 @@ from __future__ import annotations
 import itertools
 import uuid
 from collections.abc import Iterable, Iterator
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import zmq
+
+from nodes.intake_auth import ClientKey, client_key
 
 from nodes.intake_protocol import (
     MAX_BATCH,
@@ -45,6 +53,9 @@ from nodes.intake_protocol import (
     encoder,
 )
 
+if TYPE_CHECKING:
+    from nodes.topology import Topology
+
 
 class IntakeUnavailable(Exception):
     """The intake did not answer."""
@@ -57,8 +68,11 @@ class IntakeError(Exception):
 class IntakeClient:
     """Requests to one intake socket, one at a time."""
 
-    def __init__(self, address: str, timeout: float = 10.0, retries: int = 3) -> None:
+    def __init__(self, address: str, timeout: float = 10.0, retries: int = 3, key: ClientKey | None = None) -> None:
+        """`key`: the client's CURVE key pair and the intake's public key (None: no CURVE,
+        which a real intake refuses)."""
         self.address = address
+        self.key = key
         self.timeout = timeout
         self.retries = retries
         self._context = zmq.Context()
@@ -82,8 +96,22 @@ class IntakeClient:
             self._socket.close(0)
         self._socket = self._context.socket(zmq.DEALER)
         self._socket.setsockopt(zmq.LINGER, 0)
+        if self.key is not None:
+            self._socket.curve_publickey = self.key.public
+            self._socket.curve_secretkey = self.key.secret
+            self._socket.curve_serverkey = self.key.server
         self._socket.connect(self.address)
         return self._socket
+
+    @classmethod
+    def for_topology(cls, topology: Topology, key_file: Path | None = None, server_key_file: Path | None = None,
+                     *, wait_for_keys: float = 0.0, timeout: float = 10.0, retries: int = 3) -> IntakeClient:
+        """A client of `topology`'s intake, with the key `client_key` finds (the local user's
+        unless `key_file` is given); raises `KeyFileError` if there is none it can read."""
+        if topology.intake is None:
+            raise ValueError(f"{topology.source}: no intake section: this cluster takes no jobs")
+        key = client_key(topology, key_file, server_key_file, wait=wait_for_keys)
+        return cls(topology.intake.address, timeout=timeout, retries=retries, key=key)
 
     def _call(self, make: Any) -> Answer:
         request: Request = make(next(self._ids))

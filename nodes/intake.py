@@ -6,6 +6,11 @@ of a batch is judged by itself: a bad one (no URL, a scheme other than http or h
 unknown rule set, a bad key) is rejected with its reason, and the others go on; a key seen
 before is acknowledged as a duplicate and changes nothing. After accepting new jobs the
 intake wakes the router. While the fleet is in Hold, results are still served, marked stale.
+
+The socket is a CURVE server: only the keys of `IntakeAccess` get through its handshake, and
+each request is answered as the name of its key (the ZAP User-Id), within that name's role
+(nodes/intake_auth.py). Every job is recorded with its client, under the key
+``<client>:<key>``.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import zmq
 
 from actors.journal import STATES, Journal, NewJob, canonical_url, natural_key
 from actors.messages import HoldMode, HoldStatus
+from nodes.intake_auth import IntakeAccess, IntakeGuard
 from nodes.intake_protocol import (
     MAX_KEY_CHARS,
     MAX_PAGE,
@@ -51,6 +57,7 @@ from nodes.intake_protocol import (
     encoder,
     request_decoder,
 )
+from nodes.security import ZAP_DOMAIN
 
 _log = structlog.get_logger("flotilla.intake")
 
@@ -74,6 +81,9 @@ def check_job(job: JobSpec, rule_sets: set[str]) -> str | None:
         return f"unsupported scheme {parts.scheme or '(none)'!r}: only http and https"
     if not parts.hostname:
         return "url has no host"
+    if parts.username is not None or parts.password is not None:
+        return ("url carries credentials (user:password@): refused, since they would be sent to the "
+                "site and kept in the journal")
     if any(ch.isspace() or not ch.isprintable() for ch in job.url):
         return "url contains spaces or control characters"
     del port
@@ -89,31 +99,37 @@ class Intake:
     """Serves the intake socket on its own thread."""
 
     def __init__(self, address: str, journal_path: Path, rule_sets: set[str], wake_router: Callable[[], None],
-                 hold: Callable[[HoldMode | None], HoldStatus | None] = lambda _mode: None) -> None:
+                 hold: Callable[[HoldMode | None], HoldStatus | None] = lambda _mode: None, *,
+                 access: IntakeAccess) -> None:
         """`hold(mode)` sets the fleet's Hold (None: leaves it) and returns its status, or
-        None when the topology has no Hold."""
+        None when the topology has no Hold. `access`: the keys let in, and their roles."""
         self.address = address
+        self.access = access
         self._hold = hold
         self.rule_sets = rule_sets
         self._wake_router = wake_router
         self.journal = Journal(journal_path, durable=True)
         self._context = zmq.Context()
+        self.guard = IntakeGuard(self._context, access)
         self._closing = threading.Event()
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="intake", daemon=True)
         self.served = 0
-        self._answers: OrderedDict[tuple[str, int], Submitted] = OrderedDict()
+        self._answers: OrderedDict[tuple[str, str, int], Submitted] = OrderedDict()
 
     def start(self) -> None:
+        self.guard.start()
         self._thread.start()
         self._ready.wait()
         if self._error is not None:
+            self.guard.stop()
             raise self._error
 
     def close(self) -> None:
         self._closing.set()
         self._thread.join(5)
+        self.guard.stop()
         self._context.term()
         self.journal.close()
 
@@ -122,6 +138,10 @@ class Intake:
         socket.setsockopt(zmq.LINGER, 0)
         socket.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST_BYTES)
         socket.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        socket.curve_server = True
+        socket.curve_secretkey = self.access.keys.secret
+        socket.curve_publickey = self.access.keys.public
+        socket.setsockopt(zmq.ZAP_DOMAIN, ZAP_DOMAIN.encode())
         try:
             socket.bind(self.address)
         except zmq.ZMQError as exc:
@@ -134,54 +154,59 @@ class Intake:
             while not self._closing.is_set():
                 if not socket.poll(200):
                     continue
-                parts = socket.recv_multipart()
+                parts = socket.recv_multipart(copy=False)
                 if len(parts) != 2:
                     continue
-                answer = self.handle(parts[1])
+                answer = self.handle(parts[1].bytes, parts[1].get("User-Id"))
                 try:
-                    socket.send_multipart([parts[0], encoder.encode(answer)], zmq.NOBLOCK)
+                    socket.send_multipart([parts[0].bytes, encoder.encode(answer)], zmq.NOBLOCK)
                 except zmq.ZMQError:
                     pass  # the client left; it will ask again (submissions are idempotent)
                 self.served += 1
         finally:
             socket.close()
 
-    def handle(self, frame: bytes) -> Answer:
-        """The answer to one request frame."""
+    def handle(self, frame: bytes, user: str) -> Answer:
+        """The answer to one request frame from `user` (the name of the peer's key)."""
         try:
             request = request_decoder.decode(frame)
         except (msgspec.DecodeError, ValueError, RecursionError) as exc:
             _log.warning("intake.bad_request", reason=str(exc)[:200])
             return Error(id=_request_id(frame), reason=f"bad request: {str(exc)[:200]}")
+        refusal = self.access.refusal(user, request)
+        if refusal is not None:
+            _log.warning("intake.refused", user=user, request=type(request).__name__, reason=refusal)
+            return Error(request.id, refusal)
         try:
-            return self._dispatch(request)
+            return self._dispatch(request, user, self.access.scope(user))
         except Exception as exc:  # noqa: BLE001 - a failed request must not stop the intake
             _log.exception("intake.request_failed")
             return Error(id=request.id, reason=f"{type(exc).__name__}: {exc}")
 
-    def _dispatch(self, request: Any) -> Answer:
+    def _dispatch(self, request: Any, user: str, scope: str | None) -> Answer:
+        """Answer `request` from `user`; queries see only `scope`'s jobs (None: all)."""
         limit = max(1, min(MAX_PAGE, getattr(request, "limit", MAX_PAGE)))
         match request:
             case Submit(jobs=jobs, session=session):
-                remembered = self._answers.get((session, request.id)) if session else None
+                remembered = self._answers.get((user, session, request.id)) if session else None
                 if remembered is not None:
                     return remembered  # a retry of a request whose answer was lost
-                answer = self._submit(request.id, jobs, f"{session}:{request.id}" if session else "")
+                answer = self._submit(request.id, jobs, user, f"{session}:{request.id}" if session else "")
                 if session:
-                    self._answers[(session, request.id)] = answer
+                    self._answers[(user, session, request.id)] = answer
                     while len(self._answers) > REMEMBERED_ANSWERS:
                         self._answers.popitem(last=False)
                 return answer
             case Status(keys=keys):
-                rows = [self.journal.job(key) for key in keys]
+                rows = [self.journal.job(key, scope) for key in keys]
                 return JobList(request.id, [_info(row) for row in rows if row is not None])
             case Jobs(state=state, after=after):
                 if state is not None and state not in STATES:
                     return Error(request.id, f"unknown state {state!r} (states: {', '.join(STATES)})")
-                rows = self.journal.jobs(state, limit, after)  # type: ignore[arg-type]
+                rows = self.journal.jobs(state, limit, after, scope)  # type: ignore[arg-type]
                 return JobList(request.id, [_info(row) for row in rows], rows[-1].key if len(rows) == limit else "")
             case Results(after=after):
-                found = self.journal.results(limit, after)
+                found = self.journal.results(limit, after, scope)
                 hold = self._hold(None)
                 notice = (f"the fleet is in Hold since {time.strftime('%H:%M:%S', time.localtime(hold.since))}"
                           f" ({hold.reason}): no fresh fetches, results may be out of date") if hold and hold.on else ""
@@ -193,7 +218,7 @@ class Intake:
                     return Error(request.id, "this topology has no Hold monitor (resilience.hold)")
                 return HoldInfo(request.id, status.on, status.mode, status.reason, status.since, status.success_rate)
             case Counts():
-                return CountList(request.id, self.journal.counts(), self.journal.result_count())
+                return CountList(request.id, self.journal.counts(scope), self.journal.result_count(scope))
             case Replay(keys=keys):
                 count = self.journal.replay(keys)
                 if count:
@@ -201,10 +226,12 @@ class Intake:
                 return Replayed(request.id, count)
         return Error(request.id, f"unhandled request {type(request).__name__}")
 
-    def _submit(self, request_id: int, jobs: list[JobSpec], origin: str) -> Submitted:
-        """Judge and record each job; a job already recorded by this same request (`origin`:
-        the client's session and request id — a retry whose answer was lost, even across an
-        intake restart) is reported accepted, as the first try would have been."""
+    def _submit(self, request_id: int, jobs: list[JobSpec], client: str, origin: str) -> Submitted:
+        """Judge and record each of `client`'s jobs under ``<client>:<key>`` (its own key, or
+        the natural key of the URL and rules): no client can take another's key. A job
+        already recorded by this same request (`origin`: the client's session and request id
+        — a retry whose answer was lost, even across an intake restart) is reported
+        accepted, as the first try would have been."""
         acks: list[Ack] = []
         new: list[tuple[int, NewJob]] = []
         for index, job in enumerate(jobs):
@@ -212,8 +239,8 @@ class Intake:
             if reason is not None:
                 acks.append(Ack(index, job.key or "", "rejected", reason))
                 continue
-            key = job.key or natural_key(job.url, job.rules)
-            new.append((index, NewJob(key, job.url, job.rules)))
+            key = f"{client}:{job.key or natural_key(job.url, job.rules)}"
+            new.append((index, NewJob(key, job.url, job.rules, client)))
         fresh = self.journal.submit([job for _, job in new], origin=origin)
         for (index, job), is_new in zip(new, fresh, strict=True):
             acks.append(Ack(index, job.key, "accepted" if is_new else "duplicate"))

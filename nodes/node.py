@@ -24,6 +24,7 @@ from actors.system import ActorSystem, RootStartError
 from actors.router import Wake
 from nodes.cluster import Cluster
 from nodes.intake import Intake
+from nodes.intake_auth import IntakeAccess, ensure_intake_keys
 from nodes.metrics import NodeMetrics
 from nodes.shell_server import ShellServer
 from nodes.security import CurveKeys, KeyFileError, load_public, load_secret
@@ -214,15 +215,23 @@ class NodeRun:
         if config is None or config.node != self.node:
             return None
         router = self.system.ref(config.router)
+        try:
+            ensure_intake_keys(self.topology)
+            access = IntakeAccess.load(self.topology)
+        except KeyFileError as exc:
+            self.log.critical("node.bad_keys", error=str(exc), what="intake")
+            return EXIT_BAD_KEYS
         self.intake = Intake(config.address, self.system.data_dir / "journal.sqlite",  # type: ignore[operator]
-                             set(self.topology.rules), lambda: router.tell(Wake()), self._hold)
+                             set(self.topology.rules), lambda: router.tell(Wake()), self._hold, access=access)
         try:
             self.intake.start()
         except OSError as exc:
             self.log.critical("node.cannot_listen", address=config.address, error=str(exc))
             self.intake = None
             return EXIT_TREE_FAILED
-        self.log.info("intake.listening", address=config.address, router=config.router)
+        self.log.info("intake.listening", address=config.address, router=config.router, mechanism="CURVE",
+                      clients=sorted(n for n, r in access.roles.items() if r == "client"),
+                      operators=sorted(n for n, r in access.roles.items() if r == "operator"))
         return None
 
     def _close(self):  # noqa: ANN202
