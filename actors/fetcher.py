@@ -8,7 +8,9 @@ comes back to the router as a `JobOutcome` with a typed `Failure`:
 * TRANSIENT — timeouts, connection errors and resets, 5xx, 408;
 * BLOCKED — 403 and 429 (with the Retry-After they give, in seconds or as a date);
 * HARD — 404, 410, 401 and other 4xx, a body over `max_body_bytes`, more than
-  `max_redirects` redirects, a scheme other than http or https.
+  `max_redirects` redirects, a scheme other than http or https, and a URL or redirect the
+  node's egress policy refuses (actors/egress.py: checked after DNS resolution and on every
+  redirect), with the reason.
 
 Before each request the fetcher asks its node's resilience view (actors/resilience_view.py)
 whether the target may be asked now and through which proxy, and takes a rate-limit slot
@@ -32,8 +34,10 @@ from typing import Any
 
 import aiohttp
 import msgspec
+from yarl import URL
 
 from actors.actor import Actor
+from actors.egress import EgressRefused, EgressResolver, egress_trace
 from actors.messages import Deferred, ExtractJob, Failure, Fetched, FetchJob, JobOutcome
 from actors.resilience_view import Go, Outcome, Wait, target_of
 
@@ -142,10 +146,12 @@ class Fetcher(Actor):
 
     async def _open_session(self) -> aiohttp.ClientSession:
         self._slots = asyncio.Semaphore(self.max_in_flight)  # the time limit starts once in a slot
+        policy = self.system.egress
+        self._resolver = EgressResolver(policy)
         connector = aiohttp.TCPConnector(limit=self.max_in_flight, limit_per_host=self.max_in_flight,
-                                         ttl_dns_cache=300)
+                                         ttl_dns_cache=300, resolver=self._resolver)
         return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None),
-                                     headers={"User-Agent": self.user_agent})
+                                     headers={"User-Agent": self.user_agent}, trace_configs=[egress_trace(policy)])
 
     def _close_loop(self) -> None:
         loop = getattr(self, "loop", None)
@@ -221,6 +227,8 @@ class Fetcher(Actor):
 
     async def _request(self, job: FetchJob, target: str, admission: Go, reply: Any, started: float) -> None:
         proxy_fault = False
+        if admission.proxy:  # the topology's proxies are trusted; the target's name is resolved by the proxy
+            self._resolver.trusted.add((URL(admission.proxy).host or "").lower())
         try:
             async with self.session.get(job.url, max_redirects=self.max_redirects, proxy=admission.proxy,
                                         timeout=aiohttp.ClientTimeout(total=self.timeout)) as response:
@@ -235,6 +243,8 @@ class Fetcher(Actor):
                         body = await _read_capped(response, self.max_body_bytes + 1)
                         if len(body) > self.max_body_bytes:
                             failure = Failure("HARD", f"body exceeds {self.max_body_bytes} bytes", 200)
+        except EgressRefused as exc:
+            failure = Failure("HARD", f"egress refused: {exc}"[:500])
         except aiohttp.TooManyRedirects:
             failure = Failure("HARD", f"more than {self.max_redirects} redirects")
         except asyncio.TimeoutError:

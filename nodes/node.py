@@ -18,6 +18,7 @@ from types import FrameType
 import structlog
 
 from actors.child_spec import ChildSpec, SupervisorSpec
+from actors.egress import EgressPolicy
 from actors.gate import Gate
 from actors.messages import HoldCommand, HoldMode, HoldStatus, SupervisorReport, describe_reason
 from actors.system import ActorSystem, RootStartError
@@ -44,6 +45,7 @@ class NodeRun:
         self.system = ActorSystem(node)
         self.system.extraction_rules = dict(topology.rules)
         self.system.data_dir = topology.node_data_dir(node)
+        self.system.egress = EgressPolicy.from_config(topology.egress.allow, self._endpoints())
         self.cluster: Cluster | None = None
         self.intake: Intake | None = None
         self.metrics = NodeMetrics(self)
@@ -53,6 +55,13 @@ class NodeRun:
         self.log = structlog.get_logger("flotilla.node")
         self.system.add_report_listener(self._count_report)
         self.system.add_root_exit_listener(lambda _reason: self.stop_requested.set())
+
+    def _endpoints(self) -> list[str]:
+        """Every address the cluster listens on: fetchers never connect to them."""
+        found = [a for n in self.topology.nodes.values() for a in (n.address, n.metrics, n.shell) if a]
+        if self.topology.intake is not None:
+            found.append(self.topology.intake.address)
+        return found
 
     @property
     def runs_root(self) -> bool:

@@ -73,7 +73,7 @@ def main() -> int:
                                         str(ROOT / "supervisor_tree.yaml"), "--log-format", "json"],
                                        stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
         say(f"cluster starting: alpha (intake, router) and beta (fetchers); logs in {log_path}")
-        with IntakeClient(topology.intake.address, timeout=2, retries=15) as client:
+        with IntakeClient.for_topology(topology, wait_for_keys=60, timeout=2, retries=15) as client:
             client.counts()
             urls = job_urls(args.jobs, site_url)
             began = time.monotonic()
