@@ -65,7 +65,7 @@ def why_not_public(address: Address) -> str | None:
         return "a cloud metadata address"
     for kind in ("loopback", "link_local", "multicast", "unspecified", "reserved", "private"):
         if getattr(address, f"is_{kind}"):
-            return f"a {kind.replace('_', '-')} address"
+            return f"{'an' if kind[0] in 'aeiou' else 'a'} {kind.replace('_', '-')} address"
     if not address.is_global:
         return "not a public address"
     return None

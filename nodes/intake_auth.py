@@ -140,6 +140,14 @@ def load_secret_file(path: Path) -> tuple[bytes, bytes]:
     return load_secret(path.parent, path.name.removesuffix(".key_secret"))
 
 
+def _present(path: Path) -> bool:
+    """Whether `path` exists as far as this user can tell (False where it may not look)."""
+    try:
+        return path.exists()
+    except OSError:
+        return False
+
+
 def client_key(topology: Topology, key_file: Path | None = None, server_key_file: Path | None = None,
                wait: float = 0.0) -> ClientKey:
     """The key a client of `topology`'s intake connects with: `key_file`, else the local
@@ -152,7 +160,7 @@ def client_key(topology: Topology, key_file: Path | None = None, server_key_file
     secret_path = key_file or directory / f"{LOCAL_USER}.key_secret"
     server_path = server_key_file or directory / f"{topology.intake.node}.key"
     deadline = time.monotonic() + wait
-    while not (secret_path.exists() and server_path.exists()) and time.monotonic() < deadline:
+    while not (_present(secret_path) and _present(server_path)) and time.monotonic() < deadline:
         time.sleep(KEY_WAIT_POLL)
     try:
         public, secret = load_secret_file(secret_path)
