@@ -465,7 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
     keys_commands = keys.add_subparsers(dest="keys_command", required=True)
     generate = keys_commands.add_parser("generate", help="write NODE.key and NODE.key_secret (0600)")
     generate.add_argument("directory", help="key directory (created 0700)")
-    generate.add_argument("--name", action="append", help="node name; repeat for several nodes")
+    generate.add_argument("--name", action="append", help="a node, operator or client name; repeatable")
     generate.add_argument("--force", action="store_true", help="replace existing keys")
     generate.set_defaults(handler=cmd_keys_generate)
     return parser
