@@ -7,10 +7,10 @@ private, link-local, multicast, reserved, unspecified, shared (CGNAT) — or a c
 address or name, and always when it is one of the cluster's own endpoints. The topology
 allows ranges or host names explicitly (`egress: {allow: [...]}`).
 
-The check runs where it cannot be dodged: host names are checked on the addresses the
-resolver returns, right before aiohttp connects to them (`EgressResolver`, so a name that
+The check runs where it cannot be dodged (actors/egress_hooks.py): host names are checked on
+the addresses the resolver returns, right before aiohttp connects to them (so a name that
 resolves differently a second time changes nothing); literal addresses, which aiohttp does
-not resolve, and every redirect's target are checked by a trace hook (`egress_trace`). IPv4
+not resolve, and every redirect's target are checked by a trace hook. IPv4
 addresses written as IPv6 (``::ffff:a.b.c.d``, ``::a.b.c.d``, 6to4 and NAT64 forms) are judged
 as the IPv4 address they carry; user info in a URL (``user:pass@``) is refused.
 """
@@ -21,12 +21,10 @@ import ipaddress
 import socket
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING
 
-import aiohttp
-from aiohttp.abc import AbstractResolver, ResolveResult
-from yarl import URL
+if TYPE_CHECKING:
+    from yarl import URL
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -71,7 +69,8 @@ def why_not_public(address: Address) -> str | None:
     return None
 
 
-def _host_key(host: str) -> str:
+def host_key(host: str) -> str:
+    """A host name as compared: lower case, no trailing dot, no IPv6 brackets."""
     return host.lower().rstrip(".").strip("[]")
 
 
@@ -94,7 +93,7 @@ class EgressPolicy:
             try:
                 networks.append(ipaddress.ip_network(entry, strict=False))
             except ValueError:
-                hosts.add(_host_key(entry))
+                hosts.add(host_key(entry))
         own: set[tuple[Address, int]] = set()
         for endpoint in endpoints:
             host, _, port = endpoint.removeprefix("tcp://").rpartition(":")
@@ -107,12 +106,12 @@ class EgressPolicy:
         address = normalise(address)
         if (address, port) in self.endpoints:
             return f"{host} ({address}) port {port} is one of the cluster's own endpoints"
-        if _host_key(host) in self.hosts or any(address in network for network in self.networks):
+        if host_key(host) in self.hosts or any(address in network for network in self.networks):
             return None
         why = why_not_public(address)
         if why is None:
             return None
-        shown = host if _host_key(host) == str(address) else f"{host} ({address})"
+        shown = host if host_key(host) == str(address) else f"{host} ({address})"
         return f"{shown} is {why}; allow it in the topology's egress section to fetch from it"
 
     def url_refusal(self, url: URL) -> str | None:
@@ -122,7 +121,7 @@ class EgressPolicy:
             return f"scheme {url.scheme or '(none)'!r}: only http and https are fetched"
         if url.raw_user is not None or url.raw_password is not None:
             return "the url carries credentials (user:password@)"
-        host = _host_key(url.raw_host or "")
+        host = host_key(url.raw_host or "")
         if not host:
             return "the url has no host"
         if host in METADATA_HOSTS and host not in self.hosts:
@@ -143,57 +142,4 @@ def _addresses_of(host: str) -> list[Address]:
         infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
     except OSError:
         return []
-    return [ipaddress.ip_address(info[4][0].partition("%")[0]) for info in infos]
-
-
-class EgressResolver(AbstractResolver):
-    """aiohttp's resolver, with every address it returns checked against the policy; raises
-    `EgressRefused` instead of returning a refused one. Host names in `trusted` (the proxies
-    the topology configures) are resolved without the check."""
-
-    def __init__(self, policy: EgressPolicy, inner: AbstractResolver | None = None) -> None:
-        self.policy = policy
-        self.inner = inner or aiohttp.DefaultResolver()
-        self.trusted: set[str] = set()
-
-    async def resolve(self, host: str, port: int = 0,
-                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
-        found = await self.inner.resolve(host, port, family)
-        if _host_key(host) in self.trusted:
-            return found
-        for result in found:
-            reason = self.policy.address_refusal(host, ipaddress.ip_address(result["host"].partition("%")[0]), port)
-            if reason is not None:
-                raise EgressRefused(reason)
-        return found
-
-    async def close(self) -> None:
-        await self.inner.close()
-
-
-def egress_trace(policy: EgressPolicy) -> aiohttp.TraceConfig:
-    """A trace that refuses a request whose URL, or any redirect's target, the policy
-    refuses on its face (`EgressPolicy.url_refusal`)."""
-
-    async def on_start(_session: Any, _context: SimpleNamespace, params: aiohttp.TraceRequestStartParams) -> None:
-        reason = policy.url_refusal(params.url)
-        if reason is not None:
-            raise EgressRefused(reason)
-
-    async def on_redirect(_session: Any, _context: SimpleNamespace,
-                          params: aiohttp.TraceRequestRedirectParams) -> None:
-        location = params.response.headers.get("Location") or params.response.headers.get("URI")
-        if location is None:
-            return
-        try:
-            target = params.response.url.join(URL(location))
-        except ValueError as exc:
-            raise EgressRefused(f"redirect to an invalid url {location[:200]!r}: {exc}") from None
-        reason = policy.url_refusal(target)
-        if reason is not None:
-            raise EgressRefused(f"redirect to {str(target)[:200]}: {reason}")
-
-    trace = aiohttp.TraceConfig()
-    trace.on_request_start.append(on_start)
-    trace.on_request_redirect.append(on_redirect)
-    return trace
+    return [ipaddress.ip_address(str(info[4][0]).partition("%")[0]) for info in infos]

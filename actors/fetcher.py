@@ -37,7 +37,8 @@ import msgspec
 from yarl import URL
 
 from actors.actor import Actor
-from actors.egress import EgressRefused, EgressResolver, egress_trace
+from actors.egress import EgressRefused
+from actors.egress_hooks import EgressResolver, egress_trace
 from actors.messages import Deferred, ExtractJob, Failure, Fetched, FetchJob, JobOutcome
 from actors.resilience_view import Go, Outcome, Wait, target_of
 

@@ -157,7 +157,7 @@ class Intake:
                 parts = socket.recv_multipart(copy=False)
                 if len(parts) != 2:
                     continue
-                answer = self.handle(parts[1].bytes, parts[1].get("User-Id"))
+                answer = self.handle(parts[1].bytes, str(parts[1].get("User-Id")))
                 try:
                     socket.send_multipart([parts[0].bytes, encoder.encode(answer)], zmq.NOBLOCK)
                 except zmq.ZMQError:

@@ -104,10 +104,18 @@ class IntakeGuard:
     the handshakes it refuses and logs them throttled (a key-spraying peer cannot flood the
     log)."""
 
+    socket = "intake"
+    """The socket's name in logs and metrics."""
+
     def __init__(self, context: zmq.Context, access: IntakeAccess) -> None:
         self.rejected = 0
         self._lock = threading.Lock()
         self._authenticator = ClusterAuthenticator(context, access.keys, self._rejected)
+
+    @property
+    def total(self) -> int:
+        """Handshakes refused so far."""
+        return self.rejected
 
     def start(self) -> None:
         self._authenticator.start()

