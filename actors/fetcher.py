@@ -37,6 +37,7 @@ import msgspec
 from yarl import URL
 
 from actors.actor import Actor
+from actors.credentials import CredentialError, CredentialSeal, has_userinfo
 from actors.egress import EgressRefused
 from actors.egress_hooks import EgressResolver, egress_trace
 from actors.messages import Deferred, ExtractJob, Failure, Fetched, FetchJob, JobOutcome
@@ -137,6 +138,7 @@ class Fetcher(Actor):
         self.done = 0
         self._counts = threading.Lock()
         self._arrived: list[FetchJob] = []
+        self._seal: CredentialSeal | None = None
 
     def on_start(self) -> None:
         self.extractor = self.system.ref(self.extractor_path)
@@ -231,7 +233,8 @@ class Fetcher(Actor):
         if admission.proxy:  # the topology's proxies are trusted; the target's name is resolved by the proxy
             self._resolver.trusted.add((URL(admission.proxy).host or "").lower())
         try:
-            async with self.session.get(job.url, max_redirects=self.max_redirects, proxy=admission.proxy,
+            url, auth = self._credentials(job)
+            async with self.session.get(url, auth=auth, max_redirects=self.max_redirects, proxy=admission.proxy,
                                         timeout=aiohttp.ClientTimeout(total=self.timeout)) as response:
                 failure = classify_status(response.status, retry_after_seconds(response.headers.get("Retry-After")))
                 if failure is not None:
@@ -246,6 +249,8 @@ class Fetcher(Actor):
                             failure = Failure("HARD", f"body exceeds {self.max_body_bytes} bytes", 200)
         except EgressRefused as exc:
             failure = Failure("HARD", f"egress refused: {exc}"[:500])
+        except CredentialError as exc:
+            failure = Failure("HARD", f"credentials refused: {exc}"[:500])
         except aiohttp.TooManyRedirects:
             failure = Failure("HARD", f"more than {self.max_redirects} redirects")
         except asyncio.TimeoutError:
@@ -271,6 +276,22 @@ class Fetcher(Actor):
         self.extractor.tell(ExtractJob(job.key, job.url, job.rules, job.token, 200, body,
                                        hashlib.sha256(body).hexdigest(), job.reply_to,
                                        admission.proxy or "", admission.probe, admission.trial))
+
+    def _credentials(self, job: FetchJob) -> tuple[str, aiohttp.BasicAuth | None]:
+        """The URL to request and the Basic auth to send: the job's sealed password opened
+        (actors/credentials.py) when its rule set allows credentials; raises CredentialError
+        otherwise."""
+        if not has_userinfo(job.url):
+            return job.url, None
+        rules = self.system.extraction_rules.get(job.rules)
+        if rules is None or not rules.credentials:
+            raise CredentialError(f"rule set {job.rules!r} does not allow credentials in urls")
+        if self._seal is None:
+            if self.system.credentials_dir is None:
+                raise CredentialError("this node has no key directory with the cluster's credentials key")
+            self._seal = CredentialSeal.in_directory(self.system.credentials_dir)
+        url, userinfo = self._seal.open_url(job.url)
+        return url, aiohttp.BasicAuth(*userinfo) if userinfo else None
 
     async def _admit(self, target: str, job: FetchJob, reply: Any) -> Go | None:
         """The view's admission and a rate-limit slot, or None after handing the job back."""

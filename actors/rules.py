@@ -38,6 +38,8 @@ class RuleSet:
     wait_budget: float | None = None
     """Seconds its jobs may wait behind open breakers, Hold or missing proxies (None: the
     router's `wait_budget`)."""
+    credentials: bool = False
+    """Whether its jobs' URLs may carry credentials (``user:password@``; sealed in the journal)."""
 
 
 @dataclass(frozen=True)

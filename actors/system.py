@@ -59,6 +59,8 @@ class ActorSystem:
         self.extraction_rules: dict[str, RuleSet] = {}
         self.egress = EgressPolicy()
         """Where this node's fetchers may connect (the topology's `egress`; default: public only)."""
+        self.credentials_dir: Path | None = None
+        """The key directory with the cluster's credentials key (actors/credentials.py), if any."""
         """The topology's rule sets, by name (set by the node runtime)."""
         self.data_dir: Path | None = None
         """Where this node keeps its files (set by the node runtime)."""

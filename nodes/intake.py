@@ -19,6 +19,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -27,6 +28,7 @@ import msgspec
 import structlog
 import zmq
 
+from actors.credentials import CredentialSeal, has_userinfo, redact
 from actors.journal import STATES, Journal, NewJob, canonical_url, natural_key
 from actors.messages import HoldMode, HoldStatus
 from nodes.intake_auth import IntakeAccess, IntakeGuard
@@ -65,8 +67,9 @@ REMEMBERED_ANSWERS = 1024
 """Answers to recent submissions kept for clients that retry (by session and request id)."""
 
 
-def check_job(job: JobSpec, rule_sets: set[str]) -> str | None:
-    """Why `job` cannot be accepted, or None."""
+def check_job(job: JobSpec, rule_sets: set[str], credential_rules: AbstractSet[str] = frozenset()) -> str | None:
+    """Why `job` cannot be accepted, or None. Only rule sets in `credential_rules` accept a
+    URL with user info."""
     if not job.url:
         return "missing url"
     if len(job.url) > MAX_URL_CHARS:
@@ -81,9 +84,9 @@ def check_job(job: JobSpec, rule_sets: set[str]) -> str | None:
         return f"unsupported scheme {parts.scheme or '(none)'!r}: only http and https"
     if not parts.hostname:
         return "url has no host"
-    if parts.username is not None or parts.password is not None:
-        return ("url carries credentials (user:password@): refused, since they would be sent to the "
-                "site and kept in the journal")
+    if (parts.username is not None or parts.password is not None) and job.rules not in credential_rules:
+        return (f"url carries credentials (user:password@): rule set {job.rules!r} does not accept them "
+                "(credentials: true), so they are not sent to the site nor kept")
     if any(ch.isspace() or not ch.isprintable() for ch in job.url):
         return "url contains spaces or control characters"
     del port
@@ -100,11 +103,16 @@ class Intake:
 
     def __init__(self, address: str, journal_path: Path, rule_sets: set[str], wake_router: Callable[[], None],
                  hold: Callable[[HoldMode | None], HoldStatus | None] = lambda _mode: None, *,
-                 access: IntakeAccess) -> None:
+                 access: IntakeAccess, seal: CredentialSeal | None = None,
+                 credential_rules: AbstractSet[str] = frozenset()) -> None:
         """`hold(mode)` sets the fleet's Hold (None: leaves it) and returns its status, or
-        None when the topology has no Hold. `access`: the keys let in, and their roles."""
+        None when the topology has no Hold. `access`: the keys let in, and their roles.
+        `credential_rules`: the rule sets whose URLs may carry credentials, which `seal`
+        seals before they are written."""
         self.address = address
         self.access = access
+        self.seal = seal
+        self.credential_rules = credential_rules if seal is not None else frozenset()
         self._hold = hold
         self.rule_sets = rule_sets
         self._wake_router = wake_router
@@ -210,7 +218,7 @@ class Intake:
                 hold = self._hold(None)
                 notice = (f"the fleet is in Hold since {time.strftime('%H:%M:%S', time.localtime(hold.since))}"
                           f" ({hold.reason}): no fresh fetches, results may be out of date") if hold and hold.on else ""
-                return ResultList(request.id, [ResultInfo(**r) for r in found],
+                return ResultList(request.id, [ResultInfo(**{**r, "url": redact(r["url"])}) for r in found],
                                   found[-1]["key"] if len(found) == limit else "", bool(notice), notice)
             case Hold(mode=mode):
                 status = self._hold(mode)
@@ -235,12 +243,13 @@ class Intake:
         acks: list[Ack] = []
         new: list[tuple[int, NewJob]] = []
         for index, job in enumerate(jobs):
-            reason = check_job(job, self.rule_sets)
+            reason = check_job(job, self.rule_sets, self.credential_rules)
             if reason is not None:
                 acks.append(Ack(index, job.key or "", "rejected", reason))
                 continue
-            key = f"{client}:{job.key or natural_key(job.url, job.rules)}"
-            new.append((index, NewJob(key, job.url, job.rules, client)))
+            key = f"{client}:{job.key or natural_key(redact(job.url), job.rules)}"
+            url = self.seal.seal_url(job.url) if self.seal is not None and has_userinfo(job.url) else job.url
+            new.append((index, NewJob(key, url, job.rules, client)))
         fresh = self.journal.submit([job for _, job in new], origin=origin)
         for (index, job), is_new in zip(new, fresh, strict=True):
             acks.append(Ack(index, job.key, "accepted" if is_new else "duplicate"))
@@ -251,7 +260,7 @@ class Intake:
 
 
 def _info(row: Any) -> JobInfo:
-    return JobInfo(row.key, row.url, row.rules, row.state, row.attempts, row.reason)
+    return JobInfo(row.key, redact(row.url), row.rules, row.state, row.attempts, row.reason)
 
 
 def _request_id(frame: bytes) -> int:

@@ -18,6 +18,7 @@ from types import FrameType
 import structlog
 
 from actors.child_spec import ChildSpec, SupervisorSpec
+from actors.credentials import CredentialError, CredentialSeal
 from actors.egress import EgressPolicy
 from actors.gate import Gate
 from actors.messages import HoldCommand, HoldMode, HoldStatus, SupervisorReport, describe_reason
@@ -25,7 +26,7 @@ from actors.system import ActorSystem, RootStartError
 from actors.router import Wake
 from nodes.cluster import Cluster
 from nodes.intake import Intake
-from nodes.intake_auth import IntakeAccess, ensure_intake_keys
+from nodes.intake_auth import IntakeAccess, ensure_intake_keys, key_directory
 from nodes.metrics import NodeMetrics
 from nodes.shell_server import ShellServer
 from nodes.security import CurveKeys, KeyFileError, load_public, load_secret
@@ -46,6 +47,7 @@ class NodeRun:
         self.system.extraction_rules = dict(topology.rules)
         self.system.data_dir = topology.node_data_dir(node)
         self.system.egress = EgressPolicy.from_config(topology.egress.allow, self._endpoints())
+        self.system.credentials_dir = key_directory(topology)
         self.cluster: Cluster | None = None
         self.intake: Intake | None = None
         self.metrics = NodeMetrics(self)
@@ -230,8 +232,15 @@ class NodeRun:
         except KeyFileError as exc:
             self.log.critical("node.bad_keys", error=str(exc), what="intake")
             return EXIT_BAD_KEYS
+        credential_rules = {name for name, rules in self.topology.rules.items() if rules.credentials}
+        try:
+            seal = CredentialSeal.in_directory(key_directory(self.topology), create=True) if credential_rules else None
+        except CredentialError as exc:
+            self.log.critical("node.bad_keys", error=str(exc), what="credentials")
+            return EXIT_BAD_KEYS
         self.intake = Intake(config.address, self.system.data_dir / "journal.sqlite",  # type: ignore[operator]
-                             set(self.topology.rules), lambda: router.tell(Wake()), self._hold, access=access)
+                             set(self.topology.rules), lambda: router.tell(Wake()), self._hold, access=access,
+                             seal=seal, credential_rules=credential_rules)
         try:
             self.intake.start()
         except OSError as exc:

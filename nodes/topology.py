@@ -210,6 +210,10 @@ SECTIONS: dict[str, dict[str, Field]] = {
         "block_markers": Field("list of strings", "`[captcha, are you a robot, unusual traffic]`",
                                "Visible text (any case) that marks a challenge page: such a "
                                "200 page is BLOCKED, not DRIFT."),
+        "credentials": Field("boolean", "`false`: such URLs are rejected",
+                             "Accept URLs with `user:password@`: the password is sealed with the cluster's "
+                             "credentials key before it is written, sent only as Basic auth, and shown as "
+                             "`***` (docs/security.md)."),
         "wait_budget": Field("seconds > 0", "the router's `wait_budget` (`300`)",
                              "How long its jobs may wait behind an open breaker, Hold or a missing proxy "
                              "before they end dead (docs/resilience.md)."),
@@ -974,7 +978,8 @@ def _read_rules(ctx: _Context, node: Node | None) -> dict[str, RuleSet]:
                                                 required=f.get("required", _flag, False))
         budget = m.get("wait_budget", _seconds, None)
         rule_sets[name] = RuleSet(name=name, fields=fields, block_markers=tuple(m.lower() for m in markers),
-                                  wait_budget=float(budget) if budget is not None else None)
+                                  wait_budget=float(budget) if budget is not None else None,
+                                  credentials=m.get("credentials", _flag, False))
     return rule_sets
 
 
