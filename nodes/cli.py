@@ -95,6 +95,13 @@ def cmd_check(args: argparse.Namespace) -> int:
     root_node = topology.tree.node or next(iter(topology.nodes))
     for line in render_tree(topology, root_node):
         print(line)
+    if topology.intake is not None:
+        clients = ", ".join(topology.security.clients) or "none"
+        operators = ", ".join([*topology.security.operators, "the local user"])
+        print(f"intake: {topology.intake.address} on {topology.intake.node}, CURVE; clients: {clients}; "
+              f"operators: {operators}")
+    allowed = ", ".join(topology.egress.allow)
+    print("egress: public addresses only, never the cluster's own" + (f"; also {allowed}" if allowed else ""))
     resilience = topology.resilience
     if resilience is not None:
         parts = [f"breakers {resilience.breakers} ({resilience.shards} shards)" if resilience.breakers else "",

@@ -172,6 +172,11 @@ def test_another_user_cannot_use_the_intake_without_a_key_nor_steer_it_with_a_cl
     with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=5) as response:
         scraped = response.read().decode()
     assert "flotilla_intake_auth_failures_total 1.0" in scraped
+    generate_keys(home, "stranger")
+    os.chown(home / "stranger.key_secret", other_user.pw_uid, other_user.pw_gid)
+    unknown = run_as(other_user, "-m", "nodes.cli", "submit", "http://127.0.0.1:1/x", "--topology", topology,
+                     "--key", str(home / "stranger.key_secret"), "--server-key", str(home / "alpha.key"))
+    assert unknown.returncode == 1 and "refused this client's key" in unknown.stderr, unknown
 
     # With a client key: it submits and reads its own jobs, but cannot force Hold or replay.
     key = ["--key", str(home / "mallory.key_secret"), "--server-key", str(home / "alpha.key")]
