@@ -8,7 +8,9 @@ comes back to the router as a `JobOutcome` with a typed `Failure`:
 * TRANSIENT — timeouts, connection errors and resets, 5xx, 408;
 * BLOCKED — 403 and 429 (with the Retry-After they give, in seconds or as a date);
 * HARD — 404, 410, 401 and other 4xx, a body over `max_body_bytes`, more than
-  `max_redirects` redirects, a scheme other than http or https.
+  `max_redirects` redirects, a scheme other than http or https, and a URL or redirect the
+  node's egress policy refuses (actors/egress.py: checked after DNS resolution and on every
+  redirect), with the reason.
 
 Before each request the fetcher asks its node's resilience view (actors/resilience_view.py)
 whether the target may be asked now and through which proxy, and takes a rate-limit slot
@@ -32,8 +34,12 @@ from typing import Any, ClassVar
 
 import aiohttp
 import msgspec
+from yarl import URL
 
 from actors.actor import Actor
+from actors.credentials import CredentialError, CredentialSeal, has_userinfo
+from actors.egress import EgressRefused
+from actors.egress_hooks import EgressResolver, egress_trace
 from actors.messages import Deferred, ExtractJob, Failure, Fetched, FetchJob, JobOutcome
 from actors.resilience_view import Go, Outcome, Wait, target_of
 from actors.rules import challenge_headers
@@ -135,6 +141,7 @@ class Fetcher(Actor):
         self.done = 0
         self._counts = threading.Lock()
         self._arrived: list[FetchJob] = []
+        self._seal: CredentialSeal | None = None
 
     def on_start(self) -> None:
         self.extractor = self.system.ref(self.extractor_path)
@@ -145,10 +152,12 @@ class Fetcher(Actor):
 
     async def _open_session(self) -> aiohttp.ClientSession:
         self._slots = asyncio.Semaphore(self.max_in_flight)  # the time limit starts once in a slot
+        policy = self.system.egress
+        self._resolver = EgressResolver(policy)
         connector = aiohttp.TCPConnector(limit=self.max_in_flight, limit_per_host=self.max_in_flight,
-                                         ttl_dns_cache=300)
+                                         ttl_dns_cache=300, resolver=self._resolver)
         return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None),
-                                     headers={"User-Agent": self.user_agent})
+                                     headers={"User-Agent": self.user_agent}, trace_configs=[egress_trace(policy)])
 
     def _close_loop(self) -> None:
         loop = getattr(self, "loop", None)
@@ -224,8 +233,11 @@ class Fetcher(Actor):
 
     async def _request(self, job: FetchJob, target: str, admission: Go, reply: Any, started: float) -> None:
         proxy_fault = False
+        if admission.proxy:  # the topology's proxies are trusted; the target's name is resolved by the proxy
+            self._resolver.trusted.add((URL(admission.proxy).host or "").lower())
         try:
-            async with self.session.get(job.url, max_redirects=self.max_redirects, proxy=admission.proxy,
+            url, auth = self._credentials(job)
+            async with self.session.get(url, auth=auth, max_redirects=self.max_redirects, proxy=admission.proxy,
                                         timeout=aiohttp.ClientTimeout(total=self.timeout)) as response:
                 failure = classify_status(response.status, retry_after_seconds(response.headers.get("Retry-After")))
                 if failure is not None:
@@ -238,6 +250,10 @@ class Fetcher(Actor):
                         body = await _read_capped(response, self.max_body_bytes + 1)
                         if len(body) > self.max_body_bytes:
                             failure = Failure("HARD", f"body exceeds {self.max_body_bytes} bytes", 200)
+        except EgressRefused as exc:
+            failure = Failure("HARD", f"egress refused: {exc}"[:500])
+        except CredentialError as exc:
+            failure = Failure("HARD", f"credentials refused: {exc}"[:500])
         except aiohttp.TooManyRedirects:
             failure = Failure("HARD", f"more than {self.max_redirects} redirects")
         except aiohttp.RedirectClientError as exc:  # to file://, ftp:// or a URL that does not parse
@@ -268,6 +284,22 @@ class Fetcher(Actor):
                                        hashlib.sha256(body).hexdigest(), job.reply_to,
                                        admission.proxy or "", admission.probe, admission.trial,
                                        challenge_headers(response.headers)))
+
+    def _credentials(self, job: FetchJob) -> tuple[str, aiohttp.BasicAuth | None]:
+        """The URL to request and the Basic auth to send: the job's sealed password opened
+        (actors/credentials.py) when its rule set allows credentials; raises CredentialError
+        otherwise."""
+        if not has_userinfo(job.url):
+            return job.url, None
+        rules = self.system.extraction_rules.get(job.rules)
+        if rules is None or not rules.credentials:
+            raise CredentialError(f"rule set {job.rules!r} does not allow credentials in urls")
+        if self._seal is None:
+            if self.system.credentials_dir is None:
+                raise CredentialError("this node has no key directory with the cluster's credentials key")
+            self._seal = CredentialSeal.in_directory(self.system.credentials_dir)
+        url, userinfo = self._seal.open_url(job.url)
+        return url, aiohttp.BasicAuth(*userinfo) if userinfo else None
 
     async def _admit(self, target: str, job: FetchJob, reply: Any) -> Go | None:
         """The view's admission and a rate-limit slot, or None after handing the job back."""

@@ -55,7 +55,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     origin       TEXT NOT NULL DEFAULT '',
     waiting_since REAL,
     created_at   REAL NOT NULL,
-    updated_at   REAL NOT NULL
+    updated_at   REAL NOT NULL,
+    client       TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS jobs_ready ON jobs (state, due_at);
 CREATE INDEX IF NOT EXISTS jobs_leased ON jobs (state, lease_until);
@@ -94,7 +95,7 @@ CREATE TABLE IF NOT EXISTS results (
 """
 
 _ADDED_COLUMNS = (("tries", "INTEGER NOT NULL DEFAULT 0"), ("origin", "TEXT NOT NULL DEFAULT ''"),
-                  ("waiting_since", "REAL"))
+                  ("waiting_since", "REAL"), ("client", "TEXT NOT NULL DEFAULT ''"))
 """Columns of `jobs` added after its first version (added to an older journal on open)."""
 
 TERMINAL: tuple[JobState, ...] = ("stored", "dead", "parked")
@@ -111,6 +112,8 @@ class NewJob:
     key: str
     url: str
     rules: str
+    client: str = ""
+    """The intake client that submitted it (the name its key has in the topology)."""
 
 
 @dataclass(frozen=True)
@@ -259,8 +262,9 @@ class Journal:
             fresh = []
             for job in jobs:
                 cursor = db.execute(
-                    "INSERT OR IGNORE INTO jobs (key, url, rules, state, due_at, origin, created_at, updated_at)"
-                    " VALUES (?, ?, ?, 'pending', ?, ?, ?, ?)", (job.key, job.url, job.rules, now, origin, now, now))
+                    "INSERT OR IGNORE INTO jobs (key, url, rules, state, due_at, origin, created_at, updated_at, client)"
+                    " VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?)",
+                    (job.key, job.url, job.rules, now, origin, now, now, job.client))
                 is_new = cursor.rowcount == 1
                 if not is_new and origin:
                     row = db.execute("SELECT origin FROM jobs WHERE key=?", (job.key,)).fetchone()
@@ -438,8 +442,8 @@ class Journal:
                 return False
             db.execute("DELETE FROM attempts WHERE key=? AND attempt=?", (key, row[0]))
             db.execute("UPDATE jobs SET state='pending', due_at=?, attempts=attempts-1, tries=MAX(0, tries-1),"
-                       " lease_token=lease_token+1, lease_until=NULL, updated_at=? WHERE key=?",
-                       (now + delay, now, key))
+                       " lease_token=?, lease_until=NULL, updated_at=? WHERE key=?",
+                       (now + delay, secrets.randbits(63), now, key))  # a late report of it is stale
             _event(db, key, now, "returned", None, reason)
             return True
 
@@ -496,8 +500,8 @@ class Journal:
                 if row[0] in ("fetching", "extracting"):
                     db.execute("UPDATE attempts SET ended_at=?, outcome='cancelled', detail=? WHERE key=? AND attempt=?",
                                (now, CANCELLED, key, row[1]))
-                db.execute("UPDATE jobs SET state='dead', reason=?, lease_until=NULL, lease_token=lease_token+1,"
-                           " updated_at=? WHERE key=?", (CANCELLED, now, key))
+                db.execute("UPDATE jobs SET state='dead', reason=?, lease_until=NULL, lease_token=?,"
+                           " updated_at=? WHERE key=?", (CANCELLED, secrets.randbits(63), now, key))
                 _event(db, key, now, "cancelled", None, CANCELLED)
                 total += 1
             return total
@@ -506,16 +510,22 @@ class Journal:
 
     # --- queries ----------------------------------------------------------------------------
 
-    def job(self, key: str) -> JobRow | None:
+    def job(self, key: str, client: str | None = None) -> JobRow | None:
+        """The job `key` (None if there is none, or it is not `client`'s when given)."""
         with self._lock:
             row = self._db.execute("SELECT key, url, rules, state, attempts, due_at, reason, updated_at"
-                                   " FROM jobs WHERE key=?", (key,)).fetchone()
+                                   " FROM jobs WHERE key=? AND (? IS NULL OR client=?)", (key, client, client)).fetchone()
         return JobRow(*row) if row else None
 
-    def jobs(self, state: JobState | None = None, limit: int = 100, after: str = "") -> list[JobRow]:
-        """Jobs ordered by key, optionally in one state, after key `after` (for paging)."""
+    def jobs(self, state: JobState | None = None, limit: int = 100, after: str = "",
+             client: str | None = None) -> list[JobRow]:
+        """Jobs ordered by key, optionally in one state and of one client, after key `after`
+        (for paging)."""
         sql = "SELECT key, url, rules, state, attempts, due_at, reason, updated_at FROM jobs WHERE key > ?"
         params: list[Any] = [after]
+        if client is not None:
+            sql += " AND client = ?"
+            params.append(client)
         if state is not None:
             sql += " AND state = ?"
             params.append(state)
@@ -524,10 +534,11 @@ class Journal:
         with self._lock:
             return [JobRow(*row) for row in self._db.execute(sql, params)]
 
-    def counts(self) -> dict[str, int]:
-        """How many jobs are in each state (every state listed)."""
+    def counts(self, client: str | None = None) -> dict[str, int]:
+        """How many jobs (of `client`, if given) are in each state (every state listed)."""
         with self._lock:
-            found = dict(self._db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall())
+            found = dict(self._db.execute("SELECT state, COUNT(*) FROM jobs WHERE ? IS NULL OR client = ?"
+                                          " GROUP BY state", (client, client)).fetchall())
         return {state: found.get(state, 0) for state in STATES}
 
     def history(self, key: str) -> list[JobEvent]:
@@ -562,11 +573,13 @@ class Journal:
         return {"key": k, "url": u, "rules": r, "fields": json.loads(f), "content_hash": h, "attempts": a,
                 "stored_at": t}
 
-    def batch_report(self, batch: str) -> BatchReport | None:
-        """Where the jobs of `batch` stand (None if no job was submitted in it)."""
+    def batch_report(self, batch: str, client: str | None = None) -> BatchReport | None:
+        """Where the jobs of `batch` (those of `client`, if given) stand (None if no such job
+        was submitted in it)."""
         with self._lock:
             rows = self._db.execute("SELECT j.state, j.reason, j.attempts, j.updated_at, b.added_at FROM batches b"
-                                    " JOIN jobs j ON j.key = b.key WHERE b.batch=?", (batch,)).fetchall()
+                                    " JOIN jobs j ON j.key = b.key WHERE b.batch=? AND (? IS NULL OR j.client=?)",
+                                    (batch, client, client)).fetchall()
         if not rows:
             return None
         states = dict.fromkeys(STATES, 0)
@@ -595,14 +608,24 @@ class Journal:
             return self._db.execute("SELECT attempt, started_at, ended_at, outcome, detail FROM attempts"
                                     " WHERE key=? ORDER BY attempt", (key,)).fetchall()
 
-    def results(self, limit: int = 100, after: str = "") -> list[dict[str, Any]]:
-        """Stored results ordered by key, after key `after` (for paging)."""
+    def results(self, limit: int = 100, after: str = "", client: str | None = None) -> list[dict[str, Any]]:
+        """Stored results (of `client`'s jobs, if given) ordered by key, after key `after`
+        (for paging)."""
         with self._lock:
-            rows = self._db.execute("SELECT key, url, rules, fields, content_hash, attempts, stored_at FROM results"
-                                    " WHERE key > ? ORDER BY key LIMIT ?", (after, limit)).fetchall()
+            if client is None:
+                rows = self._db.execute("SELECT key, url, rules, fields, content_hash, attempts, stored_at"
+                                        " FROM results WHERE key > ? ORDER BY key LIMIT ?", (after, limit)).fetchall()
+            else:
+                rows = self._db.execute("SELECT r.key, r.url, r.rules, r.fields, r.content_hash, r.attempts,"
+                                        " r.stored_at FROM results r JOIN jobs j ON j.key = r.key"
+                                        " WHERE r.key > ? AND j.client = ? ORDER BY r.key LIMIT ?",
+                                        (after, client, limit)).fetchall()
         return [{"key": k, "url": u, "rules": r, "fields": json.loads(f), "content_hash": h,
                  "attempts": a, "stored_at": t} for k, u, r, f, h, a, t in rows]
 
-    def result_count(self) -> int:
+    def result_count(self, client: str | None = None) -> int:
         with self._lock:
-            return self._db.execute("SELECT COUNT(*) FROM results").fetchone()[0]
+            if client is None:
+                return self._db.execute("SELECT COUNT(*) FROM results").fetchone()[0]
+            return self._db.execute("SELECT COUNT(*) FROM results r JOIN jobs j ON j.key = r.key"
+                                    " WHERE j.client = ?", (client,)).fetchone()[0]

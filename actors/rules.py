@@ -77,6 +77,8 @@ class RuleSet:
     """Seconds its jobs may wait behind open breakers, Hold or missing proxies (None: the
     router's `wait_budget`)."""
     block_selectors: tuple[str, ...] = DEFAULT_BLOCK_SELECTORS
+    credentials: bool = False
+    """Whether its jobs' URLs may carry credentials (``user:password@``; sealed in the journal)."""
 
 
 @dataclass(frozen=True)

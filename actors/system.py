@@ -17,6 +17,7 @@ from typing import Any
 
 from actors.actor import Actor
 from actors.child_spec import SupervisorSpec
+from actors.egress import EgressPolicy
 from actors.errors import Unavailable
 from actors.messages import Down, ExitReason, NoProc, Shutdown, StartFailed, SupervisorReport
 from actors.registry import PathRef, Registry
@@ -61,6 +62,10 @@ class ActorSystem:
         self.remote: RemoteLink | None = None
         """Set by the cluster layer when this node is part of a cluster."""
         self.extraction_rules: dict[str, RuleSet] = {}
+        self.egress = EgressPolicy()
+        """Where this node's fetchers may connect (the topology's `egress`; default: public only)."""
+        self.credentials_dir: Path | None = None
+        """The key directory with the cluster's credentials key (actors/credentials.py), if any."""
         """The topology's rule sets, by name (set by the node runtime)."""
         self.data_dir: Path | None = None
         """Where this node keeps its files (set by the node runtime)."""

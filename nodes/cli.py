@@ -110,6 +110,13 @@ def cmd_check(args: argparse.Namespace) -> int:
     root_node = topology.tree.node or next(iter(topology.nodes))
     for line in render_tree(topology, root_node):
         print(line)
+    if topology.intake is not None:
+        clients = ", ".join(topology.security.clients) or "none"
+        operators = ", ".join([*topology.security.operators, "the local user"])
+        print(f"intake: {topology.intake.address} on {topology.intake.node}, CURVE; clients: {clients}; "
+              f"operators: {operators}")
+    allowed = ", ".join(topology.egress.allow)
+    print("egress: public addresses only, never the cluster's own" + (f"; also {allowed}" if allowed else ""))
     resilience = topology.resilience
     if resilience is not None:
         parts = [f"breakers {resilience.breakers} ({resilience.shards} shards)" if resilience.breakers else "",
@@ -198,7 +205,9 @@ def cmd_keys_generate(args: argparse.Namespace) -> int:
 
 
 def _intake_client(args: argparse.Namespace, topology: Topology | None = None):  # noqa: ANN202
+    """A client of the topology's intake with the key of --key, else the local user's."""
     from nodes.client import IntakeClient
+    from nodes.security import KeyFileError
 
     topology = topology or _load_or_report(args.topology)
     if topology is None:
@@ -206,7 +215,13 @@ def _intake_client(args: argparse.Namespace, topology: Topology | None = None): 
     if topology.intake is None:
         print(f"{topology.source}: no intake section: this cluster takes no jobs", file=sys.stderr)
         return None
-    return IntakeClient(topology.intake.address, timeout=getattr(args, "intake_timeout", None) or args.timeout)
+    try:
+        return IntakeClient.for_topology(topology, Path(args.key) if args.key else None,
+                                         Path(args.server_key) if args.server_key else None,
+                                         timeout=getattr(args, "intake_timeout", None) or args.timeout)
+    except KeyFileError as exc:
+        print(str(exc), file=sys.stderr)
+        return None
 
 
 def rule_set(topology: Topology, chosen: str | None) -> str:
@@ -540,10 +555,18 @@ def build_parser() -> argparse.ArgumentParser:
                       help=f"topology file (default: $FLOTILLA_TOPOLOGY or {DEFAULT_TOPOLOGY})")
     down.set_defaults(handler=cmd_down)
 
+    def key_options(command: argparse.ArgumentParser) -> None:
+        command.add_argument("--key", metavar="FILE",
+                             help="your client key, NAME.key_secret (default: the local user's, local.key_secret "
+                                  "in the key directory, if you can read it)")
+        command.add_argument("--server-key", metavar="FILE",
+                             help="the intake node's public key (default: NODE.key in the key directory)")
+
     def client_options(command: argparse.ArgumentParser) -> None:
         command.add_argument("--topology", default=_default_topology(),
                              help=f"topology file (default: $FLOTILLA_TOPOLOGY or {DEFAULT_TOPOLOGY})")
         command.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the intake")
+        key_options(command)
 
     rules_help = "rule set (default: the topology's only one; required when it has several)"
     submit = commands.add_parser("submit", help="submit jobs to the cluster's intake; prints each job's key")
@@ -564,6 +587,7 @@ def build_parser() -> argparse.ArgumentParser:
     wait.add_argument("--intake-timeout", type=float, default=10.0, help="seconds to wait for each intake answer")
     wait.add_argument("--topology", default=_default_topology(),
                       help=f"topology file (default: $FLOTILLA_TOPOLOGY or {DEFAULT_TOPOLOGY})")
+    key_options(wait)
     wait.set_defaults(handler=cmd_wait)
 
     job = commands.add_parser("job", help="one job's story: every attempt, wait and state change, and its result")
@@ -630,7 +654,7 @@ def build_parser() -> argparse.ArgumentParser:
     keys_commands = keys.add_subparsers(dest="keys_command", required=True)
     generate = keys_commands.add_parser("generate", help="write NODE.key and NODE.key_secret (0600)")
     generate.add_argument("directory", help="key directory (created 0700)")
-    generate.add_argument("--name", action="append", help="node name; repeat for several nodes")
+    generate.add_argument("--name", action="append", help="a node, operator or client name; repeatable")
     generate.add_argument("--force", action="store_true", help="replace existing keys")
     generate.set_defaults(handler=cmd_keys_generate)
     return parser

@@ -1,23 +1,33 @@
 """A small Python client for a node's intake socket.
 
-    client = IntakeClient("tcp://127.0.0.1:7201")
+    client = IntakeClient.for_topology(load_topology("supervisor_tree.yaml"))
     acks = client.submit([JobSpec("http://example.com/p/1", "product")])
     client.counts(); client.results(); client.jobs(state="dead"); client.replay()
     client.job(acks[0].key); client.batch(client.last_batch); client.cancel(batch=client.last_batch)
 
 A request that gets no answer within `timeout` is sent again on a fresh socket (the zguide's
 Lazy Pirate), up to `retries` times; that is safe because submissions are idempotent by key.
-After that, `IntakeUnavailable` is raised.
+After that, `IntakeUnavailable` is raised. When the intake refuses the client's key at the
+CURVE handshake (seen on the socket's monitor), `IntakeRefused` is raised at once.
+
+The intake accepts only CURVE clients whose keys it knows (nodes/intake_auth.py): pass a
+`ClientKey`, or use `for_topology`, which finds the local user's key in the cluster's key
+directory, or takes a client's own ``NAME.key_secret``.
 """
 
 from __future__ import annotations
 
 import itertools
+import time
 import uuid
 from collections.abc import Iterable, Iterator
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
+
+from nodes.intake_auth import ClientKey, client_key
 
 from nodes.intake_protocol import (
     MAX_BATCH,
@@ -54,6 +64,9 @@ from nodes.intake_protocol import (
     encoder,
 )
 
+if TYPE_CHECKING:
+    from nodes.topology import Topology
+
 
 class IntakeUnavailable(Exception):
     """The intake did not answer."""
@@ -63,22 +76,42 @@ class IntakeError(Exception):
     """The intake refused a request."""
 
 
+class IntakeRefused(IntakeError):
+    """The intake refused the client's key at the handshake."""
+
+
+HANDSHAKE_FAILED = (zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+"""Socket monitor events that mean the intake did not let this client in."""
+
+
 class IntakeClient:
     """Requests to one intake socket, one at a time."""
 
-    def __init__(self, address: str, timeout: float = 10.0, retries: int = 3) -> None:
+    def __init__(self, address: str, timeout: float = 10.0, retries: int = 3, key: ClientKey | None = None) -> None:
+        """`key`: the client's CURVE key pair and the intake's public key (None: no CURVE,
+        which a real intake refuses)."""
         self.address = address
+        self.key = key
         self.timeout = timeout
         self.retries = retries
         self._context = zmq.Context()
         self._ids = itertools.count(1)
         self._session = uuid.uuid4().hex
         self._socket: zmq.Socket | None = None
+        self._monitor: zmq.Socket | None = None
 
     def close(self) -> None:
-        if self._socket is not None:
-            self._socket.close(0)
+        self._close_socket()
         self._context.term()
+
+    def _close_socket(self) -> None:
+        if self._socket is not None:
+            self._socket.disable_monitor()
+            self._socket.close(0)
+        if self._monitor is not None:
+            self._monitor.close(0)
+        self._socket = self._monitor = None
 
     def __enter__(self) -> IntakeClient:
         return self
@@ -87,12 +120,38 @@ class IntakeClient:
         self.close()
 
     def _fresh_socket(self) -> zmq.Socket:
-        if self._socket is not None:
-            self._socket.close(0)
+        self._close_socket()
         self._socket = self._context.socket(zmq.DEALER)
         self._socket.setsockopt(zmq.LINGER, 0)
+        if self.key is not None:
+            self._socket.curve_publickey = self.key.public
+            self._socket.curve_secretkey = self.key.secret
+            self._socket.curve_serverkey = self.key.server
+        self._monitor = self._socket.get_monitor_socket(HANDSHAKE_FAILED)
         self._socket.connect(self.address)
         return self._socket
+
+    def _refusal(self) -> str | None:
+        """Why the intake refused the handshake, if the monitor says it did."""
+        assert self._monitor is not None
+        while self._monitor.poll(0):
+            event = recv_monitor_message(self._monitor)
+            if event["event"] & HANDSHAKE_FAILED:
+                if self.key is None:
+                    return f"the intake at {self.address} refused a client without a CURVE key (pass --key)"
+                return (f"the intake at {self.address} refused this client's key: it is not among the topology's "
+                        "clients and operators, or --server-key is not the intake node's key")
+        return None
+
+    @classmethod
+    def for_topology(cls, topology: Topology, key_file: Path | None = None, server_key_file: Path | None = None,
+                     *, wait_for_keys: float = 0.0, timeout: float = 10.0, retries: int = 3) -> IntakeClient:
+        """A client of `topology`'s intake, with the key `client_key` finds (the local user's
+        unless `key_file` is given); raises `KeyFileError` if there is none it can read."""
+        if topology.intake is None:
+            raise ValueError(f"{topology.source}: no intake section: this cluster takes no jobs")
+        key = client_key(topology, key_file, server_key_file, wait=wait_for_keys)
+        return cls(topology.intake.address, timeout=timeout, retries=retries, key=key)
 
     def _call(self, make: Any) -> Answer:
         request: Request = make(next(self._ids))
@@ -101,8 +160,19 @@ class IntakeClient:
             raise IntakeError(f"request of {len(frame)} bytes exceeds the intake's {MAX_REQUEST_BYTES}-byte limit")
         for _ in range(self.retries + 1):
             socket = self._socket or self._fresh_socket()
+            poller = zmq.Poller()
+            poller.register(socket, zmq.POLLIN)
+            poller.register(self._monitor, zmq.POLLIN)
             socket.send(frame)
-            while socket.poll(int(self.timeout * 1000)):
+            deadline = time.monotonic() + self.timeout
+            while (remaining := deadline - time.monotonic()) > 0:
+                ready = dict(poller.poll(remaining * 1000))
+                refusal = self._refusal() if self._monitor in ready else None
+                if refusal is not None:
+                    self._close_socket()
+                    raise IntakeRefused(refusal)
+                if socket not in ready:
+                    continue
                 answer = answer_decoder.decode(socket.recv())
                 if answer.id != request.id:
                     continue  # a late answer to an earlier, retried request

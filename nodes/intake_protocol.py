@@ -16,6 +16,11 @@ MAX_BATCH = 1000
 """Most jobs in one `Submit`."""
 MAX_URL_CHARS = 2048
 MAX_KEY_CHARS = 128
+"""Longest key a client may choose for a job."""
+MAX_NAME_CHARS = 64
+"""Longest name of a client or operator (the names of their keys in the topology)."""
+MAX_STORED_KEY_CHARS = MAX_NAME_CHARS + 1 + MAX_KEY_CHARS
+"""Longest key as stored and answered: ``<client>:<key>`` (every job's key is its client's)."""
 MAX_REQUEST_BYTES = 4 * 1024 * 1024
 """Largest request accepted (the socket's MAXMSGSIZE: a larger one ends the client's
 connection); a full batch of the longest URLs, rules and keys (about 2.5 MB) fits."""
@@ -30,6 +35,7 @@ ones; `omitted` says how many in between were left out."""
 
 Url = typing.Annotated[str, msgspec.Meta(max_length=MAX_URL_CHARS)]
 Key = typing.Annotated[str, msgspec.Meta(max_length=MAX_KEY_CHARS)]
+StoredKey = typing.Annotated[str, msgspec.Meta(max_length=MAX_STORED_KEY_CHARS)]
 Short = typing.Annotated[str, msgspec.Meta(max_length=256)]
 
 
@@ -41,7 +47,8 @@ class Request(msgspec.Struct, frozen=True, tag=True, tag_field="_type"):
 
 class JobSpec(msgspec.Struct, frozen=True):
     """One job: the URL, the rule set to extract with, and optionally the client's own key
-    (otherwise the key is a hash of the canonical URL and the rules)."""
+    (otherwise the key is a hash of the canonical URL and the rules). The job's key as
+    stored is ``<client>:<key>``: a client cannot take another client's key."""
 
     url: Url
     rules: Short
@@ -62,13 +69,13 @@ class Submit(Request, frozen=True, tag=True):
 class Status(Request, frozen=True, tag=True):
     """The state of these jobs."""
 
-    keys: typing.Annotated[list[Key], msgspec.Meta(max_length=MAX_BATCH)]
+    keys: typing.Annotated[list[StoredKey], msgspec.Meta(max_length=MAX_BATCH)]
 
 
 class Results(Request, frozen=True, tag=True):
     """Stored results, by key, after `after`."""
 
-    after: Key = ""
+    after: StoredKey = ""
     limit: int = 100
 
 
@@ -76,7 +83,7 @@ class Jobs(Request, frozen=True, tag=True):
     """Jobs, by key, after `after`, optionally in one state (`dead` is the dead-letter queue)."""
 
     state: Short | None = None
-    after: Key = ""
+    after: StoredKey = ""
     limit: int = 100
 
 
@@ -87,7 +94,7 @@ class Counts(Request, frozen=True, tag=True):
 class Replay(Request, frozen=True, tag=True):
     """Put dead or parked jobs back to pending: these keys, or all of them if `keys` is None."""
 
-    keys: typing.Annotated[list[Key], msgspec.Meta(max_length=MAX_BATCH)] | None = None
+    keys: typing.Annotated[list[StoredKey], msgspec.Meta(max_length=MAX_BATCH)] | None = None
 
 
 class Hold(Request, frozen=True, tag=True):
@@ -124,6 +131,30 @@ class BreakerReset(Request, frozen=True, tag=True):
 
 
 AnyRequest = Union[Submit, Status, Results, Jobs, Counts, Replay, Hold, History, BatchStatus, Cancel, BreakerReset]
+
+Role = typing.Literal["client", "operator"]
+
+REQUEST_ROLES: dict[type[Request], Role] = {
+    Submit: "client",
+    Status: "client",
+    Jobs: "client",
+    Results: "client",
+    Counts: "client",
+    History: "client",
+    BatchStatus: "client",
+    Replay: "operator",
+    Hold: "operator",
+    Cancel: "operator",
+    BreakerReset: "operator",
+}
+"""Who may send each request. A client's requests concern only its own jobs and results
+(queries are filtered to them); an operator's concern the whole fleet. A request type not
+listed here needs an operator key."""
+
+
+def required_role(request: Request) -> Role:
+    """The role `request` needs (operator for any request type not in `REQUEST_ROLES`)."""
+    return REQUEST_ROLES.get(type(request), "operator")
 
 
 class Answer(msgspec.Struct, frozen=True, tag=True, tag_field="_type"):

@@ -154,6 +154,10 @@ class NodeMetrics:
             deferred.add_metric([fetcher.path], fetcher.deferred)
         yield in_flight
         yield deferred
+        intake = self.run.intake
+        if intake is not None:
+            yield CounterMetricFamily("flotilla_intake_auth_failures", "Handshakes the intake refused: CURVE keys "
+                                      "not among its clients and operators.", value=intake.auth.rejected)
 
     def _resilience(self) -> Iterator[Metric]:
         view = self.run.system.resilience

@@ -22,6 +22,8 @@ import structlog
 
 from actors.alerts import AlertSink
 from actors.child_spec import ChildSpec, Spec, SupervisorSpec
+from actors.credentials import CredentialError, CredentialSeal
+from actors.egress import EgressPolicy
 from actors.gate import Gate, shard_of
 from actors.messages import (Alert, BreakerCommand, BreakerStatus, HoldCommand, HoldMode, HoldStatus, Inspect,
                              SupervisorReport, describe_reason)
@@ -30,6 +32,7 @@ from actors.router import Wake
 from nodes.auth_failures import AuthFailures
 from nodes.cluster import Cluster
 from nodes.intake import Intake
+from nodes.intake_auth import IntakeAccess, ensure_intake_keys, key_directory
 from nodes.metrics import NodeMetrics
 from nodes.shell_server import ShellServer
 from nodes.security import CurveKeys, KeyFileError, keys_dir, load_public, load_secret, private_directory
@@ -49,6 +52,8 @@ class NodeRun:
         self.system = ActorSystem(node)
         self.system.extraction_rules = dict(topology.rules)
         self.system.data_dir = topology.node_data_dir(node)
+        self.system.egress = EgressPolicy.from_config(topology.egress.allow, self._endpoints())
+        self.system.credentials_dir = key_directory(topology)
         self.cluster: Cluster | None = None
         self.intake: Intake | None = None
         self.metrics = NodeMetrics(self)
@@ -60,6 +65,13 @@ class NodeRun:
         self.log = structlog.get_logger("flotilla.node")
         self.system.add_report_listener(self._count_report)
         self.system.add_root_exit_listener(lambda _reason: self.stop_requested.set())
+
+    def _endpoints(self) -> list[str]:
+        """Every address the cluster listens on: fetchers never connect to them."""
+        found = [a for n in self.topology.nodes.values() for a in (n.address, n.metrics, n.shell) if a]
+        if self.topology.intake is not None:
+            found.append(self.topology.intake.address)
+        return found
 
     @property
     def runs_root(self) -> bool:
@@ -265,16 +277,31 @@ class NodeRun:
         if config is None or config.node != self.node:
             return None
         router = self.system.ref(config.router)
+        try:
+            ensure_intake_keys(self.topology)
+            access = IntakeAccess.load(self.topology)
+        except KeyFileError as exc:
+            self.log.critical("node.bad_keys", error=str(exc), what="intake")
+            return EXIT_BAD_KEYS
+        credential_rules = {name for name, rules in self.topology.rules.items() if rules.credentials}
+        try:
+            seal = CredentialSeal.in_directory(key_directory(self.topology), create=True) if credential_rules else None
+        except CredentialError as exc:
+            self.log.critical("node.bad_keys", error=str(exc), what="credentials")
+            return EXIT_BAD_KEYS
         self.intake = Intake(config.address, self.system.data_dir / "journal.sqlite",  # type: ignore[operator]
-                             set(self.topology.rules), lambda: router.tell(Wake()), self._hold,
-                             reset_breaker=self.reset_breaker, node=self.node, on_give_up=self.serving_gave_up)
+                             set(self.topology.rules), lambda: router.tell(Wake()), self._hold, access=access,
+                             seal=seal, credential_rules=credential_rules, reset_breaker=self.reset_breaker,
+                             node=self.node, on_give_up=self.serving_gave_up)
         try:
             self.intake.start()
         except OSError as exc:
             self.log.critical("node.cannot_listen", address=config.address, error=str(exc))
             self.intake = None
             return EXIT_TREE_FAILED
-        self.log.info("intake.listening", address=config.address, router=config.router)
+        self.log.info("intake.listening", address=config.address, router=config.router, mechanism="CURVE",
+                      clients=sorted(n for n, r in access.roles.items() if r == "client"),
+                      operators=sorted(n for n, r in access.roles.items() if r == "operator"))
         return None
 
     def _close(self):  # noqa: ANN202

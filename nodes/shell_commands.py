@@ -243,7 +243,7 @@ class ShellCommands:
     def _intake(self) -> Any:
         if self.topology.intake is None:
             raise CommandError("this topology has no intake")
-        return IntakeClient(self.topology.intake.address, timeout=5, retries=0)
+        return IntakeClient.for_topology(self.topology, timeout=5, retries=0)  # as the local user
 
     def cmd_jobs(self, state: str = "") -> dict[str, Any]:
         if state and state not in STATES:

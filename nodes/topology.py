@@ -108,6 +108,13 @@ SECTIONS: dict[str, dict[str, Field]] = {
         "operators": Field("list of names", "`[]`",
                            "Operators allowed on TCP shells; each one's public key is `<name>.key` in "
                            "`security.keys` (`flotilla keys generate DIR --name NAME`)."),
+        "clients": Field("list of names", "`[]`",
+                         "Clients allowed on the intake (submit, and read their own jobs and results); "
+                         "each one's public key is `<name>.key` in the key directory (`security.keys`, "
+                         "else `<data_dir>/keys`). Operators and the local user (`local.key`) are "
+                         "always allowed, with control requests too."),
+        "egress": Field("egress", "no private, loopback, link-local, multicast, reserved or metadata "
+                        "address; not the cluster's own", "Where fetchers may connect (docs/security.md)."),
         "eval_operators": Field("list of names", "`[]`: no one",
                                 "Operators (of `operators`) whose TCP shells may evaluate Python in a "
                                 "node with `eval EXPR`. Nobody else can, and never over the IPC socket."),
@@ -212,8 +219,9 @@ SECTIONS: dict[str, dict[str, Field]] = {
     "intake": {
         "node": Field("node name", "required", "The node that serves the intake socket and keeps "
                       "the journal (`<data_dir>/<node>/journal.sqlite`)."),
-        "address": Field("tcp://HOST:PORT", "required", "Where clients connect (loopback only "
-                         "without `security.keys`)."),
+        "address": Field("tcp://HOST:PORT", "required", "Where clients connect, always with CURVE. "
+                         "Loopback only without `security.keys` (whatever `insecure_bind` says): remote "
+                         "clients need the keys of a key directory you distribute."),
         "router": Field("path", "required", "The router actor, on the same node: the intake wakes "
                         "it when jobs arrive."),
     },
@@ -225,6 +233,12 @@ SECTIONS: dict[str, dict[str, Field]] = {
         "proxies": Field("path of a `proxies`", "none: direct connections", "The proxy pool."),
         "interval": Field("seconds > 0", f"`{DEFAULT_GATE_INTERVAL:g}`",
                           "How often each node's gate reports and refreshes its view."),
+    },
+    "egress": {
+        "allow": Field("list of CIDRs or host names", "`[]`",
+                       "Addresses (`127.0.0.1`, `10.1.0.0/16`, `::1`) and host names (any address they "
+                       "resolve to) fetchers may reach although the default policy refuses them. The "
+                       "cluster's own endpoints stay refused."),
     },
     "rule set": {
         "fields": Field("mapping of name → field", "required", "The fields to take from a page."),
@@ -238,6 +252,10 @@ SECTIONS: dict[str, dict[str, Field]] = {
                                  "Elements that mark a short 200 page as a challenge "
                                  "(Cloudflare's challenge form and iframe, Turnstile, "
                                  "Incapsula, hCaptcha, reCAPTCHA by default)."),
+        "credentials": Field("boolean", "`false`: such URLs are rejected",
+                             "Accept URLs with `user:password@`: the password is sealed with the cluster's "
+                             "credentials key before it is written, sent only as Basic auth, and shown as "
+                             "`***` (docs/security.md)."),
         "wait_budget": Field("seconds > 0", "the router's `wait_budget` (`300`)",
                              "How long its jobs may wait behind an open breaker, Hold or a missing proxy "
                              "before they end dead (docs/resilience.md)."),
@@ -304,6 +322,15 @@ class SecurityConfig:
     plaintext: bool = False
     operators: tuple[str, ...] = ()
     eval_operators: tuple[str, ...] = ()
+    clients: tuple[str, ...] = ()
+    """The intake's clients: names of public keys in the key directory."""
+
+
+@dataclass(frozen=True)
+class EgressConfig:
+    """What fetchers may reach besides public addresses (see actors/egress.py)."""
+
+    allow: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -358,6 +385,7 @@ class Topology:
     rules: dict[str, RuleSet] = dc_field(default_factory=dict)
     intake: IntakeConfig | None = None
     resilience: ResilienceConfig | None = None
+    egress: EgressConfig = EgressConfig()
 
     def node_data_dir(self, node: str) -> Path:
         """Where node `node` keeps its files."""
@@ -858,9 +886,57 @@ def _read_names(ctx: _Context, node: Node | None, key: str) -> list[str]:
         return []
     value = _value(node)
     if not isinstance(value, list) or any(_name(v) is not None for v in value):
-        ctx.problem(key, "must be a list of operator names, e.g. [alice, bob]", node)
+        what = "client" if key == "clients" else "operator"
+        ctx.problem(key, f"must be a list of {what} names, e.g. [alice, bob]", node)
         return []
     return list(value)
+
+
+LOCAL_KEY_NAME = "local"
+"""The local user's key in the key directory (nodes/intake_auth.py); no client may be named so."""
+
+
+def _read_clients(ctx: _Context, node: Node | None, nodes: dict[str, NodeConfig],
+                  security: SecurityConfig) -> SecurityConfig:
+    """The intake's `clients`: names distinct from nodes, operators and the local user, each
+    with its public key in the key directory (when that directory exists already)."""
+    names = _read_names(ctx, node, "clients")
+    taken = [n for n in names if n in nodes or n in security.operators or n == LOCAL_KEY_NAME]
+    if taken:
+        ctx.problem("clients", f"{', '.join(taken)} is already a node, an operator or the local user: "
+                    "each key has one role", node)
+    long = [n for n in names if len(n) > 64]
+    if long:
+        ctx.problem("clients", f"{long[0][:20]}...: a client name has at most 64 characters", node)
+    directory = security.keys
+    if directory is not None and directory.is_dir():
+        missing = [n for n in names if not (directory / f"{n}.key").is_file()]
+        if missing:
+            ctx.problem("clients", f"no public key for client(s) {', '.join(missing)} in {directory} "
+                        f"(make one with 'flotilla keys generate DIR --name {missing[0]}' and copy "
+                        f"{missing[0]}.key there)", node)
+    return dataclasses.replace(security, clients=tuple(names))
+
+
+def _read_egress(ctx: _Context, node: Node | None) -> EgressConfig:
+    m = _Mapping(ctx, node, "egress", "egress")
+    allow = m.get("allow", _egress_entries, [])
+    return EgressConfig(allow=tuple(str(entry) for entry in allow))
+
+
+def _egress_entries(value: Any) -> str | None:
+    if not isinstance(value, list):
+        return f"{value!r} must be a list of CIDRs or host names, e.g. [127.0.0.1, 10.1.0.0/16, intranet.example]"
+    for entry in value:
+        text = str(entry)
+        try:
+            ipaddress.ip_network(text, strict=False)
+            continue
+        except ValueError:
+            pass
+        if not text or "/" in text or ":" in text or any(c.isspace() for c in text):
+            return f"{entry!r} is neither a CIDR (10.1.0.0/16, ::1) nor a host name"
+    return None
 
 
 def _read_operators(ctx: _Context, node: Node | None, eval_node: Node | None, nodes: dict[str, NodeConfig],
@@ -987,7 +1063,8 @@ def _read_rules(ctx: _Context, node: Node | None) -> dict[str, RuleSet]:
         budget = m.get("wait_budget", _seconds, None)
         rule_sets[name] = RuleSet(name=name, fields=fields, block_markers=tuple(m.lower() for m in markers),
                                   block_selectors=tuple(selectors),
-                                  wait_budget=float(budget) if budget is not None else None)
+                                  wait_budget=float(budget) if budget is not None else None,
+                                  credentials=m.get("credentials", _flag, False))
     return rule_sets
 
 
@@ -1003,11 +1080,12 @@ def _read_intake(ctx: _Context, node: Node | None, nodes: dict[str, NodeConfig],
     intake_node = _read_node_ref(ctx, m)
     address = m.get("address", _address, None)
     router = m.get("router", _text, None)
-    if address is not None and security.keys is None and not security.insecure_bind:
+    if address is not None and security.keys is None:
         host = address.removeprefix("tcp://").rsplit(":", 1)[0].strip("[]")
         if not _is_loopback(host):
-            ctx.problem("intake.address", f"{address} is not a loopback address and security.keys is not set",
-                        m.node_of("address"))
+            ctx.problem("intake.address", f"{address} is not a loopback address and security.keys is not set: "
+                        "remote clients need a key directory of yours (insecure_bind does not apply to the "
+                        "intake)", m.node_of("address"))
     if address is not None and address in {n.address for n in nodes.values()}:
         ctx.problem("intake.address", f"{address} is also a node's address", m.node_of("address"))
     if intake_node is None or address is None or router is None:
@@ -1149,6 +1227,8 @@ def parse_topology(text: str, source: str = "<topology>", base: Path | None = No
         ctx.problem("data_dir", unusable, top.node_of("data_dir"))
     security = _read_security(ctx, top.node_of("security"), nodes, base)
     security = _read_operators(ctx, top.node_of("operators"), top.node_of("eval_operators"), nodes, security)
+    security = _read_clients(ctx, top.node_of("clients"), nodes, security)
+    egress = _read_egress(ctx, top.node_of("egress"))
     rules = _read_rules(ctx, top.node_of("rules"))
     intake = _read_intake(ctx, top.node_of("intake"), nodes, security)
     transport = _read_transport(ctx, top.node_of("transport"))
@@ -1157,7 +1237,7 @@ def parse_topology(text: str, source: str = "<topology>", base: Path | None = No
         problems = sorted(ctx.problems, key=lambda p: (p.line is None, p.line or 0))
         raise TopologyError(source, problems or [Problem("tree", "is invalid")])
     topology = Topology(cluster=cluster, nodes=nodes, tree=tree, source=source, security=security,
-                        transport=transport, data_dir=data_dir, rules=rules, intake=intake)
+                        transport=transport, data_dir=data_dir, rules=rules, intake=intake, egress=egress)
     if intake is not None:
         from nodes.directory import Directory  # the directory is built from a topology
 

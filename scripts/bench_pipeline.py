@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from nodes.client import IntakeClient  # noqa: E402
 from nodes.intake_protocol import JobSpec  # noqa: E402
+from nodes.topology import load_topology  # noqa: E402
 from tests.cluster_harness import free_ports  # noqa: E402
 
 TREE = """
@@ -42,6 +43,7 @@ nodes:
   alpha: {{address: "tcp://127.0.0.1:{a}"}}
   beta: {{address: "tcp://127.0.0.1:{b}"}}
 intake: {{node: alpha, address: "tcp://127.0.0.1:{i}", router: alpha/root/router}}
+egress: {{allow: [127.0.0.1]}}
 rules:
   product:
     fields:
@@ -108,7 +110,7 @@ def flotilla(site: str, n: int) -> dict[str, Any]:
         path = Path(tmp) / "bench.yaml"
         path.write_text(TREE.format(a=a, b=b, i=i), encoding="utf-8")
         with node_processes(path, ("beta", "alpha")):
-            with IntakeClient(f"tcp://127.0.0.1:{i}", timeout=2, retries=30) as client:
+            with IntakeClient.for_topology(load_topology(path), wait_for_keys=60, timeout=2, retries=30) as client:
                 client.counts()
                 time.sleep(1.0)  # let alpha start the fetching subtree on beta
                 began = time.time()

@@ -31,6 +31,7 @@ from actors.resilience_view import ResilienceView, target_of  # noqa: E402
 from bench_pipeline import node_processes  # noqa: E402
 from nodes.client import IntakeClient  # noqa: E402
 from nodes.intake_protocol import JobSpec  # noqa: E402
+from nodes.topology import load_topology  # noqa: E402
 from tests.cluster_harness import free_ports  # noqa: E402
 from tests.demo_site import DemoSiteProcess  # noqa: E402
 from tests.helpers import wait_until  # noqa: E402
@@ -43,6 +44,7 @@ nodes:
   beta: {{address: "tcp://127.0.0.1:{b}"}}
   gamma: {{address: "tcp://127.0.0.1:{c}"}}
 intake: {{node: alpha, address: "tcp://127.0.0.1:{i}", router: alpha/root/router}}
+egress: {{allow: [127.0.0.1]}}
 resilience: {{limiter: alpha/root/limiter}}
 rules:
   product:
@@ -81,7 +83,7 @@ def rate_accuracy(quick: bool) -> dict[str, Any]:
             topology = Path(tmp) / "bench.yaml"
             topology.write_text(textwrap.dedent(TREE.format(a=a, b=b, c=c, i=i)), encoding="utf-8")
             with node_processes(topology, ("alpha", "beta", "gamma")), \
-                    IntakeClient(f"tcp://127.0.0.1:{i}", timeout=2, retries=30) as client:
+                    IntakeClient.for_topology(load_topology(topology), wait_for_keys=60, timeout=2, retries=30) as client:
                 client.counts()
                 for _ in client.submit_all(JobSpec(f"{site.url}/product/{n}", "product") for n in range(jobs)):
                     pass

@@ -156,7 +156,8 @@ def main() -> int:
         say(f"cluster starting: alpha (intake, router) and beta (fetchers); journal and logs in {topology.data_dir}")
         watched = topology.nodes["beta"].metrics
         assert watched is not None, "the demo watches Hold and breakers through beta's metrics"
-        with IntakeClient(topology.intake.address, timeout=2, retries=15) as client, FleetWatch(watched) as watch:
+        with IntakeClient.for_topology(topology, wait_for_keys=60, timeout=2, retries=15) as client, \
+                FleetWatch(watched) as watch:
             client.counts()
             say(f"crawling {len(crawl.urls)} URLs; every job should end within 2 x the wait budget of {budget:g} s")
             elapsed = submit_and_wait(topology_path, crawl.urls, args.seconds)

@@ -35,6 +35,8 @@ def write_topology(directory: Path, tree: str, *, nodes: tuple[str, ...] = ("alp
     lines = ["cluster: test", "nodes:"]
     lines += [f"  {name}: {{address: 'tcp://127.0.0.1:{port}'}}" for name, port in zip(nodes, ports, strict=True)]
     lines.append("transport: {heartbeat_interval: 0.1, heartbeat_timeout: 0.6, node_wait: 20}")
+    if "egress:" not in extra:
+        lines.append("egress: {allow: [127.0.0.1]}  # the tests' sites")
     lines.append(textwrap.dedent(extra))
     lines.append("tree:")
     lines.append(textwrap.indent(textwrap.dedent(tree).strip(), "  "))

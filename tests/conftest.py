@@ -10,6 +10,7 @@ import pytest
 from hypothesis import settings
 
 from actors import ActorSystem
+from actors.egress import EgressPolicy
 from tests.cluster_harness import LiveCluster
 from tests.helpers import FakeClock, Reports, wait_until
 
@@ -19,6 +20,10 @@ from tests.helpers import FakeClock, Reports, wait_until
 settings.register_profile("ci", derandomize=True, database=None)
 if os.environ.get("CI"):
     settings.load_profile("ci")
+
+
+TEST_EGRESS = EgressPolicy.from_config(["127.0.0.1"])
+"""The egress policy of in-process tests: the default plus the loopback address their sites use."""
 
 
 @pytest.fixture
@@ -32,6 +37,7 @@ def system(request: pytest.FixtureRequest) -> Iterator[ActorSystem]:
     before = {t.ident for t in threading.enumerate()}
     clock = request.getfixturevalue("clock") if "clock" in request.fixturenames else None
     system = ActorSystem("t", clock=clock) if clock is not None else ActorSystem("t")
+    system.egress = TEST_EGRESS  # the tests' sites are on 127.0.0.1
     yield system
     system.stop(timeout=10)
     wait_until(lambda: not [t for t in threading.enumerate()

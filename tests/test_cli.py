@@ -46,6 +46,8 @@ def test_check_prints_the_tree_of_a_valid_topology() -> None:
     assert "├─ router  worker actors.router:Router" in result.stdout
     assert "└─ fetching  supervisor rest_for_one" in result.stdout and "[node beta]" in result.stdout
     assert "   └─ fetchers  pool x2 of actors.fetcher:Fetcher" in result.stdout
+    assert "intake: tcp://127.0.0.1:7201 on alpha, CURVE; clients: none; operators: the local user" in result.stdout
+    assert "egress: public addresses only, never the cluster's own; also 127.0.0.1" in result.stdout
 
 
 def test_check_prints_every_problem_and_exits_2(tmp_path: Path) -> None:

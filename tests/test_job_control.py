@@ -87,7 +87,7 @@ def flotilla(cluster: LiveCluster, *args: str, timeout: float = 60) -> subproces
 
 def client(cluster: LiveCluster) -> IntakeClient:
     assert cluster.topology.intake is not None
-    return IntakeClient(cluster.topology.intake.address)
+    return IntakeClient.for_topology(cluster.topology)
 
 
 def trip(cluster: LiveCluster, target: str) -> None:

@@ -70,7 +70,7 @@ def test_jobs_submitted_with_the_cli_end_stored_dead_or_parked(tmp_path: Path, s
     again = run_flotilla("submit", good[0], "--topology", topology)
     assert "1 jobs: 0 accepted, 1 duplicates, 0 rejected" in again.stdout
 
-    with IntakeClient(cluster.topology.intake.address) as client:
+    with IntakeClient.for_topology(cluster.topology) as client:
         def settled() -> bool:
             states = client.counts().states
             return states["pending"] + states["fetching"] + states["extracting"] + states["retrying"] == 0
@@ -110,7 +110,7 @@ def test_sigkill_of_a_node_mid_run_ends_with_every_acknowledged_job_stored_once(
 
     cluster = start(tmp_path, clusters)
     jobs = [JobSpec(f"{site.url}/slow/{i}?ms=300", "product") for i in range(600)]
-    with IntakeClient(cluster.topology.intake.address, timeout=2, retries=20) as client:
+    with IntakeClient.for_topology(cluster.topology, timeout=2, retries=20) as client:
         acked = [a for batch in client.submit_all(jobs, batch=200) for a in batch]
         assert {a.status for a in acked} == {"accepted"}
         wait_until(lambda: client.counts().states["stored"] >= 50, timeout=30, what="some jobs stored")

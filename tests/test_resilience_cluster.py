@@ -68,7 +68,7 @@ def test_limits_breakers_and_hold_across_nodes(tmp_path: Path, site: DemoSitePro
     cluster = start(tmp_path, clusters)
     topology = str(cluster.topology_path)
     assert cluster.topology.intake is not None
-    with IntakeClient(cluster.topology.intake.address) as client:
+    with IntakeClient.for_topology(cluster.topology) as client:
         client.submit([JobSpec(f"{site.url}/product/{n}", "product") for n in range(75)])
         wait_until(lambda: client.counts().results == 75, timeout=40, what="every job to be stored")
         family = site.stats()["families"]["/product"]

@@ -15,6 +15,7 @@ from nodes.intake_protocol import JobSpec
 from nodes.refusals import Refusals
 from nodes.serving import MAX_SERVING_RESTARTS, ServingGuard
 from tests.cluster_harness import free_ports
+from tests.test_intake import key_of, make_access
 from tests.helpers import wait_until
 
 
@@ -39,24 +40,25 @@ def test_the_intake_loop_is_restarted_after_a_failure_and_stops_the_node_when_it
     guarded), so this test makes the real intake's `handle` raise, as a bug would."""
     gave_up: list[str] = []
     server = Intake(f"tcp://127.0.0.1:{free_ports(1)[0]}", tmp_path / "journal.sqlite", {"product"},
-                    lambda: None, on_give_up=gave_up.append)
+                    lambda: None, access=make_access(tmp_path / "keys"), on_give_up=gave_up.append)
     server.start()
     real_handle = server.handle
     failures = {"left": 1}
 
-    def failing_handle(frame: Any) -> Any:
+    def failing_handle(frame: Any, user: str) -> Any:
         if failures["left"] > 0:
             failures["left"] -= 1
             raise RuntimeError("a bug in the loop")
-        return real_handle(frame)
+        return real_handle(frame, user)
 
     monkeypatch.setattr(server, "handle", failing_handle)
     try:
-        with IntakeClient(server.address, timeout=2, retries=2) as client:  # the first try is lost, the retry served
+        key = key_of(tmp_path / "keys", "local")
+        with IntakeClient(server.address, timeout=2, retries=2, key=key) as client:  # the first try is lost, the retry served
             assert client.submit([JobSpec("http://127.0.0.1/x", "product")])[0].status == "accepted"
-        assert server.guard.restarts == 1 and not gave_up
+        assert server.serving.restarts == 1 and not gave_up
         failures["left"] = MAX_SERVING_RESTARTS + 1
-        with IntakeClient(server.address, timeout=0.5, retries=MAX_SERVING_RESTARTS) as client:
+        with IntakeClient(server.address, timeout=0.5, retries=MAX_SERVING_RESTARTS, key=key) as client:
             with pytest.raises(IntakeUnavailable):
                 client.counts()
         wait_until(lambda: bool(gave_up), timeout=10, what="the intake to give up")
