@@ -342,12 +342,12 @@ class Intake:
     def _story(self, request_id: int, key: str, user: str, scope: str | None) -> Answer:
         """The story of job `key`: a stored key, or a key as the caller submitted it (its own
         or the natural key of a URL), in the caller's namespace."""
-        row = self.journal.job(key, scope)
+        asked, row = key, self.journal.job(key, scope)
         if row is None:
             key = f"{user}:{key}"
             row = self.journal.job(key, scope)
         if row is None:
-            return Error(request_id, f"no job with key {key!r}")
+            return Error(request_id, f"no job with key {asked!r}")
         events = [JobEventInfo(e.at, e.event, e.attempt, e.detail) for e in self.journal.history(key)]
         omitted = max(0, len(events) - MAX_STORY_EVENTS)
         if omitted:

@@ -38,6 +38,7 @@ rules:
       title: {css: h1.title, required: true}
       price: {css: .price, required: true}
 intake: {node: alpha, address: "tcp://127.0.0.1:%d", router: alpha/root/router}
+egress: {allow: [127.0.0.1]}
 """
 
 
@@ -104,7 +105,7 @@ def refused(cluster: LiveCluster, socket: str, reason: str) -> float:
 
 def stored(cluster: LiveCluster, url: str, timeout: float = 30.0) -> None:
     """Submit `url` as a product job and wait until its result is stored."""
-    with IntakeClient(cluster.topology.intake.address) as client:  # type: ignore[union-attr]
+    with IntakeClient.for_topology(cluster.topology) as client:  # type: ignore[union-attr]
         ack = client.submit([JobSpec(url, "product")])[0]
         assert ack.status in ("accepted", "duplicate"), ack
         wait_until(lambda: client.status([ack.key])[0].state == "stored", timeout=timeout,

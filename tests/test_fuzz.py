@@ -18,6 +18,7 @@ import pytest
 import zmq
 
 from nodes.codec import MAX_FRAME_BYTES
+from nodes.intake_auth import ClientKey, client_key
 from nodes.intake_protocol import MAX_REQUEST_BYTES
 from nodes.refusals import REFUSAL_LOG_INTERVAL
 from nodes.shell_protocol import MAX_REQUEST_BYTES as MAX_SHELL_BYTES
@@ -42,24 +43,29 @@ REFUSAL_KINDS = 24
 """Upper bound on (socket, reason) kinds the fuzz can provoke."""
 
 
-def _dealer(context: zmq.Context, address: str) -> zmq.Socket:
+def _dealer(context: zmq.Context, address: str, key: ClientKey | None = None) -> zmq.Socket:
+    """A raw DEALER (with `key`: a CURVE client, as the cluster's owner — the intake lets no
+    one else in, so its decoder is fuzzed by an authenticated client)."""
     socket = context.socket(zmq.DEALER)
     socket.setsockopt(zmq.LINGER, 0)
+    if key is not None:
+        socket.curve_publickey, socket.curve_secretkey, socket.curve_serverkey = key.public, key.secret, key.server
     socket.connect(address)
     return socket
 
 
-def _fuzz_socket(context: zmq.Context, address: str, surface: str, limit: int, seed: int) -> int:
+def _fuzz_socket(context: zmq.Context, address: str, surface: str, limit: int, seed: int,
+                 key: ClientKey | None = None) -> int:
     """Send the surface's frames one message at a time; every single-frame message within the
     limit must be answered. Returns how many decoded as valid requests (for shells)."""
     rng = random.Random(seed)
-    socket = _dealer(context, address)
+    socket = _dealer(context, address, key)
     valid = 0
     try:
         for index, (kind, parts) in enumerate(frames(surface, rng, FRAMES, limit)):
             if kind == "oversized":
                 socket.close()  # ZeroMQ drops the frame with the connection: start a fresh one
-                socket = _dealer(context, address)
+                socket = _dealer(context, address, key)
                 continue
             socket.send_multipart(parts)
             if len(parts) != 1:
@@ -89,7 +95,8 @@ def test_fuzzed_intake_transport_and_shell_leave_the_node_up_and_bounded(
         before_kb, lines_before, started = memory_kb(cluster), len(alpha.lines), time.monotonic()
         context = zmq.Context()
         try:
-            _fuzz_socket(context, cluster.topology.intake.address, "intake", MAX_REQUEST_BYTES, SEED)  # type: ignore[union-attr]
+            _fuzz_socket(context, cluster.topology.intake.address, "intake", MAX_REQUEST_BYTES, SEED,  # type: ignore[union-attr]
+                         client_key(cluster.topology))
             print(f"fuzz: after the intake, peak RSS +{(memory_kb(cluster) - before_kb) / 1024:.0f} MB")
             assert cluster.cluster is not None
             transport = cluster.cluster.transport

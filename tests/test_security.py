@@ -295,7 +295,7 @@ children:
     silent.listen(8)
     journal = sqlite3.connect(cluster.topology.node_data_dir("alpha") / "journal.sqlite")
     try:
-        with IntakeClient(cluster.topology.intake.address) as client:
+        with IntakeClient.for_topology(cluster.topology) as client:
             url = f"http://127.0.0.1:{silent.getsockname()[1]}/page"
             [ack] = client.submit([JobSpec(url=url, rules="page")])
 
