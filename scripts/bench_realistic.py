@@ -43,6 +43,7 @@ from demo_site import HEALTHY_KINDS, fault_of, port_with_nothing_listening  # no
 from fleet_watch import FleetWatch, wait_for_fetchers  # noqa: E402
 from nodes.client import IntakeClient  # noqa: E402
 from nodes.intake_protocol import JobSpec  # noqa: E402
+from nodes.topology import load_topology  # noqa: E402
 from tests.cluster_harness import free_ports  # noqa: E402
 
 PAGES, QUICK_PAGES = 5_000, 1_000
@@ -150,13 +151,13 @@ def flotilla_crawl(url_set: UrlSet, breakers: bool, timeout: float) -> dict[str,
     `timeout` has passed, watching the fetcher node's view of Hold and breakers."""
     with tempfile.TemporaryDirectory(prefix="flotilla-bench-realistic-") as tmp:
         data = Path(tmp) / "data"
-        topology, intake_port, metrics_port = bench_topology(data, url_set.healthy_host, breakers)
+        topology, _intake_port, metrics_port = bench_topology(data, url_set.healthy_host, breakers)
         wait_budget = wait_budget_of(topology)
         path = Path(tmp) / "topology.yaml"
         path.write_text(yaml.safe_dump(topology, sort_keys=False), encoding="utf-8")
         metrics = f"127.0.0.1:{metrics_port}"
         with node_processes(path, ("beta", "alpha")):
-            with IntakeClient(f"tcp://127.0.0.1:{intake_port}", timeout=2, retries=30) as client:
+            with IntakeClient.for_topology(load_topology(path), wait_for_keys=60, timeout=2, retries=30) as client:
                 client.counts()
                 wait_for_fetchers(metrics, READY_TIMEOUT_S)
                 with FleetWatch(metrics) as watch:

@@ -7,8 +7,9 @@
   there (admission plus slot), against an `asyncio.Semaphore` acquire/release in the same run;
 * breaker opening — a target switches from 200 to 503 under load: time until the node's view
   shows its breaker open (and, after it recovers, closed again);
-* Hold — the only target fails: time until the fleet is in Hold; it recovers: time until
-  Hold ends (probes every 2 s, three in a row must succeed: the defaults).
+* Hold — the fleet's three targets (the site's three ports) fail at once: time until the
+  fleet is in Hold; they recover: time until Hold ends (probes every 2 s, three in a row must
+  succeed: the defaults; one failing target never holds the fleet).
 """
 
 from __future__ import annotations
@@ -26,8 +27,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from actors import ActorSystem  # noqa: E402
+from actors.journal import NewJob  # noqa: E402
 from actors.messages import HoldStatus  # noqa: E402
 from actors.resilience_view import ResilienceView, target_of  # noqa: E402
+from actors.router import Wake  # noqa: E402
 from bench_pipeline import node_processes  # noqa: E402
 from nodes.client import IntakeClient  # noqa: E402
 from nodes.intake_protocol import JobSpec  # noqa: E402
@@ -136,7 +139,9 @@ def slot_overhead(quick: bool) -> dict[str, Any]:
 
 def breaker_and_hold(quick: bool) -> dict[str, Any]:
     trials = 2 if quick else 5
-    site = DemoSiteProcess()
+    extra = free_ports(2)
+    site = DemoSiteProcess(*(arg for port in extra for arg in ("--extra-port", str(port))))
+    hosts = [site.url, *(f"http://127.0.0.1:{port}" for port in extra)]
     results: dict[str, list[float]] = {"to_open": [], "to_close": [], "into_hold": [], "out_of_hold": []}
     try:
         target = target_of(site.url)
@@ -145,11 +150,14 @@ def breaker_and_hold(quick: bool) -> dict[str, Any]:
                 system = ActorSystem("t")
                 with tempfile.TemporaryDirectory() as tmp:
                     try:
-                        kwargs = {"breakers": {}} if part == "breakers" else {"hold": {"minimum_calls": 20}}
+                        kwargs = {"breakers": {}} if part == "breakers" else {"hold": {}}
                         journal = start_fleet(system, Path(tmp), policy={"max_attempts": 1000, "transient_base": 0.05,
                                                                          "transient_cap": 0.2}, **kwargs)
                         site.switch(200)
-                        keys = submit(system, journal, site, [f"/switch/{trial * 10_000 + n}" for n in range(3000)])
+                        spread = hosts if part == "hold" else hosts[:1]  # Hold needs failures spread over targets
+                        urls = [f"{spread[n % len(spread)]}/switch/{trial * 10_000 + n}" for n in range(3000)]
+                        journal.submit([NewJob(f"{url}#{trial}", url, "product") for url in urls])
+                        system.ref("t/root/router").tell(Wake())
                         wait_until(lambda: journal.result_count() > 50, timeout=30, what="traffic to flow")
                         went_bad = time.monotonic()
                         site.switch(503)
@@ -168,7 +176,6 @@ def breaker_and_hold(quick: bool) -> dict[str, Any]:
                             recovered = time.monotonic()
                             wait_until(lambda: not system.resilience.holding().on, timeout=60, what="out of Hold")
                             results["out_of_hold"].append(time.monotonic() - recovered)
-                        del keys
                     finally:
                         system.stop(10)
     finally:
