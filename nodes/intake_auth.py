@@ -15,7 +15,6 @@ key of their own (`flotilla keys generate DIR --name NAME`, NAME in `clients:`).
 
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import TYPE_CHECKING
 import structlog
 import zmq
 
+from nodes.auth_failures import AuthFailures
 from nodes.intake_protocol import Request, Role, required_role
 from nodes.security import (
     LOCAL_KEY,
@@ -99,22 +99,21 @@ class IntakeAccess:
 
 
 class IntakeGuard:
-    """The ZAP handler of the intake's ZeroMQ context: lets in only `access`'s keys, counts
-    the handshakes it refuses and logs them throttled (a key-spraying peer cannot flood the
-    log)."""
+    """The ZAP handler of the intake's ZeroMQ context: lets in only `access`'s keys, and
+    counts the handshakes it refuses in `failures` (logged throttled, alerted past a rate —
+    nodes/auth_failures.py — so a key-spraying peer cannot flood the log)."""
 
     socket = "intake"
     """The socket's name in logs and metrics."""
 
     def __init__(self, context: zmq.Context, access: IntakeAccess) -> None:
-        self.rejected = 0
-        self._lock = threading.Lock()
-        self._authenticator = ClusterAuthenticator(context, access.keys, self._rejected)
+        self.failures = AuthFailures(self.socket, event="intake.key_rejected")
+        self._authenticator = ClusterAuthenticator(context, access.keys, self.failures.record)
 
     @property
-    def total(self) -> int:
+    def rejected(self) -> int:
         """Handshakes refused so far."""
-        return self.rejected
+        return self.failures.total
 
     def start(self) -> None:
         self._authenticator.start()
@@ -122,12 +121,6 @@ class IntakeGuard:
     def stop(self) -> None:
         self._authenticator.stop()
 
-    def _rejected(self, key: str, address: str) -> None:
-        with self._lock:
-            self.rejected += 1
-            count = self.rejected
-        if count in (1, 10, 100) or count % 1000 == 0:
-            _log.warning("intake.key_rejected", key=key, address=address, count=count)
 
 
 @dataclass(frozen=True)

@@ -293,6 +293,8 @@ class NodeRun:
                              set(self.topology.rules), lambda: router.tell(Wake()), self._hold, access=access,
                              seal=seal, credential_rules=credential_rules, reset_breaker=self.reset_breaker,
                              node=self.node, on_give_up=self.serving_gave_up)
+        self.intake.auth.failures.on_alert = self._alert  # past the rate, an incident
+        self.auth_failures.append(self.intake.auth.failures)
         try:
             self.intake.start()
         except OSError as exc:

@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from actors import ActorSystem  # noqa: E402
+from actors.egress import EgressPolicy  # noqa: E402
 from actors.journal import NewJob  # noqa: E402
 from actors.messages import HoldStatus  # noqa: E402
 from actors.resilience_view import ResilienceView, target_of  # noqa: E402
@@ -148,6 +149,7 @@ def breaker_and_hold(quick: bool) -> dict[str, Any]:
         for part in ("breakers", "hold"):
             for trial in range(trials):
                 system = ActorSystem("t")
+                system.egress = EgressPolicy.from_config(["127.0.0.1"])  # the bench's site is on loopback
                 with tempfile.TemporaryDirectory() as tmp:
                     try:
                         kwargs = {"breakers": {}} if part == "breakers" else {"hold": {}}
