@@ -113,7 +113,9 @@ def test_credentials_of_an_opted_in_rule_set_are_sent_as_basic_auth_and_never_ke
         assert [result.url for result in client.all_results()] == [shown]
         assert acks[0].key == client.status([acks[0].key])[0].key
     expected = "Basic " + base64.b64encode(f"u:{PASSWORD}".encode()).decode()
-    assert site.seen == [("/members", expected)]  # in the header only, never in the request line
+    # In the header only, never in the request line. (Fetching is at least once: a lease that
+    # came back — e.g. its node was declared down for a moment under load — is fetched again.)
+    assert site.seen and set(site.seen) == {("/members", expected)}
     journal_files = list(cluster.topology.node_data_dir("alpha").glob("journal.sqlite*"))
     assert journal_files and not any(PASSWORD.encode() in path.read_bytes() for path in journal_files)
     assert not any(PASSWORD in line for process in cluster.processes.values() for line in process.lines)
