@@ -19,7 +19,6 @@ each request is answered as the name of its key (the ZAP User-Id), within that n
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 import uuid
@@ -38,6 +37,7 @@ from actors.journal import STATES, Journal, NewJob
 from actors.messages import BreakerStatus, HoldMode, HoldStatus
 from actors.resilience_view import target_of
 from actors.urls import canonical_url, natural_key
+from nodes.audit import audit_entry
 from nodes.intake_auth import IntakeAccess, IntakeGuard
 from nodes.intake_protocol import (
     QUEUED_REQUESTS,
@@ -266,19 +266,10 @@ class Intake:
 
     def _audit(self, operator: str, command: str, args: list[str], outcome: str, error: str = "") -> None:
         """One JSON line in the node's audit log (the shell's format, with ``via: intake``)."""
-        entry: dict[str, Any] = {"at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "node": self.node,
-                                 "operator": operator, "via": "intake", "command": command,
-                                 "args": args[:20] + ([f"... {len(args) - 20} more"] if len(args) > 20 else []),
-                                 "outcome": outcome}
-        if error:
-            entry["error"] = error[:500]
-        try:
-            with open(self.audit_path, "a", encoding="utf-8") as audit:
-                audit.write(json.dumps(entry) + "\n")
-        except OSError:
-            if outcome == "started":
-                raise
-            _log.error("intake.audit_failed", path=str(self.audit_path), **entry)
+        entry = audit_entry(self.audit_path, {
+            "node": self.node, "operator": operator, "via": "intake", "command": command,
+            "args": args[:20] + ([f"... {len(args) - 20} more"] if len(args) > 20 else []),
+            "outcome": outcome, **({"error": error} if error else {})}, failed_event="intake.audit_failed")
         _log.info("intake.command", **entry)
 
     def _dispatch(self, request: Any, user: str, scope: str | None) -> Answer:

@@ -14,7 +14,6 @@ gets an error answer, never a crash; leaving the shell never stops the node.
 from __future__ import annotations
 
 import getpass
-import json
 import os
 import threading
 import time
@@ -29,6 +28,7 @@ from nodes.refusals import refusals
 from nodes.request_id import request_id
 from nodes.security import ZAP_DOMAIN, ClusterAuthenticator, CurveKeys
 from nodes.serving import ServingGuard
+from nodes.audit import audit_entry
 from nodes.shell_commands import CommandError, ShellCommands
 from nodes.shell_protocol import MAX_REQUEST_BYTES, ShellAnswer, encoder, request_decoder, shell_address
 
@@ -200,17 +200,9 @@ class ShellServer:
         return ShellAnswer(request.id, True, data)
 
     def _audit(self, operator: str, command: str, args: list[str], outcome: str, error: str = "") -> None:
-        entry: dict[str, Any] = {"at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "node": self.node,
-                                 "operator": operator, "command": command, "args": args, "outcome": outcome}
-        if error:
-            entry["error"] = error[:500]
-        try:
-            with open(self.audit_path, "a", encoding="utf-8") as audit:
-                audit.write(json.dumps(entry) + "\n")
-        except OSError:
-            if outcome == "started":
-                raise
-            _log.error("shell.audit_failed", path=str(self.audit_path), **entry)
+        entry = audit_entry(self.audit_path, {
+            "node": self.node, "operator": operator, "command": command, "args": args, "outcome": outcome,
+            **({"error": error} if error else {})}, failed_event="shell.audit_failed")
         if command != "logs":  # a shell reading the log must not feed it
             _log.info("shell.command", **entry)
 
