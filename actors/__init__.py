@@ -1,10 +1,10 @@
 """What runs: supervised actors, supervisors and the typed messages between them."""
 
-from actors.actor import Actor
-from actors.child_spec import Backoff, ChildSpec, PoolSpec, SupervisorFlags, SupervisorSpec
-from actors.errors import ActorCrashed, AskError, SupervisorError, Timeout, Unavailable
-from actors.registry import PathRef
-from actors.system import ActorSystem, RootStartError
+from flotilla.actors.core.actor import Actor
+from flotilla.actors.core.child_spec import Backoff, ChildSpec, PoolSpec, SupervisorFlags, SupervisorSpec
+from flotilla.actors.core.errors import ActorCrashed, AskError, SupervisorError, Timeout, Unavailable
+from flotilla.actors.core.registry import PathRef
+from flotilla.actors.core.system import ActorSystem, RootStartError
 
 __all__ = [
     "ActorCrashed",

@@ -26,8 +26,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from actors.child_spec import Backoff, ChildSpec, PoolSpec, Spec, SupervisorFlags, SupervisorSpec
-from nodes.topology import DEFAULT_TOPOLOGY, Topology, TopologyError, load_topology
+from flotilla.actors.core.child_spec import Backoff, ChildSpec, PoolSpec, Spec, SupervisorFlags, SupervisorSpec
+from flotilla.nodes.config.topology import DEFAULT_TOPOLOGY, Topology, TopologyError, load_topology
 
 EXIT_USAGE = 2
 EXIT_NOT_ALL_STORED = 3
@@ -129,8 +129,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_node_start(args: argparse.Namespace) -> int:
-    from nodes.logs import configure_logging, report_logger
-    from nodes.node import NodeRun
+    from flotilla.nodes.runtime.logs import configure_logging, report_logger
+    from flotilla.nodes.runtime.node import NodeRun
 
     topology = _load_or_report(args.topology)
     if topology is None:
@@ -152,8 +152,8 @@ def cmd_node_start(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from nodes.launcher import Launcher
-    from nodes.security import KeyFileError, keys_dir
+    from flotilla.nodes.runtime.launcher import Launcher
+    from flotilla.nodes.security.keys import KeyFileError, keys_dir
 
     topology = _load_or_report(args.topology)
     if topology is None:
@@ -177,7 +177,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    from nodes.launcher import stop_launcher
+    from flotilla.nodes.runtime.launcher import stop_launcher
 
     topology = _load_or_report(args.topology)
     if topology is None:
@@ -188,7 +188,7 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_generate(args: argparse.Namespace) -> int:
-    from nodes.security import KeyFileError, generate_keys
+    from flotilla.nodes.security.keys import KeyFileError, generate_keys
 
     names = args.name or []
     if not names:
@@ -206,8 +206,8 @@ def cmd_keys_generate(args: argparse.Namespace) -> int:
 
 def _intake_client(args: argparse.Namespace, topology: Topology | None = None):  # noqa: ANN202
     """A client of the topology's intake with the key of --key, else the local user's."""
-    from nodes.client import IntakeClient
-    from nodes.security import KeyFileError
+    from flotilla.nodes.intake.client import IntakeClient
+    from flotilla.nodes.security.keys import KeyFileError
 
     topology = topology or _load_or_report(args.topology)
     if topology is None:
@@ -256,8 +256,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
     import json
     import uuid
 
-    from nodes.client import IntakeError, IntakeUnavailable
-    from nodes.intake_protocol import JobSpec
+    from flotilla.nodes.intake.client import IntakeError, IntakeUnavailable
+    from flotilla.nodes.intake.protocol import JobSpec
 
     topology = _load_or_report(args.topology)
     if topology is None:
@@ -307,7 +307,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 def _wait_for(client: Any, batch: str, timeout: float | None) -> int:
     """Follow `batch` until every job of it is finished (or `timeout`), then print the closing
     summary; 0 if every job was stored, 3 if some were not, 4 on timeout."""
-    from nodes.batch_progress import WAITING, follow, summary_lines
+    from flotilla.nodes.intake.progress import WAITING, follow, summary_lines
 
     try:
         info, done = follow(client, batch, timeout, sys.stderr)
@@ -333,9 +333,9 @@ def cmd_job(args: argparse.Namespace) -> int:
 
     import msgspec
 
-    from actors.journal import natural_key
-    from nodes.client import IntakeError
-    from nodes.job_story import story_lines
+    from flotilla.actors.pipeline.journal import natural_key
+    from flotilla.nodes.intake.client import IntakeError
+    from flotilla.nodes.intake.story import story_lines
 
     topology = _load_or_report(args.topology)
     if topology is None:
@@ -391,7 +391,7 @@ def cmd_breakers(args: argparse.Namespace) -> int:
 
 def _with_client(args: argparse.Namespace, body: Any, topology: Topology | None = None) -> int:
     """Run `body(client)` against the topology's intake; intake errors exit 1."""
-    from nodes.client import IntakeError, IntakeUnavailable
+    from flotilla.nodes.intake.client import IntakeError, IntakeUnavailable
 
     client = _intake_client(args, topology)
     if client is None:
@@ -468,7 +468,7 @@ def cmd_hold(args: argparse.Namespace) -> int:
 
 
 def cmd_shell(args: argparse.Namespace) -> int:
-    from nodes.shell import ShellClient, ShellUnavailable, interactive, run_line
+    from flotilla.nodes.shell.client import ShellClient, ShellUnavailable, interactive, run_line
 
     if args.target and args.target.startswith(("ipc://", "tcp://")):
         client, node = ShellClient(args.target, timeout=args.timeout), args.target
@@ -497,9 +497,9 @@ def cmd_shell(args: argparse.Namespace) -> int:
 
 def _shell_client(topology: Any, node: str, args: argparse.Namespace):  # noqa: ANN202
     """The node's IPC shell, or with --operator its TCP shell under that operator's key."""
-    from nodes.security import KeyFileError, load_public, load_secret
-    from nodes.shell import ShellClient
-    from nodes.shell_protocol import shell_address
+    from flotilla.nodes.security.keys import KeyFileError, load_public, load_secret
+    from flotilla.nodes.shell.client import ShellClient
+    from flotilla.nodes.shell.protocol import shell_address
 
     if args.operator is None:
         return ShellClient(shell_address(topology.node_data_dir(node)), timeout=args.timeout)

@@ -25,10 +25,10 @@ import zmq
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from actors import ActorSystem  # noqa: E402
-from actors.messages import Done  # noqa: E402
-from nodes.cluster import Cluster  # noqa: E402
-from nodes.topology import load_topology  # noqa: E402
+from flotilla.actors import ActorSystem  # noqa: E402
+from flotilla.actors.core.messages import Done  # noqa: E402
+from flotilla.nodes.cluster.membership import Cluster  # noqa: E402
+from flotilla.nodes.config.topology import load_topology  # noqa: E402
 from tests.cluster_harness import free_ports  # noqa: E402
 
 TALLY = "beta/root/tally"
@@ -59,7 +59,7 @@ class TwoNodes:
 
     def start_beta(self) -> None:
         env = dict(os.environ, PYTHONPATH=str(ROOT))
-        self.beta = subprocess.Popen([sys.executable, "-m", "nodes.cli", "node", "start", "--topology",
+        self.beta = subprocess.Popen([sys.executable, "-m", "flotilla.nodes.cli", "node", "start", "--topology",
                                       str(self.path), "--node", "beta", "--log-level", "warning",
                                       "--log-format", "json"], env=env, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
@@ -178,7 +178,7 @@ def node_down_detection(trials: int) -> list[float]:
                 events.append((time.perf_counter(), event))
                 changed.notify_all()
 
-        nodes.cluster.watch_membership(record)
+        flotilla.nodes.cluster.membership.watch_membership(record)
         for _ in range(trials):
             nodes.start_beta()
             assert nodes.beta is not None

@@ -32,9 +32,9 @@ from selectolax.lexbor import LexborHTMLParser
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from nodes.client import IntakeClient  # noqa: E402
-from nodes.intake_protocol import JobSpec  # noqa: E402
-from nodes.topology import load_topology  # noqa: E402
+from flotilla.nodes.intake.client import IntakeClient  # noqa: E402
+from flotilla.nodes.intake.protocol import JobSpec  # noqa: E402
+from flotilla.nodes.config.topology import load_topology  # noqa: E402
 from tests.cluster_harness import free_ports  # noqa: E402
 
 TREE = """
@@ -91,7 +91,7 @@ def percentile(values: list[float], p: float) -> float:
 def node_processes(topology: Path, names: Iterable[str]) -> Iterator[None]:
     """`flotilla node start` for each of `names` (quiet), terminated and waited for on exit."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    nodes = [subprocess.Popen([sys.executable, "-m", "nodes.cli", "node", "start", "--topology", str(topology),
+    nodes = [subprocess.Popen([sys.executable, "-m", "flotilla.nodes.cli", "node", "start", "--topology", str(topology),
                                "--node", name, "--log-level", "warning", "--log-format", "json"],
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
              for name in names]

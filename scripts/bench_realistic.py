@@ -41,9 +41,9 @@ from bench_pipeline import node_processes  # noqa: E402
 from demo import WAIT_BUDGET_S, wait_budget_of  # noqa: E402
 from demo_site import HEALTHY_KINDS, fault_of, port_with_nothing_listening  # noqa: E402
 from fleet_watch import FleetWatch, wait_for_fetchers  # noqa: E402
-from nodes.client import IntakeClient  # noqa: E402
-from nodes.intake_protocol import JobSpec  # noqa: E402
-from nodes.topology import load_topology  # noqa: E402
+from flotilla.nodes.intake.client import IntakeClient  # noqa: E402
+from flotilla.nodes.intake.protocol import JobSpec  # noqa: E402
+from flotilla.nodes.config.topology import load_topology  # noqa: E402
 from tests.cluster_harness import free_ports  # noqa: E402
 
 PAGES, QUICK_PAGES = 5_000, 1_000

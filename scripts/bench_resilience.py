@@ -26,16 +26,16 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from actors import ActorSystem  # noqa: E402
-from actors.egress import EgressPolicy  # noqa: E402
-from actors.journal import NewJob  # noqa: E402
-from actors.messages import HoldStatus  # noqa: E402
-from actors.resilience_view import ResilienceView, target_of  # noqa: E402
-from actors.router import Wake  # noqa: E402
+from flotilla.actors import ActorSystem  # noqa: E402
+from flotilla.actors.pipeline.egress import EgressPolicy  # noqa: E402
+from flotilla.actors.pipeline.journal import NewJob  # noqa: E402
+from flotilla.actors.core.messages import HoldStatus  # noqa: E402
+from flotilla.actors.resilience.view import ResilienceView, target_of  # noqa: E402
+from flotilla.actors.pipeline.router import Wake  # noqa: E402
 from bench_pipeline import node_processes  # noqa: E402
-from nodes.client import IntakeClient  # noqa: E402
-from nodes.intake_protocol import JobSpec  # noqa: E402
-from nodes.topology import load_topology  # noqa: E402
+from flotilla.nodes.intake.client import IntakeClient  # noqa: E402
+from flotilla.nodes.intake.protocol import JobSpec  # noqa: E402
+from flotilla.nodes.config.topology import load_topology  # noqa: E402
 from tests.cluster_harness import free_ports  # noqa: E402
 from tests.demo_site import DemoSiteProcess  # noqa: E402
 from tests.helpers import wait_until  # noqa: E402

@@ -37,8 +37,8 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from demo_site import HEALTHY_KINDS, fault_of, port_with_nothing_listening  # noqa: E402
 from fleet_watch import FleetWatch  # noqa: E402
-from nodes.client import IntakeClient, IntakeUnavailable  # noqa: E402
-from nodes.topology import load_topology  # noqa: E402
+from flotilla.nodes.intake.client import IntakeClient, IntakeUnavailable  # noqa: E402
+from flotilla.nodes.config.topology import load_topology  # noqa: E402
 
 TOPOLOGY = ROOT / "supervisor_tree.yaml"
 SITE_PORT = 8800
@@ -151,7 +151,7 @@ def main() -> int:
         site_url = site.stdout.readline().strip().removeprefix("ready ")
         say(f"demo site at {site_url} (and ports {', '.join(map(str, crawl.site_ports[1:]))})")
         with open(log_path, "w", encoding="utf-8", opener=lambda p, f: os.open(p, f, 0o600)) as log:
-            cluster = subprocess.Popen([sys.executable, "-m", "nodes.cli", "up", "--topology", str(topology_path),
+            cluster = subprocess.Popen([sys.executable, "-m", "flotilla.nodes.cli", "up", "--topology", str(topology_path),
                                         "--log-format", "json"], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
         say(f"cluster starting: alpha (intake, router) and beta (fetchers); journal and logs in {topology.data_dir}")
         watched = topology.nodes["beta"].metrics
@@ -188,7 +188,7 @@ def submit_and_wait(topology_path: Path, urls: list[str], seconds: float) -> flo
     urls_file = topology_path.parent / "urls.txt"
     urls_file.write_text("\n".join(urls) + "\n", encoding="utf-8")
     began = time.monotonic()
-    submit = subprocess.run([sys.executable, "-m", "nodes.cli", "submit", "--topology", str(topology_path), "--wait",
+    submit = subprocess.run([sys.executable, "-m", "flotilla.nodes.cli", "submit", "--topology", str(topology_path), "--wait",
                              "--wait-timeout", f"{seconds:g}", "--jsonl", str(urls_file)],
                             stdout=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)), cwd=ROOT,
                             check=False)

@@ -8,10 +8,10 @@ import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from actors import ActorSystem
-from nodes.cluster import Cluster
-from nodes.security import CurveKeys
-from nodes.topology import Topology, load_topology
+from flotilla.actors import ActorSystem
+from flotilla.nodes.cluster.membership import Cluster
+from flotilla.nodes.security.keys import CurveKeys
+from flotilla.nodes.config.topology import Topology, load_topology
 from tests.processes import FlotillaProcess
 
 

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import settings
 
-from actors import ActorSystem
-from actors.egress import EgressPolicy
+from flotilla.actors import ActorSystem
+from flotilla.actors.pipeline.egress import EgressPolicy
 from tests.cluster_harness import LiveCluster
 from tests.helpers import FakeClock, Reports, wait_until
 

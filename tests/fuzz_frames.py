@@ -12,9 +12,9 @@ from collections.abc import Callable, Iterator
 
 import msgspec
 
-from nodes import codec as wire
-from nodes import intake_protocol as intake
-from nodes.shell_protocol import ShellRequest
+from flotilla.nodes.cluster import codec as wire
+from flotilla.nodes.intake import protocol as intake
+from flotilla.nodes.shell.protocol import ShellRequest
 
 Frames = list[bytes]
 _encode = msgspec.msgpack.encode

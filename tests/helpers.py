@@ -8,8 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from actors import Actor, ActorSystem
-from actors.messages import Normal, Shutdown, SupervisorReport
+from flotilla.actors import Actor, ActorSystem
+from flotilla.actors.core.messages import Normal, Shutdown, SupervisorReport
 
 
 class Crash:
@@ -169,8 +169,8 @@ class FakeClock:
 def crash(system: ActorSystem, path: str) -> None:
     """Crash the incarnation at `path` through an ask, then wait until its supervisor has
     handled the exit (the exit is queued at the supervisor before the asker hears)."""
-    from actors import ActorCrashed, Unavailable
-    from actors.messages import WhichChildren
+    from flotilla.actors import ActorCrashed, Unavailable
+    from flotilla.actors.core.messages import WhichChildren
 
     try:
         system.ask(path, Crash())
@@ -198,7 +198,7 @@ class CrashingFetcher(Actor):
     answers every other job at once with a page's worth of fields."""
 
     def on_receive(self, message: Any) -> Any:
-        from actors.messages import FetchJob, JobOutcome
+        from flotilla.actors.pipeline.messages import FetchJob, JobOutcome
 
         if isinstance(message, FetchJob):
             if "/poison/" in message.url:

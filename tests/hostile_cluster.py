@@ -10,11 +10,11 @@ import socket
 import textwrap
 from pathlib import Path
 
-from nodes.intake_protocol import JobSpec
-from nodes.client import IntakeClient
-from nodes.shell import ShellClient
-from nodes.shell_protocol import shell_address
-from nodes.topology import load_topology
+from flotilla.nodes.intake.protocol import JobSpec
+from flotilla.nodes.intake.client import IntakeClient
+from flotilla.nodes.shell.client import ShellClient
+from flotilla.nodes.shell.protocol import shell_address
+from flotilla.nodes.config.topology import load_topology
 from tests.cluster_harness import LiveCluster
 from tests.helpers import wait_until
 

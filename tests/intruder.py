@@ -22,7 +22,7 @@ import zmq
 
 
 def pose(address: str, server_key: str, node: str, path: str, seconds: float) -> dict[str, object]:
-    from nodes.codec import Codec, Halt, Tell
+    from flotilla.nodes.cluster.codec import Codec, Halt, Tell
 
     codec = Codec(1 << 20)
     body, typed = codec.encode_body("intruder")

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def flotilla_command(*args: str) -> list[str]:
     """The `flotilla` CLI run by this interpreter (the venv the tests run in)."""
-    return [sys.executable, "-m", "nodes.cli", *args]
+    return [sys.executable, "-m", "flotilla.nodes.cli", *args]
 
 
 def run_flotilla(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:

@@ -8,10 +8,10 @@ from typing import Any
 import pykka
 import pytest
 
-from actors import Actor, ActorSystem, ChildSpec, PoolSpec, SupervisorError, SupervisorSpec, Unavailable
-from actors.messages import Normal, Shutdown
-from actors.flaky import FlakyWorker
-from actors.messages import Work
+from flotilla.actors import Actor, ActorSystem, ChildSpec, PoolSpec, SupervisorError, SupervisorSpec, Unavailable
+from flotilla.actors.core.messages import Normal, Shutdown
+from flotilla.actors.demo.flaky import FlakyWorker
+from flotilla.actors.demo.messages import Work
 from tests.helpers import Journal, Probe, Reports
 
 

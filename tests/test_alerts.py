@@ -9,9 +9,9 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
-from actors import ActorSystem, ChildSpec, SupervisorSpec
-from actors.alerts import AlertSink
-from actors.messages import Alert
+from flotilla.actors import ActorSystem, ChildSpec, SupervisorSpec
+from flotilla.actors.resilience.alerts import AlertSink
+from flotilla.actors.resilience.messages import Alert
 from tests.helpers import wait_until
 
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from actors import ActorSystem, Backoff, ChildSpec, SupervisorFlags, SupervisorSpec, Unavailable
+from flotilla.actors import ActorSystem, Backoff, ChildSpec, SupervisorFlags, SupervisorSpec, Unavailable
 from tests.helpers import Probe, Reports, crash
 
 
@@ -75,7 +75,7 @@ def test_operator_restart_during_backoff_is_refused_as_restarting(system: ActorS
     flags = SupervisorFlags(intensity=10, backoff=Backoff(min=5, max=5, random_factor=0.0))
     root = system.start(SupervisorSpec("root", children=(ChildSpec("a", Probe),), flags=flags))
     crash(system, "t/root/a")
-    from actors import SupervisorError
+    from flotilla.actors import SupervisorError
     with pytest.raises(SupervisorError) as raised:
         root.restart_child("a")
     assert raised.value.code == "restarting"

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from actors.breaker import Breaker, BreakerSettings
+from flotilla.actors.resilience.breaker import Breaker, BreakerSettings
 
 SETTINGS = BreakerSettings(window=10, minimum_calls=5, failure_threshold=0.5, open_base=1.0, open_cap=8.0,
                            jitter=0.0, trial_calls=2)

@@ -44,7 +44,7 @@ def test_a_path_to_the_wrong_kind_of_actor_is_refused(tmp_path: Path) -> None:
     path, line, problems = check_variant(tmp_path, "args: {extractor: alpha/root/fetching/extractors,",
                                          "args: {extractor: alpha/root/router,")
     assert problems == [(f"{path}:{line}: tree.children[3].supervisor.children[1].pool.args.extractor: "
-                         "'alpha/root/router' is actors.router:Router: it must be a worker or a pool of "
+                         "'alpha/root/router' is flotilla.actors.pipeline.router:Router: it must be a worker or a pool of "
                          "'extractor'; did you mean 'alpha/root/fetching/extractors'?")]
 
 
@@ -52,7 +52,7 @@ def test_an_alerts_argument_must_name_an_alert_sink(tmp_path: Path) -> None:
     path, line, problems = check_variant(tmp_path, "args: {alerts: alpha/root/alerts}\n",
                                          "args: {alerts: alpha/root/resilience/limiter}\n")
     assert problems == [(f"{path}:{line}: tree.children[1].supervisor.children[2].args.alerts: "
-                         "'alpha/root/resilience/limiter' is actors.limiter:RateLimiter: it must be a worker or a pool "
+                         "'alpha/root/resilience/limiter' is flotilla.actors.resilience.limiter:RateLimiter: it must be a worker or a pool "
                          "of 'alerts'; did you mean 'alpha/root/alerts'?")]
 
 

@@ -42,10 +42,10 @@ def test_check_prints_the_tree_of_a_valid_topology() -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[0] == "supervisor_tree.yaml: valid; cluster demo, 2 nodes (alpha, beta)"
     assert "alpha/root  supervisor one_for_one" in result.stdout
-    assert "├─ alerts  worker actors.alerts:AlertSink" in result.stdout
-    assert "├─ router  worker actors.router:Router" in result.stdout
+    assert "├─ alerts  worker flotilla.actors.resilience.alerts:AlertSink" in result.stdout
+    assert "├─ router  worker flotilla.actors.pipeline.router:Router" in result.stdout
     assert "└─ fetching  supervisor rest_for_one" in result.stdout and "[node beta]" in result.stdout
-    assert "   └─ fetchers  pool x2 of actors.fetcher:Fetcher" in result.stdout
+    assert "   └─ fetchers  pool x2 of flotilla.actors.pipeline.fetcher:Fetcher" in result.stdout
     assert "intake: tcp://127.0.0.1:7201 on alpha, CURVE; clients: none; operators: the local user" in result.stdout
     assert "egress: public addresses only, never the cluster's own; also 127.0.0.1" in result.stdout
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from actors import ActorCrashed, Unavailable
-from actors.errors import NodeDown, NoSuchActor
-from actors.messages import Down, NodeDown as NodeDownReason, NodeUp, WhichChildren
+from flotilla.actors import ActorCrashed, Unavailable
+from flotilla.actors.core.errors import NodeDown, NoSuchActor
+from flotilla.actors.core.messages import Down, NodeDown as NodeDownReason, NodeUp, WhichChildren
 from tests.cluster_harness import LiveCluster, make_cluster
 from tests.helpers import wait_until
 

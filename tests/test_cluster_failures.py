@@ -7,10 +7,10 @@ import signal
 from pathlib import Path
 
 
-from actors import Unavailable
-from actors.errors import NodeDown
-from actors.messages import Down, NoProc, WhichChildren
-from nodes.codec import Halt, Monitor
+from flotilla.actors import Unavailable
+from flotilla.actors.core.errors import NodeDown
+from flotilla.actors.core.messages import Down, NoProc, WhichChildren
+from flotilla.nodes.cluster.codec import Halt, Monitor
 from tests.cluster_harness import LiveCluster, make_cluster
 from tests.helpers import wait_until
 

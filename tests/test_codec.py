@@ -8,8 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from actors.messages import ChildInfo, Crash, Done, NodeDown, Shutdown, Work
-from nodes.codec import Ask, Codec, Exited, Fail, FrameError, Heartbeat, Spawned, Tell
+from flotilla.actors.core.messages import ChildInfo, Crash, NodeDown, Shutdown
+from flotilla.actors.demo.messages import Done, Work
+from flotilla.nodes.cluster.codec import Ask, Codec, Exited, Fail, FrameError, Heartbeat, Spawned, Tell
 
 codec = Codec(max_frame_bytes=64 * 1024)
 

@@ -8,7 +8,7 @@ import tracemalloc
 
 import pykka
 
-from actors import ActorSystem, ChildSpec, PoolSpec, SupervisorFlags, SupervisorSpec
+from flotilla.actors import ActorSystem, ChildSpec, PoolSpec, SupervisorFlags, SupervisorSpec
 from tests.helpers import Probe, crash, wait_until
 
 CRASHES = 10_000

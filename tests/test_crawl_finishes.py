@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from actors.journal import Journal, NewJob, natural_key
-from nodes.client import IntakeClient
-from nodes.intake_protocol import JobSpec
+from flotilla.actors.pipeline.journal import Journal, NewJob, natural_key
+from flotilla.nodes.intake.client import IntakeClient
+from flotilla.nodes.intake.protocol import JobSpec
 from tests.cluster_harness import LiveCluster, free_ports, make_cluster, start_with_intake
 from tests.demo_site import DemoSiteProcess
 from tests.helpers import wait_until

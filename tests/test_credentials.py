@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from actors.credentials import CredentialError, CredentialSeal, redact
-from nodes.client import IntakeClient
-from nodes.intake_protocol import JobSpec
+from flotilla.actors.pipeline.credentials import CredentialError, CredentialSeal, redact
+from flotilla.nodes.intake.client import IntakeClient
+from flotilla.nodes.intake.protocol import JobSpec
 from tests.cluster_harness import LiveCluster, free_ports, start_with_intake
 from tests.helpers import wait_until
 

@@ -14,10 +14,10 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from yarl import URL
 
-from actors.egress import EgressPolicy, EgressRefused, normalise
-from actors.egress_hooks import EgressResolver
-from nodes.client import IntakeClient
-from nodes.intake_protocol import JobSpec
+from flotilla.actors.pipeline.egress import EgressPolicy, EgressRefused, normalise
+from flotilla.actors.pipeline.egress_hooks import EgressResolver
+from flotilla.nodes.intake.client import IntakeClient
+from flotilla.nodes.intake.protocol import JobSpec
 from tests.cluster_harness import LiveCluster, free_ports, start_with_intake
 from tests.helpers import wait_until
 

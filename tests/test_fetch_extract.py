@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from actors import Actor, ActorSystem, ChildSpec, PoolSpec, SupervisorSpec
-from actors.extractor import Extractor
-from actors.fetcher import Fetcher, retry_after_seconds
-from actors.messages import Fetched, FetchJob, JobOutcome
-from actors.rules import FieldRule, RuleSet
+from flotilla.actors import Actor, ActorSystem, ChildSpec, PoolSpec, SupervisorSpec
+from flotilla.actors.pipeline.extractor import Extractor
+from flotilla.actors.pipeline.fetcher import Fetcher, retry_after_seconds
+from flotilla.actors.pipeline.messages import Fetched, FetchJob, JobOutcome
+from flotilla.actors.pipeline.rules import FieldRule, RuleSet
 from tests.demo_site import DemoSiteProcess
 
 RULES = {"product": RuleSet("product", {"title": FieldRule("h1.title", required=True),

@@ -17,13 +17,13 @@ import msgspec
 import pytest
 import zmq
 
-from nodes.codec import MAX_FRAME_BYTES
-from nodes.intake_auth import ClientKey, client_key
-from nodes.intake_protocol import MAX_REQUEST_BYTES
-from nodes.refusals import REFUSAL_LOG_INTERVAL
-from nodes.shell_protocol import MAX_REQUEST_BYTES as MAX_SHELL_BYTES
-from nodes.shell_protocol import request_decoder as shell_decoder
-from nodes.shell_protocol import shell_address
+from flotilla.nodes.cluster.codec import MAX_FRAME_BYTES
+from flotilla.nodes.intake.auth import ClientKey, client_key
+from flotilla.nodes.intake.protocol import MAX_REQUEST_BYTES
+from flotilla.nodes.serving.refusals import REFUSAL_LOG_INTERVAL
+from flotilla.nodes.shell.protocol import MAX_REQUEST_BYTES as MAX_SHELL_BYTES
+from flotilla.nodes.shell.protocol import request_decoder as shell_decoder
+from flotilla.nodes.shell.protocol import shell_address
 from tests.cluster_harness import LiveCluster
 from tests.demo_site import DemoSiteProcess
 from tests.fuzz_frames import frames

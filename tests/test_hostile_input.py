@@ -10,11 +10,11 @@ from pathlib import Path
 import msgspec
 import zmq
 
-from nodes.cluster import MAX_MONITORS_PER_PEER
-from nodes.codec import Monitor
-from nodes.intake_auth import client_key
-from nodes.intake_protocol import MAX_REQUEST_BYTES, JobSpec
-from nodes.client import IntakeClient
+from flotilla.nodes.cluster.membership import MAX_MONITORS_PER_PEER
+from flotilla.nodes.cluster.codec import Monitor
+from flotilla.nodes.intake.auth import client_key
+from flotilla.nodes.intake.protocol import MAX_REQUEST_BYTES, JobSpec
+from flotilla.nodes.intake.client import IntakeClient
 from tests.cluster_harness import LiveCluster
 from tests.demo_site import DemoSiteProcess
 from tests.helpers import wait_until

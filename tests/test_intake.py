@@ -10,11 +10,11 @@ import msgspec
 import pytest
 import zmq
 
-from nodes.client import IntakeClient, IntakeError, IntakeRefused, IntakeUnavailable
-from nodes.intake import Intake
-from nodes.intake_auth import ClientKey, IntakeAccess
-from nodes.intake_protocol import MAX_BATCH, JobSpec
-from nodes.security import CurveKeys, generate_keys, load_public, load_secret
+from flotilla.nodes.intake.client import IntakeClient, IntakeError, IntakeRefused, IntakeUnavailable
+from flotilla.nodes.intake.server import Intake
+from flotilla.nodes.intake.auth import ClientKey, IntakeAccess
+from flotilla.nodes.intake.protocol import MAX_BATCH, JobSpec
+from flotilla.nodes.security.keys import CurveKeys, generate_keys, load_public, load_secret
 from tests.cluster_harness import free_ports
 
 
@@ -127,7 +127,7 @@ def test_a_malformed_url_is_rejected_alone(client: IntakeClient) -> None:
 
 
 def test_a_retried_submission_gets_its_first_answer_again(intake: tuple[Intake, list[int]]) -> None:
-    from nodes.intake_protocol import Submit, Submitted, answer_decoder, encoder
+    from flotilla.nodes.intake.protocol import Submit, Submitted, answer_decoder, encoder
 
     request = Submit(7, [JobSpec("http://127.0.0.1/retried", "product")], session="s1")
     first = answer_decoder.decode(encoder.encode(intake[0].handle(encoder.encode(request), "alice")))
@@ -167,7 +167,7 @@ def test_a_client_key_cannot_force_hold_or_replay(intake: tuple[Intake, list[int
 def test_every_request_type_has_a_role_and_unlisted_ones_need_an_operator() -> None:
     import typing
 
-    from nodes.intake_protocol import REQUEST_ROLES, AnyRequest, Request, required_role
+    from flotilla.nodes.intake.protocol import REQUEST_ROLES, AnyRequest, Request, required_role
 
     assert set(REQUEST_ROLES) == set(typing.get_args(AnyRequest))
 
@@ -178,7 +178,7 @@ def test_every_request_type_has_a_role_and_unlisted_ones_need_an_operator() -> N
 
 
 def test_a_squatted_key_does_not_capture_the_victims_url(intake: tuple[Intake, list[int]], tmp_path: Path) -> None:
-    from actors.journal import natural_key
+    from flotilla.actors.pipeline.journal import natural_key
 
     victim_url = "http://127.0.0.1:1/victim"
     with IntakeClient(intake[0].address, timeout=5, key=key_of(tmp_path / "keys", "alice")) as attacker, \
@@ -218,7 +218,7 @@ def test_a_url_with_credentials_is_rejected_and_not_stored(client: IntakeClient,
 
 
 def test_a_retry_after_an_intake_restart_is_answered_as_the_first_try_was(tmp_path: Path) -> None:
-    from nodes.intake_protocol import Submit, encoder
+    from flotilla.nodes.intake.protocol import Submit, encoder
 
     address = f"tcp://127.0.0.1:{free_ports(1)[0]}"
     request = Submit(3, [JobSpec("http://127.0.0.1/first", "product"), JobSpec("http://127.0.0.1/other", "product")],
@@ -260,8 +260,8 @@ def test_a_story_of_an_unknown_job_is_an_error_and_a_long_one_keeps_its_first_an
         intake: tuple[Intake, list[int]], client: IntakeClient, tmp_path: Path) -> None:
     import time
 
-    from actors.journal import Journal
-    from nodes.intake_protocol import MAX_STORY_EVENTS
+    from flotilla.actors.pipeline.journal import Journal
+    from flotilla.nodes.intake.protocol import MAX_STORY_EVENTS
 
     with pytest.raises(IntakeError, match="no job with key 'nope'"):
         client.job("nope")

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from actors.journal import natural_key
-from nodes.client import IntakeClient
-from nodes.intake_protocol import JobSpec
-from nodes.security import generate_keys
+from flotilla.actors.pipeline.journal import natural_key
+from flotilla.nodes.intake.client import IntakeClient
+from flotilla.nodes.intake.protocol import JobSpec
+from flotilla.nodes.security.keys import generate_keys
 from tests.cluster_harness import LiveCluster, free_ports, make_cluster
 from tests.processes import ROOT, run_flotilla
 
@@ -114,7 +114,7 @@ def start_keyed(directory: Path, clusters: list[LiveCluster], key_home: Path, me
 
 RAW_CLIENT = """
 import sys, zmq
-from nodes.intake_protocol import Hold, Counts, encoder
+from flotilla.nodes.intake.protocol import Hold, Counts, encoder
 address, mode = sys.argv[1], sys.argv[2]
 context = zmq.Context()
 socket = context.socket(zmq.DEALER)
@@ -134,11 +134,11 @@ context.term()
 SQUATTER = """
 import sys
 from pathlib import Path
-from actors.journal import natural_key
-from nodes.client import IntakeClient
-from nodes.intake_auth import ClientKey, load_secret_file
-from nodes.intake_protocol import JobSpec
-from nodes.security import load_public
+from flotilla.actors.pipeline.journal import natural_key
+from flotilla.nodes.intake.client import IntakeClient
+from flotilla.nodes.intake.auth import ClientKey, load_secret_file
+from flotilla.nodes.intake.protocol import JobSpec
+from flotilla.nodes.security.keys import load_public
 address, home, victim, attacker = sys.argv[1:5]
 public, secret = load_secret_file(Path(home) / "mallory.key_secret")
 key = ClientKey(public, secret, load_public(Path(home), "alpha"))
@@ -161,9 +161,9 @@ def test_another_user_cannot_use_the_intake_without_a_key_nor_steer_it_with_a_cl
         os.chown(path, other_user.pw_uid, other_user.pw_gid)
 
     # Without a key: the CLI finds none it may read, and raw ZeroMQ gets no answer at all.
-    refused = run_as(other_user, "-m", "nodes.cli", "submit", "http://127.0.0.1:1/x", "--topology", topology)
+    refused = run_as(other_user, "-m", "flotilla.nodes.cli", "submit", "http://127.0.0.1:1/x", "--topology", topology)
     assert refused.returncode == 2 and "no client key" in refused.stderr, refused
-    hold = run_as(other_user, "-m", "nodes.cli", "hold", "on", "--topology", topology)
+    hold = run_as(other_user, "-m", "flotilla.nodes.cli", "hold", "on", "--topology", topology)
     assert hold.returncode == 2 and "no client key" in hold.stderr, hold
     raw = run_as(other_user, "-c", RAW_CLIENT, address, "plaintext")
     assert raw.stdout.strip() == "no answer", raw
@@ -174,18 +174,18 @@ def test_another_user_cannot_use_the_intake_without_a_key_nor_steer_it_with_a_cl
     assert "flotilla_intake_auth_failures_total 1.0" in scraped
     generate_keys(home, "stranger")
     os.chown(home / "stranger.key_secret", other_user.pw_uid, other_user.pw_gid)
-    unknown = run_as(other_user, "-m", "nodes.cli", "submit", "http://127.0.0.1:1/x", "--topology", topology,
+    unknown = run_as(other_user, "-m", "flotilla.nodes.cli", "submit", "http://127.0.0.1:1/x", "--topology", topology,
                      "--key", str(home / "stranger.key_secret"), "--server-key", str(home / "alpha.key"))
     assert unknown.returncode == 1 and "refused this client's key" in unknown.stderr, unknown
 
     # With a client key: it submits and reads its own jobs, but cannot force Hold or replay.
     key = ["--key", str(home / "mallory.key_secret"), "--server-key", str(home / "alpha.key")]
-    submitted = run_as(other_user, "-m", "nodes.cli", "submit", "http://127.0.0.1:1/mine", "--topology", topology,
+    submitted = run_as(other_user, "-m", "flotilla.nodes.cli", "submit", "http://127.0.0.1:1/mine", "--topology", topology,
                        *key)
     assert submitted.returncode == 0 and "1 accepted" in submitted.stdout, submitted
-    forced = run_as(other_user, "-m", "nodes.cli", "hold", "on", "--topology", topology, *key)
+    forced = run_as(other_user, "-m", "flotilla.nodes.cli", "hold", "on", "--topology", topology, *key)
     assert forced.returncode == 1 and "Hold needs an operator key; mallory is a client" in forced.stderr, forced
-    replayed = run_as(other_user, "-m", "nodes.cli", "dlq", "replay", "--topology", topology, *key)
+    replayed = run_as(other_user, "-m", "flotilla.nodes.cli", "dlq", "replay", "--topology", topology, *key)
     assert replayed.returncode == 1 and "Replay needs an operator key" in replayed.stderr, replayed
 
     # A squatted key does not capture the victim's URL.
@@ -200,7 +200,7 @@ def test_another_user_cannot_use_the_intake_without_a_key_nor_steer_it_with_a_cl
         assert [job.url for job in owner.status([f"local:{natural_key(victim, 'product')}"])] == [victim]
         assert owner.hold().mode == "auto"  # the client's attempt changed nothing
         assert sum(owner.counts().states.values()) == 4
-    jobs = run_as(other_user, "-m", "nodes.cli", "jobs", "--topology", topology, *key)
+    jobs = run_as(other_user, "-m", "flotilla.nodes.cli", "jobs", "--topology", topology, *key)
     assert jobs.returncode == 0, jobs
     assert sum(int(n) for n in jobs.stdout.split("(")[0].split()[1::2]) == 3  # its own jobs only
 

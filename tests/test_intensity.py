@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from actors import ActorSystem, ChildSpec, SupervisorFlags, SupervisorSpec, Unavailable
-from actors.messages import Shutdown
-from actors.supervisor import GAVE_UP
+from flotilla.actors import ActorSystem, ChildSpec, SupervisorFlags, SupervisorSpec, Unavailable
+from flotilla.actors.core.messages import Shutdown
+from flotilla.actors.core.supervisor import GAVE_UP
 from tests.helpers import crash, FakeClock, Journal, Probe, Reports
 
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from actors.gate import shard_of
-from actors.messages import BreakerCommand
-from nodes.client import IntakeClient
-from nodes.intake_protocol import JobSpec
+from flotilla.actors.resilience.gate import shard_of
+from flotilla.actors.resilience.messages import BreakerCommand
+from flotilla.nodes.intake.client import IntakeClient
+from flotilla.nodes.intake.protocol import JobSpec
 from tests.cluster_harness import LiveCluster, free_ports, make_cluster
 from tests.demo_site import DemoSiteProcess
 from tests.helpers import wait_until

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from actors.journal import Journal, NewJob, canonical_url, natural_key
+from flotilla.actors.pipeline.journal import Journal, NewJob, canonical_url, natural_key
 from tests.helpers import FakeClock
 
 

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from actors import (
+from flotilla.actors import (
     ActorCrashed,
     ActorSystem,
     ChildSpec,
@@ -16,8 +16,8 @@ from actors import (
     Timeout,
     Unavailable,
 )
-from actors.messages import Crash as CrashReason
-from actors.messages import Normal, StartFailed
+from flotilla.actors.core.messages import Crash as CrashReason
+from flotilla.actors.core.messages import Normal, StartFailed
 from tests.helpers import Block, Crash, ExitNormally, Journal, Probe, Reports
 
 

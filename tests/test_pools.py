@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from actors import ActorSystem, ChildSpec, PoolSpec, SupervisorError, SupervisorFlags, SupervisorSpec
+from flotilla.actors import ActorSystem, ChildSpec, PoolSpec, SupervisorError, SupervisorFlags, SupervisorSpec
 from tests.helpers import Probe, crash
 
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from actors.ratelimit import TokenBucket
+from flotilla.actors.resilience.ratelimit import TokenBucket
 
 
 def test_a_full_bucket_gives_its_burst_then_the_rate() -> None:

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from actors.rules import Drift, Extracted, FieldRule, RuleSet, apply_rules
+from flotilla.actors.pipeline.rules import Drift, Extracted, FieldRule, RuleSet, apply_rules
 from scripts.demo_site import FAULT_KINDS, FAULT_SHARES, HEALTHY_KINDS, fault_of, port_with_nothing_listening
 from tests.cluster_harness import free_ports
 from tests.demo_site import DemoSiteProcess

@@ -12,20 +12,20 @@ from typing import Any
 
 import pytest
 
-from actors import ActorSystem, ChildSpec, PoolSpec, SupervisorFlags, SupervisorSpec
-from actors.alerts import AlertSink
-from actors.breakers import BreakerShard
-from actors.extractor import Extractor
-from actors.fetcher import Fetcher
-from actors.gate import Gate
-from actors.hold import HoldMonitor
-from actors.journal import Journal, NewJob
-from actors.limiter import RateLimiter
-from actors.messages import HoldCommand
-from actors.proxies import ProxyPool
-from actors.resilience_view import target_of
-from actors.router import Router, Wake
-from actors.rules import FieldRule, RuleSet
+from flotilla.actors import ActorSystem, ChildSpec, PoolSpec, SupervisorFlags, SupervisorSpec
+from flotilla.actors.resilience.alerts import AlertSink
+from flotilla.actors.resilience.breakers import BreakerShard
+from flotilla.actors.pipeline.extractor import Extractor
+from flotilla.actors.pipeline.fetcher import Fetcher
+from flotilla.actors.resilience.gate import Gate
+from flotilla.actors.resilience.hold import HoldMonitor
+from flotilla.actors.pipeline.journal import Journal, NewJob
+from flotilla.actors.resilience.limiter import RateLimiter
+from flotilla.actors.resilience.messages import HoldCommand
+from flotilla.actors.resilience.proxies import ProxyPool
+from flotilla.actors.resilience.view import target_of
+from flotilla.actors.pipeline.router import Router, Wake
+from flotilla.actors.pipeline.rules import FieldRule, RuleSet
 from tests.cluster_harness import free_ports
 from tests.demo_site import DemoSiteProcess, ProxyProcess
 from tests.helpers import wait_until

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from nodes.client import IntakeClient
-from nodes.intake_protocol import JobSpec
+from flotilla.nodes.intake.client import IntakeClient
+from flotilla.nodes.intake.protocol import JobSpec
 from tests.cluster_harness import LiveCluster, start_with_intake
 from tests.demo_site import DemoSiteProcess
 from tests.helpers import wait_until

@@ -11,14 +11,23 @@ from typing import Any
 
 import pytest
 
-from actors import ActorSystem, ChildSpec, PoolSpec, SupervisorSpec
-from actors.breakers import BreakerShard
-from actors.hold import HoldMonitor
-from actors.limiter import RateLimiter
-from actors.messages import (BreakerCommand, BreakerStates, BreakerStatus, FleetReport, HoldStatus, ProxyStatus,
-                             TargetReport, TokenGrant, TokenRequest)
-from actors.resilience_view import Go, ResilienceView, Wait, target_of
-from nodes.topology import TopologyError, parse_topology
+from flotilla.actors import ActorSystem, ChildSpec, PoolSpec, SupervisorSpec
+from flotilla.actors.resilience.breakers import BreakerShard
+from flotilla.actors.resilience.hold import HoldMonitor
+from flotilla.actors.resilience.limiter import RateLimiter
+from flotilla.actors.resilience.messages import (
+    BreakerCommand,
+    BreakerStates,
+    BreakerStatus,
+    FleetReport,
+    HoldStatus,
+    ProxyStatus,
+    TargetReport,
+    TokenGrant,
+    TokenRequest,
+)
+from flotilla.actors.resilience.view import Go, ResilienceView, Wait, target_of
+from flotilla.nodes.config.topology import TopologyError, parse_topology
 from tests.helpers import FakeClock, Inbox, wait_until
 
 

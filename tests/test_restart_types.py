@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from actors import ActorCrashed, ActorSystem, ChildSpec, SupervisorSpec
-from actors.messages import Normal, Shutdown
+from flotilla.actors import ActorCrashed, ActorSystem, ChildSpec, SupervisorSpec
+from flotilla.actors.core.messages import Normal, Shutdown
 from tests.helpers import Crash, ExitNormally, ExitShutdown, Probe, Reports
 
 

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from actors import ActorSystem, ChildSpec, PoolSpec, SupervisorFlags, SupervisorSpec
-from actors.alerts import AlertSink
-from actors.extractor import Extractor
-from actors.fetcher import Fetcher
-from actors.journal import Journal, NewJob, natural_key
-from actors.router import Router, Wake
-from actors.rules import FieldRule, RuleSet
+from flotilla.actors import ActorSystem, ChildSpec, PoolSpec, SupervisorFlags, SupervisorSpec
+from flotilla.actors.resilience.alerts import AlertSink
+from flotilla.actors.pipeline.extractor import Extractor
+from flotilla.actors.pipeline.fetcher import Fetcher
+from flotilla.actors.pipeline.journal import Journal, NewJob, natural_key
+from flotilla.actors.pipeline.router import Router, Wake
+from flotilla.actors.pipeline.rules import FieldRule, RuleSet
 from tests.demo_site import DemoSiteProcess
 from tests.helpers import wait_until
 

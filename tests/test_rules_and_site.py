@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from actors.rules import (
+from flotilla.actors.pipeline.rules import (
     CHALLENGE_MAX_WORDS,
     Blocked,
     Drift,

@@ -16,11 +16,11 @@ import pytest
 import zmq
 from structlog.testing import capture_logs
 
-from actors.messages import JobOutcome
-from nodes.auth_failures import AUTH_ALERT_COUNT, AuthFailures
-from nodes.client import IntakeClient
-from nodes.intake_protocol import JobSpec
-from nodes.security import (
+from flotilla.actors.pipeline.messages import JobOutcome
+from flotilla.nodes.security.auth_failures import AUTH_ALERT_COUNT, AuthFailures
+from flotilla.nodes.intake.client import IntakeClient
+from flotilla.nodes.intake.protocol import JobSpec
+from flotilla.nodes.security.keys import (
     CurveKeys,
     KeyFileError,
     ensure_generated_keys,
@@ -30,7 +30,7 @@ from nodes.security import (
     load_secret,
     local_user_keys,
 )
-from nodes.topology import TopologyError, parse_topology
+from flotilla.nodes.config.topology import TopologyError, parse_topology
 from tests.cluster_harness import LiveCluster, free_ports, make_cluster
 from tests.helpers import wait_until
 from tests.processes import ROOT, run_flotilla
@@ -62,7 +62,7 @@ def test_a_node_refuses_a_secret_key_readable_by_others(tmp_path: Path) -> None:
 
 def test_keys_are_generated_once_owner_only_and_agreed_on_by_nodes_starting_together(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    code = ("import sys; from pathlib import Path; from nodes.security import ensure_generated_keys, load_public;"
+    code = ("import sys; from pathlib import Path; from flotilla.nodes.security.keys import ensure_generated_keys, load_public;"
             "d = ensure_generated_keys(Path(sys.argv[1]), ['alpha', 'beta', 'gamma']);"
             "print(load_public(d, 'alpha').decode(), load_public(d, 'local').decode())")
     starters = [subprocess.Popen([sys.executable, "-c", code, str(data / "keys")], stdout=subprocess.PIPE,

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import zmq
 
-from nodes.codec import Codec, Tell
-from nodes.security import generated_keys_dir, load_public, load_secret
+from flotilla.nodes.cluster.codec import Codec, Tell
+from flotilla.nodes.security.keys import generated_keys_dir, load_public, load_secret
 from tests.cluster_harness import LiveCluster, make_cluster
 from tests.helpers import wait_until
 from tests.other_user import OtherUser, other_user, shared_dir  # noqa: F401 - fixtures

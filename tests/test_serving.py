@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 import structlog
 
-from nodes.client import IntakeClient, IntakeUnavailable
-from nodes.intake import Intake
-from nodes.intake_protocol import JobSpec
-from nodes.refusals import Refusals
-from nodes.serving import MAX_SERVING_RESTARTS, ServingGuard
+from flotilla.nodes.intake.client import IntakeClient, IntakeUnavailable
+from flotilla.nodes.intake.server import Intake
+from flotilla.nodes.intake.protocol import JobSpec
+from flotilla.nodes.serving.refusals import Refusals
+from flotilla.nodes.serving.guard import MAX_SERVING_RESTARTS, ServingGuard
 from tests.cluster_harness import free_ports
 from tests.test_intake import key_of, make_access
 from tests.helpers import wait_until

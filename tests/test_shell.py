@@ -23,9 +23,9 @@ import pexpect
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from nodes.shell import ShellClient
-from nodes.shell_protocol import answer_decoder, shell_address
-from nodes.topology import load_topology
+from flotilla.nodes.shell.client import ShellClient
+from flotilla.nodes.shell.protocol import answer_decoder, shell_address
+from flotilla.nodes.config.topology import load_topology
 from tests.cluster_harness import LiveCluster, free_ports, write_topology
 from tests.helpers import wait_until
 from tests.processes import ROOT, flotilla_command, run_flotilla
@@ -89,7 +89,7 @@ def test_exec_answers_as_json_and_every_command_is_audited(tmp_path: Path, clust
     assert tree["alpha/root/tally"]["node"] == "alpha"
     assert tree["alpha/root/workers/pool/0"]["status"] == "running"
     inspected = shell(cluster, "inspect alpha/root/workers/ticker", node="beta")["data"]
-    assert inspected["actor"] == "actors.ticker:Ticker" and inspected["incarnation"] == 1
+    assert inspected["actor"] == "flotilla.actors.demo.ticker:Ticker" and inspected["incarnation"] == 1
     assert "mailbox" in inspected and "uptime" in inspected
     restarted = shell(cluster, "restart alpha/root/workers/ticker")
     assert restarted["ok"], restarted
@@ -156,7 +156,7 @@ def test_the_interactive_shell_in_a_terminal(tmp_path: Path, clusters: list[Live
     cluster, _ = start(tmp_path, clusters)
     wait_until(lambda: any(r["path"] == "alpha/root/workers/ticker" for r in shell(cluster, "tree")["data"]),
                timeout=20, what="the tree")
-    child = pexpect.spawn(sys.executable, ["-m", "nodes.cli", "shell", "--topology", str(cluster.topology_path)],
+    child = pexpect.spawn(sys.executable, ["-m", "flotilla.nodes.cli", "shell", "--topology", str(cluster.topology_path)],
                           cwd=str(ROOT), env={**os.environ, "HOME": str(tmp_path), "PYTHONPATH": str(ROOT),
                                "TERM": "xterm-256color"},
                           encoding="utf-8", timeout=20, dimensions=(40, 200))
@@ -166,7 +166,7 @@ def test_the_interactive_shell_in_a_terminal(tmp_path: Path, clusters: list[Live
         child.send("\t")  # completion of an actor path
         child.expect("ticker")
         child.send("\r")
-        child.expect("actors.ticker:Ticker")
+        child.expect("flotilla.actors.demo.ticker:Ticker")
         child.expect("alpha>")
         child.sendline("tree")
         child.expect("alpha/root/workers/pool/1")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import threading
 import time
 
-from actors import ActorSystem, ChildSpec, SupervisorSpec
-from actors.messages import Killed, Shutdown
+from flotilla.actors import ActorSystem, ChildSpec, SupervisorSpec
+from flotilla.actors.core.messages import Killed, Shutdown
 from tests.helpers import Block, Journal, Probe, Reports, wait_until
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 
-from actors import ActorSystem, ChildSpec, SupervisorFlags, SupervisorSpec
+from flotilla.actors import ActorSystem, ChildSpec, SupervisorFlags, SupervisorSpec
 from tests.helpers import crash, Journal, Probe, Reports
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from actors import ActorSystem, ChildSpec, PoolSpec, SupervisorError, SupervisorSpec, Unavailable
-from actors.messages import ChildCounts
+from flotilla.actors import ActorSystem, ChildSpec, PoolSpec, SupervisorError, SupervisorSpec, Unavailable
+from flotilla.actors.core.messages import ChildCounts
 from tests.helpers import Probe
 
 

@@ -15,9 +15,9 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from actors import ActorCrashed, ActorSystem, ChildSpec, SupervisorError, SupervisorFlags, SupervisorSpec, Unavailable
-from actors.messages import Shutdown, WhichChildren
-from actors.supervisor import GAVE_UP
+from flotilla.actors import ActorCrashed, ActorSystem, ChildSpec, SupervisorError, SupervisorFlags, SupervisorSpec, Unavailable
+from flotilla.actors.core.messages import Shutdown, WhichChildren
+from flotilla.actors.core.supervisor import GAVE_UP
 from tests.helpers import Crash, ExitNormally, ExitShutdown, FakeClock, Probe
 
 PERIOD = 10.0

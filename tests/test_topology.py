@@ -8,11 +8,11 @@ from typing import Any, ClassVar, Literal
 
 import pytest
 
-from actors import Actor, ChildSpec, PoolSpec, SupervisorSpec
-from actors.builtin import BUILTIN_ACTORS
-from actors.flaky import FlakyWorker
-from actors.rules import DEFAULT_BLOCK_SELECTORS
-from nodes.topology import TopologyError, load_topology, parse_topology, reference_markdown
+from flotilla.actors import Actor, ChildSpec, PoolSpec, SupervisorSpec
+from flotilla.actors.catalog import BUILTIN_ACTORS
+from flotilla.actors.demo.flaky import FlakyWorker
+from flotilla.actors.pipeline.rules import DEFAULT_BLOCK_SELECTORS
+from flotilla.nodes.config.topology import TopologyError, load_topology, parse_topology, reference_markdown
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILTINS = ", ".join(sorted(BUILTIN_ACTORS))
@@ -154,7 +154,7 @@ def test_the_reference_in_the_docs_is_generated_from_the_schema() -> None:
     generated = re.search(r"<!-- reference:begin -->\n(.*)<!-- reference:end -->", doc, re.S)
     assert generated is not None, "docs/topology.md lacks the reference markers"
     assert generated.group(1).strip() == reference_markdown().strip(), (
-        "docs/topology.md is stale: run `python -m nodes.topology --write docs/topology.md`")
+        "docs/topology.md is stale: run `python -m flotilla.nodes.config.topology --write docs/topology.md`")
 
 
 @pytest.mark.parametrize(("text", "expected"), [
@@ -176,7 +176,7 @@ def test_cluster_settings_are_checked(text: str, expected: str) -> None:
 
 
 def test_a_public_address_is_allowed_with_keys_or_when_asked_for(tmp_path: Path) -> None:
-    from nodes.security import generate_keys
+    from flotilla.nodes.security.keys import generate_keys
 
     generate_keys(tmp_path / "keys", "a")
     keyed = parse_topology("nodes: {a: {address: 'tcp://10.0.0.5:7000'}}\nsecurity: {keys: keys}\ntree: {}",
@@ -196,7 +196,7 @@ def test_nodes_get_loopback_addresses_by_default() -> None:
 
 
 def test_the_directory_places_paths_by_the_topology() -> None:
-    from nodes.directory import Directory
+    from flotilla.nodes.cluster.directory import Directory
 
     topology = parse_topology("""
 nodes: {a: {}, b: {}, c: {}}

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from nodes.topology import MAX_TOPOLOGY_BYTES, TopologyError, parse_topology
-from nodes.yaml_guard import MAX_YAML_DEPTH, MAX_YAML_NODES
+from flotilla.nodes.config.topology import MAX_TOPOLOGY_BYTES, TopologyError, parse_topology
+from flotilla.nodes.config.yaml_guard import MAX_YAML_DEPTH, MAX_YAML_NODES
 from tests.processes import run_flotilla
 
 VALID_TAIL = "tree: {children: [{id: w, actor: flaky}]}\n"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from actors.urls import canonical_url, natural_key
+from flotilla.actors.pipeline.urls import canonical_url, natural_key
 
 SAME_PAGE = [
     ("http://example.com/list?a=1&b=2", "http://example.com/list?b=2&a=1"),

@@ -1,0 +1,1 @@
+"""Demo actors that show supervision at work (ticker, flaky workers, tally)."""

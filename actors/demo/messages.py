@@ -1,0 +1,25 @@
+"""Typed messages of the demo actors."""
+
+from __future__ import annotations
+
+
+
+import msgspec
+
+from flotilla.actors.core.messages import Message
+
+
+# --- demo work ------------------------------------------------------------------------
+
+
+class Work(Message, frozen=True, tag=True):
+    """A unit of demo work (the `ticker` sends them, `flaky` workers handle them)."""
+
+    seq: int
+
+
+class Done(Message, frozen=True, tag=True):
+    """A worker finished `Work(seq)`."""
+
+    seq: int
+    worker: str

@@ -1,0 +1,1 @@
+"""The ingestion pipeline: journal, router, fetcher, extractor, rules and what they need."""

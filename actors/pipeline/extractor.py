@@ -1,0 +1,83 @@
+"""The extractor: applies a job's rule set to its fetched page and reports the outcome.
+
+Runs next to the fetchers (bodies never cross nodes). A page with the required fields gives
+its fields; one without them is a DRIFT failure naming the missing fields; a challenge page
+served with 200 (actors/pipeline/rules.py says how one is told) is BLOCKED; a page that cannot be
+parsed within the parse budget (`flotilla.actors.pipeline.parse_sandbox`: `parse_timeout` seconds, in a worker
+process killed when it overruns) is HARD "unparseable page", with the start of the page as
+evidence. Each verdict is recorded in the node's resilience view (the breaker shard judges a
+target's drift over its recent pages).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from flotilla.actors.core.actor import Actor
+from flotilla.actors.pipeline.messages import ExtractJob, Failure, JobOutcome
+from flotilla.actors.pipeline.parse_sandbox import MAX_PARSE_TIMEOUT, PARSE_TIMEOUT, ParseSandbox, Unparseable
+from flotilla.actors.resilience.view import target_of
+from flotilla.actors.pipeline.rules import Blocked, Drift
+
+
+class Extractor(Actor):
+    """Turns `ExtractJob`s into `JobOutcome`s for the router named in each job."""
+
+    def __init__(self, parse_timeout: float = PARSE_TIMEOUT) -> None:
+        if not 0 < parse_timeout <= MAX_PARSE_TIMEOUT:
+            raise ValueError(f"parse_timeout must be within 0..{MAX_PARSE_TIMEOUT:g} seconds")
+        super().__init__()
+        self.done = 0
+        self.unparseable = 0
+        self.sandbox = ParseSandbox(parse_timeout)
+
+    def on_start(self) -> None:
+        self.sandbox.start()  # its parser imports now, not while the first large page waits
+
+    def on_stop(self) -> None:
+        self.sandbox.close()
+
+    def on_failure(self, *_exc_info: Any) -> None:
+        self.sandbox.close()
+
+    def on_receive(self, message: Any) -> Any:
+        if not isinstance(message, ExtractJob):
+            return super().on_receive(message)
+        started = time.monotonic()
+        rules = self.system.extraction_rules.get(message.rules)
+        reply = self.system.ref(message.reply_to)
+        self.done += 1
+        if rules is None:
+            reply.tell(JobOutcome(message.key, message.token,
+                                  failure=Failure("HARD", f"no rule set named {message.rules!r} on this node")))
+            return None
+        result = self.sandbox.apply(message.body, rules, message.headers)
+        elapsed = time.monotonic() - started
+        view, proxy = self.system.resilience, message.proxy or None
+        target = target_of(message.url) if view.active else ""
+        if isinstance(result, Unparseable):
+            self.unparseable += 1
+            evidence = f"{len(message.body)} bytes: {message.body[:300]!r}"
+            failure = Failure("HARD", f"unparseable page: {result.reason}", 200, evidence=evidence)
+            view.record(target, "hard", proxy=proxy, trial=message.trial, probe=message.probe, status=200, page=True,
+                        detail=failure.detail, url=message.url)
+            reply.tell(JobOutcome(message.key, message.token, failure=failure, elapsed=elapsed))
+        elif isinstance(result, Drift):
+            failure = Failure("DRIFT", "missing required fields: " + ", ".join(result.missing), 200)
+            view.record(target, "drift", proxy=proxy, trial=message.trial, probe=message.probe,
+                        detail=failure.detail, url=message.url, page=True)
+            reply.tell(JobOutcome(message.key, message.token, failure=failure, elapsed=elapsed))
+        elif isinstance(result, Blocked):
+            failure = Failure("BLOCKED", f"challenge page ({result.signal})", 200)
+            view.record(target, "blocked", proxy=proxy, trial=message.trial, probe=message.probe, page=True,
+                        detail=failure.detail)
+            reply.tell(JobOutcome(message.key, message.token, failure=failure, elapsed=elapsed))
+        else:
+            view.record(target, "ok", proxy=proxy, trial=message.trial, probe=message.probe, page=True)
+            reply.tell(JobOutcome(message.key, message.token, fields=result.fields,
+                                  content_hash=message.content_hash, elapsed=elapsed))
+        return None
+
+    def inspect(self) -> dict[str, Any]:
+        return {"done": self.done, "unparseable": self.unparseable, "parser_killed": self.sandbox.killed}

@@ -1,0 +1,631 @@
+"""The job journal: every job and every transition of its state machine, in SQLite (WAL).
+
+A job is written (and committed) before its submission is acknowledged. Dispatching a job
+*leases* it: its state becomes ``fetching`` with a visibility deadline and a fresh lease
+token, and its attempt count goes up. Only a report quoting the current lease token can move
+the job on, so a late or duplicated report from an earlier attempt changes nothing. A lease
+that expires puts the job back to ``pending`` (the attempt is counted as lost). Storing the
+result and marking the job ``stored`` happen in one transaction with a conditional put keyed
+by the job's natural key: a replay stores nothing twice.
+
+States::
+
+    pending ──lease──▶ fetching ──▶ extracting ──▶ stored
+       ▲                  │              │
+       │                  ├──────────────┴──▶ retrying (due_at) ──due──▶ pending
+       ├──lease expired───┤                └──▶ dead (reason; the dead-letter queue)
+       └────deferred──────┘                └──▶ parked (drift: waits for an operator)
+
+A *deferred* lease was handed back unused (the target's breaker is open, the fleet holds, no
+rate-limit slot or proxy was available): the job waits, and the attempt is not counted.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sqlite3
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from flotilla.actors.pipeline.urls import canonical_url, natural_key  # noqa: F401 - callers import them from here too
+
+JobState = Literal["pending", "fetching", "extracting", "stored", "retrying", "dead", "parked"]
+STATES: tuple[JobState, ...] = ("pending", "fetching", "extracting", "stored", "retrying", "dead", "parked")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    key          TEXT PRIMARY KEY,
+    url          TEXT NOT NULL,
+    rules        TEXT NOT NULL,
+    state        TEXT NOT NULL,
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    tries        INTEGER NOT NULL DEFAULT 0,
+    lost         INTEGER NOT NULL DEFAULT 0,
+    due_at       REAL NOT NULL,
+    lease_until  REAL,
+    lease_token  INTEGER NOT NULL DEFAULT 0,
+    reason       TEXT,
+    origin       TEXT NOT NULL DEFAULT '',
+    waiting_since REAL,
+    created_at   REAL NOT NULL,
+    updated_at   REAL NOT NULL,
+    client       TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS jobs_ready ON jobs (state, due_at);
+CREATE INDEX IF NOT EXISTS jobs_leased ON jobs (state, lease_until);
+CREATE TABLE IF NOT EXISTS attempts (
+    key         TEXT NOT NULL,
+    attempt     INTEGER NOT NULL,
+    started_at  REAL NOT NULL,
+    ended_at    REAL,
+    outcome     TEXT,
+    detail      TEXT,
+    PRIMARY KEY (key, attempt)
+);
+CREATE TABLE IF NOT EXISTS events (
+    key      TEXT NOT NULL,
+    at       REAL NOT NULL,
+    event    TEXT NOT NULL,
+    attempt  INTEGER,
+    detail   TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS events_by_job ON events (key, at);
+CREATE TABLE IF NOT EXISTS batches (
+    batch       TEXT NOT NULL,
+    key         TEXT NOT NULL,
+    added_at    REAL NOT NULL,
+    PRIMARY KEY (batch, key)
+);
+CREATE TABLE IF NOT EXISTS results (
+    key           TEXT PRIMARY KEY,
+    url           TEXT NOT NULL,
+    rules         TEXT NOT NULL,
+    fields        TEXT NOT NULL,
+    content_hash  TEXT NOT NULL,
+    attempts      INTEGER NOT NULL,
+    stored_at     REAL NOT NULL
+);
+"""
+
+_ADDED_COLUMNS = (("tries", "INTEGER NOT NULL DEFAULT 0"), ("origin", "TEXT NOT NULL DEFAULT ''"),
+                  ("waiting_since", "REAL"), ("client", "TEXT NOT NULL DEFAULT ''"))
+"""Columns of `jobs` added after its first version (added to an older journal on open)."""
+
+TERMINAL: tuple[JobState, ...] = ("stored", "dead", "parked")
+"""States a job stays in until an operator replays it."""
+
+CANCELLED = "cancelled by an operator"
+"""The reason of a job ended by `cancel`."""
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """A job as submitted: its URL, the rules to extract with, and its key."""
+
+    key: str
+    url: str
+    rules: str
+    client: str = ""
+    """The intake client that submitted it (the name its key has in the topology)."""
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A job handed out for one attempt."""
+
+    key: str
+    url: str
+    rules: str
+    token: int
+    attempt: int
+    submitted_at: float = 0.0
+    """When the job was submitted (wall clock), for end-to-end latency."""
+    tries: int = 1
+    """Attempts since submission or the last replay, this one included (1: its first)."""
+
+
+@dataclass(frozen=True)
+class JobRow:
+    """A job's current state, for queries."""
+
+    key: str
+    url: str
+    rules: str
+    state: JobState
+    attempts: int
+    due_at: float
+    reason: str | None
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    """One line of a job's story (`Journal.history`)."""
+
+    at: float
+    """When (wall clock)."""
+    event: str
+    """submitted, leased, stored, failed, lost, cancelled (an attempt's end), or retrying,
+    dead, parked, deferred, returned, replayed, cancelled (the job's own course)."""
+    attempt: int | None
+    """The attempt it belongs to, if any."""
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class BatchReport:
+    """Where the jobs of one submission stand (`Journal.batch_report`)."""
+
+    batch: str
+    total: int
+    states: dict[str, int]
+    """Jobs of the batch in each state (every state listed)."""
+    reasons: dict[str, int]
+    """Dead and parked jobs by state and reason, e.g. ``dead HARD: HTTP 404``."""
+    started_at: float
+    """When the batch's first job was submitted (wall clock)."""
+    last_change: float
+    """The latest change to any of its jobs."""
+    attempts: int
+    """Attempts made for its jobs, in all."""
+
+    @property
+    def done(self) -> bool:
+        """Every job of the batch is stored, dead or parked."""
+        return all(self.states.get(state, 0) == 0 for state in STATES if state not in TERMINAL)
+
+
+def _event(db: sqlite3.Connection, key: str, at: float, event: str, attempt: int | None, detail: str) -> None:
+    db.execute("INSERT INTO events (key, at, event, attempt, detail) VALUES (?, ?, ?, ?, ?)",
+               (key, at, event, attempt, detail[:3000]))
+
+
+def _reason_kind(reason: str) -> str:
+    """A reason without its particulars (for grouping): cut at the first " | " or " (" ."""
+    for cut in (" | ", " ("):
+        reason = reason.split(cut, 1)[0]
+    return reason
+
+
+class Journal:
+    """The jobs and results of one intake node, in one SQLite file.
+
+    Each `Journal` is one connection, safe to share between threads (a lock serialises its
+    use; SQLite serialises writers across connections). With `durable=True` every commit
+    waits for the disk (`synchronous=FULL`): use it where a commit is promised to someone
+    (acknowledging a submission). Otherwise commits survive a crash of the process but
+    possibly not a power cut (`synchronous=NORMAL` in WAL mode) — which is enough for state
+    transitions, since a lost transition only replays an attempt. `with journal.batch():`
+    groups many operations in one transaction."""
+
+    def __init__(self, path: Path | str, *, durable: bool = True, clock: Any = time.time) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._clock = clock
+        self._lock = threading.RLock()
+        self._depth = 0
+        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None,
+                                   timeout=30)
+        self._db.execute("PRAGMA busy_timeout=30000")
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+        self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+        for column, declaration in _ADDED_COLUMNS:  # a journal written by an earlier version
+            if column not in columns:
+                self._db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {declaration}")
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Run every operation inside the block in one transaction (committed at the end)."""
+        with self._lock:
+            if self._depth == 0:
+                self._db.execute("BEGIN IMMEDIATE")
+            self._depth += 1
+            try:
+                yield
+            except BaseException:
+                self._depth -= 1
+                if self._depth == 0:
+                    self._db.execute("ROLLBACK")
+                raise
+            self._depth -= 1
+            if self._depth == 0:
+                self._db.execute("COMMIT")
+
+    def _write(self, statements: Any) -> Any:
+        """Run `statements(db)` in a transaction (the enclosing batch's, if any)."""
+        with self.batch():
+            return statements(self._db)
+
+    # --- submissions ------------------------------------------------------------------------
+
+    def submit(self, jobs: Sequence[NewJob], batch: str = "", origin: str = "") -> list[bool]:
+        """Record new jobs (committed to disk before this returns) as part of `batch` (if
+        given); for each, True if it is new — or was recorded by this same `origin` before (a
+        client's retry of a request whose answer it lost) — and False if a job with that key
+        exists already (nothing changes for it but its membership of `batch`)."""
+        now = self._clock()
+
+        def insert(db: sqlite3.Connection) -> list[bool]:
+            fresh = []
+            for job in jobs:
+                cursor = db.execute(
+                    "INSERT OR IGNORE INTO jobs (key, url, rules, state, due_at, origin, created_at, updated_at, client)"
+                    " VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?)",
+                    (job.key, job.url, job.rules, now, origin, now, now, job.client))
+                is_new = cursor.rowcount == 1
+                if not is_new and origin:
+                    row = db.execute("SELECT origin FROM jobs WHERE key=?", (job.key,)).fetchone()
+                    is_new = row is not None and row[0] == origin
+                fresh.append(is_new)
+                if batch:
+                    db.execute("INSERT OR IGNORE INTO batches (batch, key, added_at) VALUES (?, ?, ?)",
+                               (batch, job.key, now))
+            return fresh
+
+        return self._write(insert)
+
+    # --- dispatching ------------------------------------------------------------------------
+
+    def lease(self, limit: int, visibility: float) -> list[Lease]:
+        """Hand out up to `limit` jobs that are due, oldest first, each for one attempt that
+        must report within `visibility` seconds."""
+        now = self._clock()
+
+        def take(db: sqlite3.Connection) -> list[Lease]:
+            rows = db.execute(
+                "SELECT key, url, rules, lease_token, attempts, tries, created_at FROM jobs"
+                " WHERE state IN ('pending', 'retrying') AND due_at <= ? ORDER BY due_at LIMIT ?",
+                (now, limit)).fetchall()
+            leases = []
+            for key, url, rules, _previous, attempts, tries, created_at in rows:
+                token = secrets.randbits(63)  # unguessable: only the lease's holder can report on it
+                db.execute("UPDATE jobs SET state='fetching', lease_until=?, lease_token=?, attempts=?,"
+                           " tries=tries+1, updated_at=? WHERE key=?",
+                           (now + visibility, token, attempts + 1, now, key))
+                db.execute("INSERT OR REPLACE INTO attempts (key, attempt, started_at) VALUES (?, ?, ?)",
+                           (key, attempts + 1, now))
+                leases.append(Lease(key, url, rules, token, attempts + 1, created_at, tries + 1))
+            return leases
+
+        return self._write(take)
+
+    def next_due(self) -> float | None:
+        """When the earliest waiting job becomes due (None if none waits)."""
+        with self._lock:
+            row = self._db.execute("SELECT MIN(due_at) FROM jobs WHERE state IN ('pending', 'retrying')").fetchone()
+        return row[0]
+
+    def expire_leases(self) -> list[str]:
+        """Put back to pending every job whose lease has run out; return their keys."""
+        now = self._clock()
+
+        def expire(db: sqlite3.Connection) -> list[str]:
+            keys = [k for (k,) in db.execute(
+                "SELECT key FROM jobs WHERE state IN ('fetching', 'extracting') AND lease_until < ?", (now,))]
+            for key in keys:
+                db.execute("UPDATE jobs SET state='pending', due_at=?, lost=lost+1, updated_at=? WHERE key=?",
+                           (now, now, key))
+                db.execute("UPDATE attempts SET ended_at=?, outcome='lost', detail='lease expired'"
+                           " WHERE key=? AND attempt=(SELECT attempts FROM jobs WHERE key=?)", (now, key, key))
+            return keys
+
+        return self._write(expire)
+
+    def wake_waiting(self) -> int:
+        """Make every job that waits (deferred behind a breaker, Hold, a slot or a proxy) due
+        now: after a restart, what it waited for may no longer exist. Returns how many."""
+        now = self._clock()
+        return self._write(lambda db: db.execute(
+            "UPDATE jobs SET due_at=? WHERE state='pending' AND due_at > ? AND reason LIKE 'waiting: %'",
+            (now, now)).rowcount)
+
+    # --- reports from an attempt (each quotes its lease token) -------------------------------
+
+    def extracting(self, key: str, token: int) -> bool:
+        """The page was fetched; extraction starts. False if the lease is no longer current."""
+        now = self._clock()
+        return self._write(lambda db: db.execute(
+            "UPDATE jobs SET state='extracting', updated_at=? WHERE key=? AND lease_token=? AND state='fetching'",
+            (now, key, token)).rowcount == 1)
+
+    def store(self, key: str, token: int, fields: dict[str, Any], content_hash: str) -> bool:
+        """Store the result (once per key, ever) and mark the job stored, atomically. False
+        if the lease is no longer current (the report is stale) — nothing changes then."""
+        now = self._clock()
+
+        def put(db: sqlite3.Connection) -> bool:
+            row = db.execute("SELECT url, rules, attempts FROM jobs WHERE key=? AND lease_token=?"
+                             " AND state IN ('fetching', 'extracting')", (key, token)).fetchone()
+            if row is None:
+                return False
+            url, rules, attempts = row
+            db.execute("INSERT OR IGNORE INTO results (key, url, rules, fields, content_hash, attempts, stored_at)"
+                       " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       (key, url, rules, json.dumps(fields, sort_keys=True), content_hash, attempts, now))
+            db.execute("UPDATE jobs SET state='stored', lease_until=NULL, reason=NULL, updated_at=? WHERE key=?",
+                       (now, key))
+            db.execute("UPDATE attempts SET ended_at=?, outcome='stored' WHERE key=? AND attempt=?",
+                       (now, key, attempts))
+            return True
+
+        return self._write(put)
+
+    def fail(self, key: str, token: int, outcome: str, detail: str, *, evidence: str = "",
+             retry_at: float | None = None, dead: bool = False, park: bool = False) -> bool:
+        """Record a failed attempt (with its `evidence` in the attempt history) and decide the
+        job's next state: retrying at `retry_at`, dead (the dead-letter queue), or parked.
+        False if the lease is no longer current."""
+        now = self._clock()
+        if sum((retry_at is not None, dead, park)) != 1:
+            raise ValueError("exactly one of retry_at, dead, park")
+        state = "retrying" if retry_at is not None else "dead" if dead else "parked"
+
+        def record(db: sqlite3.Connection) -> bool:
+            row = db.execute("SELECT attempts FROM jobs WHERE key=? AND lease_token=?"
+                             " AND state IN ('fetching', 'extracting')", (key, token)).fetchone()
+            if row is None:
+                return False
+            reason = f"{outcome}: {detail}"[:2000]
+            db.execute("UPDATE jobs SET state=?, due_at=?, lease_until=NULL, reason=?, updated_at=? WHERE key=?",
+                       (state, retry_at if retry_at is not None else now, reason, now, key))
+            record_detail = f"{detail} | {evidence}" if evidence else detail
+            db.execute("UPDATE attempts SET ended_at=?, outcome=?, detail=? WHERE key=? AND attempt=?",
+                       (now, outcome, record_detail[:3000], key, row[0]))
+            after = f"due in {max(0.0, retry_at - now):.1f} s" if retry_at is not None else reason
+            _event(db, key, now, state, row[0], after)
+            return True
+
+        return self._write(record)
+
+    def defer(self, key: str, token: int, until: float, reason: str,
+              budget: float | None = None) -> Literal["deferred", "dead", ""]:
+        """Lease `token` was handed back unused (its target may not be asked now): the job
+        waits, pending, until `until`, with `reason` as its status; the attempt is not
+        counted. With a wait `budget` (seconds), the wait counts against it: the budget runs
+        from the job's first such wait (until it is replayed), a wait never reaches past its
+        end, and once it is spent the job ends dead instead, the `reason` in its own. Returns
+        "deferred", "dead", or "" if the lease is no longer current."""
+        now = self._clock()
+
+        def put_back(db: sqlite3.Connection) -> Literal["deferred", "dead", ""]:
+            row = db.execute("SELECT attempts, waiting_since FROM jobs WHERE key=? AND lease_token=?"
+                             " AND state='fetching'", (key, token)).fetchone()
+            if row is None:
+                return ""
+            attempt, since = row
+            db.execute("DELETE FROM attempts WHERE key=? AND attempt=?", (key, attempt))
+            uncount = "attempts=attempts-1, tries=MAX(0, tries-1), lease_until=NULL"
+            if budget is None:
+                db.execute(f"UPDATE jobs SET state='pending', due_at=?, {uncount}, reason=?, updated_at=?"
+                           " WHERE key=?", (until, f"waiting: {reason}"[:2000], now, key))
+                _event(db, key, now, "deferred", None, f"{reason} (due in {max(0.0, until - now):.1f} s)")
+                return "deferred"
+            since = now if since is None else since
+            if now - since >= budget:
+                why = f"WAITED: wait budget spent ({now - since:.0f} s of {budget:g} s); last: {reason}"[:2000]
+                db.execute(f"UPDATE jobs SET state='dead', {uncount}, reason=?, updated_at=? WHERE key=?",
+                           (why, now, key))
+                _event(db, key, now, "dead", None, why)
+                return "dead"
+            due = min(until, since + budget)
+            db.execute(f"UPDATE jobs SET state='pending', due_at=?, {uncount}, waiting_since=?, reason=?,"
+                       " updated_at=? WHERE key=?", (due, since, f"waiting: {reason}"[:2000], now, key))
+            _event(db, key, now, "deferred", None, f"{reason} (due in {max(0.0, due - now):.1f} s; "
+                   f"waited {now - since:.0f} of {budget:g} s)")
+            return "deferred"
+
+        return self._write(put_back)
+
+    def returned(self, key: str, token: int, reason: str, delay: float = 0.0) -> bool:
+        """Lease `token` never reached a fetcher that could take it (no live fetcher, its node
+        went down): the job is due again after `delay` seconds, the attempt is not counted and
+        no wait budget is spent. False if the lease is no longer current."""
+        now = self._clock()
+
+        def put_back(db: sqlite3.Connection) -> bool:
+            row = db.execute("SELECT attempts FROM jobs WHERE key=? AND lease_token=?"
+                             " AND state IN ('fetching', 'extracting')", (key, token)).fetchone()
+            if row is None:
+                return False
+            db.execute("DELETE FROM attempts WHERE key=? AND attempt=?", (key, row[0]))
+            db.execute("UPDATE jobs SET state='pending', due_at=?, attempts=attempts-1, tries=MAX(0, tries-1),"
+                       " lease_token=?, lease_until=NULL, updated_at=? WHERE key=?",
+                       (now + delay, secrets.randbits(63), now, key))  # a late report of it is stale
+            _event(db, key, now, "returned", None, reason)
+            return True
+
+        return self._write(put_back)
+
+    def bury(self, key: str, reason: str) -> bool:
+        """Send a job that is not leased to the dead-letter queue (e.g. poison: it was lost
+        too many times)."""
+        now = self._clock()
+
+        def kill(db: sqlite3.Connection) -> bool:
+            changed = db.execute("UPDATE jobs SET state='dead', reason=?, lease_until=NULL, updated_at=? WHERE key=?"
+                                 " AND state IN ('pending', 'retrying')", (reason[:2000], now, key)).rowcount == 1
+            if changed:
+                _event(db, key, now, "dead", None, reason)
+            return changed
+
+        return self._write(kill)
+
+    def replay(self, keys: Iterable[str] | None = None) -> int:
+        """Put dead (or parked) jobs back to pending — all of them, or those in `keys` — with
+        a fresh attempt count and wait budget (their history is kept)."""
+        now = self._clock()
+
+        def revive(db: sqlite3.Connection) -> int:
+            chosen = (db.execute("SELECT key FROM jobs WHERE state IN ('dead', 'parked')").fetchall() if keys is None
+                      else [(key,) for key in keys])
+            total = 0
+            for (key,) in chosen:
+                if db.execute("UPDATE jobs SET state='pending', due_at=?, lost=0, tries=0, waiting_since=NULL,"
+                              " reason=NULL, updated_at=? WHERE key=? AND state IN ('dead', 'parked')",
+                              (now, now, key)).rowcount:
+                    total += 1
+                    _event(db, key, now, "replayed", None, "")
+            return total
+
+        return self._write(revive)
+
+    def cancel(self, keys: Iterable[str] | None = None, batch: str | None = None) -> int:
+        """End the jobs named by `keys` or `batch` that are not terminal yet: dead, with the
+        reason `CANCELLED` (replayable from the dead-letter queue); an attempt in flight is
+        ended and its report will be stale. Returns how many were cancelled."""
+        now = self._clock()
+
+        def end(db: sqlite3.Connection) -> int:
+            chosen = list(keys or ())
+            if batch is not None:
+                chosen += [k for (k,) in db.execute("SELECT key FROM batches WHERE batch=?", (batch,))]
+            total = 0
+            for key in dict.fromkeys(chosen):
+                row = db.execute("SELECT state, attempts FROM jobs WHERE key=?", (key,)).fetchone()
+                if row is None or row[0] in TERMINAL:
+                    continue
+                if row[0] in ("fetching", "extracting"):
+                    db.execute("UPDATE attempts SET ended_at=?, outcome='cancelled', detail=? WHERE key=? AND attempt=?",
+                               (now, CANCELLED, key, row[1]))
+                db.execute("UPDATE jobs SET state='dead', reason=?, lease_until=NULL, lease_token=?,"
+                           " updated_at=? WHERE key=?", (CANCELLED, secrets.randbits(63), now, key))
+                _event(db, key, now, "cancelled", None, CANCELLED)
+                total += 1
+            return total
+
+        return self._write(end)
+
+    # --- queries ----------------------------------------------------------------------------
+
+    def job(self, key: str, client: str | None = None) -> JobRow | None:
+        """The job `key` (None if there is none, or it is not `client`'s when given)."""
+        with self._lock:
+            row = self._db.execute("SELECT key, url, rules, state, attempts, due_at, reason, updated_at"
+                                   " FROM jobs WHERE key=? AND (? IS NULL OR client=?)", (key, client, client)).fetchone()
+        return JobRow(*row) if row else None
+
+    def jobs(self, state: JobState | None = None, limit: int = 100, after: str = "",
+             client: str | None = None) -> list[JobRow]:
+        """Jobs ordered by key, optionally in one state and of one client, after key `after`
+        (for paging)."""
+        sql = "SELECT key, url, rules, state, attempts, due_at, reason, updated_at FROM jobs WHERE key > ?"
+        params: list[Any] = [after]
+        if client is not None:
+            sql += " AND client = ?"
+            params.append(client)
+        if state is not None:
+            sql += " AND state = ?"
+            params.append(state)
+        sql += " ORDER BY key LIMIT ?"
+        params.append(limit)
+        with self._lock:
+            return [JobRow(*row) for row in self._db.execute(sql, params)]
+
+    def counts(self, client: str | None = None) -> dict[str, int]:
+        """How many jobs (of `client`, if given) are in each state (every state listed)."""
+        with self._lock:
+            found = dict(self._db.execute("SELECT state, COUNT(*) FROM jobs WHERE ? IS NULL OR client = ?"
+                                          " GROUP BY state", (client, client)).fetchall())
+        return {state: found.get(state, 0) for state in STATES}
+
+    def history(self, key: str) -> list[JobEvent]:
+        """The story of job `key`, oldest first: its submission, every attempt (leased, then
+        stored, failed with the evidence, lost or cancelled), and every change of course
+        (retrying, deferred with the reason, returned, dead, parked, replayed, cancelled)."""
+        with self._lock:
+            job = self._db.execute("SELECT url, rules, created_at FROM jobs WHERE key=?", (key,)).fetchone()
+            if job is None:
+                return []
+            attempts = self._db.execute("SELECT attempt, started_at, ended_at, outcome, detail FROM attempts"
+                                        " WHERE key=?", (key,)).fetchall()
+            events = self._db.execute("SELECT at, event, attempt, detail FROM events WHERE key=?", (key,)).fetchall()
+        story = [(job[2], 0, JobEvent(job[2], "submitted", None, f"{job[0]} (rules {job[1]})"))]
+        for attempt, started, ended, outcome, detail in attempts:
+            story.append((started, 1, JobEvent(started, "leased", attempt, "")))
+            if ended is not None:
+                name = outcome if outcome in ("stored", "lost", "cancelled") else "failed"
+                text = f"{outcome}: {detail or ''}" if name == "failed" else detail or ""
+                story.append((ended, 2, JobEvent(ended, name, attempt, text)))
+        story += [(at, 3, JobEvent(at, event, attempt, detail)) for at, event, attempt, detail in events]
+        return [entry for _, _, entry in sorted(story, key=lambda item: (item[0], item[1]))]
+
+    def result(self, key: str) -> dict[str, Any] | None:
+        """The stored result of job `key` (as `results` lists them), or None."""
+        with self._lock:
+            row = self._db.execute("SELECT key, url, rules, fields, content_hash, attempts, stored_at FROM results"
+                                   " WHERE key=?", (key,)).fetchone()
+        if row is None:
+            return None
+        k, u, r, f, h, a, t = row
+        return {"key": k, "url": u, "rules": r, "fields": json.loads(f), "content_hash": h, "attempts": a,
+                "stored_at": t}
+
+    def batch_report(self, batch: str, client: str | None = None) -> BatchReport | None:
+        """Where the jobs of `batch` (those of `client`, if given) stand (None if no such job
+        was submitted in it)."""
+        with self._lock:
+            rows = self._db.execute("SELECT j.state, j.reason, j.attempts, j.updated_at, b.added_at FROM batches b"
+                                    " JOIN jobs j ON j.key = b.key WHERE b.batch=? AND (? IS NULL OR j.client=?)",
+                                    (batch, client, client)).fetchall()
+        if not rows:
+            return None
+        states = dict.fromkeys(STATES, 0)
+        reasons: Counter[str] = Counter()
+        for state, reason, _, _, _ in rows:
+            states[state] += 1
+            if state in ("dead", "parked"):
+                reasons[f"{state} {_reason_kind(reason or '')}"] += 1
+        return BatchReport(batch, len(rows), states, dict(reasons.most_common()), min(r[4] for r in rows),
+                           max(r[3] for r in rows), sum(r[2] for r in rows))
+
+    def tries(self, key: str) -> int:
+        """Attempts since the job was submitted or last replayed (what the policy counts)."""
+        with self._lock:
+            row = self._db.execute("SELECT tries FROM jobs WHERE key=?", (key,)).fetchone()
+        return row[0] if row else 0
+
+    def lost_count(self, key: str) -> int:
+        with self._lock:
+            row = self._db.execute("SELECT lost FROM jobs WHERE key=?", (key,)).fetchone()
+        return row[0] if row else 0
+
+    def attempts(self, key: str) -> list[tuple[int, float, float | None, str | None, str | None]]:
+        """The attempt history of a job: (attempt, started, ended, outcome, detail)."""
+        with self._lock:
+            return self._db.execute("SELECT attempt, started_at, ended_at, outcome, detail FROM attempts"
+                                    " WHERE key=? ORDER BY attempt", (key,)).fetchall()
+
+    def results(self, limit: int = 100, after: str = "", client: str | None = None) -> list[dict[str, Any]]:
+        """Stored results (of `client`'s jobs, if given) ordered by key, after key `after`
+        (for paging)."""
+        with self._lock:
+            if client is None:
+                rows = self._db.execute("SELECT key, url, rules, fields, content_hash, attempts, stored_at"
+                                        " FROM results WHERE key > ? ORDER BY key LIMIT ?", (after, limit)).fetchall()
+            else:
+                rows = self._db.execute("SELECT r.key, r.url, r.rules, r.fields, r.content_hash, r.attempts,"
+                                        " r.stored_at FROM results r JOIN jobs j ON j.key = r.key"
+                                        " WHERE r.key > ? AND j.client = ? ORDER BY r.key LIMIT ?",
+                                        (after, client, limit)).fetchall()
+        return [{"key": k, "url": u, "rules": r, "fields": json.loads(f), "content_hash": h,
+                 "attempts": a, "stored_at": t} for k, u, r, f, h, a, t in rows]
+
+    def result_count(self, client: str | None = None) -> int:
+        with self._lock:
+            if client is None:
+                return self._db.execute("SELECT COUNT(*) FROM results").fetchone()[0]
+            return self._db.execute("SELECT COUNT(*) FROM results r JOIN jobs j ON j.key = r.key"
+                                    " WHERE j.client = ?", (client,)).fetchone()[0]

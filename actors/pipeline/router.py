@@ -1,0 +1,399 @@
+"""The router: dispatches due jobs to the fetcher pools and applies the failure policy.
+
+It leases due jobs from the journal, at most `max_in_flight` at a time (backpressure: a job
+is only leased when there is room for it), and tells each to the fetcher pool as a
+`FetchJob` naming the router as `reply_to`. Reports come back as `Fetched` and `JobOutcome`
+and are written to the journal in batches (one transaction per burst of messages):
+
+* fields — stored, exactly once (the journal's conditional put);
+* TRANSIENT — retried after ``min(cap, base * 2**(attempt-1))`` seconds, stretched by up to
+  `jitter`, until `max_attempts`; then dead;
+* BLOCKED — retried after the Retry-After it came with (or `blocked_delay`), until
+  `max_attempts`; then dead;
+* DRIFT — parked, with an alert in the log, until an operator replays it;
+* HARD — dead at once, with the evidence;
+* Deferred — the target may not be asked now (breaker open, Hold, no slot or proxy): the job
+  waits the delay given, and the attempt does not count.
+
+Before dispatching, the router reads its node's resilience view: jobs for a target whose
+breaker is open wait without being sent, and in Hold at most `HOLD_IN_FLIGHT` jobs are out
+at a time (the fetchers turn all but the fleet's probes back).
+
+A job whose attempt was lost (its lease ran out: the fetcher crashed, or its node died)
+`poison_limit` times is dead as poison. Reports quoting an old lease token change nothing, so
+the router can be restarted at any time: leases of its previous incarnation either report
+(and count) or expire (and are retried).
+"""
+
+from __future__ import annotations
+
+import bisect
+import random
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from flotilla.actors.core.actor import Actor
+from flotilla.actors.pipeline.journal import Journal
+from flotilla.actors.core.messages import NodeDown
+from flotilla.actors.pipeline.messages import (
+    Deferred,
+    Failure,
+    Fetched,
+    FetchJob,
+    JobOutcome,
+    Returned,
+)
+from flotilla.actors.resilience.view import target_of
+
+DEFAULT_WAIT_BUDGET = 300.0
+"""Seconds a job may spend waiting behind an open breaker, Hold or a missing proxy before
+it ends dead (docs/resilience.md: one open-time cap's worth, so a job sees at least one trial
+round after the longest opening; a rule set or the router's `wait_budget` overrides it)."""
+
+
+@dataclass(frozen=True)
+class Policy:
+    """How failures are handled (see the module docstring)."""
+
+    max_attempts: int = 5
+    transient_base: float = 1.0
+    transient_cap: float = 60.0
+    jitter: float = 0.2
+    blocked_delay: float = 30.0
+    poison_limit: int = 3
+    visibility: float = 60.0
+    wait_budget: float = DEFAULT_WAIT_BUDGET
+
+    def transient_delay(self, attempt: int, rng: random.Random) -> float:
+        base = min(self.transient_cap, self.transient_base * 2 ** max(0, attempt - 1))
+        return base * (1 + rng.random() * self.jitter)
+
+
+class Wake:
+    """New jobs were submitted: look for work now."""
+
+
+class _Pump:
+    """Time to lease and dispatch (a timer's message)."""
+
+
+class _Maintain:
+    """Time to expire leases and bury poison (a timer's message)."""
+
+
+class _NodeLeft:
+    """A node went down (from the cluster's membership, in its I/O thread)."""
+
+    def __init__(self, node: str) -> None:
+        self.node = node
+
+
+JOURNAL_FILE = "journal.sqlite"
+"""The journal's file in the node's data directory (shared with the intake)."""
+MAX_DELAY = 3600.0
+"""No retry is scheduled further ahead than this."""
+BATCH_OPS = 500
+"""Most journal writes in one transaction."""
+MAINTAIN_EVERY = 1.0
+"""Seconds between lease-expiry passes."""
+ATTEMPT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+"""Upper bounds (seconds) of the attempt-latency histogram (lease to outcome)."""
+JOB_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
+"""Upper bounds (seconds) of the job-latency histogram (submission to stored)."""
+HOLD_IN_FLIGHT = 8
+"""Most jobs out at a time while the fleet is in Hold (enough for its probes)."""
+RETURN_PAUSE = 0.5
+"""After a job came back because nothing could take it (the fetchers' pool is starting, or
+their node is not up yet), dispatching pauses this long, doubling while jobs keep coming back
+(up to `RETURN_PAUSE_CAP`), and only one job at a time goes out until one is taken."""
+RETURN_PAUSE_CAP = 5.0
+"""The longest pause after returned jobs (a pool scaled to nothing costs one job per pause)."""
+
+
+class Router(Actor):
+    """Moves jobs from the journal to the fetchers and their outcomes back."""
+
+    PATH_ARGS: ClassVar[dict[str, str]] = {"fetchers": "fetcher", "alerts": "alerts"}
+
+    def __init__(self, fetchers: str, max_in_flight: int = 256, alerts: str | None = None,
+                 max_attempts: int = 5, transient_base: float = 1.0, transient_cap: float = 60.0,
+                 jitter: float = 0.2, blocked_delay: float = 30.0, poison_limit: int = 3,
+                 visibility: float = 60.0, wait_budget: float = DEFAULT_WAIT_BUDGET) -> None:
+        super().__init__()
+        if max_in_flight < 1 or max_attempts < 1 or poison_limit < 1:
+            raise ValueError("max_in_flight, max_attempts and poison_limit must be >= 1")
+        if min(transient_base, transient_cap, visibility, wait_budget) <= 0 or blocked_delay < 0 or jitter < 0:
+            raise ValueError("transient_base, transient_cap, visibility and wait_budget must be > 0; "
+                             "blocked_delay and jitter >= 0")
+        self.fetchers_path = fetchers
+        self.alerts_path = alerts
+        self.max_in_flight = max_in_flight
+        self.policy = Policy(max_attempts, transient_base, transient_cap, jitter, blocked_delay, poison_limit,
+                             visibility, wait_budget)
+        self.rng = random.Random()
+        self.in_flight: dict[str, int] = {}
+        self.sent: dict[str, tuple[str, str]] = {}  # key -> (node its attempt went to, its rule set)
+        self.counts = {"dispatched": 0, "stored": 0, "retried": 0, "dead": 0, "parked": 0, "stale": 0,
+                       "deferred": 0, "returned": 0, "waited_out": 0}
+        self.failures: Counter[str] = Counter()
+        self.leased_at: dict[str, tuple[float, float]] = {}  # key -> (monotonic lease time, submitted at)
+        self.attempt_buckets = [0] * (len(ATTEMPT_BUCKETS) + 1)
+        self.attempt_seconds = 0.0
+        self.job_buckets = [0] * (len(JOB_BUCKETS) + 1)
+        self.job_seconds = 0.0
+        self.paused_until = 0.0
+        self.returned_in_a_row = 0
+        """Pauses in a row that ended with a job coming back; 0 once a fetcher took one."""
+        self._ops = 0
+        self._batch: Any = None
+        self._pump_timer: Any = None
+        self._unwatch: Any = None
+
+    # --- life cycle -------------------------------------------------------------------
+
+    def on_start(self) -> None:
+        base = self.system.data_dir if self.system.data_dir is not None else Path.cwd()
+        self.journal = Journal(base / JOURNAL_FILE, durable=False)
+        self.fetchers = self.system.ref(self.fetchers_path)
+        woken = self.journal.wake_waiting()  # what they waited for may be gone with the old run
+        if woken:
+            self.log.info("router.waiting_jobs_due", count=woken)
+        remote = self.system.remote
+        if remote is not None:
+            me = self.actor_ref
+            self._unwatch = remote.watch_membership(
+                lambda event: me.tell(_NodeLeft(event.node)) if isinstance(event, NodeDown) else None)
+        self.send_after(0, _Maintain())
+        self.send_after(0, _Pump())
+
+    def on_stop(self) -> None:
+        self._close()
+
+    def on_failure(self, *_exc_info: Any) -> None:
+        if self._batch is not None:
+            self._batch.__exit__(RuntimeError, RuntimeError("router crashed"), None)
+            self._batch = None
+        self._close()
+
+    def _close(self) -> None:
+        if self._unwatch is not None:
+            self._unwatch()
+        journal = getattr(self, "journal", None)
+        if journal is not None:
+            self._commit()
+            journal.close()
+
+    # --- messages ---------------------------------------------------------------------
+
+    def on_receive(self, message: Any) -> Any:
+        if isinstance(message, (JobOutcome, Fetched, Deferred)):
+            self.returned_in_a_row = 0  # a fetcher took a job
+        if isinstance(message, JobOutcome):
+            self._outcome(message)
+        elif isinstance(message, Fetched):
+            self._write(lambda: self.journal.extracting(message.key, message.token))
+        elif isinstance(message, Deferred):
+            self._defer(message.key, message.token, message.delay, message.reason, budget=message.budget)
+        elif isinstance(message, Returned):
+            self._return(message.key, message.token, message.reason)
+        elif isinstance(message, _NodeLeft):
+            for key in [k for k, (node, _) in self.sent.items() if node == message.node]:
+                self._return(key, self.in_flight[key], f"node {message.node} went down", pause=False)
+        elif isinstance(message, (Wake, _Pump)):
+            self._commit()
+            self._pump()
+            return None
+        elif isinstance(message, _Maintain):
+            self._commit()
+            self._maintain()
+            self.send_after(MAINTAIN_EVERY, _Maintain())
+            return None
+        else:
+            self._commit()
+            return super().on_receive(message)
+        if self._ops >= BATCH_OPS or self.mailbox_depth == 0:
+            self._commit()
+            self._pump()
+        return None
+
+    def _write(self, operation: Any) -> Any:
+        if self._batch is None:
+            self._batch = self.journal.batch()
+            self._batch.__enter__()
+        self._ops += 1
+        return operation()
+
+    def _commit(self) -> None:
+        if self._batch is not None:
+            batch, self._batch = self._batch, None
+            batch.__exit__(None, None, None)
+        self._ops = 0
+
+    # --- dispatching ------------------------------------------------------------------
+
+    def _pump(self) -> None:
+        room = self.max_in_flight - len(self.in_flight)
+        if room > 0 and (not self.fetchers.is_alive() or time.monotonic() < self.paused_until):
+            room = 0  # no live fetcher (or one was missing just now): leasing would only bounce
+        elif self.returned_in_a_row:
+            room = min(room, 1 - len(self.in_flight))  # one job at a time until a fetcher takes one
+        view = self.system.resilience
+        if view.hold_on and view.holding().on:
+            room = min(room, HOLD_IN_FLIGHT - len(self.in_flight))
+        due = self.journal.next_due()
+        if room > 0 and due is not None and due <= time.time():  # no write transaction for nothing
+            node = self.system.whereis(self.fetchers_path)
+            for lease in self.journal.lease(room, self.policy.visibility):
+                self.in_flight[lease.key] = lease.token
+                self.sent[lease.key] = (node, lease.rules)
+                self.leased_at[lease.key] = (time.monotonic(), lease.submitted_at)
+                if view.breakers_on:  # no URL parsing per job when there are no breakers
+                    target = target_of(lease.url)
+                    open_for = view.open_for(target)
+                    if open_for > 0:
+                        spread = open_for * (1 + 0.2 * self.rng.random())  # not all back at once
+                        self._defer(lease.key, lease.token, spread, f"breaker open for {target}: "
+                                    f"{view.breaker_reason(target)}")
+                        continue
+                self.counts["dispatched"] += 1
+                self.fetchers.tell(FetchJob(lease.key, lease.url, lease.rules, lease.token, self.path, lease.tries))
+            self._commit()
+        self._schedule_pump()
+
+    def _schedule_pump(self) -> None:
+        """Look again when the earliest waiting job is due, but at most a maintenance
+        interval ahead (and keep a timer already due sooner)."""
+        if len(self.in_flight) >= self.max_in_flight:
+            return  # an outcome will make room and pump
+        due = self.journal.next_due()
+        if due is None:
+            return
+        at = time.monotonic() + min(MAINTAIN_EVERY, max(0.0, due - time.time(), self.paused_until - time.monotonic()))
+        timer = self._pump_timer
+        if timer is not None and not timer.cancelled and timer.due <= at and timer.due > time.monotonic():
+            return
+        if timer is not None:
+            timer.cancel()
+        self._pump_timer = self.send_after(at - time.monotonic(), _Pump())
+
+    def _settled(self, key: str, token: int) -> bool:
+        """Attempt `token` of `key` is no longer out: forget it (True if it was ours)."""
+        if self.in_flight.get(key) != token:
+            return False
+        del self.in_flight[key]
+        self.sent.pop(key, None)
+        return True
+
+    def _outcome(self, outcome: JobOutcome) -> None:
+        submitted_at = 0.0
+        if self._settled(outcome.key, outcome.token):
+            submitted_at = self._attempt_ended(outcome.key)
+        if outcome.failure is not None:
+            self.failures[outcome.failure.kind] += 1
+        if outcome.failure is None:
+            if self._write(lambda: self.journal.store(outcome.key, outcome.token, outcome.fields or {},
+                                                      outcome.content_hash)):
+                self.counts["stored"] += 1
+                if submitted_at:
+                    seconds = max(0.0, time.time() - submitted_at)
+                    self.job_buckets[bisect.bisect_left(JOB_BUCKETS, seconds)] += 1
+                    self.job_seconds += seconds
+            else:
+                self.counts["stale"] += 1
+            return
+        self._apply_policy(outcome.key, outcome.token, outcome.failure)
+
+    def _attempt_ended(self, key: str) -> float:
+        """Count the attempt's latency (lease to outcome); return when the job was submitted."""
+        leased = self.leased_at.pop(key, None)
+        if leased is None:
+            return 0.0
+        seconds = time.monotonic() - leased[0]
+        self.attempt_buckets[bisect.bisect_left(ATTEMPT_BUCKETS, seconds)] += 1
+        self.attempt_seconds += seconds
+        return leased[1]
+
+    def _defer(self, key: str, token: int, delay: float, reason: str, *, budget: bool = True) -> None:
+        rules = self.sent.get(key, ("", ""))[1]
+        if self._settled(key, token):
+            self.leased_at.pop(key, None)
+        until = time.time() + min(MAX_DELAY, max(0.0, delay))
+        seconds = self._wait_budget(rules) if budget else None
+        result = self._write(lambda: self.journal.defer(key, token, until, reason, seconds))
+        if result == "deferred":
+            self.counts["deferred"] += 1
+        elif result == "dead":
+            self.counts["dead"] += 1
+            self.counts["waited_out"] += 1
+            self.log.info("router.waited_out", job=key, budget=seconds, reason=reason)
+        else:
+            self.counts["stale"] += 1
+
+    def _wait_budget(self, rules: str) -> float:
+        """The wait budget of jobs with rule set `rules` (the rule set's own, else the router's)."""
+        rule_set = self.system.extraction_rules.get(rules)
+        own = rule_set.wait_budget if rule_set is not None else None
+        return own if own is not None else self.policy.wait_budget
+
+    def _return(self, key: str, token: int, reason: str, *, pause: bool = True) -> None:
+        """A job that nothing could take comes back due soon, uncounted (and dispatching
+        pauses a moment when it found no live fetcher)."""
+        if self._settled(key, token):
+            self.leased_at.pop(key, None)
+        now = time.monotonic()
+        if pause and now >= self.paused_until:  # the first job back since the last pause ended
+            self.returned_in_a_row += 1
+            self.paused_until = now + min(RETURN_PAUSE_CAP, RETURN_PAUSE * 2 ** (self.returned_in_a_row - 1))
+        if self._write(lambda: self.journal.returned(key, token, reason, RETURN_PAUSE if pause else 0.0)):
+            self.counts["returned"] += 1
+        else:
+            self.counts["stale"] += 1
+
+    def _apply_policy(self, key: str, token: int, failure: Failure) -> None:
+        attempt = self.journal.tries(key)  # attempts since submission or the last replay
+        policy = self.policy
+        detail = failure.detail
+        if failure.kind == "HARD":
+            decision: dict[str, Any] = {"dead": True}
+        elif failure.kind == "DRIFT":
+            decision = {"park": True}  # the breaker shard judges the target's drift and alerts once
+            self.log.info("router.drift", job=key, detail=detail)
+        elif attempt >= policy.max_attempts:
+            decision = {"dead": True}
+            detail = f"{detail} (gave up after {attempt} attempts)"
+        elif failure.kind == "BLOCKED":
+            delay = failure.retry_after if failure.retry_after is not None else policy.blocked_delay
+            decision = {"retry_at": time.time() + min(MAX_DELAY, delay)}
+        else:
+            decision = {"retry_at": time.time() + policy.transient_delay(attempt, self.rng)}
+        changed = self._write(lambda: self.journal.fail(key, token, failure.kind, detail,
+                                                        evidence=failure.evidence, **decision))
+        if not changed:
+            self.counts["stale"] += 1
+        elif "retry_at" in decision:
+            self.counts["retried"] += 1
+        elif decision.get("dead"):
+            self.counts["dead"] += 1
+        else:
+            self.counts["parked"] += 1
+
+    def _maintain(self) -> None:
+        expired = self.journal.expire_leases()
+        for key in expired:
+            self.in_flight.pop(key, None)
+            self.sent.pop(key, None)
+            self.leased_at.pop(key, None)
+            if self.journal.lost_count(key) >= self.policy.poison_limit:
+                if self.journal.bury(key, f"poison: its attempt was lost {self.policy.poison_limit} times"):
+                    self.counts["dead"] += 1
+                    self.log.warning("router.poison", job=key)
+        if expired:
+            self.log.info("router.leases_expired", count=len(expired))
+        self._pump()
+
+    def inspect(self) -> dict[str, Any]:
+        return {"in_flight": len(self.in_flight), **self.counts, "failures": dict(self.failures),
+                "jobs": self.journal.counts()}

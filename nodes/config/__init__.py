@@ -1,0 +1,1 @@
+"""Reading and checking a topology (`supervisor_tree.yaml`)."""

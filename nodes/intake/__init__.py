@@ -1,0 +1,1 @@
+"""The intake socket: its protocol, its server, its authentication and its client."""

@@ -1,0 +1,413 @@
+"""The intake socket: where clients submit jobs and ask about them (docs/intake.md).
+
+A ROUTER socket on the node the topology names, served by its own thread with its own
+journal connection (`durable`: a job is acknowledged only once its row is on disk). Each job
+of a batch is judged by itself: a bad one (no URL, a scheme other than http or https, an
+unknown rule set, a bad key) is rejected with its reason, and the others go on; a key seen
+before is acknowledged as a duplicate and changes nothing. After accepting new jobs the
+intake wakes the router. While the fleet is in Hold, results are still served, marked stale.
+Every submission belongs to a batch (the client's id, or one the intake makes), whose progress
+`BatchStatus` reports; `History` tells one job's story. The control requests (`Cancel`,
+`BreakerReset`) are written to the node's audit log before they run and after, like shell
+commands, and refused if the log cannot be written.
+
+The socket is a CURVE server: only the keys of `IntakeAccess` get through its handshake, and
+each request is answered as the name of its key (the ZAP User-Id), within that name's role
+(nodes/intake/auth.py). Every job is recorded with its client, under the key
+``<client>:<key>``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable
+from collections.abc import Set as AbstractSet
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import structlog
+import zmq
+
+from flotilla.actors.pipeline.credentials import CredentialSeal, has_userinfo, redact
+from flotilla.actors.pipeline.journal import STATES, Journal, NewJob
+from flotilla.actors.resilience.messages import BreakerStatus, HoldMode, HoldStatus
+from flotilla.actors.resilience.view import target_of
+from flotilla.actors.pipeline.urls import canonical_url, natural_key
+from flotilla.nodes.security.audit import audit_entry
+from flotilla.nodes.intake.auth import IntakeAccess, IntakeGuard
+from flotilla.nodes.intake.protocol import (
+    QUEUED_REQUESTS,
+    MAX_KEY_CHARS,
+    MAX_PAGE,
+    MAX_REQUEST_BYTES,
+    MAX_STORY_EVENTS,
+    MAX_URL_CHARS,
+    Ack,
+    Answer,
+    BatchInfo,
+    BatchStatus,
+    BreakerInfo,
+    BreakerReset,
+    Cancel,
+    Cancelled,
+    CountList,
+    Counts,
+    Error,
+    History,
+    Hold,
+    HoldInfo,
+    JobEventInfo,
+    JobInfo,
+    JobList,
+    Jobs,
+    JobSpec,
+    JobStory,
+    Replay,
+    Replayed,
+    ResultInfo,
+    ResultList,
+    Results,
+    Status,
+    Submit,
+    Submitted,
+    encoder,
+    request_decoder,
+)
+from flotilla.nodes.serving.refusals import refusals
+from flotilla.nodes.serving.request_id import request_id
+from flotilla.nodes.security.keys import ZAP_DOMAIN
+from flotilla.nodes.serving.guard import ServingGuard
+
+_log = structlog.get_logger("flotilla.intake")
+
+REMEMBERED_ANSWERS = 1024
+"""Answers to recent submissions kept for clients that retry (by session and request id)."""
+
+
+def check_job(job: JobSpec, rule_sets: set[str], credential_rules: AbstractSet[str] = frozenset()) -> str | None:
+    """Why `job` cannot be accepted, or None. Only rule sets in `credential_rules` accept a
+    URL with user info."""
+    if not job.url:
+        return "missing url"
+    if len(job.url) > MAX_URL_CHARS:
+        return f"url longer than {MAX_URL_CHARS} characters"
+    try:
+        parts = urlsplit(job.url)
+        port = parts.port  # raises ValueError for a port out of range
+        canonical_url(job.url)
+    except ValueError as exc:
+        return f"malformed url: {exc}"
+    if parts.scheme.lower() not in ("http", "https"):
+        return f"unsupported scheme {parts.scheme or '(none)'!r}: only http and https"
+    if not parts.hostname:
+        return "url has no host"
+    if (parts.username is not None or parts.password is not None) and job.rules not in credential_rules:
+        return (f"url carries credentials (user:password@): rule set {job.rules!r} does not accept them "
+                "(credentials: true), so they are not sent to the site nor kept")
+    if any(ch.isspace() or not ch.isprintable() for ch in job.url):
+        return "url contains spaces or control characters"
+    del port
+    if job.rules not in rule_sets:
+        known = ", ".join(sorted(rule_sets)) or "none"
+        return f"unknown rules {job.rules!r} (known: {known})"
+    if job.key is not None and not (0 < len(job.key) <= MAX_KEY_CHARS and job.key.isprintable()):
+        return f"key must be 1 to {MAX_KEY_CHARS} printable characters"
+    return None
+
+
+class Intake:
+    """Serves the intake socket on its own thread."""
+
+    def __init__(self, address: str, journal_path: Path, rule_sets: set[str], wake_router: Callable[[], None],
+                 hold: Callable[[HoldMode | None], HoldStatus | None] = lambda _mode: None, *,
+                 access: IntakeAccess, seal: CredentialSeal | None = None,
+                 credential_rules: AbstractSet[str] = frozenset(),
+                 reset_breaker: Callable[[str], tuple[str, BreakerStatus] | None] = lambda _target: None,
+                 audit_path: Path | None = None, node: str = "",
+                 on_give_up: Callable[[str], None] = lambda _reason: None) -> None:
+        """`hold(mode)` sets the fleet's Hold (None: leaves it) and returns its status, or
+        None when the topology has no Hold. `access`: the keys let in, and their roles.
+        `credential_rules`: the rule sets whose URLs may carry credentials, which `seal`
+        seals before they are written. `reset_breaker(target)` closes a target's breaker
+        and returns how it stood before and its status now, or None when the topology has no
+        breakers. Control requests are audited in `audit_path` (default: beside the journal).
+        `on_give_up(reason)` is called if the serving loop keeps failing (`flotilla.nodes.serving.guard`):
+        the node stops."""
+        self.address = address
+        self.access = access
+        self.seal = seal
+        self.credential_rules = credential_rules if seal is not None else frozenset()
+        self._hold = hold
+        self._reset_breaker = reset_breaker
+        self.audit_path = audit_path or journal_path.parent / "audit.log"
+        self.node = node
+        self.rule_sets = rule_sets
+        self._wake_router = wake_router
+        self.journal = Journal(journal_path, durable=True)
+        self._context = zmq.Context()
+        self.auth = IntakeGuard(self._context, access)
+        self._closing = threading.Event()
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="intake", daemon=True)
+        self.served = 0
+        self.serving = ServingGuard("intake", on_give_up)
+        self._answers: OrderedDict[tuple[str, str, int], Submitted] = OrderedDict()
+
+    def start(self) -> None:
+        self.auth.start()
+        self._thread.start()
+        self._ready.wait()
+        if self._error is not None:
+            self.auth.stop()
+            raise self._error
+
+    def close(self) -> None:
+        self._closing.set()
+        self._thread.join(5)
+        self.auth.stop()
+        self._context.term()
+        self.journal.close()
+
+    def _run(self) -> None:
+        socket = self._context.socket(zmq.ROUTER)
+        socket.setsockopt(zmq.LINGER, 0)
+        socket.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST_BYTES)
+        socket.setsockopt(zmq.RCVHWM, QUEUED_REQUESTS)
+        socket.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        socket.curve_server = True
+        socket.curve_secretkey = self.access.keys.secret
+        socket.curve_publickey = self.access.keys.public
+        socket.setsockopt(zmq.ZAP_DOMAIN, ZAP_DOMAIN.encode())
+        try:
+            socket.bind(self.address)
+        except zmq.ZMQError as exc:
+            self._error = OSError(f"cannot listen for clients on {self.address}: {exc}")
+            self._ready.set()
+            socket.close()
+            return
+        self._ready.set()
+        try:
+            while not self._closing.is_set():
+                try:
+                    self._serve(socket)
+                except Exception:  # noqa: BLE001 - restarted, or the node stops (flotilla.nodes.serving.guard)
+                    if not self.serving.failed():
+                        return
+        finally:
+            socket.close()
+
+    def _serve(self, socket: zmq.Socket) -> None:
+        while not self._closing.is_set():
+            if not socket.poll(200):
+                continue
+            parts = socket.recv_multipart(copy=False)
+            if len(parts) != 2:
+                refusals.refuse("intake", "malformed", f"a request is one frame, not {len(parts) - 1}",
+                                event="intake.bad_request")
+                continue
+            answer = self.handle(parts[1].buffer, str(parts[1].get("User-Id")))
+            try:
+                socket.send_multipart([parts[0], _encode(answer)], zmq.NOBLOCK)
+            except zmq.ZMQError:
+                pass  # the client left; it will ask again (submissions are idempotent)
+            self.served += 1
+
+    def handle(self, frame: bytes | memoryview, user: str) -> Answer:
+        """The answer to one request frame from `user` (the name of the peer's key, which the
+        audit log names). Never raises: a frame that does not decode is refused (counted,
+        logged once per interval) and answered with its id if it has one; a request beyond
+        the user's role is refused."""
+        try:
+            request = request_decoder.decode(frame)
+        except Exception as exc:  # noqa: BLE001 - msgspec's DecodeError, bad UTF-8, nesting...
+            refusals.refuse("intake", "malformed", str(exc), event="intake.bad_request")
+            return Error(id=request_id(frame), reason=f"bad request: {str(exc)[:200]}")
+        refusal = self.access.refusal(user, request)
+        if refusal is not None:
+            refusals.refuse("intake", "role", refusal, event="intake.refused")
+            return Error(request.id, refusal)
+        if isinstance(request, (Cancel, BreakerReset)):
+            return self._audited(request, user)
+        try:
+            return self._dispatch(request, user, self.access.scope(user))
+        except Exception as exc:  # noqa: BLE001 - a failed request must not stop the intake
+            refusals.refuse("intake", "failed", f"{type(exc).__name__}: {exc}", event="intake.request_failed",
+                            exc_info=True)
+            return Error(id=request.id, reason=f"{type(exc).__name__}: {str(exc)[:500]}")
+
+    def _audited(self, request: Cancel | BreakerReset, operator: str) -> Answer:
+        """Run a control request with an audit entry before (refused if it cannot be
+        written) and one with its outcome after."""
+        if isinstance(request, Cancel):
+            command = "cancel"
+            args = list(request.keys or []) + (["--batch", request.batch] if request.batch is not None else [])
+        else:
+            command, args = "breakers", ["reset", request.target]
+        try:
+            self._audit(operator, command, args, "started")
+        except OSError as exc:
+            _log.error("intake.audit_failed", path=str(self.audit_path), error=str(exc))
+            return Error(request.id, f"refused: the audit log cannot be written ({exc})")
+        try:
+            answer = self._dispatch(request, operator, None)
+        except Exception as exc:  # noqa: BLE001 - a failed request must not stop the intake
+            _log.exception("intake.request_failed")
+            answer = Error(request.id, f"{type(exc).__name__}: {exc}")
+        if isinstance(answer, Error):
+            self._audit(operator, command, args, "failed", answer.reason)
+        else:
+            self._audit(operator, command, args, "done")
+        return answer
+
+    def _audit(self, operator: str, command: str, args: list[str], outcome: str, error: str = "") -> None:
+        """One JSON line in the node's audit log (the shell's format, with ``via: intake``)."""
+        entry = audit_entry(self.audit_path, {
+            "node": self.node, "operator": operator, "via": "intake", "command": command,
+            "args": args[:20] + ([f"... {len(args) - 20} more"] if len(args) > 20 else []),
+            "outcome": outcome, **({"error": error} if error else {})}, failed_event="intake.audit_failed")
+        _log.info("intake.command", **entry)
+
+    def _dispatch(self, request: Any, user: str, scope: str | None) -> Answer:
+        """Answer `request` from `user`; queries see only `scope`'s jobs (None: all)."""
+        limit = max(1, min(MAX_PAGE, getattr(request, "limit", MAX_PAGE)))
+        match request:
+            case Submit(jobs=jobs, session=session, batch=batch):
+                remembered = self._answers.get((user, session, request.id)) if session else None
+                if remembered is not None:
+                    return remembered  # a retry of a request whose answer was lost
+                origin = f"{user}:{session}:{request.id}" if session else ""
+                answer = self._submit(request.id, jobs, user, origin, batch or origin or uuid.uuid4().hex)
+                if session:
+                    self._answers[(user, session, request.id)] = answer
+                    while len(self._answers) > REMEMBERED_ANSWERS:
+                        self._answers.popitem(last=False)
+                return answer
+            case Status(keys=keys):
+                rows = [self.journal.job(key, scope) for key in keys]
+                return JobList(request.id, [_info(row) for row in rows if row is not None])
+            case Jobs(state=state, after=after):
+                if state is not None and state not in STATES:
+                    return Error(request.id, f"unknown state {state!r} (states: {', '.join(STATES)})")
+                rows = self.journal.jobs(state, limit, after, scope)  # type: ignore[arg-type]
+                return JobList(request.id, [_info(row) for row in rows], rows[-1].key if len(rows) == limit else "")
+            case Results(after=after):
+                found = self.journal.results(limit, after, scope)
+                hold = self._hold(None)
+                notice = (f"the fleet is in Hold since {time.strftime('%H:%M:%S', time.localtime(hold.since))}"
+                          f" ({hold.reason}): no fresh fetches, results may be out of date") if hold and hold.on else ""
+                return ResultList(request.id, [ResultInfo(**{**r, "url": redact(r["url"])}) for r in found],
+                                  found[-1]["key"] if len(found) == limit else "", bool(notice), notice)
+            case Hold(mode=mode):
+                status = self._hold(mode)
+                if status is None:
+                    return Error(request.id, "this topology has no Hold monitor (resilience.hold)")
+                return HoldInfo(request.id, status.on, status.mode, status.reason, status.since, status.success_rate)
+            case Counts():
+                return CountList(request.id, self.journal.counts(scope), self.journal.result_count(scope))
+            case Replay(keys=keys):
+                count = self.journal.replay(keys)
+                if count:
+                    self._wake_router()
+                return Replayed(request.id, count)
+            case History(key=key):
+                return self._story(request.id, key, user, scope)
+            case BatchStatus(batch=batch):
+                report = self.journal.batch_report(batch, scope)
+                if report is None:
+                    return Error(request.id, f"no batch {batch!r} in this journal")
+                return BatchInfo(request.id, report.batch, report.total, dict(report.states), dict(report.reasons),
+                                 report.started_at, report.last_change, report.attempts, report.done)
+            case Cancel(keys=keys, batch=batch):
+                if (keys is None) == (batch is None):
+                    return Error(request.id, "cancel takes either keys or a batch")
+                return Cancelled(request.id, self.journal.cancel(keys=keys, batch=batch))
+            case BreakerReset(target=target):
+                return self._breaker_reset(request.id, target)
+        return Error(request.id, f"unhandled request {type(request).__name__}")
+
+    def _story(self, request_id: int, key: str, user: str, scope: str | None) -> Answer:
+        """The story of job `key`: a stored key, or a key as the caller submitted it (its own
+        or the natural key of a URL), in the caller's namespace."""
+        asked, row = key, self.journal.job(key, scope)
+        if row is None:
+            key = f"{user}:{key}"
+            row = self.journal.job(key, scope)
+        if row is None:
+            return Error(request_id, f"no job with key {asked!r}")
+        events = [JobEventInfo(e.at, e.event, e.attempt, e.detail) for e in self.journal.history(key)]
+        omitted = max(0, len(events) - MAX_STORY_EVENTS)
+        if omitted:
+            events = events[:1] + events[len(events) - MAX_STORY_EVENTS + 1:]
+        result = self.journal.result(key)
+        found = ResultInfo(**{**result, "url": redact(result["url"])}) if result else None
+        return JobStory(request_id, _info(row), events, omitted, found)
+
+    def _breaker_reset(self, request_id: int, target: str) -> Answer:
+        target = breaker_target(target)
+        if not target:
+            return Error(request_id, "breakers reset takes a target: host:port, or a URL on it")
+        done = self._reset_breaker(target)
+        if done is None:
+            return Error(request_id, "this topology has no breakers (resilience.breakers)")
+        was, status = done
+        if was != "closed":
+            # Jobs that wait behind it go now, not when its open period would have ended; a job
+            # that waits for something else (another breaker, Hold, a slot) is deferred again at
+            # once, uncounted, its wait budget running on from its first wait.
+            self.journal.wake_waiting()
+        self._wake_router()
+        return BreakerInfo(request_id, target, status.state, was, status.reason)
+
+    def _submit(self, request_id: int, jobs: list[JobSpec], client: str, origin: str, batch: str) -> Submitted:
+        """Judge and record each of `client`'s jobs under ``<client>:<key>`` (its own key, or
+        the natural key of the URL and rules): no client can take another's key. A job
+        already recorded by this same request (`origin`: the client's session and request id
+        — a retry whose answer was lost, even across an intake restart) is reported
+        accepted, as the first try would have been. Every job, new or duplicate, is recorded
+        as part of `batch`."""
+        acks: list[Ack] = []
+        new: list[tuple[int, NewJob]] = []
+        seen: set[str] = set()
+        for index, job in enumerate(jobs):
+            reason = check_job(job, self.rule_sets, self.credential_rules)
+            if reason is not None:
+                acks.append(Ack(index, job.key or "", "rejected", reason))
+                continue
+            key = f"{client}:{job.key or natural_key(redact(job.url), job.rules)}"
+            if key in seen:  # the same page twice in one request: the second is its duplicate
+                acks.append(Ack(index, key, "duplicate"))
+                continue
+            seen.add(key)
+            url = self.seal.seal_url(job.url) if self.seal is not None and has_userinfo(job.url) else job.url
+            new.append((index, NewJob(key, url, job.rules, client)))
+        fresh = self.journal.submit([job for _, job in new], batch=batch, origin=origin)
+        for (index, job), is_new in zip(new, fresh, strict=True):
+            acks.append(Ack(index, job.key, "accepted" if is_new else "duplicate"))
+        if any(fresh):
+            self._wake_router()
+        acks.sort(key=lambda ack: ack.index)
+        return Submitted(request_id, acks, batch)
+
+
+def breaker_target(text: str) -> str:
+    """The breaker target an operator means: ``host:port`` as given, or the target of a URL."""
+    text = text.strip()
+    return target_of(text) if "://" in text else text.lower()
+
+
+def _info(row: Any) -> JobInfo:
+    return JobInfo(row.key, redact(row.url), row.rules, row.state, row.attempts, row.reason)
+
+
+def _encode(answer: Answer) -> bytes:
+    """The answer's frame; an answer that cannot be encoded becomes an `Error` saying so."""
+    try:
+        return encoder.encode(answer)
+    except Exception as exc:  # noqa: BLE001 - e.g. a value out of MessagePack's range
+        refusals.refuse("intake", "unencodable", f"{type(exc).__name__}: {exc}", event="intake.answer_unencodable")
+        return encoder.encode(Error(id=0, reason=f"the answer cannot be encoded: {type(exc).__name__}"))

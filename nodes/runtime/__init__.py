@@ -1,0 +1,1 @@
+"""A node process and the launcher: node, logs, metrics."""

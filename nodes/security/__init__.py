@@ -1,0 +1,1 @@
+"""Keys, authentication failures and the audit log."""

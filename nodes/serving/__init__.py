@@ -1,0 +1,1 @@
+"""What every socket server shares: restartable serving threads, refusals, request ids."""

@@ -1,0 +1,1 @@
+"""The remote shell: its protocol, server, commands and client."""

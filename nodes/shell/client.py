@@ -1,0 +1,178 @@
+"""`flotilla shell`: talk to a node's shell socket, interactively or one command at a time.
+
+Interactive: a prompt_toolkit prompt with history (``~/.flotilla_history``) and completion
+of commands and actor paths; answers rendered as rich tables. Scripted: ``--exec "CMD"``
+runs one command and exits (1 if the node refused it), with ``--json`` for the raw answer.
+Leaving the shell (``quit``, Ctrl-D) never stops the node.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from flotilla.nodes.shell.protocol import COMMANDS, ShellAnswer, ShellRequest, answer_decoder, encoder
+
+TIMEOUT = 15.0
+
+
+class ShellUnavailable(Exception):
+    """The node's shell socket did not answer."""
+
+
+class ShellClient:
+    """One connection to a node's shell socket."""
+
+    def __init__(self, address: str, timeout: float = TIMEOUT,
+                 curve: tuple[bytes, bytes, bytes] | None = None) -> None:
+        """`curve` is (operator public key, operator secret key, node public key) for a TCP
+        shell."""
+        self.address = address
+        self.timeout = timeout
+        self._context = zmq.Context.instance()
+        self._socket = self._context.socket(zmq.DEALER)
+        self._socket.setsockopt(zmq.LINGER, 0)
+        if curve is not None:
+            self._socket.curve_publickey, self._socket.curve_secretkey, self._socket.curve_serverkey = curve
+        self._socket.connect(address)
+        self._ids = itertools.count(1)
+
+    def close(self) -> None:
+        self._socket.close()
+
+    def call(self, command: str, args: list[str]) -> ShellAnswer:
+        request = ShellRequest(next(self._ids), command, args, time.time() + self.timeout)
+        self._socket.send(encoder.encode(request))
+        deadline = time.monotonic() + self.timeout
+        while (remaining := deadline - time.monotonic()) > 0:
+            if not self._socket.poll(int(remaining * 1000)):
+                break
+            answer = answer_decoder.decode(self._socket.recv())
+            if answer.id in (request.id, 0):
+                return answer
+        raise ShellUnavailable(f"no answer from {self.address} within {self.timeout:g} s (is the node running?)")
+
+
+def run_line(client: ShellClient, line: str, as_json: bool, out: Any = None) -> bool:
+    """Run one command line; print its answer; False if it failed."""
+    out = out or sys.stdout
+    words = shlex.split(line)
+    if not words:
+        return True
+    command, args = words[0], words[1:]
+    if command == "eval":  # Python is sent as typed, not split like shell words
+        args = line.strip().split(None, 1)[1:]
+    if command == "logs" and args[:1] == ["--follow"]:
+        return _follow_logs(client, as_json, out)
+    answer = client.call(command, args)
+    if answer.ok and command == "logs":
+        answer = ShellAnswer(answer.id, True, answer.data["events"])
+    if answer.ok and command == "trace":
+        seconds = answer.data["tracing_for"]
+        time.sleep(seconds)  # the actor records meanwhile; then collect the recording
+        answer = client.call("trace", [args[0], "0"])
+        if answer.ok:
+            answer = ShellAnswer(answer.id, True, answer.data["previous"])
+    if as_json:
+        print(json.dumps({"ok": answer.ok, "data": answer.data, "error": answer.error}, default=str), file=out)
+    elif not answer.ok:
+        print(f"error: {answer.error}", file=out)
+    else:
+        render(answer.data, out)
+    return answer.ok
+
+
+def _follow_logs(client: ShellClient, as_json: bool, out: Any, poll: float = 0.5) -> bool:
+    """Print new log events of the node as they come, until Ctrl-C (or the node goes)."""
+    answer = client.call("logs", ["0"])  # only the newest number: start from now
+    if not answer.ok:
+        print(f"error: {answer.error}", file=out)
+        return False
+    last = answer.data["last"]
+    try:
+        while True:
+            answer = client.call("logs", ["200", str(last)])
+            if not answer.ok:
+                print(f"error: {answer.error}", file=out)
+                return False
+            last = answer.data["last"]
+            if answer.data["missed"]:
+                print(f"... {answer.data['missed']} events not kept by the node (it keeps the last 2,000)",
+                      file=out, flush=True)
+            for event in answer.data["events"]:
+                if as_json:
+                    print(json.dumps(event, default=str), file=out, flush=True)
+                else:
+                    fields = " ".join(f"{k}={v}" for k, v in event.items()
+                                      if k not in ("event", "timestamp", "level", "node"))
+                    print(f"{event.get('timestamp', '')} {event.get('level', ''):<8} {event.get('event', '')} {fields}",
+                          file=out, flush=True)
+            time.sleep(poll)  # polling interval of a follower, not synchronisation
+    except KeyboardInterrupt:
+        return True
+
+
+def render(data: Any, out: Any) -> None:
+    """Lists of rows as a table, anything else as text."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(file=out, soft_wrap=True)
+    if isinstance(data, list) and data and all(isinstance(row, dict) for row in data):
+        columns = list(dict.fromkeys(key for row in data for key in row if key != "depth"))
+        table = Table(*columns, show_lines=False)
+        for row in data:
+            cells = [str(row.get(c, "")) for c in columns]
+            if "depth" in row and columns and columns[0] == "path":
+                cells[0] = "  " * int(row["depth"]) + cells[0]
+            table.add_row(*cells)
+        console.print(table)
+    elif isinstance(data, str):
+        console.print(data, markup=False, highlight=False)
+    elif isinstance(data, list) and not data:
+        console.print("(none)")
+    else:
+        console.print_json(json.dumps(data, default=str))
+
+
+def interactive(client: ShellClient, node: str) -> int:
+    """The prompt loop; returns the exit code (0)."""
+    from prompt_toolkit import PromptSession
+    from prompt_toolkit.completion import WordCompleter
+    from prompt_toolkit.history import FileHistory
+
+    paths: list[str] = []
+    try:
+        answer = client.call("paths", [])
+        paths = list(answer.data) if answer.ok else []
+    except ShellUnavailable as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    completer = WordCompleter([*COMMANDS, "quit", *paths], WORD=True)
+    session: PromptSession[str] = PromptSession(history=FileHistory(str(Path.home() / ".flotilla_history")),
+                                                completer=completer, complete_while_typing=False)
+    print(f"connected to {node} ({client.address}); 'help' lists the commands, 'quit' leaves")
+    while True:
+        try:
+            line = session.prompt(f"{node}> ")
+        except (EOFError, KeyboardInterrupt):
+            break
+        if line.strip() in ("quit", "exit"):
+            break
+        try:
+            run_line(client, line, as_json=False)
+        except ShellUnavailable as exc:
+            print(f"error: {exc}")
+        except ValueError as exc:  # unbalanced quotes
+            print(f"error: {exc}")
+        except KeyboardInterrupt:  # Ctrl-C during a command: back to the prompt
+            print("interrupted (the node finishes or drops the command by itself)")
+    print("bye (the node keeps running)")
+    return 0

@@ -1,0 +1,292 @@
+"""What each remote-shell command does on the node that serves the shell.
+
+Commands reach the whole cluster through the node's actor system (supervisor requests and
+`Inspect` asks go to whichever node runs a path), the control actors named in the
+topology's `resilience:` section, and the intake (jobs, dead letters). Each returns plain
+data; a problem a user can fix raises `CommandError` with a message that says what is wrong.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from flotilla.actors.core.errors import ActorCrashed, NoSuchActor, NodeDown, SupervisorError, Timeout, Unavailable
+from flotilla.actors.pipeline.journal import STATES
+from flotilla.actors.core.messages import Inspect, Trace
+from flotilla.actors.resilience.messages import HoldCommand
+from flotilla.actors.core.supervisor import SupervisorClient
+from flotilla.nodes.intake.client import IntakeClient, IntakeError, IntakeUnavailable
+from flotilla.nodes.shell.protocol import COMMANDS
+
+if TYPE_CHECKING:
+    from flotilla.nodes.runtime.node import NodeRun
+
+ASK_TIMEOUT = 5.0
+MAX_JOBS_LISTED = 50
+MAX_TRACE_SECONDS = 60.0
+MAX_COUNT_DIGITS = 9
+"""Longest whole-number argument (a count, a size, a log position): larger is a usage error,
+never a number the node would choke on."""
+
+
+class CommandError(Exception):
+    """The command cannot be done as asked; the message says why."""
+
+
+def _whole(text: str) -> int | None:
+    """`text` as a whole number of ASCII digits (at most `MAX_COUNT_DIGITS`), else None."""
+    if not (text.isascii() and text.isdecimal() and len(text) <= MAX_COUNT_DIGITS):
+        return None
+    return int(text)
+
+
+def _plain(value: Any) -> Any:
+    return msgspec.to_builtins(value, str_keys=True, enc_hook=repr)
+
+
+class ShellCommands:
+    """The commands of one node's shell."""
+
+    def __init__(self, run: NodeRun) -> None:
+        self.run = run
+        self.system = run.system
+        self.topology = run.topology
+
+    def execute(self, command: str, args: list[str], operator: str = "") -> Any:
+        if command == "eval":
+            return self._eval(" ".join(args), operator)
+        handler = getattr(self, f"cmd_{command}", None)
+        if command not in COMMANDS or handler is None:
+            raise CommandError(f"unknown command {command!r}; try 'help'")
+        try:
+            return handler(*args)
+        except TypeError as exc:
+            if "positional argument" in str(exc):
+                raise CommandError(f"usage: {COMMANDS[command]}") from None
+            raise
+        except (NoSuchActor, NodeDown, Timeout, Unavailable, ActorCrashed, SupervisorError) as exc:
+            raise CommandError(f"{type(exc).__name__}: {exc}") from None
+        except (IntakeError, IntakeUnavailable) as exc:
+            raise CommandError(f"intake: {exc}") from None
+
+    # --- the cluster -------------------------------------------------------------------
+
+    def cmd_help(self) -> list[dict[str, str]]:
+        return [{"command": name, "usage": usage} for name, usage in COMMANDS.items()]
+
+    def cmd_nodes(self) -> list[dict[str, Any]]:
+        cluster = self.run.cluster
+        up = set(cluster.up_nodes()) if cluster is not None else set()
+        return [{"node": name, "address": config.address, "up": name == self.run.node or name in up,
+                 "this": name == self.run.node, "description": config.description}
+                for name, config in self.topology.nodes.items()]
+
+    def cmd_paths(self) -> list[str]:
+        paths = set(self.system.registry.paths())
+        rows = self._walk(self.topology.root_path, 0, 0.5)
+        return sorted(paths | {row["path"] for row in rows} | {self.topology.root_path})
+
+    def cmd_tree(self, path: str = "") -> list[dict[str, Any]]:
+        return self._walk(path or self.topology.root_path, 0, ASK_TIMEOUT)
+
+    def _walk(self, path: str, depth: int, timeout: float) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = []
+        try:
+            children = SupervisorClient(self.system.ref(path), timeout=timeout).which_children()
+        except (NoSuchActor, NodeDown, Timeout, Unavailable, SupervisorError) as exc:
+            return [{"path": path, "depth": depth, "status": f"unreachable: {type(exc).__name__}"}]
+        for child in children:
+            row = {"path": child.path, "depth": depth, "node": self.system.whereis(child.path),
+                   **{k: getattr(child, k) for k in ("kind", "actor", "status", "restarts", "uptime", "mailbox",
+                                                      "last_exit")}}
+            rows.append(row)
+            if child.kind in ("supervisor", "pool") and child.status == "running":
+                rows.extend(self._walk(child.path, depth + 1, timeout))
+        return rows
+
+    def cmd_which_children(self, path: str) -> list[dict[str, Any]]:
+        return [_plain(child) for child in self.system.supervisor(path).which_children()]
+
+    def cmd_count_children(self, path: str) -> dict[str, Any]:
+        return _plain(self.system.supervisor(path).count_children())
+
+    def cmd_inspect(self, path: str) -> dict[str, Any]:
+        return _plain(self.system.ask(path, Inspect(), timeout=ASK_TIMEOUT))
+
+    def _parent(self, path: str) -> tuple[str, str]:
+        parent, _, child = path.rpartition("/")
+        if not parent or parent.count("/") < 1:
+            raise CommandError(f"{path!r} is not the path of a child (the root has no supervisor to ask)")
+        return parent, child
+
+    def cmd_restart(self, path: str) -> str:
+        parent, child = self._parent(path)
+        supervisor = self.system.supervisor(parent)
+        supervisor.terminate_child(child)
+        supervisor.restart_child(child)
+        return f"{path} restarted"
+
+    def cmd_terminate(self, path: str) -> str:
+        parent, child = self._parent(path)
+        self.system.supervisor(parent).terminate_child(child)
+        return f"{path} stopped; 'restart {path}' starts it again"
+
+    def cmd_scale(self, pool: str, size: str) -> str:
+        if _whole(size) is None:
+            raise CommandError(f"size {size!r} must be a whole number >= 0 of at most {MAX_COUNT_DIGITS} digits")
+        config = self.topology.resilience
+        if config is not None and pool == config.breakers:
+            raise CommandError(f"{pool} holds the breaker shards; their number is fixed by the topology")
+        self.system.supervisor(pool).scale(int(size))
+        return f"{pool} scaled to {size}"
+
+    def cmd_trace(self, path: str, seconds: str = "5") -> dict[str, Any]:
+        try:
+            duration = min(MAX_TRACE_SECONDS, max(0.0, float(seconds)))
+        except ValueError:
+            raise CommandError(f"seconds {seconds!r} must be a number") from None
+        recorded = self.system.ask(path, Trace(duration), timeout=ASK_TIMEOUT)
+        return {"path": path, "tracing_for": duration, "previous": _plain(recorded)}
+
+    def cmd_logs(self, count: str = "20", since: str = "") -> dict[str, Any]:
+        """The last `count` events, or (with `since`, as `logs --follow` does) those after it."""
+        from flotilla.nodes.runtime.logs import recent_events
+
+        number, position = _whole(count), _whole(since) if since else 0
+        if number is None or position is None:
+            raise CommandError(f"usage: logs [N] | logs --follow (N: a whole number of at most {MAX_COUNT_DIGITS} digits)")
+        if not since:
+            last, events = recent_events.newest(number)
+            return {"last": last, "events": events, "missed": 0}
+        last, events, missed = recent_events.since(position, limit=number)
+        return {"last": last, "events": events, "missed": missed}
+
+    def _eval(self, expression: str, operator: str) -> str:
+        """Evaluate `expression` with `system` and `run` in scope, for an operator key the
+        topology names in eval_operators (over TCP only: IPC operators are local users)."""
+        allowed = {f"key:{name}" for name in self.topology.security.eval_operators}
+        if operator not in allowed:
+            raise CommandError(f"{operator or 'this operator'} may not evaluate Python (the topology's "
+                               "eval_operators names the operator keys that may, over a TCP shell)")
+        try:
+            return repr(eval(expression, {"system": self.system, "run": self.run}))  # noqa: S307 - allowed above
+        except Exception as exc:  # noqa: BLE001 - the operator's expression failed, not the node
+            raise CommandError(f"{type(exc).__name__}: {exc}") from None
+
+    def cmd_metrics(self) -> str:
+        from prometheus_client import generate_latest
+
+        return generate_latest(self.run.metrics.registry).decode()
+
+    # --- resilience ------------------------------------------------------------------
+
+    def _control(self, part: str) -> str:
+        config = self.topology.resilience
+        path = getattr(config, part, None) if config is not None else None
+        if path is None:
+            raise CommandError(f"this topology has no {part} (resilience.{part})")
+        return path
+
+    def cmd_breakers(self, action: str = "", target: str = "") -> Any:
+        if action:
+            if action != "reset" or not target:
+                raise CommandError("usage: breakers | breakers reset TARGET")
+            return self._reset_breaker(target)
+        path = self._control("breakers")
+        shards = self.topology.resilience.shards  # type: ignore[union-attr]
+        rows = []
+        for shard in range(shards):
+            state = self.system.ask(f"{path}/{shard}", Inspect(), timeout=ASK_TIMEOUT).state
+            for target, breaker in state.get("not_closed", {}).items():
+                rows.append({"target": target, "shard": shard, **breaker})
+        return rows
+
+    def _reset_breaker(self, target: str) -> dict[str, Any]:
+        """Through the intake when there is one (it also makes the jobs waiting behind the
+        breaker due now), else straight to the shard that owns the target."""
+        from flotilla.nodes.intake.client import IntakeError
+        from flotilla.nodes.intake.server import breaker_target
+
+        self._control("breakers")
+        name = breaker_target(target)
+        if not name:
+            raise CommandError("breakers reset takes a target: host:port, or a URL on it")
+        if self.topology.intake is not None:
+            with self._intake() as client:
+                try:
+                    info = client.reset_breaker(name)
+                except IntakeError as exc:
+                    raise CommandError(str(exc)) from None
+            return {"target": info.target, "state": info.state, "was": info.was, "reason": info.reason}
+        was, status = self.run.reset_breaker(name)  # type: ignore[misc]
+        return {"target": name, "state": status.state, "was": was, "reason": status.reason}
+
+    def cmd_limits(self) -> list[dict[str, Any]]:
+        state = self.system.ask(self._control("limiter"), Inspect(), timeout=ASK_TIMEOUT).state
+        rows = [{"target": "(default)", "rate": state["default_rate"]}]
+        rows += [{"target": target, **info} for target, info in state["targets"].items()]
+        return rows
+
+    def cmd_proxies(self) -> list[dict[str, Any]]:
+        state = self.system.ask(self._control("proxies"), Inspect(), timeout=ASK_TIMEOUT).state
+        return [{"proxy": proxy, **info} for proxy, info in state.items()]
+
+    def cmd_hold(self, mode: str = "") -> dict[str, Any]:
+        if mode not in ("", "on", "off", "auto"):
+            raise CommandError(f"hold takes on, off or auto, not {mode!r}")
+        status = self.system.ask(self._control("hold"), HoldCommand(mode or None), timeout=ASK_TIMEOUT)  # type: ignore[arg-type]
+        return _plain(status)
+
+    # --- jobs ------------------------------------------------------------------------
+
+    def _intake(self) -> Any:
+        if self.topology.intake is None:
+            raise CommandError("this topology has no intake")
+        return IntakeClient.for_topology(self.topology, timeout=5, retries=0)  # as the local user
+
+    def cmd_jobs(self, state: str = "") -> dict[str, Any]:
+        if state and state not in STATES:
+            raise CommandError(f"unknown state {state!r}; usage: {COMMANDS['jobs']} (states: {', '.join(STATES)})")
+        with self._intake() as client:
+            counts = client.counts()
+            listed = client.jobs(state, limit=MAX_JOBS_LISTED)[0] if state else []
+        return {"states": counts.states, "results": counts.results, "jobs": [_plain(j) for j in listed]}
+
+    def cmd_job(self, job: str, rules: str = "") -> dict[str, Any]:
+        """A job's story, by key or by URL (its key computed with `rules`, default the
+        topology's only rule set)."""
+        from flotilla.actors.pipeline.journal import natural_key
+        from flotilla.nodes.cli import rule_set
+        from flotilla.nodes.intake.client import IntakeError
+
+        key = job
+        if "://" in job:
+            try:
+                key = natural_key(job, rule_set(self.topology, rules or None))
+            except ValueError as exc:
+                raise CommandError(str(exc)) from None
+        with self._intake() as client:
+            try:
+                return _plain(client.job(key))
+            except IntakeError as exc:
+                raise CommandError(f"{job}: {exc}") from None
+
+    def cmd_cancel(self, *args: str) -> dict[str, int]:
+        if args[:1] == ("--batch",) and len(args) == 2:
+            keys, batch = None, args[1]
+        elif args and "--batch" not in args:
+            keys, batch = list(args), None
+        else:
+            raise CommandError("usage: cancel KEY... | cancel --batch BATCH")
+        with self._intake() as client:
+            return {"cancelled": client.cancel(keys, batch)}
+
+    def cmd_dlq(self, action: str = "list", *keys: str) -> Any:
+        with self._intake() as client:
+            if action == "list":
+                return [_plain(j) for j in client.jobs("dead", limit=MAX_JOBS_LISTED)[0]]
+            if action == "replay":
+                return {"replayed": client.replay(list(keys) or None)}
+        raise CommandError("usage: dlq list | dlq replay [KEY...]")
