@@ -30,8 +30,9 @@ def resolve_actor(reference: str) -> type[Actor]:
     target = BUILTIN_ACTORS.get(reference, reference)
     if ":" not in target:
         names = ", ".join(sorted(BUILTIN_ACTORS))
-        raise ActorNotFound(f"unknown actor {reference!r}: not a built-in ({names}) "
-                            "and not of the form package.module:Class")
+        raise ActorNotFound(
+            f"unknown actor {reference!r}: not a built-in ({names}) and not of the form package.module:Class"
+        )
     module_name, _, attribute = target.partition(":")
     try:
         module = importlib.import_module(module_name)

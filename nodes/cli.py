@@ -56,8 +56,10 @@ def _describe(spec: Spec) -> str:
         return f"worker {spec.actor_name} ({spec.restart}, shutdown {_seconds(spec.shutdown)})"
     if isinstance(spec, PoolSpec):
         w = spec.worker
-        return (f"pool x{spec.size} of {w.actor_name} ({spec.restart}; replicas {w.restart}, "
-                f"shutdown {_seconds(w.shutdown)}; {_flags_text(spec.flags)})")
+        return (
+            f"pool x{spec.size} of {w.actor_name} ({spec.restart}; replicas {w.restart}, "
+            f"shutdown {_seconds(w.shutdown)}; {_flags_text(spec.flags)})"
+        )
     return f"supervisor {spec.flags.strategy} ({spec.restart}; {_flags_text(spec.flags)})"
 
 
@@ -87,8 +89,7 @@ def _load_or_report(path: str, import_actors: bool = True) -> Topology | None:
         for problem in exc.problems:
             print(problem.format(exc.source), file=sys.stderr)
         count = len(exc.problems)
-        print(f"{exc.source}: {count} problem{'s' if count != 1 else ''}; the topology is not valid",
-              file=sys.stderr)
+        print(f"{exc.source}: {count} problem{'s' if count != 1 else ''}; the topology is not valid", file=sys.stderr)
         return None
 
 
@@ -97,8 +98,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     if topology is None:
         return EXIT_USAGE
     nodes = ", ".join(topology.nodes)
-    print(f"{topology.source}: valid; cluster {topology.cluster}, "
-          f"{len(topology.nodes)} node{'s' if len(topology.nodes) != 1 else ''} ({nodes})")
+    print(
+        f"{topology.source}: valid; cluster {topology.cluster}, "
+        f"{len(topology.nodes)} node{'s' if len(topology.nodes) != 1 else ''} ({nodes})"
+    )
     for node in topology.nodes.values():
         print(f"  node {node.name}" + (f": {node.description}" if node.description else ""))
     security = topology.security
@@ -113,18 +116,24 @@ def cmd_check(args: argparse.Namespace) -> int:
     if topology.intake is not None:
         clients = ", ".join(topology.security.clients) or "none"
         operators = ", ".join([*topology.security.operators, "the local user"])
-        print(f"intake: {topology.intake.address} on {topology.intake.node}, CURVE; clients: {clients}; "
-              f"operators: {operators}")
+        print(
+            f"intake: {topology.intake.address} on {topology.intake.node}, CURVE; clients: {clients}; "
+            f"operators: {operators}"
+        )
     allowed = ", ".join(topology.egress.allow)
     print("egress: public addresses only, never the cluster's own" + (f"; also {allowed}" if allowed else ""))
     resilience = topology.resilience
     if resilience is not None:
-        parts = [f"breakers {resilience.breakers} ({resilience.shards} shards)" if resilience.breakers else "",
-                 f"limiter {resilience.limiter}" if resilience.limiter else "",
-                 f"hold {resilience.hold}" if resilience.hold else "",
-                 f"proxies {resilience.proxies}" if resilience.proxies else "direct connections"]
-        print(f"resilience: {', '.join(p for p in parts if p)}; every node runs a gate "
-              f"(<node>/services/gate, reporting every {resilience.interval:g} s)")
+        parts = [
+            f"breakers {resilience.breakers} ({resilience.shards} shards)" if resilience.breakers else "",
+            f"limiter {resilience.limiter}" if resilience.limiter else "",
+            f"hold {resilience.hold}" if resilience.hold else "",
+            f"proxies {resilience.proxies}" if resilience.proxies else "direct connections",
+        ]
+        print(
+            f"resilience: {', '.join(p for p in parts if p)}; every node runs a gate "
+            f"(<node>/services/gate, reporting every {resilience.interval:g} s)"
+        )
     return 0
 
 
@@ -216,9 +225,12 @@ def _intake_client(args: argparse.Namespace, topology: Topology | None = None): 
         print(f"{topology.source}: no intake section: this cluster takes no jobs", file=sys.stderr)
         return None
     try:
-        return IntakeClient.for_topology(topology, Path(args.key) if args.key else None,
-                                         Path(args.server_key) if args.server_key else None,
-                                         timeout=getattr(args, "intake_timeout", None) or args.timeout)
+        return IntakeClient.for_topology(
+            topology,
+            Path(args.key) if args.key else None,
+            Path(args.server_key) if args.server_key else None,
+            timeout=getattr(args, "intake_timeout", None) or args.timeout,
+        )
     except KeyFileError as exc:
         print(str(exc), file=sys.stderr)
         return None
@@ -234,8 +246,9 @@ def rule_set(topology: Topology, chosen: str | None) -> str:
         return names[0]
     if not names:
         raise ValueError(f"{topology.source}: the topology has no rule sets (rules:)")
-    raise ValueError(f"{topology.source}: the topology has {len(names)} rule sets ({', '.join(names)}): "
-                     "choose one with --rules")
+    raise ValueError(
+        f"{topology.source}: the topology has {len(names)} rule sets ({', '.join(names)}): choose one with --rules"
+    )
 
 
 def _urls(items: list[str]) -> list[str]:
@@ -247,8 +260,11 @@ def _urls(items: list[str]) -> list[str]:
         path = Path(item)
         if not path.is_file():
             raise FileNotFoundError(f"{item}: neither a URL nor a readable file of URLs")
-        urls.extend(line.strip() for line in path.read_text(encoding="utf-8").splitlines()
-                    if line.strip() and not line.lstrip().startswith("#"))
+        urls.extend(
+            line.strip()
+            for line in path.read_text(encoding="utf-8").splitlines()
+            if line.strip() and not line.lstrip().startswith("#")
+        )
     return urls
 
 
@@ -282,8 +298,17 @@ def cmd_submit(args: argparse.Namespace) -> int:
                     totals[ack.status] += 1
                     url = urls[done + ack.index]
                     if args.jsonl:
-                        print(json.dumps({"status": ack.status, "key": ack.key, "url": url, "batch": batch,
-                                          **({"reason": ack.reason} if ack.reason else {})}))
+                        print(
+                            json.dumps(
+                                {
+                                    "status": ack.status,
+                                    "key": ack.key,
+                                    "url": url,
+                                    "batch": batch,
+                                    **({"reason": ack.reason} if ack.reason else {}),
+                                }
+                            )
+                        )
                     else:
                         print(f"{ack.status:<9} {ack.key or '-'}  {url}" + (f"  {ack.reason}" if ack.reason else ""))
                 done += len(acks)
@@ -291,9 +316,12 @@ def cmd_submit(args: argparse.Namespace) -> int:
                     print(f"\rsubmitted {done}/{len(urls)}", end="", file=sys.stderr, flush=True)
             if progress:
                 print(file=sys.stderr)
-            print(f"{len(urls)} jobs: {totals['accepted']} accepted, {totals['duplicate']} duplicates, "
-                  f"{totals['rejected']} rejected; batch {batch}", file=sys.stderr if args.jsonl else sys.stdout,
-                  flush=True)
+            print(
+                f"{len(urls)} jobs: {totals['accepted']} accepted, {totals['duplicate']} duplicates, "
+                f"{totals['rejected']} rejected; batch {batch}",
+                file=sys.stderr if args.jsonl else sys.stdout,
+                flush=True,
+            )
             code = 0 if not totals["rejected"] else EXIT_NOT_ALL_STORED
             if not args.wait or totals["accepted"] + totals["duplicate"] == 0:
                 return code
@@ -318,8 +346,11 @@ def _wait_for(client: Any, batch: str, timeout: float | None) -> int:
         print(line)
     if not done:
         waiting = ", ".join(f"{info.states[s]} {s}" for s in WAITING if info.states.get(s))
-        print(f"timed out after {timeout:g} s; still waiting: {waiting or 'none'} "
-              f"(see 'flotilla jobs --state pending' and 'flotilla job KEY')", file=sys.stderr)
+        print(
+            f"timed out after {timeout:g} s; still waiting: {waiting or 'none'} "
+            f"(see 'flotilla jobs --state pending' and 'flotilla job KEY')",
+            file=sys.stderr,
+        )
         return EXIT_WAIT_TIMED_OUT
     return 0 if info.states.get("stored", 0) == info.total else EXIT_NOT_ALL_STORED
 
@@ -372,8 +403,10 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
     def act(client: Any) -> int:
         count = client.cancel(keys=args.keys or None, batch=args.batch)
-        print(f"{count} job{'s' if count != 1 else ''} cancelled (dead: cancelled by an operator; "
-              "'flotilla dlq replay KEY' brings one back)")
+        print(
+            f"{count} job{'s' if count != 1 else ''} cancelled (dead: cancelled by an operator; "
+            "'flotilla dlq replay KEY' brings one back)"
+        )
         return 0
 
     return _with_client(args, act)
@@ -410,8 +443,10 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         print("  ".join(f"{state} {n}" for state, n in counts.states.items()) + f"  (results {counts.results})")
         if args.state:
             for job in client.all_jobs(args.state):
-                print(f"{job.key}  {job.state:<10} attempts {job.attempts}  {job.url}"
-                      + (f"  {job.reason}" if job.reason else ""))
+                print(
+                    f"{job.key}  {job.state:<10} attempts {job.attempts}  {job.url}"
+                    + (f"  {job.reason}" if job.reason else "")
+                )
         return 0
 
     return _with_client(args, show)
@@ -431,8 +466,17 @@ def cmd_results(args: argparse.Namespace) -> int:
             writer = csv.writer(sys.stdout)
             writer.writerow(["key", "url", "rules", "fields", "content_hash", "attempts", "stored_at"])
             for r in client.all_results():
-                writer.writerow([r.key, r.url, r.rules, json.dumps(r.fields, sort_keys=True), r.content_hash,
-                                 r.attempts, r.stored_at])
+                writer.writerow(
+                    [
+                        r.key,
+                        r.url,
+                        r.rules,
+                        json.dumps(r.fields, sort_keys=True),
+                        r.content_hash,
+                        r.attempts,
+                        r.stored_at,
+                    ]
+                )
         if client.stale_notice:
             print(f"stale: {client.stale_notice}", file=sys.stderr)
         return 0
@@ -460,8 +504,10 @@ def cmd_hold(args: argparse.Namespace) -> int:
         status = client.hold(args.mode)
         since = f" since {time.strftime('%H:%M:%S', time.localtime(status.since))}" if status.on else ""
         rate = f", success rate {status.success_rate:.0%}" if status.success_rate is not None else ""
-        print(f"hold {'on' if status.on else 'off'}{since} (mode {status.mode}{rate})"
-              + (f": {status.reason}" if status.reason else ""))
+        print(
+            f"hold {'on' if status.on else 'off'}{since} (mode {status.mode}{rate})"
+            + (f": {status.reason}" if status.reason else "")
+        )
         return 0
 
     return _with_client(args, act)
@@ -521,50 +567,89 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     check = commands.add_parser("check", help="validate a topology and print its tree")
-    check.add_argument("topology", nargs="?", default=_default_topology(),
-                       help=f"topology file (default: $FLOTILLA_TOPOLOGY or {DEFAULT_TOPOLOGY})")
-    check.add_argument("--no-import", action="store_true",
-                       help="check actors named package.module:Class by form only, without importing their "
-                            "modules (so none of their code runs); their args are then not checked")
+    check.add_argument(
+        "topology",
+        nargs="?",
+        default=_default_topology(),
+        help=f"topology file (default: $FLOTILLA_TOPOLOGY or {DEFAULT_TOPOLOGY})",
+    )
+    check.add_argument(
+        "--no-import",
+        action="store_true",
+        help="check actors named package.module:Class by form only, without importing their "
+        "modules (so none of their code runs); their args are then not checked",
+    )
     check.set_defaults(handler=cmd_check)
 
     node = commands.add_parser("node", help="run a node")
     node_commands = node.add_subparsers(dest="node_command", required=True)
     start = node_commands.add_parser("start", help="run a node's part of the tree until stopped")
-    start.add_argument("--topology", default=_default_topology(),
-                       help=f"topology file (default: $FLOTILLA_TOPOLOGY or {DEFAULT_TOPOLOGY})")
+    start.add_argument(
+        "--topology",
+        default=_default_topology(),
+        help=f"topology file (default: $FLOTILLA_TOPOLOGY or {DEFAULT_TOPOLOGY})",
+    )
     start.add_argument("--node", help="node to run (default: the tree's node, else the first node)")
-    start.add_argument("--run-for", type=float, metavar="SECONDS",
-                       help="stop gracefully after this many seconds (default: run until signalled)")
+    start.add_argument(
+        "--run-for",
+        type=float,
+        metavar="SECONDS",
+        help="stop gracefully after this many seconds (default: run until signalled)",
+    )
     start.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    start.add_argument("--log-format", default="auto", choices=["auto", "json", "console"],
-                       help="auto: console on a terminal, JSON lines otherwise")
+    start.add_argument(
+        "--log-format",
+        default="auto",
+        choices=["auto", "json", "console"],
+        help="auto: console on a terminal, JSON lines otherwise",
+    )
     start.set_defaults(handler=cmd_node_start)
 
     up = commands.add_parser("up", help="run every node of the topology on this machine")
-    up.add_argument("--topology", default=_default_topology(),
-                    help=f"topology file (default: $FLOTILLA_TOPOLOGY or {DEFAULT_TOPOLOGY})")
-    up.add_argument("--run-for", type=float, metavar="SECONDS",
-                    help="stop every node after this many seconds (default: until signalled)")
-    up.add_argument("--log-format", default="auto", choices=["auto", "json", "console"],
-                    help="the nodes' log format (auto: console on a terminal, JSON lines otherwise)")
+    up.add_argument(
+        "--topology",
+        default=_default_topology(),
+        help=f"topology file (default: $FLOTILLA_TOPOLOGY or {DEFAULT_TOPOLOGY})",
+    )
+    up.add_argument(
+        "--run-for",
+        type=float,
+        metavar="SECONDS",
+        help="stop every node after this many seconds (default: until signalled)",
+    )
+    up.add_argument(
+        "--log-format",
+        default="auto",
+        choices=["auto", "json", "console"],
+        help="the nodes' log format (auto: console on a terminal, JSON lines otherwise)",
+    )
     up.set_defaults(handler=cmd_up)
 
     down = commands.add_parser("down", help="stop the nodes started by 'flotilla up'")
-    down.add_argument("--topology", default=_default_topology(),
-                      help=f"topology file (default: $FLOTILLA_TOPOLOGY or {DEFAULT_TOPOLOGY})")
+    down.add_argument(
+        "--topology",
+        default=_default_topology(),
+        help=f"topology file (default: $FLOTILLA_TOPOLOGY or {DEFAULT_TOPOLOGY})",
+    )
     down.set_defaults(handler=cmd_down)
 
     def key_options(command: argparse.ArgumentParser) -> None:
-        command.add_argument("--key", metavar="FILE",
-                             help="your client key, NAME.key_secret (default: the local user's, local.key_secret "
-                                  "in the key directory, if you can read it)")
-        command.add_argument("--server-key", metavar="FILE",
-                             help="the intake node's public key (default: NODE.key in the key directory)")
+        command.add_argument(
+            "--key",
+            metavar="FILE",
+            help="your client key, NAME.key_secret (default: the local user's, local.key_secret "
+            "in the key directory, if you can read it)",
+        )
+        command.add_argument(
+            "--server-key", metavar="FILE", help="the intake node's public key (default: NODE.key in the key directory)"
+        )
 
     def client_options(command: argparse.ArgumentParser) -> None:
-        command.add_argument("--topology", default=_default_topology(),
-                             help=f"topology file (default: $FLOTILLA_TOPOLOGY or {DEFAULT_TOPOLOGY})")
+        command.add_argument(
+            "--topology",
+            default=_default_topology(),
+            help=f"topology file (default: $FLOTILLA_TOPOLOGY or {DEFAULT_TOPOLOGY})",
+        )
         command.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the intake")
         key_options(command)
 
@@ -572,12 +657,17 @@ def build_parser() -> argparse.ArgumentParser:
     submit = commands.add_parser("submit", help="submit jobs to the cluster's intake; prints each job's key")
     submit.add_argument("items", nargs="+", metavar="URLS_FILE|URL", help="URLs, or files with one URL a line")
     submit.add_argument("--rules", help=rules_help)
-    submit.add_argument("--jsonl", action="store_true",
-                        help="one JSON object per job on stdout (status, key, url, batch, reason); summary on stderr")
-    submit.add_argument("--wait", action="store_true",
-                        help="follow the batch until every job is finished, then print its summary")
-    submit.add_argument("--wait-timeout", type=float, metavar="SECONDS",
-                        help="with --wait: give up waiting after this long (exit 4)")
+    submit.add_argument(
+        "--jsonl",
+        action="store_true",
+        help="one JSON object per job on stdout (status, key, url, batch, reason); summary on stderr",
+    )
+    submit.add_argument(
+        "--wait", action="store_true", help="follow the batch until every job is finished, then print its summary"
+    )
+    submit.add_argument(
+        "--wait-timeout", type=float, metavar="SECONDS", help="with --wait: give up waiting after this long (exit 4)"
+    )
     client_options(submit)
     submit.set_defaults(handler=cmd_submit)
 
@@ -585,8 +675,11 @@ def build_parser() -> argparse.ArgumentParser:
     wait.add_argument("batch", help="the batch id 'flotilla submit' printed")
     wait.add_argument("--timeout", type=float, metavar="SECONDS", help="give up after this long (exit 4)")
     wait.add_argument("--intake-timeout", type=float, default=10.0, help="seconds to wait for each intake answer")
-    wait.add_argument("--topology", default=_default_topology(),
-                      help=f"topology file (default: $FLOTILLA_TOPOLOGY or {DEFAULT_TOPOLOGY})")
+    wait.add_argument(
+        "--topology",
+        default=_default_topology(),
+        help=f"topology file (default: $FLOTILLA_TOPOLOGY or {DEFAULT_TOPOLOGY})",
+    )
     key_options(wait)
     wait.set_defaults(handler=cmd_wait)
 
@@ -636,17 +729,27 @@ def build_parser() -> argparse.ArgumentParser:
     hold.set_defaults(handler=cmd_hold)
 
     shell = commands.add_parser("shell", help="a shell on a running node: inspect and steer its supervisors")
-    shell.add_argument("target", nargs="?", metavar="NODE|ADDRESS",
-                       help="a node of the topology (default: the root's) or a shell address (ipc://...)")
+    shell.add_argument(
+        "target",
+        nargs="?",
+        metavar="NODE|ADDRESS",
+        help="a node of the topology (default: the root's) or a shell address (ipc://...)",
+    )
     shell.add_argument("--node", help="the node to attach to")
     shell.add_argument("--exec", metavar="CMD", help="run one command and exit (1 if it fails)")
     shell.add_argument("--json", action="store_true", help="with --exec: print the raw answer as JSON")
     shell.add_argument("--operator", metavar="NAME", help="attach over the node's TCP shell as this operator")
-    shell.add_argument("--operator-key", metavar="FILE",
-                       help="the operator's secret key (default ~/.flotilla/NAME.key_secret; never deploy it "
-                            "with the nodes, which refuse to start a TCP shell if it is in security.keys)")
-    shell.add_argument("--topology", default=_default_topology(),
-                       help=f"topology file (default: $FLOTILLA_TOPOLOGY or {DEFAULT_TOPOLOGY})")
+    shell.add_argument(
+        "--operator-key",
+        metavar="FILE",
+        help="the operator's secret key (default ~/.flotilla/NAME.key_secret; never deploy it "
+        "with the nodes, which refuse to start a TCP shell if it is in security.keys)",
+    )
+    shell.add_argument(
+        "--topology",
+        default=_default_topology(),
+        help=f"topology file (default: $FLOTILLA_TOPOLOGY or {DEFAULT_TOPOLOGY})",
+    )
     shell.add_argument("--timeout", type=float, default=15.0, help="seconds to wait for an answer")
     shell.set_defaults(handler=cmd_shell)
 

@@ -130,8 +130,15 @@ def bench_tell(n: int, rounds: int) -> dict[str, Any]:
         raw_sq.append(tell_raw(RawPykkaSimpleQueueCounter, n))
         supervised.append(tell_supervised(n))
     r, rs, s = (statistics.median(x) for x in (raw, raw_sq, supervised))
-    return {"messages": n, "rounds": rounds, "raw_pykka_per_s": r, "raw_pykka_simplequeue_per_s": rs,
-            "supervised_per_s": s, "ratio_vs_raw_pykka": s / r, "ratio_vs_raw_pykka_simplequeue": s / rs}
+    return {
+        "messages": n,
+        "rounds": rounds,
+        "raw_pykka_per_s": r,
+        "raw_pykka_simplequeue_per_s": rs,
+        "supervised_per_s": s,
+        "ratio_vs_raw_pykka": s / r,
+        "ratio_vs_raw_pykka_simplequeue": s / rs,
+    }
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -162,8 +169,13 @@ def bench_restart(crashes: int) -> dict[str, Any]:
         raw.append(time.perf_counter() - began)
         fresh.stop()
     ms = [x * 1000 for x in latencies]
-    return {"crashes": crashes, "p50_ms": percentile(ms, 50), "p99_ms": percentile(ms, 99),
-            "max_ms": max(ms), "raw_pykka_start_and_ask_p50_ms": percentile([x * 1000 for x in raw], 50)}
+    return {
+        "crashes": crashes,
+        "p50_ms": percentile(ms, 50),
+        "p99_ms": percentile(ms, 99),
+        "max_ms": max(ms),
+        "raw_pykka_start_and_ask_p50_ms": percentile([x * 1000 for x in raw], 50),
+    }
 
 
 def rss_kib() -> int:
@@ -205,10 +217,16 @@ def bench_storm(crashes: int) -> dict[str, Any]:
     gc.collect()
     traced_after = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
-    result = {"crashes": crashes, "seconds": elapsed, "threads_before": threads_before,
-              "threads_after": threads_after, "rss_kib_before": rss_before, "rss_kib_after": rss_after,
-              "python_heap_growth_bytes": traced_after - traced_before,
-              "dead_letters": system.registry.dead_letters.count}
+    result = {
+        "crashes": crashes,
+        "seconds": elapsed,
+        "threads_before": threads_before,
+        "threads_after": threads_after,
+        "rss_kib_before": rss_before,
+        "rss_kib_after": rss_after,
+        "python_heap_growth_bytes": traced_after - traced_before,
+        "dead_letters": system.registry.dead_letters.count,
+    }
     system.stop()
     return result
 
@@ -217,18 +235,24 @@ def run_part1(quick: bool) -> dict[str, Any]:
     n, rounds, restarts, storm = (20_000, 3, 200, 1_000) if quick else (200_000, 5, 2_000, 10_000)
     results: dict[str, Any] = {}
     tell = results["tell"] = bench_tell(n, rounds)
-    print(f"tell throughput ({n:,} msgs, median of {rounds}): raw Pykka {tell['raw_pykka_per_s']:,.0f}/s, "
-          f"raw Pykka+SimpleQueue {tell['raw_pykka_simplequeue_per_s']:,.0f}/s, supervised "
-          f"{tell['supervised_per_s']:,.0f}/s -> ratio {tell['ratio_vs_raw_pykka']:.2f} "
-          f"(vs same inbox {tell['ratio_vs_raw_pykka_simplequeue']:.2f}); goal >= 0.9")
+    print(
+        f"tell throughput ({n:,} msgs, median of {rounds}): raw Pykka {tell['raw_pykka_per_s']:,.0f}/s, "
+        f"raw Pykka+SimpleQueue {tell['raw_pykka_simplequeue_per_s']:,.0f}/s, supervised "
+        f"{tell['supervised_per_s']:,.0f}/s -> ratio {tell['ratio_vs_raw_pykka']:.2f} "
+        f"(vs same inbox {tell['ratio_vs_raw_pykka_simplequeue']:.2f}); goal >= 0.9"
+    )
     restart = results["restart"] = bench_restart(restarts)
-    print(f"restart latency ({restarts:,} crashes): p50 {restart['p50_ms']:.3f} ms, p99 {restart['p99_ms']:.3f} ms, "
-          f"max {restart['max_ms']:.3f} ms; raw Pykka start+ask p50 {restart['raw_pykka_start_and_ask_p50_ms']:.3f} ms; "
-          "goal p99 <= 5 ms")
+    print(
+        f"restart latency ({restarts:,} crashes): p50 {restart['p50_ms']:.3f} ms, p99 {restart['p99_ms']:.3f} ms, "
+        f"max {restart['max_ms']:.3f} ms; raw Pykka start+ask p50 {restart['raw_pykka_start_and_ask_p50_ms']:.3f} ms; "
+        "goal p99 <= 5 ms"
+    )
     s = results["storm"] = bench_storm(storm)
-    print(f"crash storm ({storm:,} crashes in {s['seconds']:.1f} s): threads {s['threads_before']} -> "
-          f"{s['threads_after']}, RSS {s['rss_kib_before']:,} -> {s['rss_kib_after']:,} KiB, "
-          f"Python heap growth {s['python_heap_growth_bytes']:,} B")
+    print(
+        f"crash storm ({storm:,} crashes in {s['seconds']:.1f} s): threads {s['threads_before']} -> "
+        f"{s['threads_after']}, RSS {s['rss_kib_before']:,} -> {s['rss_kib_after']:,} KiB, "
+        f"Python heap growth {s['python_heap_growth_bytes']:,} B"
+    )
     return results
 
 
@@ -239,11 +263,18 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the results to this file")
     args = parser.parse_args()
     results: dict[str, Any] = {
-        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "pykka": PYKKA_VERSION,
-                    "pyzmq": importlib.metadata.version("pyzmq"), "platform": platform.platform()},
+        "machine": {
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "pykka": PYKKA_VERSION,
+            "pyzmq": importlib.metadata.version("pyzmq"),
+            "platform": platform.platform(),
+        },
     }
-    print(f"Python {platform.python_version()}, Pykka {PYKKA_VERSION}, pyzmq "
-          f"{results['machine']['pyzmq']}, {os.cpu_count()} CPUs")
+    print(
+        f"Python {platform.python_version()}, Pykka {PYKKA_VERSION}, pyzmq "
+        f"{results['machine']['pyzmq']}, {os.cpu_count()} CPUs"
+    )
     if args.part in ("1", "all"):
         results["part1"] = run_part1(args.quick)
     if args.part in ("2", "all"):

@@ -50,7 +50,9 @@ class TwoNodes:
             "cluster: bench\n"
             f"nodes:\n  beta: {{address: 'tcp://127.0.0.1:{beta_port}'}}\n"
             f"  bench: {{address: 'tcp://127.0.0.1:{bench_port}'}}\n"
-            "tree:\n  node: beta\n  children:\n    - {id: tally, actor: tally}\n", encoding="utf-8")
+            "tree:\n  node: beta\n  children:\n    - {id: tally, actor: tally}\n",
+            encoding="utf-8",
+        )
         self.topology = load_topology(self.path)
         self.beta: subprocess.Popen[bytes] | None = None
         self.system = ActorSystem("bench")
@@ -59,10 +61,26 @@ class TwoNodes:
 
     def start_beta(self) -> None:
         env = dict(os.environ, PYTHONPATH=str(ROOT))
-        self.beta = subprocess.Popen([sys.executable, "-m", "flotilla.nodes.cli", "node", "start", "--topology",
-                                      str(self.path), "--node", "beta", "--log-level", "warning",
-                                      "--log-format", "json"], env=env, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
+        self.beta = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "flotilla.nodes.cli",
+                "node",
+                "start",
+                "--topology",
+                str(self.path),
+                "--node",
+                "beta",
+                "--log-level",
+                "warning",
+                "--log-format",
+                "json",
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         assert self.cluster.wait_up("beta", 30), "beta did not come up"
         deadline = time.monotonic() + 30
         while True:
@@ -219,27 +237,44 @@ def run(quick: bool) -> dict[str, Any]:
     raw_latencies = raw_round_trips(asks)
     detection = node_down_detection(trials)
     return {
-        "remote_tell": {"messages": n, "flotilla_per_s": tell, "raw_push_pull_per_s": raw_tell,
-                        "ratio": tell / raw_tell},
-        "remote_ask": {"asks": asks, "p50_ms": percentile(latencies, 50) * 1000,
-                       "p99_ms": percentile(latencies, 99) * 1000,
-                       "raw_p50_ms": percentile(raw_latencies, 50) * 1000,
-                       "ratio_p50": percentile(latencies, 50) / percentile(raw_latencies, 50)},
+        "remote_tell": {
+            "messages": n,
+            "flotilla_per_s": tell,
+            "raw_push_pull_per_s": raw_tell,
+            "ratio": tell / raw_tell,
+        },
+        "remote_ask": {
+            "asks": asks,
+            "p50_ms": percentile(latencies, 50) * 1000,
+            "p99_ms": percentile(latencies, 99) * 1000,
+            "raw_p50_ms": percentile(raw_latencies, 50) * 1000,
+            "ratio_p50": percentile(latencies, 50) / percentile(raw_latencies, 50),
+        },
         "pipelined_asks": {"asks": asks * 10, "window": 100, "per_s": pipelined},
-        "node_down": {"trials": trials, "p50_s": percentile(detection, 50), "p99_s": percentile(detection, 99),
-                      "max_s": max(detection)},
+        "node_down": {
+            "trials": trials,
+            "p50_s": percentile(detection, 50),
+            "p99_s": percentile(detection, 99),
+            "max_s": max(detection),
+        },
     }
 
 
 def report(results: dict[str, Any]) -> None:
     t, a, p, d = (results[k] for k in ("remote_tell", "remote_ask", "pipelined_asks", "node_down"))
-    print(f"remote tell ({t['messages']:,} msgs, median of 3): {t['flotilla_per_s']:,.0f}/s vs raw pyzmq "
-          f"PUSH/PULL+msgpack {t['raw_push_pull_per_s']:,.0f}/s -> {t['ratio']:.0%} (goal >= 25%)")
-    print(f"remote ask round trip ({a['asks']:,}): p50 {a['p50_ms']:.3f} ms, p99 {a['p99_ms']:.3f} ms vs raw "
-          f"DEALER/ROUTER p50 {a['raw_p50_ms']:.3f} ms -> {a['ratio_p50']:.2f}x (goal <= 2x)")
+    print(
+        f"remote tell ({t['messages']:,} msgs, median of 3): {t['flotilla_per_s']:,.0f}/s vs raw pyzmq "
+        f"PUSH/PULL+msgpack {t['raw_push_pull_per_s']:,.0f}/s -> {t['ratio']:.0%} (goal >= 25%)"
+    )
+    print(
+        f"remote ask round trip ({a['asks']:,}): p50 {a['p50_ms']:.3f} ms, p99 {a['p99_ms']:.3f} ms vs raw "
+        f"DEALER/ROUTER p50 {a['raw_p50_ms']:.3f} ms -> {a['ratio_p50']:.2f}x (goal <= 2x)"
+    )
     print(f"pipelined asks (window {p['window']}): {p['per_s']:,.0f}/s")
-    print(f"SIGKILL -> NodeDown ({d['trials']} trials, defaults 0.2 s / 1.0 s): p50 {d['p50_s']:.2f} s, "
-          f"p99 {d['p99_s']:.2f} s (goal p99 <= 2 s)")
+    print(
+        f"SIGKILL -> NodeDown ({d['trials']} trials, defaults 0.2 s / 1.0 s): p50 {d['p50_s']:.2f} s, "
+        f"p99 {d['p99_s']:.2f} s (goal p99 <= 2 s)"
+    )
 
 
 def _raw_pull(address: str, n: str) -> None:

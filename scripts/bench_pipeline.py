@@ -64,7 +64,7 @@ tree:
             pool: {{actor: fetcher, size: 2, args: {{extractor: alpha/root/fetching/extractors, max_in_flight: 256}}}}
 """
 
-SPIDER = '''
+SPIDER = """
 import scrapy
 
 class Products(scrapy.Spider):
@@ -79,7 +79,7 @@ class Products(scrapy.Spider):
 
     def parse(self, response):
         yield {{"title": response.css("h1.title::text").get(), "price": response.css(".price::text").get()}}
-'''
+"""
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -91,10 +91,29 @@ def percentile(values: list[float], p: float) -> float:
 def node_processes(topology: Path, names: Iterable[str]) -> Iterator[None]:
     """`flotilla node start` for each of `names` (quiet), terminated and waited for on exit."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    nodes = [subprocess.Popen([sys.executable, "-m", "flotilla.nodes.cli", "node", "start", "--topology", str(topology),
-                               "--node", name, "--log-level", "warning", "--log-format", "json"],
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-             for name in names]
+    nodes = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "flotilla.nodes.cli",
+                "node",
+                "start",
+                "--topology",
+                str(topology),
+                "--node",
+                name,
+                "--log-level",
+                "warning",
+                "--log-format",
+                "json",
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for name in names
+    ]
     try:
         yield
     finally:
@@ -120,11 +139,21 @@ def flotilla(site: str, n: int) -> dict[str, Any]:
                     time.sleep(0.05)
                 elapsed = time.time() - began
             db = sqlite3.connect(Path(tmp) / "data" / "alpha" / "journal.sqlite")
-            latencies = [stored - created for created, stored in db.execute(
-                "SELECT j.created_at, r.stored_at FROM jobs j JOIN results r USING (key)")]
+            latencies = [
+                stored - created
+                for created, stored in db.execute(
+                    "SELECT j.created_at, r.stored_at FROM jobs j JOIN results r USING (key)"
+                )
+            ]
             db.close()
-    return {"pages": n, "seconds": elapsed, "per_s": n / elapsed, "p50_s": percentile(latencies, 50),
-            "p95_s": percentile(latencies, 95), "p99_s": percentile(latencies, 99)}
+    return {
+        "pages": n,
+        "seconds": elapsed,
+        "per_s": n / elapsed,
+        "p50_s": percentile(latencies, 50),
+        "p95_s": percentile(latencies, 95),
+        "p99_s": percentile(latencies, 99),
+    }
 
 
 def scrapy_run(site: str, n: int) -> dict[str, Any]:
@@ -133,8 +162,12 @@ def scrapy_run(site: str, n: int) -> dict[str, Any]:
         spider.write_text(textwrap.dedent(SPIDER.format(site=site, n=n)), encoding="utf-8")
         out = Path(tmp) / "items.jsonl"
         began = time.time()
-        subprocess.run([sys.executable, "-m", "scrapy", "runspider", str(spider), "-o", str(out)],
-                       check=True, capture_output=True, cwd=tmp)
+        subprocess.run(
+            [sys.executable, "-m", "scrapy", "runspider", str(spider), "-o", str(out)],
+            check=True,
+            capture_output=True,
+            cwd=tmp,
+        )
         elapsed = time.time() - began
         items = sum(1 for _ in out.open())
     return {"pages": items, "seconds": elapsed, "per_s": items / elapsed}
@@ -145,6 +178,7 @@ async def _bare(site: str, n: int) -> float:
     semaphore = asyncio.Semaphore(256)
     done = 0
     async with aiohttp.ClientSession(connector=connector) as session:
+
         async def one(k: int) -> None:
             nonlocal done
             async with semaphore, session.get(f"{site}/product/{k}") as response:
@@ -165,8 +199,9 @@ def bare_loop(site: str, n: int) -> dict[str, Any]:
 def run(quick: bool) -> dict[str, Any]:
     n = 2_000 if quick else 20_000
     port = free_ports(1)[0]
-    site_process = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "demo_site.py"), "--port", str(port)],
-                                    stdout=subprocess.PIPE, text=True)
+    site_process = subprocess.Popen(
+        [sys.executable, str(ROOT / "scripts" / "demo_site.py"), "--port", str(port)], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert site_process.stdout is not None
         site = site_process.stdout.readline().strip().removeprefix("ready ")
@@ -178,19 +213,28 @@ def run(quick: bool) -> dict[str, Any]:
         site_process.wait(10)
     import bench_realistic
 
-    return {"flotilla": ours, "scrapy": scrapy, "bare_aiohttp_selectolax": bare,
-            "ratio_vs_scrapy": ours["per_s"] / scrapy["per_s"], "ratio_vs_bare": ours["per_s"] / bare["per_s"],
-            "realistic": bench_realistic.run(quick)}
+    return {
+        "flotilla": ours,
+        "scrapy": scrapy,
+        "bare_aiohttp_selectolax": bare,
+        "ratio_vs_scrapy": ours["per_s"] / scrapy["per_s"],
+        "ratio_vs_bare": ours["per_s"] / bare["per_s"],
+        "realistic": bench_realistic.run(quick),
+    }
 
 
 def report(results: dict[str, Any]) -> None:
     ours, scrapy, bare = results["flotilla"], results["scrapy"], results["bare_aiohttp_selectolax"]
-    print(f"end to end ({ours['pages']:,} pages, fetch + extract + store through two nodes): "
-          f"{ours['per_s']:,.0f} pages/s; job latency p50 {ours['p50_s']:.2f} s, p95 {ours['p95_s']:.2f} s, "
-          f"p99 {ours['p99_s']:.2f} s")
+    print(
+        f"end to end ({ours['pages']:,} pages, fetch + extract + store through two nodes): "
+        f"{ours['per_s']:,.0f} pages/s; job latency p50 {ours['p50_s']:.2f} s, p95 {ours['p95_s']:.2f} s, "
+        f"p99 {ours['p99_s']:.2f} s"
+    )
     print(f"  vs Scrapy {scrapy['per_s']:,.0f} pages/s -> {results['ratio_vs_scrapy']:.1f}x (goal >= 5x)")
-    print(f"  vs bare aiohttp + selectolax loop {bare['per_s']:,.0f} pages/s -> {results['ratio_vs_bare']:.0%} "
-          "(goal >= 50 %)")
+    print(
+        f"  vs bare aiohttp + selectolax loop {bare['per_s']:,.0f} pages/s -> {results['ratio_vs_bare']:.0%} "
+        "(goal >= 50 %)"
+    )
     import bench_realistic
 
     bench_realistic.report(results["realistic"])

@@ -62,7 +62,7 @@ READY_TIMEOUT_S = 30.0
 TERMINAL = ("stored", "dead", "parked")
 IN_FLIGHT = ("pending", "fetching", "extracting", "retrying")
 
-SPIDER = '''
+SPIDER = """
 import time
 import scrapy
 
@@ -79,7 +79,7 @@ class Site(scrapy.Spider):
     def parse(self, response):
         yield {{"url": response.url, "title": response.css("h1.title::text").get(),
                "price": response.css(".price::text").get(), "t": time.time()}}
-'''
+"""
 
 
 AT_ONCE_KINDS = frozenset({"ok", "prose"})
@@ -172,14 +172,21 @@ def flotilla_crawl(url_set: UrlSet, breakers: bool, timeout: float) -> dict[str,
         db.close()
     states = Counter(state for state, _ in jobs)
     reasons = Counter(f"{state}: {_gist(reason)}" for state, reason in jobs if state != "stored")
-    return {"jobs": len(url_set.urls), "terminal_s": terminal_s, "waited_s": elapsed,
-            "states": dict(states), "reasons": dict(reasons.most_common(8)),
-            "wait_budget_s": wait_budget if wait_budget is not None else WAIT_BUDGET_S,
-            "wait_budget_from_topology": wait_budget is not None,
-            "hold_seen": watch.hold_seen, "healthy_breaker_opened": url_set.healthy_host in watch.breakers_opened,
-            "breakers_opened": sorted(watch.breakers_opened),
-            **_healthy_throughput(url_set, {u: t - began for u, t in stored_at.items()}, elapsed,
-                                  ended=terminal_s is not None)}
+    return {
+        "jobs": len(url_set.urls),
+        "terminal_s": terminal_s,
+        "waited_s": elapsed,
+        "states": dict(states),
+        "reasons": dict(reasons.most_common(8)),
+        "wait_budget_s": wait_budget if wait_budget is not None else WAIT_BUDGET_S,
+        "wait_budget_from_topology": wait_budget is not None,
+        "hold_seen": watch.hold_seen,
+        "healthy_breaker_opened": url_set.healthy_host in watch.breakers_opened,
+        "breakers_opened": sorted(watch.breakers_opened),
+        **_healthy_throughput(
+            url_set, {u: t - began for u, t in stored_at.items()}, elapsed, ended=terminal_s is not None
+        ),
+    }
 
 
 def _wait_terminal(client: IntakeClient, began: float, timeout: float) -> float | None:
@@ -200,8 +207,7 @@ def _gist(reason: str | None) -> str:
     return (reason or "").split("(")[0].split(" http")[0].strip()[:60]
 
 
-def _healthy_throughput(url_set: UrlSet, stored_after: dict[str, float], waited: float,
-                        ended: bool) -> dict[str, Any]:
+def _healthy_throughput(url_set: UrlSet, stored_after: dict[str, float], waited: float, ended: bool) -> dict[str, Any]:
     """Healthy pages stored (and lost), and the healthy host's pages/s: its pages that answer at
     once, stored, over the time until the last of them was stored. If the crawl did not end
     and some of them are not stored yet, over the whole wait instead."""
@@ -209,11 +215,18 @@ def _healthy_throughput(url_set: UrlSet, stored_after: dict[str, float], waited:
     at_once = [stored_after[url] for url in url_set.at_once if url in stored_after]
     span = max(at_once) if at_once and (ended or len(at_once) == len(url_set.at_once)) else waited
     lost = Counter(url_set.kinds[url] for url in url_set.healthy if url not in stored_after)
-    return {"ended": ended, "healthy_pages": len(url_set.healthy), "healthy_stored": len(healthy), "healthy_lost": lost.total(),
-            "healthy_lost_by_kind": dict(lost),
-            "healthy_all_stored_s": max(healthy) if healthy and not lost else None,
-            "at_once_pages": len(url_set.at_once), "at_once_stored": len(at_once),
-            "healthy_seconds": span, "healthy_per_s": len(at_once) / span if span else 0.0}
+    return {
+        "ended": ended,
+        "healthy_pages": len(url_set.healthy),
+        "healthy_stored": len(healthy),
+        "healthy_lost": lost.total(),
+        "healthy_lost_by_kind": dict(lost),
+        "healthy_all_stored_s": max(healthy) if healthy and not lost else None,
+        "at_once_pages": len(url_set.at_once),
+        "at_once_stored": len(at_once),
+        "healthy_seconds": span,
+        "healthy_per_s": len(at_once) / span if span else 0.0,
+    }
 
 
 def scrapy_crawl(url_set: UrlSet) -> dict[str, Any]:
@@ -225,21 +238,30 @@ def scrapy_crawl(url_set: UrlSet) -> dict[str, Any]:
         spider.write_text(textwrap.dedent(SPIDER.format(urls=str(urls))), encoding="utf-8")
         out = Path(tmp) / "items.jsonl"
         began = time.time()
-        subprocess.run([sys.executable, "-m", "scrapy", "runspider", str(spider), "-o", str(out)],
-                       check=True, capture_output=True, cwd=tmp)
+        subprocess.run(
+            [sys.executable, "-m", "scrapy", "runspider", str(spider), "-o", str(out)],
+            check=True,
+            capture_output=True,
+            cwd=tmp,
+        )
         finished_s = time.time() - began
         items = [json.loads(line) for line in out.open()]
     stored_after = {i["url"]: i["t"] - began for i in items if i["title"] and i["price"]}
-    return {"jobs": len(url_set.urls), "finished_s": finished_s, "items": len(items),
-            **_healthy_throughput(url_set, stored_after, finished_s, ended=True)}
+    return {
+        "jobs": len(url_set.urls),
+        "finished_s": finished_s,
+        "items": len(items),
+        **_healthy_throughput(url_set, stored_after, finished_s, ended=True),
+    }
 
 
 def run(quick: bool) -> dict[str, Any]:
     pages = QUICK_PAGES if quick else PAGES
     timeout = QUICK_CRAWL_TIMEOUT_S if quick else CRAWL_TIMEOUT_S
     port = free_ports(1)[0]
-    site_process = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "demo_site.py"), "--port", str(port)],
-                                    stdout=subprocess.PIPE, text=True)
+    site_process = subprocess.Popen(
+        [sys.executable, str(ROOT / "scripts" / "demo_site.py"), "--port", str(port)], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert site_process.stdout is not None
         site = site_process.stdout.readline().strip().removeprefix("ready ")
@@ -262,8 +284,12 @@ def run(quick: bool) -> dict[str, Any]:
     finally:
         site_process.terminate()
         site_process.wait(10)
-    for name, clean_name in (("flotilla", "flotilla_clean"), ("flotilla_site", "flotilla_clean"),
-                             ("flotilla_no_breakers", "flotilla_clean"), ("scrapy", "scrapy_clean")):
+    for name, clean_name in (
+        ("flotilla", "flotilla_clean"),
+        ("flotilla_site", "flotilla_clean"),
+        ("flotilla_no_breakers", "flotilla_clean"),
+        ("scrapy", "scrapy_clean"),
+    ):
         results[name]["healthy_ratio_vs_clean"] = results[name]["healthy_per_s"] / results[clean_name]["healthy_per_s"]
     return results
 
@@ -284,7 +310,11 @@ def _ended(row: dict[str, Any]) -> str:
 def _stored(row: dict[str, Any]) -> str:
     stored = f"healthy pages stored {row['healthy_stored']:,} of {row['healthy_pages']:,}"
     if row["healthy_lost"]:
-        stored += (" (lost: " if row["ended"] else " (not stored when the wait ended: ") + ", ".join(f"{n} {kind}" for kind, n in row["healthy_lost_by_kind"].items()) + ")"
+        stored += (
+            (" (lost: " if row["ended"] else " (not stored when the wait ended: ")
+            + ", ".join(f"{n} {kind}" for kind, n in row["healthy_lost_by_kind"].items())
+            + ")"
+        )
     if row["healthy_all_stored_s"] is not None:
         stored += f", the last after {row['healthy_all_stored_s']:.1f} s"
     return stored
@@ -295,40 +325,58 @@ def _met(ok: bool) -> str:
 
 
 def report(results: dict[str, Any]) -> None:
-    print(f"realistic site: {results['pages']:,} pages on the healthy host (a few percent of each fault kind) "
-          f"+ {results['dead_host_urls']} URLs on a host that is down; clean twin: the same pages, all good")
-    for name, label in (("flotilla", "Flotilla, default topology"),
-                        ("flotilla_site", "Flotilla, default topology, the site alone (no dead host)"),
-                        ("flotilla_no_breakers", "Flotilla, breakers left out, the site alone")):
+    print(
+        f"realistic site: {results['pages']:,} pages on the healthy host (a few percent of each fault kind) "
+        f"+ {results['dead_host_urls']} URLs on a host that is down; clean twin: the same pages, all good"
+    )
+    for name, label in (
+        ("flotilla", "Flotilla, default topology"),
+        ("flotilla_site", "Flotilla, default topology, the site alone (no dead host)"),
+        ("flotilla_no_breakers", "Flotilla, breakers left out, the site alone"),
+    ):
         row, budget = results[name], results[name]["wait_budget_s"]
         source = "topology" if row["wait_budget_from_topology"] else "bench default; the topology sets none"
         terminal_ok = row["terminal_s"] is not None and row["terminal_s"] <= 2 * budget
-        print(f"  {label}: {_ended(row)} (goal <= 2x the wait budget of {budget:g} s [{source}]: "
-              f"{_met(terminal_ok)}); states {row['states']}")
-        print(f"    healthy host {row['healthy_per_s']:,.0f} pages/s = {row['healthy_ratio_vs_clean']:.0%} of its clean "
-              f"{results['flotilla_clean']['healthy_per_s']:,.0f} pages/s [the faster of two clean crawls, before and "
-              f"after: {' and '.join(f'{x:,.0f}' for x in results['flotilla_clean_runs_per_s'])}] (goal >= 90 %: "
-              f"{_met(row['healthy_ratio_vs_clean'] >= 0.9)}); {_stored(row)} (goal: none lost: "
-              f"{_met(row['healthy_lost'] == 0)})")
-        print(f"    fleet in Hold: {'yes' if row['hold_seen'] else 'never'}; healthy host's breaker: "
-              f"{'opened' if row['healthy_breaker_opened'] else 'never opened'}; not stored, by reason:")
+        print(
+            f"  {label}: {_ended(row)} (goal <= 2x the wait budget of {budget:g} s [{source}]: "
+            f"{_met(terminal_ok)}); states {row['states']}"
+        )
+        print(
+            f"    healthy host {row['healthy_per_s']:,.0f} pages/s = {row['healthy_ratio_vs_clean']:.0%} of its clean "
+            f"{results['flotilla_clean']['healthy_per_s']:,.0f} pages/s [the faster of two clean crawls, before and "
+            f"after: {' and '.join(f'{x:,.0f}' for x in results['flotilla_clean_runs_per_s'])}] (goal >= 90 %: "
+            f"{_met(row['healthy_ratio_vs_clean'] >= 0.9)}); {_stored(row)} (goal: none lost: "
+            f"{_met(row['healthy_lost'] == 0)})"
+        )
+        print(
+            f"    fleet in Hold: {'yes' if row['hold_seen'] else 'never'}; healthy host's breaker: "
+            f"{'opened' if row['healthy_breaker_opened'] else 'never opened'}; not stored, by reason:"
+        )
         for reason, n in row["reasons"].items():
             print(f"      {n:5d}  {reason}")
     ours, bare = results["flotilla_site"], results["flotilla_no_breakers"]
     if ours["terminal_s"] is not None and bare["terminal_s"] is not None:
         ratio = ours["terminal_s"] / bare["terminal_s"]
-        print(f"  the site alone, default resilience vs breakers left out: {ratio:.2f}x the time until every job is "
-              f"terminal (goal <= 1.2x: {_met(ratio <= 1.2)})")
+        print(
+            f"  the site alone, default resilience vs breakers left out: {ratio:.2f}x the time until every job is "
+            f"terminal (goal <= 1.2x: {_met(ratio <= 1.2)})"
+        )
     else:
-        print("  default resilience vs breakers left out: not comparable, "
-              f"{'the default' if ours['terminal_s'] is None else 'the breakerless'} crawl did not end "
-              "(goal <= 1.2x: NOT met)")
+        print(
+            "  default resilience vs breakers left out: not comparable, "
+            f"{'the default' if ours['terminal_s'] is None else 'the breakerless'} crawl did not end "
+            "(goal <= 1.2x: NOT met)"
+        )
     scrapy, clean = results["scrapy"], results["scrapy_clean"]
-    print(f"  Scrapy, default retries: crawl finished in {scrapy['finished_s']:.1f} s (process start included); "
-          f"healthy host {scrapy['healthy_per_s']:,.0f} pages/s = {scrapy['healthy_ratio_vs_clean']:.0%} of its clean "
-          f"{clean['healthy_per_s']:,.0f} pages/s; {_stored(scrapy)}")
-    print("  (healthy host pages/s: its pages that answer at the first request, over the time until the last of "
-          "them was stored; pages answering 503 or 429 first count in the pages stored)")
+    print(
+        f"  Scrapy, default retries: crawl finished in {scrapy['finished_s']:.1f} s (process start included); "
+        f"healthy host {scrapy['healthy_per_s']:,.0f} pages/s = {scrapy['healthy_ratio_vs_clean']:.0%} of its clean "
+        f"{clean['healthy_per_s']:,.0f} pages/s; {_stored(scrapy)}"
+    )
+    print(
+        "  (healthy host pages/s: its pages that answer at the first request, over the time until the last of "
+        "them was stored; pages answering 503 or 429 first count in the pages stored)"
+    )
 
 
 if __name__ == "__main__":

@@ -86,20 +86,29 @@ def rate_accuracy(quick: bool) -> dict[str, Any]:
             a, b, c, i = free_ports(4)
             topology = Path(tmp) / "bench.yaml"
             topology.write_text(textwrap.dedent(TREE.format(a=a, b=b, c=c, i=i)), encoding="utf-8")
-            with node_processes(topology, ("alpha", "beta", "gamma")), \
-                    IntakeClient.for_topology(load_topology(topology), wait_for_keys=60, timeout=2, retries=30) as client:
+            with (
+                node_processes(topology, ("alpha", "beta", "gamma")),
+                IntakeClient.for_topology(load_topology(topology), wait_for_keys=60, timeout=2, retries=30) as client,
+            ):
                 client.counts()
                 for _ in client.submit_all(JobSpec(f"{site.url}/product/{n}", "product") for n in range(jobs)):
                     pass
-                wait_until(lambda: client.counts().results == jobs, timeout=seconds * 3 + 60,
-                           what="every job to be stored")
+                wait_until(
+                    lambda: client.counts().results == jobs, timeout=seconds * 3 + 60, what="every job to be stored"
+                )
         family = site.stats()["families"]["/product"]
     finally:
         site.stop()
     mean = (family["count"] - 1) / (family["last"] - family["first"])
-    return {"limit": RATE, "requests": family["count"], "seconds": round(family["last"] - family["first"], 2),
-            "mean_rate": round(mean, 2), "mean_vs_limit": round(mean / RATE, 4),
-            "busiest_second": family["busiest_second"], "busiest_vs_limit": round(family["busiest_second"] / RATE, 3)}
+    return {
+        "limit": RATE,
+        "requests": family["count"],
+        "seconds": round(family["last"] - family["first"], 2),
+        "mean_rate": round(mean, 2),
+        "mean_vs_limit": round(mean / RATE, 4),
+        "busiest_second": family["busiest_second"],
+        "busiest_vs_limit": round(family["busiest_second"] / RATE, 3),
+    }
 
 
 def slot_overhead(quick: bool) -> dict[str, Any]:
@@ -133,9 +142,14 @@ def slot_overhead(quick: bool) -> dict[str, Any]:
     def pct(values: list[float], q: float) -> float:
         return sorted(values)[int(len(values) * q)] * 1e6
 
-    return {"calls": rounds, "p50_us": round(pct(ours, 0.5), 2), "p99_us": round(pct(ours, 0.99), 2),
-            "semaphore_p50_us": round(pct(base, 0.5), 2), "semaphore_p99_us": round(pct(base, 0.99), 2),
-            "p99_vs_semaphore": round(pct(ours, 0.99) / pct(base, 0.99), 2)}
+    return {
+        "calls": rounds,
+        "p50_us": round(pct(ours, 0.5), 2),
+        "p99_us": round(pct(ours, 0.99), 2),
+        "semaphore_p50_us": round(pct(base, 0.5), 2),
+        "semaphore_p99_us": round(pct(base, 0.99), 2),
+        "p99_vs_semaphore": round(pct(ours, 0.99) / pct(base, 0.99), 2),
+    }
 
 
 def breaker_and_hold(quick: bool) -> dict[str, Any]:
@@ -153,8 +167,12 @@ def breaker_and_hold(quick: bool) -> dict[str, Any]:
                 with tempfile.TemporaryDirectory() as tmp:
                     try:
                         kwargs = {"breakers": {}} if part == "breakers" else {"hold": {}}
-                        journal = start_fleet(system, Path(tmp), policy={"max_attempts": 1000, "transient_base": 0.05,
-                                                                         "transient_cap": 0.2}, **kwargs)
+                        journal = start_fleet(
+                            system,
+                            Path(tmp),
+                            policy={"max_attempts": 1000, "transient_base": 0.05, "transient_cap": 0.2},
+                            **kwargs,
+                        )
                         site.switch(200)
                         spread = hosts if part == "hold" else hosts[:1]  # Hold needs failures spread over targets
                         urls = [f"{spread[n % len(spread)]}/switch/{trial * 10_000 + n}" for n in range(3000)]
@@ -168,8 +186,11 @@ def breaker_and_hold(quick: bool) -> dict[str, Any]:
                             results["to_open"].append(time.monotonic() - went_bad)
                             site.switch(200)
                             recovered = time.monotonic()
-                            wait_until(lambda: target not in system.resilience.snapshot()["breakers"], timeout=60,
-                                       what="closed")
+                            wait_until(
+                                lambda: target not in system.resilience.snapshot()["breakers"],
+                                timeout=60,
+                                what="closed",
+                            )
                             results["to_close"].append(time.monotonic() - recovered)
                         else:
                             wait_until(lambda: system.resilience.holding().on, timeout=30, what="Hold")
@@ -182,23 +203,36 @@ def breaker_and_hold(quick: bool) -> dict[str, Any]:
                         system.stop(10)
     finally:
         site.stop()
-    return {name: {"trials": len(values), "median_s": round(statistics.median(values), 3),
-                   "max_s": round(max(values), 3)} for name, values in results.items()}
+    return {
+        name: {"trials": len(values), "median_s": round(statistics.median(values), 3), "max_s": round(max(values), 3)}
+        for name, values in results.items()
+    }
 
 
 def run(quick: bool) -> dict[str, Any]:
-    return {"rate_accuracy": rate_accuracy(quick), "slot_overhead": slot_overhead(quick),
-            "breaker_and_hold": breaker_and_hold(quick)}
+    return {
+        "rate_accuracy": rate_accuracy(quick),
+        "slot_overhead": slot_overhead(quick),
+        "breaker_and_hold": breaker_and_hold(quick),
+    }
 
 
 def report(results: dict[str, Any]) -> None:
     rate, slot, timing = results["rate_accuracy"], results["slot_overhead"], results["breaker_and_hold"]
-    print(f"rate limit {rate['limit']:g}/s, 3 nodes, 60 fetchers: {rate['requests']} requests in {rate['seconds']} s, "
-          f"mean {rate['mean_rate']}/s ({rate['mean_vs_limit']:.1%} of the limit; goal within 5 %), "
-          f"busiest second {rate['busiest_second']} ({rate['busiest_vs_limit']:.0%}; goal <= 110 %)")
-    print(f"slot when tokens are there: p50 {slot['p50_us']} us, p99 {slot['p99_us']} us (goal < 1000 us); "
-          f"asyncio.Semaphore p99 {slot['semaphore_p99_us']} us -> {slot['p99_vs_semaphore']}x")
-    for name, what in (("to_open", "target bad -> breaker open"), ("to_close", "target good -> breaker closed"),
-                       ("into_hold", "fleet failing -> Hold"), ("out_of_hold", "fleet recovered -> Hold ends")):
+    print(
+        f"rate limit {rate['limit']:g}/s, 3 nodes, 60 fetchers: {rate['requests']} requests in {rate['seconds']} s, "
+        f"mean {rate['mean_rate']}/s ({rate['mean_vs_limit']:.1%} of the limit; goal within 5 %), "
+        f"busiest second {rate['busiest_second']} ({rate['busiest_vs_limit']:.0%}; goal <= 110 %)"
+    )
+    print(
+        f"slot when tokens are there: p50 {slot['p50_us']} us, p99 {slot['p99_us']} us (goal < 1000 us); "
+        f"asyncio.Semaphore p99 {slot['semaphore_p99_us']} us -> {slot['p99_vs_semaphore']}x"
+    )
+    for name, what in (
+        ("to_open", "target bad -> breaker open"),
+        ("to_close", "target good -> breaker closed"),
+        ("into_hold", "fleet failing -> Hold"),
+        ("out_of_hold", "fleet recovered -> Hold ends"),
+    ):
         t = timing[name]
         print(f"{what}: median {t['median_s']} s, max {t['max_s']} s over {t['trials']} trials")

@@ -54,9 +54,21 @@ TROUBLED_PORTS = {"flaky": 8801, "limited": 8802, "blocked": 8803, "captcha": 88
 """Fault modes served as targets of their own (a breaker per target): the shop on 8800 stays
 healthy while these trip their breakers, slow down or drift."""
 # (path, share of jobs): mostly healthy pages, and every fault mode of the demo site.
-MIX = [("product", 0.72), ("moved", 0.03), ("flaky", 0.06), ("limited", 0.05), ("slow", 0.02),
-       ("gone", 0.02), ("removed", 0.01), ("private", 0.01), ("blocked", 0.02), ("captcha", 0.02),
-       ("drift", 0.02), ("huge", 0.01), ("loop", 0.01)]
+MIX = [
+    ("product", 0.72),
+    ("moved", 0.03),
+    ("flaky", 0.06),
+    ("limited", 0.05),
+    ("slow", 0.02),
+    ("gone", 0.02),
+    ("removed", 0.01),
+    ("private", 0.01),
+    ("blocked", 0.02),
+    ("captcha", 0.02),
+    ("drift", 0.02),
+    ("huge", 0.01),
+    ("loop", 0.01),
+]
 IN_FLIGHT = ("pending", "fetching", "extracting", "retrying")
 
 
@@ -82,8 +94,12 @@ def realistic_crawl(pages: int) -> Crawl:
     dead_port = port_with_nothing_listening()
     dead = [f"http://127.0.0.1:{dead_port}/site/{n}" for n in range(DEAD_HOST_URLS)]
     healthy = frozenset([url for url, kind in main if kind in HEALTHY_KINDS] + second)
-    return Crawl([url for url, _ in main] + second + dead, healthy,
-                 (f"127.0.0.1:{SITE_PORT}", f"127.0.0.1:{SECOND_HOST_PORT}"), (SITE_PORT, SECOND_HOST_PORT))
+    return Crawl(
+        [url for url, _ in main] + second + dead,
+        healthy,
+        (f"127.0.0.1:{SITE_PORT}", f"127.0.0.1:{SECOND_HOST_PORT}"),
+        (SITE_PORT, SECOND_HOST_PORT),
+    )
 
 
 def faults_crawl(count: int) -> Crawl:
@@ -123,8 +139,11 @@ def fresh_demo_topology() -> Path:
     demo_dir.mkdir(parents=True, mode=0o700)  # owner-only, like every node's own directory
     tree["data_dir"] = str(demo_dir)
     path = demo_dir / "supervisor_tree.yaml"
-    path.write_text(f"# {TOPOLOGY.name} with the demo's own data directory, made afresh by every demo\n"
-                    + yaml.safe_dump(tree, sort_keys=False), encoding="utf-8")
+    path.write_text(
+        f"# {TOPOLOGY.name} with the demo's own data directory, made afresh by every demo\n"
+        + yaml.safe_dump(tree, sort_keys=False),
+        encoding="utf-8",
+    )
     return path
 
 
@@ -143,21 +162,40 @@ def main() -> int:
     log_path = topology.data_dir / "cluster.log"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     extra = [arg for port in crawl.site_ports[1:] for arg in ("--extra-port", str(port))]
-    site = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "demo_site.py"), "--port",
-                             str(crawl.site_ports[0]), *extra], stdout=subprocess.PIPE, text=True)
+    site = subprocess.Popen(
+        [sys.executable, str(ROOT / "scripts" / "demo_site.py"), "--port", str(crawl.site_ports[0]), *extra],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     cluster = None
     try:
         assert site.stdout is not None
         site_url = site.stdout.readline().strip().removeprefix("ready ")
         say(f"demo site at {site_url} (and ports {', '.join(map(str, crawl.site_ports[1:]))})")
         with open(log_path, "w", encoding="utf-8", opener=lambda p, f: os.open(p, f, 0o600)) as log:
-            cluster = subprocess.Popen([sys.executable, "-m", "flotilla.nodes.cli", "up", "--topology", str(topology_path),
-                                        "--log-format", "json"], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+            cluster = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "flotilla.nodes.cli",
+                    "up",
+                    "--topology",
+                    str(topology_path),
+                    "--log-format",
+                    "json",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=ROOT,
+            )
         say(f"cluster starting: alpha (intake, router) and beta (fetchers); journal and logs in {topology.data_dir}")
         watched = topology.nodes["beta"].metrics
         assert watched is not None, "the demo watches Hold and breakers through beta's metrics"
-        with IntakeClient.for_topology(topology, wait_for_keys=60, timeout=2, retries=15) as client, \
-                FleetWatch(watched) as watch:
+        with (
+            IntakeClient.for_topology(topology, wait_for_keys=60, timeout=2, retries=15) as client,
+            FleetWatch(watched) as watch,
+        ):
             client.counts()
             say(f"crawling {len(crawl.urls)} URLs; every job should end within 2 x the wait budget of {budget:g} s")
             elapsed = submit_and_wait(topology_path, crawl.urls, args.seconds)
@@ -188,10 +226,26 @@ def submit_and_wait(topology_path: Path, urls: list[str], seconds: float) -> flo
     urls_file = topology_path.parent / "urls.txt"
     urls_file.write_text("\n".join(urls) + "\n", encoding="utf-8")
     began = time.monotonic()
-    submit = subprocess.run([sys.executable, "-m", "flotilla.nodes.cli", "submit", "--topology", str(topology_path), "--wait",
-                             "--wait-timeout", f"{seconds:g}", "--jsonl", str(urls_file)],
-                            stdout=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)), cwd=ROOT,
-                            check=False)
+    submit = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "flotilla.nodes.cli",
+            "submit",
+            "--topology",
+            str(topology_path),
+            "--wait",
+            "--wait-timeout",
+            f"{seconds:g}",
+            "--jsonl",
+            str(urls_file),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        cwd=ROOT,
+        check=False,
+    )
     elapsed = time.monotonic() - began
     for line in submit.stdout.splitlines():
         if not line.startswith("{"):  # one JSON object per job, then the summary's lines
@@ -213,11 +267,16 @@ def verdicts(client: IntakeClient, watch: FleetWatch, crawl: Crawl, elapsed: flo
     lost = Counter(kind_of(url) for url in crawl.healthy - stored)
     opened = sorted(set(crawl.healthy_hosts) & watch.breakers_opened)
     checks = [
-        (in_flight == 0 and elapsed <= 2 * budget,
-         f"every job ended within 2 x the wait budget ({2 * budget:g} s)",
-         f"{in_flight} not ended after {elapsed:.0f} s" if in_flight else f"took {elapsed:.0f} s"),
-        (not lost, f"every healthy page stored ({len(crawl.healthy)})",
-         f"{lost.total()} not stored (" + ", ".join(f"{n} {kind}" for kind, n in lost.most_common()) + ")"),
+        (
+            in_flight == 0 and elapsed <= 2 * budget,
+            f"every job ended within 2 x the wait budget ({2 * budget:g} s)",
+            f"{in_flight} not ended after {elapsed:.0f} s" if in_flight else f"took {elapsed:.0f} s",
+        ),
+        (
+            not lost,
+            f"every healthy page stored ({len(crawl.healthy)})",
+            f"{lost.total()} not stored (" + ", ".join(f"{n} {kind}" for kind, n in lost.most_common()) + ")",
+        ),
         (not watch.hold_seen, "the fleet never entered Hold", "it did"),
         (not opened, "the healthy hosts' breakers never opened", f"opened: {', '.join(opened)}"),
     ]
@@ -227,7 +286,9 @@ def verdicts(client: IntakeClient, watch: FleetWatch, crawl: Crawl, elapsed: flo
     for ok, promise, otherwise in checks:
         say(f"{'yes' if ok else 'NO '}  {promise}" + ("" if ok else f": {otherwise}"))
     if watch.breakers_opened - set(crawl.healthy_hosts):
-        say(f"     breakers that opened elsewhere: {', '.join(sorted(watch.breakers_opened - set(crawl.healthy_hosts)))}")
+        say(
+            f"     breakers that opened elsewhere: {', '.join(sorted(watch.breakers_opened - set(crawl.healthy_hosts)))}"
+        )
 
 
 if __name__ == "__main__":

@@ -17,8 +17,20 @@ import aiohttp
 from aiohttp import web
 from demo_site import serve_forever  # scripts/ is on the path when a script runs
 
-HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
-              "transfer-encoding", "upgrade", "proxy-connection", "content-length", "content-encoding", "host"}
+HOP_BY_HOP = {
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailers",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-connection",
+    "content-length",
+    "content-encoding",
+    "host",
+}
 
 
 class ForwardProxy:
@@ -32,8 +44,9 @@ class ForwardProxy:
 
     async def start(self, _app: web.Application) -> None:
         connector = aiohttp.TCPConnector(local_addr=(self.source, 0), limit=0)
-        self.session = aiohttp.ClientSession(connector=connector, auto_decompress=False,
-                                             timeout=aiohttp.ClientTimeout(total=30))
+        self.session = aiohttp.ClientSession(
+            connector=connector, auto_decompress=False, timeout=aiohttp.ClientTimeout(total=30)
+        )
 
     async def stop(self, _app: web.Application) -> None:
         if self.session is not None:
@@ -49,8 +62,9 @@ class ForwardProxy:
         assert self.session is not None
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
         try:
-            async with self.session.request(request.method, request.url, headers=headers,
-                                            data=await request.read(), allow_redirects=False) as upstream:
+            async with self.session.request(
+                request.method, request.url, headers=headers, data=await request.read(), allow_redirects=False
+            ) as upstream:
                 body = await upstream.read()
                 self.forwarded += 1
                 out = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP}

@@ -124,8 +124,9 @@ DRIFTED_HEADLINE = '<h1 class="title">'
 
 
 def product(n: int) -> str:
-    return PAGE.format(n=n, price=f"{(n * 37) % 1000 / 10 + 1:.2f}", series=n % 7,
-                       text=" ".join(["Sturdy and reliable."] * 8))
+    return PAGE.format(
+        n=n, price=f"{(n * 37) % 1000 / 10 + 1:.2f}", series=n % 7, text=" ".join(["Sturdy and reliable."] * 8)
+    )
 
 
 FAULT_SHARES: dict[str, int] = {"gone": 20, "down": 10, "flaky": 20, "drift": 12, "limited": 20, "prose": 20}
@@ -179,8 +180,15 @@ def busiest_second(times: deque[float]) -> int:
 class DemoSite:
     """The site's state: request counters and per-client rate windows."""
 
-    def __init__(self, *, flaky_failures: int, limited_rate: float, blocked: set[str] | None,
-                 huge_bytes: int, site_retry_after: int = 1) -> None:
+    def __init__(
+        self,
+        *,
+        flaky_failures: int,
+        limited_rate: float,
+        blocked: set[str] | None,
+        huge_bytes: int,
+        site_retry_after: int = 1,
+    ) -> None:
         self.flaky_failures = flaky_failures
         self.site_retry_after = site_retry_after
         self.limited_rate = limited_rate
@@ -206,8 +214,12 @@ class DemoSite:
         app.router.add_get("/blocked/{n:\\d+}", self.blocked_page)
         app.router.add_get("/captcha/{n:\\d+}", lambda r: web.Response(text=CAPTCHA, content_type="text/html"))
         app.router.add_get("/prose/{n:\\d+}", self.prose)
-        app.router.add_get("/challenge/{n:\\d+}", lambda r: web.Response(
-            text=CHALLENGE, content_type="text/html", headers={"cf-mitigated": "challenge", "Server": "cloudflare"}))
+        app.router.add_get(
+            "/challenge/{n:\\d+}",
+            lambda r: web.Response(
+                text=CHALLENGE, content_type="text/html", headers={"cf-mitigated": "challenge", "Server": "cloudflare"}
+            ),
+        )
         app.router.add_get("/drift/{n:\\d+}", self.drift)
         app.router.add_get("/gone/{n:\\d+}", lambda r: web.Response(status=404, text="Not Found"))
         app.router.add_get("/removed/{n:\\d+}", lambda r: web.Response(status=410, text="Gone"))
@@ -216,8 +228,9 @@ class DemoSite:
         app.router.add_get("/huge/{n:\\d+}", self.huge)
         app.router.add_get("/loop/{n:\\d+}", self.loop)
         app.router.add_get("/moved/{n:\\d+}", self.moved)
-        app.router.add_get("/to-file/{n:\\d+}", lambda r: web.Response(status=302,
-                                                                     headers={"Location": "file:///etc/passwd"}))
+        app.router.add_get(
+            "/to-file/{n:\\d+}", lambda r: web.Response(status=302, headers={"Location": "file:///etc/passwd"})
+        )
         app.router.add_get("/nested/{n:\\d+}", lambda r: web.Response(body=NESTED, content_type="text/html"))
         app.router.add_get("/attributes/{n:\\d+}", lambda r: web.Response(body=ATTRIBUTES, content_type="text/html"))
         app.router.add_get("/switch/{n:\\d+}", self.switch)
@@ -276,8 +289,7 @@ class DemoSite:
         return await self.page(request)
 
     async def huge(self, request: web.Request) -> web.Response:
-        return web.Response(body=b"<html><body>" + b"x" * self.huge_bytes + b"</body></html>",
-                            content_type="text/html")
+        return web.Response(body=b"<html><body>" + b"x" * self.huge_bytes + b"</body></html>", content_type="text/html")
 
     async def loop(self, request: web.Request) -> web.Response:
         n = int(request.match_info["n"])
@@ -306,8 +318,9 @@ class DemoSite:
             now = time.monotonic()
             until = self.site_limited_until.setdefault((host, n), now + self.site_retry_after)
             if now < until:
-                return web.Response(status=429, text="Too Many Requests",
-                                    headers={"Retry-After": str(max(1, math.ceil(until - now)))})
+                return web.Response(
+                    status=429, text="Too Many Requests", headers={"Retry-After": str(max(1, math.ceil(until - now)))}
+                )
         if kind == "prose":
             return await self.prose(request)
         html = product(n).replace(DRIFTED_HEADLINE, '<h1 class="headline">') if kind == "drift" else product(n)
@@ -318,14 +331,22 @@ class DemoSite:
         return web.json_response({"switch": self.switch_status})
 
     async def stats(self, _request: web.Request) -> web.Response:
-        return web.json_response({"by_path": self.by_path, "by_client": self.by_client,
-                                  "by_status": {str(k): v for k, v in self.by_status.items()},
-                                  "families": {family: {"count": len(t), "first": t[0], "last": t[-1],
-                                                        "busiest_second": busiest_second(t)}
-                                               for family, t in self.times.items() if t},
-                                  "by_host": self.by_host, "by_fault": self.by_fault,
-                                  "by_host_fault": self.by_host_fault,
-                                  "total": sum(self.by_path.values())})
+        return web.json_response(
+            {
+                "by_path": self.by_path,
+                "by_client": self.by_client,
+                "by_status": {str(k): v for k, v in self.by_status.items()},
+                "families": {
+                    family: {"count": len(t), "first": t[0], "last": t[-1], "busiest_second": busiest_second(t)}
+                    for family, t in self.times.items()
+                    if t
+                },
+                "by_host": self.by_host,
+                "by_fault": self.by_fault,
+                "by_host_fault": self.by_host_fault,
+                "total": sum(self.by_path.values()),
+            }
+        )
 
     async def reset(self, _request: web.Request) -> web.Response:
         self.by_path.clear()
@@ -351,18 +372,27 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8800)
-    parser.add_argument("--extra-port", type=int, action="append", default=[],
-                        help="also serve the site on this port (another target)")
+    parser.add_argument(
+        "--extra-port", type=int, action="append", default=[], help="also serve the site on this port (another target)"
+    )
     parser.add_argument("--flaky-failures", type=int, default=2)
     parser.add_argument("--limited-rate", type=float, default=20.0)
     parser.add_argument("--block", action="append", help="client address to answer 403 on /blocked/")
     parser.add_argument("--huge-bytes", type=int, default=5 * 1024 * 1024)
-    parser.add_argument("--site-retry-after", type=int, default=1,
-                        help="seconds a `limited` page of /site/ answers 429 (its Retry-After)")
+    parser.add_argument(
+        "--site-retry-after",
+        type=int,
+        default=1,
+        help="seconds a `limited` page of /site/ answers 429 (its Retry-After)",
+    )
     args = parser.parse_args()
-    site = DemoSite(flaky_failures=args.flaky_failures, limited_rate=args.limited_rate,
-                    blocked=set(args.block) if args.block else None, huge_bytes=args.huge_bytes,
-                    site_retry_after=args.site_retry_after)
+    site = DemoSite(
+        flaky_failures=args.flaky_failures,
+        limited_rate=args.limited_rate,
+        blocked=set(args.block) if args.block else None,
+        huge_bytes=args.huge_bytes,
+        site_retry_after=args.site_retry_after,
+    )
 
     serve_forever(site.app(), args.host, args.port, args.extra_port)
 

@@ -28,8 +28,9 @@ def free_ports(count: int) -> list[int]:
     return ports
 
 
-def write_topology(directory: Path, tree: str, *, nodes: tuple[str, ...] = ("alpha", "beta", "tester"),
-                   extra: str = "") -> Path:
+def write_topology(
+    directory: Path, tree: str, *, nodes: tuple[str, ...] = ("alpha", "beta", "tester"), extra: str = ""
+) -> Path:
     """A topology file with `nodes` on free loopback ports and the given `tree:` body."""
     ports = free_ports(len(nodes))
     lines = ["cluster: test", "nodes:"]
@@ -56,8 +57,9 @@ class LiveCluster:
     cluster: Cluster | None = None
 
     def start_node(self, name: str) -> FlotillaProcess:
-        process = FlotillaProcess("node", "start", "--topology", str(self.topology_path), "--node", name,
-                                  "--log-format", "json")
+        process = FlotillaProcess(
+            "node", "start", "--topology", str(self.topology_path), "--node", name, "--log-format", "json"
+        )
         self.processes[name] = process
         return process
 
@@ -81,8 +83,9 @@ class LiveCluster:
             self.system.stop(timeout=5)
 
 
-def start_with_intake(directory: Path, clusters: list[LiveCluster], tree: str, extra: str,
-                      nodes: tuple[str, ...]) -> LiveCluster:
+def start_with_intake(
+    directory: Path, clusters: list[LiveCluster], tree: str, extra: str, nodes: tuple[str, ...]
+) -> LiveCluster:
     """A cluster of `nodes` whose `extra` topology text puts an intake (on a free port, its
     ``%d``) on the first node; every node started, and the intake listening."""
     cluster = make_cluster(directory, tree, nodes=nodes, extra=extra % free_ports(1)[0])
@@ -96,4 +99,3 @@ def start_with_intake(directory: Path, clusters: list[LiveCluster], tree: str, e
 def make_cluster(directory: Path, tree: str, **kwargs: object) -> LiveCluster:
     path = write_topology(directory, tree, **kwargs)  # type: ignore[arg-type]
     return LiveCluster(path, load_topology(path))
-

@@ -40,9 +40,17 @@ def system(request: pytest.FixtureRequest) -> Iterator[ActorSystem]:
     system.egress = TEST_EGRESS  # the tests' sites are on 127.0.0.1
     yield system
     system.stop(timeout=10)
-    wait_until(lambda: not [t for t in threading.enumerate()
-                            if t.ident not in before and t.name.startswith(("actor ", "scheduler "))],
-               timeout=10, what="all actor threads of the test to end")
+    wait_until(
+        lambda: (
+            not [
+                t
+                for t in threading.enumerate()
+                if t.ident not in before and t.name.startswith(("actor ", "scheduler "))
+            ]
+        ),
+        timeout=10,
+        what="all actor threads of the test to end",
+    )
 
 
 @pytest.fixture

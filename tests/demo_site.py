@@ -19,8 +19,11 @@ class _ScriptProcess:
     def __init__(self, script: str, *options: str) -> None:
         self.port = free_ports(1)[0]
         self.url = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / script), "--port", str(self.port),
-                                      *options], stdout=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "scripts" / script), "--port", str(self.port), *options],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline().strip()
         assert line == f"ready {self.url}", line

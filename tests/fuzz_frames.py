@@ -35,11 +35,11 @@ def mutate(rng: random.Random, frame: bytes) -> bytes:
         elif choice == 1:
             data[position:position] = rng.randbytes(rng.randint(1, 8))
         elif choice == 2 and data:
-            del data[position:position + rng.randint(1, 8)]
+            del data[position : position + rng.randint(1, 8)]
         elif choice == 3:
             del data[position:]
         else:
-            data[position:position] = data[position:position + rng.randint(1, 16)] * rng.randint(2, 50)
+            data[position:position] = data[position : position + rng.randint(1, 16)] * rng.randint(2, 50)
     return bytes(data)
 
 
@@ -52,8 +52,10 @@ def bombs(limit: int) -> list[tuple[str, bytes]]:
         ("nested arrays", b"\x91" * body),
         ("nested maps", b"\x81\xa1k" * (body // 3)),
         ("array of empty arrays", b"\xdd" + struct.pack(">I", body) + b"\x90" * body),
-        ("map of empty arrays", b"\x83\xa5_type\xa6Counts\xa2id\x07\xa1x\xdd" + struct.pack(">I", body - 32)
-         + b"\x90" * (body - 32)),
+        (
+            "map of empty arrays",
+            b"\x83\xa5_type\xa6Counts\xa2id\x07\xa1x\xdd" + struct.pack(">I", body - 32) + b"\x90" * (body - 32),
+        ),
         ("array claiming 4G items", b"\xdd\xff\xff\xff\xff"),
         ("string claiming 4 GB", b"\xdb\xff\xff\xff\xff" + b"x" * 16),
         ("extension type", b"\xc7\x05\x01hello"),
@@ -62,39 +64,50 @@ def bombs(limit: int) -> list[tuple[str, bytes]]:
 
 
 def _intake_requests(rng: random.Random) -> bytes:
-    jobs = [intake.JobSpec(f"http://127.0.0.1/{rng.random()}", rng.choice(["product", "nope"]))
-            for _ in range(rng.randint(0, 3))]
-    request = rng.choice([
-        intake.Submit(rng.randint(0, 2**63), jobs, session=rng.choice(["", "s"])),
-        intake.Status(rng.randint(0, 99), [f"k{rng.random()}"]),
-        intake.Jobs(rng.randint(0, 99), state=rng.choice([None, "dead", "bogus"]), limit=rng.randint(-5, 5000)),
-        intake.Results(rng.randint(0, 99), limit=rng.randint(-5, 5000)),
-        intake.Counts(rng.randint(0, 99)),
-    ])
+    jobs = [
+        intake.JobSpec(f"http://127.0.0.1/{rng.random()}", rng.choice(["product", "nope"]))
+        for _ in range(rng.randint(0, 3))
+    ]
+    request = rng.choice(
+        [
+            intake.Submit(rng.randint(0, 2**63), jobs, session=rng.choice(["", "s"])),
+            intake.Status(rng.randint(0, 99), [f"k{rng.random()}"]),
+            intake.Jobs(rng.randint(0, 99), state=rng.choice([None, "dead", "bogus"]), limit=rng.randint(-5, 5000)),
+            intake.Results(rng.randint(0, 99), limit=rng.randint(-5, 5000)),
+            intake.Counts(rng.randint(0, 99)),
+        ]
+    )
     return _encode(request)
 
 
 def _shell_requests(rng: random.Random) -> bytes:
     command = rng.choice(["help", "nodes", "logs", "nosuch", "jobs"])
-    args = {"logs": [rng.choice(["3", "9" * 25, "x", "٣"])], "jobs": [rng.choice(["", "lost", "dead"])]}.get(command, [])
+    args = {"logs": [rng.choice(["3", "9" * 25, "x", "٣"])], "jobs": [rng.choice(["", "lost", "dead"])]}.get(
+        command, []
+    )
     return _encode(ShellRequest(rng.randint(0, 2**63), command, [a for a in args if a]))
 
 
 def _envelopes(rng: random.Random) -> bytes:
     body = msgspec.Raw(_encode(rng.choice([None, 1, "x", [1, 2], {"a": 1}])))
-    envelope = rng.choice([
-        wire.Tell("alpha/root/nowhere", body, False),
-        wire.Ask("alpha/root/nowhere", body, False, rng.randint(1, 10**9), 1.0),
-        wire.Heartbeat("tester", "boot", "another cluster", 1),
-        wire.Monitor("alpha/root/nowhere", rng.randint(1, 10**9)),
-        wire.Demonitor(rng.randint(1, 10**9)),
-        wire.Reply(rng.randint(1, 10**9), body, False),
-    ])
+    envelope = rng.choice(
+        [
+            wire.Tell("alpha/root/nowhere", body, False),
+            wire.Ask("alpha/root/nowhere", body, False, rng.randint(1, 10**9), 1.0),
+            wire.Heartbeat("tester", "boot", "another cluster", 1),
+            wire.Monitor("alpha/root/nowhere", rng.randint(1, 10**9)),
+            wire.Demonitor(rng.randint(1, 10**9)),
+            wire.Reply(rng.randint(1, 10**9), body, False),
+        ]
+    )
     return _encode(envelope)
 
 
 VALID: dict[str, Callable[[random.Random], bytes]] = {
-    "intake": _intake_requests, "shell": _shell_requests, "transport": _envelopes}
+    "intake": _intake_requests,
+    "shell": _shell_requests,
+    "transport": _envelopes,
+}
 
 
 def frames(surface: str, rng: random.Random, count: int, limit: int) -> Iterator[tuple[str, Frames]]:

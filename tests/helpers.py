@@ -53,9 +53,14 @@ class Probe(Actor):
     """A worker for tests: echoes, crashes, exits or blocks on request, and can be told to
     fail or stall in its constructor, `on_start` or `on_stop`."""
 
-    def __init__(self, journal: Journal | None = None, fail_start: Callable[[], bool] | None = None,
-                 fail_init: bool = False, stop_delay: float = 0.0,
-                 start_delay: float = 0.0) -> None:
+    def __init__(
+        self,
+        journal: Journal | None = None,
+        fail_start: Callable[[], bool] | None = None,
+        fail_init: bool = False,
+        stop_delay: float = 0.0,
+        start_delay: float = 0.0,
+    ) -> None:
         super().__init__()
         if fail_init:
             raise RuntimeError("constructor failed on purpose")
@@ -133,17 +138,24 @@ class Reports:
 
     def of(self, event: str, child_suffix: str | None = None) -> list[SupervisorReport]:
         with self._changed:
-            return [r for r in self.items if r.event == event
-                    and (child_suffix is None or r.child.endswith("/" + child_suffix))]
+            return [
+                r
+                for r in self.items
+                if r.event == event and (child_suffix is None or r.child.endswith("/" + child_suffix))
+            ]
 
-    def wait_for(self, event: str, child_suffix: str | None = None, *, count: int = 1,
-                 timeout: float = 5.0) -> list[SupervisorReport]:
+    def wait_for(
+        self, event: str, child_suffix: str | None = None, *, count: int = 1, timeout: float = 5.0
+    ) -> list[SupervisorReport]:
         """Wait until at least `count` matching reports exist; fail the test past `timeout`."""
         deadline = time.monotonic() + timeout
         with self._changed:
             while True:
-                found = [r for r in self.items if r.event == event
-                         and (child_suffix is None or r.child.endswith("/" + child_suffix))]
+                found = [
+                    r
+                    for r in self.items
+                    if r.event == event and (child_suffix is None or r.child.endswith("/" + child_suffix))
+                ]
                 if len(found) >= count:
                     return found
                 remaining = deadline - time.monotonic()
@@ -204,6 +216,7 @@ class CrashingFetcher(Actor):
             if "/poison/" in message.url:
                 raise RuntimeError(f"bug triggered by {message.url}")
             self.system.ref(message.reply_to).tell(
-                JobOutcome(message.key, message.token, fields={"title": "ok"}, content_hash="h"))
+                JobOutcome(message.key, message.token, fields={"title": "ok"}, content_hash="h")
+            )
             return None
         return super().on_receive(message)

@@ -65,7 +65,8 @@ def start_pipeline(directory: Path, clusters: list[LiveCluster]) -> LiveCluster:
     """Node alpha running, the tester joined and alpha seen up."""
     alpha, tester, intake = listenable_ports(3)
     path = directory / "cluster.yaml"
-    path.write_text(f"""cluster: test
+    path.write_text(
+        f"""cluster: test
 nodes:
   alpha: {{address: 'tcp://127.0.0.1:{alpha}'}}
   tester: {{address: 'tcp://127.0.0.1:{tester}'}}
@@ -73,7 +74,9 @@ transport: {{heartbeat_interval: 0.2, heartbeat_timeout: 3.0, node_wait: 20}}  #
 {textwrap.dedent(EXTRA % intake)}
 tree:
 {textwrap.indent(textwrap.dedent(TREE).strip(), "  ")}
-""", encoding="utf-8")
+""",
+        encoding="utf-8",
+    )
     cluster = LiveCluster(path, load_topology(path))
     clusters.append(cluster)
     cluster.join("tester")
@@ -108,5 +111,4 @@ def stored(cluster: LiveCluster, url: str, timeout: float = 30.0) -> None:
     with IntakeClient.for_topology(cluster.topology) as client:  # type: ignore[union-attr]
         ack = client.submit([JobSpec(url, "product")])[0]
         assert ack.status in ("accepted", "duplicate"), ack
-        wait_until(lambda: client.status([ack.key])[0].state == "stored", timeout=timeout,
-                   what=f"{url} to be stored")
+        wait_until(lambda: client.status([ack.key])[0].state == "stored", timeout=timeout, what=f"{url} to be stored")

@@ -1,14 +1,14 @@
 """What a hostile local user runs against a cluster (started by tests as another user).
 
-    intruder.py pose ADDRESS SERVER_KEY|- NODE PATH SECONDS
-        For SECONDS, connect to a node's listening socket again and again as node NODE — a
-        plaintext DEALER with routing id NODE, and (given the server's public key) a CURVE
-        DEALER with a key of its own — and send what a member could: a Tell of "intruder" to
-        PATH, and a Halt of PATH. Prints a JSON summary.
-    intruder.py poll STOP_FILE BASE PATH...
-        Until STOP_FILE exists, try to list or read each PATH; print as JSON how many tries
-        there were, which ones succeeded, and whether BASE could be listed (it can: the test's
-        own directory is open to everyone, so the check means something).
+intruder.py pose ADDRESS SERVER_KEY|- NODE PATH SECONDS
+    For SECONDS, connect to a node's listening socket again and again as node NODE — a
+    plaintext DEALER with routing id NODE, and (given the server's public key) a CURVE
+    DEALER with a key of its own — and send what a member could: a Tell of "intruder" to
+    PATH, and a Halt of PATH. Prints a JSON summary.
+intruder.py poll STOP_FILE BASE PATH...
+    Until STOP_FILE exists, try to list or read each PATH; print as JSON how many tries
+    there were, which ones succeeded, and whether BASE could be listed (it can: the test's
+    own directory is open to everyone, so the check means something).
 """
 
 from __future__ import annotations

@@ -35,18 +35,30 @@ class OtherUser:
 
     def command(self, script: Path, *args: str) -> list[str]:
         path = os.pathsep.join([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"], str(ROOT)])
-        return ["runuser", "-u", self.name, "--", "env", f"PYTHONPATH={path}", "PYTHONDONTWRITEBYTECODE=1",
-                self.python, str(script), *args]
+        return [
+            "runuser",
+            "-u",
+            self.name,
+            "--",
+            "env",
+            f"PYTHONPATH={path}",
+            "PYTHONDONTWRITEBYTECODE=1",
+            self.python,
+            str(script),
+            *args,
+        ]
 
     def run(self, script: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         """Run `script` as this user to completion; its output captured."""
-        return subprocess.run(self.command(script, *args), capture_output=True, text=True, timeout=timeout,
-                              check=False, cwd="/")
+        return subprocess.run(
+            self.command(script, *args), capture_output=True, text=True, timeout=timeout, check=False, cwd="/"
+        )
 
     def popen(self, script: Path, *args: str) -> subprocess.Popen[str]:
         """Start `script` as this user; the caller stops it."""
-        return subprocess.Popen(self.command(script, *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, cwd="/")
+        return subprocess.Popen(
+            self.command(script, *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd="/"
+        )
 
 
 def _system_python() -> str | None:
@@ -69,14 +81,19 @@ def other_user() -> Iterator[OtherUser]:
     if python is None:
         pytest.skip(f"no system python{sys.version_info.major}.{sys.version_info.minor} that another user can run")
     name = f"flt{secrets.token_hex(4)}"
-    made = subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
-                          capture_output=True, text=True, check=False)
+    made = subprocess.run(
+        ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if made.returncode != 0:
         pytest.skip(f"useradd failed: {made.stderr.strip()}")
     try:
         user = OtherUser(name, python)
-        probe = subprocess.run(user.command(Path("-c"), "import zmq, msgspec"), capture_output=True, text=True,
-                               check=False, timeout=60)
+        probe = subprocess.run(
+            user.command(Path("-c"), "import zmq, msgspec"), capture_output=True, text=True, check=False, timeout=60
+        )
         if probe.returncode != 0:
             pytest.skip(f"the other user cannot import pyzmq with {python}: {probe.stderr.strip()[-300:]}")
         yield user

@@ -22,8 +22,9 @@ def flotilla_command(*args: str) -> list[str]:
 
 def run_flotilla(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
     """Run the CLI to completion and capture its output."""
-    return subprocess.run(flotilla_command(*args), capture_output=True, text=True, timeout=timeout,
-                          cwd=ROOT, env=_env(), check=False)
+    return subprocess.run(
+        flotilla_command(*args), capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=_env(), check=False
+    )
 
 
 def _env() -> dict[str, str]:
@@ -39,8 +40,9 @@ class FlotillaProcess:
     def __init__(self, *args: str) -> None:
         self.lines: list[str] = []
         self._changed = threading.Condition()
-        self.proc = subprocess.Popen(flotilla_command(*args), stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True, cwd=ROOT, env=_env())
+        self.proc = subprocess.Popen(
+            flotilla_command(*args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT, env=_env()
+        )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 

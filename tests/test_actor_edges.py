@@ -75,8 +75,7 @@ def test_on_failure_runs_when_on_start_raises(system: ActorSystem) -> None:
     assert FailsToStart.hooks == ["on_failure RuntimeError: no"]
 
 
-def test_a_raising_dead_letter_listener_does_not_break_supervision(system: ActorSystem,
-                                                                   reports: Reports) -> None:
+def test_a_raising_dead_letter_listener_does_not_break_supervision(system: ActorSystem, reports: Reports) -> None:
     def broken(_letter: Any) -> None:
         raise RuntimeError("listener bug")
 
@@ -85,6 +84,7 @@ def test_a_raising_dead_letter_listener_does_not_break_supervision(system: Actor
     system.ref("t/root/nobody").tell("x")  # must not raise
     release = threading.Event()
     from tests.helpers import Block, Crash
+
     ref = system.ref("t/root/a")
     block = Block(release)
     blocked = ref.ask_async(block)
@@ -133,6 +133,7 @@ def test_an_actor_abandoned_at_start_still_runs_on_stop_when_its_start_returns(s
     with pytest.raises(SupervisorError, match="StartTimeout"):
         root.start_child(ChildSpec("slow", Probe, {"journal": journal, "start_delay": 0.3}, start_timeout=0.05))
     from tests.helpers import wait_until
+
     wait_until(lambda: journal.events("stop") == ["slow"], what="on_stop of the abandoned incarnation")
     assert journal.events("start") == ["slow"]
 

@@ -53,8 +53,14 @@ def test_alerts_are_counted_and_forwarded_to_the_webhook(system: ActorSystem, we
     sink.tell(Alert("warning", "t/root/router", "layout drift: job parked", "k1: missing price", 1.0))
     sink.tell(Alert("critical", "t/root/hold", "fleet on Hold", "success rate 41 %", 2.0))
     wait_until(lambda: len(webhook.received) == 2, what="both alerts at the webhook")
-    assert webhook.received[0] == {"_type": "Alert", "severity": "warning", "source": "t/root/router",
-                                   "title": "layout drift: job parked", "detail": "k1: missing price", "at": 1.0}
+    assert webhook.received[0] == {
+        "_type": "Alert",
+        "severity": "warning",
+        "source": "t/root/router",
+        "title": "layout drift: job parked",
+        "detail": "k1: missing price",
+        "at": 1.0,
+    }
     actor = system.registry.lookup("t/root/alerts").actor
     assert actor.inspect()["counts"] == {"warning:t/root/router": 1, "critical:t/root/hold": 1}
 

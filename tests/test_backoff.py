@@ -14,8 +14,7 @@ from tests.helpers import Probe, Reports, crash
 
 
 @given(attempt=st.integers(0, 200), seed=st.integers(0, 2**32))
-def test_delay_doubles_from_min_up_to_max_then_stretches_by_at_most_the_random_factor(
-        attempt: int, seed: int) -> None:
+def test_delay_doubles_from_min_up_to_max_then_stretches_by_at_most_the_random_factor(attempt: int, seed: int) -> None:
     backoff = Backoff(min=0.1, max=10.0, random_factor=0.2)
     delay = backoff.delay(attempt, random.Random(seed))
     base = min(10.0, 0.1 * 2**attempt)
@@ -30,7 +29,8 @@ def test_backoff_rejects_nonsense() -> None:
 
 
 def test_restart_waits_for_the_backoff_and_the_path_takes_dead_letters_meanwhile(
-        system: ActorSystem, reports: Reports) -> None:
+    system: ActorSystem, reports: Reports
+) -> None:
     flags = SupervisorFlags(intensity=10, backoff=Backoff(min=1.0, max=2.0, random_factor=0.0))
     system.start(SupervisorSpec("root", children=(ChildSpec("a", Probe),), flags=flags))
     crashed_at = time.monotonic()
@@ -45,8 +45,7 @@ def test_restart_waits_for_the_backoff_and_the_path_takes_dead_letters_meanwhile
 
 
 def test_delays_grow_for_restarts_in_a_row(system: ActorSystem, reports: Reports) -> None:
-    flags = SupervisorFlags(intensity=10, backoff=Backoff(min=0.01, max=0.04, random_factor=0.0,
-                                                          reset_after=60))
+    flags = SupervisorFlags(intensity=10, backoff=Backoff(min=0.01, max=0.04, random_factor=0.0, reset_after=60))
     system.start(SupervisorSpec("root", children=(ChildSpec("a", Probe),), flags=flags))
     for incarnation in range(1, 5):
         system.wait_started("t/root/a", other_than=incarnation - 1)
@@ -56,9 +55,9 @@ def test_delays_grow_for_restarts_in_a_row(system: ActorSystem, reports: Reports
 
 
 def test_a_child_that_ran_healthy_long_enough_restarts_from_the_minimum_again(
-        system: ActorSystem, clock, reports: Reports) -> None:  # noqa: ANN001
-    flags = SupervisorFlags(intensity=10, backoff=Backoff(min=0.01, max=0.04, random_factor=0.0,
-                                                          reset_after=30))
+    system: ActorSystem, clock, reports: Reports
+) -> None:  # noqa: ANN001
+    flags = SupervisorFlags(intensity=10, backoff=Backoff(min=0.01, max=0.04, random_factor=0.0, reset_after=30))
     system.start(SupervisorSpec("root", children=(ChildSpec("a", Probe),), flags=flags))
     crash(system, "t/root/a")
     system.wait_started("t/root/a", other_than=1)
@@ -76,6 +75,7 @@ def test_operator_restart_during_backoff_is_refused_as_restarting(system: ActorS
     root = system.start(SupervisorSpec("root", children=(ChildSpec("a", Probe),), flags=flags))
     crash(system, "t/root/a")
     from flotilla.actors import SupervisorError
+
     with pytest.raises(SupervisorError) as raised:
         root.restart_child("a")
     assert raised.value.code == "restarting"
@@ -83,12 +83,12 @@ def test_operator_restart_during_backoff_is_refused_as_restarting(system: ActorS
     assert root.restart_child("a") == "t/root/a"
 
 
-def test_a_failed_restart_under_backoff_waits_one_growing_delay_per_try(system: ActorSystem,
-                                                                        reports: Reports) -> None:
+def test_a_failed_restart_under_backoff_waits_one_growing_delay_per_try(system: ActorSystem, reports: Reports) -> None:
     starts = iter([False, True, False])  # first start ok, first restart fails, retry ok
     flags = SupervisorFlags(intensity=10, backoff=Backoff(min=0.05, max=1.0, random_factor=0.0))
-    system.start(SupervisorSpec("root", children=(ChildSpec("a", Probe, {"fail_start": lambda: next(starts)}),),
-                                flags=flags))
+    system.start(
+        SupervisorSpec("root", children=(ChildSpec("a", Probe, {"fail_start": lambda: next(starts)}),), flags=flags)
+    )
     began = time.monotonic()
     crash(system, "t/root/a")
     system.wait_started("t/root/a", other_than=1, timeout=5)

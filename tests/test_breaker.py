@@ -10,8 +10,9 @@ from hypothesis import strategies as st
 
 from flotilla.actors.resilience.breaker import Breaker, BreakerSettings
 
-SETTINGS = BreakerSettings(window=10, minimum_calls=5, failure_threshold=0.5, open_base=1.0, open_cap=8.0,
-                           jitter=0.0, trial_calls=2)
+SETTINGS = BreakerSettings(
+    window=10, minimum_calls=5, failure_threshold=0.5, open_base=1.0, open_cap=8.0, jitter=0.0, trial_calls=2
+)
 
 
 def breaker() -> Breaker:
@@ -88,7 +89,7 @@ def test_while_closed_it_opens_exactly_when_the_window_rule_says(outcomes: list[
     for outcome in outcomes:
         if b.state != "closed":
             return
-        window = (window + [outcome])[-SETTINGS.window:]
+        window = (window + [outcome])[-SETTINGS.window :]
         b.record(outcome, now=0)
         should_open = len(window) >= SETTINGS.minimum_calls and window.count(False) / len(window) >= 0.5
         assert (b.state == "open") == should_open

@@ -51,7 +51,9 @@ def test_check_prints_the_tree_of_a_valid_topology() -> None:
 
 
 def test_check_prints_every_problem_and_exits_2(tmp_path: Path) -> None:
-    path = write(tmp_path, "nodes: {a: {}}\ntree:\n  strategy: best\n  children:\n    - {id: x, actor: flaky, restart: never}\n")
+    path = write(
+        tmp_path, "nodes: {a: {}}\ntree:\n  strategy: best\n  children:\n    - {id: x, actor: flaky, restart: never}\n"
+    )
     result = run_flotilla("check", path)
     assert result.returncode == 2
     lines = result.stderr.splitlines()
@@ -87,7 +89,8 @@ def one_node(tmp_path: Path) -> str:
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_node_stops_the_tree_in_reverse_order_on_a_signal_and_exits_0(
-        tmp_path: Path, processes: list[FlotillaProcess], signum: int) -> None:
+    tmp_path: Path, processes: list[FlotillaProcess], signum: int
+) -> None:
     node = start(processes, "node", "start", "--topology", one_node(tmp_path), "--log-format", "json")
     node.wait_for_event("node.started")
     node.wait_for_event("supervisor.child_started", child="solo/root/ticker")
@@ -99,17 +102,17 @@ def test_node_stops_the_tree_in_reverse_order_on_a_signal_and_exits_0(
     assert stopped["reports"]["child_started"] >= 4
 
 
-def test_node_started_for_a_while_stops_by_itself_with_exit_0(tmp_path: Path,
-                                                              processes: list[FlotillaProcess]) -> None:
-    node = start(processes, "node", "start", "--topology", one_node(tmp_path), "--run-for", "1",
-                 "--log-format", "json")
+def test_node_started_for_a_while_stops_by_itself_with_exit_0(tmp_path: Path, processes: list[FlotillaProcess]) -> None:
+    node = start(processes, "node", "start", "--topology", one_node(tmp_path), "--run-for", "1", "--log-format", "json")
     assert node.wait() == 0
     node.wait_for_event("node.run_for_elapsed")
     node.wait_for_event("node.stopped")
 
 
 def test_node_whose_root_gives_up_exits_non_zero(tmp_path: Path, processes: list[FlotillaProcess]) -> None:
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
 nodes: {a: {address: "tcp://127.0.0.1:%d"}}
 tree:
   intensity: 0
@@ -119,7 +122,9 @@ tree:
     - id: ticker
       actor: ticker
       args: {target: a/root/pool, interval: 0.01}
-""" % free_port())
+"""
+        % free_port(),
+    )
     node = start(processes, "node", "start", "--topology", path, "--log-format", "json")
     assert node.wait() == 1
     gave_up = [e for e in node.events() if e["event"] == "supervisor.gave_up"]
@@ -129,8 +134,11 @@ tree:
 
 
 def test_node_whose_tree_cannot_start_exits_non_zero(tmp_path: Path, processes: list[FlotillaProcess]) -> None:
-    path = write(tmp_path, "nodes: {a: {address: 'tcp://127.0.0.1:%d'}}\ntree:\n  children:\n"
-                           "    - {id: w, actor: flaky, args: {fail_start_rate: 1.0}}\n" % free_port())
+    path = write(
+        tmp_path,
+        "nodes: {a: {address: 'tcp://127.0.0.1:%d'}}\ntree:\n  children:\n"
+        "    - {id: w, actor: flaky, args: {fail_start_rate: 1.0}}\n" % free_port(),
+    )
     node = start(processes, "node", "start", "--topology", path, "--log-format", "json")
     assert node.wait() == 1
     failed = node.wait_for_event("node.start_failed")
@@ -162,18 +170,23 @@ def test_up_runs_every_node_of_the_default_topology_and_stops_them(processes: li
     assert any('"child": "alpha/root/fetching/fetchers/1"' in line for line in started_on_beta)
 
 
-def test_up_restarts_a_node_that_dies_and_down_stops_everything(tmp_path: Path,
-                                                               processes: list[FlotillaProcess]) -> None:
+def test_up_restarts_a_node_that_dies_and_down_stops_everything(
+    tmp_path: Path, processes: list[FlotillaProcess]
+) -> None:
     import os
     import re
 
     from tests.cluster_harness import write_topology
 
-    path = write_topology(tmp_path, """
+    path = write_topology(
+        tmp_path,
+        """
 children:
   - {id: echo, actor: "tests.helpers:Probe"}
   - {id: far, node: beta, supervisor: {children: [{id: echo, actor: "tests.helpers:Probe"}]}}
-""", nodes=("alpha", "beta"))
+""",
+        nodes=("alpha", "beta"),
+    )
     up = start(processes, "up", "--topology", str(path), "--log-format", "json")
     first = up.wait_for_event_line(r"\[up\] node beta started \(pid (\d+), start 1\)")
     up.wait_for_event_line(r"\[alpha\] .*node.started")
@@ -196,8 +209,10 @@ def test_no_node_outlives_a_launcher_killed_with_sigkill(tmp_path: Path, process
 
     path = write_topology(tmp_path, "children: [{id: echo, actor: 'tests.helpers:Probe'}]", nodes=("alpha", "beta"))
     up = start(processes, "up", "--topology", str(path), "--log-format", "json")
-    pids = [int(re.search(r"pid (\d+)", up.wait_for_event_line(rf"\[up\] node {name} started")).group(1))
-            for name in ("alpha", "beta")]
+    pids = [
+        int(re.search(r"pid (\d+)", up.wait_for_event_line(rf"\[up\] node {name} started")).group(1))
+        for name in ("alpha", "beta")
+    ]
     up.wait_for_event_line(r"\[alpha\] .*node.started")
     up.signal(9)
     up.wait(10)

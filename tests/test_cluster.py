@@ -39,8 +39,11 @@ def running(tmp_path: Path, clusters: list[LiveCluster]) -> LiveCluster:
     cluster.join()
     cluster.wait_up("alpha", "beta")
     alpha.wait_for_event("node.started")
-    wait_until(lambda: _status(cluster, "alpha/root/spread") == ["running", "running"], timeout=20,
-               what="the spread pool to run on beta")
+    wait_until(
+        lambda: _status(cluster, "alpha/root/spread") == ["running", "running"],
+        timeout=20,
+        what="the spread pool to run on beta",
+    )
     return cluster
 
 
@@ -80,8 +83,10 @@ def test_a_supervisor_sees_the_crash_of_its_child_on_another_node(running: LiveC
     system = running.system
     with pytest.raises(ActorCrashed):
         system.ask("alpha/root/spread/0", "crash")
-    wait_until(lambda: [c.incarnation for c in system.ask("alpha/root/spread", WhichChildren())] == [2, 1],
-               what="the pool on alpha to restart its replica on beta")
+    wait_until(
+        lambda: [c.incarnation for c in system.ask("alpha/root/spread", WhichChildren())] == [2, 1],
+        what="the pool on alpha to restart its replica on beta",
+    )
     assert system.ask("alpha/root/spread/0", "whoami") == ["alpha/root/spread/0", 2]
 
 
@@ -111,20 +116,29 @@ def test_a_killed_or_frozen_node_is_detected_and_its_children_come_back(running:
         assert downs[0].reason == NodeDownReason("beta")
         with pytest.raises(NodeDown):
             running.system.ask("alpha/root/remote/echo", "whoami")
-        wait_until(lambda: _status(running, "alpha/root/spread") == ["restarting", "restarting"],
-                   what="alpha's pool to wait for beta")
+        wait_until(
+            lambda: _status(running, "alpha/root/spread") == ["restarting", "restarting"],
+            what="alpha's pool to wait for beta",
+        )
     finally:
         if how == "SIGSTOP":
             beta.signal(signal.SIGCONT)
     if how == "SIGKILL":
         beta.wait(5)
         running.start_node("beta")
-    wait_until(lambda: NodeUp("beta") in events[events.index(NodeDownReason("beta")):], timeout=20,
-               what="NodeUp(beta) again")
-    wait_until(lambda: _status(running, "alpha/root/spread") == ["running", "running"], timeout=20,
-               what="the pool's replicas to be restarted on beta")
-    wait_until(lambda: _answers(running, "alpha/root/remote/echo"), timeout=20,
-               what="the remote subtree to be restarted on beta")
+    wait_until(
+        lambda: NodeUp("beta") in events[events.index(NodeDownReason("beta")) :], timeout=20, what="NodeUp(beta) again"
+    )
+    wait_until(
+        lambda: _status(running, "alpha/root/spread") == ["running", "running"],
+        timeout=20,
+        what="the pool's replicas to be restarted on beta",
+    )
+    wait_until(
+        lambda: _answers(running, "alpha/root/remote/echo"),
+        timeout=20,
+        what="the remote subtree to be restarted on beta",
+    )
 
 
 def _answers(cluster: LiveCluster, path: str) -> bool:

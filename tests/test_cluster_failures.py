@@ -43,8 +43,9 @@ def all_replicas_answer(cluster: LiveCluster) -> bool:
     return all(answers(cluster, f"alpha/root/spread/{i}") for i in range(2))
 
 
-def test_a_parent_frozen_past_the_timeout_gets_its_remote_children_back(tmp_path: Path,
-                                                                        clusters: list[LiveCluster]) -> None:
+def test_a_parent_frozen_past_the_timeout_gets_its_remote_children_back(
+    tmp_path: Path, clusters: list[LiveCluster]
+) -> None:
     cluster = start(tmp_path, clusters)
     alpha = cluster.processes["alpha"]
     alpha.signal(signal.SIGSTOP)
@@ -55,8 +56,7 @@ def test_a_parent_frozen_past_the_timeout_gets_its_remote_children_back(tmp_path
     wait_until(lambda: all_replicas_answer(cluster), timeout=20, what="replicas restarted on beta")
 
 
-def test_a_parent_restarted_at_once_keeps_the_children_it_starts(tmp_path: Path,
-                                                                 clusters: list[LiveCluster]) -> None:
+def test_a_parent_restarted_at_once_keeps_the_children_it_starts(tmp_path: Path, clusters: list[LiveCluster]) -> None:
     cluster = start(tmp_path, clusters)
     old = cluster.processes["alpha"]
     old.signal(signal.SIGKILL)
@@ -70,7 +70,10 @@ def test_a_parent_restarted_at_once_keeps_the_children_it_starts(tmp_path: Path,
 
 
 def test_subtrees_alternating_between_nodes_start_and_stop(tmp_path: Path, clusters: list[LiveCluster]) -> None:
-    cluster = start(tmp_path, clusters, """
+    cluster = start(
+        tmp_path,
+        clusters,
+        """
 children:
   - id: b1
     node: beta
@@ -83,7 +86,8 @@ children:
               - id: b3
                 node: beta
                 supervisor: {children: [{id: echo, actor: "tests.helpers:Probe"}]}
-""")
+""",
+    )
     assert answers(cluster, "alpha/root/b1/a2/b3/echo")
     alpha = cluster.processes["alpha"]
     alpha.signal(signal.SIGTERM)
@@ -97,8 +101,7 @@ def test_a_halt_from_a_node_that_is_not_the_parent_is_ignored(tmp_path: Path, cl
     assert answers(cluster, "alpha/root/spread/0")
 
 
-def test_a_monitor_callback_that_raises_does_not_silence_the_node(tmp_path: Path,
-                                                                  clusters: list[LiveCluster]) -> None:
+def test_a_monitor_callback_that_raises_does_not_silence_the_node(tmp_path: Path, clusters: list[LiveCluster]) -> None:
     cluster = start(tmp_path, clusters)
     cluster.system.monitor("alpha/root/spread/0", lambda _down: 1 / 0)
     beta = cluster.processes["beta"]
@@ -109,15 +112,20 @@ def test_a_monitor_callback_that_raises_does_not_silence_the_node(tmp_path: Path
     assert cluster.system.ask("alpha/root/spread", WhichChildren(), timeout=5)  # still talks to alpha
 
 
-def test_a_frozen_host_stops_children_their_parent_removed_meanwhile(tmp_path: Path,
-                                                                      clusters: list[LiveCluster]) -> None:
-    cluster = start(tmp_path, clusters, """
+def test_a_frozen_host_stops_children_their_parent_removed_meanwhile(
+    tmp_path: Path, clusters: list[LiveCluster]
+) -> None:
+    cluster = start(
+        tmp_path,
+        clusters,
+        """
 children:
   - id: temp
     node: beta
     restart: temporary
     supervisor: {children: [{id: w, actor: "tests.helpers:Probe"}]}
-""")
+""",
+    )
     assert answers(cluster, "alpha/root/temp/w")
     beta = cluster.processes["beta"]
     beta.signal(signal.SIGSTOP)
@@ -130,7 +138,8 @@ children:
 
 
 def test_monitors_for_paths_a_node_does_not_run_get_noproc_and_leave_nothing_behind(
-        tmp_path: Path, clusters: list[LiveCluster]) -> None:
+    tmp_path: Path, clusters: list[LiveCluster]
+) -> None:
     cluster = start(tmp_path, clusters)
     downs: list[Down] = []
     for i in range(50):

@@ -17,10 +17,14 @@ codec = Codec(max_frame_bytes=64 * 1024)
 
 def test_envelopes_round_trip() -> None:
     body, typed = codec.encode_body(Work(3))
-    for envelope in (Tell("a/root/x", body, typed), Ask("a/root/x", body, typed, 7, 5.0),
-                     Heartbeat("alpha", "b00t", "demo", 12), Exited("a/root/x", "urn:2", NodeDown("beta")),
-                     Spawned("a/root/x", "urn:1", None), Fail(3, "crashed", "a/root/x", "boom",
-                                                        Crash("ValueError", "boom", "tb"))):
+    for envelope in (
+        Tell("a/root/x", body, typed),
+        Ask("a/root/x", body, typed, 7, 5.0),
+        Heartbeat("alpha", "b00t", "demo", 12),
+        Exited("a/root/x", "urn:2", NodeDown("beta")),
+        Spawned("a/root/x", "urn:1", None),
+        Fail(3, "crashed", "a/root/x", "boom", Crash("ValueError", "boom", "tb")),
+    ):
         decoded = codec.decode(codec.encode(envelope))
         if isinstance(envelope, (Tell, Ask)):
             assert bytes(decoded.body) == bytes(envelope.body)
@@ -28,11 +32,23 @@ def test_envelopes_round_trip() -> None:
             assert decoded == envelope
 
 
-@pytest.mark.parametrize("body", [
-    None, True, 3, -2.5, "text", b"bytes", [1, "two", [3]], {"k": {"nested": [1, 2]}},
-    Work(5), Done(5, "a/root/w/0"), [Work(1), {"x": Done(2, "w")}],
-    [ChildInfo("x", "a/root/x", "worker", "m:C", "running", "permanent", 0, 1, 0, 0.5, "")],
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        None,
+        True,
+        3,
+        -2.5,
+        "text",
+        b"bytes",
+        [1, "two", [3]],
+        {"k": {"nested": [1, 2]}},
+        Work(5),
+        Done(5, "a/root/w/0"),
+        [Work(1), {"x": Done(2, "w")}],
+        [ChildInfo("x", "a/root/x", "worker", "m:C", "running", "permanent", 0, 1, 0, 0.5, "")],
+    ],
+)
 def test_bodies_come_back_as_sent(body: object) -> None:
     raw, typed = codec.encode_body(body)
     assert codec.decode_body(raw, typed) == body
@@ -55,14 +71,17 @@ def test_an_unknown_message_type_is_rejected_not_guessed() -> None:
     assert codec.decode_body(forged, False) == {"_type": "LaunchMissiles", "target": "x"}
 
 
-@pytest.mark.parametrize(("data", "reason"), [
-    (msgpack.packb(msgpack.ExtType(42, b"xyz")), "extension type 42 is not allowed"),
-    (b"\xdd\xff\xff\xff\xff", "bad body"),            # an array claiming 2**32-1 items
-    (b"\xdb\x7f\xff\xff\xff", "bad body"),            # a str claiming 2 GiB
-    (b"\x91" * 200_000 + b"\xc0", "bad body"),        # nested 200,000 deep
-    (b"\xc1", "bad body"),                             # a reserved byte
-    (msgpack.packb([1]) + b"\x00", "bad body"),        # trailing bytes
-])
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (msgpack.packb(msgpack.ExtType(42, b"xyz")), "extension type 42 is not allowed"),
+        (b"\xdd\xff\xff\xff\xff", "bad body"),  # an array claiming 2**32-1 items
+        (b"\xdb\x7f\xff\xff\xff", "bad body"),  # a str claiming 2 GiB
+        (b"\x91" * 200_000 + b"\xc0", "bad body"),  # nested 200,000 deep
+        (b"\xc1", "bad body"),  # a reserved byte
+        (msgpack.packb([1]) + b"\x00", "bad body"),  # trailing bytes
+    ],
+)
 def test_hostile_bodies_raise_frame_error(data: bytes, reason: str) -> None:
     with pytest.raises(FrameError, match=reason):
         codec.decode_body(data, False)
@@ -100,17 +119,21 @@ def test_random_frames_only_ever_raise_frame_error(data: bytes) -> None:
 
 
 @settings(max_examples=300)
-@given(st.recursive(st.none() | st.booleans() | st.integers() | st.text() | st.binary(),
-                    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
-                    max_leaves=20),
-       st.integers(0, 40))
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text() | st.binary(),
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+        max_leaves=20,
+    ),
+    st.integers(0, 40),
+)
 def test_mutated_valid_frames_only_ever_raise_frame_error(value: object, cut: int) -> None:
     try:
         raw, typed = codec.encode_body(value)
     except TypeError:
         return  # e.g. an integer beyond 64 bits: refused at the sender, as it should be
     frame = codec.encode(Ask("a/root/x", raw, typed, 1, 5.0))
-    for mutated in (frame[:cut], frame[:cut] + b"\xff" + frame[cut + 1:], frame + b"\x00"):
+    for mutated in (frame[:cut], frame[:cut] + b"\xff" + frame[cut + 1 :], frame + b"\x00"):
         try:
             envelope = codec.decode(mutated)
             codec.decode_body(envelope.body, envelope.typed)  # type: ignore[attr-defined]

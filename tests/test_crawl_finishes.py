@@ -70,12 +70,16 @@ def settled(client: IntakeClient) -> bool:
 
 
 def test_a_crawl_with_a_dead_host_and_scattered_bad_pages_ends_with_every_healthy_page_stored(
-        tmp_path: Path, site: DemoSiteProcess, clusters: list[LiveCluster]) -> None:
+    tmp_path: Path, site: DemoSiteProcess, clusters: list[LiveCluster]
+) -> None:
     cluster = start_with_intake(tmp_path, clusters, RESILIENT_TREE, EXTRA, ("alpha", "beta"))
     dead_host = f"http://127.0.0.1:{free_ports(1)[0]}"  # nothing listens there
     healthy = [f"{site.url}/product/{n}" for n in range(150)] + [f"{site.url}/flaky/{n}" for n in range(4)]
-    bad = ([f"{site.url}/gone/{n}" for n in range(4)] + [f"{site.url}/drift/{n}" for n in range(2)]
-           + [f"{site.url}/switch/{n}" for n in range(3)])  # /switch answers 503, always
+    bad = (
+        [f"{site.url}/gone/{n}" for n in range(4)]
+        + [f"{site.url}/drift/{n}" for n in range(2)]
+        + [f"{site.url}/switch/{n}" for n in range(3)]
+    )  # /switch answers 503, always
     dead = [f"{dead_host}/product/{n}" for n in range(20)]
     site.switch(503)
     urls = healthy[:75] + bad + dead + healthy[75:]
@@ -90,12 +94,14 @@ def test_a_crawl_with_a_dead_host_and_scattered_bad_pages_ends_with_every_health
     assert counts.results == len(healthy)  # no healthy page lost
     assert counts.states["parked"] == 2 and counts.states["dead"] == len(bad) - 2 + len(dead)
     target = dead_host.removeprefix("http://")
-    assert all(target in reason or "Cannot connect" in reason for url, reason in dead_jobs.items()
-               if url.startswith(dead_host)), dead_jobs
+    assert all(
+        target in reason or "Cannot connect" in reason for url, reason in dead_jobs.items() if url.startswith(dead_host)
+    ), dead_jobs
     assert elapsed < 30  # the wait budget is 4 s: nothing waits for ever
     topology = str(cluster.topology_path)
-    hold = json.loads(run_flotilla("shell", "--topology", topology, "--exec", "inspect alpha/root/hold",
-                                   "--json").stdout)["data"]
+    hold = json.loads(
+        run_flotilla("shell", "--topology", topology, "--exec", "inspect alpha/root/hold", "--json").stdout
+    )["data"]
     assert hold["state"]["entered"] == 0  # one dead host and a few bad pages never pause the fleet
     alerts = [e for e in cluster.processes["alpha"].events() if e.get("event") == "alert"]
     healthy_target = site.url.removeprefix("http://")
@@ -123,7 +129,8 @@ children:
 
 
 def test_jobs_sent_before_the_fetchers_exist_come_back_without_spending_attempts(
-        tmp_path: Path, site: DemoSiteProcess, clusters: list[LiveCluster]) -> None:
+    tmp_path: Path, site: DemoSiteProcess, clusters: list[LiveCluster]
+) -> None:
     extra = EXTRA.replace("resilience: {breakers: alpha/root/breakers, hold: alpha/root/hold}\n", "")
     cluster = make_cluster(tmp_path, SLOW_START_TREE, nodes=("alpha", "beta"), extra=extra % free_ports(1)[0])
     clusters.append(cluster)
@@ -164,7 +171,8 @@ children:
 
 
 def test_the_leases_of_a_node_that_goes_down_come_back_at_once(
-        tmp_path: Path, site: DemoSiteProcess, clusters: list[LiveCluster]) -> None:
+    tmp_path: Path, site: DemoSiteProcess, clusters: list[LiveCluster]
+) -> None:
     extra = EXTRA.replace("resilience: {breakers: alpha/root/breakers, hold: alpha/root/hold}\n", "")
     cluster = start_with_intake(tmp_path, clusters, NODE_DOWN_TREE, extra, ("alpha", "beta"))
     assert cluster.topology.intake is not None
@@ -173,8 +181,11 @@ def test_the_leases_of_a_node_that_goes_down_come_back_at_once(
         wait_until(lambda: client.counts().states["fetching"] == 8, timeout=15, what="the slow pages in flight")
         cluster.processes["beta"].signal(signal.SIGKILL)
         killed = time.monotonic()
-        wait_until(lambda: client.counts().states["fetching"] == 0, timeout=10,
-                   what="the leases to come back at NodeDown, not after the 120 s visibility timeout")
+        wait_until(
+            lambda: client.counts().states["fetching"] == 0,
+            timeout=10,
+            what="the leases to come back at NodeDown, not after the 120 s visibility timeout",
+        )
         assert time.monotonic() - killed < 10
         pending = list(client.all_jobs("pending"))
     assert len(pending) == 8 and all(job.attempts == 0 for job in pending)  # not counted against the jobs

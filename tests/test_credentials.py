@@ -100,7 +100,8 @@ intake: {node: alpha, address: "tcp://127.0.0.1:%d", router: alpha/root/router}
 
 
 def test_credentials_of_an_opted_in_rule_set_are_sent_as_basic_auth_and_never_kept_in_clear(
-        tmp_path: Path, clusters: list[LiveCluster], site: BasicAuthSite) -> None:
+    tmp_path: Path, clusters: list[LiveCluster], site: BasicAuthSite
+) -> None:
     cluster = start_with_intake(tmp_path, clusters, TREE, EXTRA, ("alpha", "beta"))
     url = f"http://u:{PASSWORD}@127.0.0.1:{site.port}/members"
     with IntakeClient.for_topology(cluster.topology) as client:

@@ -24,27 +24,30 @@ from tests.helpers import wait_until
 POLICY = EgressPolicy.from_config(["127.0.0.1"], ["tcp://127.0.0.1:7101"])
 
 
-@pytest.mark.parametrize("url, why", [
-    ("http://127.0.0.2/", "127.0.0.2 is a loopback address"),
-    ("http://[::ffff:169.254.169.254]/", "a cloud metadata address"),
-    ("http://[::ffff:a9fe:a9fe]/latest/meta-data/", "a cloud metadata address"),
-    ("http://169.254.169.254/", "a cloud metadata address"),
-    ("http://[fd00:ec2::254]/", "a cloud metadata address"),
-    ("http://metadata.google.internal/computeMetadata/v1/", "a cloud metadata host"),
-    ("http://METADATA.google.internal./", "a cloud metadata host"),
-    ("http://[64:ff9b::7f00:2]/", "a loopback address"),  # NAT64 form of 127.0.0.2
-    ("http://[2002:a00:1::]/", "a private address"),  # 6to4 form of 10.0.0.1
-    ("http://[::127.0.0.2]/", "a loopback address"),
-    ("http://0.0.0.0/", "an unspecified address"),
-    ("http://10.1.2.3/", "a private address"),
-    ("http://192.168.0.1/", "a private address"),
-    ("http://100.64.0.1/", "not a public address"),
-    ("http://224.0.0.1/", "a multicast address"),
-    ("http://[fe80::1]/", "a link-local address"),
-    ("http://127.0.0.1:7101/", "one of the cluster's own endpoints"),
-    ("http://user:pw@example.com/", "carries credentials"),
-    ("ftp://example.com/", "only http and https"),
-])
+@pytest.mark.parametrize(
+    "url, why",
+    [
+        ("http://127.0.0.2/", "127.0.0.2 is a loopback address"),
+        ("http://[::ffff:169.254.169.254]/", "a cloud metadata address"),
+        ("http://[::ffff:a9fe:a9fe]/latest/meta-data/", "a cloud metadata address"),
+        ("http://169.254.169.254/", "a cloud metadata address"),
+        ("http://[fd00:ec2::254]/", "a cloud metadata address"),
+        ("http://metadata.google.internal/computeMetadata/v1/", "a cloud metadata host"),
+        ("http://METADATA.google.internal./", "a cloud metadata host"),
+        ("http://[64:ff9b::7f00:2]/", "a loopback address"),  # NAT64 form of 127.0.0.2
+        ("http://[2002:a00:1::]/", "a private address"),  # 6to4 form of 10.0.0.1
+        ("http://[::127.0.0.2]/", "a loopback address"),
+        ("http://0.0.0.0/", "an unspecified address"),
+        ("http://10.1.2.3/", "a private address"),
+        ("http://192.168.0.1/", "a private address"),
+        ("http://100.64.0.1/", "not a public address"),
+        ("http://224.0.0.1/", "a multicast address"),
+        ("http://[fe80::1]/", "a link-local address"),
+        ("http://127.0.0.1:7101/", "one of the cluster's own endpoints"),
+        ("http://user:pw@example.com/", "carries credentials"),
+        ("ftp://example.com/", "only http and https"),
+    ],
+)
 def test_the_policy_refuses_inside_addresses_in_any_notation(url: str, why: str) -> None:
     reason = POLICY.url_refusal(URL(url))
     assert reason is not None and why in reason, reason
@@ -146,7 +149,8 @@ intake: {node: alpha, address: "tcp://127.0.0.1:%d", router: alpha/root/router}
 
 
 def test_fetches_aimed_inside_end_hard_with_the_reason_and_reach_nothing(
-        tmp_path: Path, clusters: list[LiveCluster], servers: dict[str, CountingServer]) -> None:
+    tmp_path: Path, clusters: list[LiveCluster], servers: dict[str, CountingServer]
+) -> None:
     cluster = start_with_intake(tmp_path, clusters, TREE, EXTRA, ("alpha", "beta"))
     allowed, second, third = servers["127.0.0.1"].url, servers["127.0.0.2"].url, servers["127.0.0.3"].url
     port2, port3 = second.rsplit(":", 1)[1], third.rsplit(":", 1)[1]
@@ -161,9 +165,13 @@ def test_fetches_aimed_inside_end_hard_with_the_reason_and_reach_nothing(
         f"http://127.0.0.1:{alpha_port}/": "one of the cluster's own endpoints",
     }
     with IntakeClient.for_topology(cluster.topology) as client:
-        acks = client.submit([JobSpec(url, "product") for url in refused]
-                             + [JobSpec(f"{allowed}:1@127.0.0.3:{port3}/userinfo-trick", "product"),
-                                JobSpec(f"{allowed}/fine", "product")])
+        acks = client.submit(
+            [JobSpec(url, "product") for url in refused]
+            + [
+                JobSpec(f"{allowed}:1@127.0.0.3:{port3}/userinfo-trick", "product"),
+                JobSpec(f"{allowed}/fine", "product"),
+            ]
+        )
         assert [a.status for a in acks] == ["accepted"] * len(refused) + ["rejected", "accepted"]
         assert acks[-2].reason.startswith("url carries credentials")
 

@@ -16,8 +16,11 @@ from flotilla.actors.pipeline.messages import Fetched, FetchJob, JobOutcome
 from flotilla.actors.pipeline.rules import FieldRule, RuleSet
 from tests.demo_site import DemoSiteProcess
 
-RULES = {"product": RuleSet("product", {"title": FieldRule("h1.title", required=True),
-                                        "price": FieldRule(".price", required=True)})}
+RULES = {
+    "product": RuleSet(
+        "product", {"title": FieldRule("h1.title", required=True), "price": FieldRule(".price", required=True)}
+    )
+}
 
 
 class Inbox(Actor):
@@ -35,7 +38,8 @@ class Inbox(Actor):
 def outcomes(count: int, timeout: float = 20.0) -> dict[str, JobOutcome]:
     with Inbox.changed:
         assert Inbox.changed.wait_for(
-            lambda: sum(isinstance(m, JobOutcome) for m in Inbox.received) >= count, timeout), Inbox.received
+            lambda: sum(isinstance(m, JobOutcome) for m in Inbox.received) >= count, timeout
+        ), Inbox.received
         return {m.key: m for m in Inbox.received if isinstance(m, JobOutcome)}
 
 
@@ -53,9 +57,15 @@ def pipeline(system: ActorSystem) -> ActorSystem:
     children = (
         ChildSpec("inbox", Inbox),
         PoolSpec("extractors", ChildSpec("x", Extractor), size=2),
-        PoolSpec("fetchers", ChildSpec("f", Fetcher,
-                                       {"extractor": "t/root/extractors", "timeout": 1.0,
-                                        "max_body_bytes": 200_000, "max_redirects": 3}), size=2),
+        PoolSpec(
+            "fetchers",
+            ChildSpec(
+                "f",
+                Fetcher,
+                {"extractor": "t/root/extractors", "timeout": 1.0, "max_body_bytes": 200_000, "max_redirects": 3},
+            ),
+            size=2,
+        ),
     )
     system.start(SupervisorSpec("root", children=children))
     return system
@@ -67,8 +77,20 @@ def fetch(system: ActorSystem, site: DemoSiteProcess, paths: list[str], rules: s
 
 
 def test_every_fault_mode_gives_its_typed_outcome(pipeline: ActorSystem, site: DemoSiteProcess) -> None:
-    paths = ["/product/1", "/moved/2", "/flaky/3", "/gone/4", "/removed/5", "/private/6", "/blocked/7",
-             "/captcha/8", "/drift/9", "/huge/10", "/loop/11", "/slow/12?ms=3000"]
+    paths = [
+        "/product/1",
+        "/moved/2",
+        "/flaky/3",
+        "/gone/4",
+        "/removed/5",
+        "/private/6",
+        "/blocked/7",
+        "/captcha/8",
+        "/drift/9",
+        "/huge/10",
+        "/loop/11",
+        "/slow/12?ms=3000",
+    ]
     fetch(pipeline, site, paths)
     got = outcomes(len(paths))
     assert got["/product/1"].fields == {"title": "Product 1", "price": "$4.70"}
@@ -76,9 +98,15 @@ def test_every_fault_mode_gives_its_typed_outcome(pipeline: ActorSystem, site: D
     assert got["/moved/2"].fields["title"] == "Product 2"
     kinds = {path: (o.failure.kind, o.failure.status) for path, o in got.items() if o.failure}
     assert kinds == {
-        "/flaky/3": ("TRANSIENT", 503), "/gone/4": ("HARD", 404), "/removed/5": ("HARD", 410),
-        "/private/6": ("HARD", 401), "/blocked/7": ("BLOCKED", 403), "/captcha/8": ("BLOCKED", 200),
-        "/drift/9": ("DRIFT", 200), "/huge/10": ("HARD", 200), "/loop/11": ("HARD", 0),
+        "/flaky/3": ("TRANSIENT", 503),
+        "/gone/4": ("HARD", 404),
+        "/removed/5": ("HARD", 410),
+        "/private/6": ("HARD", 401),
+        "/blocked/7": ("BLOCKED", 403),
+        "/captcha/8": ("BLOCKED", 200),
+        "/drift/9": ("DRIFT", 200),
+        "/huge/10": ("HARD", 200),
+        "/loop/11": ("HARD", 0),
         "/slow/12?ms=3000": ("TRANSIENT", 0),
     }
     assert "title, price" in got["/drift/9"].failure.detail
@@ -86,8 +114,9 @@ def test_every_fault_mode_gives_its_typed_outcome(pipeline: ActorSystem, site: D
     assert {"/product/1", "/moved/2", "/captcha/8", "/drift/9"} <= fetched
 
 
-def test_challenge_pages_are_blocked_and_an_article_about_them_is_not(pipeline: ActorSystem,
-                                                                       site: DemoSiteProcess) -> None:
+def test_challenge_pages_are_blocked_and_an_article_about_them_is_not(
+    pipeline: ActorSystem, site: DemoSiteProcess
+) -> None:
     fetch(pipeline, site, ["/prose/1", "/captcha/2", "/challenge/3"])
     got = outcomes(3)
     assert got["/prose/1"].failure is None and got["/prose/1"].fields["title"] == "Product 1"

@@ -54,8 +54,9 @@ def _dealer(context: zmq.Context, address: str, key: ClientKey | None = None) ->
     return socket
 
 
-def _fuzz_socket(context: zmq.Context, address: str, surface: str, limit: int, seed: int,
-                 key: ClientKey | None = None) -> int:
+def _fuzz_socket(
+    context: zmq.Context, address: str, surface: str, limit: int, seed: int, key: ClientKey | None = None
+) -> int:
     """Send the surface's frames one message at a time; every single-frame message within the
     limit must be answered. Returns how many decoded as valid requests (for shells)."""
     rng = random.Random(seed)
@@ -85,9 +86,9 @@ def _fuzz_socket(context: zmq.Context, address: str, surface: str, limit: int, s
 
 @pytest.mark.timeout(120 + FRAMES // 50)
 def test_fuzzed_intake_transport_and_shell_leave_the_node_up_and_bounded(
-        tmp_path: Path, clusters: list[LiveCluster]) -> None:
-    print(f"fuzz: {FRAMES} messages per surface, seeds {SEED} (intake), {SEED + 1} (transport), "
-          f"{SEED + 2} (shell)")
+    tmp_path: Path, clusters: list[LiveCluster]
+) -> None:
+    print(f"fuzz: {FRAMES} messages per surface, seeds {SEED} (intake), {SEED + 1} (transport), {SEED + 2} (shell)")
     site = DemoSiteProcess()
     try:
         cluster = start_pipeline(tmp_path, clusters)
@@ -95,8 +96,14 @@ def test_fuzzed_intake_transport_and_shell_leave_the_node_up_and_bounded(
         before_kb, lines_before, started = memory_kb(cluster), len(alpha.lines), time.monotonic()
         context = zmq.Context()
         try:
-            _fuzz_socket(context, cluster.topology.intake.address, "intake", MAX_REQUEST_BYTES, SEED,  # type: ignore[union-attr]
-                         client_key(cluster.topology))
+            _fuzz_socket(
+                context,
+                cluster.topology.intake.address,
+                "intake",
+                MAX_REQUEST_BYTES,
+                SEED,  # type: ignore[union-attr]
+                client_key(cluster.topology),
+            )
             print(f"fuzz: after the intake, peak RSS +{(memory_kb(cluster) - before_kb) / 1024:.0f} MB")
             assert cluster.cluster is not None
             transport = cluster.cluster.transport
@@ -105,11 +112,15 @@ def test_fuzzed_intake_transport_and_shell_leave_the_node_up_and_bounded(
                 for frame in parts:
                     transport.send("alpha", frame)
                     sent += 1
-            wait_until(lambda: transport.stats.sent_frames["alpha"] + sum(transport.stats.undeliverable.values())
-                       >= sent, timeout=FRAMES / 50, what="every transport frame sent (or given up)")
+            wait_until(
+                lambda: transport.stats.sent_frames["alpha"] + sum(transport.stats.undeliverable.values()) >= sent,
+                timeout=FRAMES / 50,
+                what="every transport frame sent (or given up)",
+            )
             print(f"fuzz: after the transport, peak RSS +{(memory_kb(cluster) - before_kb) / 1024:.0f} MB")
-            shell_commands = _fuzz_socket(context, shell_address(cluster.topology.node_data_dir("alpha")), "shell",
-                                          MAX_SHELL_BYTES, SEED + 2)
+            shell_commands = _fuzz_socket(
+                context, shell_address(cluster.topology.node_data_dir("alpha")), "shell", MAX_SHELL_BYTES, SEED + 2
+            )
         finally:
             context.term()
         assert refused(cluster, "intake", "malformed") > FRAMES / 4
@@ -121,8 +132,10 @@ def test_fuzzed_intake_transport_and_shell_leave_the_node_up_and_bounded(
         elapsed = time.monotonic() - started
         lines = alpha.lines[lines_before:]
         allowed = 2 * shell_commands + REFUSAL_KINDS * LOG_LINES_PER_KIND * (1 + elapsed / REFUSAL_LOG_INTERVAL) + 50
-        print(f"fuzz: {elapsed:.1f} s, peak RSS +{grown_mb:.0f} MB, {len(lines)} log lines "
-              f"(allowed {allowed:.0f}; {shell_commands} shell commands decoded)")
+        print(
+            f"fuzz: {elapsed:.1f} s, peak RSS +{grown_mb:.0f} MB, {len(lines)} log lines "
+            f"(allowed {allowed:.0f}; {shell_commands} shell commands decoded)"
+        )
         assert grown_mb < RSS_GROWTH_MB, f"the node's peak memory grew by {grown_mb:.0f} MB"
         if os.environ.get("FLOTILLA_FUZZ_SHOW_LOG"):
             print("\n".join(lines))

@@ -42,8 +42,9 @@ def _answer(socket: zmq.Socket) -> dict:
     return msgspec.msgpack.decode(socket.recv())
 
 
-def test_the_13_byte_frame_is_answered_and_the_intake_keeps_accepting(tmp_path: Path,
-                                                                      clusters: list[LiveCluster]) -> None:
+def test_the_13_byte_frame_is_answered_and_the_intake_keeps_accepting(
+    tmp_path: Path, clusters: list[LiveCluster]
+) -> None:
     cluster = start_pipeline(tmp_path, clusters)
     assert len(THIRTEEN_BYTES) == 13
     context, socket = _raw(cluster)
@@ -60,8 +61,7 @@ def test_the_13_byte_frame_is_answered_and_the_intake_keeps_accepting(tmp_path: 
     assert refused(cluster, "intake", "malformed") == 3
 
 
-def test_an_amplifier_frame_is_refused_without_bloating_the_node(tmp_path: Path,
-                                                                 clusters: list[LiveCluster]) -> None:
+def test_an_amplifier_frame_is_refused_without_bloating_the_node(tmp_path: Path, clusters: list[LiveCluster]) -> None:
     cluster = start_pipeline(tmp_path, clusters)
     before = memory_kb(cluster)
     items = MAX_REQUEST_BYTES - 64
@@ -92,8 +92,11 @@ def test_a_flood_of_monitors_from_a_peer_is_bounded(tmp_path: Path, clusters: li
     flood = MAX_MONITORS_PER_PEER * 3
     for ref in range(1, flood + 1):
         cluster.cluster._send("alpha", Monitor("alpha/root/router", ref))
-    wait_until(lambda: refused(cluster, "transport", "over_limit") == flood - MAX_MONITORS_PER_PEER,
-               timeout=60, what="every monitor beyond the limit to be refused")
+    wait_until(
+        lambda: refused(cluster, "transport", "over_limit") == flood - MAX_MONITORS_PER_PEER,
+        timeout=60,
+        what="every monitor beyond the limit to be refused",
+    )
     grown_mb = (memory_kb(cluster, "VmRSS") - before) / 1024
     assert grown_mb < 20, f"alpha grew by {grown_mb:.0f} MB"
     cluster.cluster._send("alpha", Monitor("alpha/root/router", 1))  # a ref in use: ignored, not doubled
@@ -102,32 +105,45 @@ def test_a_flood_of_monitors_from_a_peer_is_bounded(tmp_path: Path, clusters: li
 
 def test_shell_edge_cases_get_usage_errors(tmp_path: Path, clusters: list[LiveCluster]) -> None:
     cluster = start_pipeline(tmp_path, clusters)
-    answers = {command: shell_call(cluster, *command.split()) for command in
-               ("logs 5 " + "9" * 25, "logs " + "9" * 25, "logs ٣", "jobs lost", "scale alpha/root/extractors ²")}
+    answers = {
+        command: shell_call(cluster, *command.split())
+        for command in (
+            "logs 5 " + "9" * 25,
+            "logs " + "9" * 25,
+            "logs ٣",
+            "jobs lost",
+            "scale alpha/root/extractors ²",
+        )
+    }
     for command, answer in answers.items():
-        assert not answer.ok and ("usage" in answer.error or "must be a whole number" in answer.error), \
-            (command, answer)  # type: ignore[attr-defined]
+        assert not answer.ok and ("usage" in answer.error or "must be a whole number" in answer.error), (
+            command,
+            answer,
+        )  # type: ignore[attr-defined]
     assert "unknown state 'lost'" in answers["jobs lost"].error  # type: ignore[attr-defined]
     assert shell_call(cluster, "logs", "3").ok  # type: ignore[attr-defined]
     assert not any("Traceback" in line for line in cluster.processes["alpha"].lines)
 
 
-def test_pathological_pages_end_hard_while_a_healthy_job_is_stored(tmp_path: Path,
-                                                                   clusters: list[LiveCluster]) -> None:
+def test_pathological_pages_end_hard_while_a_healthy_job_is_stored(tmp_path: Path, clusters: list[LiveCluster]) -> None:
     site = DemoSiteProcess()
     try:
         cluster = start_pipeline(tmp_path, clusters)
-        hostile = [f"{site.url}/nested/1", f"{site.url}/attributes/2", f"{site.url}/nested/3",
-                   f"{site.url}/to-file/4"]
+        hostile = [f"{site.url}/nested/1", f"{site.url}/attributes/2", f"{site.url}/nested/3", f"{site.url}/to-file/4"]
         with IntakeClient.for_topology(cluster.topology) as client:  # type: ignore[union-attr]
             keys = [ack.key for ack in client.submit([JobSpec(url, "product") for url in hostile])]
             stored(cluster, f"{site.url}/product/5", timeout=30)  # both extractors were given a hostile page first
-            wait_until(lambda: all(job.state == "dead" for job in client.status(keys)), timeout=60,
-                       what="the hostile jobs to end")
+            wait_until(
+                lambda: all(job.state == "dead" for job in client.status(keys)),
+                timeout=60,
+                what="the hostile jobs to end",
+            )
             reasons = {job.url.rsplit("/", 2)[1]: job.reason for job in client.status(keys)}
         assert reasons["nested"].startswith("HARD: unparseable page: parsing took longer than 2 s"), reasons
         assert reasons["attributes"].startswith("HARD: unparseable page"), reasons
-        assert reasons["to-file"].startswith("HARD") and "file:///etc/passwd" in reasons["to-file"], reasons  # the egress check or aiohttp
+        assert reasons["to-file"].startswith("HARD") and "file:///etc/passwd" in reasons["to-file"], (
+            reasons
+        )  # the egress check or aiohttp
         inspected = shell_call(cluster, "inspect", "alpha/root/extractors/0").data  # type: ignore[attr-defined]
         assert "parser_killed" in inspected["state"]
     finally:

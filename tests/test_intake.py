@@ -24,8 +24,7 @@ def make_access(directory: Path, clients: tuple[str, ...] = ("alice", "bob")) ->
         generate_keys(directory, name)
     public, secret = load_secret(directory, "alpha")
     roles = {"local": "operator", **{name: "client" for name in clients}}
-    return IntakeAccess(CurveKeys(public, secret, {name: load_public(directory, name) for name in roles}),
-                        roles)  # type: ignore[arg-type]
+    return IntakeAccess(CurveKeys(public, secret, {name: load_public(directory, name) for name in roles}), roles)  # type: ignore[arg-type]
 
 
 def key_of(directory: Path, name: str) -> ClientKey:
@@ -36,8 +35,13 @@ def key_of(directory: Path, name: str) -> ClientKey:
 @pytest.fixture
 def intake(tmp_path: Path) -> Iterator[tuple[Intake, list[int]]]:
     wakes: list[int] = []
-    server = Intake(f"tcp://127.0.0.1:{free_ports(1)[0]}", tmp_path / "journal.sqlite", {"product"},
-                    lambda: wakes.append(1), access=make_access(tmp_path / "keys"))
+    server = Intake(
+        f"tcp://127.0.0.1:{free_ports(1)[0]}",
+        tmp_path / "journal.sqlite",
+        {"product"},
+        lambda: wakes.append(1),
+        access=make_access(tmp_path / "keys"),
+    )
     server.start()
     yield server, wakes
     server.close()
@@ -49,16 +53,27 @@ def client(intake: tuple[Intake, list[int]], tmp_path: Path) -> Iterator[IntakeC
         yield c
 
 
-def test_a_batch_is_acknowledged_job_by_job_once_on_disk(intake: tuple[Intake, list[int]], client: IntakeClient,
-                                                         tmp_path: Path) -> None:
-    acks = client.submit([JobSpec("http://127.0.0.1:1/product/1", "product"),
-                          JobSpec("ftp://127.0.0.1/x", "product"),
-                          JobSpec("http://127.0.0.1:1/product/2", "nope"),
-                          JobSpec("", "product"),
-                          JobSpec("http://127.0.0.1:1/product/3", "product", key="mine-3"),
-                          JobSpec("http:///no-host", "product")])
-    assert [(a.index, a.status) for a in acks] == [(0, "accepted"), (1, "rejected"), (2, "rejected"),
-                                                   (3, "rejected"), (4, "accepted"), (5, "rejected")]
+def test_a_batch_is_acknowledged_job_by_job_once_on_disk(
+    intake: tuple[Intake, list[int]], client: IntakeClient, tmp_path: Path
+) -> None:
+    acks = client.submit(
+        [
+            JobSpec("http://127.0.0.1:1/product/1", "product"),
+            JobSpec("ftp://127.0.0.1/x", "product"),
+            JobSpec("http://127.0.0.1:1/product/2", "nope"),
+            JobSpec("", "product"),
+            JobSpec("http://127.0.0.1:1/product/3", "product", key="mine-3"),
+            JobSpec("http:///no-host", "product"),
+        ]
+    )
+    assert [(a.index, a.status) for a in acks] == [
+        (0, "accepted"),
+        (1, "rejected"),
+        (2, "rejected"),
+        (3, "rejected"),
+        (4, "accepted"),
+        (5, "rejected"),
+    ]
     assert acks[1].reason == "unsupported scheme 'ftp': only http and https"
     assert acks[2].reason == "unknown rules 'nope' (known: product)"
     assert acks[3].reason == "missing url"
@@ -69,8 +84,9 @@ def test_a_batch_is_acknowledged_job_by_job_once_on_disk(intake: tuple[Intake, l
     assert intake[1] == [1]
 
 
-def test_resubmitting_a_key_is_a_duplicate_and_does_no_work_twice(intake: tuple[Intake, list[int]],
-                                                                  client: IntakeClient) -> None:
+def test_resubmitting_a_key_is_a_duplicate_and_does_no_work_twice(
+    intake: tuple[Intake, list[int]], client: IntakeClient
+) -> None:
     first = client.submit([JobSpec("http://Example.com:80/a#x", "product")])
     again = client.submit([JobSpec("http://example.com/a", "product")])
     assert first[0].status == "accepted" and again[0].status == "duplicate" and first[0].key == again[0].key
@@ -79,8 +95,9 @@ def test_resubmitting_a_key_is_a_duplicate_and_does_no_work_twice(intake: tuple[
 
 
 def test_queries_page_through_jobs_and_results(client: IntakeClient) -> None:
-    for acks in client.submit_all((JobSpec(f"http://127.0.0.1:1/product/{i}", "product") for i in range(2500)),
-                                  batch=MAX_BATCH):
+    for acks in client.submit_all(
+        (JobSpec(f"http://127.0.0.1:1/product/{i}", "product") for i in range(2500)), batch=MAX_BATCH
+    ):
         assert {a.status for a in acks} == {"accepted"}
     assert client.counts().states["pending"] == 2500
     assert len(list(client.all_jobs(state="pending"))) == 2500
@@ -93,7 +110,8 @@ def test_queries_page_through_jobs_and_results(client: IntakeClient) -> None:
 
 
 def test_oversized_and_malformed_requests_get_an_error_and_the_intake_keeps_serving(
-        intake: tuple[Intake, list[int]], client: IntakeClient, tmp_path: Path) -> None:
+    intake: tuple[Intake, list[int]], client: IntakeClient, tmp_path: Path
+) -> None:
     with pytest.raises(IntakeError, match="bad request"):
         client.submit([JobSpec("http://127.0.0.1/x", "product")] * (MAX_BATCH + 1))
     context = zmq.Context()
@@ -120,8 +138,14 @@ def test_a_client_with_no_intake_gives_up_with_a_clear_error() -> None:
 
 
 def test_a_malformed_url_is_rejected_alone(client: IntakeClient) -> None:
-    acks = client.submit([JobSpec("http://[::1/x", "product"), JobSpec("http://127.0.0.1:99999/x", "product"),
-                          JobSpec("http://127.0.0.1/a b", "product"), JobSpec("http://127.0.0.1/fine", "product")])
+    acks = client.submit(
+        [
+            JobSpec("http://[::1/x", "product"),
+            JobSpec("http://127.0.0.1:99999/x", "product"),
+            JobSpec("http://127.0.0.1/a b", "product"),
+            JobSpec("http://127.0.0.1/fine", "product"),
+        ]
+    )
     assert [a.status for a in acks] == ["rejected", "rejected", "rejected", "accepted"]
     assert acks[0].reason.startswith("malformed url")
 
@@ -140,11 +164,14 @@ def test_a_retried_submission_gets_its_first_answer_again(intake: tuple[Intake, 
     assert bob.acks[0].status == "accepted" and bob.acks[0].key.startswith("bob:")
 
 
-def test_a_client_key_submits_and_reads_only_its_own_jobs(intake: tuple[Intake, list[int]], tmp_path: Path,
-                                                          client: IntakeClient) -> None:
+def test_a_client_key_submits_and_reads_only_its_own_jobs(
+    intake: tuple[Intake, list[int]], tmp_path: Path, client: IntakeClient
+) -> None:
     address = intake[0].address
-    with IntakeClient(address, timeout=5, key=key_of(tmp_path / "keys", "alice")) as alice, \
-            IntakeClient(address, timeout=5, key=key_of(tmp_path / "keys", "bob")) as bob:
+    with (
+        IntakeClient(address, timeout=5, key=key_of(tmp_path / "keys", "alice")) as alice,
+        IntakeClient(address, timeout=5, key=key_of(tmp_path / "keys", "bob")) as bob,
+    ):
         mine = alice.submit([JobSpec("http://127.0.0.1:1/a", "product")])[0]
         theirs = bob.submit([JobSpec("http://127.0.0.1:1/b", "product")])[0]
         assert mine.key.startswith("alice:") and theirs.key.startswith("bob:")
@@ -154,8 +181,9 @@ def test_a_client_key_submits_and_reads_only_its_own_jobs(intake: tuple[Intake, 
     assert client.counts().states["pending"] == 2  # the local user is an operator: it sees every job
 
 
-def test_a_client_key_cannot_force_hold_or_replay(intake: tuple[Intake, list[int]], tmp_path: Path,
-                                                  client: IntakeClient) -> None:
+def test_a_client_key_cannot_force_hold_or_replay(
+    intake: tuple[Intake, list[int]], tmp_path: Path, client: IntakeClient
+) -> None:
     with IntakeClient(intake[0].address, timeout=5, key=key_of(tmp_path / "keys", "alice")) as alice:
         with pytest.raises(IntakeError, match="Hold needs an operator key; alice is a client"):
             alice.hold("on")
@@ -181,19 +209,25 @@ def test_a_squatted_key_does_not_capture_the_victims_url(intake: tuple[Intake, l
     from flotilla.actors.pipeline.journal import natural_key
 
     victim_url = "http://127.0.0.1:1/victim"
-    with IntakeClient(intake[0].address, timeout=5, key=key_of(tmp_path / "keys", "alice")) as attacker, \
-            IntakeClient(intake[0].address, timeout=5, key=key_of(tmp_path / "keys", "bob")) as victim:
-        squat = attacker.submit([JobSpec("http://127.0.0.1:1/attacker", "product",
-                                         key=natural_key(victim_url, "product")),
-                                 JobSpec("http://127.0.0.1:1/attacker", "product", key=f"bob:{natural_key(victim_url, 'product')}")])
+    with (
+        IntakeClient(intake[0].address, timeout=5, key=key_of(tmp_path / "keys", "alice")) as attacker,
+        IntakeClient(intake[0].address, timeout=5, key=key_of(tmp_path / "keys", "bob")) as victim,
+    ):
+        squat = attacker.submit(
+            [
+                JobSpec("http://127.0.0.1:1/attacker", "product", key=natural_key(victim_url, "product")),
+                JobSpec("http://127.0.0.1:1/attacker", "product", key=f"bob:{natural_key(victim_url, 'product')}"),
+            ]
+        )
         assert [a.status for a in squat] == ["accepted", "accepted"]
         ack = victim.submit([JobSpec(victim_url, "product")])[0]
         assert ack.status == "accepted" and ack.key == f"bob:{natural_key(victim_url, 'product')}"
         assert [(j.key, j.url) for j in victim.all_jobs()] == [(ack.key, victim_url)]
 
 
-def test_an_unknown_key_or_no_key_is_refused_at_the_handshake_and_counted(intake: tuple[Intake, list[int]],
-                                                                          tmp_path: Path) -> None:
+def test_an_unknown_key_or_no_key_is_refused_at_the_handshake_and_counted(
+    intake: tuple[Intake, list[int]], tmp_path: Path
+) -> None:
     generate_keys(tmp_path / "strangers", "mallory")
     public, secret = load_secret(tmp_path / "strangers", "mallory")
     stranger = ClientKey(public, secret, load_public(tmp_path / "keys", "alpha"))
@@ -208,8 +242,12 @@ def test_an_unknown_key_or_no_key_is_refused_at_the_handshake_and_counted(intake
 
 
 def test_a_url_with_credentials_is_rejected_and_not_stored(client: IntakeClient, tmp_path: Path) -> None:
-    acks = client.submit([JobSpec("http://user:secret@127.0.0.1:1/x", "product"),
-                          JobSpec("http://127.0.0.1:22082@169.254.169.254/", "product")])
+    acks = client.submit(
+        [
+            JobSpec("http://user:secret@127.0.0.1:1/x", "product"),
+            JobSpec("http://127.0.0.1:22082@169.254.169.254/", "product"),
+        ]
+    )
     assert {a.status for a in acks} == {"rejected"}
     assert all(a.reason.startswith("url carries credentials") for a in acks)
     db = sqlite3.connect(tmp_path / "journal.sqlite")
@@ -221,8 +259,9 @@ def test_a_retry_after_an_intake_restart_is_answered_as_the_first_try_was(tmp_pa
     from flotilla.nodes.intake.protocol import Submit, encoder
 
     address = f"tcp://127.0.0.1:{free_ports(1)[0]}"
-    request = Submit(3, [JobSpec("http://127.0.0.1/first", "product"), JobSpec("http://127.0.0.1/other", "product")],
-                     session="s9")
+    request = Submit(
+        3, [JobSpec("http://127.0.0.1/first", "product"), JobSpec("http://127.0.0.1/other", "product")], session="s9"
+    )
     access = make_access(tmp_path / "keys")
     first = Intake(address, tmp_path / "journal.sqlite", {"product"}, lambda: None, access=access)
     first.start()
@@ -257,7 +296,8 @@ def test_a_submission_without_a_batch_gets_one_and_a_report_of_it(client: Intake
 
 
 def test_a_story_of_an_unknown_job_is_an_error_and_a_long_one_keeps_its_first_and_latest_events(
-        intake: tuple[Intake, list[int]], client: IntakeClient, tmp_path: Path) -> None:
+    intake: tuple[Intake, list[int]], client: IntakeClient, tmp_path: Path
+) -> None:
     import time
 
     from flotilla.actors.pipeline.journal import Journal
@@ -282,7 +322,8 @@ def test_a_story_of_an_unknown_job_is_an_error_and_a_long_one_keeps_its_first_an
 
 
 def test_control_requests_are_audited_and_refused_when_the_audit_log_cannot_be_written(
-        intake: tuple[Intake, list[int]], client: IntakeClient, tmp_path: Path) -> None:
+    intake: tuple[Intake, list[int]], client: IntakeClient, tmp_path: Path
+) -> None:
     import json
 
     keys = [a.key for a in client.submit([JobSpec(f"http://127.0.0.1:1/c/{i}", "product") for i in range(2)])]
@@ -297,9 +338,11 @@ def test_control_requests_are_audited_and_refused_when_the_audit_log_cannot_be_w
     assert [(e["command"], e["args"], e["outcome"], e["via"]) for e in audit] == [
         ("cancel", [keys[0], "--batch", batch], "started", "intake"),
         ("cancel", [keys[0], "--batch", batch], "failed", "intake"),  # keys and a batch: refused
-        ("cancel", ["--batch", batch], "started", "intake"), ("cancel", ["--batch", batch], "done", "intake"),
+        ("cancel", ["--batch", batch], "started", "intake"),
+        ("cancel", ["--batch", batch], "done", "intake"),
         ("breakers", ["reset", "http://Example.com:80/x"], "started", "intake"),
-        ("breakers", ["reset", "http://Example.com:80/x"], "failed", "intake")]
+        ("breakers", ["reset", "http://Example.com:80/x"], "failed", "intake"),
+    ]
     assert audit[-1]["error"] == "this topology has no breakers (resilience.breakers)"
 
     intake[0].audit_path = tmp_path  # a directory: the log cannot be written
@@ -308,13 +351,16 @@ def test_control_requests_are_audited_and_refused_when_the_audit_log_cannot_be_w
     assert client.replay(keys) == 2  # nothing was cancelled meanwhile; other requests are served
 
 
-@pytest.mark.parametrize(("first", "second"), [
-    ("http://127.0.0.1:1/list?a=1&b=2", "http://127.0.0.1:1/list?b=2&a=1"),
-    ("http://127.0.0.1:1/a%2fb", "http://127.0.0.1:1/a%2Fb"),
-    ("http://bücher.example/katalog", "http://xn--bcher-kva.example/katalog"),
-    ("http://example.com:80/a", "http://example.com/a"),
-    ("http://example.com/a#reviews", "http://example.com/a#specs"),
-])
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ("http://127.0.0.1:1/list?a=1&b=2", "http://127.0.0.1:1/list?b=2&a=1"),
+        ("http://127.0.0.1:1/a%2fb", "http://127.0.0.1:1/a%2Fb"),
+        ("http://bücher.example/katalog", "http://xn--bcher-kva.example/katalog"),
+        ("http://example.com:80/a", "http://example.com/a"),
+        ("http://example.com/a#reviews", "http://example.com/a#specs"),
+    ],
+)
 def test_two_spellings_of_one_page_become_one_job(client: IntakeClient, first: str, second: str) -> None:
     acks = client.submit([JobSpec(first, "product")]) + client.submit([JobSpec(second, "product")])
     assert [a.status for a in acks] == ["accepted", "duplicate"]

@@ -66,11 +66,29 @@ def shared_dir() -> Iterator[Path]:
 def run_as(user: pwd.struct_passwd, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """Run `args` (after the interpreter) as `user`, with no groups and no capabilities."""
     site = next(p for p in sys.path if p.endswith("site-packages"))
-    env = {"PATH": "/usr/bin:/bin", "HOME": "/nonexistent", "PYTHONPATH": f"{ROOT}{os.pathsep}{site}",
-           "PYTHONDONTWRITEBYTECODE": "1"}
-    return subprocess.run(["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups",
-                           "--inh-caps=-all", str(SYSTEM_PYTHON), *args], capture_output=True, text=True,
-                          timeout=timeout, env=env, cwd="/", check=False)
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": "/nonexistent",
+        "PYTHONPATH": f"{ROOT}{os.pathsep}{site}",
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
+    return subprocess.run(
+        [
+            "setpriv",
+            f"--reuid={user.pw_uid}",
+            f"--regid={user.pw_gid}",
+            "--clear-groups",
+            "--inh-caps=-all",
+            str(SYSTEM_PYTHON),
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd="/",
+        check=False,
+    )
 
 
 TREE = """
@@ -104,8 +122,9 @@ def start_keyed(directory: Path, clusters: list[LiveCluster], key_home: Path, me
         """)
     cluster = make_cluster(directory, TREE, nodes=("alpha",), extra=extra)
     text = cluster.topology_path.read_text(encoding="utf-8")
-    cluster.topology_path.write_text(text.replace("  alpha: {address: ", f"  alpha: {{metrics: '127.0.0.1:{metrics}', "
-                                                  "address: "), encoding="utf-8")
+    cluster.topology_path.write_text(
+        text.replace("  alpha: {address: ", f"  alpha: {{metrics: '127.0.0.1:{metrics}', address: "), encoding="utf-8"
+    )
     cluster.topology_path.chmod(0o644)
     clusters.append(cluster)
     cluster.start_node("alpha").wait_for_event("intake.listening", timeout=30)
@@ -150,7 +169,8 @@ with IntakeClient(address, timeout=5, key=key) as client:
 
 
 def test_another_user_cannot_use_the_intake_without_a_key_nor_steer_it_with_a_client_key(
-        shared_dir: Path, other_user: pwd.struct_passwd, clusters: list[LiveCluster]) -> None:
+    shared_dir: Path, other_user: pwd.struct_passwd, clusters: list[LiveCluster]
+) -> None:
     home = shared_dir / "mallory-home"
     metrics = free_ports(1)[0]
     cluster = start_keyed(shared_dir / "cluster", clusters, home, metrics)
@@ -174,14 +194,26 @@ def test_another_user_cannot_use_the_intake_without_a_key_nor_steer_it_with_a_cl
     assert "flotilla_intake_auth_failures_total 1.0" in scraped
     generate_keys(home, "stranger")
     os.chown(home / "stranger.key_secret", other_user.pw_uid, other_user.pw_gid)
-    unknown = run_as(other_user, "-m", "flotilla.nodes.cli", "submit", "http://127.0.0.1:1/x", "--topology", topology,
-                     "--key", str(home / "stranger.key_secret"), "--server-key", str(home / "alpha.key"))
+    unknown = run_as(
+        other_user,
+        "-m",
+        "flotilla.nodes.cli",
+        "submit",
+        "http://127.0.0.1:1/x",
+        "--topology",
+        topology,
+        "--key",
+        str(home / "stranger.key_secret"),
+        "--server-key",
+        str(home / "alpha.key"),
+    )
     assert unknown.returncode == 1 and "refused this client's key" in unknown.stderr, unknown
 
     # With a client key: it submits and reads its own jobs, but cannot force Hold or replay.
     key = ["--key", str(home / "mallory.key_secret"), "--server-key", str(home / "alpha.key")]
-    submitted = run_as(other_user, "-m", "flotilla.nodes.cli", "submit", "http://127.0.0.1:1/mine", "--topology", topology,
-                       *key)
+    submitted = run_as(
+        other_user, "-m", "flotilla.nodes.cli", "submit", "http://127.0.0.1:1/mine", "--topology", topology, *key
+    )
     assert submitted.returncode == 0 and "1 accepted" in submitted.stdout, submitted
     forced = run_as(other_user, "-m", "flotilla.nodes.cli", "hold", "on", "--topology", topology, *key)
     assert forced.returncode == 1 and "Hold needs an operator key; mallory is a client" in forced.stderr, forced
@@ -192,8 +224,11 @@ def test_another_user_cannot_use_the_intake_without_a_key_nor_steer_it_with_a_cl
     victim = "http://127.0.0.1:1/victim"
     squat = run_as(other_user, "-c", SQUATTER, address, str(home), victim, "http://127.0.0.1:1/attacker")
     assert squat.returncode == 0 and squat.stdout.split() == [
-        "accepted", f"mallory:{natural_key(victim, 'product')}",
-        "accepted", f"mallory:local:{natural_key(victim, 'product')}"], squat
+        "accepted",
+        f"mallory:{natural_key(victim, 'product')}",
+        "accepted",
+        f"mallory:local:{natural_key(victim, 'product')}",
+    ], squat
     mine = run_flotilla("submit", victim, "--topology", topology)  # the cluster's owner, with the local key
     assert mine.returncode == 0 and "1 accepted" in mine.stdout, mine
     with IntakeClient.for_topology(cluster.topology) as owner:
@@ -206,23 +241,32 @@ def test_another_user_cannot_use_the_intake_without_a_key_nor_steer_it_with_a_cl
 
 
 def test_check_refuses_a_routable_intake_without_keys_even_with_insecure_bind(tmp_path: Path) -> None:
-    base = "nodes: {alpha: {}}\nrules: {p: {fields: {t: {css: h1}}}}\n" \
-           "tree: {children: [{id: router, actor: router, args: {fetchers: alpha/root/f}},\n" \
-           "  {id: x, pool: {actor: extractor}}, {id: f, pool: {actor: fetcher, args: {extractor: alpha/root/x}}}]}\n"
+    base = (
+        "nodes: {alpha: {}}\nrules: {p: {fields: {t: {css: h1}}}}\n"
+        "tree: {children: [{id: router, actor: router, args: {fetchers: alpha/root/f}},\n"
+        "  {id: x, pool: {actor: extractor}}, {id: f, pool: {actor: fetcher, args: {extractor: alpha/root/x}}}]}\n"
+    )
     path = tmp_path / "routable.yaml"
-    path.write_text(base + "intake: {node: alpha, address: 'tcp://192.0.2.10:7201', router: alpha/root/router}\n"
-                    "security: {insecure_bind: true}\n", encoding="utf-8")
+    path.write_text(
+        base + "intake: {node: alpha, address: 'tcp://192.0.2.10:7201', router: alpha/root/router}\n"
+        "security: {insecure_bind: true}\n",
+        encoding="utf-8",
+    )
     refused = run_flotilla("check", str(path))
     assert refused.returncode == 2
-    assert "intake.address: tcp://192.0.2.10:7201 is not a loopback address and security.keys is not set" \
-        in refused.stderr
+    assert (
+        "intake.address: tcp://192.0.2.10:7201 is not a loopback address and security.keys is not set" in refused.stderr
+    )
     keys = tmp_path / "keys"
     for name in ("alpha", "alice"):
         generate_keys(keys, name)
     keyed = tmp_path / "keyed.yaml"
-    keyed.write_text(base.replace("{alpha: {}}", "{alpha: {address: 'tcp://192.0.2.10:7101'}}")
-                     + "intake: {node: alpha, address: 'tcp://192.0.2.10:7201', router: alpha/root/router}\n"
-                     "security: {keys: keys}\nclients: [alice, bob]\n", encoding="utf-8")
+    keyed.write_text(
+        base.replace("{alpha: {}}", "{alpha: {address: 'tcp://192.0.2.10:7101'}}")
+        + "intake: {node: alpha, address: 'tcp://192.0.2.10:7201', router: alpha/root/router}\n"
+        "security: {keys: keys}\nclients: [alice, bob]\n",
+        encoding="utf-8",
+    )
     missing = run_flotilla("check", str(keyed))
     assert missing.returncode == 2 and "no public key for client(s) bob" in missing.stderr, missing.stderr
     keyed.write_text(keyed.read_text(encoding="utf-8").replace("[alice, bob]", "[alice]"), encoding="utf-8")

@@ -11,8 +11,9 @@ from flotilla.actors.core.supervisor import GAVE_UP
 from tests.helpers import crash, FakeClock, Journal, Probe, Reports
 
 
-def test_supervisor_gives_up_on_the_restart_past_its_intensity(system: ActorSystem, clock: FakeClock,
-                                                               reports: Reports) -> None:
+def test_supervisor_gives_up_on_the_restart_past_its_intensity(
+    system: ActorSystem, clock: FakeClock, reports: Reports
+) -> None:
     journal = Journal()
     children = tuple(ChildSpec(n, Probe, {"journal": journal}) for n in "abc")
     system.start(SupervisorSpec("root", children=children, flags=SupervisorFlags(intensity=2, period=5)))
@@ -28,15 +29,17 @@ def test_supervisor_gives_up_on_the_restart_past_its_intensity(system: ActorSyst
 
 
 def test_intensity_zero_gives_up_at_the_first_restart(system: ActorSystem, clock: FakeClock) -> None:
-    system.start(SupervisorSpec("root", children=(ChildSpec("a", Probe),),
-                                flags=SupervisorFlags(intensity=0, period=5)))
+    system.start(
+        SupervisorSpec("root", children=(ChildSpec("a", Probe),), flags=SupervisorFlags(intensity=0, period=5))
+    )
     crash(system, "t/root/a")
     assert system.wait(5) == Shutdown(GAVE_UP)
 
 
 def test_restarts_older_than_the_period_no_longer_count(system: ActorSystem, clock: FakeClock) -> None:
-    system.start(SupervisorSpec("root", children=(ChildSpec("a", Probe),),
-                                flags=SupervisorFlags(intensity=2, period=5)))
+    system.start(
+        SupervisorSpec("root", children=(ChildSpec("a", Probe),), flags=SupervisorFlags(intensity=2, period=5))
+    )
     for _ in range(10):
         crash(system, "t/root/a")
         clock.advance(2.6)  # at most two restarts are ever within 5 s of each other
@@ -45,16 +48,16 @@ def test_restarts_older_than_the_period_no_longer_count(system: ActorSystem, clo
 
 
 def test_the_window_edge_is_inclusive_as_in_otp(system: ActorSystem, clock: FakeClock) -> None:
-    system.start(SupervisorSpec("root", children=(ChildSpec("a", Probe),),
-                                flags=SupervisorFlags(intensity=1, period=5)))
+    system.start(
+        SupervisorSpec("root", children=(ChildSpec("a", Probe),), flags=SupervisorFlags(intensity=1, period=5))
+    )
     crash(system, "t/root/a")
     clock.advance(5)  # the first restart is exactly `period` ago: it still counts
     crash(system, "t/root/a")
     assert system.wait(5) == Shutdown(GAVE_UP)
 
 
-def test_a_restart_that_fails_to_start_is_retried_and_each_try_counts(system: ActorSystem,
-                                                                    reports: Reports) -> None:
+def test_a_restart_that_fails_to_start_is_retried_and_each_try_counts(system: ActorSystem, reports: Reports) -> None:
     starts = iter([False, True, True, True, True, True])
     spec = ChildSpec("a", Probe, {"fail_start": lambda: next(starts)})
     system.start(SupervisorSpec("root", children=(spec,), flags=SupervisorFlags(intensity=3, period=60)))
@@ -77,5 +80,4 @@ def test_escalation_goes_up_two_levels_to_the_root(system: ActorSystem, reports:
         crash(system, leaf_path)
     assert system.wait(5) == Shutdown(GAVE_UP)
     by_supervisor = [r.supervisor for r in reports.of("gave_up")]
-    assert by_supervisor == ["t/root/top/mid"] * 2 + ["t/root/top"] + ["t/root/top/mid"] * 2 + [
-        "t/root/top", "t/root"]
+    assert by_supervisor == ["t/root/top/mid"] * 2 + ["t/root/top"] + ["t/root/top/mid"] * 2 + ["t/root/top", "t/root"]

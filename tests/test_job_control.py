@@ -50,14 +50,16 @@ intake: {node: alpha, address: "tcp://127.0.0.1:%d", router: alpha/root/router}
 resilience: {breakers: alpha/root/breakers}
 """
 
+
 class Site(DemoSiteProcess):
     """The demo site on its main port (a target) and on three more ports (three more targets:
     tests that open a breaker, by hand or by drift, use one of their own)."""
 
     def __init__(self) -> None:
         self.targets = [f"127.0.0.1:{port}" for port in free_ports(3)]
-        super().__init__("--flaky-failures", "1",
-                         *[a for t in self.targets for a in ("--extra-port", t.rpartition(":")[2])])
+        super().__init__(
+            "--flaky-failures", "1", *[a for t in self.targets for a in ("--extra-port", t.rpartition(":")[2])]
+        )
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +71,9 @@ def site() -> Iterator[Site]:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveCluster]:
-    live = make_cluster(tmp_path_factory.mktemp("cluster"), TREE, nodes=("alpha", "beta", "tester"),
-                        extra=EXTRA % free_ports(1)[0])
+    live = make_cluster(
+        tmp_path_factory.mktemp("cluster"), TREE, nodes=("alpha", "beta", "tester"), extra=EXTRA % free_ports(1)[0]
+    )
     try:
         live.start_node("beta")
         live.start_node("alpha").wait_for_event("intake.listening", timeout=30)
@@ -99,12 +102,14 @@ def trip(cluster: LiveCluster, target: str) -> None:
 
 
 def submitted_lines(stdout: str) -> list[list[str]]:
-    return [line.split() for line in stdout.splitlines() if line.split()[:1] in (["accepted"], ["duplicate"],
-                                                                                ["rejected"])]
+    return [
+        line.split() for line in stdout.splitlines() if line.split()[:1] in (["accepted"], ["duplicate"], ["rejected"])
+    ]
 
 
 def test_submit_wait_ends_0_when_every_job_is_stored_and_job_tells_a_retried_pages_story(
-        cluster: LiveCluster, site: Site) -> None:
+    cluster: LiveCluster, site: Site
+) -> None:
     urls = [f"{site.url}/flaky/1", *(f"{site.url}/product/{n}" for n in range(1, 6))]
     result = flotilla(cluster, "submit", *urls, "--wait")
     assert result.returncode == 0, result.stdout + result.stderr
@@ -139,21 +144,29 @@ def test_submit_wait_ends_0_when_every_job_is_stored_and_job_tells_a_retried_pag
         assert intake.job(keys[1]).job.url == urls[1]
 
 
-def test_submit_jsonl_prints_one_object_per_job_and_the_summary_on_stderr(cluster: LiveCluster,
-                                                                         site: Site) -> None:
+def test_submit_jsonl_prints_one_object_per_job_and_the_summary_on_stderr(cluster: LiveCluster, site: Site) -> None:
     urls = [f"{site.url}/product/20", f"{site.url}/product/21", "ftp://nowhere/x", f"{site.url}/product/20#again"]
     result = flotilla(cluster, "submit", *urls, "--jsonl")
     assert result.returncode == 3, result.stderr  # one rejected
     rows = [json.loads(line) for line in result.stdout.splitlines()]
-    assert [(r["status"], r["url"]) for r in rows] == [("accepted", urls[0]), ("accepted", urls[1]),
-                                                       ("rejected", urls[2]), ("duplicate", urls[3])]
+    assert [(r["status"], r["url"]) for r in rows] == [
+        ("accepted", urls[0]),
+        ("accepted", urls[1]),
+        ("rejected", urls[2]),
+        ("duplicate", urls[3]),
+    ]
     assert rows[0]["key"] == rows[3]["key"] and len({r["batch"] for r in rows}) == 1
     assert "unsupported scheme 'ftp'" in rows[2]["reason"]
     assert "4 jobs: 2 accepted, 1 duplicates, 1 rejected; batch " + rows[0]["batch"] in result.stderr
 
 
 def test_submit_wait_ends_3_with_a_summary_naming_the_404(cluster: LiveCluster, site: Site) -> None:
-    urls = [f"{site.url}/product/30", f"{site.url}/gone/31", f"{site.url}/gone/32", f"http://{site.targets[2]}/drift/33"]
+    urls = [
+        f"{site.url}/product/30",
+        f"{site.url}/gone/31",
+        f"{site.url}/gone/32",
+        f"http://{site.targets[2]}/drift/33",
+    ]
     result = flotilla(cluster, "submit", *urls, "--wait")
     assert result.returncode == 3, result.stdout + result.stderr
     lines = [line.strip() for line in result.stdout.splitlines()]
@@ -163,8 +176,7 @@ def test_submit_wait_ends_3_with_a_summary_naming_the_404(cluster: LiveCluster, 
     assert any(l.startswith("DRIFT: missing required fields") for l in lines)
 
 
-def test_wait_from_another_terminal_follows_a_batch_until_it_is_done(cluster: LiveCluster,
-                                                                    site: Site) -> None:
+def test_wait_from_another_terminal_follows_a_batch_until_it_is_done(cluster: LiveCluster, site: Site) -> None:
     urls = [f"{site.url}/slow/{n}?ms=400" for n in range(40, 50)]
     submitted = flotilla(cluster, "submit", *urls, "--jsonl")
     batch = json.loads(submitted.stdout.splitlines()[0])["batch"]
@@ -191,8 +203,14 @@ def test_wait_on_a_terminal_shows_a_live_progress_bar(cluster: LiveCluster, site
     urls = [f"{site.url}/slow/{n}?ms=300" for n in range(80, 86)]
     batch = json.loads(flotilla(cluster, "submit", *urls, "--jsonl").stdout.splitlines()[0])["batch"]
     terminal, stderr = pty.openpty()  # stderr is a terminal: rich draws the bar there
-    proc = subprocess.Popen(flotilla_command("wait", batch, "--topology", str(cluster.topology_path)),
-                            stdout=subprocess.PIPE, stderr=stderr, cwd=ROOT, env=_env(), text=True)
+    proc = subprocess.Popen(
+        flotilla_command("wait", batch, "--topology", str(cluster.topology_path)),
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        cwd=ROOT,
+        env=_env(),
+        text=True,
+    )
     os.close(stderr)
     drawn = b""
     deadline = time.monotonic() + 60
@@ -221,7 +239,8 @@ def test_wait_on_a_terminal_shows_a_live_progress_bar(cluster: LiveCluster, site
 
 
 def test_cancel_ends_waiting_jobs_dead_and_a_timed_out_wait_says_what_still_waits(
-        cluster: LiveCluster, site: Site) -> None:
+    cluster: LiveCluster, site: Site
+) -> None:
     target = site.targets[0]
     trip(cluster, target)
     urls = [f"http://{target}/product/{n}" for n in range(60, 66)]
@@ -229,8 +248,11 @@ def test_cancel_ends_waiting_jobs_dead_and_a_timed_out_wait_says_what_still_wait
     rows = [json.loads(line) for line in submitted.stdout.splitlines()]
     keys, batch = [r["key"] for r in rows], rows[0]["batch"]
     with client(cluster) as intake:
-        wait_until(lambda: all("breaker open" in (j.reason or "") for j in intake.status(keys)), timeout=20,
-                   what="the jobs to wait behind the open breaker")
+        wait_until(
+            lambda: all("breaker open" in (j.reason or "") for j in intake.status(keys)),
+            timeout=20,
+            what="the jobs to wait behind the open breaker",
+        )
         timed_out = flotilla(cluster, "wait", batch, "--timeout", "0.5")
         assert timed_out.returncode == 4, timed_out.stdout + timed_out.stderr
         assert "timed out after 0.5 s; still waiting: 6 pending" in timed_out.stderr
@@ -249,22 +271,28 @@ def test_cancel_ends_waiting_jobs_dead_and_a_timed_out_wait_says_what_still_wait
         assert flotilla(cluster, "cancel", keys[0]).stdout.startswith("0 jobs cancelled")  # already finished
     usage = flotilla(cluster, "cancel")
     assert usage.returncode == 2 and "cancel takes job keys or --batch BATCH" in usage.stderr
-    audit = [json.loads(line) for line in (cluster.topology.node_data_dir("alpha") / "audit.log").read_text().splitlines()]
-    assert {"command": "cancel", "args": [keys[0], keys[1]], "outcome": "done", "via": "intake"}.items() <= \
-        next(e for e in audit if e.get("via") == "intake" and e["outcome"] == "done").items()
+    audit = [
+        json.loads(line) for line in (cluster.topology.node_data_dir("alpha") / "audit.log").read_text().splitlines()
+    ]
+    assert {"command": "cancel", "args": [keys[0], keys[1]], "outcome": "done", "via": "intake"}.items() <= next(
+        e for e in audit if e.get("via") == "intake" and e["outcome"] == "done"
+    ).items()
 
 
-def test_breakers_reset_through_the_cli_closes_a_tripped_breaker(cluster: LiveCluster,
-                                                                 site: Site) -> None:
+def test_breakers_reset_through_the_cli_closes_a_tripped_breaker(cluster: LiveCluster, site: Site) -> None:
     target = site.targets[1]
     trip(cluster, target)  # open for 120 s
     shown = json.loads(flotilla(cluster, "shell", "--exec", "breakers", "--json").stdout)["data"]
     assert (target, "open") in [(r["target"], r["state"]) for r in shown]
     with client(cluster) as intake:
-        keys = [a.key for a in intake.submit([JobSpec(f"http://{target}/product/{n}", "product")
-                                              for n in range(70, 74)])]
-        wait_until(lambda: all("breaker open" in (j.reason or "") for j in intake.status(keys)), timeout=20,
-                   what="the jobs to wait behind the open breaker")
+        keys = [
+            a.key for a in intake.submit([JobSpec(f"http://{target}/product/{n}", "product") for n in range(70, 74)])
+        ]
+        wait_until(
+            lambda: all("breaker open" in (j.reason or "") for j in intake.status(keys)),
+            timeout=20,
+            what="the jobs to wait behind the open breaker",
+        )
 
         reset = flotilla(cluster, "breakers", "reset", f"http://{target}/anything")
         assert reset.returncode == 0, reset.stderr
@@ -272,8 +300,11 @@ def test_breakers_reset_through_the_cli_closes_a_tripped_breaker(cluster: LiveCl
         shown = json.loads(flotilla(cluster, "shell", "--exec", "breakers", "--json").stdout)["data"]
         assert target not in [r["target"] for r in shown]
         # they go now, not when the 120 s would have ended
-        wait_until(lambda: {j.state for j in intake.status(keys)} == {"stored"}, timeout=20,
-                   what="the waiting jobs to be stored once the breaker is reset")
+        wait_until(
+            lambda: {j.state for j in intake.status(keys)} == {"stored"},
+            timeout=20,
+            what="the waiting jobs to be stored once the breaker is reset",
+        )
 
     trip(cluster, target)
     again = flotilla(cluster, "shell", "--exec", f"breakers reset {target}", "--json")
@@ -287,11 +318,14 @@ def test_breakers_reset_through_the_cli_closes_a_tripped_breaker(cluster: LiveCl
 def test_submit_needs_rules_only_when_the_topology_has_several(tmp_path: Path) -> None:
     path = tmp_path / "two.yaml"
     node_port, intake_port = free_ports(2)
-    path.write_text(f"nodes: {{a: {{address: 'tcp://127.0.0.1:{node_port}'}}}}\n"
-                    "rules: {product: {fields: {t: {css: h1}}}, article: {fields: {t: {css: h2}}}}\n"
-                    f"intake: {{node: a, address: 'tcp://127.0.0.1:{intake_port}', router: a/root/router}}\n"
-                    "tree: {children: [{id: router, actor: router, args: {fetchers: a/root/f}}, {id: x, actor: extractor},\n"
-                    "                  {id: f, pool: {actor: fetcher, args: {extractor: a/root/x}}}]}\n", encoding="utf-8")
+    path.write_text(
+        f"nodes: {{a: {{address: 'tcp://127.0.0.1:{node_port}'}}}}\n"
+        "rules: {product: {fields: {t: {css: h1}}}, article: {fields: {t: {css: h2}}}}\n"
+        f"intake: {{node: a, address: 'tcp://127.0.0.1:{intake_port}', router: a/root/router}}\n"
+        "tree: {children: [{id: router, actor: router, args: {fetchers: a/root/f}}, {id: x, actor: extractor},\n"
+        "                  {id: f, pool: {actor: fetcher, args: {extractor: a/root/x}}}]}\n",
+        encoding="utf-8",
+    )
     result = run_flotilla("submit", "http://example.com/a", "--topology", str(path))
     assert result.returncode == 2
     assert "the topology has 2 rule sets (article, product): choose one with --rules" in result.stderr

@@ -38,7 +38,8 @@ def test_canonical_urls_give_the_same_key() -> None:
 
 
 def test_a_submission_is_on_disk_when_submit_returns_and_duplicates_change_nothing(
-        tmp_path: Path, journal: Journal) -> None:
+    tmp_path: Path, journal: Journal
+) -> None:
     assert journal.submit([job(1), job(2)]) == [True, True]
     assert journal.submit([job(2), job(3)]) == [False, True]
     other = sqlite3.connect(tmp_path / "journal.sqlite")  # another connection sees it at once
@@ -63,8 +64,7 @@ def test_a_lease_hands_out_due_jobs_once_until_it_expires(journal: Journal, cloc
     assert journal.lost_count(again[0].key) == 1
 
 
-def test_a_result_is_stored_exactly_once_and_stale_reports_change_nothing(journal: Journal,
-                                                                           clock: FakeClock) -> None:
+def test_a_result_is_stored_exactly_once_and_stale_reports_change_nothing(journal: Journal, clock: FakeClock) -> None:
     journal.submit([job(1)])
     stale = journal.lease(limit=1, visibility=5)[0]
     clock.advance(6)
@@ -98,8 +98,15 @@ def test_failures_retry_later_die_or_park(journal: Journal, clock: FakeClock) ->
     assert journal.fail(a.key, a.token, "TRANSIENT", "503", retry_at=clock.now + 2)
     assert journal.fail(b.key, b.token, "HARD", "404 Not Found", dead=True)
     assert journal.fail(c.key, c.token, "DRIFT", "missing price", park=True)
-    assert journal.counts() == {"pending": 0, "fetching": 0, "extracting": 0, "stored": 0,
-                                      "retrying": 1, "dead": 1, "parked": 1}
+    assert journal.counts() == {
+        "pending": 0,
+        "fetching": 0,
+        "extracting": 0,
+        "stored": 0,
+        "retrying": 1,
+        "dead": 1,
+        "parked": 1,
+    }
     assert journal.lease(limit=5, visibility=30) == []
     clock.advance(2)
     assert [lease.key for lease in journal.lease(limit=5, visibility=30)] == [a.key]
@@ -151,8 +158,15 @@ def test_a_job_s_history_tells_its_whole_story(journal: Journal, clock: FakeCloc
     assert second.tries == 2  # the deferred lease was not counted
     journal.store(key, second.token, {"title": "t"}, "hash")
     events = [(e.event, e.attempt) for e in journal.history(key)]
-    assert events == [("submitted", None), ("leased", 1), ("failed", 1), ("retrying", 1), ("deferred", None),
-                      ("leased", 2), ("stored", 2)]
+    assert events == [
+        ("submitted", None),
+        ("leased", 1),
+        ("failed", 1),
+        ("retrying", 1),
+        ("deferred", None),
+        ("leased", 2),
+        ("stored", 2),
+    ]
     story = journal.history(key)
     assert "HTTP 503 | body: 'busy'" in story[2].detail and "breaker open for h" in story[4].detail
     assert journal.result(key)["fields"] == {"title": "t"}  # type: ignore[index]
@@ -167,7 +181,9 @@ def test_waiting_spends_a_budget_and_then_the_job_is_dead_with_the_reason(journa
     assert journal.job(key).due_at == pytest.approx(clock() + 10)  # never waits past the budget
     clock.advance(10)
     lease = journal.lease(limit=1, visibility=30)[0]
-    assert journal.defer(key, lease.token, clock() + 5, "breaker open for h: 10 of 10 calls failed", budget=10) == "dead"
+    assert (
+        journal.defer(key, lease.token, clock() + 5, "breaker open for h: 10 of 10 calls failed", budget=10) == "dead"
+    )
     row = journal.job(key)
     assert row.state == "dead" and row.reason.startswith("WAITED") and "10 of 10 calls failed" in row.reason
     assert row.attempts == 0  # waiting never counted as an attempt
@@ -176,8 +192,9 @@ def test_waiting_spends_a_budget_and_then_the_job_is_dead_with_the_reason(journa
     assert journal.defer(key, lease.token, clock() + 5, "breaker open for h", budget=10) == "deferred"  # fresh budget
 
 
-def test_returned_leases_are_due_again_uncounted_and_their_late_reports_are_stale(journal: Journal,
-                                                                                 clock: FakeClock) -> None:
+def test_returned_leases_are_due_again_uncounted_and_their_late_reports_are_stale(
+    journal: Journal, clock: FakeClock
+) -> None:
     journal.submit([job(1)])
     key = job(1).key
     lease = journal.lease(limit=1, visibility=30)[0]

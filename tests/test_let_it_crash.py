@@ -30,7 +30,8 @@ def start_probe(system: ActorSystem, **args: object) -> str:
 
 
 def test_crash_on_the_ask_path_gives_the_asker_a_typed_error_and_ends_the_incarnation(
-        system: ActorSystem, reports: Reports) -> None:
+    system: ActorSystem, reports: Reports
+) -> None:
     path = start_probe(system)
     with pytest.raises(ActorCrashed) as raised:
         system.ask(path, Crash())
@@ -43,7 +44,8 @@ def test_crash_on_the_ask_path_gives_the_asker_a_typed_error_and_ends_the_incarn
 
 
 def test_crash_on_the_tell_path_ends_the_incarnation_and_tells_the_supervisor(
-        system: ActorSystem, reports: Reports) -> None:
+    system: ActorSystem, reports: Reports
+) -> None:
     path = start_probe(system)
     system.ref(path).tell(Crash())
     exited = reports.wait_for("child_exited", "p")[0]
@@ -62,8 +64,7 @@ def test_asker_that_sees_the_crash_can_count_on_the_supervisor_knowing(system: A
         assert info.restarts == incarnation and info.incarnation == incarnation + 1
 
 
-def test_on_failure_runs_after_a_crash_and_on_stop_after_a_clean_exit(system: ActorSystem,
-                                                                       reports: Reports) -> None:
+def test_on_failure_runs_after_a_crash_and_on_stop_after_a_clean_exit(system: ActorSystem, reports: Reports) -> None:
     journal = Journal()
     path = start_probe(system, journal=journal)
     with pytest.raises(ActorCrashed):
@@ -138,7 +139,10 @@ def test_message_to_a_path_with_no_live_incarnation_is_a_dead_letter(system: Act
     letters = system.registry.dead_letters
     assert letters.count == 3
     assert [(d.path, d.was_ask) for d in letters.recent] == [
-        ("t/root/p", False), ("t/root/p", True), ("t/root/nobody", True)]
+        ("t/root/p", False),
+        ("t/root/p", True),
+        ("t/root/nobody", True),
+    ]
 
 
 def test_ask_without_a_reply_in_time_raises_timeout(system: ActorSystem) -> None:

@@ -23,14 +23,25 @@ def sample_messages() -> list[m.Message]:
     except KeyError as exc:
         crash = m.Crash.from_exception(exc)
     return [
-        m.Normal(), m.Shutdown(), m.Shutdown("reached_max_restart_intensity"), crash,
-        m.StartFailed("StartTimeout", "on_start did not finish within 5 s"), m.Killed("brutal_kill"),
-        m.NodeDown("beta"), m.ChildExited("a/root/x", 3, crash),
+        m.Normal(),
+        m.Shutdown(),
+        m.Shutdown("reached_max_restart_intensity"),
+        crash,
+        m.StartFailed("StartTimeout", "on_start did not finish within 5 s"),
+        m.Killed("brutal_kill"),
+        m.NodeDown("beta"),
+        m.ChildExited("a/root/x", 3, crash),
         m.ChildInfo("x", "a/root/x", "worker", "pkg:X", "running", "permanent", 2, 3, 0, 1.5, ""),
-        m.ChildCounts(1, 1, 0, 1), m.WhichChildren(), m.CountChildren(), m.RestartChild("x"),
-        m.TerminateChild("x"), m.DeleteChild("x"), m.ScalePool(4),
+        m.ChildCounts(1, 1, 0, 1),
+        m.WhichChildren(),
+        m.CountChildren(),
+        m.RestartChild("x"),
+        m.TerminateChild("x"),
+        m.DeleteChild("x"),
+        m.ScalePool(4),
         m.SupervisorReport("a/root", "child_exited", "a/root/x", crash, 0.0, 2),
-        Work(7), Done(7, "a/root/pool/0"),
+        Work(7),
+        Done(7, "a/root/pool/0"),
     ]
 
 

@@ -54,8 +54,9 @@ def start(tmp_path: Path, clusters: list[LiveCluster]) -> LiveCluster:
     return start_with_intake(tmp_path, clusters, TREE, EXTRA, ("alpha", "beta"))
 
 
-def test_jobs_submitted_with_the_cli_end_stored_dead_or_parked(tmp_path: Path, site: DemoSiteProcess,
-                                                               clusters: list[LiveCluster]) -> None:
+def test_jobs_submitted_with_the_cli_end_stored_dead_or_parked(
+    tmp_path: Path, site: DemoSiteProcess, clusters: list[LiveCluster]
+) -> None:
     cluster = start(tmp_path, clusters)
     urls = tmp_path / "urls.txt"
     good = [f"{site.url}/product/{i}" for i in range(200)]
@@ -71,6 +72,7 @@ def test_jobs_submitted_with_the_cli_end_stored_dead_or_parked(tmp_path: Path, s
     assert "1 jobs: 0 accepted, 1 duplicates, 0 rejected" in again.stdout
 
     with IntakeClient.for_topology(cluster.topology) as client:
+
         def settled() -> bool:
             states = client.counts().states
             return states["pending"] + states["fetching"] + states["extracting"] + states["retrying"] == 0
@@ -104,7 +106,8 @@ def _settled_counts(client: IntakeClient) -> dict[str, int] | None:
 
 @pytest.mark.parametrize("victim", ["beta", "alpha"])
 def test_sigkill_of_a_node_mid_run_ends_with_every_acknowledged_job_stored_once(
-        tmp_path: Path, site: DemoSiteProcess, clusters: list[LiveCluster], victim: str) -> None:
+    tmp_path: Path, site: DemoSiteProcess, clusters: list[LiveCluster], victim: str
+) -> None:
     """beta runs the fetchers; alpha runs the intake, the journal and the router."""
     import signal
 

@@ -17,8 +17,9 @@ from tests.cluster_harness import free_ports
 from tests.demo_site import DemoSiteProcess
 from tests.helpers import wait_until
 
-PRODUCT = RuleSet("product", {"title": FieldRule("h1.title", required=True),
-                              "price": FieldRule(".price", required=True)})
+PRODUCT = RuleSet(
+    "product", {"title": FieldRule("h1.title", required=True), "price": FieldRule(".price", required=True)}
+)
 FIRST_STATUS = {"ok": 200, "gone": 404, "down": 503, "flaky": 503, "drift": 200, "limited": 429, "prose": 200}
 
 
@@ -100,7 +101,8 @@ def test_a_prose_page_mentions_challenge_words_and_has_every_field(site: DemoSit
     assert status == 200 and "CAPTCHA" in html and "are you a robot" in html.lower()
     n = first_page("prose")
     assert apply_rules(html, RuleSet("product", PRODUCT.fields, block_markers=())) == Extracted(
-        {"title": f"Product {n}", "price": f"${(n * 37) % 1000 / 10 + 1:.2f}"})
+        {"title": f"Product {n}", "price": f"${(n * 37) % 1000 / 10 + 1:.2f}"}
+    )
 
 
 def test_healthy_kinds_are_those_that_give_the_page() -> None:

@@ -30,10 +30,12 @@ from tests.cluster_harness import free_ports
 from tests.demo_site import DemoSiteProcess, ProxyProcess
 from tests.helpers import wait_until
 
-RULES = {"product": RuleSet("product", {"title": FieldRule("h1.title", required=True),
-                                        "price": FieldRule(".price", required=True)})}
-PATIENT = {"max_attempts": 1000, "transient_base": 0.05, "transient_cap": 0.2, "blocked_delay": 0.1,
-           "visibility": 10.0}
+RULES = {
+    "product": RuleSet(
+        "product", {"title": FieldRule("h1.title", required=True), "price": FieldRule(".price", required=True)}
+    )
+}
+PATIENT = {"max_attempts": 1000, "transient_base": 0.05, "transient_cap": 0.2, "blocked_delay": 0.1, "visibility": 10.0}
 
 
 @pytest.fixture
@@ -47,18 +49,27 @@ def actor(system: ActorSystem, path: str) -> Any:
     return system.registry.lookup(path).actor
 
 
-def start_fleet(system: ActorSystem, data: Path, *, breakers: dict[str, Any] | None = None,
-                limiter: dict[str, Any] | None = None, hold: dict[str, Any] | None = None,
-                proxies: dict[str, Any] | None = None, fetchers: int = 2,
-                policy: dict[str, Any] | None = None, fetcher_args: dict[str, Any] | None = None) -> Journal:
+def start_fleet(
+    system: ActorSystem,
+    data: Path,
+    *,
+    breakers: dict[str, Any] | None = None,
+    limiter: dict[str, Any] | None = None,
+    hold: dict[str, Any] | None = None,
+    proxies: dict[str, Any] | None = None,
+    fetchers: int = 2,
+    policy: dict[str, Any] | None = None,
+    fetcher_args: dict[str, Any] | None = None,
+) -> Journal:
     """The pipeline on one node with the resilience actors asked for, and the node's gate."""
     system.extraction_rules = RULES
     system.data_dir = data
     control: list[Any] = []
     gate: dict[str, Any] = {"interval": 0.05}
     if breakers is not None:
-        control.append(PoolSpec("breakers", ChildSpec("b", BreakerShard, {"alerts": "t/root/alerts", **breakers}),
-                                size=2))
+        control.append(
+            PoolSpec("breakers", ChildSpec("b", BreakerShard, {"alerts": "t/root/alerts", **breakers}), size=2)
+        )
         gate.update(breakers="t/root/breakers", shards=2)
     if limiter is not None:
         control.append(ChildSpec("limiter", RateLimiter, limiter))
@@ -70,12 +81,19 @@ def start_fleet(system: ActorSystem, data: Path, *, breakers: dict[str, Any] | N
         control.append(ChildSpec("proxies", ProxyPool, {"alerts": "t/root/alerts", **proxies}))
         gate["proxies"] = "t/root/proxies"
     children = (
-        ChildSpec("alerts", AlertSink), *control,
+        ChildSpec("alerts", AlertSink),
+        *control,
         PoolSpec("extractors", ChildSpec("x", Extractor), size=2),
-        PoolSpec("fetchers", ChildSpec("f", Fetcher, {"extractor": "t/root/extractors", "timeout": 5.0,
-                                                      "slot_wait": 2.0, **(fetcher_args or {})}), size=fetchers),
-        ChildSpec("router", Router, {"fetchers": "t/root/fetchers", "alerts": "t/root/alerts",
-                                     **(policy or PATIENT)}),
+        PoolSpec(
+            "fetchers",
+            ChildSpec(
+                "f",
+                Fetcher,
+                {"extractor": "t/root/extractors", "timeout": 5.0, "slot_wait": 2.0, **(fetcher_args or {})},
+            ),
+            size=fetchers,
+        ),
+        ChildSpec("router", Router, {"fetchers": "t/root/fetchers", "alerts": "t/root/alerts", **(policy or PATIENT)}),
     )
     system.start(SupervisorSpec("root", children=children, flags=SupervisorFlags(intensity=10)))
     system.start_services(SupervisorSpec("services", (ChildSpec("gate", Gate, gate),)))
@@ -106,10 +124,14 @@ def fetchers_idle(system: ActorSystem) -> bool:
     return all(actor(system, f"t/root/fetchers/{i}").in_flight == 0 for i in range(2))
 
 
-def test_an_open_breaker_lets_only_trial_calls_reach_its_target(system: ActorSystem, site: DemoSiteProcess,
-                                                                tmp_path: Path) -> None:
-    journal = start_fleet(system, tmp_path, breakers={"window": 10, "minimum_calls": 5, "open_base": 1.0,
-                                                      "open_cap": 1.5, "trial_calls": 2})
+def test_an_open_breaker_lets_only_trial_calls_reach_its_target(
+    system: ActorSystem, site: DemoSiteProcess, tmp_path: Path
+) -> None:
+    journal = start_fleet(
+        system,
+        tmp_path,
+        breakers={"window": 10, "minimum_calls": 5, "open_base": 1.0, "open_cap": 1.5, "trial_calls": 2},
+    )
     target = target_of(site.url)
     site.switch(503)
     keys = submit(system, journal, site, [f"/switch/{n}" for n in range(30)])
@@ -117,8 +139,11 @@ def test_an_open_breaker_lets_only_trial_calls_reach_its_target(system: ActorSys
     wait_until(lambda: fetchers_idle(system), timeout=10, what="the calls made before it opened to end")
     first_open = opened(system, target)
     before = requests_to(site, "/switch")
-    wait_until(lambda: opened(system, target) >= first_open + 2, timeout=15,
-               what="two rounds of failed trials, each opening the breaker again")
+    wait_until(
+        lambda: opened(system, target) >= first_open + 2,
+        timeout=15,
+        what="two rounds of failed trials, each opening the breaker again",
+    )
     # Two half-open periods: at most 2 trial calls each (one more round may have begun).
     assert requests_to(site, "/switch") - before <= 3 * 2
     assert journal.counts()["dead"] == 0 and all(journal.tries(k) < 20 for k in keys)  # waiting is not trying
@@ -129,44 +154,61 @@ def test_an_open_breaker_lets_only_trial_calls_reach_its_target(system: ActorSys
     assert f"breaker open: {target}" in titles and f"breaker closed: {target}" in titles
 
 
-def test_scattered_drift_parks_its_pages_and_stops_nothing(system: ActorSystem, site: DemoSiteProcess,
-                                                          tmp_path: Path) -> None:
+def test_scattered_drift_parks_its_pages_and_stops_nothing(
+    system: ActorSystem, site: DemoSiteProcess, tmp_path: Path
+) -> None:
     journal = start_fleet(system, tmp_path, breakers={"open_base": 30.0, "drift_window": 20, "drift_minimum": 10})
     target = target_of(site.url)
     paths = [f"/product/{n}" for n in range(40)]
     paths[7] = "/drift/7"  # one page in forty without its price: the site, not a layout change
     keys = submit(system, journal, site, paths)
-    wait_until(lambda: journal.counts()["stored"] == 39 and journal.counts()["parked"] == 1, timeout=15,
-               what="every healthy page stored and the drifted one parked")
+    wait_until(
+        lambda: journal.counts()["stored"] == 39 and journal.counts()["parked"] == 1,
+        timeout=15,
+        what="every healthy page stored and the drifted one parked",
+    )
     assert system.resilience.open_for(target) == 0 and opened(system, target) == 0
     assert journal.job(keys[7]).reason == "DRIFT: missing required fields: title, price"
     assert not actor(system, "t/root/alerts").inspect()["recent"]
 
 
 def test_drift_on_a_share_of_a_target_s_pages_opens_its_breaker_with_one_alert(
-        system: ActorSystem, site: DemoSiteProcess, tmp_path: Path) -> None:
+    system: ActorSystem, site: DemoSiteProcess, tmp_path: Path
+) -> None:
     journal = start_fleet(system, tmp_path, breakers={"open_base": 30.0, "drift_window": 20, "drift_minimum": 10})
     target = target_of(site.url)
     submit(system, journal, site, [f"/drift/{n}" for n in range(30)])  # the layout changed
     wait_until(lambda: system.resilience.open_for(target) > 5, timeout=10, what="drift to trip the breaker")
     sink = actor(system, "t/root/alerts")
-    wait_until(lambda: any("layout drift" in a["title"] for a in sink.inspect()["recent"]), timeout=5,
-               what="a drift alert")
+    wait_until(
+        lambda: any("layout drift" in a["title"] for a in sink.inspect()["recent"]), timeout=5, what="a drift alert"
+    )
     wait_until(lambda: fetchers_idle(system), timeout=10, what="the calls made before it opened to end")
     alerts = [a for a in sink.inspect()["recent"] if "layout drift" in a["title"]]
     assert len(alerts) == 1 and "of the last" in alerts[0]["detail"] and "/drift/" in alerts[0]["detail"]
     keys = submit(system, journal, site, [f"/product/{n}" for n in range(10)])
-    wait_until(lambda: all(journal.job(k).reason and "breaker open" in journal.job(k).reason for k in keys),
-               timeout=10, what="jobs for the tripped target to wait")
+    wait_until(
+        lambda: all(journal.job(k).reason and "breaker open" in journal.job(k).reason for k in keys),
+        timeout=10,
+        what="jobs for the tripped target to wait",
+    )
     assert requests_to(site, "/product") == 0 and journal.counts()["dead"] == 0
 
 
-HOLD = {"threshold": 0.6, "window": 5.0, "target_minimum": 3, "min_targets": 3, "probe_interval": 0.3,
-        "probes": 1, "recovery_probes": 2}
+HOLD = {
+    "threshold": 0.6,
+    "window": 5.0,
+    "target_minimum": 3,
+    "min_targets": 3,
+    "probe_interval": 0.3,
+    "probes": 1,
+    "recovery_probes": 2,
+}
 
 
-def test_one_failing_target_never_puts_the_fleet_in_hold(system: ActorSystem, site: DemoSiteProcess,
-                                                         tmp_path: Path) -> None:
+def test_one_failing_target_never_puts_the_fleet_in_hold(
+    system: ActorSystem, site: DemoSiteProcess, tmp_path: Path
+) -> None:
     journal = start_fleet(system, tmp_path, hold=HOLD, policy={**PATIENT, "max_attempts": 2})
     site.switch(503)
     submit(system, journal, site, [f"/switch/{n}" for n in range(40)])
@@ -211,8 +253,7 @@ def test_an_operator_forces_hold_on_and_off(system: ActorSystem, site: DemoSiteP
     assert status.on and status.mode == "on"
     wait_until(lambda: system.resilience.holding().on, timeout=5, what="nodes to see Hold")
     keys = submit(system, journal, site, [f"/product/{n}" for n in range(20)])
-    wait_until(lambda: actor(system, "t/root/router").counts["deferred"] >= 5, timeout=10,
-               what="jobs to be held back")
+    wait_until(lambda: actor(system, "t/root/router").counts["deferred"] >= 5, timeout=10, what="jobs to be held back")
     assert not stored(journal, keys) and journal.counts()["dead"] == 0
     status = system.ask("t/root/hold", HoldCommand("off"))
     assert not status.on and status.mode == "off"
@@ -222,8 +263,9 @@ def test_an_operator_forces_hold_on_and_off(system: ActorSystem, site: DemoSiteP
 def test_a_blocked_proxy_is_left_for_another(system: ActorSystem, site: DemoSiteProcess, tmp_path: Path) -> None:
     blocked, clean = ProxyProcess("127.0.0.2"), ProxyProcess("127.0.0.3")
     try:
-        journal = start_fleet(system, tmp_path, proxies={"proxies": [blocked.url, clean.url], "minimum_calls": 3,
-                                                         "window": 5})
+        journal = start_fleet(
+            system, tmp_path, proxies={"proxies": [blocked.url, clean.url], "minimum_calls": 3, "window": 5}
+        )
         keys = submit(system, journal, site, [f"/blocked/{n}" for n in range(30)])
         wait_until(lambda: stored(journal, keys), timeout=30, what="every job stored through the clean proxy")
         clients = site.stats()["by_client"]
@@ -240,8 +282,9 @@ def test_a_blocked_proxy_is_left_for_another(system: ActorSystem, site: DemoSite
         clean.stop()
 
 
-def test_retry_after_is_honoured_and_slows_the_target(system: ActorSystem, site: DemoSiteProcess,
-                                                      tmp_path: Path) -> None:
+def test_retry_after_is_honoured_and_slows_the_target(
+    system: ActorSystem, site: DemoSiteProcess, tmp_path: Path
+) -> None:
     journal = start_fleet(system, tmp_path, limiter={"default_rate": 200.0, "slow_factor": 0.05})
     keys = submit(system, journal, site, [f"/limited/{n}" for n in range(80)])
     wait_until(lambda: stored(journal, keys), timeout=60, what="every limited job to be stored")
@@ -269,12 +312,18 @@ def test_the_rate_limit_holds_across_fetchers(system: ActorSystem, site: DemoSit
     assert family["last"] - family["first"] >= 2.5  # 60 requests at 20/s take ~3 s, not a moment
 
 
-def test_slots_are_taken_only_when_the_request_can_go(system: ActorSystem, site: DemoSiteProcess,
-                                                      tmp_path: Path) -> None:
+def test_slots_are_taken_only_when_the_request_can_go(
+    system: ActorSystem, site: DemoSiteProcess, tmp_path: Path
+) -> None:
     """A busy fetcher does not take slots for jobs that then wait for a connection and burst."""
     target = target_of(site.url)
-    journal = start_fleet(system, tmp_path, limiter={"rates": {target: 5.0}}, fetchers=1,
-                          fetcher_args={"max_in_flight": 2, "slot_wait": 10.0})
+    journal = start_fleet(
+        system,
+        tmp_path,
+        limiter={"rates": {target: 5.0}},
+        fetchers=1,
+        fetcher_args={"max_in_flight": 2, "slot_wait": 10.0},
+    )
     slow = submit(system, journal, site, ["/slow/1?ms=3000", "/slow/2?ms=3000"])
     wait_until(lambda: requests_to(site, "/slow") == 2, timeout=10, what="two slow requests to fill the fetcher")
     keys = submit(system, journal, site, [f"/product/{n}" for n in range(15)])
@@ -282,18 +331,23 @@ def test_slots_are_taken_only_when_the_request_can_go(system: ActorSystem, site:
     assert site.stats()["families"]["/product"]["busiest_second"] <= 6  # 5/s and a burst of one
 
 
-def test_pages_that_keep_failing_cannot_hold_a_healthy_host_s_breaker_open(system: ActorSystem,
-                                                                           tmp_path: Path) -> None:
+def test_pages_that_keep_failing_cannot_hold_a_healthy_host_s_breaker_open(system: ActorSystem, tmp_path: Path) -> None:
     site = DemoSiteProcess("--flaky-failures", "100000")  # /flaky/N answers 503, always
     try:
-        journal = start_fleet(system, tmp_path, breakers={"window": 10, "minimum_calls": 5, "open_base": 1.0,
-                                                          "open_cap": 30.0, "trial_calls": 2})
+        journal = start_fleet(
+            system,
+            tmp_path,
+            breakers={"window": 10, "minimum_calls": 5, "open_base": 1.0, "open_cap": 30.0, "trial_calls": 2},
+        )
         target = target_of(site.url)
         submit(system, journal, site, [f"/flaky/{n}" for n in range(12)])
         wait_until(lambda: system.resilience.open_for(target) > 0, timeout=10, what="the breaker to open")
         keys = submit(system, journal, site, [f"/product/{n}" for n in range(20)])
-        wait_until(lambda: stored(journal, keys), timeout=20,
-                   what="the healthy pages to be stored once trials found the host answering")
+        wait_until(
+            lambda: stored(journal, keys),
+            timeout=20,
+            what="the healthy pages to be stored once trials found the host answering",
+        )
         assert opened(system, target) == 1  # the trials went to pages that had not failed there
     finally:
         site.stop()

@@ -63,8 +63,9 @@ def start(tmp_path: Path, clusters: list[LiveCluster]) -> LiveCluster:
     return start_with_intake(tmp_path, clusters, TREE, EXTRA, ("alpha", "beta", "gamma"))
 
 
-def test_limits_breakers_and_hold_across_nodes(tmp_path: Path, site: DemoSiteProcess,
-                                               clusters: list[LiveCluster]) -> None:
+def test_limits_breakers_and_hold_across_nodes(
+    tmp_path: Path, site: DemoSiteProcess, clusters: list[LiveCluster]
+) -> None:
     cluster = start(tmp_path, clusters)
     topology = str(cluster.topology_path)
     assert cluster.topology.intake is not None
@@ -75,15 +76,17 @@ def test_limits_breakers_and_hold_across_nodes(tmp_path: Path, site: DemoSitePro
         assert family["busiest_second"] <= 28  # 25/s for fetchers on beta and gamma together
         assert family["last"] - family["first"] >= 2.5  # 75 requests at 25/s take ~3 s
 
-
         client.submit([JobSpec(f"{site.url}/drift/{n}", "product") for n in range(20)])  # the layout changed
         alpha = cluster.processes["alpha"]
         alpha.wait_for_event("alert", timeout=20)  # raised by the shard once every node was told
         wait_until(lambda: client.counts().states["parked"] >= 10, timeout=20, what="the drifted jobs parked")
         fetched = site.stats()["families"]["/product"]["count"]
         more = client.submit([JobSpec(f"{site.url}/product/{n}", "product") for n in range(100, 110)])
-        wait_until(lambda: all("breaker open" in (j.reason or "") for j in client.status([a.key for a in more])),
-                   timeout=20, what="jobs for the drifted target to wait behind its breaker")
+        wait_until(
+            lambda: all("breaker open" in (j.reason or "") for j in client.status([a.key for a in more])),
+            timeout=20,
+            what="jobs for the drifted target to wait behind its breaker",
+        )
         assert site.stats()["families"]["/product"]["count"] == fetched  # none reached the drifted target
         shown = run_flotilla("shell", "beta", "--topology", topology, "--exec", "breakers", "--json")
         rows = json.loads(shown.stdout)["data"]
@@ -94,11 +97,17 @@ def test_limits_breakers_and_hold_across_nodes(tmp_path: Path, site: DemoSitePro
 
         held = run_flotilla("hold", "on", "--topology", topology)
         assert held.returncode == 0 and "hold on since" in held.stdout and "mode on" in held.stdout
-        wait_until(lambda: "stale: the fleet is in Hold" in run_flotilla("results", "--topology", topology).stderr,
-                   timeout=10, what="results marked stale")
+        wait_until(
+            lambda: "stale: the fleet is in Hold" in run_flotilla("results", "--topology", topology).stderr,
+            timeout=10,
+            what="results marked stale",
+        )
         results = run_flotilla("results", "--topology", topology)
         assert results.returncode == 0 and len(results.stdout.splitlines()) == 75  # still served
         released = run_flotilla("hold", "off", "--topology", topology)
         assert released.returncode == 0 and "hold off (mode off" in released.stdout
-        wait_until(lambda: not run_flotilla("results", "--topology", topology).stderr, timeout=10,
-                   what="results no longer stale")
+        wait_until(
+            lambda: not run_flotilla("results", "--topology", topology).stderr,
+            timeout=10,
+            what="results no longer stale",
+        )

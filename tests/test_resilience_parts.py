@@ -159,9 +159,15 @@ def test_slots_go_to_callers_in_arrival_order_and_expire(clock: FakeClock) -> No
 
 def test_the_limiter_serves_waiting_nodes_in_turn(system: ActorSystem) -> None:
     gates = ("g0", "g1", "g2", "g3")
-    system.start(SupervisorSpec("root", children=(
-        ChildSpec("limiter", RateLimiter, {"default_rate": 20.0, "burst_seconds": 0.1}),
-        *(ChildSpec(g, Inbox) for g in gates))))
+    system.start(
+        SupervisorSpec(
+            "root",
+            children=(
+                ChildSpec("limiter", RateLimiter, {"default_rate": 20.0, "burst_seconds": 0.1}),
+                *(ChildSpec(g, Inbox) for g in gates),
+            ),
+        )
+    )
     limiter = system.ref("t/root/limiter")
 
     def grants(gate: str) -> list[int]:
@@ -176,18 +182,37 @@ def test_the_limiter_serves_waiting_nodes_in_turn(system: ActorSystem) -> None:
 
 
 def test_hold_needs_failures_spread_over_targets_and_ends_after_good_probes(system: ActorSystem) -> None:
-    system.start(SupervisorSpec("root", children=(
-        ChildSpec("hold", HoldMonitor, {"threshold": 0.6, "target_minimum": 5, "min_targets": 3,
-                                        "failing_share": 0.5, "recovery_probes": 2, "probes": 1,
-                                        "probe_interval": 0.01}),
-        ChildSpec("gate", Inbox))))
+    system.start(
+        SupervisorSpec(
+            "root",
+            children=(
+                ChildSpec(
+                    "hold",
+                    HoldMonitor,
+                    {
+                        "threshold": 0.6,
+                        "target_minimum": 5,
+                        "min_targets": 3,
+                        "failing_share": 0.5,
+                        "recovery_probes": 2,
+                        "probes": 1,
+                        "probe_interval": 0.01,
+                    },
+                ),
+                ChildSpec("gate", Inbox),
+            ),
+        )
+    )
     hold = system.ref("t/root/hold")
 
     def report(**counts: int) -> HoldStatus:
         hold.tell(FleetReport("t/root/gate", **counts))
         received = system.registry.lookup("t/root/gate").actor.received
-        wait_until(lambda: received and isinstance(received[-1], HoldStatus) and len(received) > report.seen,
-                   timeout=5, what="the monitor's answer")
+        wait_until(
+            lambda: received and isinstance(received[-1], HoldStatus) and len(received) > report.seen,
+            timeout=5,
+            what="the monitor's answer",
+        )
         report.seen = len(received)
         return received[-1]
 
@@ -220,8 +245,11 @@ def test_the_topology_checks_the_resilience_paths() -> None:
     message = str(error.value)
     assert "resilience.breakers: 'alpha/root/limiter' must be a pool of at least one 'breakers'" in message
     assert "resilience.limiter: 'alpha/root/nowhere' must be a 'limiter' actor" in message
-    good = parse_topology(text.replace("interval: 0", "interval: 0.2").replace("breakers: alpha/root/limiter, ", "")
-                          .replace("alpha/root/nowhere", "alpha/root/limiter"))
+    good = parse_topology(
+        text.replace("interval: 0", "interval: 0.2")
+        .replace("breakers: alpha/root/limiter, ", "")
+        .replace("alpha/root/nowhere", "alpha/root/limiter")
+    )
     assert good.resilience is not None and good.resilience.gate_args()["limiter"] == "alpha/root/limiter"
 
 
@@ -259,8 +287,12 @@ def test_every_urgent_record_wakes_the_gate(clock: FakeClock) -> None:
 
 
 def shard_with_gate(system: ActorSystem, **settings: object) -> tuple[Any, Any]:
-    system.start(SupervisorSpec("root", children=(
-        PoolSpec("breakers", ChildSpec("b", BreakerShard, settings), size=1), ChildSpec("gate", Inbox))))
+    system.start(
+        SupervisorSpec(
+            "root",
+            children=(PoolSpec("breakers", ChildSpec("b", BreakerShard, settings), size=1), ChildSpec("gate", Inbox)),
+        )
+    )
     return system.ref("t/root/breakers/0"), system.registry.lookup("t/root/gate").actor
 
 
@@ -291,12 +323,22 @@ def test_drift_trips_a_breaker_only_when_a_share_of_the_target_s_pages_drift(sys
     shard, gate = shard_with_gate(system, open_base=5.0, drift_window=20, drift_minimum=10, drift_threshold=0.5)
     scattered = [True] * 9 + [False]  # one page in ten lacks its price: the site, not drift
     for _ in range(5):
-        states = answer(shard, gate, TargetReport("t/root/gate", extractions={"a.com": scattered},
-                                                  drifted={"a.com": ["http://a.com/p/9: missing price"]})).states
+        states = answer(
+            shard,
+            gate,
+            TargetReport(
+                "t/root/gate", extractions={"a.com": scattered}, drifted={"a.com": ["http://a.com/p/9: missing price"]}
+            ),
+        ).states
         assert "a.com" not in states
     changed = [False] * 10  # the template changed
-    first = answer(shard, gate, TargetReport("t/root/gate", extractions={"a.com": changed},
-                                             drifted={"a.com": ["http://a.com/p/1: missing price"]})).states["a.com"]
+    first = answer(
+        shard,
+        gate,
+        TargetReport(
+            "t/root/gate", extractions={"a.com": changed}, drifted={"a.com": ["http://a.com/p/1: missing price"]}
+        ),
+    ).states["a.com"]
     assert first.state == "open" and "11 of the last 20 pages" in first.reason and "http://a.com/p/1" in first.reason
     again = answer(shard, gate, TargetReport("t/root/gate", extractions={"a.com": changed})).states["a.com"]
     assert again.state == "open" and again.open_for <= first.open_for  # pages from before it opened

@@ -18,10 +18,19 @@ from flotilla.actors.pipeline.rules import FieldRule, RuleSet
 from tests.demo_site import DemoSiteProcess
 from tests.helpers import wait_until
 
-RULES = {"product": RuleSet("product", {"title": FieldRule("h1.title", required=True),
-                                        "price": FieldRule(".price", required=True)})}
-POLICY = {"max_attempts": 3, "transient_base": 0.05, "transient_cap": 0.2, "blocked_delay": 0.1,
-          "visibility": 5.0, "poison_limit": 2}
+RULES = {
+    "product": RuleSet(
+        "product", {"title": FieldRule("h1.title", required=True), "price": FieldRule(".price", required=True)}
+    )
+}
+POLICY = {
+    "max_attempts": 3,
+    "transient_base": 0.05,
+    "transient_cap": 0.2,
+    "blocked_delay": 0.1,
+    "visibility": 5.0,
+    "poison_limit": 2,
+}
 
 
 @pytest.fixture(scope="module")
@@ -37,10 +46,18 @@ def start_pipeline(system: ActorSystem, data: Path, **router_args: object) -> Jo
     children = (
         ChildSpec("alerts", AlertSink),
         PoolSpec("extractors", ChildSpec("x", Extractor), size=2),
-        PoolSpec("fetchers", ChildSpec("f", Fetcher, {"extractor": "t/root/extractors", "timeout": 1.0,
-                                                      "max_body_bytes": 200_000, "max_redirects": 3}), size=2),
-        ChildSpec("router", Router, {"fetchers": "t/root/fetchers", "alerts": "t/root/alerts", **POLICY,
-                                     **router_args}),
+        PoolSpec(
+            "fetchers",
+            ChildSpec(
+                "f",
+                Fetcher,
+                {"extractor": "t/root/extractors", "timeout": 1.0, "max_body_bytes": 200_000, "max_redirects": 3},
+            ),
+            size=2,
+        ),
+        ChildSpec(
+            "router", Router, {"fetchers": "t/root/fetchers", "alerts": "t/root/alerts", **POLICY, **router_args}
+        ),
     )
     system.start(SupervisorSpec("root", children=children, flags=SupervisorFlags(intensity=10)))
     return Journal(data / "journal.sqlite")
@@ -65,15 +82,37 @@ def settled(journal: Journal) -> bool:
 
 def test_every_fault_mode_ends_in_the_right_state(system: ActorSystem, site: DemoSiteProcess, tmp_path: Path) -> None:
     journal = start_pipeline(system, tmp_path)
-    keys = submit(journal, system, site, [
-        "/product/1", "/moved/2", "/flaky/3", "/gone/4", "/private/5", "/blocked/6", "/captcha/7",
-        "/drift/8", "/huge/9", "/loop/10", "/slow/11?ms=3000"])
+    keys = submit(
+        journal,
+        system,
+        site,
+        [
+            "/product/1",
+            "/moved/2",
+            "/flaky/3",
+            "/gone/4",
+            "/private/5",
+            "/blocked/6",
+            "/captcha/7",
+            "/drift/8",
+            "/huge/9",
+            "/loop/10",
+            "/slow/11?ms=3000",
+        ],
+    )
     wait_until(lambda: settled(journal), timeout=30, what="every job to settle")
     state = {path: journal.job(key).state for path, key in keys.items()}
     assert state == {
-        "/product/1": "stored", "/moved/2": "stored", "/flaky/3": "stored",      # flaky: 503, then stored
-        "/gone/4": "dead", "/private/5": "dead", "/huge/9": "dead", "/loop/10": "dead",
-        "/blocked/6": "dead", "/captcha/7": "dead", "/slow/11?ms=3000": "dead",  # out of attempts
+        "/product/1": "stored",
+        "/moved/2": "stored",
+        "/flaky/3": "stored",  # flaky: 503, then stored
+        "/gone/4": "dead",
+        "/private/5": "dead",
+        "/huge/9": "dead",
+        "/loop/10": "dead",
+        "/blocked/6": "dead",
+        "/captcha/7": "dead",
+        "/slow/11?ms=3000": "dead",  # out of attempts
         "/drift/8": "parked",
     }
     assert journal.job(keys["/gone/4"]).reason == "HARD: HTTP 404"
@@ -91,8 +130,9 @@ def test_every_fault_mode_ends_in_the_right_state(system: ActorSystem, site: Dem
     journal.close()
 
 
-def test_a_router_crash_mid_run_loses_and_duplicates_nothing(system: ActorSystem, site: DemoSiteProcess,
-                                                             tmp_path: Path) -> None:
+def test_a_router_crash_mid_run_loses_and_duplicates_nothing(
+    system: ActorSystem, site: DemoSiteProcess, tmp_path: Path
+) -> None:
     journal = start_pipeline(system, tmp_path, max_in_flight=20)
     paths = [f"/slow/{i}?ms=50" for i in range(300)]
     keys = submit(journal, system, site, paths)
@@ -117,8 +157,10 @@ def test_a_job_that_keeps_crashing_its_fetcher_is_dead_as_poison(system: ActorSy
     )
     system.start(SupervisorSpec("root", children=children, flags=SupervisorFlags(intensity=10)))
     journal = Journal(tmp_path / "journal.sqlite")
-    jobs = [NewJob(natural_key(f"http://127.0.0.1:1/{kind}/{i}", "product"), f"http://127.0.0.1:1/{kind}/{i}",
-                   "product") for kind, i in (("poison", 1), ("product", 2), ("product", 3))]
+    jobs = [
+        NewJob(natural_key(f"http://127.0.0.1:1/{kind}/{i}", "product"), f"http://127.0.0.1:1/{kind}/{i}", "product")
+        for kind, i in (("poison", 1), ("product", 2), ("product", 3))
+    ]
     journal.submit(jobs)
     system.ref("t/root/router").tell(Wake())
     wait_until(lambda: settled(journal), timeout=30, what="the poison job to be buried")
@@ -129,14 +171,17 @@ def test_a_job_that_keeps_crashing_its_fetcher_is_dead_as_poison(system: ActorSy
     journal.close()
 
 
-def test_an_article_mentioning_captcha_is_stored_and_a_challenge_page_is_not(system: ActorSystem,
-                                                                             site: DemoSiteProcess,
-                                                                             tmp_path: Path) -> None:
+def test_an_article_mentioning_captcha_is_stored_and_a_challenge_page_is_not(
+    system: ActorSystem, site: DemoSiteProcess, tmp_path: Path
+) -> None:
     journal = start_pipeline(system, tmp_path)
     keys = submit(journal, system, site, ["/prose/1", "/captcha/2", "/challenge/3"])
     wait_until(lambda: settled(journal), timeout=30, what="every job to settle")
     assert {path: journal.job(key).state for path, key in keys.items()} == {
-        "/prose/1": "stored", "/captcha/2": "dead", "/challenge/3": "dead"}
+        "/prose/1": "stored",
+        "/captcha/2": "dead",
+        "/challenge/3": "dead",
+    }
     assert [a[3] for a in journal.attempts(keys["/captcha/2"])] == ["BLOCKED"] * 3
     assert journal.result_count() == 1
     journal.close()

@@ -20,13 +20,16 @@ from flotilla.actors.pipeline.rules import (
 )
 from tests.demo_site import DemoSiteProcess
 
-PRODUCT = RuleSet("product", {
-    "title": FieldRule("h1.title", required=True),
-    "price": FieldRule(".price", required=True),
-    "sku": FieldRule("[data-sku]", attr="data-sku"),
-    "tags": FieldRule(".tag", all=True),
-    "missing_optional": FieldRule(".nope"),
-})
+PRODUCT = RuleSet(
+    "product",
+    {
+        "title": FieldRule("h1.title", required=True),
+        "price": FieldRule(".price", required=True),
+        "sku": FieldRule("[data-sku]", attr="data-sku"),
+        "tags": FieldRule(".tag", all=True),
+        "missing_optional": FieldRule(".nope"),
+    },
+)
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +57,12 @@ def test_a_product_page_gives_its_fields(site: DemoSiteProcess) -> None:
     assert status == 200
     result = apply_rules(html, PRODUCT)
     assert isinstance(result, Extracted)
-    assert result.fields == {"title": "Product 42", "price": "$56.40", "sku": "SKU-000042",
-                             "tags": ["tools", "series-0"]}
+    assert result.fields == {
+        "title": "Product 42",
+        "price": "$56.40",
+        "sku": "SKU-000042",
+        "tags": ["tools", "series-0"],
+    }
 
 
 def test_a_drifted_page_is_drift_naming_the_missing_fields(site: DemoSiteProcess) -> None:
@@ -92,10 +99,13 @@ RECAPTCHA_WALL = """<html><head><title>Security check</title></head><body><form 
 <div class="g-recaptcha" data-sitekey="6Lc"></div><button>Continue</button></form></body></html>"""
 
 
-@pytest.mark.parametrize(("html", "signal"), [
-    (INCAPSULA, 'element iframe[src*="_Incapsula_Resource"]'),
-    (RECAPTCHA_WALL, "element .g-recaptcha"),
-])
+@pytest.mark.parametrize(
+    ("html", "signal"),
+    [
+        (INCAPSULA, 'element iframe[src*="_Incapsula_Resource"]'),
+        (RECAPTCHA_WALL, "element .g-recaptcha"),
+    ],
+)
 def test_short_pages_with_challenge_widgets_are_blocked(html: str, signal: str) -> None:
     assert apply_rules(html, PRODUCT) == Blocked(signal)
 
@@ -103,8 +113,10 @@ def test_short_pages_with_challenge_widgets_are_blocked(html: str, signal: str) 
 def article(words: int, extra: str = "") -> str:
     """An article without the product fields: `words` words of prose that mention CAPTCHAs."""
     prose = ("Why do sites ask are you a robot? A CAPTCHA appears after unusual traffic. " * words).split()[:words]
-    return f"<html><head><title>On CAPTCHAs</title></head><body><article><p>{' '.join(prose)}</p></article>{extra}" \
-           "<script>var captcha = 'widget';</script></body></html>"
+    return (
+        f"<html><head><title>On CAPTCHAs</title></head><body><article><p>{' '.join(prose)}</p></article>{extra}"
+        "<script>var captcha = 'widget';</script></body></html>"
+    )
 
 
 def test_a_long_article_about_captchas_without_the_fields_is_drift_not_blocked() -> None:

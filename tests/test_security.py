@@ -62,11 +62,15 @@ def test_a_node_refuses_a_secret_key_readable_by_others(tmp_path: Path) -> None:
 
 def test_keys_are_generated_once_owner_only_and_agreed_on_by_nodes_starting_together(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    code = ("import sys; from pathlib import Path; from flotilla.nodes.security.keys import ensure_generated_keys, load_public;"
-            "d = ensure_generated_keys(Path(sys.argv[1]), ['alpha', 'beta', 'gamma']);"
-            "print(load_public(d, 'alpha').decode(), load_public(d, 'local').decode())")
-    starters = [subprocess.Popen([sys.executable, "-c", code, str(data / "keys")], stdout=subprocess.PIPE,
-                                 text=True, cwd=ROOT) for _ in range(4)]
+    code = (
+        "import sys; from pathlib import Path; from flotilla.nodes.security.keys import ensure_generated_keys, load_public;"
+        "d = ensure_generated_keys(Path(sys.argv[1]), ['alpha', 'beta', 'gamma']);"
+        "print(load_public(d, 'alpha').decode(), load_public(d, 'local').decode())"
+    )
+    starters = [
+        subprocess.Popen([sys.executable, "-c", code, str(data / "keys")], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+        for _ in range(4)
+    ]
     outputs = {p.communicate(timeout=60)[0].strip() for p in starters}
     assert len(outputs) == 1 and all(p.returncode == 0 for p in starters)  # one set, whoever came first
     keys = data / "keys"
@@ -79,8 +83,9 @@ def test_keys_are_generated_once_owner_only_and_agreed_on_by_nodes_starting_toge
 
 
 def test_the_local_user_finds_the_generated_client_key_and_no_node_may_take_its_name(tmp_path: Path) -> None:
-    topology = parse_topology("nodes: {alpha: {}}\ntree: {children: [{id: w, actor: 'tests.helpers:Probe'}]}\n",
-                              base=tmp_path)
+    topology = parse_topology(
+        "nodes: {alpha: {}}\ntree: {children: [{id: w, actor: 'tests.helpers:Probe'}]}\n", base=tmp_path
+    )
     pair = local_user_keys(topology)
     assert pair is not None and pair == load_secret(tmp_path / "data" / "keys", "local")
     with pytest.raises(KeyFileError, match="'local'"):
@@ -102,8 +107,9 @@ def test_plaintext_is_an_explicit_opt_in_for_loopback_addresses_only() -> None:
     plain = parse_topology("nodes: {a: {address: 'tcp://127.0.0.1:7000'}}\nsecurity: {plaintext: true}\n" + tree)
     assert plain.security.plaintext
     with pytest.raises(TopologyError, match="not a loopback address and security.plaintext is set"):
-        parse_topology("nodes: {a: {address: 'tcp://10.0.0.5:7000'}}\n"
-                       "security: {plaintext: true, insecure_bind: true}\n" + tree)
+        parse_topology(
+            "nodes: {a: {address: 'tcp://10.0.0.5:7000'}}\nsecurity: {plaintext: true, insecure_bind: true}\n" + tree
+        )
     keyed = parse_topology("nodes: {a: {address: 'tcp://10.0.0.5:7000'}}\n" + tree)
     assert not keyed.security.plaintext and keyed.security.keys is None  # CURVE with generated keys
 
@@ -111,8 +117,14 @@ def test_plaintext_is_an_explicit_opt_in_for_loopback_addresses_only() -> None:
 def test_failed_authentications_are_logged_once_per_interval_and_alerted_once_past_the_rate() -> None:
     now = [0.0]
     alerts: list[tuple[str, str]] = []
-    failures = AuthFailures("node", on_alert=lambda t, d: alerts.append((t, d)), log_interval=10,
-                            alert_count=100, alert_window=3600, clock=lambda: now[0])
+    failures = AuthFailures(
+        "node",
+        on_alert=lambda t, d: alerts.append((t, d)),
+        log_interval=10,
+        alert_count=100,
+        alert_window=3600,
+        clock=lambda: now[0],
+    )
     with capture_logs() as logs:
         for _ in range(100):
             failures.record("KEY", "10.0.0.9")
@@ -146,8 +158,7 @@ def test_nodes_with_keys_talk_over_curve(tmp_path: Path, clusters: list[LiveClus
     assert cluster.system.ask("alpha/root/echo", "whoami") == ["alpha/root/echo", 1]
 
 
-def test_a_peer_with_an_unknown_key_gets_nothing_in_and_is_logged(tmp_path: Path,
-                                                                  clusters: list[LiveCluster]) -> None:
+def test_a_peer_with_an_unknown_key_gets_nothing_in_and_is_logged(tmp_path: Path, clusters: list[LiveCluster]) -> None:
     cluster = _curve_cluster(tmp_path, clusters)
     alpha = cluster.processes["alpha"]
     public, secret = zmq.curve_keypair()
@@ -171,7 +182,8 @@ def test_a_peer_with_an_unknown_key_gets_nothing_in_and_is_logged(tmp_path: Path
 
 
 def test_hostile_frames_are_dropped_counted_and_logged_and_the_node_keeps_serving(
-        tmp_path: Path, clusters: list[LiveCluster]) -> None:
+    tmp_path: Path, clusters: list[LiveCluster]
+) -> None:
     # The worst case: beta's secret key is stolen (beta is not running), so the rogue passes
     # the handshake as beta; what it sends is still checked frame by frame. A second socket
     # with that key claims another name and is refused outright.
@@ -192,9 +204,15 @@ def test_hostile_frames_are_dropped_counted_and_logged_and_the_node_keeps_servin
             sock.curve_publickey, sock.curve_secretkey = public, secret
             sock.curve_serverkey = load_public(keys, "alpha")
             sock.connect(cluster.topology.nodes["alpha"].address)
-        hostile = [b"", b"\xc1", b"\xdd\xff\xff\xff\xff", b"\x91" * 100_000, b"\x94\x01\xa3a/b\xc4\x01\xc1\xc2",
-                   b"\x95\x02\xa9alpha/x/y\xc4\x03\xc7\x01*\xc3\x01\xcb\x40\x14\x00\x00\x00\x00\x00\x00",
-                   os.urandom(4096)]
+        hostile = [
+            b"",
+            b"\xc1",
+            b"\xdd\xff\xff\xff\xff",
+            b"\x91" * 100_000,
+            b"\x94\x01\xa3a/b\xc4\x01\xc1\xc2",
+            b"\x95\x02\xa9alpha/x/y\xc4\x03\xc7\x01*\xc3\x01\xcb\x40\x14\x00\x00\x00\x00\x00\x00",
+            os.urandom(4096),
+        ]
         rogue.send_multipart(hostile)
         stranger.send_multipart([b"\x92\x05\xc0"])
         alpha.wait_for_event("transport.peer_rejected", peer="mallory")
@@ -217,7 +235,8 @@ def _metric(address: str, name: str, labels: str) -> float:
 
 
 def test_refused_handshakes_are_counted_logged_with_throttling_and_alerted_past_the_rate(
-        tmp_path: Path, clusters: list[LiveCluster]) -> None:
+    tmp_path: Path, clusters: list[LiveCluster]
+) -> None:
     tree = """
 children:
   - {id: alerts, actor: alerts}
@@ -225,8 +244,12 @@ children:
 """
     port = free_ports(1)[0]
     cluster = make_cluster(tmp_path, tree, nodes=("alpha", "tester"))
-    cluster.topology_path.write_text(cluster.topology_path.read_text(encoding="utf-8").replace(
-        "  alpha: {address: ", f"  alpha: {{metrics: '127.0.0.1:{port}', address: "), encoding="utf-8")
+    cluster.topology_path.write_text(
+        cluster.topology_path.read_text(encoding="utf-8").replace(
+            "  alpha: {address: ", f"  alpha: {{metrics: '127.0.0.1:{port}', address: "
+        ),
+        encoding="utf-8",
+    )
     clusters.append(cluster)
     alpha = cluster.start_node("alpha")
     alpha.wait_for_event("metrics.listening")
@@ -235,6 +258,7 @@ children:
     context = zmq.Context()
     intruders: list[zmq.Socket] = []
     try:
+
         def refused() -> bool:
             for _ in range(10):  # each a fresh unknown key
                 sock = context.socket(zmq.DEALER)
@@ -263,8 +287,18 @@ def test_a_node_refuses_a_data_directory_another_user_owns(tmp_path: Path) -> No
     planted = cluster.topology.node_data_dir("alpha")
     planted.mkdir(parents=True)
     os.chown(planted, 65534, 65534)
-    result = run_flotilla("node", "start", "--topology", str(cluster.topology_path), "--node", "alpha",
-                          "--log-format", "json", "--run-for", "5")
+    result = run_flotilla(
+        "node",
+        "start",
+        "--topology",
+        str(cluster.topology_path),
+        "--node",
+        "alpha",
+        "--log-format",
+        "json",
+        "--run-for",
+        "5",
+    )
     assert result.returncode == 2
     assert "node.bad_data_dir" in result.stdout and "belongs to uid 65534" in result.stdout
     assert list(planted.iterdir()) == []  # nothing was written into it
@@ -282,8 +316,10 @@ children:
   - {id: extractor, actor: extractor}
   - {id: fetchers, pool: {actor: fetcher, size: 1, args: {extractor: alpha/root/extractor, timeout: 60}}}
 """
-    extra = ("rules: {page: {fields: {title: {css: h1}}}}\n"
-             f"intake: {{node: alpha, address: 'tcp://127.0.0.1:{free_ports(1)[0]}', router: alpha/root/router}}")
+    extra = (
+        "rules: {page: {fields: {title: {css: h1}}}}\n"
+        f"intake: {{node: alpha, address: 'tcp://127.0.0.1:{free_ports(1)[0]}', router: alpha/root/router}}"
+    )
     cluster = make_cluster(tmp_path, tree, nodes=("alpha", "tester"), extra=extra)
     clusters.append(cluster)
     alpha = cluster.start_node("alpha")
@@ -300,8 +336,9 @@ children:
             [ack] = client.submit([JobSpec(url=url, rules="page")])
 
             def leased_token() -> int | None:
-                row = journal.execute("SELECT lease_token FROM jobs WHERE key=? AND state='fetching'",
-                                      (ack.key,)).fetchone()
+                row = journal.execute(
+                    "SELECT lease_token FROM jobs WHERE key=? AND state='fetching'", (ack.key,)
+                ).fetchone()
                 return row[0] if row else None
 
             wait_until(lambda: leased_token() is not None, timeout=20, what="the lease")
@@ -321,7 +358,8 @@ children:
 
 
 def test_a_client_that_does_not_speak_curve_is_counted_as_a_failed_authentication(
-        tmp_path: Path, clusters: list[LiveCluster]) -> None:
+    tmp_path: Path, clusters: list[LiveCluster]
+) -> None:
     cluster = make_cluster(tmp_path, TREE, nodes=("alpha", "tester"))
     clusters.append(cluster)
     cluster.join()  # the tester's own listening socket is the one probed

@@ -38,9 +38,14 @@ def _start(directory: Path, clusters: list[LiveCluster], extra: str = "") -> Liv
     cluster.start_node("alpha")
     system = cluster.join()
     cluster.wait_up("alpha")
-    wait_until(lambda: system.registry.lookup_local("alpha/root/remote/inbox") is not None
-               and system.registry.lookup_local("alpha/root/remote/inbox").actor is not None,
-               timeout=20, what="alpha to start the inbox on the tester")
+    wait_until(
+        lambda: (
+            system.registry.lookup_local("alpha/root/remote/inbox") is not None
+            and system.registry.lookup_local("alpha/root/remote/inbox").actor is not None
+        ),
+        timeout=20,
+        what="alpha to start the inbox on the tester",
+    )
     return cluster
 
 
@@ -68,12 +73,12 @@ def _alpha_stays_up(cluster: LiveCluster) -> None:
 
 
 def test_another_user_cannot_pose_as_a_node_of_a_cluster_started_without_keys(
-        other_user: OtherUser, shared_dir: Path, clusters: list[LiveCluster]) -> None:  # noqa: F811
+    other_user: OtherUser, shared_dir: Path, clusters: list[LiveCluster]
+) -> None:  # noqa: F811
     cluster = _start(shared_dir, clusters)
     # The intruder knows the server's public key (public keys are not secrets) and tries both
     # plaintext and CURVE with a key of its own, claiming alpha's name.
-    summary = _pose_as_alpha(other_user, cluster, load_public(generated_keys_dir(cluster.topology),
-                                                              "tester").decode())
+    summary = _pose_as_alpha(other_user, cluster, load_public(generated_keys_dir(cluster.topology), "tester").decode())
     assert summary["attempts"] >= 4
     assert cluster.cluster is not None
     failures = cluster.cluster.transport.auth_failures
@@ -82,8 +87,9 @@ def test_another_user_cannot_pose_as_a_node_of_a_cluster_started_without_keys(
     _alpha_stays_up(cluster)
 
 
-def test_in_plaintext_the_same_intruder_gets_through(other_user: OtherUser, shared_dir: Path,
-                                                     clusters: list[LiveCluster]) -> None:  # noqa: F811
+def test_in_plaintext_the_same_intruder_gets_through(
+    other_user: OtherUser, shared_dir: Path, clusters: list[LiveCluster]
+) -> None:  # noqa: F811
     # The control of the test above: the opt-in plaintext mode trusts a claimed name, so the
     # intruder's tell arrives; that is why plaintext needs `security.plaintext: true`.
     cluster = _start(shared_dir, clusters, extra="security: {plaintext: true}")
@@ -93,14 +99,16 @@ def test_in_plaintext_the_same_intruder_gets_through(other_user: OtherUser, shar
 
 
 def test_a_stolen_member_key_cannot_displace_the_node_whose_id_it_claims(
-        tmp_path: Path, clusters: list[LiveCluster]) -> None:
+    tmp_path: Path, clusters: list[LiveCluster]
+) -> None:
     cluster = make_cluster(tmp_path, TREE, nodes=("alpha", "beta", "tester"))
     clusters.append(cluster)
     alpha = cluster.start_node("alpha")
     system = cluster.join()
     cluster.wait_up("alpha")
-    wait_until(lambda: system.registry.lookup_local("alpha/root/remote/inbox") is not None, timeout=20,
-               what="the inbox")
+    wait_until(
+        lambda: system.registry.lookup_local("alpha/root/remote/inbox") is not None, timeout=20, what="the inbox"
+    )
     assert cluster.cluster is not None
     alpha_boot = cluster.cluster.peers["alpha"].boot
     keys = generated_keys_dir(cluster.topology)
@@ -122,8 +130,11 @@ def test_a_stolen_member_key_cannot_displace_the_node_whose_id_it_claims(
         for sock in socks:
             sock.send_multipart([codec.encode(Tell("alpha/root/remote/inbox", body, typed))])
         stats = cluster.cluster.transport.stats
-        wait_until(lambda: stats.rejected["routing id does not match the peer's key"] >= 1, timeout=10,
-                   what="the claim of alpha's name to be refused")
+        wait_until(
+            lambda: stats.rejected["routing id does not match the peer's key"] >= 1,
+            timeout=10,
+            what="the claim of alpha's name to be refused",
+        )
         _alpha_stays_up(cluster)
     finally:
         for sock in socks:
@@ -134,7 +145,8 @@ def test_a_stolen_member_key_cannot_displace_the_node_whose_id_it_claims(
 
 
 def test_another_user_cannot_read_a_node_s_files_at_any_moment_of_start_up(
-        other_user: OtherUser, shared_dir: Path, clusters: list[LiveCluster]) -> None:  # noqa: F811
+    other_user: OtherUser, shared_dir: Path, clusters: list[LiveCluster]
+) -> None:  # noqa: F811
     tree = """
 children:
   - id: router
@@ -150,16 +162,24 @@ children:
     clusters.append(cluster)
     data = cluster.topology.data_dir
     node_dir = data / "alpha"
-    watched = [data, node_dir, node_dir / "journal.sqlite", node_dir / "journal.sqlite-wal",
-               node_dir / "audit.log", data / "keys", data / "keys" / "alpha.key_secret",
-               data / "keys" / "local.key_secret"]
+    watched = [
+        data,
+        node_dir,
+        node_dir / "journal.sqlite",
+        node_dir / "journal.sqlite-wal",
+        node_dir / "audit.log",
+        data / "keys",
+        data / "keys" / "alpha.key_secret",
+        data / "keys" / "local.key_secret",
+    ]
     stop = shared_dir / "stop"
     poller = other_user.popen(INTRUDER, "poll", str(stop), str(shared_dir), *map(str, watched))
     try:
         assert poller.stdout is not None
         assert poller.stdout.readline().strip() == "polling"
-        node = FlotillaProcess("node", "start", "--topology", str(cluster.topology_path), "--node", "alpha",
-                               "--log-format", "json")
+        node = FlotillaProcess(
+            "node", "start", "--topology", str(cluster.topology_path), "--node", "alpha", "--log-format", "json"
+        )
         cluster.processes["alpha"] = node
         node.wait_for_event("intake.listening", timeout=30)
         assert (node_dir / "journal.sqlite").exists()

@@ -35,12 +35,19 @@ def test_a_guard_restarts_a_loop_until_it_fails_too_often() -> None:
 
 
 def test_the_intake_loop_is_restarted_after_a_failure_and_stops_the_node_when_it_keeps_failing(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The loop's own failures cannot be provoked from outside any more (every request is
     guarded), so this test makes the real intake's `handle` raise, as a bug would."""
     gave_up: list[str] = []
-    server = Intake(f"tcp://127.0.0.1:{free_ports(1)[0]}", tmp_path / "journal.sqlite", {"product"},
-                    lambda: None, access=make_access(tmp_path / "keys"), on_give_up=gave_up.append)
+    server = Intake(
+        f"tcp://127.0.0.1:{free_ports(1)[0]}",
+        tmp_path / "journal.sqlite",
+        {"product"},
+        lambda: None,
+        access=make_access(tmp_path / "keys"),
+        on_give_up=gave_up.append,
+    )
     server.start()
     real_handle = server.handle
     failures = {"left": 1}
@@ -54,7 +61,9 @@ def test_the_intake_loop_is_restarted_after_a_failure_and_stops_the_node_when_it
     monkeypatch.setattr(server, "handle", failing_handle)
     try:
         key = key_of(tmp_path / "keys", "local")
-        with IntakeClient(server.address, timeout=2, retries=2, key=key) as client:  # the first try is lost, the retry served
+        with IntakeClient(
+            server.address, timeout=2, retries=2, key=key
+        ) as client:  # the first try is lost, the retry served
             assert client.submit([JobSpec("http://127.0.0.1/x", "product")])[0].status == "accepted"
         assert server.serving.restarts == 1 and not gave_up
         failures["left"] = MAX_SERVING_RESTARTS + 1

@@ -61,8 +61,9 @@ def start(tmp_path: Path, clusters: list[LiveCluster]) -> tuple[LiveCluster, int
     port = free_ports(1)[0]
     path = write_topology(tmp_path, TREE, nodes=("alpha", "beta"), extra="resilience: {hold: alpha/root/hold}")
     text = path.read_text(encoding="utf-8")
-    path.write_text(text.replace("  alpha: {address: ", f"  alpha: {{metrics: '127.0.0.1:{port}', address: "),
-                    encoding="utf-8")
+    path.write_text(
+        text.replace("  alpha: {address: ", f"  alpha: {{metrics: '127.0.0.1:{port}', address: "), encoding="utf-8"
+    )
     cluster = LiveCluster(path, load_topology(path))
     clusters.append(cluster)
     cluster.start_node("beta")
@@ -82,8 +83,11 @@ def test_exec_answers_as_json_and_every_command_is_audited(tmp_path: Path, clust
     cluster, _ = start(tmp_path, clusters)
     nodes = shell(cluster, "nodes")["data"]
     assert [(n["node"], n["up"]) for n in nodes] == [("alpha", True), ("beta", True)]
-    wait_until(lambda: any(r["path"] == "alpha/root/workers/pool/1" for r in shell(cluster, "tree")["data"]),
-               timeout=20, what="the whole tree, across nodes")
+    wait_until(
+        lambda: any(r["path"] == "alpha/root/workers/pool/1" for r in shell(cluster, "tree")["data"]),
+        timeout=20,
+        what="the whole tree, across nodes",
+    )
     tree = {row["path"]: row for row in shell(cluster, "tree")["data"]}
     assert tree["alpha/root/workers/ticker"]["node"] == "beta" and tree["alpha/root/workers"]["kind"] == "supervisor"
     assert tree["alpha/root/tally"]["node"] == "alpha"
@@ -97,8 +101,11 @@ def test_exec_answers_as_json_and_every_command_is_audited(tmp_path: Path, clust
     counts = shell(cluster, "count_children alpha/root/workers/pool")["data"]
     assert counts["workers"] == 2
     assert shell(cluster, "scale alpha/root/workers/pool 3")["ok"]
-    wait_until(lambda: shell(cluster, "count_children alpha/root/workers/pool")["data"]["active"] == 3,
-               timeout=10, what="the pool to grow")
+    wait_until(
+        lambda: shell(cluster, "count_children alpha/root/workers/pool")["data"]["active"] == 3,
+        timeout=10,
+        what="the pool to grow",
+    )
     assert shell(cluster, "hold on")["data"]["on"] is True
     assert shell(cluster, "hold auto")["data"]["mode"] == "auto"
     refused = shell(cluster, "inspect alpha/root/nowhere")
@@ -114,15 +121,19 @@ def test_exec_answers_as_json_and_every_command_is_audited(tmp_path: Path, clust
         raw.close()
     unknown = shell(cluster, "rm -rf /")
     assert not unknown["ok"] and "unknown command 'rm'" in unknown["error"]
-    traced = run_flotilla("shell", "--topology", str(cluster.topology_path), "--exec",
-                          "trace alpha/root/tally 0.5", "--json")
+    traced = run_flotilla(
+        "shell", "--topology", str(cluster.topology_path), "--exec", "trace alpha/root/tally 0.5", "--json"
+    )
     assert {m["type"] for m in json.loads(traced.stdout)["data"]} == {"Done"}
 
     logged = shell(cluster, "logs 2000")["data"]  # the crashing worker logs two events every 0.3 s
     assert any(e["event"] == "shell.command" and e.get("command") == "restart" for e in logged)
-    follower = subprocess.Popen(flotilla_command("shell", "--topology", str(cluster.topology_path), "--exec",
-                                                 "logs --follow", "--json"), stdout=subprocess.PIPE, text=True,
-                                cwd=ROOT)
+    follower = subprocess.Popen(
+        flotilla_command("shell", "--topology", str(cluster.topology_path), "--exec", "logs --follow", "--json"),
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
     try:
         assert follower.stdout is not None
         deadline = time.monotonic() + 30
@@ -140,8 +151,10 @@ def test_exec_answers_as_json_and_every_command_is_audited(tmp_path: Path, clust
         follower.send_signal(signal.SIGINT)
         follower.wait(10)
 
-    audit = [json.loads(line) for line in (cluster.topology.node_data_dir("alpha") / "audit.log")
-             .read_text(encoding="utf-8").splitlines()]
+    audit = [
+        json.loads(line)
+        for line in (cluster.topology.node_data_dir("alpha") / "audit.log").read_text(encoding="utf-8").splitlines()
+    ]
     commands = [(entry["command"], entry["outcome"]) for entry in audit]
     assert ("restart", "started") in commands and ("restart", "done") in commands
     assert ("rm", "failed") in commands and ("hold", "done") in commands
@@ -154,12 +167,20 @@ def test_exec_answers_as_json_and_every_command_is_audited(tmp_path: Path, clust
 
 def test_the_interactive_shell_in_a_terminal(tmp_path: Path, clusters: list[LiveCluster]) -> None:
     cluster, _ = start(tmp_path, clusters)
-    wait_until(lambda: any(r["path"] == "alpha/root/workers/ticker" for r in shell(cluster, "tree")["data"]),
-               timeout=20, what="the tree")
-    child = pexpect.spawn(sys.executable, ["-m", "flotilla.nodes.cli", "shell", "--topology", str(cluster.topology_path)],
-                          cwd=str(ROOT), env={**os.environ, "HOME": str(tmp_path), "PYTHONPATH": str(ROOT),
-                               "TERM": "xterm-256color"},
-                          encoding="utf-8", timeout=20, dimensions=(40, 200))
+    wait_until(
+        lambda: any(r["path"] == "alpha/root/workers/ticker" for r in shell(cluster, "tree")["data"]),
+        timeout=20,
+        what="the tree",
+    )
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "flotilla.nodes.cli", "shell", "--topology", str(cluster.topology_path)],
+        cwd=str(ROOT),
+        env={**os.environ, "HOME": str(tmp_path), "PYTHONPATH": str(ROOT), "TERM": "xterm-256color"},
+        encoding="utf-8",
+        timeout=20,
+        dimensions=(40, 200),
+    )
     try:
         child.expect("alpha>")
         child.send("inspect alpha/root/workers/tic")
@@ -191,11 +212,17 @@ def test_the_metrics_endpoint_parses(tmp_path: Path, clusters: list[LiveCluster]
             text = response.read().decode()
         return {family.name: family.samples for family in text_string_to_metric_families(text)}
 
-    wait_until(lambda: "flotilla_restarts" in scrape() and scrape()["flotilla_restarts"], timeout=10,
-               what="the restart to be counted")
+    wait_until(
+        lambda: "flotilla_restarts" in scrape() and scrape()["flotilla_restarts"],
+        timeout=10,
+        what="the restart to be counted",
+    )
     families = scrape()
-    restarts = {(s.labels["supervisor"], s.labels["child"]): s.value for s in families["flotilla_restarts"]
-                if s.name == "flotilla_restarts_total"}
+    restarts = {
+        (s.labels["supervisor"], s.labels["child"]): s.value
+        for s in families["flotilla_restarts"]
+        if s.name == "flotilla_restarts_total"
+    }
     assert restarts[("alpha/root/crashing", "alpha/root/crashing/worker")] >= 1  # it crashes on every message
     exits = {s.labels["reason"] for s in families["flotilla_child_exits"] if s.name == "flotilla_child_exits_total"}
     assert any("ValueError" in reason or "Crash" in reason for reason in exits), exits
@@ -206,28 +233,35 @@ def test_the_metrics_endpoint_parses(tmp_path: Path, clusters: list[LiveCluster]
     assert any(s.labels["peer"] == "beta" and s.value > 0 for s in families["flotilla_transport_sent_frames"])
     assert "flotilla_dead_letters" in families
     dashboard = json.loads((ROOT / "docs" / "grafana-dashboard.json").read_text(encoding="utf-8"))
-    used = {name for panel in dashboard["panels"] for target in panel["targets"]
-            for name in re.findall(r"flotilla_\w+", target["expr"])}
+    used = {
+        name
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"flotilla_\w+", target["expr"])
+    }
     assert used and {re.sub(r"_(total|bucket)$", "", name) for name in used} <= set(families)
 
 
-@pytest.mark.parametrize("text, problem", [
-    ("metrics: '10.0.0.1:9100'", "is not a loopback address: metrics are plain HTTP"),
-    ("metrics: 'nine'", "must be HOST:PORT"),
-])
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        ("metrics: '10.0.0.1:9100'", "is not a loopback address: metrics are plain HTTP"),
+        ("metrics: 'nine'", "must be HOST:PORT"),
+    ],
+)
 def test_metrics_addresses_are_checked(tmp_path: Path, text: str, problem: str) -> None:
     topology = tmp_path / "t.yaml"
-    topology.write_text("nodes: {alpha: {" + text + "}}\ntree: {children: [{id: a, actor: tally}]}\n",
-                        encoding="utf-8")
+    topology.write_text("nodes: {alpha: {" + text + "}}\ntree: {children: [{id: a, actor: tally}]}\n", encoding="utf-8")
     done = run_flotilla("check", str(topology))
     assert done.returncode == 2 and problem in done.stderr
 
 
-def test_a_tcp_shell_needs_keys_and_accepts_only_listed_operators(tmp_path: Path,
-                                                                   clusters: list[LiveCluster]) -> None:
+def test_a_tcp_shell_needs_keys_and_accepts_only_listed_operators(tmp_path: Path, clusters: list[LiveCluster]) -> None:
     node_port, shell_port = free_ports(2)
-    body = (f"nodes: {{alpha: {{address: 'tcp://127.0.0.1:{node_port}', shell: 'tcp://127.0.0.1:{shell_port}'}}}}\n"
-            "tree: {children: [{id: tally, actor: tally}]}\n")
+    body = (
+        f"nodes: {{alpha: {{address: 'tcp://127.0.0.1:{node_port}', shell: 'tcp://127.0.0.1:{shell_port}'}}}}\n"
+        "tree: {children: [{id: tally, actor: tally}]}\n"
+    )
     refused = tmp_path / "open.yaml"
     refused.write_text(body, encoding="utf-8")
     done = run_flotilla("check", str(refused))
@@ -235,20 +269,36 @@ def test_a_tcp_shell_needs_keys_and_accepts_only_listed_operators(tmp_path: Path
 
     keys, own = tmp_path / "keys", tmp_path / "operators"  # operators keep their secret keys to themselves
     assert run_flotilla("keys", "generate", str(keys), "--name", "alpha").returncode == 0
-    assert run_flotilla("keys", "generate", str(own), "--name", "alice", "--name", "bob",
-                        "--name", "mallory").returncode == 0
+    assert (
+        run_flotilla("keys", "generate", str(own), "--name", "alice", "--name", "bob", "--name", "mallory").returncode
+        == 0
+    )
     for name in ("alice", "bob", "mallory"):
         shutil.copy(own / f"{name}.key", keys / f"{name}.key")
     path = tmp_path / "secure.yaml"
-    path.write_text(body + "security: {keys: keys}\noperators: [alice, bob]\neval_operators: [alice]\n",
-                    encoding="utf-8")
+    path.write_text(
+        body + "security: {keys: keys}\noperators: [alice, bob]\neval_operators: [alice]\n", encoding="utf-8"
+    )
     cluster = LiveCluster(path, load_topology(path))
     clusters.append(cluster)
     cluster.start_node("alpha").wait_for_event("shell.listening", timeout=30)
 
     def tcp_shell(operator: str, command: str = "nodes") -> subprocess.CompletedProcess[str]:
-        return run_flotilla("shell", "alpha", "--topology", str(path), "--operator", operator, "--operator-key",
-                            str(own / f"{operator}.key_secret"), "--timeout", "3", "--exec", command, "--json")
+        return run_flotilla(
+            "shell",
+            "alpha",
+            "--topology",
+            str(path),
+            "--operator",
+            operator,
+            "--operator-key",
+            str(own / f"{operator}.key_secret"),
+            "--timeout",
+            "3",
+            "--exec",
+            command,
+            "--json",
+        )
 
     allowed = tcp_shell("alice")
     assert allowed.returncode == 0 and json.loads(allowed.stdout)["data"][0]["node"] == "alpha"
@@ -257,8 +307,10 @@ def test_a_tcp_shell_needs_keys_and_accepts_only_listed_operators(tmp_path: Path
     cluster.processes["alpha"].wait_for_event("shell.operator_rejected", timeout=10)
     evaluated = tcp_shell("alice", "eval system.node + '!'")
     assert json.loads(evaluated.stdout)["data"] == "'alpha!'"
-    for refused in (tcp_shell("bob", "eval 1 + 1"),  # an operator, but not one allowed to evaluate
-                    run_flotilla("shell", "alpha", "--topology", str(path), "--exec", "eval 1 + 1", "--json")):
+    for refused in (
+        tcp_shell("bob", "eval 1 + 1"),  # an operator, but not one allowed to evaluate
+        run_flotilla("shell", "alpha", "--topology", str(path), "--exec", "eval 1 + 1", "--json"),
+    ):
         assert refused.returncode == 1 and "may not evaluate Python" in json.loads(refused.stdout)["error"]
     audit = (cluster.topology.node_data_dir("alpha") / "audit.log").read_text(encoding="utf-8")
     shutil.copy(own / "alice.key_secret", keys / "alice.key_secret")  # deployed with the nodes by mistake

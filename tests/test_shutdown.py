@@ -20,8 +20,9 @@ def test_tree_stops_in_reverse_start_order_depth_first(system: ActorSystem) -> N
     assert journal.events("stop") == ["b", "y", "x", "a"]
 
 
-def test_child_stuck_in_a_handler_is_abandoned_after_its_shutdown_timeout(system: ActorSystem,
-                                                                         reports: Reports) -> None:
+def test_child_stuck_in_a_handler_is_abandoned_after_its_shutdown_timeout(
+    system: ActorSystem, reports: Reports
+) -> None:
     journal = Journal()
     stuck = ChildSpec("stuck", Probe, {"journal": journal}, shutdown=0.2)
     system.start(SupervisorSpec("root", children=(ChildSpec("a", Probe, {"journal": journal}), stuck)))
@@ -43,7 +44,8 @@ def test_child_stuck_in_a_handler_is_abandoned_after_its_shutdown_timeout(system
 
 
 def test_slow_on_stop_past_the_timeout_is_abandoned_and_the_next_child_still_stops(
-        system: ActorSystem, reports: Reports) -> None:
+    system: ActorSystem, reports: Reports
+) -> None:
     journal = Journal()
     slow = ChildSpec("slow", Probe, {"journal": journal, "stop_delay": 1.0}, shutdown=0.1)
     system.start(SupervisorSpec("root", children=(ChildSpec("a", Probe, {"journal": journal}), slow)))

@@ -7,12 +7,14 @@ from flotilla.actors import ActorSystem, ChildSpec, SupervisorFlags, SupervisorS
 from tests.helpers import crash, Journal, Probe, Reports
 
 
-def start_four(system: ActorSystem, strategy: str, journal: Journal,
-               restart_types: tuple[str, ...] = ("permanent",) * 4) -> None:
-    children = tuple(ChildSpec(name, Probe, {"journal": journal}, restart=restart)
-                     for name, restart in zip("abcd", restart_types, strict=True))
-    system.start(SupervisorSpec("root", children=children,
-                                flags=SupervisorFlags(strategy=strategy, intensity=10)))
+def start_four(
+    system: ActorSystem, strategy: str, journal: Journal, restart_types: tuple[str, ...] = ("permanent",) * 4
+) -> None:
+    children = tuple(
+        ChildSpec(name, Probe, {"journal": journal}, restart=restart)
+        for name, restart in zip("abcd", restart_types, strict=True)
+    )
+    system.start(SupervisorSpec("root", children=children, flags=SupervisorFlags(strategy=strategy, intensity=10)))
 
 
 def incarnations(system: ActorSystem) -> dict[str, int]:
@@ -31,8 +33,7 @@ def test_one_for_one_restarts_only_the_child_that_crashed(system: ActorSystem) -
     assert journal.events("stop") == []
 
 
-def test_one_for_all_stops_the_others_in_reverse_order_and_restarts_all_in_order(
-        system: ActorSystem) -> None:
+def test_one_for_all_stops_the_others_in_reverse_order_and_restarts_all_in_order(system: ActorSystem) -> None:
     journal = Journal()
     start_four(system, "one_for_all", journal)
     crash_child(system, "b")
@@ -58,8 +59,7 @@ def test_temporary_siblings_stopped_by_one_for_all_are_dropped_not_restarted(sys
     assert system.registry.lookup("t/root/c") is None
 
 
-def test_siblings_stopped_by_an_operator_come_back_with_one_for_all(system: ActorSystem,
-                                                                    reports: Reports) -> None:
+def test_siblings_stopped_by_an_operator_come_back_with_one_for_all(system: ActorSystem, reports: Reports) -> None:
     journal = Journal()
     start_four(system, "one_for_all", journal)
     root = system.supervisor("t/root")
@@ -69,8 +69,7 @@ def test_siblings_stopped_by_an_operator_come_back_with_one_for_all(system: Acto
     assert statuses == {"a": "running", "b": "running", "c": "running", "d": "running"}
 
 
-def test_rest_for_one_leaves_children_started_before_untouched_even_when_stopped(
-        system: ActorSystem) -> None:
+def test_rest_for_one_leaves_children_started_before_untouched_even_when_stopped(system: ActorSystem) -> None:
     journal = Journal()
     start_four(system, "rest_for_one", journal)
     root = system.supervisor("t/root")

@@ -11,8 +11,11 @@ from tests.helpers import Probe
 
 @pytest.fixture
 def root(system: ActorSystem):  # noqa: ANN201
-    children = (ChildSpec("a", Probe), SupervisorSpec("sub", children=(ChildSpec("x", Probe),)),
-                PoolSpec("pool", ChildSpec("w", Probe), size=2))
+    children = (
+        ChildSpec("a", Probe),
+        SupervisorSpec("sub", children=(ChildSpec("x", Probe),)),
+        PoolSpec("pool", ChildSpec("w", Probe), size=2),
+    )
     return system.start(SupervisorSpec("root", children=children))
 
 
@@ -74,8 +77,7 @@ def test_delete_child_only_when_stopped(system: ActorSystem, root) -> None:  # n
     assert codes(root.delete_child, "a") == "not_found"
 
 
-def test_terminating_a_subtree_stops_its_children_and_restarting_brings_them_back(
-        system: ActorSystem, root) -> None:  # noqa: ANN001
+def test_terminating_a_subtree_stops_its_children_and_restarting_brings_them_back(system: ActorSystem, root) -> None:  # noqa: ANN001
     root.terminate_child("sub")
     with pytest.raises(Unavailable):
         system.ask("t/root/sub/x", "hi")

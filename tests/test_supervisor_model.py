@@ -15,7 +15,15 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from flotilla.actors import ActorCrashed, ActorSystem, ChildSpec, SupervisorError, SupervisorFlags, SupervisorSpec, Unavailable
+from flotilla.actors import (
+    ActorCrashed,
+    ActorSystem,
+    ChildSpec,
+    SupervisorError,
+    SupervisorFlags,
+    SupervisorSpec,
+    Unavailable,
+)
 from flotilla.actors.core.messages import Shutdown, WhichChildren
 from flotilla.actors.core.supervisor import GAVE_UP
 from tests.helpers import Crash, ExitNormally, ExitShutdown, FakeClock, Probe
@@ -112,18 +120,20 @@ def outcome(call, child_id: str) -> str:  # noqa: ANN001
 class SupervisorMatchesOtp(RuleBasedStateMachine):
     system: ActorSystem | None = None
 
-    @initialize(strategy=st.sampled_from(["one_for_one", "one_for_all", "rest_for_one"]),
-                intensity=st.integers(0, 4),
-                restarts=st.lists(st.sampled_from(["permanent", "transient", "temporary"]),
-                                  min_size=1, max_size=len(IDS)))
+    @initialize(
+        strategy=st.sampled_from(["one_for_one", "one_for_all", "rest_for_one"]),
+        intensity=st.integers(0, 4),
+        restarts=st.lists(st.sampled_from(["permanent", "transient", "temporary"]), min_size=1, max_size=len(IDS)),
+    )
     def start(self, strategy: str, intensity: int, restarts: list[str]) -> None:
         self.clock = FakeClock()
         self.system = ActorSystem("m", clock=self.clock)
         children = tuple(ChildSpec(IDS[i], Probe, restart=r) for i, r in enumerate(restarts))
         flags = SupervisorFlags(strategy=strategy, intensity=intensity, period=PERIOD)
         self.root = self.system.start(SupervisorSpec("root", children=children, flags=flags))
-        self.model = Model(strategy, intensity,
-                           [ModelChild(IDS[i], r) for i, r in enumerate(restarts)], now=self.clock.now)
+        self.model = Model(
+            strategy, intensity, [ModelChild(IDS[i], r) for i, r in enumerate(restarts)], now=self.clock.now
+        )
 
     def teardown(self) -> None:
         if self.system is not None:
@@ -163,10 +173,14 @@ class SupervisorMatchesOtp(RuleBasedStateMachine):
     @rule(index=st.integers(0, len(IDS) - 1), call=st.sampled_from(["terminate", "restart", "delete"]))
     def operator(self, index: int, call: str) -> None:
         child_id = IDS[index]
-        real = {"terminate": self.root.terminate_child, "restart": self.root.restart_child,
-                "delete": self.root.delete_child}[call]
-        expected = {"terminate": self.model.terminate, "restart": self.model.restart,
-                    "delete": self.model.delete}[call](child_id)
+        real = {
+            "terminate": self.root.terminate_child,
+            "restart": self.root.restart_child,
+            "delete": self.root.delete_child,
+        }[call]
+        expected = {"terminate": self.model.terminate, "restart": self.model.restart, "delete": self.model.delete}[
+            call
+        ](child_id)
         assert outcome(real, child_id) == expected
 
     @precondition(lambda self: self.model.gave_up)
@@ -191,6 +205,5 @@ class SupervisorMatchesOtp(RuleBasedStateMachine):
         assert real == expected
 
 
-SupervisorMatchesOtp.TestCase.settings = settings(max_examples=300, stateful_step_count=30,
-                                                  deadline=None)
+SupervisorMatchesOtp.TestCase.settings = settings(max_examples=300, stateful_step_count=30, deadline=None)
 test_supervisor_matches_otp_reference_model = SupervisorMatchesOtp.TestCase

@@ -65,15 +65,24 @@ tree:
     assert sub.flags.backoff is not None and sub.flags.backoff.healthy_after == 2.25
     assert sub.children[0] == ChildSpec("x", FlakyWorker, {"crash_rate": 0.5})
     assert isinstance(pool, PoolSpec) and pool.size == 3 and pool.worker.shutdown == 1
-    assert topology.subtree_nodes() == {"root": "alpha", "root/sub": "beta", "root/w": "alpha",
-                                        "root/sub/x": "beta", "root/pool": "alpha"}
+    assert topology.subtree_nodes() == {
+        "root": "alpha",
+        "root/sub": "beta",
+        "root/w": "alpha",
+        "root/sub/x": "beta",
+        "root/pool": "alpha",
+    }
 
 
 def test_a_misspelt_restart_type_names_the_path_the_line_and_the_choices() -> None:
-    text = "nodes: {a: {}}\ntree:\n  children:\n    - {id: x, actor: flaky}\n    - {id: y, actor: flaky}\n" \
-           "    - id: z\n      actor: flaky\n      restart: permant\n"
-    assert problems(text) == ["t.yaml:8: tree.children[2].restart: 'permant' is not one of permanent, "
-                              "transient, temporary (did you mean 'permanent'?)"]
+    text = (
+        "nodes: {a: {}}\ntree:\n  children:\n    - {id: x, actor: flaky}\n    - {id: y, actor: flaky}\n"
+        "    - id: z\n      actor: flaky\n      restart: permant\n"
+    )
+    assert problems(text) == [
+        "t.yaml:8: tree.children[2].restart: 'permant' is not one of permanent, "
+        "transient, temporary (did you mean 'permanent'?)"
+    ]
 
 
 def test_every_problem_is_reported_not_just_the_first() -> None:
@@ -115,28 +124,53 @@ tree:
     ]
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("", "t.yaml: the topology is empty; it needs 'nodes' and 'tree'"),
-    ("nodes: [a]\ntree: {}", "t.yaml:1: nodes: must be a mapping with at least one node"),
-    ("tree: {}", "t.yaml:1: nodes: is required (at least one node)"),
-    ("nodes: {a: {}}\ntree: {}\ntree: {}", "t.yaml:3: tree: duplicate key (the first is on line 2)"),
-    ("nodes: {a: {}}\ntree: {children: [{id: x}]}", "t.yaml:2: tree.children[0]: needs exactly one of actor, supervisor, pool (found none)"),
-    ("nodes: {a: {}}\ntree: {children: [{id: x, actor: flaky, pool: {actor: flaky}}]}",
-     "t.yaml:2: tree.children[0]: needs exactly one of actor, supervisor, pool (found actor, pool)"),
-    ("nodes: {a: {}}\ntree: {children: [{actor: flaky}]}", "t.yaml:2: tree.children[0].id: is required"),
-    ("nodes: {a: {}}\ntree: {children: [{id: x, actor: flaky}, {id: x, actor: tally}]}",
-     "t.yaml:2: tree.children[1].id: 'x' is already the id of tree.children[0]"),
-    ("nodes: {a: {}}\ntree: {children: [{id: 'x/y', actor: flaky}]}", "t.yaml:2: tree.children[0].id: 'x/y' must not contain '/'"),
-    ("nodes: {a: {}}\ntree: {children: [{id: x, actor: 'os:path'}]}", "is not a subclass of actors.Actor"),
-    ("nodes: {a: {}}\ntree: {children: [{id: x, actor: 'no.such.module:X'}]}", "cannot import 'no.such.module'"),
-    ("nodes: {a: {}}\ntree: {children: [{id: x, actor: flaky, start_timeout: 0}]}", "start_timeout: 0 must be a number of seconds > 0"),
-    ("nodes: {a: {}}\ntree: {period: yes}", "tree.period: True must be a number of seconds > 0"),
-    ("nodes: {a: {}}\ntree: {backoff: {min: 2, max: 1}}", "tree.backoff.max: 1 must be >= min (2)"),
-    ("nodes: {a: {}}\ntree: {children: [{id: s, supervisor: {id: s}}]}", "tree.children[0].supervisor.id: belongs on the child entry"),
-    ("nodes: {a: {}}\ntree: {children: [{id: p, pool: {actor: flaky}, args: {}}]}", "tree.children[0].args: belongs inside pool:"),
-    ("nodes: {a: {}}\ntree: [1, 2", "t.yaml:2: not valid YAML"),
-    ("nodes: {a: {}}\ntree: {children: [{id: x, actor: flaky, node: a}]}", "only supervisors and pools are placed on nodes"),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("", "t.yaml: the topology is empty; it needs 'nodes' and 'tree'"),
+        ("nodes: [a]\ntree: {}", "t.yaml:1: nodes: must be a mapping with at least one node"),
+        ("tree: {}", "t.yaml:1: nodes: is required (at least one node)"),
+        ("nodes: {a: {}}\ntree: {}\ntree: {}", "t.yaml:3: tree: duplicate key (the first is on line 2)"),
+        (
+            "nodes: {a: {}}\ntree: {children: [{id: x}]}",
+            "t.yaml:2: tree.children[0]: needs exactly one of actor, supervisor, pool (found none)",
+        ),
+        (
+            "nodes: {a: {}}\ntree: {children: [{id: x, actor: flaky, pool: {actor: flaky}}]}",
+            "t.yaml:2: tree.children[0]: needs exactly one of actor, supervisor, pool (found actor, pool)",
+        ),
+        ("nodes: {a: {}}\ntree: {children: [{actor: flaky}]}", "t.yaml:2: tree.children[0].id: is required"),
+        (
+            "nodes: {a: {}}\ntree: {children: [{id: x, actor: flaky}, {id: x, actor: tally}]}",
+            "t.yaml:2: tree.children[1].id: 'x' is already the id of tree.children[0]",
+        ),
+        (
+            "nodes: {a: {}}\ntree: {children: [{id: 'x/y', actor: flaky}]}",
+            "t.yaml:2: tree.children[0].id: 'x/y' must not contain '/'",
+        ),
+        ("nodes: {a: {}}\ntree: {children: [{id: x, actor: 'os:path'}]}", "is not a subclass of actors.Actor"),
+        ("nodes: {a: {}}\ntree: {children: [{id: x, actor: 'no.such.module:X'}]}", "cannot import 'no.such.module'"),
+        (
+            "nodes: {a: {}}\ntree: {children: [{id: x, actor: flaky, start_timeout: 0}]}",
+            "start_timeout: 0 must be a number of seconds > 0",
+        ),
+        ("nodes: {a: {}}\ntree: {period: yes}", "tree.period: True must be a number of seconds > 0"),
+        ("nodes: {a: {}}\ntree: {backoff: {min: 2, max: 1}}", "tree.backoff.max: 1 must be >= min (2)"),
+        (
+            "nodes: {a: {}}\ntree: {children: [{id: s, supervisor: {id: s}}]}",
+            "tree.children[0].supervisor.id: belongs on the child entry",
+        ),
+        (
+            "nodes: {a: {}}\ntree: {children: [{id: p, pool: {actor: flaky}, args: {}}]}",
+            "tree.children[0].args: belongs inside pool:",
+        ),
+        ("nodes: {a: {}}\ntree: [1, 2", "t.yaml:2: not valid YAML"),
+        (
+            "nodes: {a: {}}\ntree: {children: [{id: x, actor: flaky, node: a}]}",
+            "only supervisors and pools are placed on nodes",
+        ),
+    ],
+)
 def test_each_kind_of_mistake_gets_a_clear_message(text: str, expected: str) -> None:
     assert any(expected in p for p in problems(text)), problems(text)
 
@@ -154,23 +188,39 @@ def test_the_reference_in_the_docs_is_generated_from_the_schema() -> None:
     generated = re.search(r"<!-- reference:begin -->\n(.*)<!-- reference:end -->", doc, re.S)
     assert generated is not None, "docs/topology.md lacks the reference markers"
     assert generated.group(1).strip() == reference_markdown().strip(), (
-        "docs/topology.md is stale: run `python -m flotilla.nodes.config.topology --write docs/topology.md`")
+        "docs/topology.md is stale: run `python -m flotilla.nodes.config.topology --write docs/topology.md`"
+    )
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("nodes: {a: {address: 'tcp://10.0.0.5:7000'}}\nsecurity: {plaintext: true}\ntree: {}",
-     "nodes.a.address: tcp://10.0.0.5:7000 is not a loopback address and security.plaintext is set"),
-    ("nodes: {a: {address: 'tcp://*:7000'}}\ntree: {}", "name the interface to listen on"),
-    ("nodes: {a: {address: 'http://x:1'}}\ntree: {}", "must look like tcp://HOST:PORT"),
-    ("nodes: {a: {address: 'tcp://127.0.0.1:7000'}, b: {address: 'tcp://127.0.0.1:7000'}}\ntree: {}",
-     "nodes.b.address: tcp://127.0.0.1:7000 is already the address of node a"),
-    ("nodes: {a: {}}\nsecurity: {keys: no-such-dir}\ntree: {}", "security.keys: "),
-    ("nodes: {a: {}}\ntransport: {heartbeat_interval: 1, heartbeat_timeout: 1}\ntree: {}",
-     "transport.heartbeat_timeout: 1 must be greater than heartbeat_interval"),
-    ("nodes: {a: {}}\ntransport: {max_message_bytes: 10}\ntree: {}", "must be an integer >= 1024"),
-    ("nodes: {a: {}}\ntree: {children: [{id: p, pool: {actor: flaky}, nodes: [zz]}]}", "'zz' not a node of this topology"),
-    ("nodes: {a: {}}\ntree: {children: [{id: w, actor: flaky, nodes: [a]}]}", "only pools spread replicas over nodes"),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "nodes: {a: {address: 'tcp://10.0.0.5:7000'}}\nsecurity: {plaintext: true}\ntree: {}",
+            "nodes.a.address: tcp://10.0.0.5:7000 is not a loopback address and security.plaintext is set",
+        ),
+        ("nodes: {a: {address: 'tcp://*:7000'}}\ntree: {}", "name the interface to listen on"),
+        ("nodes: {a: {address: 'http://x:1'}}\ntree: {}", "must look like tcp://HOST:PORT"),
+        (
+            "nodes: {a: {address: 'tcp://127.0.0.1:7000'}, b: {address: 'tcp://127.0.0.1:7000'}}\ntree: {}",
+            "nodes.b.address: tcp://127.0.0.1:7000 is already the address of node a",
+        ),
+        ("nodes: {a: {}}\nsecurity: {keys: no-such-dir}\ntree: {}", "security.keys: "),
+        (
+            "nodes: {a: {}}\ntransport: {heartbeat_interval: 1, heartbeat_timeout: 1}\ntree: {}",
+            "transport.heartbeat_timeout: 1 must be greater than heartbeat_interval",
+        ),
+        ("nodes: {a: {}}\ntransport: {max_message_bytes: 10}\ntree: {}", "must be an integer >= 1024"),
+        (
+            "nodes: {a: {}}\ntree: {children: [{id: p, pool: {actor: flaky}, nodes: [zz]}]}",
+            "'zz' not a node of this topology",
+        ),
+        (
+            "nodes: {a: {}}\ntree: {children: [{id: w, actor: flaky, nodes: [a]}]}",
+            "only pools spread replicas over nodes",
+        ),
+    ],
+)
 def test_cluster_settings_are_checked(text: str, expected: str) -> None:
     assert any(expected in p for p in problems(text)), problems(text)
 
@@ -179,11 +229,11 @@ def test_a_public_address_is_allowed_with_keys_or_when_asked_for(tmp_path: Path)
     from flotilla.nodes.security.keys import generate_keys
 
     generate_keys(tmp_path / "keys", "a")
-    keyed = parse_topology("nodes: {a: {address: 'tcp://10.0.0.5:7000'}}\nsecurity: {keys: keys}\ntree: {}",
-                           base=tmp_path)
+    keyed = parse_topology(
+        "nodes: {a: {address: 'tcp://10.0.0.5:7000'}}\nsecurity: {keys: keys}\ntree: {}", base=tmp_path
+    )
     assert keyed.security.keys == (tmp_path / "keys").resolve()
-    insecure = parse_topology("nodes: {a: {address: 'tcp://10.0.0.5:7000'}}\nsecurity: {insecure_bind: true}\n"
-                              "tree: {}")
+    insecure = parse_topology("nodes: {a: {address: 'tcp://10.0.0.5:7000'}}\nsecurity: {insecure_bind: true}\ntree: {}")
     assert insecure.security.insecure_bind
     with pytest.raises(TopologyError, match="no public key for node"):
         parse_topology("nodes: {a: {}, b: {}}\nsecurity: {keys: keys}\ntree: {}", base=tmp_path)
@@ -234,9 +284,9 @@ rules:
     assert topology.rules["article"].block_markers == ("access denied",)
     assert topology.rules["article"].block_selectors == ("#px-captcha",)
     assert topology.rules["product"].block_selectors == DEFAULT_BLOCK_SELECTORS
-    assert problems("nodes: {a: {}}\ntree: {}\nrules:\n  r:\n    fields: {t: {css: h1}}\n"
-                    "    block_selectors: [div, 'a[']\n") == [
-        "t.yaml:6: rules.r.block_selectors: 'a[' is not a CSS selector selectolax can parse"]
+    assert problems(
+        "nodes: {a: {}}\ntree: {}\nrules:\n  r:\n    fields: {t: {css: h1}}\n    block_selectors: [div, 'a[']\n"
+    ) == ["t.yaml:6: rules.r.block_selectors: 'a[' is not a CSS selector selectolax can parse"]
 
 
 class OpenEnded(Actor):
@@ -244,8 +294,14 @@ class OpenEnded(Actor):
 
     PATH_ARGS: ClassVar[dict[str, str]] = {"sink": "alerts"}
 
-    def __init__(self, sink: str, ratio: float = 0.5, mode: Literal["fast", "safe"] = "safe",
-                 tags: list[str] | None = None, **extra: Any) -> None:
+    def __init__(
+        self,
+        sink: str,
+        ratio: float = 0.5,
+        mode: Literal["fast", "safe"] = "safe",
+        tags: list[str] | None = None,
+        **extra: Any,
+    ) -> None:
         super().__init__()
 
 
@@ -260,15 +316,36 @@ tree:
 """
 
 
-@pytest.mark.parametrize(("args", "expected"), [
-    ("{sink: a/root/alerts, ratio: 1, mode: fast, tags: [x], anything: [1, 2]}", []),
-    ("{sink: a/root/alerts, mode: quick}", ["t.yaml:8: tree.children[1].args.mode: 'quick' must be one of 'fast', 'safe'"]),
-    ("{sink: a/root/alerts, tags: [x, 2]}", ["t.yaml:8: tree.children[1].args.tags: ['x', 2] must be a list of strings or null"]),
-    ("{ratio: '1'}", ["t.yaml:8: tree.children[1].args.ratio: '1' must be a number",
-                      "t.yaml:8: tree.children[1].args: tests.test_topology:OpenEnded needs 'sink'"]),
-    ("{sink: a/root/alert}", [("t.yaml:8: tree.children[1].args.sink: 'a/root/alert' names nothing in the tree: "
-                               "it must be a worker or a pool of 'alerts'; did you mean 'a/root/alerts'?")]),
-])
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        ("{sink: a/root/alerts, ratio: 1, mode: fast, tags: [x], anything: [1, 2]}", []),
+        (
+            "{sink: a/root/alerts, mode: quick}",
+            ["t.yaml:8: tree.children[1].args.mode: 'quick' must be one of 'fast', 'safe'"],
+        ),
+        (
+            "{sink: a/root/alerts, tags: [x, 2]}",
+            ["t.yaml:8: tree.children[1].args.tags: ['x', 2] must be a list of strings or null"],
+        ),
+        (
+            "{ratio: '1'}",
+            [
+                "t.yaml:8: tree.children[1].args.ratio: '1' must be a number",
+                "t.yaml:8: tree.children[1].args: tests.test_topology:OpenEnded needs 'sink'",
+            ],
+        ),
+        (
+            "{sink: a/root/alert}",
+            [
+                (
+                    "t.yaml:8: tree.children[1].args.sink: 'a/root/alert' names nothing in the tree: "
+                    "it must be a worker or a pool of 'alerts'; did you mean 'a/root/alerts'?"
+                )
+            ],
+        ),
+    ],
+)
 def test_an_actor_of_ones_own_is_checked_by_its_annotations_and_path_args(args: str, expected: list[str]) -> None:
     if not expected:
         assert parse_topology(OPEN_ENDED % args).tree.children[1].args["anything"] == [1, 2]  # **extra takes it

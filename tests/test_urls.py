@@ -32,13 +32,16 @@ def test_the_canonical_form_is_sorted_punycoded_and_without_defaults() -> None:
     assert canonical_url("HTTP://Bücher.Example:80/a%2fb?b=2&a=1#x") == "http://xn--bcher-kva.example/a%2Fb?a=1&b=2"
 
 
-@pytest.mark.parametrize(("one", "other"), [
-    ("http://example.com/a", "https://example.com/a"),
-    ("http://example.com:8080/a", "http://example.com/a"),
-    ("http://example.com/a?x=1", "http://example.com/a?x=2"),
-    ("http://example.com/a", "http://example.com/A"),
-    ("http://u:p1@example.com/x", "http://u:p2@example.com/x"),
-])
+@pytest.mark.parametrize(
+    ("one", "other"),
+    [
+        ("http://example.com/a", "https://example.com/a"),
+        ("http://example.com:8080/a", "http://example.com/a"),
+        ("http://example.com/a?x=1", "http://example.com/a?x=2"),
+        ("http://example.com/a", "http://example.com/A"),
+        ("http://u:p1@example.com/x", "http://u:p2@example.com/x"),
+    ],
+)
 def test_different_pages_keep_different_keys(one: str, other: str) -> None:
     assert natural_key(one, "product") != natural_key(other, "product")
 

@@ -157,8 +157,10 @@ class Actor(pykka.ThreadingActor):
     @classmethod
     def start(cls, *_args: Any, **_kwargs: Any) -> NoReturn:  # type: ignore[override]
         """Supervised actors are started by their supervisor, never on their own."""
-        raise TypeError(f"{cls.__name__} is a supervised actor: put a ChildSpec for it in a "
-                        "SupervisorSpec and start that with ActorSystem.start()")
+        raise TypeError(
+            f"{cls.__name__} is a supervised actor: put a ChildSpec for it in a "
+            "SupervisorSpec and start that with ActorSystem.start()"
+        )
 
     @staticmethod
     def _create_actor_inbox() -> queue.SimpleQueue[Any]:  # type: ignore[override]
@@ -203,8 +205,9 @@ class Actor(pykka.ThreadingActor):
 
     # --- wiring done by the supervisor ------------------------------------------------
 
-    def attach(self, *, path: str, incarnation: int, system: ActorSystem, slot: Slot,
-               on_exit: ExitListener | None) -> None:
+    def attach(
+        self, *, path: str, incarnation: int, system: ActorSystem, slot: Slot, on_exit: ExitListener | None
+    ) -> None:
         """Give a fresh incarnation its address and whom to tell when it ends."""
         self.path = path
         self.incarnation = incarnation
@@ -359,11 +362,15 @@ class Actor(pykka.ThreadingActor):
                 crash = Crash.from_exception(exc)
                 self._failure_exc = exc
                 reply_to = envelope.reply_to
-                return crash, (_LastReply(reply_to, error=ActorCrashed(self.path, crash))
-                               if reply_to is not None else None)
+                return crash, (
+                    _LastReply(reply_to, error=ActorCrashed(self.path, crash)) if reply_to is not None else None
+                )
             if traced and len(self._traced) < self._trace_limit:
-                self._traced.append(TracedMessage(time.time(), type(message).__name__, _short_repr(message),
-                                                  time.perf_counter() - began))
+                self._traced.append(
+                    TracedMessage(
+                        time.time(), type(message).__name__, _short_repr(message), time.perf_counter() - began
+                    )
+                )
             reply_to = envelope.reply_to
             if self._exit_reason is not None:
                 return self._exit_reason, _LastReply(reply_to, value=result) if reply_to else None
@@ -376,8 +383,14 @@ class Actor(pykka.ThreadingActor):
             state = msgspec.to_builtins(self.inspect(), str_keys=True, enc_hook=repr)
         except Exception as exc:  # noqa: BLE001 - a broken inspect() must not crash the actor
             state = {"inspect_failed": f"{type(exc).__name__}: {exc}"[:300]}
-        return ActorSummary(self.path, f"{type(self).__module__}:{type(self).__qualname__}", self.incarnation,
-                            self.mailbox_depth, round(time.monotonic() - self._started_at, 3), state)
+        return ActorSummary(
+            self.path,
+            f"{type(self).__module__}:{type(self).__qualname__}",
+            self.incarnation,
+            self.mailbox_depth,
+            round(time.monotonic() - self._started_at, 3),
+            state,
+        )
 
     def _start_trace(self, trace: Trace) -> list[TracedMessage]:
         """Record what is handled for the next `trace.seconds`; return the last recording."""
@@ -429,8 +442,7 @@ class Actor(pykka.ThreadingActor):
                 self.on_stop()
         except BaseException as exc:  # noqa: BLE001
             cleanup_crash = Crash.from_exception(exc)
-            self.log.error("actor.cleanup_failed", reason=cleanup_crash.message,
-                           exception=cleanup_crash.type)
+            self.log.error("actor.cleanup_failed", reason=cleanup_crash.message, exception=cleanup_crash.type)
             if not isinstance(reason, (Crash, StartFailed)):
                 return cleanup_crash
         return reason

@@ -191,8 +191,14 @@ class PoolSpec:
     def replica(self, index: int) -> ChildSpec:
         """The spec of replica `index`."""
         w = self.worker
-        return ChildSpec(id=str(index), actor=w.actor, args=w.args, restart=w.restart,
-                         shutdown=w.shutdown, start_timeout=w.start_timeout)
+        return ChildSpec(
+            id=str(index),
+            actor=w.actor,
+            args=w.args,
+            restart=w.restart,
+            shutdown=w.shutdown,
+            start_timeout=w.start_timeout,
+        )
 
 
 Spec = Union[ChildSpec, SupervisorSpec, PoolSpec]

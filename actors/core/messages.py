@@ -214,8 +214,15 @@ class ScalePool(SupervisorRequest, frozen=True, tag=True):
 
 
 SupervisorErrorCode = Literal[
-    "running", "restarting", "not_found", "already_present", "already_started",
-    "start_failed", "not_a_pool", "not_a_supervisor", "invalid",
+    "running",
+    "restarting",
+    "not_found",
+    "already_present",
+    "already_started",
+    "start_failed",
+    "not_a_pool",
+    "not_a_supervisor",
+    "invalid",
 ]
 
 

@@ -52,8 +52,16 @@ class RemoteLink(Protocol):
 class RemoteIncarnation:
     """One incarnation of a child running on `node`, with the actor's supervision surface."""
 
-    def __init__(self, *, path: str, incarnation: int, node: str, parent: str, link: RemoteLink,
-                 on_exit: Callable[[Any, ExitReason], None]) -> None:
+    def __init__(
+        self,
+        *,
+        path: str,
+        incarnation: int,
+        node: str,
+        parent: str,
+        link: RemoteLink,
+        on_exit: Callable[[Any, ExitReason], None],
+    ) -> None:
         self.path = path
         self.incarnation = incarnation
         self.node = node
@@ -127,8 +135,11 @@ class RemoteIncarnation:
             self.actor_stopped.set()
             self.exited.set()
         if not self.started.is_set():
-            self.spawned(StartFailed("NodeDown", f"node {self.node} went down during the start")
-                         if isinstance(reason, NodeDown) else StartFailed("Exited", str(reason)))
+            self.spawned(
+                StartFailed("NodeDown", f"node {self.node} went down during the start")
+                if isinstance(reason, NodeDown)
+                else StartFailed("Exited", str(reason))
+            )
             return
         if not abandoned and self.start_failure is None:
             self._on_exit(self, reason)

@@ -285,8 +285,13 @@ class Supervisor(Actor):
             actor = instantiate(child.spec)
         except BaseException as exc:  # noqa: BLE001 - a constructor that raises is a start failure
             return self._start_failed(child, StartFailed.from_exception(exc))
-        actor.attach(path=child.slot.path, incarnation=child.incarnation, system=self.system,
-                     slot=child.slot, on_exit=self._on_child_exit)
+        actor.attach(
+            path=child.slot.path,
+            incarnation=child.incarnation,
+            system=self.system,
+            slot=child.slot,
+            on_exit=self._on_child_exit,
+        )
         actor.launch()
         return self._await_start(child, actor, start_timeout(child.spec))
 
@@ -303,16 +308,21 @@ class Supervisor(Actor):
             if not link.is_up(node):
                 return self._start_failed(child, StartFailed("NodeDown", f"node {node} is not up"))
             failure = self._start_remote_once(child, node)
-            if failure is None or failure.type != "NodeDown" or not self._initializing \
-                    or time.monotonic() >= deadline:
+            if failure is None or failure.type != "NodeDown" or not self._initializing or time.monotonic() >= deadline:
                 return failure
             child.incarnation += 1
 
     def _start_remote_once(self, child: _Child, node: str) -> StartFailed | None:
         link = self.system.remote
         assert link is not None
-        incarnation = RemoteIncarnation(path=child.slot.path, incarnation=child.incarnation, node=node,
-                                        parent=self.path, link=link, on_exit=self._on_child_exit)
+        incarnation = RemoteIncarnation(
+            path=child.slot.path,
+            incarnation=child.incarnation,
+            node=node,
+            parent=self.path,
+            link=link,
+            on_exit=self._on_child_exit,
+        )
         incarnation.shutdown_seconds = wire_shutdown(child.spec.shutdown)
         child.slot.bind(incarnation)  # type: ignore[arg-type]
         incarnation.launch()
@@ -368,8 +378,11 @@ class Supervisor(Actor):
             if actor.exited.wait(wait):
                 reason = actor.final_reason or Shutdown()
             else:
-                reason = (killed_without_answer(actor.node, wait or 0.0) if remote else
-                          Killed(f"did not stop within {timeout:g} s; thread abandoned"))
+                reason = (
+                    killed_without_answer(actor.node, wait or 0.0)
+                    if remote
+                    else Killed(f"did not stop within {timeout:g} s; thread abandoned")
+                )
                 actor.abandon(reason)
                 self._report("shutdown_timeout", child, reason)
         actor.drain()
@@ -538,8 +551,11 @@ class Supervisor(Actor):
     def _start_child(self, spec: Spec) -> Ok | Refused:
         wanted = getattr(spec, "node", None) or (getattr(spec, "replica_nodes", None) or [None])[0]
         if wanted is not None and self.system.whereis(f"{self.path}/{spec.id}") != wanted:
-            return Refused("invalid", "a child on another node must be placed in the topology; "
-                           "start_child runs children on its supervisor's node")
+            return Refused(
+                "invalid",
+                "a child on another node must be placed in the topology; "
+                "start_child runs children on its supervisor's node",
+            )
         existing = self._find(spec.id)
         if existing is not None:
             if existing.actor is not None:
@@ -590,12 +606,17 @@ class Supervisor(Actor):
         self._remove(child)
         return Ok(child.slot.path)
 
-    def _report(self, event: str, child: _Child, reason: ExitReason | None = None,
-                *, delay: float = 0.0) -> None:
-        self.system.report(SupervisorReport(
-            supervisor=self.path, event=event, child=child.slot.path,  # type: ignore[arg-type]
-            reason=reason, delay=round(delay, 6), restarts=child.restarts,
-        ))
+    def _report(self, event: str, child: _Child, reason: ExitReason | None = None, *, delay: float = 0.0) -> None:
+        self.system.report(
+            SupervisorReport(
+                supervisor=self.path,
+                event=event,
+                child=child.slot.path,  # type: ignore[arg-type]
+                reason=reason,
+                delay=round(delay, 6),
+                restarts=child.restarts,
+            )
+        )
 
 
 class PoolSupervisor(Supervisor):
@@ -647,8 +668,9 @@ class SupervisorClient:
     `change_timeout`, since a start may take its `start_timeout` and a stop its `shutdown`.
     """
 
-    def __init__(self, ref: PathRef, timeout: float | None = DEFAULT_ASK_TIMEOUT,
-                 change_timeout: float | None = 120.0) -> None:
+    def __init__(
+        self, ref: PathRef, timeout: float | None = DEFAULT_ASK_TIMEOUT, change_timeout: float | None = 120.0
+    ) -> None:
         self.ref = ref
         self.timeout = timeout
         self.change_timeout = change_timeout

@@ -159,8 +159,7 @@ class ActorSystem:
             raise TypeError(f"the root must be a SupervisorSpec, not {type(spec).__name__}")
         root = Supervisor(spec)
         path = path or f"{self.node}/{spec.id}"
-        root.attach(path=path, incarnation=1, system=self, slot=self.registry.slot(path),
-                    on_exit=self._on_root_exit)
+        root.attach(path=path, incarnation=1, system=self, slot=self.registry.slot(path), on_exit=self._on_root_exit)
         self._root = root
         root.launch()
         root.started.wait()
@@ -178,8 +177,9 @@ class ActorSystem:
             raise RuntimeError(f"{self.node} already runs {self._services.path}")
         services = Supervisor(spec)
         path = f"{self.node}/{spec.id}"
-        services.attach(path=path, incarnation=1, system=self, slot=self.registry.slot(path),
-                        on_exit=lambda _actor, _reason: None)
+        services.attach(
+            path=path, incarnation=1, system=self, slot=self.registry.slot(path), on_exit=lambda _actor, _reason: None
+        )
         self._services = services
         services.launch()
         services.started.wait()

@@ -19,8 +19,13 @@ class FlakyWorker(Actor):
     With `fail_start_rate`, `on_start` fails with that probability too.
     """
 
-    def __init__(self, crash_rate: float = 0.05, report_to: str | None = None,
-                 fail_start_rate: float = 0.0, seed: int | None = None) -> None:
+    def __init__(
+        self,
+        crash_rate: float = 0.05,
+        report_to: str | None = None,
+        fail_start_rate: float = 0.0,
+        seed: int | None = None,
+    ) -> None:
         super().__init__()
         if not 0 <= crash_rate <= 1 or not 0 <= fail_start_rate <= 1:
             raise ValueError("crash_rate and fail_start_rate must be within [0, 1]")

@@ -107,6 +107,7 @@ class CredentialSeal:
             try:
                 password = self._fernet.decrypt(password.removeprefix(SEALED_PREFIX).encode()).decode()
             except InvalidToken:
-                raise CredentialError("the url's sealed password does not open with this cluster's "
-                                      "credentials key") from None
+                raise CredentialError(
+                    "the url's sealed password does not open with this cluster's credentials key"
+                ) from None
         return _with_userinfo(parts, None), (unquote(parts.username or ""), password)

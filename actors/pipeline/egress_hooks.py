@@ -26,8 +26,9 @@ class EgressResolver(AbstractResolver):
         self.inner = inner or aiohttp.DefaultResolver()
         self.trusted: set[str] = set()
 
-    async def resolve(self, host: str, port: int = 0,
-                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
         found = await self.inner.resolve(host, port, family)
         if host_key(host) in self.trusted:
             return found
@@ -50,8 +51,7 @@ def egress_trace(policy: EgressPolicy) -> aiohttp.TraceConfig:
         if reason is not None:
             raise EgressRefused(reason)
 
-    async def on_redirect(_session: Any, _context: SimpleNamespace,
-                          params: aiohttp.TraceRequestRedirectParams) -> None:
+    async def on_redirect(_session: Any, _context: SimpleNamespace, params: aiohttp.TraceRequestRedirectParams) -> None:
         location = params.response.headers.get("Location") or params.response.headers.get("URI")
         if location is None:
             return

@@ -49,8 +49,13 @@ class Extractor(Actor):
         reply = self.system.ref(message.reply_to)
         self.done += 1
         if rules is None:
-            reply.tell(JobOutcome(message.key, message.token,
-                                  failure=Failure("HARD", f"no rule set named {message.rules!r} on this node")))
+            reply.tell(
+                JobOutcome(
+                    message.key,
+                    message.token,
+                    failure=Failure("HARD", f"no rule set named {message.rules!r} on this node"),
+                )
+            )
             return None
         result = self.sandbox.apply(message.body, rules, message.headers)
         elapsed = time.monotonic() - started
@@ -60,23 +65,50 @@ class Extractor(Actor):
             self.unparseable += 1
             evidence = f"{len(message.body)} bytes: {message.body[:300]!r}"
             failure = Failure("HARD", f"unparseable page: {result.reason}", 200, evidence=evidence)
-            view.record(target, "hard", proxy=proxy, trial=message.trial, probe=message.probe, status=200, page=True,
-                        detail=failure.detail, url=message.url)
+            view.record(
+                target,
+                "hard",
+                proxy=proxy,
+                trial=message.trial,
+                probe=message.probe,
+                status=200,
+                page=True,
+                detail=failure.detail,
+                url=message.url,
+            )
             reply.tell(JobOutcome(message.key, message.token, failure=failure, elapsed=elapsed))
         elif isinstance(result, Drift):
             failure = Failure("DRIFT", "missing required fields: " + ", ".join(result.missing), 200)
-            view.record(target, "drift", proxy=proxy, trial=message.trial, probe=message.probe,
-                        detail=failure.detail, url=message.url, page=True)
+            view.record(
+                target,
+                "drift",
+                proxy=proxy,
+                trial=message.trial,
+                probe=message.probe,
+                detail=failure.detail,
+                url=message.url,
+                page=True,
+            )
             reply.tell(JobOutcome(message.key, message.token, failure=failure, elapsed=elapsed))
         elif isinstance(result, Blocked):
             failure = Failure("BLOCKED", f"challenge page ({result.signal})", 200)
-            view.record(target, "blocked", proxy=proxy, trial=message.trial, probe=message.probe, page=True,
-                        detail=failure.detail)
+            view.record(
+                target,
+                "blocked",
+                proxy=proxy,
+                trial=message.trial,
+                probe=message.probe,
+                page=True,
+                detail=failure.detail,
+            )
             reply.tell(JobOutcome(message.key, message.token, failure=failure, elapsed=elapsed))
         else:
             view.record(target, "ok", proxy=proxy, trial=message.trial, probe=message.probe, page=True)
-            reply.tell(JobOutcome(message.key, message.token, fields=result.fields,
-                                  content_hash=message.content_hash, elapsed=elapsed))
+            reply.tell(
+                JobOutcome(
+                    message.key, message.token, fields=result.fields, content_hash=message.content_hash, elapsed=elapsed
+                )
+            )
         return None
 
     def inspect(self) -> dict[str, Any]:

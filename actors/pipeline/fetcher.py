@@ -71,8 +71,9 @@ async def _read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes:
 
 async def _evidence(response: aiohttp.ClientResponse) -> str:
     """The headers that explain a failure and the start of the body."""
-    headers = {k: response.headers[k] for k in ("Content-Type", "Retry-After", "Server", "Location")
-               if k in response.headers}
+    headers = {
+        k: response.headers[k] for k in ("Content-Type", "Retry-After", "Server", "Location") if k in response.headers
+    }
     try:
         head = await response.content.read(EVIDENCE_BYTES)
     except (aiohttp.ClientError, asyncio.TimeoutError):
@@ -129,13 +130,19 @@ class Fetcher(Actor):
 
     PATH_ARGS: ClassVar[dict[str, str]] = {"extractor": "extractor"}
 
-    def __init__(self, extractor: str, max_in_flight: int = 64, timeout: float = 10.0,
-                 max_body_bytes: int = 2 * 1024 * 1024, max_redirects: int = 5,
-                 user_agent: str = "flotilla/0.1", slot_wait: float = 5.0) -> None:
+    def __init__(
+        self,
+        extractor: str,
+        max_in_flight: int = 64,
+        timeout: float = 10.0,
+        max_body_bytes: int = 2 * 1024 * 1024,
+        max_redirects: int = 5,
+        user_agent: str = "flotilla/0.1",
+        slot_wait: float = 5.0,
+    ) -> None:
         super().__init__()
         if max_in_flight < 1 or timeout <= 0 or max_body_bytes < 1 or max_redirects < 0 or slot_wait <= 0:
-            raise ValueError("max_in_flight >= 1, timeout > 0, max_body_bytes >= 1, max_redirects >= 0, "
-                             "slot_wait > 0")
+            raise ValueError("max_in_flight >= 1, timeout > 0, max_body_bytes >= 1, max_redirects >= 0, slot_wait > 0")
         self.slot_wait = slot_wait
         self.deferred = 0
         self.extractor_path = extractor
@@ -161,10 +168,15 @@ class Fetcher(Actor):
         self._slots = asyncio.Semaphore(self.max_in_flight)  # the time limit starts once in a slot
         policy = self.system.egress
         self._resolver = EgressResolver(policy)
-        connector = aiohttp.TCPConnector(limit=self.max_in_flight, limit_per_host=self.max_in_flight,
-                                         ttl_dns_cache=300, resolver=self._resolver)
-        return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None),
-                                     headers={"User-Agent": self.user_agent}, trace_configs=[egress_trace(policy)])
+        connector = aiohttp.TCPConnector(
+            limit=self.max_in_flight, limit_per_host=self.max_in_flight, ttl_dns_cache=300, resolver=self._resolver
+        )
+        return aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=None),
+            headers={"User-Agent": self.user_agent},
+            trace_configs=[egress_trace(policy)],
+        )
 
     def _close_loop(self) -> None:
         loop = getattr(self, "loop", None)
@@ -244,8 +256,13 @@ class Fetcher(Actor):
             self._resolver.trusted.add((URL(admission.proxy).host or "").lower())
         try:
             url, auth = self._credentials(job)
-            async with self.session.get(url, auth=auth, max_redirects=self.max_redirects, proxy=admission.proxy,
-                                        timeout=aiohttp.ClientTimeout(total=self.timeout)) as response:
+            async with self.session.get(
+                url,
+                auth=auth,
+                max_redirects=self.max_redirects,
+                proxy=admission.proxy,
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+            ) as response:
                 failure = classify_status(response.status, retry_after_seconds(response.headers.get("Retry-After")))
                 if failure is not None:
                     failure = msgspec.structs.replace(failure, evidence=await _evidence(response))
@@ -278,19 +295,39 @@ class Fetcher(Actor):
             failure = Failure("TRANSIENT", f"{type(exc).__name__}: {exc}"[:500])
         if failure is not None:
             outcome: Outcome = {"TRANSIENT": "transient", "BLOCKED": "blocked"}.get(failure.kind, "hard")  # type: ignore[assignment]
-            self.system.resilience.record(target, outcome, proxy=admission.proxy, trial=admission.trial,
-                                          probe=admission.probe, proxy_fault=proxy_fault,
-                                          retry_after=failure.retry_after, status=failure.status,
-                                          detail=failure.detail, retry=job.tries > 1)
+            self.system.resilience.record(
+                target,
+                outcome,
+                proxy=admission.proxy,
+                trial=admission.trial,
+                probe=admission.probe,
+                proxy_fault=proxy_fault,
+                retry_after=failure.retry_after,
+                status=failure.status,
+                detail=failure.detail,
+                retry=job.tries > 1,
+            )
             reply.tell(JobOutcome(job.key, job.token, failure=failure, elapsed=time.monotonic() - started))
             return
         if target and not (admission.trial or admission.probe):  # the extractor judges trials and probes
             self.system.resilience.record(target, "answered", proxy=admission.proxy, retry=job.tries > 1)
         reply.tell(Fetched(job.key, job.token))
-        self.extractor.tell(ExtractJob(job.key, job.url, job.rules, job.token, 200, body,
-                                       hashlib.sha256(body).hexdigest(), job.reply_to,
-                                       admission.proxy or "", admission.probe, admission.trial,
-                                       challenge_headers(response.headers)))
+        self.extractor.tell(
+            ExtractJob(
+                job.key,
+                job.url,
+                job.rules,
+                job.token,
+                200,
+                body,
+                hashlib.sha256(body).hexdigest(),
+                job.reply_to,
+                admission.proxy or "",
+                admission.probe,
+                admission.trial,
+                challenge_headers(response.headers),
+            )
+        )
 
     def _credentials(self, job: FetchJob) -> tuple[str, aiohttp.BasicAuth | None]:
         """The URL to request and the Basic auth to send: the job's sealed password opened
@@ -317,8 +354,9 @@ class Fetcher(Actor):
             if await view.acquire(target, self.slot_wait):
                 return admission
             view.cancel(target, admission)
-            admission = Wait(self.slot_wait * (0.5 + random.random()),
-                             f"no rate-limit slot for {target} within {self.slot_wait:g} s")
+            admission = Wait(
+                self.slot_wait * (0.5 + random.random()), f"no rate-limit slot for {target} within {self.slot_wait:g} s"
+            )
             in_line = True
         with self._counts:
             self.deferred += 1
@@ -326,5 +364,9 @@ class Fetcher(Actor):
         return None
 
     def inspect(self) -> dict[str, Any]:
-        return {"in_flight": self.in_flight, "done": self.done, "deferred": self.deferred,
-                "max_in_flight": self.max_in_flight}
+        return {
+            "in_flight": self.in_flight,
+            "done": self.done,
+            "deferred": self.deferred,
+            "max_in_flight": self.max_in_flight,
+        }

@@ -94,8 +94,12 @@ CREATE TABLE IF NOT EXISTS results (
 );
 """
 
-_ADDED_COLUMNS = (("tries", "INTEGER NOT NULL DEFAULT 0"), ("origin", "TEXT NOT NULL DEFAULT ''"),
-                  ("waiting_since", "REAL"), ("client", "TEXT NOT NULL DEFAULT ''"))
+_ADDED_COLUMNS = (
+    ("tries", "INTEGER NOT NULL DEFAULT 0"),
+    ("origin", "TEXT NOT NULL DEFAULT ''"),
+    ("waiting_since", "REAL"),
+    ("client", "TEXT NOT NULL DEFAULT ''"),
+)
 """Columns of `jobs` added after its first version (added to an older journal on open)."""
 
 TERMINAL: tuple[JobState, ...] = ("stored", "dead", "parked")
@@ -183,8 +187,10 @@ class BatchReport:
 
 
 def _event(db: sqlite3.Connection, key: str, at: float, event: str, attempt: int | None, detail: str) -> None:
-    db.execute("INSERT INTO events (key, at, event, attempt, detail) VALUES (?, ?, ?, ?, ?)",
-               (key, at, event, attempt, detail[:3000]))
+    db.execute(
+        "INSERT INTO events (key, at, event, attempt, detail) VALUES (?, ?, ?, ?, ?)",
+        (key, at, event, attempt, detail[:3000]),
+    )
 
 
 def _reason_kind(reason: str) -> str:
@@ -211,8 +217,7 @@ class Journal:
         self._clock = clock
         self._lock = threading.RLock()
         self._depth = 0
-        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None,
-                                   timeout=30)
+        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=30)
         self._db.execute("PRAGMA busy_timeout=30000")
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
@@ -264,15 +269,17 @@ class Journal:
                 cursor = db.execute(
                     "INSERT OR IGNORE INTO jobs (key, url, rules, state, due_at, origin, created_at, updated_at, client)"
                     " VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?)",
-                    (job.key, job.url, job.rules, now, origin, now, now, job.client))
+                    (job.key, job.url, job.rules, now, origin, now, now, job.client),
+                )
                 is_new = cursor.rowcount == 1
                 if not is_new and origin:
                     row = db.execute("SELECT origin FROM jobs WHERE key=?", (job.key,)).fetchone()
                     is_new = row is not None and row[0] == origin
                 fresh.append(is_new)
                 if batch:
-                    db.execute("INSERT OR IGNORE INTO batches (batch, key, added_at) VALUES (?, ?, ?)",
-                               (batch, job.key, now))
+                    db.execute(
+                        "INSERT OR IGNORE INTO batches (batch, key, added_at) VALUES (?, ?, ?)", (batch, job.key, now)
+                    )
             return fresh
 
         return self._write(insert)
@@ -288,15 +295,20 @@ class Journal:
             rows = db.execute(
                 "SELECT key, url, rules, lease_token, attempts, tries, created_at FROM jobs"
                 " WHERE state IN ('pending', 'retrying') AND due_at <= ? ORDER BY due_at LIMIT ?",
-                (now, limit)).fetchall()
+                (now, limit),
+            ).fetchall()
             leases = []
             for key, url, rules, _previous, attempts, tries, created_at in rows:
                 token = secrets.randbits(63)  # unguessable: only the lease's holder can report on it
-                db.execute("UPDATE jobs SET state='fetching', lease_until=?, lease_token=?, attempts=?,"
-                           " tries=tries+1, updated_at=? WHERE key=?",
-                           (now + visibility, token, attempts + 1, now, key))
-                db.execute("INSERT OR REPLACE INTO attempts (key, attempt, started_at) VALUES (?, ?, ?)",
-                           (key, attempts + 1, now))
+                db.execute(
+                    "UPDATE jobs SET state='fetching', lease_until=?, lease_token=?, attempts=?,"
+                    " tries=tries+1, updated_at=? WHERE key=?",
+                    (now + visibility, token, attempts + 1, now, key),
+                )
+                db.execute(
+                    "INSERT OR REPLACE INTO attempts (key, attempt, started_at) VALUES (?, ?, ?)",
+                    (key, attempts + 1, now),
+                )
                 leases.append(Lease(key, url, rules, token, attempts + 1, created_at, tries + 1))
             return leases
 
@@ -313,13 +325,21 @@ class Journal:
         now = self._clock()
 
         def expire(db: sqlite3.Connection) -> list[str]:
-            keys = [k for (k,) in db.execute(
-                "SELECT key FROM jobs WHERE state IN ('fetching', 'extracting') AND lease_until < ?", (now,))]
+            keys = [
+                k
+                for (k,) in db.execute(
+                    "SELECT key FROM jobs WHERE state IN ('fetching', 'extracting') AND lease_until < ?", (now,)
+                )
+            ]
             for key in keys:
-                db.execute("UPDATE jobs SET state='pending', due_at=?, lost=lost+1, updated_at=? WHERE key=?",
-                           (now, now, key))
-                db.execute("UPDATE attempts SET ended_at=?, outcome='lost', detail='lease expired'"
-                           " WHERE key=? AND attempt=(SELECT attempts FROM jobs WHERE key=?)", (now, key, key))
+                db.execute(
+                    "UPDATE jobs SET state='pending', due_at=?, lost=lost+1, updated_at=? WHERE key=?", (now, now, key)
+                )
+                db.execute(
+                    "UPDATE attempts SET ended_at=?, outcome='lost', detail='lease expired'"
+                    " WHERE key=? AND attempt=(SELECT attempts FROM jobs WHERE key=?)",
+                    (now, key, key),
+                )
             return keys
 
         return self._write(expire)
@@ -328,18 +348,29 @@ class Journal:
         """Make every job that waits (deferred behind a breaker, Hold, a slot or a proxy) due
         now: after a restart, what it waited for may no longer exist. Returns how many."""
         now = self._clock()
-        return self._write(lambda db: db.execute(
-            "UPDATE jobs SET due_at=? WHERE state='pending' AND due_at > ? AND reason LIKE 'waiting: %'",
-            (now, now)).rowcount)
+        return self._write(
+            lambda db: (
+                db.execute(
+                    "UPDATE jobs SET due_at=? WHERE state='pending' AND due_at > ? AND reason LIKE 'waiting: %'",
+                    (now, now),
+                ).rowcount
+            )
+        )
 
     # --- reports from an attempt (each quotes its lease token) -------------------------------
 
     def extracting(self, key: str, token: int) -> bool:
         """The page was fetched; extraction starts. False if the lease is no longer current."""
         now = self._clock()
-        return self._write(lambda db: db.execute(
-            "UPDATE jobs SET state='extracting', updated_at=? WHERE key=? AND lease_token=? AND state='fetching'",
-            (now, key, token)).rowcount == 1)
+        return self._write(
+            lambda db: (
+                db.execute(
+                    "UPDATE jobs SET state='extracting', updated_at=? WHERE key=? AND lease_token=? AND state='fetching'",
+                    (now, key, token),
+                ).rowcount
+                == 1
+            )
+        )
 
     def store(self, key: str, token: int, fields: dict[str, Any], content_hash: str) -> bool:
         """Store the result (once per key, ever) and mark the job stored, atomically. False
@@ -347,24 +378,41 @@ class Journal:
         now = self._clock()
 
         def put(db: sqlite3.Connection) -> bool:
-            row = db.execute("SELECT url, rules, attempts FROM jobs WHERE key=? AND lease_token=?"
-                             " AND state IN ('fetching', 'extracting')", (key, token)).fetchone()
+            row = db.execute(
+                "SELECT url, rules, attempts FROM jobs WHERE key=? AND lease_token=?"
+                " AND state IN ('fetching', 'extracting')",
+                (key, token),
+            ).fetchone()
             if row is None:
                 return False
             url, rules, attempts = row
-            db.execute("INSERT OR IGNORE INTO results (key, url, rules, fields, content_hash, attempts, stored_at)"
-                       " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                       (key, url, rules, json.dumps(fields, sort_keys=True), content_hash, attempts, now))
-            db.execute("UPDATE jobs SET state='stored', lease_until=NULL, reason=NULL, updated_at=? WHERE key=?",
-                       (now, key))
-            db.execute("UPDATE attempts SET ended_at=?, outcome='stored' WHERE key=? AND attempt=?",
-                       (now, key, attempts))
+            db.execute(
+                "INSERT OR IGNORE INTO results (key, url, rules, fields, content_hash, attempts, stored_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (key, url, rules, json.dumps(fields, sort_keys=True), content_hash, attempts, now),
+            )
+            db.execute(
+                "UPDATE jobs SET state='stored', lease_until=NULL, reason=NULL, updated_at=? WHERE key=?", (now, key)
+            )
+            db.execute(
+                "UPDATE attempts SET ended_at=?, outcome='stored' WHERE key=? AND attempt=?", (now, key, attempts)
+            )
             return True
 
         return self._write(put)
 
-    def fail(self, key: str, token: int, outcome: str, detail: str, *, evidence: str = "",
-             retry_at: float | None = None, dead: bool = False, park: bool = False) -> bool:
+    def fail(
+        self,
+        key: str,
+        token: int,
+        outcome: str,
+        detail: str,
+        *,
+        evidence: str = "",
+        retry_at: float | None = None,
+        dead: bool = False,
+        park: bool = False,
+    ) -> bool:
         """Record a failed attempt (with its `evidence` in the attempt history) and decide the
         job's next state: retrying at `retry_at`, dead (the dead-letter queue), or parked.
         False if the lease is no longer current."""
@@ -374,24 +422,31 @@ class Journal:
         state = "retrying" if retry_at is not None else "dead" if dead else "parked"
 
         def record(db: sqlite3.Connection) -> bool:
-            row = db.execute("SELECT attempts FROM jobs WHERE key=? AND lease_token=?"
-                             " AND state IN ('fetching', 'extracting')", (key, token)).fetchone()
+            row = db.execute(
+                "SELECT attempts FROM jobs WHERE key=? AND lease_token=? AND state IN ('fetching', 'extracting')",
+                (key, token),
+            ).fetchone()
             if row is None:
                 return False
             reason = f"{outcome}: {detail}"[:2000]
-            db.execute("UPDATE jobs SET state=?, due_at=?, lease_until=NULL, reason=?, updated_at=? WHERE key=?",
-                       (state, retry_at if retry_at is not None else now, reason, now, key))
+            db.execute(
+                "UPDATE jobs SET state=?, due_at=?, lease_until=NULL, reason=?, updated_at=? WHERE key=?",
+                (state, retry_at if retry_at is not None else now, reason, now, key),
+            )
             record_detail = f"{detail} | {evidence}" if evidence else detail
-            db.execute("UPDATE attempts SET ended_at=?, outcome=?, detail=? WHERE key=? AND attempt=?",
-                       (now, outcome, record_detail[:3000], key, row[0]))
+            db.execute(
+                "UPDATE attempts SET ended_at=?, outcome=?, detail=? WHERE key=? AND attempt=?",
+                (now, outcome, record_detail[:3000], key, row[0]),
+            )
             after = f"due in {max(0.0, retry_at - now):.1f} s" if retry_at is not None else reason
             _event(db, key, now, state, row[0], after)
             return True
 
         return self._write(record)
 
-    def defer(self, key: str, token: int, until: float, reason: str,
-              budget: float | None = None) -> Literal["deferred", "dead", ""]:
+    def defer(
+        self, key: str, token: int, until: float, reason: str, budget: float | None = None
+    ) -> Literal["deferred", "dead", ""]:
         """Lease `token` was handed back unused (its target may not be asked now): the job
         waits, pending, until `until`, with `reason` as its status; the attempt is not
         counted. With a wait `budget` (seconds), the wait counts against it: the budget runs
@@ -401,30 +456,44 @@ class Journal:
         now = self._clock()
 
         def put_back(db: sqlite3.Connection) -> Literal["deferred", "dead", ""]:
-            row = db.execute("SELECT attempts, waiting_since FROM jobs WHERE key=? AND lease_token=?"
-                             " AND state='fetching'", (key, token)).fetchone()
+            row = db.execute(
+                "SELECT attempts, waiting_since FROM jobs WHERE key=? AND lease_token=? AND state='fetching'",
+                (key, token),
+            ).fetchone()
             if row is None:
                 return ""
             attempt, since = row
             db.execute("DELETE FROM attempts WHERE key=? AND attempt=?", (key, attempt))
             uncount = "attempts=attempts-1, tries=MAX(0, tries-1), lease_until=NULL"
             if budget is None:
-                db.execute(f"UPDATE jobs SET state='pending', due_at=?, {uncount}, reason=?, updated_at=?"
-                           " WHERE key=?", (until, f"waiting: {reason}"[:2000], now, key))
+                db.execute(
+                    f"UPDATE jobs SET state='pending', due_at=?, {uncount}, reason=?, updated_at=? WHERE key=?",
+                    (until, f"waiting: {reason}"[:2000], now, key),
+                )
                 _event(db, key, now, "deferred", None, f"{reason} (due in {max(0.0, until - now):.1f} s)")
                 return "deferred"
             since = now if since is None else since
             if now - since >= budget:
                 why = f"WAITED: wait budget spent ({now - since:.0f} s of {budget:g} s); last: {reason}"[:2000]
-                db.execute(f"UPDATE jobs SET state='dead', {uncount}, reason=?, updated_at=? WHERE key=?",
-                           (why, now, key))
+                db.execute(
+                    f"UPDATE jobs SET state='dead', {uncount}, reason=?, updated_at=? WHERE key=?", (why, now, key)
+                )
                 _event(db, key, now, "dead", None, why)
                 return "dead"
             due = min(until, since + budget)
-            db.execute(f"UPDATE jobs SET state='pending', due_at=?, {uncount}, waiting_since=?, reason=?,"
-                       " updated_at=? WHERE key=?", (due, since, f"waiting: {reason}"[:2000], now, key))
-            _event(db, key, now, "deferred", None, f"{reason} (due in {max(0.0, due - now):.1f} s; "
-                   f"waited {now - since:.0f} of {budget:g} s)")
+            db.execute(
+                f"UPDATE jobs SET state='pending', due_at=?, {uncount}, waiting_since=?, reason=?,"
+                " updated_at=? WHERE key=?",
+                (due, since, f"waiting: {reason}"[:2000], now, key),
+            )
+            _event(
+                db,
+                key,
+                now,
+                "deferred",
+                None,
+                f"{reason} (due in {max(0.0, due - now):.1f} s; waited {now - since:.0f} of {budget:g} s)",
+            )
             return "deferred"
 
         return self._write(put_back)
@@ -436,14 +505,18 @@ class Journal:
         now = self._clock()
 
         def put_back(db: sqlite3.Connection) -> bool:
-            row = db.execute("SELECT attempts FROM jobs WHERE key=? AND lease_token=?"
-                             " AND state IN ('fetching', 'extracting')", (key, token)).fetchone()
+            row = db.execute(
+                "SELECT attempts FROM jobs WHERE key=? AND lease_token=? AND state IN ('fetching', 'extracting')",
+                (key, token),
+            ).fetchone()
             if row is None:
                 return False
             db.execute("DELETE FROM attempts WHERE key=? AND attempt=?", (key, row[0]))
-            db.execute("UPDATE jobs SET state='pending', due_at=?, attempts=attempts-1, tries=MAX(0, tries-1),"
-                       " lease_token=?, lease_until=NULL, updated_at=? WHERE key=?",
-                       (now + delay, secrets.randbits(63), now, key))  # a late report of it is stale
+            db.execute(
+                "UPDATE jobs SET state='pending', due_at=?, attempts=attempts-1, tries=MAX(0, tries-1),"
+                " lease_token=?, lease_until=NULL, updated_at=? WHERE key=?",
+                (now + delay, secrets.randbits(63), now, key),
+            )  # a late report of it is stale
             _event(db, key, now, "returned", None, reason)
             return True
 
@@ -455,8 +528,14 @@ class Journal:
         now = self._clock()
 
         def kill(db: sqlite3.Connection) -> bool:
-            changed = db.execute("UPDATE jobs SET state='dead', reason=?, lease_until=NULL, updated_at=? WHERE key=?"
-                                 " AND state IN ('pending', 'retrying')", (reason[:2000], now, key)).rowcount == 1
+            changed = (
+                db.execute(
+                    "UPDATE jobs SET state='dead', reason=?, lease_until=NULL, updated_at=? WHERE key=?"
+                    " AND state IN ('pending', 'retrying')",
+                    (reason[:2000], now, key),
+                ).rowcount
+                == 1
+            )
             if changed:
                 _event(db, key, now, "dead", None, reason)
             return changed
@@ -469,13 +548,18 @@ class Journal:
         now = self._clock()
 
         def revive(db: sqlite3.Connection) -> int:
-            chosen = (db.execute("SELECT key FROM jobs WHERE state IN ('dead', 'parked')").fetchall() if keys is None
-                      else [(key,) for key in keys])
+            chosen = (
+                db.execute("SELECT key FROM jobs WHERE state IN ('dead', 'parked')").fetchall()
+                if keys is None
+                else [(key,) for key in keys]
+            )
             total = 0
             for (key,) in chosen:
-                if db.execute("UPDATE jobs SET state='pending', due_at=?, lost=0, tries=0, waiting_since=NULL,"
-                              " reason=NULL, updated_at=? WHERE key=? AND state IN ('dead', 'parked')",
-                              (now, now, key)).rowcount:
+                if db.execute(
+                    "UPDATE jobs SET state='pending', due_at=?, lost=0, tries=0, waiting_since=NULL,"
+                    " reason=NULL, updated_at=? WHERE key=? AND state IN ('dead', 'parked')",
+                    (now, now, key),
+                ).rowcount:
                     total += 1
                     _event(db, key, now, "replayed", None, "")
             return total
@@ -498,10 +582,14 @@ class Journal:
                 if row is None or row[0] in TERMINAL:
                     continue
                 if row[0] in ("fetching", "extracting"):
-                    db.execute("UPDATE attempts SET ended_at=?, outcome='cancelled', detail=? WHERE key=? AND attempt=?",
-                               (now, CANCELLED, key, row[1]))
-                db.execute("UPDATE jobs SET state='dead', reason=?, lease_until=NULL, lease_token=?,"
-                           " updated_at=? WHERE key=?", (CANCELLED, secrets.randbits(63), now, key))
+                    db.execute(
+                        "UPDATE attempts SET ended_at=?, outcome='cancelled', detail=? WHERE key=? AND attempt=?",
+                        (now, CANCELLED, key, row[1]),
+                    )
+                db.execute(
+                    "UPDATE jobs SET state='dead', reason=?, lease_until=NULL, lease_token=?, updated_at=? WHERE key=?",
+                    (CANCELLED, secrets.randbits(63), now, key),
+                )
                 _event(db, key, now, "cancelled", None, CANCELLED)
                 total += 1
             return total
@@ -513,12 +601,16 @@ class Journal:
     def job(self, key: str, client: str | None = None) -> JobRow | None:
         """The job `key` (None if there is none, or it is not `client`'s when given)."""
         with self._lock:
-            row = self._db.execute("SELECT key, url, rules, state, attempts, due_at, reason, updated_at"
-                                   " FROM jobs WHERE key=? AND (? IS NULL OR client=?)", (key, client, client)).fetchone()
+            row = self._db.execute(
+                "SELECT key, url, rules, state, attempts, due_at, reason, updated_at"
+                " FROM jobs WHERE key=? AND (? IS NULL OR client=?)",
+                (key, client, client),
+            ).fetchone()
         return JobRow(*row) if row else None
 
-    def jobs(self, state: JobState | None = None, limit: int = 100, after: str = "",
-             client: str | None = None) -> list[JobRow]:
+    def jobs(
+        self, state: JobState | None = None, limit: int = 100, after: str = "", client: str | None = None
+    ) -> list[JobRow]:
         """Jobs ordered by key, optionally in one state and of one client, after key `after`
         (for paging)."""
         sql = "SELECT key, url, rules, state, attempts, due_at, reason, updated_at FROM jobs WHERE key > ?"
@@ -537,8 +629,11 @@ class Journal:
     def counts(self, client: str | None = None) -> dict[str, int]:
         """How many jobs (of `client`, if given) are in each state (every state listed)."""
         with self._lock:
-            found = dict(self._db.execute("SELECT state, COUNT(*) FROM jobs WHERE ? IS NULL OR client = ?"
-                                          " GROUP BY state", (client, client)).fetchall())
+            found = dict(
+                self._db.execute(
+                    "SELECT state, COUNT(*) FROM jobs WHERE ? IS NULL OR client = ? GROUP BY state", (client, client)
+                ).fetchall()
+            )
         return {state: found.get(state, 0) for state in STATES}
 
     def history(self, key: str) -> list[JobEvent]:
@@ -549,8 +644,9 @@ class Journal:
             job = self._db.execute("SELECT url, rules, created_at FROM jobs WHERE key=?", (key,)).fetchone()
             if job is None:
                 return []
-            attempts = self._db.execute("SELECT attempt, started_at, ended_at, outcome, detail FROM attempts"
-                                        " WHERE key=?", (key,)).fetchall()
+            attempts = self._db.execute(
+                "SELECT attempt, started_at, ended_at, outcome, detail FROM attempts WHERE key=?", (key,)
+            ).fetchall()
             events = self._db.execute("SELECT at, event, attempt, detail FROM events WHERE key=?", (key,)).fetchall()
         story = [(job[2], 0, JobEvent(job[2], "submitted", None, f"{job[0]} (rules {job[1]})"))]
         for attempt, started, ended, outcome, detail in attempts:
@@ -565,21 +661,31 @@ class Journal:
     def result(self, key: str) -> dict[str, Any] | None:
         """The stored result of job `key` (as `results` lists them), or None."""
         with self._lock:
-            row = self._db.execute("SELECT key, url, rules, fields, content_hash, attempts, stored_at FROM results"
-                                   " WHERE key=?", (key,)).fetchone()
+            row = self._db.execute(
+                "SELECT key, url, rules, fields, content_hash, attempts, stored_at FROM results WHERE key=?", (key,)
+            ).fetchone()
         if row is None:
             return None
         k, u, r, f, h, a, t = row
-        return {"key": k, "url": u, "rules": r, "fields": json.loads(f), "content_hash": h, "attempts": a,
-                "stored_at": t}
+        return {
+            "key": k,
+            "url": u,
+            "rules": r,
+            "fields": json.loads(f),
+            "content_hash": h,
+            "attempts": a,
+            "stored_at": t,
+        }
 
     def batch_report(self, batch: str, client: str | None = None) -> BatchReport | None:
         """Where the jobs of `batch` (those of `client`, if given) stand (None if no such job
         was submitted in it)."""
         with self._lock:
-            rows = self._db.execute("SELECT j.state, j.reason, j.attempts, j.updated_at, b.added_at FROM batches b"
-                                    " JOIN jobs j ON j.key = b.key WHERE b.batch=? AND (? IS NULL OR j.client=?)",
-                                    (batch, client, client)).fetchall()
+            rows = self._db.execute(
+                "SELECT j.state, j.reason, j.attempts, j.updated_at, b.added_at FROM batches b"
+                " JOIN jobs j ON j.key = b.key WHERE b.batch=? AND (? IS NULL OR j.client=?)",
+                (batch, client, client),
+            ).fetchall()
         if not rows:
             return None
         states = dict.fromkeys(STATES, 0)
@@ -588,8 +694,15 @@ class Journal:
             states[state] += 1
             if state in ("dead", "parked"):
                 reasons[f"{state} {_reason_kind(reason or '')}"] += 1
-        return BatchReport(batch, len(rows), states, dict(reasons.most_common()), min(r[4] for r in rows),
-                           max(r[3] for r in rows), sum(r[2] for r in rows))
+        return BatchReport(
+            batch,
+            len(rows),
+            states,
+            dict(reasons.most_common()),
+            min(r[4] for r in rows),
+            max(r[3] for r in rows),
+            sum(r[2] for r in rows),
+        )
 
     def tries(self, key: str) -> int:
         """Attempts since the job was submitted or last replayed (what the policy counts)."""
@@ -605,27 +718,37 @@ class Journal:
     def attempts(self, key: str) -> list[tuple[int, float, float | None, str | None, str | None]]:
         """The attempt history of a job: (attempt, started, ended, outcome, detail)."""
         with self._lock:
-            return self._db.execute("SELECT attempt, started_at, ended_at, outcome, detail FROM attempts"
-                                    " WHERE key=? ORDER BY attempt", (key,)).fetchall()
+            return self._db.execute(
+                "SELECT attempt, started_at, ended_at, outcome, detail FROM attempts WHERE key=? ORDER BY attempt",
+                (key,),
+            ).fetchall()
 
     def results(self, limit: int = 100, after: str = "", client: str | None = None) -> list[dict[str, Any]]:
         """Stored results (of `client`'s jobs, if given) ordered by key, after key `after`
         (for paging)."""
         with self._lock:
             if client is None:
-                rows = self._db.execute("SELECT key, url, rules, fields, content_hash, attempts, stored_at"
-                                        " FROM results WHERE key > ? ORDER BY key LIMIT ?", (after, limit)).fetchall()
+                rows = self._db.execute(
+                    "SELECT key, url, rules, fields, content_hash, attempts, stored_at"
+                    " FROM results WHERE key > ? ORDER BY key LIMIT ?",
+                    (after, limit),
+                ).fetchall()
             else:
-                rows = self._db.execute("SELECT r.key, r.url, r.rules, r.fields, r.content_hash, r.attempts,"
-                                        " r.stored_at FROM results r JOIN jobs j ON j.key = r.key"
-                                        " WHERE r.key > ? AND j.client = ? ORDER BY r.key LIMIT ?",
-                                        (after, client, limit)).fetchall()
-        return [{"key": k, "url": u, "rules": r, "fields": json.loads(f), "content_hash": h,
-                 "attempts": a, "stored_at": t} for k, u, r, f, h, a, t in rows]
+                rows = self._db.execute(
+                    "SELECT r.key, r.url, r.rules, r.fields, r.content_hash, r.attempts,"
+                    " r.stored_at FROM results r JOIN jobs j ON j.key = r.key"
+                    " WHERE r.key > ? AND j.client = ? ORDER BY r.key LIMIT ?",
+                    (after, client, limit),
+                ).fetchall()
+        return [
+            {"key": k, "url": u, "rules": r, "fields": json.loads(f), "content_hash": h, "attempts": a, "stored_at": t}
+            for k, u, r, f, h, a, t in rows
+        ]
 
     def result_count(self, client: str | None = None) -> int:
         with self._lock:
             if client is None:
                 return self._db.execute("SELECT COUNT(*) FROM results").fetchone()[0]
-            return self._db.execute("SELECT COUNT(*) FROM results r JOIN jobs j ON j.key = r.key"
-                                    " WHERE j.client = ?", (client,)).fetchone()[0]
+            return self._db.execute(
+                "SELECT COUNT(*) FROM results r JOIN jobs j ON j.key = r.key WHERE j.client = ?", (client,)
+            ).fetchone()[0]

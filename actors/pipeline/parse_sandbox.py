@@ -101,8 +101,9 @@ class ParseSandbox:
         assert process.stdin is not None and process.stdout is not None
         try:
             _write(process.stdin, (body, rules, dict(headers or {})))
-            ready, _, _ = select.select([process.stdout], [], [],
-                                        self.timeout + (WORKER_START_TIMEOUT if fresh else 0.0))
+            ready, _, _ = select.select(
+                [process.stdout], [], [], self.timeout + (WORKER_START_TIMEOUT if fresh else 0.0)
+            )
             if ready:
                 return _read(process.stdout)  # type: ignore[no-any-return]
         except (EOFError, OSError) as exc:
@@ -118,8 +119,13 @@ class ParseSandbox:
             self._start()
 
     def _start(self) -> subprocess.Popen[bytes]:
-        self._process = subprocess.Popen([sys.executable, "-m", "flotilla.actors.pipeline.parse_sandbox"], stdin=subprocess.PIPE,
-                                         stdout=subprocess.PIPE, cwd=_ROOT, start_new_session=True)
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "flotilla.actors.pipeline.parse_sandbox"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            cwd=_ROOT,
+            start_new_session=True,
+        )
         return self._process
 
     def _stop(self) -> None:

@@ -118,26 +118,47 @@ class Router(Actor):
 
     PATH_ARGS: ClassVar[dict[str, str]] = {"fetchers": "fetcher", "alerts": "alerts"}
 
-    def __init__(self, fetchers: str, max_in_flight: int = 256, alerts: str | None = None,
-                 max_attempts: int = 5, transient_base: float = 1.0, transient_cap: float = 60.0,
-                 jitter: float = 0.2, blocked_delay: float = 30.0, poison_limit: int = 3,
-                 visibility: float = 60.0, wait_budget: float = DEFAULT_WAIT_BUDGET) -> None:
+    def __init__(
+        self,
+        fetchers: str,
+        max_in_flight: int = 256,
+        alerts: str | None = None,
+        max_attempts: int = 5,
+        transient_base: float = 1.0,
+        transient_cap: float = 60.0,
+        jitter: float = 0.2,
+        blocked_delay: float = 30.0,
+        poison_limit: int = 3,
+        visibility: float = 60.0,
+        wait_budget: float = DEFAULT_WAIT_BUDGET,
+    ) -> None:
         super().__init__()
         if max_in_flight < 1 or max_attempts < 1 or poison_limit < 1:
             raise ValueError("max_in_flight, max_attempts and poison_limit must be >= 1")
         if min(transient_base, transient_cap, visibility, wait_budget) <= 0 or blocked_delay < 0 or jitter < 0:
-            raise ValueError("transient_base, transient_cap, visibility and wait_budget must be > 0; "
-                             "blocked_delay and jitter >= 0")
+            raise ValueError(
+                "transient_base, transient_cap, visibility and wait_budget must be > 0; blocked_delay and jitter >= 0"
+            )
         self.fetchers_path = fetchers
         self.alerts_path = alerts
         self.max_in_flight = max_in_flight
-        self.policy = Policy(max_attempts, transient_base, transient_cap, jitter, blocked_delay, poison_limit,
-                             visibility, wait_budget)
+        self.policy = Policy(
+            max_attempts, transient_base, transient_cap, jitter, blocked_delay, poison_limit, visibility, wait_budget
+        )
         self.rng = random.Random()
         self.in_flight: dict[str, int] = {}
         self.sent: dict[str, tuple[str, str]] = {}  # key -> (node its attempt went to, its rule set)
-        self.counts = {"dispatched": 0, "stored": 0, "retried": 0, "dead": 0, "parked": 0, "stale": 0,
-                       "deferred": 0, "returned": 0, "waited_out": 0}
+        self.counts = {
+            "dispatched": 0,
+            "stored": 0,
+            "retried": 0,
+            "dead": 0,
+            "parked": 0,
+            "stale": 0,
+            "deferred": 0,
+            "returned": 0,
+            "waited_out": 0,
+        }
         self.failures: Counter[str] = Counter()
         self.leased_at: dict[str, tuple[float, float]] = {}  # key -> (monotonic lease time, submitted at)
         self.attempt_buckets = [0] * (len(ATTEMPT_BUCKETS) + 1)
@@ -165,7 +186,8 @@ class Router(Actor):
         if remote is not None:
             me = self.actor_ref
             self._unwatch = remote.watch_membership(
-                lambda event: me.tell(_NodeLeft(event.node)) if isinstance(event, NodeDown) else None)
+                lambda event: me.tell(_NodeLeft(event.node)) if isinstance(event, NodeDown) else None
+            )
         self.send_after(0, _Maintain())
         self.send_after(0, _Pump())
 
@@ -255,8 +277,9 @@ class Router(Actor):
                     open_for = view.open_for(target)
                     if open_for > 0:
                         spread = open_for * (1 + 0.2 * self.rng.random())  # not all back at once
-                        self._defer(lease.key, lease.token, spread, f"breaker open for {target}: "
-                                    f"{view.breaker_reason(target)}")
+                        self._defer(
+                            lease.key, lease.token, spread, f"breaker open for {target}: {view.breaker_reason(target)}"
+                        )
                         continue
                 self.counts["dispatched"] += 1
                 self.fetchers.tell(FetchJob(lease.key, lease.url, lease.rules, lease.token, self.path, lease.tries))
@@ -294,8 +317,9 @@ class Router(Actor):
         if outcome.failure is not None:
             self.failures[outcome.failure.kind] += 1
         if outcome.failure is None:
-            if self._write(lambda: self.journal.store(outcome.key, outcome.token, outcome.fields or {},
-                                                      outcome.content_hash)):
+            if self._write(
+                lambda: self.journal.store(outcome.key, outcome.token, outcome.fields or {}, outcome.content_hash)
+            ):
                 self.counts["stored"] += 1
                 if submitted_at:
                     seconds = max(0.0, time.time() - submitted_at)
@@ -369,8 +393,9 @@ class Router(Actor):
             decision = {"retry_at": time.time() + min(MAX_DELAY, delay)}
         else:
             decision = {"retry_at": time.time() + policy.transient_delay(attempt, self.rng)}
-        changed = self._write(lambda: self.journal.fail(key, token, failure.kind, detail,
-                                                        evidence=failure.evidence, **decision))
+        changed = self._write(
+            lambda: self.journal.fail(key, token, failure.kind, detail, evidence=failure.evidence, **decision)
+        )
         if not changed:
             self.counts["stale"] += 1
         elif "retry_at" in decision:
@@ -395,5 +420,9 @@ class Router(Actor):
         self._pump()
 
     def inspect(self) -> dict[str, Any]:
-        return {"in_flight": len(self.in_flight), **self.counts, "failures": dict(self.failures),
-                "jobs": self.journal.counts()}
+        return {
+            "in_flight": len(self.in_flight),
+            **self.counts,
+            "failures": dict(self.failures),
+            "jobs": self.journal.counts(),
+        }

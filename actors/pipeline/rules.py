@@ -22,8 +22,15 @@ from typing import Any
 
 from selectolax.lexbor import LexborHTMLParser
 
-DEFAULT_BLOCK_MARKERS = ("captcha", "are you a robot", "unusual traffic", "just a moment",
-                         "checking your browser", "verify you are human", "attention required")
+DEFAULT_BLOCK_MARKERS = (
+    "captcha",
+    "are you a robot",
+    "unusual traffic",
+    "just a moment",
+    "checking your browser",
+    "verify you are human",
+    "attention required",
+)
 """Text that marks a short page as a challenge, in its title or visible text (compared in
 lower case): the words of CAPTCHA walls, Cloudflare's interstitial ("Just a moment...",
 "Attention Required!") and Google's unusual-traffic page."""
@@ -139,8 +146,9 @@ def challenge_signal(tree: LexborHTMLParser, rules: RuleSet, headers: Mapping[st
     return None
 
 
-def apply_rules(html: str | bytes, rules: RuleSet,
-                headers: Mapping[str, str] | None = None) -> Extracted | Drift | Blocked:
+def apply_rules(
+    html: str | bytes, rules: RuleSet, headers: Mapping[str, str] | None = None
+) -> Extracted | Drift | Blocked:
     """Apply `rules` to a page served with `headers` (those of `challenge_headers`)."""
     tree = LexborHTMLParser(html)
     fields: dict[str, Any] = {}

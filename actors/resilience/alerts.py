@@ -21,6 +21,7 @@ import msgspec
 from flotilla.actors.core.actor import Actor
 from flotilla.actors.resilience.messages import Alert, AlertSeverity
 
+
 def raise_alert(actor: Actor, alerts: str | None, severity: AlertSeverity, title: str, detail: str) -> None:
     """Log an alert from `actor` and tell it to the alert sink at path `alerts` (if any)."""
     actor.log.warning("alert.raised", severity=severity, title=title, detail=detail)
@@ -89,8 +90,9 @@ class AlertSink(Actor):
     def _forward_loop(self) -> None:
         while (alert := self._outbox.get()) is not None:
             body = json.dumps(msgspec.to_builtins(alert)).encode()
-            request = urllib.request.Request(self.webhook or "", data=body, method="POST",
-                                             headers={"Content-Type": "application/json"})
+            request = urllib.request.Request(
+                self.webhook or "", data=body, method="POST", headers={"Content-Type": "application/json"}
+            )
             try:
                 with urllib.request.urlopen(request, timeout=self.timeout) as response:
                     response.read()
@@ -100,5 +102,10 @@ class AlertSink(Actor):
                 self.log.warning("alert.webhook_failed", webhook=self.webhook, error=str(exc)[:200])
 
     def inspect(self) -> dict[str, Any]:
-        return {"counts": dict(self.counts), "forwarded": self.forwarded, "forward_failures": self.forward_failures,
-                "dropped": self.dropped, "recent": [msgspec.to_builtins(a) for a in self.recent][-10:]}
+        return {
+            "counts": dict(self.counts),
+            "forwarded": self.forwarded,
+            "forward_failures": self.forward_failures,
+            "dropped": self.dropped,
+            "recent": [msgspec.to_builtins(a) for a in self.recent][-10:],
+        }

@@ -94,8 +94,9 @@ class Breaker:
         if len(self._window) > self.settings.window:
             self._window.popleft()
         if len(self._window) >= self.settings.minimum_calls and self.failure_rate >= self.settings.failure_threshold:
-            self._open(now, reason or self._with_last(f"{self.failure_rate:.0%} of the last "
-                                                      f"{len(self._window)} calls failed"))
+            self._open(
+                now, reason or self._with_last(f"{self.failure_rate:.0%} of the last {len(self._window)} calls failed")
+            )
         return self.state
 
     def _with_last(self, reason: str) -> str:

@@ -57,11 +57,22 @@ class BreakerShard(Actor):
 
     PATH_ARGS: ClassVar[dict[str, str]] = {"alerts": "alerts"}
 
-    def __init__(self, alerts: str | None = None, window: int = 20, minimum_calls: int = 10,
-                 failure_threshold: float = 0.5, open_base: float = 5.0, open_cap: float = 300.0,
-                 jitter: float = 0.2, trial_calls: int = 3, trial_timeout: float = 30.0,
-                 forget_after: float = 600.0, drift_window: int = DRIFT_WINDOW,
-                 drift_minimum: int = DRIFT_MINIMUM, drift_threshold: float = DRIFT_THRESHOLD) -> None:
+    def __init__(
+        self,
+        alerts: str | None = None,
+        window: int = 20,
+        minimum_calls: int = 10,
+        failure_threshold: float = 0.5,
+        open_base: float = 5.0,
+        open_cap: float = 300.0,
+        jitter: float = 0.2,
+        trial_calls: int = 3,
+        trial_timeout: float = 30.0,
+        forget_after: float = 600.0,
+        drift_window: int = DRIFT_WINDOW,
+        drift_minimum: int = DRIFT_MINIMUM,
+        drift_threshold: float = DRIFT_THRESHOLD,
+    ) -> None:
         super().__init__()
         if not 1 <= drift_minimum <= drift_window or not 0 < drift_threshold <= 1:
             raise ValueError("need 1 <= drift_minimum <= drift_window and 0 < drift_threshold <= 1")
@@ -71,8 +82,9 @@ class BreakerShard(Actor):
         self.pages: dict[str, deque[bool]] = {}
         """Per target, its last extracted pages: True = drifted."""
         self.drift_samples: dict[str, deque[str]] = {}
-        self.settings = BreakerSettings(window, minimum_calls, failure_threshold, open_base, open_cap, jitter,
-                                        trial_calls)
+        self.settings = BreakerSettings(
+            window, minimum_calls, failure_threshold, open_base, open_cap, jitter, trial_calls
+        )
         self.alerts_path = alerts
         self.trial_timeout = trial_timeout
         self.forget_after = forget_after
@@ -153,18 +165,26 @@ class BreakerShard(Actor):
         kept.extend(samples)
         breaker = self._breaker(target, now)
         drifted = sum(window)
-        if breaker.state != "closed" or len(window) < self.drift_minimum or drifted < self.drift_threshold * len(window):
+        if (
+            breaker.state != "closed"
+            or len(window) < self.drift_minimum
+            or drifted < self.drift_threshold * len(window)
+        ):
             return
         self.trials_granted_at.pop(target, None)
-        reason = (f"layout drift: {drifted} of the last {len(window)} pages lacked required fields "
-                  f"(e.g. {'; '.join(kept)})")
+        reason = (
+            f"layout drift: {drifted} of the last {len(window)} pages lacked required fields (e.g. {'; '.join(kept)})"
+        )
         breaker.trip(now, reason[:1000])
         window.clear()
         self._transition(target, breaker, "closed")
 
     def _states(self, now: float, granted: dict[str, int]) -> dict[str, BreakerStatus]:
-        return {target: BreakerStatus(b.state, max(0.0, b.open_until - now), granted.get(target, 0), b.reason)
-                for target, b in self.breakers.items() if b.state != "closed"}
+        return {
+            target: BreakerStatus(b.state, max(0.0, b.open_until - now), granted.get(target, 0), b.reason)
+            for target, b in self.breakers.items()
+            if b.state != "closed"
+        }
 
     def _tell_every_gate(self, now: float, states: dict[str, BreakerStatus], but: str = "") -> None:
         """A breaker opened or closed: every node that reported lately hears of it now, not on
@@ -188,9 +208,13 @@ class BreakerShard(Actor):
             open_for = breaker.open_until - time.monotonic()
             if before == "closed":
                 drift = breaker.reason.startswith("layout drift")
-                self.alerts.append(("warning", f"layout drift on {target}: breaker open" if drift
-                                    else f"breaker open: {target}",
-                                    f"{breaker.reason}; its jobs wait {open_for:.0f} s, then trial calls"))
+                self.alerts.append(
+                    (
+                        "warning",
+                        f"layout drift on {target}: breaker open" if drift else f"breaker open: {target}",
+                        f"{breaker.reason}; its jobs wait {open_for:.0f} s, then trial calls",
+                    )
+                )
             else:
                 self.log.info("breaker.reopened", target=target, open_for=round(open_for, 1), reason=breaker.reason)
         elif breaker.state == "closed" and before == "half_open":
@@ -226,7 +250,18 @@ class BreakerShard(Actor):
 
     def inspect(self) -> dict[str, Any]:
         now = time.monotonic()
-        return {"shard": getattr(self, "shard", 0), "targets": len(self.breakers), "opened": self.opened,
-                "not_closed": {t: {"state": b.state, "open_for": round(max(0.0, b.open_until - now), 2),
-                                   "reason": b.reason, "failure_rate": round(b.failure_rate, 3)}
-                               for t, b in self.breakers.items() if b.state != "closed"}}
+        return {
+            "shard": getattr(self, "shard", 0),
+            "targets": len(self.breakers),
+            "opened": self.opened,
+            "not_closed": {
+                t: {
+                    "state": b.state,
+                    "open_for": round(max(0.0, b.open_until - now), 2),
+                    "reason": b.reason,
+                    "failure_rate": round(b.failure_rate, 3),
+                }
+                for t, b in self.breakers.items()
+                if b.state != "closed"
+            },
+        }

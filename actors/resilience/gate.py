@@ -54,9 +54,16 @@ class _Wanted:
 class Gate(Actor):
     """See the module docstring. Paths left out are parts the topology does not configure."""
 
-    def __init__(self, breakers: str | None = None, shards: int = 1, limiter: str | None = None,
-                 hold: str | None = None, proxies: str | None = None, interval: float = 0.1,
-                 request_timeout: float = 1.0) -> None:
+    def __init__(
+        self,
+        breakers: str | None = None,
+        shards: int = 1,
+        limiter: str | None = None,
+        hold: str | None = None,
+        proxies: str | None = None,
+        interval: float = 0.1,
+        request_timeout: float = 1.0,
+    ) -> None:
         super().__init__()
         if shards < 1 or interval <= 0 or request_timeout <= 0:
             raise ValueError("shards >= 1, interval > 0 and request_timeout > 0")
@@ -113,8 +120,9 @@ class Gate(Actor):
         now = time.monotonic()
         limiter = self.system.ref(self.limiter_path)
         wanted_now = self.system.resilience.wanted()
-        for target in [t for t, asked in self.requested.items() if t not in wanted_now
-                       and now - asked >= self.request_timeout]:
+        for target in [
+            t for t, asked in self.requested.items() if t not in wanted_now and now - asked >= self.request_timeout
+        ]:
             del self.requested[target]  # no longer wanted, and its grant is not coming
         for target, wanted in wanted_now.items():
             asked = self.requested.get(target)
@@ -129,9 +137,13 @@ class Gate(Actor):
         self.rounds += 1
         if self.breakers_path is not None:
             shards = [TargetReport(self.path, {}, {}, {}, {}, {}, []) for _ in range(self.shards)]  # all answer
-            for field, found in (("outcomes", reports.targets), ("trials", reports.trials),
-                                 ("extractions", reports.extractions), ("drifted", reports.drifted),
-                                 ("last_failure", reports.last_failure)):
+            for field, found in (
+                ("outcomes", reports.targets),
+                ("trials", reports.trials),
+                ("extractions", reports.extractions),
+                ("drifted", reports.drifted),
+                ("last_failure", reports.last_failure),
+            ):
                 for target, value in found.items():
                     getattr(shards[shard_of(target, self.shards)], field)[target] = value
             for target in sorted(reports.want_trials):
@@ -139,9 +151,17 @@ class Gate(Actor):
             for shard, report in enumerate(shards):
                 self.system.ref(f"{self.breakers_path}/{shard}").tell(report)
         if self.hold_path is not None:
-            self.system.ref(self.hold_path).tell(FleetReport(
-                self.path, reports.succeeded, reports.failed, reports.probes_succeeded, reports.probes_failed,
-                reports.held_back, reports.fleet))
+            self.system.ref(self.hold_path).tell(
+                FleetReport(
+                    self.path,
+                    reports.succeeded,
+                    reports.failed,
+                    reports.probes_succeeded,
+                    reports.probes_failed,
+                    reports.held_back,
+                    reports.fleet,
+                )
+            )
         if self.proxies_path is not None:
             self.system.ref(self.proxies_path).tell(ProxyReport(self.path, dict(reports.proxies)))
         if self.limiter_path is not None:

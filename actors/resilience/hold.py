@@ -33,10 +33,19 @@ class HoldMonitor(Actor):
 
     PATH_ARGS: ClassVar[dict[str, str]] = {"alerts": "alerts"}
 
-    def __init__(self, alerts: str | None = None, threshold: float = 0.6, window: float = 30.0,
-                 target_minimum: int = 5, min_targets: int = 3, failing_share: float = 0.5,
-                 probe_interval: float = 2.0, probes: int = 2, recovery_probes: int = 3,
-                 mode: HoldMode = "auto") -> None:
+    def __init__(
+        self,
+        alerts: str | None = None,
+        threshold: float = 0.6,
+        window: float = 30.0,
+        target_minimum: int = 5,
+        min_targets: int = 3,
+        failing_share: float = 0.5,
+        probe_interval: float = 2.0,
+        probes: int = 2,
+        recovery_probes: int = 3,
+        mode: HoldMode = "auto",
+    ) -> None:
         super().__init__()
         if not 0 < threshold <= 1 or window <= 0 or target_minimum < 1 or min_targets < 1:
             raise ValueError("0 < threshold <= 1, window > 0, target_minimum >= 1 and min_targets >= 1")
@@ -113,14 +122,15 @@ class HoldMonitor(Actor):
                     succeeded, failed = succeeded + s, failed + f
                 samples.append((second, succeeded, failed))
             failing, judged = self.failing_targets(now)
-            if (self.mode == "auto" and len(failing) >= self.min_targets
-                    and len(failing) >= self.failing_share * judged):
+            if self.mode == "auto" and len(failing) >= self.min_targets and len(failing) >= self.failing_share * judged:
                 named = ", ".join(failing[:5]) + (f" and {len(failing) - 5} more" if len(failing) > 5 else "")
-                self._enter(f"{len(failing)} of {judged} targets failing over {self.window:g} s "
-                            f"(under {self.threshold:.0%} successes): {named}")
+                self._enter(
+                    f"{len(failing)} of {judged} targets failing over {self.window:g} s "
+                    f"(under {self.threshold:.0%} successes): {named}"
+                )
             return 0
         self.recent_probes.extend([True] * report.probes_succeeded + [False] * report.probes_failed)
-        if (self.mode == "auto" and len(self.recent_probes) == self.recovery_probes and all(self.recent_probes)):
+        if self.mode == "auto" and len(self.recent_probes) == self.recovery_probes and all(self.recent_probes):
             self._leave(f"the last {self.recovery_probes} probes succeeded")
             return 0
         if report.held_back > 0 and now >= self.next_probe_at:
@@ -155,16 +165,21 @@ class HoldMonitor(Actor):
         elif mode == "off" and self.on:
             self._leave("forced off by an operator")
 
-
     def _status(self, probes: int) -> HoldStatus:
         rate, _ = self.success_rate(time.monotonic())
         return HoldStatus(self.on, self.mode, self.reason, self.since, rate, probes)
 
     def inspect(self) -> dict[str, Any]:
         status = self._status(0)
-        return {"on": status.on, "mode": status.mode, "reason": status.reason, "since": status.since,
-                "success_rate": status.success_rate, "entered": self.entered,
-                "recent_probes": list(self.recent_probes)}
+        return {
+            "on": status.on,
+            "mode": status.mode,
+            "reason": status.reason,
+            "since": status.since,
+            "success_rate": status.success_rate,
+            "entered": self.entered,
+            "recent_probes": list(self.recent_probes),
+        }
 
 
 def _expire(samples: deque[tuple[float, int, int]], before: float) -> None:

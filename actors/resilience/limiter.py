@@ -45,9 +45,15 @@ class _Serve:
 class RateLimiter(Actor):
     """See the module docstring."""
 
-    def __init__(self, default_rate: float = 10.0, rates: dict[str, float] | None = None,
-                 burst_seconds: float = 0.05, token_ttl: float = 0.5, slow_factor: float = 0.25,
-                 max_slow_down: float = 300.0) -> None:
+    def __init__(
+        self,
+        default_rate: float = 10.0,
+        rates: dict[str, float] | None = None,
+        burst_seconds: float = 0.05,
+        token_ttl: float = 0.5,
+        slow_factor: float = 0.25,
+        max_slow_down: float = 300.0,
+    ) -> None:
         super().__init__()
         rates = dict(rates or {})
         for target, rate in {"default_rate": default_rate, **rates}.items():
@@ -105,8 +111,12 @@ class RateLimiter(Actor):
         """Drop buckets that are full, not slowed and have nobody waiting: a fresh bucket is
         the same (memory stays bounded with many targets)."""
         for target, bucket in list(self.buckets.items()):
-            if (bucket.available(now) >= bucket.burst and now >= bucket.slow_until
-                    and not self.queues.get(target) and target not in self.timers):
+            if (
+                bucket.available(now) >= bucket.burst
+                and now >= bucket.slow_until
+                and not self.queues.get(target)
+                and target not in self.timers
+            ):
                 del self.buckets[target]
                 self.queues.pop(target, None)
                 self.granted.pop(target, None)
@@ -134,7 +144,18 @@ class RateLimiter(Actor):
 
     def inspect(self) -> dict[str, Any]:
         now = time.monotonic()
-        return {"default_rate": self.default_rate, "rates": dict(self.rates),
-                "targets": {t: {"rate": b.rate, "tokens": round(b.tokens, 2), "granted": self.granted.get(t, 0),
-                                "queued": len(self.queues.get(t, ())), "slowed_for": round(max(0.0, b.slow_until - now), 2),
-                                "slow_downs": self.slowed.get(t, 0)} for t, b in self.buckets.items()}}
+        return {
+            "default_rate": self.default_rate,
+            "rates": dict(self.rates),
+            "targets": {
+                t: {
+                    "rate": b.rate,
+                    "tokens": round(b.tokens, 2),
+                    "granted": self.granted.get(t, 0),
+                    "queued": len(self.queues.get(t, ())),
+                    "slowed_for": round(max(0.0, b.slow_until - now), 2),
+                    "slow_downs": self.slowed.get(t, 0),
+                }
+                for t, b in self.buckets.items()
+            },
+        }

@@ -30,9 +30,18 @@ class ProxyPool(Actor):
 
     PATH_ARGS: ClassVar[dict[str, str]] = {"alerts": "alerts"}
 
-    def __init__(self, proxies: list[str], alerts: str | None = None, window: int = 10, minimum_calls: int = 5,
-                 failure_threshold: float = 0.5, open_base: float = 30.0, open_cap: float = 600.0,
-                 jitter: float = 0.2, health_window: int = 50) -> None:
+    def __init__(
+        self,
+        proxies: list[str],
+        alerts: str | None = None,
+        window: int = 10,
+        minimum_calls: int = 5,
+        failure_threshold: float = 0.5,
+        open_base: float = 30.0,
+        open_cap: float = 600.0,
+        jitter: float = 0.2,
+        health_window: int = 50,
+    ) -> None:
         super().__init__()
         if not proxies:
             raise ValueError("proxies must list at least one proxy URL (leave the pool out for direct connections)")
@@ -70,10 +79,17 @@ class ProxyPool(Actor):
                 self.recent[proxy].append(success)
                 before = breaker.state
                 if breaker.record(success, now) == "open" and before != "open":
-                    raise_alert(self, self.alerts_path, "warning", f"proxy out of the pool: {proxy}",
-                                f"{breaker.reason}; back on trial in {breaker.open_until - now:.0f} s")
+                    raise_alert(
+                        self,
+                        self.alerts_path,
+                        "warning",
+                        f"proxy out of the pool: {proxy}",
+                        f"{breaker.reason}; back on trial in {breaker.open_until - now:.0f} s",
+                    )
                     if all(b.state == "open" for b in self.breakers.values()):
-                        raise_alert(self, self.alerts_path, "critical", "no usable proxy left", "every proxy's breaker is open")
+                        raise_alert(
+                            self, self.alerts_path, "critical", "no usable proxy left", "every proxy's breaker is open"
+                        )
         for breaker in self.breakers.values():
             if breaker.state == "open" and now >= breaker.open_until:
                 breaker.allows(now)  # half-open: nodes may try it
@@ -81,14 +97,22 @@ class ProxyPool(Actor):
 
     def states(self) -> ProxyStates:
         now = time.monotonic()
-        return ProxyStates({p: ProxyStatus(b.state, self.health(p), max(0.0, b.open_until - now))
-                            for p, b in self.breakers.items()})
+        return ProxyStates(
+            {p: ProxyStatus(b.state, self.health(p), max(0.0, b.open_until - now)) for p, b in self.breakers.items()}
+        )
 
     def health(self, proxy: str) -> float:
         recent = self.recent[proxy]
         return sum(recent) / len(recent) if recent else 1.0
 
-
     def inspect(self) -> dict[str, Any]:
-        return {p: {"state": s.state, "health": round(s.health, 3), "open_for": round(s.open_for, 1),
-                    "calls": self.calls[p], "failed": self.failed[p]} for p, s in self.states().states.items()}
+        return {
+            p: {
+                "state": s.state,
+                "health": round(s.health, 3),
+                "open_for": round(s.open_for, 1),
+                "calls": self.calls[p],
+                "failed": self.failed[p],
+            }
+            for p, s in self.states().states.items()
+        }

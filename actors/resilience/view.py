@@ -190,8 +190,10 @@ class ResilienceView:
                     self._reports.want_trials.add(target)
                     return Wait(self._spread(TRIAL_WAIT), f"breaker half-open for {target}: waiting for a trial call")
                 if not fresh and now - breaker.granted_at < TRIAL_FRESH_FIRST:
-                    return Wait(self._spread(TRIAL_WAIT), f"breaker half-open for {target}: trial calls go first "
-                                "to jobs that have not failed there")
+                    return Wait(
+                        self._spread(TRIAL_WAIT),
+                        f"breaker half-open for {target}: trial calls go first to jobs that have not failed there",
+                    )
                 breaker.trials -= 1
                 trial = True
             probe = False
@@ -252,10 +254,22 @@ class ResilienceView:
         with self._lock:
             return self._hold
 
-    def record(self, target: str, outcome: Outcome, *, proxy: str | None = None, trial: bool = False,
-               probe: bool = False, proxy_fault: bool = False, retry_after: float | None = None,
-               status: int = 0, detail: str = "", url: str = "", retry: bool = False,
-               page: bool = False) -> None:
+    def record(
+        self,
+        target: str,
+        outcome: Outcome,
+        *,
+        proxy: str | None = None,
+        trial: bool = False,
+        probe: bool = False,
+        proxy_fault: bool = False,
+        retry_after: float | None = None,
+        status: int = 0,
+        detail: str = "",
+        url: str = "",
+        retry: bool = False,
+        page: bool = False,
+    ) -> None:
         """What one call to `target` gave, as the fetcher saw it when the answer came
         (`answered`: a page came; HARD answers count as the target answering too; a block
         through a proxy, or a proxy that could not be reached, count against the proxy, not
@@ -447,8 +461,9 @@ class ResilienceView:
                 old = self._breakers.get(target)
                 kept = old.trials if old is not None and old.state == status.state == "half_open" else 0
                 granted_at = now if status.trials else (old.granted_at if old is not None else now)
-                self._breakers[target] = _Breaker(status.state, now + status.open_for, kept + status.trials,
-                                                  status.reason, granted_at)
+                self._breakers[target] = _Breaker(
+                    status.state, now + status.open_for, kept + status.trials, status.reason, granted_at
+                )
 
     def apply_hold(self, status: HoldStatus) -> None:
         """The Hold monitor's answer (probe permits granted to this node are added)."""
@@ -510,10 +525,21 @@ class ResilienceView:
         now = self._clock()
         with self._lock:
             return {
-                "breakers": {t: {"state": b.state, "open_for": round(max(0.0, b.open_until - now), 3),
-                                 "trials": b.trials, "reason": b.reason} for t, b in self._breakers.items()},
-                "hold": {"on": self._hold.on, "mode": self._hold.mode, "reason": self._hold.reason,
-                         "probes": self._probes},
+                "breakers": {
+                    t: {
+                        "state": b.state,
+                        "open_for": round(max(0.0, b.open_until - now), 3),
+                        "trials": b.trials,
+                        "reason": b.reason,
+                    }
+                    for t, b in self._breakers.items()
+                },
+                "hold": {
+                    "on": self._hold.on,
+                    "mode": self._hold.mode,
+                    "reason": self._hold.reason,
+                    "probes": self._probes,
+                },
                 "proxies": {p: {"state": e.status.state, "health": e.status.health} for p, e in self._proxies.items()},
                 "sticky": {t: p for t, (p, _) in self._sticky.items()},
                 "slots": {t: sum(b[0] for b in w if b[1] > now) for t, w in self._wallets.items()},

@@ -69,8 +69,7 @@ class Reply(Envelope, tag=3, frozen=True):
     typed: bool
 
 
-FailKind = typing.Literal["unavailable", "crashed", "no_such_actor", "node_down", "undecodable",
-                          "unencodable"]
+FailKind = typing.Literal["unavailable", "crashed", "no_such_actor", "node_down", "undecodable", "unencodable"]
 
 
 class Fail(Envelope, tag=4, frozen=True):
@@ -231,9 +230,17 @@ class Codec:
             except RecursionError:
                 raise FrameError("bad message: nested too deeply") from None
         try:
-            value = msgpack.unpackb(data, raw=False, strict_map_key=False, ext_hook=_no_ext,
-                                    max_str_len=MAX_STR, max_bin_len=MAX_BIN, max_array_len=MAX_ARRAY,
-                                    max_map_len=MAX_MAP, max_ext_len=MAX_BIN)
+            value = msgpack.unpackb(
+                data,
+                raw=False,
+                strict_map_key=False,
+                ext_hook=_no_ext,
+                max_str_len=MAX_STR,
+                max_bin_len=MAX_BIN,
+                max_array_len=MAX_ARRAY,
+                max_map_len=MAX_MAP,
+                max_ext_len=MAX_BIN,
+            )
         except (ValueError, TypeError, msgpack.UnpackException, RecursionError) as exc:
             raise FrameError(f"bad body: {_short(exc)}") from None
         return self._revive(value) if b"_type" in data else value  # no tag, nothing to revive (or copy)

@@ -36,7 +36,7 @@ class Directory:
             head = path.split("/", 1)[0]
             return (head if head in self.topology.nodes else node), None
         spec: Spec | None = self.topology.tree
-        for segment in path[len(root_prefix) + 1:].split("/"):
+        for segment in path[len(root_prefix) + 1 :].split("/"):
             if isinstance(spec, SupervisorSpec):
                 spec = next((c for c in spec.children if c.id == segment), None)
                 if spec is not None and getattr(spec, "node", None):

@@ -98,8 +98,14 @@ class Host:
         parent_of_path = request.path.rsplit("/", 1)[0]
         if request.parent != parent_of_path or self.directory.whereis(request.parent) != peer:
             _log.warning("host.spawn_refused", peer=peer, path=request.path, parent=request.parent)
-            self._send(peer, Spawned(request.path, request.urn,
-                                     StartFailed("NotYourChild", f"{peer} does not run the parent of {request.path}")))
+            self._send(
+                peer,
+                Spawned(
+                    request.path,
+                    request.urn,
+                    StartFailed("NotYourChild", f"{peer} does not run the parent of {request.path}"),
+                ),
+            )
             return
         self._jobs.submit(request.path, lambda: self._start(peer, request))
 
@@ -112,8 +118,7 @@ class Host:
     def parent_node_down(self, peer: str, boot: str | None) -> None:
         """The node `peer` (process `boot`) stopped answering: stop what it started here."""
         with self._lock:
-            doomed = [(path, h) for path, h in self._hosted.items()
-                      if h.parent_node == peer and h.parent_boot == boot]
+            doomed = [(path, h) for path, h in self._hosted.items() if h.parent_node == peer and h.parent_boot == boot]
         if doomed:
             self._orphans[(peer, boot or "")] = [(path, h.urn) for path, h in doomed]
         for path, hosted in doomed:
@@ -122,13 +127,17 @@ class Host:
     def parent_node_up(self, peer: str, boot: str | None) -> None:
         """`peer` answers again. If it is the same process, tell it which of its children
         were stopped meanwhile; if it restarted, it has forgotten them anyway."""
-        for (node, orphan_boot) in [key for key in self._orphans if key[0] == peer]:
+        for node, orphan_boot in [key for key in self._orphans if key[0] == peer]:
             orphans = self._orphans.pop((node, orphan_boot))
             if orphan_boot != (boot or ""):
                 continue
             for path, urn in orphans:
-                self._jobs.submit(path, lambda p=path, u=urn: self._send(
-                    peer, Exited(p, u, Killed(f"stopped while {peer} was unreachable"))))
+                self._jobs.submit(
+                    path,
+                    lambda p=path, u=urn: self._send(
+                        peer, Exited(p, u, Killed(f"stopped while {peer} was unreachable"))
+                    ),
+                )
 
     # --- the work (per-path threads) -------------------------------------------------------
 
@@ -161,8 +170,7 @@ class Host:
             self._jobs.submit(path, lambda: self._exited(path, hosted, reason))
 
         slot = self.system.registry.slot(path, pool=isinstance(spec, PoolSpec))
-        actor.attach(path=path, incarnation=request.incarnation, system=self.system, slot=slot,
-                     on_exit=on_exit)
+        actor.attach(path=path, incarnation=request.incarnation, system=self.system, slot=slot, on_exit=on_exit)
         with self._lock:
             self._hosted[path] = hosted
         actor.launch()

@@ -191,8 +191,14 @@ class _RemoteReply:
 class Cluster:
     """This node's membership, remote refs, remote children and monitors."""
 
-    def __init__(self, topology: Topology, node: str, system: ActorSystem,
-                 keys: CurveKeys | None = None, on_give_up: Callable[[str], None] = lambda _reason: None) -> None:
+    def __init__(
+        self,
+        topology: Topology,
+        node: str,
+        system: ActorSystem,
+        keys: CurveKeys | None = None,
+        on_give_up: Callable[[str], None] = lambda _reason: None,
+    ) -> None:
         """`keys`: this node's CURVE keys; None takes them from the topology (generated on
         first start unless it names a key directory or opts into plaintext)."""
         config = topology.transport
@@ -224,12 +230,20 @@ class Cluster:
         """Per peer: the refs of its asks this node works on, and when each is given up."""
         self.host = Host(node, self.directory, system, self._send)
         self.transport = Transport(
-            node=node, address=topology.nodes[node].address,
+            node=node,
+            address=topology.nodes[node].address,
             peers={n: topology.nodes[n].address for n in self.peers},
-            max_message_bytes=config.max_message_bytes, high_water_mark=config.high_water_mark,
-            backlog=config.backlog, tick=config.heartbeat_interval, on_frames=self._on_frames,
-            on_undeliverable=self._on_undeliverable, on_tick=self._tick, keys=keys, on_give_up=on_give_up,
-            boot=self.boot)
+            max_message_bytes=config.max_message_bytes,
+            high_water_mark=config.high_water_mark,
+            backlog=config.backlog,
+            tick=config.heartbeat_interval,
+            on_frames=self._on_frames,
+            on_undeliverable=self._on_undeliverable,
+            on_tick=self._tick,
+            keys=keys,
+            on_give_up=on_give_up,
+            boot=self.boot,
+        )
         system.remote = self
         system.registry.resolver = self._resolve
 
@@ -302,15 +316,19 @@ class Cluster:
         if not self.is_up(incarnation.node):
             incarnation.node_down()
             return
-        self._send(incarnation.node, Spawn(incarnation.path, incarnation.incarnation, incarnation.parent,
-                                           incarnation.actor_urn, self.boot), ("child", incarnation.actor_urn))
+        self._send(
+            incarnation.node,
+            Spawn(incarnation.path, incarnation.incarnation, incarnation.parent, incarnation.actor_urn, self.boot),
+            ("child", incarnation.actor_urn),
+        )
 
     def halt(self, incarnation: RemoteIncarnation, shutdown: float) -> None:
         if not self.is_up(incarnation.node):
             incarnation.node_down()
             return
-        self._send(incarnation.node, Halt(incarnation.path, incarnation.actor_urn, shutdown),
-                   ("child", incarnation.actor_urn))
+        self._send(
+            incarnation.node, Halt(incarnation.path, incarnation.actor_urn, shutdown), ("child", incarnation.actor_urn)
+        )
 
     def forget(self, incarnation: RemoteIncarnation) -> None:
         with self._lock:
@@ -367,8 +385,7 @@ class Cluster:
         except FrameError as exc:
             raise ValueError(f"cannot send to {slot.path}: {exc.reason}") from None
         with self._lock:
-            self._pending[ref] = _PendingAsk(reply_to, slot.node, slot.path,
-                                             time.monotonic() + seconds + ASK_GRACE)
+            self._pending[ref] = _PendingAsk(reply_to, slot.node, slot.path, time.monotonic() + seconds + ASK_GRACE)
         self.transport.send(slot.node, frame, ref)
 
     def _on_undeliverable(self, token: Any, reason: str) -> None:
@@ -383,8 +400,9 @@ class Cluster:
             with self._lock:
                 pending = self._pending.pop(token, None)
             if pending is not None:
-                error = (NodeDown(pending.path, pending.node) if "down" in reason
-                         else RemoteFailure(pending.path, reason))
+                error = (
+                    NodeDown(pending.path, pending.node) if "down" in reason else RemoteFailure(pending.path, reason)
+                )
                 pending.reply_to.set_exception((type(error), error, None))
         elif isinstance(token, tuple) and token[0] == "tell":
             self.system.registry.dead_letters.record(token[1], token[3], was_ask=False, type_name=token[2])
@@ -405,8 +423,14 @@ class Cluster:
             except FrameError as exc:
                 self._rejected(peer, exc.reason)
             except Exception as exc:  # noqa: BLE001 - one bad envelope must not stop the node
-                refusals.refuse("transport", "failed", f"{type(exc).__name__}: {exc}", event="cluster.envelope_failed",
-                                peer=peer, exc_info=True)
+                refusals.refuse(
+                    "transport",
+                    "failed",
+                    f"{type(exc).__name__}: {exc}",
+                    event="cluster.envelope_failed",
+                    peer=peer,
+                    exc_info=True,
+                )
 
     def _rejected(self, peer: str, reason: str, kind: str = "malformed") -> None:
         self.rejected[peer] += 1

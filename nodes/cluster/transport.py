@@ -82,11 +82,23 @@ class TransportStats:
 class Transport:
     """The sockets of one node and the thread that owns them."""
 
-    def __init__(self, *, node: str, address: str, peers: dict[str, str], max_message_bytes: int,
-                 high_water_mark: int, backlog: int, tick: float, on_frames: FramesHandler,
-                 on_undeliverable: UndeliverableHandler, on_tick: Callable[[], None],
-                 keys: CurveKeys | None = None, on_give_up: Callable[[str], None] = lambda _reason: None,
-                 boot: str = "") -> None:
+    def __init__(
+        self,
+        *,
+        node: str,
+        address: str,
+        peers: dict[str, str],
+        max_message_bytes: int,
+        high_water_mark: int,
+        backlog: int,
+        tick: float,
+        on_frames: FramesHandler,
+        on_undeliverable: UndeliverableHandler,
+        on_tick: Callable[[], None],
+        keys: CurveKeys | None = None,
+        on_give_up: Callable[[str], None] = lambda _reason: None,
+        boot: str = "",
+    ) -> None:
         """`on_give_up(reason)` is called if the I/O loop keeps failing (`flotilla.nodes.serving.guard`)."""
         self.node = node
         self.routing_id = f"{node}/{boot}".encode()
@@ -188,8 +200,7 @@ class Transport:
     def _open(self) -> tuple[zmq.Socket, dict[str, zmq.Socket]]:
         router = self._context.socket(zmq.ROUTER)
         self._socket_options(router)
-        router.setsockopt(zmq.RCVHWM, max(16, min(self.high_water_mark,
-                                                  RECEIVE_QUEUE_BYTES // self.max_message_bytes)))
+        router.setsockopt(zmq.RCVHWM, max(16, min(self.high_water_mark, RECEIVE_QUEUE_BYTES // self.max_message_bytes)))
         router.setsockopt(zmq.ROUTER_MANDATORY, 1)
         router.setsockopt(zmq.HEARTBEAT_IVL, int(PING_INTERVAL * 1000))
         router.setsockopt(zmq.HEARTBEAT_TIMEOUT, int(STALE_CONNECTION * 1000))
@@ -200,8 +211,9 @@ class Transport:
             router.setsockopt(zmq.ZAP_DOMAIN, ZAP_DOMAIN.encode())
         router.bind(self.address)
         if self.keys is not None:  # handshakes that are not CURVE at all never reach the ZAP handler
-            self._monitor = router.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-                                                      | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+            self._monitor = router.get_monitor_socket(
+                zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+            )
         dealers = {}
         for name, address in self.peers.items():
             dealer = self._context.socket(zmq.DEALER)
@@ -344,8 +356,13 @@ class Transport:
 
     def _reject(self, who: str, reason: str, detail: str | None) -> None:
         self.stats.rejected[reason] += 1
-        refusals.refuse("transport", "unknown_peer", reason + (f" ({detail})" if detail else ""),
-                        event="transport.peer_rejected", peer=who[:64])
+        refusals.refuse(
+            "transport",
+            "unknown_peer",
+            reason + (f" ({detail})" if detail else ""),
+            event="transport.peer_rejected",
+            peer=who[:64],
+        )
 
     def _take_outbox(self) -> None:
         outbox = self._outbox

@@ -77,8 +77,9 @@ def fits(value: Any, hint: Any) -> bool:
             return len(value) == len(params) and all(map(fits, value, params))
         return not params or all(fits(item, params[0]) for item in value)
     if origin in (dict, Mapping) or hint is dict:
-        return isinstance(value, dict) and (len(params) != 2 or all(
-            fits(k, params[0]) and fits(v, params[1]) for k, v in value.items()))
+        return isinstance(value, dict) and (
+            len(params) != 2 or all(fits(k, params[0]) and fits(v, params[1]) for k, v in value.items())
+        )
     if hint is bool:
         return isinstance(value, bool)
     if hint is int:
@@ -105,8 +106,11 @@ def check_args(actor: type, args: Mapping[str, Any], name: str) -> list[ArgProbl
     except (TypeError, ValueError):
         return []
     open_ended = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
-    named = {p.name: p for p in parameters
-             if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)}
+    named = {
+        p.name: p
+        for p in parameters
+        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    }
     hints = _hints(actor)
     problems = []
     for key, value in args.items():

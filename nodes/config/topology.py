@@ -94,171 +94,261 @@ class Field:
 SECTIONS: dict[str, dict[str, Field]] = {
     "topology": {
         "cluster": Field("name", "`flotilla`", "Name of the cluster the nodes form."),
-        "nodes": Field("mapping of name → node", "required",
-                       "The nodes of the cluster; at least one. Names are path segments."),
+        "nodes": Field(
+            "mapping of name → node", "required", "The nodes of the cluster; at least one. Names are path segments."
+        ),
         "tree": Field("supervisor", "required", "The root supervisor and everything under it."),
-        "data_dir": Field("directory", "`data`", "Where nodes keep their files (`<data_dir>/<node>/`) "
-                          "and `flotilla up` its pid file. Relative to the topology file."),
-        "security": Field("security", "keys generated in `<data_dir>/keys/` on first start",
-                          "CURVE keys for every socket."),
-        "rules": Field("mapping of name → rule set", "`{}`",
-                       "Extraction rules jobs refer to by name (see below)."),
+        "data_dir": Field(
+            "directory",
+            "`data`",
+            "Where nodes keep their files (`<data_dir>/<node>/`) "
+            "and `flotilla up` its pid file. Relative to the topology file.",
+        ),
+        "security": Field(
+            "security", "keys generated in `<data_dir>/keys/` on first start", "CURVE keys for every socket."
+        ),
+        "rules": Field("mapping of name → rule set", "`{}`", "Extraction rules jobs refer to by name (see below)."),
         "intake": Field("intake", "none: no intake socket", "Where clients submit jobs."),
         "transport": Field("transport", "the defaults below", "Node-to-node transport settings."),
-        "operators": Field("list of names", "`[]`",
-                           "Operators allowed on TCP shells; each one's public key is `<name>.key` in "
-                           "`security.keys` (`flotilla keys generate DIR --name NAME`)."),
-        "clients": Field("list of names", "`[]`",
-                         "Clients allowed on the intake (submit, and read their own jobs and results); "
-                         "each one's public key is `<name>.key` in the key directory (`security.keys`, "
-                         "else `<data_dir>/keys`). Operators and the local user (`local.key`) are "
-                         "always allowed, with control requests too."),
-        "egress": Field("egress", "no private, loopback, link-local, multicast, reserved or metadata "
-                        "address; not the cluster's own", "Where fetchers may connect (docs/security.md)."),
-        "eval_operators": Field("list of names", "`[]`: no one",
-                                "Operators (of `operators`) whose TCP shells may evaluate Python in a "
-                                "node with `eval EXPR`. Nobody else can, and never over the IPC socket."),
-        "resilience": Field("resilience", "none: no breakers, limits, proxies or Hold",
-                            "The fleet's control actors, which every node's gate reports to."),
+        "operators": Field(
+            "list of names",
+            "`[]`",
+            "Operators allowed on TCP shells; each one's public key is `<name>.key` in "
+            "`security.keys` (`flotilla keys generate DIR --name NAME`).",
+        ),
+        "clients": Field(
+            "list of names",
+            "`[]`",
+            "Clients allowed on the intake (submit, and read their own jobs and results); "
+            "each one's public key is `<name>.key` in the key directory (`security.keys`, "
+            "else `<data_dir>/keys`). Operators and the local user (`local.key`) are "
+            "always allowed, with control requests too.",
+        ),
+        "egress": Field(
+            "egress",
+            "no private, loopback, link-local, multicast, reserved or metadata address; not the cluster's own",
+            "Where fetchers may connect (docs/security.md).",
+        ),
+        "eval_operators": Field(
+            "list of names",
+            "`[]`: no one",
+            "Operators (of `operators`) whose TCP shells may evaluate Python in a "
+            "node with `eval EXPR`. Nobody else can, and never over the IPC socket.",
+        ),
+        "resilience": Field(
+            "resilience",
+            "none: no breakers, limits, proxies or Hold",
+            "The fleet's control actors, which every node's gate reports to.",
+        ),
     },
     "node": {
-        "address": Field("tcp://HOST:PORT", "`tcp://127.0.0.1:<7101 + index>`",
-                         "Where the node listens for its peers (CURVE, see `security`). With "
-                         "`security.plaintext` HOST must be a loopback address."),
+        "address": Field(
+            "tcp://HOST:PORT",
+            "`tcp://127.0.0.1:<7101 + index>`",
+            "Where the node listens for its peers (CURVE, see `security`). With "
+            "`security.plaintext` HOST must be a loopback address.",
+        ),
         "description": Field("string", "empty", "Free text shown by `flotilla check`."),
-        "shell": Field("tcp://HOST:PORT", "none: the IPC socket only",
-                       "A TCP listener for remote shells, besides the node's IPC socket. Needs "
-                       "`security.keys` and `operators`: only those operators' keys are accepted."),
-        "metrics": Field("HOST:PORT", "none: no metrics endpoint",
-                         "Where the node serves Prometheus metrics over HTTP (`/metrics`). Loopback "
-                         "only unless `security.insecure_bind` is true."),
+        "shell": Field(
+            "tcp://HOST:PORT",
+            "none: the IPC socket only",
+            "A TCP listener for remote shells, besides the node's IPC socket. Needs "
+            "`security.keys` and `operators`: only those operators' keys are accepted.",
+        ),
+        "metrics": Field(
+            "HOST:PORT",
+            "none: no metrics endpoint",
+            "Where the node serves Prometheus metrics over HTTP (`/metrics`). Loopback "
+            "only unless `security.insecure_bind` is true.",
+        ),
     },
     "security": {
-        "keys": Field("directory", "none",
-                      "Key directory made by `flotilla keys generate`: `<node>.key` (public) and "
-                      "`<node>.key_secret` (0600) for every node. Without it the keys are "
-                      "generated on first start in `<data_dir>/keys/` (one host). Either way node "
-                      "links use CURVE and accept only the cluster's own public keys. Relative "
-                      "to the topology file."),
-        "plaintext": Field("boolean", "`false`",
-                           "Node links without CURVE (neither encrypted nor authenticated: any "
-                           "local user can pose as a node). Loopback addresses only; every node "
-                           "logs `transport.plaintext` at start."),
-        "insecure_bind": Field("boolean", "`false`",
-                               "Allow metrics, and an intake without keys, on a non-loopback "
-                               "address (that traffic is then neither encrypted nor "
-                               "authenticated). Never node links in plaintext."),
+        "keys": Field(
+            "directory",
+            "none",
+            "Key directory made by `flotilla keys generate`: `<node>.key` (public) and "
+            "`<node>.key_secret` (0600) for every node. Without it the keys are "
+            "generated on first start in `<data_dir>/keys/` (one host). Either way node "
+            "links use CURVE and accept only the cluster's own public keys. Relative "
+            "to the topology file.",
+        ),
+        "plaintext": Field(
+            "boolean",
+            "`false`",
+            "Node links without CURVE (neither encrypted nor authenticated: any "
+            "local user can pose as a node). Loopback addresses only; every node "
+            "logs `transport.plaintext` at start.",
+        ),
+        "insecure_bind": Field(
+            "boolean",
+            "`false`",
+            "Allow metrics, and an intake without keys, on a non-loopback "
+            "address (that traffic is then neither encrypted nor "
+            "authenticated). Never node links in plaintext.",
+        ),
     },
     "transport": {
-        "heartbeat_interval": Field("seconds > 0", f"`{DEFAULT_HEARTBEAT_INTERVAL:g}`",
-                                    "How often every node sends a heartbeat to every peer."),
-        "heartbeat_timeout": Field("seconds > interval", f"`{DEFAULT_HEARTBEAT_TIMEOUT:g}`",
-                                   "Silence after which a peer is declared down (killed, frozen "
-                                   "or cut off alike)."),
-        "max_message_bytes": Field("integer 1024..67108864", f"`{DEFAULT_MAX_MESSAGE_BYTES}`",
-                                   "Largest envelope (ZeroMQ MAXMSGSIZE); a peer sending more is "
-                                   "disconnected by ZeroMQ, and a local send of more raises."),
-        "high_water_mark": Field("integer 1..1000000", f"`{DEFAULT_HWM}`",
-                                 "ZeroMQ send/receive queue per peer, in messages."),
-        "backlog": Field("integer 1000..1000000", f"`{DEFAULT_BACKLOG}`",
-                         "Envelopes a sender may be ahead of the network per peer; past it the "
-                         "sender waits (up to 5 s) for room, then its envelope fails."),
-        "node_wait": Field("seconds > 0", f"`{DEFAULT_NODE_WAIT:g}`",
-                           "How long a starting supervisor waits for the node of a remote child."),
+        "heartbeat_interval": Field(
+            "seconds > 0", f"`{DEFAULT_HEARTBEAT_INTERVAL:g}`", "How often every node sends a heartbeat to every peer."
+        ),
+        "heartbeat_timeout": Field(
+            "seconds > interval",
+            f"`{DEFAULT_HEARTBEAT_TIMEOUT:g}`",
+            "Silence after which a peer is declared down (killed, frozen or cut off alike).",
+        ),
+        "max_message_bytes": Field(
+            "integer 1024..67108864",
+            f"`{DEFAULT_MAX_MESSAGE_BYTES}`",
+            "Largest envelope (ZeroMQ MAXMSGSIZE); a peer sending more is "
+            "disconnected by ZeroMQ, and a local send of more raises.",
+        ),
+        "high_water_mark": Field(
+            "integer 1..1000000", f"`{DEFAULT_HWM}`", "ZeroMQ send/receive queue per peer, in messages."
+        ),
+        "backlog": Field(
+            "integer 1000..1000000",
+            f"`{DEFAULT_BACKLOG}`",
+            "Envelopes a sender may be ahead of the network per peer; past it the "
+            "sender waits (up to 5 s) for room, then its envelope fails.",
+        ),
+        "node_wait": Field(
+            "seconds > 0",
+            f"`{DEFAULT_NODE_WAIT:g}`",
+            "How long a starting supervisor waits for the node of a remote child.",
+        ),
     },
     "supervisor": {
-        "id": Field("name", "`root` for the tree; required for a child",
-                    "Path segment of the supervisor."),
-        "strategy": Field(" \\| ".join(STRATEGIES), "`one_for_one`",
-                          "Which children restart when one exits and must be restarted."),
-        "intensity": Field("integer ≥ 0", f"`{DEFAULT_INTENSITY}`",
-                           "Restarts allowed within `period`; one more and the supervisor gives up."),
+        "id": Field("name", "`root` for the tree; required for a child", "Path segment of the supervisor."),
+        "strategy": Field(
+            " \\| ".join(STRATEGIES), "`one_for_one`", "Which children restart when one exits and must be restarted."
+        ),
+        "intensity": Field(
+            "integer ≥ 0",
+            f"`{DEFAULT_INTENSITY}`",
+            "Restarts allowed within `period`; one more and the supervisor gives up.",
+        ),
         "period": Field("seconds > 0", f"`{DEFAULT_PERIOD:g}`", "Window for `intensity`."),
-        "backoff": Field("backoff", "none (restart at once, as OTP)",
-                         "Delay restarts with exponential backoff and jitter."),
-        "node": Field("node name", "the parent's node (the tree: the first node)",
-                      "Node that runs this subtree."),
+        "backoff": Field(
+            "backoff", "none (restart at once, as OTP)", "Delay restarts with exponential backoff and jitter."
+        ),
+        "node": Field("node name", "the parent's node (the tree: the first node)", "Node that runs this subtree."),
         "children": Field("list of child", "`[]`", "Started in order, stopped in reverse order."),
     },
     "child": {
         "id": Field("name", "required", "Path segment of the child, unique among its siblings."),
-        "actor": Field("actor reference", "one of actor, supervisor, pool",
-                       "A worker: a built-in name (" + ", ".join(sorted(BUILTIN_ACTORS))
-                       + ") or `package.module:Class` (a subclass of `actors.Actor`)."),
-        "supervisor": Field("supervisor (without `id`)", "one of actor, supervisor, pool",
-                            "A nested supervisor."),
-        "pool": Field("pool", "one of actor, supervisor, pool",
-                      "A pool of identical workers under their own supervisor."),
+        "actor": Field(
+            "actor reference",
+            "one of actor, supervisor, pool",
+            "A worker: a built-in name ("
+            + ", ".join(sorted(BUILTIN_ACTORS))
+            + ") or `package.module:Class` (a subclass of `actors.Actor`).",
+        ),
+        "supervisor": Field("supervisor (without `id`)", "one of actor, supervisor, pool", "A nested supervisor."),
+        "pool": Field(
+            "pool", "one of actor, supervisor, pool", "A pool of identical workers under their own supervisor."
+        ),
         "args": Field("mapping", "`{}`", "Keyword arguments of the actor's constructor (workers only)."),
-        "restart": Field(" \\| ".join(RESTART_TYPES), "`permanent`",
-                         "permanent: always restarted; transient: unless it exits Normal or "
-                         "Shutdown; temporary: never."),
-        "shutdown": Field("seconds > 0 \\| brutal_kill \\| infinity",
-                          f"`{DEFAULT_WORKER_SHUTDOWN:g}` for workers, `infinity` for supervisors and pools",
-                          "Time to stop before the child is abandoned; `infinity` only for "
-                          "supervisors and pools, whose own children are bounded."),
-        "start_timeout": Field("seconds > 0", f"`{DEFAULT_START_TIMEOUT:g}`",
-                               "Time `on_start` may take (workers only); the constructor must be quick."),
+        "restart": Field(
+            " \\| ".join(RESTART_TYPES),
+            "`permanent`",
+            "permanent: always restarted; transient: unless it exits Normal or Shutdown; temporary: never.",
+        ),
+        "shutdown": Field(
+            "seconds > 0 \\| brutal_kill \\| infinity",
+            f"`{DEFAULT_WORKER_SHUTDOWN:g}` for workers, `infinity` for supervisors and pools",
+            "Time to stop before the child is abandoned; `infinity` only for "
+            "supervisors and pools, whose own children are bounded.",
+        ),
+        "start_timeout": Field(
+            "seconds > 0",
+            f"`{DEFAULT_START_TIMEOUT:g}`",
+            "Time `on_start` may take (workers only); the constructor must be quick.",
+        ),
         "node": Field("node name", "the parent's node", "Node that runs this child."),
-        "nodes": Field("list of node names", "the pool's node",
-                       "Pools only: replica i runs on nodes[i % len(nodes)]."),
+        "nodes": Field("list of node names", "the pool's node", "Pools only: replica i runs on nodes[i % len(nodes)]."),
     },
     "pool": {
         "size": Field("integer 0..1000", "`1`", "Replicas started at first; scalable at run time."),
         "actor": Field("actor reference", "required", "The replicas' actor."),
         "args": Field("mapping", "`{}`", "Keyword arguments for every replica."),
         "restart": Field(" \\| ".join(RESTART_TYPES), "`permanent`", "Restart type of each replica."),
-        "shutdown": Field("seconds > 0 \\| brutal_kill", f"`{DEFAULT_WORKER_SHUTDOWN:g}`",
-                          "Shutdown timeout of each replica."),
-        "start_timeout": Field("seconds > 0", f"`{DEFAULT_START_TIMEOUT:g}`",
-                               "Start timeout of each replica."),
+        "shutdown": Field(
+            "seconds > 0 \\| brutal_kill", f"`{DEFAULT_WORKER_SHUTDOWN:g}`", "Shutdown timeout of each replica."
+        ),
+        "start_timeout": Field("seconds > 0", f"`{DEFAULT_START_TIMEOUT:g}`", "Start timeout of each replica."),
         "intensity": Field("integer ≥ 0", f"`{DEFAULT_INTENSITY}`", "As for a supervisor."),
         "period": Field("seconds > 0", f"`{DEFAULT_PERIOD:g}`", "As for a supervisor."),
         "backoff": Field("backoff", "none", "As for a supervisor."),
     },
     "intake": {
-        "node": Field("node name", "required", "The node that serves the intake socket and keeps "
-                      "the journal (`<data_dir>/<node>/journal.sqlite`)."),
-        "address": Field("tcp://HOST:PORT", "required", "Where clients connect, always with CURVE. "
-                         "Loopback only without `security.keys` (whatever `insecure_bind` says): remote "
-                         "clients need the keys of a key directory you distribute."),
-        "router": Field("path", "required", "The router actor, on the same node: the intake wakes "
-                        "it when jobs arrive."),
+        "node": Field(
+            "node name",
+            "required",
+            "The node that serves the intake socket and keeps the journal (`<data_dir>/<node>/journal.sqlite`).",
+        ),
+        "address": Field(
+            "tcp://HOST:PORT",
+            "required",
+            "Where clients connect, always with CURVE. "
+            "Loopback only without `security.keys` (whatever `insecure_bind` says): remote "
+            "clients need the keys of a key directory you distribute.",
+        ),
+        "router": Field(
+            "path", "required", "The router actor, on the same node: the intake wakes it when jobs arrive."
+        ),
     },
     "resilience": {
-        "breakers": Field("path of a pool of `breakers`", "none: no circuit breakers",
-                          "The breaker shards; a target belongs to shard crc32(target) % pool size."),
+        "breakers": Field(
+            "path of a pool of `breakers`",
+            "none: no circuit breakers",
+            "The breaker shards; a target belongs to shard crc32(target) % pool size.",
+        ),
         "limiter": Field("path of a `limiter`", "none: no rate limits", "The fleet's rate limiter."),
         "hold": Field("path of a `hold`", "none: no Hold", "The Hold monitor."),
         "proxies": Field("path of a `proxies`", "none: direct connections", "The proxy pool."),
-        "interval": Field("seconds > 0", f"`{DEFAULT_GATE_INTERVAL:g}`",
-                          "How often each node's gate reports and refreshes its view."),
+        "interval": Field(
+            "seconds > 0", f"`{DEFAULT_GATE_INTERVAL:g}`", "How often each node's gate reports and refreshes its view."
+        ),
     },
     "egress": {
-        "allow": Field("list of CIDRs or host names", "`[]`",
-                       "Addresses (`127.0.0.1`, `10.1.0.0/16`, `::1`) and host names (any address they "
-                       "resolve to) fetchers may reach although the default policy refuses them. The "
-                       "cluster's own endpoints stay refused."),
+        "allow": Field(
+            "list of CIDRs or host names",
+            "`[]`",
+            "Addresses (`127.0.0.1`, `10.1.0.0/16`, `::1`) and host names (any address they "
+            "resolve to) fetchers may reach although the default policy refuses them. The "
+            "cluster's own endpoints stay refused.",
+        ),
     },
     "rule set": {
         "fields": Field("mapping of name → field", "required", "The fields to take from a page."),
-        "block_markers": Field("list of strings", "`[" + ", ".join(DEFAULT_BLOCK_MARKERS) + "]`",
-                               "Text (any case) that marks a short 200 page (at most "
-                               f"{CHALLENGE_MAX_WORDS} words of visible text) as a challenge, in "
-                               "its title or text: such a page is BLOCKED, not DRIFT. A page with "
-                               "every required field is never a challenge."),
-        "block_selectors": Field("list of CSS selectors",
-                                 "challenge forms and widgets (docs/resilience.md)",
-                                 "Elements that mark a short 200 page as a challenge "
-                                 "(Cloudflare's challenge form and iframe, Turnstile, "
-                                 "Incapsula, hCaptcha, reCAPTCHA by default)."),
-        "credentials": Field("boolean", "`false`: such URLs are rejected",
-                             "Accept URLs with `user:password@`: the password is sealed with the cluster's "
-                             "credentials key before it is written, sent only as Basic auth, and shown as "
-                             "`***` (docs/security.md)."),
-        "wait_budget": Field("seconds > 0", "the router's `wait_budget` (`300`)",
-                             "How long its jobs may wait behind an open breaker, Hold or a missing proxy "
-                             "before they end dead (docs/resilience.md)."),
+        "block_markers": Field(
+            "list of strings",
+            "`[" + ", ".join(DEFAULT_BLOCK_MARKERS) + "]`",
+            "Text (any case) that marks a short 200 page (at most "
+            f"{CHALLENGE_MAX_WORDS} words of visible text) as a challenge, in "
+            "its title or text: such a page is BLOCKED, not DRIFT. A page with "
+            "every required field is never a challenge.",
+        ),
+        "block_selectors": Field(
+            "list of CSS selectors",
+            "challenge forms and widgets (docs/resilience.md)",
+            "Elements that mark a short 200 page as a challenge "
+            "(Cloudflare's challenge form and iframe, Turnstile, "
+            "Incapsula, hCaptcha, reCAPTCHA by default).",
+        ),
+        "credentials": Field(
+            "boolean",
+            "`false`: such URLs are rejected",
+            "Accept URLs with `user:password@`: the password is sealed with the cluster's "
+            "credentials key before it is written, sent only as Basic auth, and shown as "
+            "`***` (docs/security.md).",
+        ),
+        "wait_budget": Field(
+            "seconds > 0",
+            "the router's `wait_budget` (`300`)",
+            "How long its jobs may wait behind an open breaker, Hold or a missing proxy "
+            "before they end dead (docs/resilience.md).",
+        ),
     },
     "field": {
         "css": Field("CSS selector", "required", "Where the field is on the page."),
@@ -270,8 +360,9 @@ SECTIONS: dict[str, dict[str, Field]] = {
         "min": Field("seconds > 0", "`0.1`", "Delay before the first restart in a row."),
         "max": Field("seconds ≥ min", "`10`", "Cap on the doubling delay."),
         "random_factor": Field("0..1", "`0.2`", "Each delay is stretched by up to this fraction, at random."),
-        "reset_after": Field("seconds > 0", "(min + max) / 2",
-                             "Running this long makes the next restart the first in a row again."),
+        "reset_after": Field(
+            "seconds > 0", "(min + max) / 2", "Running this long makes the next restart the first in a row again."
+        ),
     },
 }
 
@@ -355,8 +446,14 @@ class ResilienceConfig:
 
     def gate_args(self) -> dict[str, Any]:
         """The arguments of a node's gate (flotilla.actors.resilience.gate.Gate)."""
-        return {"breakers": self.breakers, "shards": self.shards, "limiter": self.limiter, "hold": self.hold,
-                "proxies": self.proxies, "interval": self.interval}
+        return {
+            "breakers": self.breakers,
+            "shards": self.shards,
+            "limiter": self.limiter,
+            "hold": self.hold,
+            "proxies": self.proxies,
+            "interval": self.interval,
+        }
 
 
 @dataclass(frozen=True)
@@ -484,14 +581,16 @@ class _Mapping:
                 continue
             key = key_node.value
             if key in self.entries:
-                ctx.problem(_join(path, key), "duplicate key (the first is on line "
-                            f"{self.entries[key][0].start_mark.line + 1})", key_node)
+                ctx.problem(
+                    _join(path, key),
+                    f"duplicate key (the first is on line {self.entries[key][0].start_mark.line + 1})",
+                    key_node,
+                )
                 continue
             if key not in allowed:
                 hint = difflib.get_close_matches(key, allowed, n=1)
                 suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
-                ctx.problem(_join(path, key), f"unknown key{suggestion} "
-                            f"(allowed: {', '.join(allowed)})", key_node)
+                ctx.problem(_join(path, key), f"unknown key{suggestion} (allowed: {', '.join(allowed)})", key_node)
                 continue
             self.entries[key] = (key_node, value_node)
             ctx.where[_join(path, key)] = key_node
@@ -555,6 +654,7 @@ def _one_of(choices: tuple[str, ...]) -> Callable[[Any], str | None]:
         hint = difflib.get_close_matches(str(value), choices, n=1)
         suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
         return f"{value!r} is not one of {', '.join(choices)}{suggestion}"
+
     return check
 
 
@@ -564,10 +664,12 @@ def _number(value: Any) -> bool:
 
 def _int_at_least(low: int, high: int = 1_000_000_000) -> Callable[[Any], str | None]:
     """An integer within low..high (every count has a ceiling the node can use)."""
+
     def check(value: Any) -> str | None:
         if isinstance(value, int) and not isinstance(value, bool) and low <= value <= high:
             return None
         return f"{_short(value)} must be an integer >= {low} and <= {high}"
+
     return check
 
 
@@ -577,8 +679,11 @@ def _short(value: Any) -> str:
 
 
 def _seconds(value: Any) -> str | None:
-    return (None if _number(value) and 0 < value <= MAX_SECONDS
-            else f"{_short(value)} must be a number of seconds > 0 and <= {MAX_SECONDS:g}")
+    return (
+        None
+        if _number(value) and 0 < value <= MAX_SECONDS
+        else f"{_short(value)} must be a number of seconds > 0 and <= {MAX_SECONDS:g}"
+    )
 
 
 def _fraction(value: Any) -> str | None:
@@ -590,10 +695,17 @@ def _shutdown(allow_infinity: bool) -> Callable[[Any], str | None]:
         if value == "brutal_kill" or (_number(value) and 0 < value <= MAX_SECONDS):
             return None
         if value == "infinity":
-            return None if allow_infinity else ("'infinity' is only allowed for supervisors and "
-                                                 "pools: a worker that never stops would hang shutdown")
+            return (
+                None
+                if allow_infinity
+                else (
+                    "'infinity' is only allowed for supervisors and "
+                    "pools: a worker that never stops would hang shutdown"
+                )
+            )
         extra = ", infinity" if allow_infinity else ""
         return f"{value!r} must be a number of seconds > 0, brutal_kill{extra}"
+
     return check
 
 
@@ -613,8 +725,12 @@ def _read_backoff(ctx: _Context, node: Node | None, path: str) -> Backoff | None
     if high < low:
         ctx.problem(_join(path, "max"), f"{high!r} must be >= min ({low!r})", m.node_of("max") or node)
         return None
-    return Backoff(min=float(low), max=float(high), random_factor=float(factor),
-                   reset_after=float(reset_after) if reset_after is not None else None)
+    return Backoff(
+        min=float(low),
+        max=float(high),
+        random_factor=float(factor),
+        reset_after=float(reset_after) if reset_after is not None else None,
+    )
 
 
 def _read_flags(ctx: _Context, m: _Mapping, *, strategy: bool = True) -> SupervisorFlags:
@@ -630,8 +746,9 @@ def _read_node_ref(ctx: _Context, m: _Mapping) -> str | None:
     node = m.get("node", _name, None)
     if node is not None and node not in ctx.node_names:
         known = ", ".join(sorted(ctx.node_names)) or "none"
-        ctx.problem(_join(m.path, "node"), f"{node!r} is not a node of this topology (nodes: {known})",
-                    m.node_of("node"))
+        ctx.problem(
+            _join(m.path, "node"), f"{node!r} is not a node of this topology (nodes: {known})", m.node_of("node")
+        )
         return None
     return node
 
@@ -644,8 +761,11 @@ def _read_node_list(ctx: _Context, m: _Mapping) -> tuple[str, ...]:
         return ()
     unknown = [v for v in value if v not in ctx.node_names]
     if unknown:
-        ctx.problem(_join(m.path, "nodes"), f"{', '.join(map(repr, unknown))} not a node of this topology "
-                    f"(nodes: {', '.join(sorted(ctx.node_names))})", node)
+        ctx.problem(
+            _join(m.path, "nodes"),
+            f"{', '.join(map(repr, unknown))} not a node of this topology (nodes: {', '.join(sorted(ctx.node_names))})",
+            node,
+        )
         return ()
     return tuple(value)
 
@@ -676,9 +796,12 @@ def _unimported_actor(ctx: _Context, m: _Mapping, reference: str) -> type | None
     """A stand-in class named like `reference`, checked by form only (`check --no-import`)."""
     module, _, name = reference.partition(":")
     if not (module and name and all(part.isidentifier() for part in (*module.split("."), *name.split(".")))):
-        ctx.problem(_join(m.path, "actor"), f"unknown actor {reference!r}: not a built-in "
-                    f"({', '.join(sorted(BUILTIN_ACTORS))}) and not of the form package.module:Class",
-                    m.node_of("actor"))
+        ctx.problem(
+            _join(m.path, "actor"),
+            f"unknown actor {reference!r}: not a built-in "
+            f"({', '.join(sorted(BUILTIN_ACTORS))}) and not of the form package.module:Class",
+            m.node_of("actor"),
+        )
         return None
     from flotilla.actors.core.actor import Actor
 
@@ -698,22 +821,33 @@ def _read_args(ctx: _Context, m: _Mapping) -> dict[str, Any]:
     return value
 
 
-def _read_supervisor(ctx: _Context, m: _Mapping, child_id: str, *, restart: str,
-                     shutdown: Any, node: str | None) -> SupervisorSpec | None:
+def _read_supervisor(
+    ctx: _Context, m: _Mapping, child_id: str, *, restart: str, shutdown: Any, node: str | None
+) -> SupervisorSpec | None:
     flags = _read_flags(ctx, m)
     children = _read_children(ctx, m.node_of("children"), _join(m.path, "children"))
     if children is None:
         return None
     try:
-        return SupervisorSpec(id=child_id, children=tuple(children), flags=flags, restart=restart,
-                              shutdown=shutdown, node=node)
+        return SupervisorSpec(
+            id=child_id, children=tuple(children), flags=flags, restart=restart, shutdown=shutdown, node=node
+        )
     except ValueError as exc:
         ctx.problem(m.path, str(exc), m.node)
         return None
 
 
-def _read_pool(ctx: _Context, node: Node, path: str, child_id: str, *, restart: str,
-               shutdown: Any, pool_node: str | None, replica_nodes: tuple[str, ...]) -> PoolSpec | None:
+def _read_pool(
+    ctx: _Context,
+    node: Node,
+    path: str,
+    child_id: str,
+    *,
+    restart: str,
+    shutdown: Any,
+    pool_node: str | None,
+    replica_nodes: tuple[str, ...],
+) -> PoolSpec | None:
     m = _Mapping(ctx, node, path, "pool")
     if not m.valid or not m.require("actor", "the replicas' actor"):
         return None
@@ -726,10 +860,24 @@ def _read_pool(ctx: _Context, node: Node, path: str, child_id: str, *, restart: 
     flags = _read_flags(ctx, m, strategy=False)
     if actor is None:
         return None
-    worker = ChildSpec(id="replica", actor=actor, args=args, restart=worker_restart,
-                       shutdown=worker_shutdown, start_timeout=float(start_timeout))
-    return PoolSpec(id=child_id, worker=worker, size=size, flags=flags, restart=restart,
-                    shutdown=shutdown, node=pool_node, replica_nodes=replica_nodes)
+    worker = ChildSpec(
+        id="replica",
+        actor=actor,
+        args=args,
+        restart=worker_restart,
+        shutdown=worker_shutdown,
+        start_timeout=float(start_timeout),
+    )
+    return PoolSpec(
+        id=child_id,
+        worker=worker,
+        size=size,
+        flags=flags,
+        restart=restart,
+        shutdown=shutdown,
+        node=pool_node,
+        replica_nodes=replica_nodes,
+    )
 
 
 def _read_child(ctx: _Context, node: Node, path: str) -> Spec | None:
@@ -750,12 +898,14 @@ def _read_child(ctx: _Context, node: Node, path: str) -> Spec | None:
     child_node = _read_node_ref(ctx, m)
     replica_nodes = _read_node_list(ctx, m) if m.has("nodes") else ()
     if m.has("nodes") and kind != "pool":
-        ctx.problem(_join(path, "nodes"), "only pools spread replicas over nodes; use node: for one node",
-                    m.node_of("nodes"))
+        ctx.problem(
+            _join(path, "nodes"), "only pools spread replicas over nodes; use node: for one node", m.node_of("nodes")
+        )
     for worker_only in ("args", "start_timeout"):
         if m.has(worker_only) and not is_worker:
-            ctx.problem(_join(path, worker_only), f"belongs inside {kind}: (it applies to workers)",
-                        m.node_of(worker_only))
+            ctx.problem(
+                _join(path, worker_only), f"belongs inside {kind}: (it applies to workers)", m.node_of(worker_only)
+            )
     if kind == "actor":
         args = _read_args(ctx, m)
         actor = _read_actor(ctx, m, args)
@@ -763,25 +913,37 @@ def _read_child(ctx: _Context, node: Node, path: str) -> Spec | None:
         if actor is None or child_id is None:
             return None
         if child_node is not None:
-            ctx.problem(_join(path, "node"), "only supervisors and pools are placed on nodes; "
-                        "move the worker under one", m.node_of("node"))
+            ctx.problem(
+                _join(path, "node"),
+                "only supervisors and pools are placed on nodes; move the worker under one",
+                m.node_of("node"),
+            )
             return None
-        return ChildSpec(id=child_id, actor=actor, args=args, restart=restart, shutdown=shutdown,
-                         start_timeout=float(start_timeout))
+        return ChildSpec(
+            id=child_id, actor=actor, args=args, restart=restart, shutdown=shutdown, start_timeout=float(start_timeout)
+        )
     body_path = _join(path, kind)
     if kind == "pool":
-        pool = _read_pool(ctx, m.node_of("pool"), body_path, child_id or "?", restart=restart,
-                          shutdown=shutdown, pool_node=child_node, replica_nodes=replica_nodes)
+        pool = _read_pool(
+            ctx,
+            m.node_of("pool"),
+            body_path,
+            child_id or "?",
+            restart=restart,
+            shutdown=shutdown,
+            pool_node=child_node,
+            replica_nodes=replica_nodes,
+        )
         return pool if child_id is not None else None
     body = _Mapping(ctx, m.node_of("supervisor"), body_path, "supervisor")
     if not body.valid:
         return None
     for misplaced in ("id", "node"):
         if body.has(misplaced):
-            ctx.problem(_join(body_path, misplaced), f"belongs on the child entry ({path}.{misplaced})",
-                        body.node_of(misplaced))
-    spec = _read_supervisor(ctx, body, child_id or "?", restart=restart, shutdown=shutdown,
-                            node=child_node)
+            ctx.problem(
+                _join(body_path, misplaced), f"belongs on the child entry ({path}.{misplaced})", body.node_of(misplaced)
+            )
+    spec = _read_supervisor(ctx, body, child_id or "?", restart=restart, shutdown=shutdown, node=child_node)
     return spec if child_id is not None else None
 
 
@@ -803,8 +965,7 @@ def _read_children(ctx: _Context, node: Node | None, path: str) -> list[Spec] | 
             ok = False
             continue
         if spec.id in seen:
-            ctx.problem(_join(item_path, "id"), f"{spec.id!r} is already the id of {path}[{seen[spec.id]}]",
-                        item)
+            ctx.problem(_join(item_path, "id"), f"{spec.id!r} is already the id of {path}[{seen[spec.id]}]", item)
             ok = False
             continue
         seen[spec.id] = index
@@ -838,8 +999,12 @@ def _port(text: str) -> bool:
 
 
 def _host_port(value: Any) -> str | None:
-    if not isinstance(value, str) or ":" not in value or not value.rpartition(":")[0] \
-            or not _port(value.rpartition(":")[2]):
+    if (
+        not isinstance(value, str)
+        or ":" not in value
+        or not value.rpartition(":")[0]
+        or not _port(value.rpartition(":")[2])
+    ):
         return f"{_short(value)} must be HOST:PORT with a port in 1..65535, e.g. 127.0.0.1:9101"
     return None
 
@@ -863,21 +1028,29 @@ def _read_nodes(ctx: _Context, node: Node | None) -> dict[str, NodeConfig]:
         m = _Mapping(ctx, value_node, path, "node")
         address = m.get("address", _address, f"tcp://127.0.0.1:{FIRST_PORT + index}")
         if address in seen_addresses:
-            ctx.problem(_join(path, "address"), f"{address} is already the address of node "
-                        f"{seen_addresses[address]}", m.node_of("address") or key_node)
+            ctx.problem(
+                _join(path, "address"),
+                f"{address} is already the address of node {seen_addresses[address]}",
+                m.node_of("address") or key_node,
+            )
         seen_addresses[address] = name
         metrics = m.get("metrics", _host_port, None)
         if metrics is not None and metrics in seen_addresses:
-            ctx.problem(_join(path, "metrics"), f"{metrics} is already used by node {seen_addresses[metrics]}",
-                        m.node_of("metrics"))
+            ctx.problem(
+                _join(path, "metrics"),
+                f"{metrics} is already used by node {seen_addresses[metrics]}",
+                m.node_of("metrics"),
+            )
         seen_addresses[metrics or address] = name
         shell = m.get("shell", _address, None)
         if shell is not None and shell in seen_addresses:
-            ctx.problem(_join(path, "shell"), f"{shell} is already used by node {seen_addresses[shell]}",
-                        m.node_of("shell"))
+            ctx.problem(
+                _join(path, "shell"), f"{shell} is already used by node {seen_addresses[shell]}", m.node_of("shell")
+            )
         seen_addresses[shell or address] = name
-        nodes[name] = NodeConfig(name=name, address=address, description=m.get("description", _text, ""),
-                                 metrics=metrics, shell=shell)
+        nodes[name] = NodeConfig(
+            name=name, address=address, description=m.get("description", _text, ""), metrics=metrics, shell=shell
+        )
     return nodes
 
 
@@ -896,15 +1069,19 @@ LOCAL_KEY_NAME = "local"
 """The local user's key in the key directory (nodes/intake/auth.py); no client may be named so."""
 
 
-def _read_clients(ctx: _Context, node: Node | None, nodes: dict[str, NodeConfig],
-                  security: SecurityConfig) -> SecurityConfig:
+def _read_clients(
+    ctx: _Context, node: Node | None, nodes: dict[str, NodeConfig], security: SecurityConfig
+) -> SecurityConfig:
     """The intake's `clients`: names distinct from nodes, operators and the local user, each
     with its public key in the key directory (when that directory exists already)."""
     names = _read_names(ctx, node, "clients")
     taken = [n for n in names if n in nodes or n in security.operators or n == LOCAL_KEY_NAME]
     if taken:
-        ctx.problem("clients", f"{', '.join(taken)} is already a node, an operator or the local user: "
-                    "each key has one role", node)
+        ctx.problem(
+            "clients",
+            f"{', '.join(taken)} is already a node, an operator or the local user: each key has one role",
+            node,
+        )
     long = [n for n in names if len(n) > 64]
     if long:
         ctx.problem("clients", f"{long[0][:20]}...: a client name has at most 64 characters", node)
@@ -912,9 +1089,13 @@ def _read_clients(ctx: _Context, node: Node | None, nodes: dict[str, NodeConfig]
     if directory is not None and directory.is_dir():
         missing = [n for n in names if not (directory / f"{n}.key").is_file()]
         if missing:
-            ctx.problem("clients", f"no public key for client(s) {', '.join(missing)} in {directory} "
-                        f"(make one with 'flotilla keys generate DIR --name {missing[0]}' and copy "
-                        f"{missing[0]}.key there)", node)
+            ctx.problem(
+                "clients",
+                f"no public key for client(s) {', '.join(missing)} in {directory} "
+                f"(make one with 'flotilla keys generate DIR --name {missing[0]}' and copy "
+                f"{missing[0]}.key there)",
+                node,
+            )
     return dataclasses.replace(security, clients=tuple(names))
 
 
@@ -939,8 +1120,9 @@ def _egress_entries(value: Any) -> str | None:
     return None
 
 
-def _read_operators(ctx: _Context, node: Node | None, eval_node: Node | None, nodes: dict[str, NodeConfig],
-                    security: SecurityConfig) -> SecurityConfig:
+def _read_operators(
+    ctx: _Context, node: Node | None, eval_node: Node | None, nodes: dict[str, NodeConfig], security: SecurityConfig
+) -> SecurityConfig:
     """The `operators` list, checked with the nodes' TCP shells: a node refuses to open one
     without CURVE keys and named operators whose public keys are there."""
     names = _read_names(ctx, node, "operators")
@@ -950,57 +1132,82 @@ def _read_operators(ctx: _Context, node: Node | None, eval_node: Node | None, no
         ctx.problem("operators", f"{', '.join(clashes)} is also a node: a node's key must not open shells", node)
     strangers = [n for n in evaluators if n not in names]
     if strangers:
-        ctx.problem("eval_operators", f"{', '.join(strangers)} not in operators: only operators may evaluate",
-                    eval_node)
+        ctx.problem(
+            "eval_operators", f"{', '.join(strangers)} not in operators: only operators may evaluate", eval_node
+        )
     for name, config in nodes.items():
         if config.shell is None:
             continue
         if security.keys is None:
-            ctx.problem(f"nodes.{name}.shell", "a TCP shell needs security.keys: without CURVE anyone who can "
-                        "reach the port could steer the cluster", None)
+            ctx.problem(
+                f"nodes.{name}.shell",
+                "a TCP shell needs security.keys: without CURVE anyone who can reach the port could steer the cluster",
+                None,
+            )
         elif not names:
-            ctx.problem(f"nodes.{name}.shell", "a TCP shell needs operators: the names of the operator keys "
-                        "it accepts", None)
+            ctx.problem(
+                f"nodes.{name}.shell", "a TCP shell needs operators: the names of the operator keys it accepts", None
+            )
     if security.keys is not None and security.keys.is_dir():
         missing = [n for n in names if not (security.keys / f"{n}.key").is_file()]
         if missing:
-            ctx.problem("operators", f"no public key for operator(s) {', '.join(missing)} in {security.keys} "
-                        f"(make one with 'flotilla keys generate DIR --name {missing[0]}')", node)
+            ctx.problem(
+                "operators",
+                f"no public key for operator(s) {', '.join(missing)} in {security.keys} "
+                f"(make one with 'flotilla keys generate DIR --name {missing[0]}')",
+                node,
+            )
     return dataclasses.replace(security, operators=tuple(names), eval_operators=tuple(evaluators))
 
 
-def _read_security(ctx: _Context, node: Node | None, nodes: dict[str, NodeConfig],
-                   base: Path) -> SecurityConfig:
+def _read_security(ctx: _Context, node: Node | None, nodes: dict[str, NodeConfig], base: Path) -> SecurityConfig:
     m = _Mapping(ctx, node, "security", "security")
     keys_value = m.get("keys", _text, None)
-    insecure = m.get("insecure_bind", lambda v: None if isinstance(v, bool) else f"{v!r} must be true or false",
-                     False)
+    insecure = m.get("insecure_bind", lambda v: None if isinstance(v, bool) else f"{v!r} must be true or false", False)
     keys: Path | None = None
     if keys_value is not None:
         keys = (base / keys_value).resolve()
         if not keys.is_dir():
-            ctx.problem("security.keys", f"{keys} is not a directory (make one with "
-                        f"'flotilla keys generate {keys_value} --name NODE' for each node)", m.node_of("keys"))
+            ctx.problem(
+                "security.keys",
+                f"{keys} is not a directory (make one with "
+                f"'flotilla keys generate {keys_value} --name NODE' for each node)",
+                m.node_of("keys"),
+            )
         else:
             missing = [n for n in nodes if not (keys / f"{n}.key").is_file()]
             if missing:
-                ctx.problem("security.keys", f"no public key for node(s) {', '.join(missing)} in {keys} "
-                            f"(expected {missing[0]}.key)", m.node_of("keys"))
+                ctx.problem(
+                    "security.keys",
+                    f"no public key for node(s) {', '.join(missing)} in {keys} (expected {missing[0]}.key)",
+                    m.node_of("keys"),
+                )
     plaintext = m.get("plaintext", _flag, False)
     if plaintext and keys is not None:
         ctx.problem("security.plaintext", "plaintext and keys exclude each other", m.node_of("plaintext"))
     for name, config in nodes.items():
         if plaintext and not _is_loopback(config.host):
-            ctx.problem(f"nodes.{name}.address", f"{config.address} is not a loopback address and "
-                        "security.plaintext is set: node links in plaintext are for loopback only", None)
+            ctx.problem(
+                f"nodes.{name}.address",
+                f"{config.address} is not a loopback address and "
+                "security.plaintext is set: node links in plaintext are for loopback only",
+                None,
+            )
         if keys is None and not plaintext and name == "local":
-            ctx.problem(f"nodes.{name}", "'local' names the local user's generated key: rename the node "
-                        "or set security.keys", None)
+            ctx.problem(
+                f"nodes.{name}",
+                "'local' names the local user's generated key: rename the node or set security.keys",
+                None,
+            )
     for name, config in nodes.items():
         if config.metrics and not insecure and not _is_loopback(config.metrics.rpartition(":")[0].strip("[]")):
-            ctx.problem(f"nodes.{name}.metrics", f"{config.metrics} is not a loopback address: metrics are "
-                        "plain HTTP without authentication (set security.insecure_bind: true to expose them "
-                        "knowingly)", None)
+            ctx.problem(
+                f"nodes.{name}.metrics",
+                f"{config.metrics} is not a loopback address: metrics are "
+                "plain HTTP without authentication (set security.insecure_bind: true to expose them "
+                "knowingly)",
+                None,
+            )
     return SecurityConfig(keys=keys, insecure_bind=insecure, plaintext=plaintext)
 
 
@@ -1040,8 +1247,15 @@ def _read_rules(ctx: _Context, node: Node | None) -> dict[str, RuleSet]:
         m = _Mapping(ctx, value_node, path, "rule set")
         if not m.valid or not m.require("fields", "at least one field"):
             continue
-        markers = m.get("block_markers", lambda v: None if isinstance(v, list) and all(isinstance(x, str) for x in v)
-                        else f"{v!r} must be a list of strings", list(DEFAULT_BLOCK_MARKERS))
+        markers = m.get(
+            "block_markers",
+            lambda v: (
+                None
+                if isinstance(v, list) and all(isinstance(x, str) for x in v)
+                else f"{v!r} must be a list of strings"
+            ),
+            list(DEFAULT_BLOCK_MARKERS),
+        )
         selectors = m.get("block_selectors", _css_list, list(DEFAULT_BLOCK_SELECTORS))
         fields_node = m.node_of("fields")
         if not isinstance(fields_node, MappingNode) or not fields_node.value:
@@ -1057,19 +1271,27 @@ def _read_rules(ctx: _Context, node: Node | None) -> dict[str, RuleSet]:
             css = f.get("css", _css, None)
             if css is None:
                 continue
-            fields[str(field_name)] = FieldRule(css=css, attr=f.get("attr", _text, None),
-                                                all=f.get("all", _flag, False),
-                                                required=f.get("required", _flag, False))
+            fields[str(field_name)] = FieldRule(
+                css=css,
+                attr=f.get("attr", _text, None),
+                all=f.get("all", _flag, False),
+                required=f.get("required", _flag, False),
+            )
         budget = m.get("wait_budget", _seconds, None)
-        rule_sets[name] = RuleSet(name=name, fields=fields, block_markers=tuple(m.lower() for m in markers),
-                                  block_selectors=tuple(selectors),
-                                  wait_budget=float(budget) if budget is not None else None,
-                                  credentials=m.get("credentials", _flag, False))
+        rule_sets[name] = RuleSet(
+            name=name,
+            fields=fields,
+            block_markers=tuple(m.lower() for m in markers),
+            block_selectors=tuple(selectors),
+            wait_budget=float(budget) if budget is not None else None,
+            credentials=m.get("credentials", _flag, False),
+        )
     return rule_sets
 
 
-def _read_intake(ctx: _Context, node: Node | None, nodes: dict[str, NodeConfig],
-                 security: SecurityConfig) -> IntakeConfig | None:
+def _read_intake(
+    ctx: _Context, node: Node | None, nodes: dict[str, NodeConfig], security: SecurityConfig
+) -> IntakeConfig | None:
     if node is None:
         return None
     m = _Mapping(ctx, node, "intake", "intake")
@@ -1083,9 +1305,13 @@ def _read_intake(ctx: _Context, node: Node | None, nodes: dict[str, NodeConfig],
     if address is not None and security.keys is None:
         host = address.removeprefix("tcp://").rsplit(":", 1)[0].strip("[]")
         if not _is_loopback(host):
-            ctx.problem("intake.address", f"{address} is not a loopback address and security.keys is not set: "
-                        "remote clients need a key directory of yours (insecure_bind does not apply to the "
-                        "intake)", m.node_of("address"))
+            ctx.problem(
+                "intake.address",
+                f"{address} is not a loopback address and security.keys is not set: "
+                "remote clients need a key directory of yours (insecure_bind does not apply to the "
+                "intake)",
+                m.node_of("address"),
+            )
     if address is not None and address in {n.address for n in nodes.values()}:
         ctx.problem("intake.address", f"{address} is also a node's address", m.node_of("address"))
     if intake_node is None or address is None or router is None:
@@ -1093,8 +1319,12 @@ def _read_intake(ctx: _Context, node: Node | None, nodes: dict[str, NodeConfig],
     return IntakeConfig(node=intake_node, address=address, router=router)
 
 
-RESILIENCE_ACTORS = {"breakers": "flotilla.actors.resilience.breakers:BreakerShard", "limiter": "flotilla.actors.resilience.limiter:RateLimiter",
-                     "hold": "flotilla.actors.resilience.hold:HoldMonitor", "proxies": "flotilla.actors.resilience.proxies:ProxyPool"}
+RESILIENCE_ACTORS = {
+    "breakers": "flotilla.actors.resilience.breakers:BreakerShard",
+    "limiter": "flotilla.actors.resilience.limiter:RateLimiter",
+    "hold": "flotilla.actors.resilience.hold:HoldMonitor",
+    "proxies": "flotilla.actors.resilience.proxies:ProxyPool",
+}
 
 
 def _read_resilience(ctx: _Context, node: Node | None) -> tuple[dict[str, Any], dict[str, Node]] | None:
@@ -1124,17 +1354,29 @@ def _check_resilience(topology: Topology, values: dict[str, Any], where: dict[st
         spec = directory.spec_at(path)
         if key == "breakers":
             if not isinstance(spec, PoolSpec) or spec.worker.actor_name != expected or spec.size < 1:
-                problems.append(Problem(f"resilience.{key}", f"{path!r} must be a pool of at least one "
-                                        f"'breakers' actor in the tree (the root is {topology.root_path})", line))
+                problems.append(
+                    Problem(
+                        f"resilience.{key}",
+                        f"{path!r} must be a pool of at least one "
+                        f"'breakers' actor in the tree (the root is {topology.root_path})",
+                        line,
+                    )
+                )
             else:
                 shards = spec.size
         elif not isinstance(spec, ChildSpec) or spec.actor_name != expected:
-            problems.append(Problem(f"resilience.{key}", f"{path!r} must be a '{key}' actor in the tree "
-                                    f"(the root is {topology.root_path})", line))
+            problems.append(
+                Problem(
+                    f"resilience.{key}",
+                    f"{path!r} must be a '{key}' actor in the tree (the root is {topology.root_path})",
+                    line,
+                )
+            )
     if problems:
         raise TopologyError(topology.source, problems)
-    return ResilienceConfig(values["breakers"], shards, values["limiter"], values["hold"], values["proxies"],
-                            values["interval"])
+    return ResilienceConfig(
+        values["breakers"], shards, values["limiter"], values["hold"], values["proxies"], values["interval"]
+    )
 
 
 def _check_actor_paths(topology: Topology, actor_paths: list[tuple[str, str, str, Node | None]]) -> None:
@@ -1163,9 +1405,16 @@ def _check_actor_paths(topology: Topology, actor_paths: list[tuple[str, str, str
         found = "names nothing in the tree" if spec is None else f"is {spec.actor_name}"
         fitting = [p for p, name in kinds.items() if name == expected]
         hint = difflib.get_close_matches(path, fitting, n=1, cutoff=0.0) if fitting else []
-        suggestion = f"; did you mean {hint[0]!r}?" if hint else f"; the tree has none (the root is {topology.root_path})"
-        problems.append(Problem(where, f"{path!r} {found}: it must be a worker or a pool of {kind!r}{suggestion}",
-                                node.start_mark.line + 1 if node is not None else None))
+        suggestion = (
+            f"; did you mean {hint[0]!r}?" if hint else f"; the tree has none (the root is {topology.root_path})"
+        )
+        problems.append(
+            Problem(
+                where,
+                f"{path!r} {found}: it must be a worker or a pool of {kind!r}{suggestion}",
+                node.start_mark.line + 1 if node is not None else None,
+            )
+        )
     if problems:
         raise TopologyError(topology.source, problems)
 
@@ -1175,21 +1424,26 @@ def _read_transport(ctx: _Context, node: Node | None) -> TransportConfig:
     interval = m.get("heartbeat_interval", _seconds, DEFAULT_HEARTBEAT_INTERVAL)
     timeout = m.get("heartbeat_timeout", _seconds, DEFAULT_HEARTBEAT_TIMEOUT)
     if timeout <= interval:
-        ctx.problem("transport.heartbeat_timeout", f"{timeout!r} must be greater than heartbeat_interval "
-                    f"({interval!r}), ideally 3 to 5 times it", m.node_of("heartbeat_timeout") or node)
+        ctx.problem(
+            "transport.heartbeat_timeout",
+            f"{timeout!r} must be greater than heartbeat_interval ({interval!r}), ideally 3 to 5 times it",
+            m.node_of("heartbeat_timeout") or node,
+        )
     return TransportConfig(
         heartbeat_interval=float(interval),
         heartbeat_timeout=float(timeout),
-        max_message_bytes=m.get("max_message_bytes", _int_at_least(1024, MAX_MESSAGE_BYTES_LIMIT),
-                                DEFAULT_MAX_MESSAGE_BYTES),
+        max_message_bytes=m.get(
+            "max_message_bytes", _int_at_least(1024, MAX_MESSAGE_BYTES_LIMIT), DEFAULT_MAX_MESSAGE_BYTES
+        ),
         high_water_mark=m.get("high_water_mark", _int_at_least(1, MAX_HWM), DEFAULT_HWM),
         backlog=m.get("backlog", _int_at_least(1000, MAX_BACKLOG), DEFAULT_BACKLOG),
         node_wait=float(m.get("node_wait", _seconds, DEFAULT_NODE_WAIT)),
     )
 
 
-def parse_topology(text: str, source: str = "<topology>", base: Path | None = None, *,
-                   import_actors: bool = True) -> Topology:
+def parse_topology(
+    text: str, source: str = "<topology>", base: Path | None = None, *, import_actors: bool = True
+) -> Topology:
     """Validate a topology document; raise `TopologyError` listing every problem. Relative
     paths in it (the key directory) are taken from `base` (default: the current directory).
     With `import_actors` false, actors named `package.module:Class` are checked by form only
@@ -1201,8 +1455,7 @@ def parse_topology(text: str, source: str = "<topology>", base: Path | None = No
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = min(mark.line + 1, text.count("\n") + 1) if mark is not None else None  # libyaml: EOF is a line on
-        raise TopologyError(source, [Problem("", f"not valid YAML: {getattr(exc, 'problem', exc)}",
-                                             line)]) from None
+        raise TopologyError(source, [Problem("", f"not valid YAML: {getattr(exc, 'problem', exc)}", line)]) from None
     ctx = _Context(import_actors)
     top = _Mapping(ctx, document, "", "topology")
     if document is None or not top.valid:
@@ -1218,8 +1471,9 @@ def parse_topology(text: str, source: str = "<topology>", base: Path | None = No
         body = _Mapping(ctx, top.node_of("tree"), "tree", "supervisor")
         if body.valid:
             root_id = body.get("id", _name, "root")
-            tree = _read_supervisor(ctx, body, root_id, restart="permanent", shutdown="infinity",
-                                    node=_read_node_ref(ctx, body))
+            tree = _read_supervisor(
+                ctx, body, root_id, restart="permanent", shutdown="infinity", node=_read_node_ref(ctx, body)
+            )
     base = base or Path.cwd()
     data_dir = (base / top.get("data_dir", _text, "data")).resolve()
     unusable = _unusable_dir(data_dir)
@@ -1236,20 +1490,47 @@ def parse_topology(text: str, source: str = "<topology>", base: Path | None = No
     if ctx.problems or tree is None:
         problems = sorted(ctx.problems, key=lambda p: (p.line is None, p.line or 0))
         raise TopologyError(source, problems or [Problem("tree", "is invalid")])
-    topology = Topology(cluster=cluster, nodes=nodes, tree=tree, source=source, security=security,
-                        transport=transport, data_dir=data_dir, rules=rules, intake=intake, egress=egress)
+    topology = Topology(
+        cluster=cluster,
+        nodes=nodes,
+        tree=tree,
+        source=source,
+        security=security,
+        transport=transport,
+        data_dir=data_dir,
+        rules=rules,
+        intake=intake,
+        egress=egress,
+    )
     if intake is not None:
         from flotilla.nodes.cluster.directory import Directory  # the directory is built from a topology
 
         directory = Directory(topology)
         line = top.node_of("intake").start_mark.line + 1  # type: ignore[union-attr]
         if directory.spec_at(intake.router) is None:
-            raise TopologyError(source, [Problem("intake.router", f"{intake.router!r} is not a path of the tree "
-                                                 f"(the root is {topology.root_path})", line)])
+            raise TopologyError(
+                source,
+                [
+                    Problem(
+                        "intake.router",
+                        f"{intake.router!r} is not a path of the tree (the root is {topology.root_path})",
+                        line,
+                    )
+                ],
+            )
         if directory.whereis(intake.router) != intake.node:
-            raise TopologyError(source, [Problem("intake.router", f"{intake.router} runs on "
-                                                 f"{directory.whereis(intake.router)}, not on the intake's node "
-                                                 f"{intake.node}: they share the journal file", line)])
+            raise TopologyError(
+                source,
+                [
+                    Problem(
+                        "intake.router",
+                        f"{intake.router} runs on "
+                        f"{directory.whereis(intake.router)}, not on the intake's node "
+                        f"{intake.node}: they share the journal file",
+                        line,
+                    )
+                ],
+            )
     _check_actor_paths(topology, ctx.actor_paths)
     if resilience is not None:
         topology = dataclasses.replace(topology, resilience=_check_resilience(topology, *resilience))

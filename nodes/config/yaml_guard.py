@@ -69,8 +69,9 @@ def check_graph(root: Node) -> None:
             continue
         visited += 1
         if visited > MAX_YAML_NODES:
-            raise YamlRefused(f"more than {MAX_YAML_NODES} values once aliases are expanded "
-                              "(an alias bomb?)", _line(node))
+            raise YamlRefused(
+                f"more than {MAX_YAML_NODES} values once aliases are expanded (an alias bomb?)", _line(node)
+            )
         if depth > MAX_YAML_DEPTH:
             raise YamlRefused(f"nested more than {MAX_YAML_DEPTH} levels deep", _line(node))
         if isinstance(node, SequenceNode):

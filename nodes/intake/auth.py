@@ -122,7 +122,6 @@ class IntakeGuard:
         self._authenticator.stop()
 
 
-
 @dataclass(frozen=True)
 class ClientKey:
     """What a client needs for the intake's CURVE handshake: its own key pair and the
@@ -148,8 +147,9 @@ def _present(path: Path) -> bool:
         return False
 
 
-def client_key(topology: Topology, key_file: Path | None = None, server_key_file: Path | None = None,
-               wait: float = 0.0) -> ClientKey:
+def client_key(
+    topology: Topology, key_file: Path | None = None, server_key_file: Path | None = None, wait: float = 0.0
+) -> ClientKey:
     """The key a client of `topology`'s intake connects with: `key_file`, else the local
     user's (readable only by the cluster's owner). The intake's public key is
     `server_key_file`, else ``<intake node>.key`` in the key directory. Waits up to `wait`
@@ -167,12 +167,18 @@ def client_key(topology: Topology, key_file: Path | None = None, server_key_file
     except KeyFileError as exc:
         if key_file is not None:
             raise
-        raise KeyFileError(f"no client key: {exc}. Pass --key FILE (a NAME.key_secret made by 'flotilla keys "
-                           "generate DIR --name NAME', with NAME in the topology's clients:)") from None
+        raise KeyFileError(
+            f"no client key: {exc}. Pass --key FILE (a NAME.key_secret made by 'flotilla keys "
+            "generate DIR --name NAME', with NAME in the topology's clients:)"
+        ) from None
     try:
-        server, _ = load_secret_file(server_path) if server_path.name.endswith(".key_secret") else (
-            load_public(server_path.parent, server_path.name.removesuffix(".key")), None)
+        server, _ = (
+            load_secret_file(server_path)
+            if server_path.name.endswith(".key_secret")
+            else (load_public(server_path.parent, server_path.name.removesuffix(".key")), None)
+        )
     except KeyFileError as exc:
-        raise KeyFileError(f"{exc}; pass --server-key FILE (the intake node's public key, "
-                           f"{topology.intake.node}.key)") from None
+        raise KeyFileError(
+            f"{exc}; pass --server-key FILE (the intake node's public key, {topology.intake.node}.key)"
+        ) from None
     return ClientKey(public, secret, server)

@@ -80,8 +80,9 @@ class IntakeRefused(IntakeError):
     """The intake refused the client's key at the handshake."""
 
 
-HANDSHAKE_FAILED = (zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-                    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+HANDSHAKE_FAILED = (
+    zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+)
 """Socket monitor events that mean the intake did not let this client in."""
 
 
@@ -139,13 +140,23 @@ class IntakeClient:
             if event["event"] & HANDSHAKE_FAILED:
                 if self.key is None:
                     return f"the intake at {self.address} refused a client without a CURVE key (pass --key)"
-                return (f"the intake at {self.address} refused this client's key: it is not among the topology's "
-                        "clients and operators, or --server-key is not the intake node's key")
+                return (
+                    f"the intake at {self.address} refused this client's key: it is not among the topology's "
+                    "clients and operators, or --server-key is not the intake node's key"
+                )
         return None
 
     @classmethod
-    def for_topology(cls, topology: Topology, key_file: Path | None = None, server_key_file: Path | None = None,
-                     *, wait_for_keys: float = 0.0, timeout: float = 10.0, retries: int = 3) -> IntakeClient:
+    def for_topology(
+        cls,
+        topology: Topology,
+        key_file: Path | None = None,
+        server_key_file: Path | None = None,
+        *,
+        wait_for_keys: float = 0.0,
+        timeout: float = 10.0,
+        retries: int = 3,
+    ) -> IntakeClient:
         """A client of `topology`'s intake, with the key `client_key` finds (the local user's
         unless `key_file` is given); raises `KeyFileError` if there is none it can read."""
         if topology.intake is None:

@@ -47,8 +47,13 @@ def follow(client: Any, batch: str, timeout: float | None, stream: TextIO) -> tu
             TimeElapsedColumn,
         )
 
-        columns = (TextColumn("batch {task.fields[batch]}"), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("{task.description}"), TimeElapsedColumn())
+        columns = (
+            TextColumn("batch {task.fields[batch]}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.description}"),
+            TimeElapsedColumn(),
+        )
         with Progress(*columns, console=Console(file=stream), transient=False) as bar:
             task = bar.add_task(progress_text(info), total=info.total, completed=finished(info), batch=batch[:12])
             while not info.done and (deadline is None or time.monotonic() < deadline):
@@ -60,8 +65,11 @@ def follow(client: Any, batch: str, timeout: float | None, stream: TextIO) -> tu
     while True:
         now = time.monotonic()
         if finished(info) != last_line and (now - shown >= PLAIN_EVERY or info.done or last_line < 0):
-            print(f"batch {batch}: {finished(info)}/{info.total} finished ({progress_text(info)})",
-                  file=stream, flush=True)
+            print(
+                f"batch {batch}: {finished(info)}/{info.total} finished ({progress_text(info)})",
+                file=stream,
+                flush=True,
+            )
             last_line, shown = finished(info), now
         if info.done or (deadline is not None and now >= deadline):
             return info, info.done

@@ -284,8 +284,9 @@ class Error(Answer, frozen=True, tag=True):
     reason: str
 
 
-AnyAnswer = Union[Submitted, JobList, ResultList, CountList, Replayed, HoldInfo, JobStory, BatchInfo, Cancelled,
-                  BreakerInfo, Error]
+AnyAnswer = Union[
+    Submitted, JobList, ResultList, CountList, Replayed, HoldInfo, JobStory, BatchInfo, Cancelled, BreakerInfo, Error
+]
 
 request_decoder = msgspec.msgpack.Decoder(AnyRequest)
 answer_decoder = msgspec.msgpack.Decoder(AnyAnswer)

@@ -106,8 +106,10 @@ def check_job(job: JobSpec, rule_sets: set[str], credential_rules: AbstractSet[s
     if not parts.hostname:
         return "url has no host"
     if (parts.username is not None or parts.password is not None) and job.rules not in credential_rules:
-        return (f"url carries credentials (user:password@): rule set {job.rules!r} does not accept them "
-                "(credentials: true), so they are not sent to the site nor kept")
+        return (
+            f"url carries credentials (user:password@): rule set {job.rules!r} does not accept them "
+            "(credentials: true), so they are not sent to the site nor kept"
+        )
     if any(ch.isspace() or not ch.isprintable() for ch in job.url):
         return "url contains spaces or control characters"
     del port
@@ -122,13 +124,22 @@ def check_job(job: JobSpec, rule_sets: set[str], credential_rules: AbstractSet[s
 class Intake:
     """Serves the intake socket on its own thread."""
 
-    def __init__(self, address: str, journal_path: Path, rule_sets: set[str], wake_router: Callable[[], None],
-                 hold: Callable[[HoldMode | None], HoldStatus | None] = lambda _mode: None, *,
-                 access: IntakeAccess, seal: CredentialSeal | None = None,
-                 credential_rules: AbstractSet[str] = frozenset(),
-                 reset_breaker: Callable[[str], tuple[str, BreakerStatus] | None] = lambda _target: None,
-                 audit_path: Path | None = None, node: str = "",
-                 on_give_up: Callable[[str], None] = lambda _reason: None) -> None:
+    def __init__(
+        self,
+        address: str,
+        journal_path: Path,
+        rule_sets: set[str],
+        wake_router: Callable[[], None],
+        hold: Callable[[HoldMode | None], HoldStatus | None] = lambda _mode: None,
+        *,
+        access: IntakeAccess,
+        seal: CredentialSeal | None = None,
+        credential_rules: AbstractSet[str] = frozenset(),
+        reset_breaker: Callable[[str], tuple[str, BreakerStatus] | None] = lambda _target: None,
+        audit_path: Path | None = None,
+        node: str = "",
+        on_give_up: Callable[[str], None] = lambda _reason: None,
+    ) -> None:
         """`hold(mode)` sets the fleet's Hold (None: leaves it) and returns its status, or
         None when the topology has no Hold. `access`: the keys let in, and their roles.
         `credential_rules`: the rule sets whose URLs may carry credentials, which `seal`
@@ -207,8 +218,9 @@ class Intake:
                 continue
             parts = socket.recv_multipart(copy=False)
             if len(parts) != 2:
-                refusals.refuse("intake", "malformed", f"a request is one frame, not {len(parts) - 1}",
-                                event="intake.bad_request")
+                refusals.refuse(
+                    "intake", "malformed", f"a request is one frame, not {len(parts) - 1}", event="intake.bad_request"
+                )
                 continue
             answer = self.handle(parts[1].buffer, str(parts[1].get("User-Id")))
             try:
@@ -236,8 +248,9 @@ class Intake:
         try:
             return self._dispatch(request, user, self.access.scope(user))
         except Exception as exc:  # noqa: BLE001 - a failed request must not stop the intake
-            refusals.refuse("intake", "failed", f"{type(exc).__name__}: {exc}", event="intake.request_failed",
-                            exc_info=True)
+            refusals.refuse(
+                "intake", "failed", f"{type(exc).__name__}: {exc}", event="intake.request_failed", exc_info=True
+            )
             return Error(id=request.id, reason=f"{type(exc).__name__}: {str(exc)[:500]}")
 
     def _audited(self, request: Cancel | BreakerReset, operator: str) -> Answer:
@@ -266,10 +279,19 @@ class Intake:
 
     def _audit(self, operator: str, command: str, args: list[str], outcome: str, error: str = "") -> None:
         """One JSON line in the node's audit log (the shell's format, with ``via: intake``)."""
-        entry = audit_entry(self.audit_path, {
-            "node": self.node, "operator": operator, "via": "intake", "command": command,
-            "args": args[:20] + ([f"... {len(args) - 20} more"] if len(args) > 20 else []),
-            "outcome": outcome, **({"error": error} if error else {})}, failed_event="intake.audit_failed")
+        entry = audit_entry(
+            self.audit_path,
+            {
+                "node": self.node,
+                "operator": operator,
+                "via": "intake",
+                "command": command,
+                "args": args[:20] + ([f"... {len(args) - 20} more"] if len(args) > 20 else []),
+                "outcome": outcome,
+                **({"error": error} if error else {}),
+            },
+            failed_event="intake.audit_failed",
+        )
         _log.info("intake.command", **entry)
 
     def _dispatch(self, request: Any, user: str, scope: str | None) -> Answer:
@@ -298,10 +320,21 @@ class Intake:
             case Results(after=after):
                 found = self.journal.results(limit, after, scope)
                 hold = self._hold(None)
-                notice = (f"the fleet is in Hold since {time.strftime('%H:%M:%S', time.localtime(hold.since))}"
-                          f" ({hold.reason}): no fresh fetches, results may be out of date") if hold and hold.on else ""
-                return ResultList(request.id, [ResultInfo(**{**r, "url": redact(r["url"])}) for r in found],
-                                  found[-1]["key"] if len(found) == limit else "", bool(notice), notice)
+                notice = (
+                    (
+                        f"the fleet is in Hold since {time.strftime('%H:%M:%S', time.localtime(hold.since))}"
+                        f" ({hold.reason}): no fresh fetches, results may be out of date"
+                    )
+                    if hold and hold.on
+                    else ""
+                )
+                return ResultList(
+                    request.id,
+                    [ResultInfo(**{**r, "url": redact(r["url"])}) for r in found],
+                    found[-1]["key"] if len(found) == limit else "",
+                    bool(notice),
+                    notice,
+                )
             case Hold(mode=mode):
                 status = self._hold(mode)
                 if status is None:
@@ -320,8 +353,17 @@ class Intake:
                 report = self.journal.batch_report(batch, scope)
                 if report is None:
                     return Error(request.id, f"no batch {batch!r} in this journal")
-                return BatchInfo(request.id, report.batch, report.total, dict(report.states), dict(report.reasons),
-                                 report.started_at, report.last_change, report.attempts, report.done)
+                return BatchInfo(
+                    request.id,
+                    report.batch,
+                    report.total,
+                    dict(report.states),
+                    dict(report.reasons),
+                    report.started_at,
+                    report.last_change,
+                    report.attempts,
+                    report.done,
+                )
             case Cancel(keys=keys, batch=batch):
                 if (keys is None) == (batch is None):
                     return Error(request.id, "cancel takes either keys or a batch")
@@ -342,7 +384,7 @@ class Intake:
         events = [JobEventInfo(e.at, e.event, e.attempt, e.detail) for e in self.journal.history(key)]
         omitted = max(0, len(events) - MAX_STORY_EVENTS)
         if omitted:
-            events = events[:1] + events[len(events) - MAX_STORY_EVENTS + 1:]
+            events = events[:1] + events[len(events) - MAX_STORY_EVENTS + 1 :]
         result = self.journal.result(key)
         found = ResultInfo(**{**result, "url": redact(result["url"])}) if result else None
         return JobStory(request_id, _info(row), events, omitted, found)

@@ -25,8 +25,12 @@ def clock_time(at: float) -> str:
 def story_lines(story: JobStory) -> list[str]:
     """The story as lines of text."""
     job = story.job
-    lines = [f"job {job.key}", f"  url      {job.url}", f"  rules    {job.rules}",
-             f"  state    {job.state} after {job.attempts} attempt{'s' if job.attempts != 1 else ''}"]
+    lines = [
+        f"job {job.key}",
+        f"  url      {job.url}",
+        f"  rules    {job.rules}",
+        f"  state    {job.state} after {job.attempts} attempt{'s' if job.attempts != 1 else ''}",
+    ]
     if job.reason:
         lines.append(f"  reason   {job.reason}")
     lines.append("events:")
@@ -41,13 +45,17 @@ def story_lines(story: JobStory) -> list[str]:
         elif event.attempt is not None and event.event in ATTEMPT_ENDS and event.attempt in leased:
             took = f"after {event.at - leased[event.attempt]:.3f} s"
         detail = "; ".join(part for part in (took, event.detail) if part)
-        lines.append(f"  {clock_time(event.at)}  {elapsed:>10}  {event.event:<10} {attempt:>4}"
-                     + (f"  {detail}" if detail else ""))
+        lines.append(
+            f"  {clock_time(event.at)}  {elapsed:>10}  {event.event:<10} {attempt:>4}"
+            + (f"  {detail}" if detail else "")
+        )
         if index == 0 and story.omitted:
             lines.append(f"  ... {story.omitted} events left out (a story shows its first and its latest ones)")
     if story.result is not None:
         result = story.result
-        lines.append(f"result: stored {clock_time(result.stored_at)} after {result.attempts} "
-                     f"attempt{'s' if result.attempts != 1 else ''}, content hash {result.content_hash[:16]}")
+        lines.append(
+            f"result: stored {clock_time(result.stored_at)} after {result.attempts} "
+            f"attempt{'s' if result.attempts != 1 else ''}, content hash {result.content_hash[:16]}"
+        )
         lines.append(f"  {json.dumps(result.fields, sort_keys=True, ensure_ascii=False)}")
     return lines

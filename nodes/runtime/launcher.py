@@ -59,8 +59,7 @@ def pid_file(topology: Topology) -> Path:
 class Launcher:
     """Runs and watches one process per node."""
 
-    def __init__(self, topology: Topology, topology_path: str, *, log_format: str,
-                 out: TextIO = sys.stdout) -> None:
+    def __init__(self, topology: Topology, topology_path: str, *, log_format: str, out: TextIO = sys.stdout) -> None:
         self.topology = topology
         self.topology_path = topology_path
         self.log_format = log_format
@@ -83,11 +82,28 @@ class Launcher:
     signal_received: int | None = None
 
     def _spawn(self, managed: _Managed) -> None:
-        command = [sys.executable, "-m", "flotilla.nodes.cli", "node", "start", "--topology", self.topology_path,
-                   "--node", managed.name, "--log-format", self.log_format]
-        managed.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                           text=True, bufsize=1, start_new_session=True,
-                                           preexec_fn=_stop_with_parent)
+        command = [
+            sys.executable,
+            "-m",
+            "flotilla.nodes.cli",
+            "node",
+            "start",
+            "--topology",
+            self.topology_path,
+            "--node",
+            managed.name,
+            "--log-format",
+            self.log_format,
+        ]
+        managed.process = subprocess.Popen(
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+            start_new_session=True,
+            preexec_fn=_stop_with_parent,
+        )
         managed.started_at = time.monotonic()
         managed.starts += 1
         managed.restart_at = None
@@ -109,8 +125,10 @@ class Launcher:
                 if ran >= HEART_RESET:
                     managed.delay = HEART_MIN
                 managed.restart_at = now + managed.delay
-                self.say(f"node {managed.name} exited with code {process.returncode} after {ran:.1f} s; "
-                         f"restarting in {managed.delay:g} s")
+                self.say(
+                    f"node {managed.name} exited with code {process.returncode} after {ran:.1f} s; "
+                    f"restarting in {managed.delay:g} s"
+                )
                 managed.delay = min(HEART_MAX, managed.delay * 2)
                 managed.process = None
             if managed.process is None and managed.restart_at is not None and now >= managed.restart_at:

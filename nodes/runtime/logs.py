@@ -41,8 +41,12 @@ class RecentEvents:
         """A structlog processor: keep a copy of every event that passes the level filter."""
         with self._lock:
             self._seq += 1
-            self._events.append((self._seq, {k: v if isinstance(v, (str, int, float, bool, type(None))) else str(v)
-                                             for k, v in event.items()}))
+            self._events.append(
+                (
+                    self._seq,
+                    {k: v if isinstance(v, (str, int, float, bool, type(None))) else str(v) for k, v in event.items()},
+                )
+            )
         return event
 
     def newest(self, count: int) -> tuple[int, list[dict[str, Any]]]:
@@ -73,8 +77,7 @@ _LEVELS = {
 }
 
 
-def configure_logging(node: str, *, level: str = "info", fmt: LogFormat = "auto",
-                      stream: TextIO | None = None) -> None:
+def configure_logging(node: str, *, level: str = "info", fmt: LogFormat = "auto", stream: TextIO | None = None) -> None:
     """Send structlog events for this process to `stream` (default stdout)."""
     stream = stream or sys.stdout
     console = fmt == "console" or (fmt == "auto" and stream.isatty())
@@ -83,8 +86,9 @@ def configure_logging(node: str, *, level: str = "info", fmt: LogFormat = "auto"
         event.setdefault("node", node)
         return event
 
-    renderer: Any = (structlog.dev.ConsoleRenderer(colors=stream.isatty()) if console
-                     else structlog.processors.JSONRenderer())
+    renderer: Any = (
+        structlog.dev.ConsoleRenderer(colors=stream.isatty()) if console else structlog.processors.JSONRenderer()
+    )
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

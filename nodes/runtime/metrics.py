@@ -74,14 +74,21 @@ class NodeMetrics:
 
     def _supervision(self) -> Iterator[Metric]:
         system = self.run.system
-        yield _counters("flotilla_restarts", "Children restarted, by supervisor and child.",
-                        ["supervisor", "child"], self.restarts)
-        yield _counters("flotilla_child_exits", "Children that ended, by supervisor, child and reason.",
-                        ["supervisor", "child", "reason"], self.exits)
-        yield CounterMetricFamily("flotilla_dead_letters", "Messages that reached no actor.",
-                                  value=system.registry.dead_letters.count)
-        depth = GaugeMetricFamily("flotilla_mailbox_depth", "Messages waiting in each actor's mailbox.",
-                                  labels=["path"])
+        yield _counters(
+            "flotilla_restarts", "Children restarted, by supervisor and child.", ["supervisor", "child"], self.restarts
+        )
+        yield _counters(
+            "flotilla_child_exits",
+            "Children that ended, by supervisor, child and reason.",
+            ["supervisor", "child", "reason"],
+            self.exits,
+        )
+        yield CounterMetricFamily(
+            "flotilla_dead_letters", "Messages that reached no actor.", value=system.registry.dead_letters.count
+        )
+        depth = GaugeMetricFamily(
+            "flotilla_mailbox_depth", "Messages waiting in each actor's mailbox.", labels=["path"]
+        )
         for actor in system.registry.local_actors():
             depth.add_metric([actor.path], actor.mailbox_depth)
         yield depth
@@ -96,23 +103,34 @@ class NodeMetrics:
         if cluster is None:
             return
         stats = cluster.transport.stats
-        for name, counts, what in (("flotilla_transport_sent_frames", stats.sent_frames, "Frames sent, by peer."),
-                                   ("flotilla_transport_sent_bytes", stats.sent_bytes, "Bytes sent, by peer."),
-                                   ("flotilla_transport_received_frames", stats.received_frames,
-                                    "Frames received, by peer."),
-                                   ("flotilla_transport_received_bytes", stats.received_bytes,
-                                    "Bytes received, by peer."),
-                                   ("flotilla_transport_undeliverable", stats.undeliverable,
-                                    "Envelopes that could not be delivered, by peer.")):
+        for name, counts, what in (
+            ("flotilla_transport_sent_frames", stats.sent_frames, "Frames sent, by peer."),
+            ("flotilla_transport_sent_bytes", stats.sent_bytes, "Bytes sent, by peer."),
+            ("flotilla_transport_received_frames", stats.received_frames, "Frames received, by peer."),
+            ("flotilla_transport_received_bytes", stats.received_bytes, "Bytes received, by peer."),
+            (
+                "flotilla_transport_undeliverable",
+                stats.undeliverable,
+                "Envelopes that could not be delivered, by peer.",
+            ),
+        ):
             yield _counters(name, what, ["peer"], counts)
         yield _counters("flotilla_transport_rejected_frames", "Frames refused, by reason.", ["reason"], stats.rejected)
-        yield _counters("flotilla_auth_failures", "Handshakes refused (unknown keys, clients not speaking "
-                        "CURVE), by socket.", ["socket"], {f.socket: f.total for f in self.run.auth_failures})
+        yield _counters(
+            "flotilla_auth_failures",
+            "Handshakes refused (unknown keys, clients not speaking CURVE), by socket.",
+            ["socket"],
+            {f.socket: f.total for f in self.run.auth_failures},
+        )
 
     def _refusals(self) -> Iterator[Metric]:
-        yield _counters("flotilla_refused_frames", "Frames and connections refused, by socket (intake, transport, "
-                        "shell) and reason (malformed, unknown_peer, unknown_key, over_limit...).",
-                        ["socket", "reason"], refusals.counts)
+        yield _counters(
+            "flotilla_refused_frames",
+            "Frames and connections refused, by socket (intake, transport, "
+            "shell) and reason (malformed, unknown_peer, unknown_key, over_limit...).",
+            ["socket", "reason"],
+            refusals.counts,
+        )
 
     def _pipeline(self) -> Iterator[Metric]:
         from flotilla.actors.pipeline.fetcher import Fetcher
@@ -120,35 +138,44 @@ class NodeMetrics:
 
         actors = self.run.system.registry.local_actors()
         routers = [a for a in actors if isinstance(a, Router)]
-        jobs = GaugeMetricFamily("flotilla_jobs", "Jobs in the journal, by state (on the router's node).",
-                                 labels=["state"])
-        for state, n in (routers[0].journal.counts().items() if routers else ()):
+        jobs = GaugeMetricFamily(
+            "flotilla_jobs", "Jobs in the journal, by state (on the router's node).", labels=["state"]
+        )
+        for state, n in routers[0].journal.counts().items() if routers else ():
             jobs.add_metric([state], n)
         yield jobs
-        outcomes = CounterMetricFamily("flotilla_job_outcomes", "Attempt outcomes the router recorded.",
-                                       labels=["router", "outcome"])
+        outcomes = CounterMetricFamily(
+            "flotilla_job_outcomes", "Attempt outcomes the router recorded.", labels=["router", "outcome"]
+        )
         failures = CounterMetricFamily("flotilla_failures", "Failed attempts, by kind.", labels=["router", "kind"])
-        latency = HistogramMetricFamily("flotilla_attempt_seconds", "Attempt latency, lease to outcome.",
-                                        labels=["router"])
-        job_latency = HistogramMetricFamily("flotilla_job_seconds", "Job latency, submission to stored.",
-                                            labels=["router"])
+        latency = HistogramMetricFamily(
+            "flotilla_attempt_seconds", "Attempt latency, lease to outcome.", labels=["router"]
+        )
+        job_latency = HistogramMetricFamily(
+            "flotilla_job_seconds", "Job latency, submission to stored.", labels=["router"]
+        )
         for router in routers:
             for outcome, n in dict(router.counts).items():
                 outcomes.add_metric([router.path, outcome], n)
             for kind, n in sorted(dict(router.failures).items()):
                 failures.add_metric([router.path, kind], n)
-            latency.add_metric([router.path], _cumulative(ATTEMPT_BUCKETS, router.attempt_buckets),
-                               router.attempt_seconds)
+            latency.add_metric(
+                [router.path], _cumulative(ATTEMPT_BUCKETS, router.attempt_buckets), router.attempt_seconds
+            )
             job_latency.add_metric([router.path], _cumulative(JOB_BUCKETS, router.job_buckets), router.job_seconds)
         yield outcomes
         yield failures
         yield latency
         yield job_latency
         fetchers = [a for a in actors if isinstance(a, Fetcher)]
-        in_flight = GaugeMetricFamily("flotilla_fetches_in_flight", "Requests in flight, by fetcher.",
-                                      labels=["fetcher"])
-        deferred = CounterMetricFamily("flotilla_fetches_deferred", "Jobs handed back unfetched (breaker, Hold, "
-                                       "no slot or proxy), by fetcher.", labels=["fetcher"])
+        in_flight = GaugeMetricFamily(
+            "flotilla_fetches_in_flight", "Requests in flight, by fetcher.", labels=["fetcher"]
+        )
+        deferred = CounterMetricFamily(
+            "flotilla_fetches_deferred",
+            "Jobs handed back unfetched (breaker, Hold, no slot or proxy), by fetcher.",
+            labels=["fetcher"],
+        )
         for fetcher in fetchers:
             in_flight.add_metric([fetcher.path], fetcher.in_flight)
             deferred.add_metric([fetcher.path], fetcher.deferred)
@@ -156,8 +183,11 @@ class NodeMetrics:
         yield deferred
         intake = self.run.intake
         if intake is not None:
-            yield CounterMetricFamily("flotilla_intake_auth_failures", "Handshakes the intake refused: CURVE keys "
-                                      "not among its clients and operators.", value=intake.auth.rejected)
+            yield CounterMetricFamily(
+                "flotilla_intake_auth_failures",
+                "Handshakes the intake refused: CURVE keys not among its clients and operators.",
+                value=intake.auth.rejected,
+            )
 
     def _resilience(self) -> Iterator[Metric]:
         view = self.run.system.resilience
@@ -165,20 +195,27 @@ class NodeMetrics:
         hold = GaugeMetricFamily("flotilla_hold", "1 while the fleet is in Hold (as this node sees it).")
         hold.add_metric([], 1 if snapshot["hold"]["on"] else 0)  # type: ignore[index]
         yield hold
-        breakers = GaugeMetricFamily("flotilla_breaker_state", "Targets whose breaker is not closed "
-                                     "(1 half-open, 2 open), as this node sees them.", labels=["target"])
+        breakers = GaugeMetricFamily(
+            "flotilla_breaker_state",
+            "Targets whose breaker is not closed (1 half-open, 2 open), as this node sees them.",
+            labels=["target"],
+        )
         for target, state in snapshot["breakers"].items():  # type: ignore[union-attr]
             breakers.add_metric([target], BREAKER_STATES.get(state["state"], 2))
         yield breakers
         for name, counts, what in (
-                ("flotilla_rate_limit_waits", view.slot_waits, "Fetches that waited for a rate-limit slot."),
-                ("flotilla_rate_limit_wait_seconds", view.slot_wait_seconds, "Time fetches spent waiting for slots."),
-                ("flotilla_rate_limit_timeouts", view.slot_timeouts, "Fetches whose slot did not come in time "
-                 "(their jobs went back to wait)."),
+            ("flotilla_rate_limit_waits", view.slot_waits, "Fetches that waited for a rate-limit slot."),
+            ("flotilla_rate_limit_wait_seconds", view.slot_wait_seconds, "Time fetches spent waiting for slots."),
+            (
+                "flotilla_rate_limit_timeouts",
+                view.slot_timeouts,
+                "Fetches whose slot did not come in time (their jobs went back to wait).",
+            ),
         ):
             yield _counters(name, what, ["target"], counts)
-        waiting = GaugeMetricFamily("flotilla_rate_limit_waiting", "Fetches waiting for a rate-limit slot.",
-                                    labels=["target"])
+        waiting = GaugeMetricFamily(
+            "flotilla_rate_limit_waiting", "Fetches waiting for a rate-limit slot.", labels=["target"]
+        )
         for target, n in snapshot["waiting_for_slots"].items():  # type: ignore[union-attr]
             waiting.add_metric([target], n)
         yield waiting

@@ -140,13 +140,20 @@ class NodeRun:
             self.log.critical("node.cannot_listen", address=address, error=str(exc))
             return EXIT_TREE_FAILED
         if keys is not None:
-            self.log.info("transport.secured", address=address, mechanism="CURVE",
-                          allowed=sorted(self.topology.nodes),
-                          keys=str(self.topology.security.keys or "generated"))
+            self.log.info(
+                "transport.secured",
+                address=address,
+                mechanism="CURVE",
+                allowed=sorted(self.topology.nodes),
+                keys=str(self.topology.security.keys or "generated"),
+            )
         else:
-            self.log.critical("transport.plaintext", address=address,
-                              detail="security.plaintext is set: node links are neither encrypted nor "
-                              "authenticated, and any local user can pose as a node")
+            self.log.critical(
+                "transport.plaintext",
+                address=address,
+                detail="security.plaintext is set: node links are neither encrypted nor "
+                "authenticated, and any local user can pose as a node",
+            )
         return None
 
     def _alert(self, title: str, detail: str) -> None:
@@ -178,8 +185,14 @@ class NodeRun:
         if failed is not None:
             self._close()
             return failed
-        self.log.info("node.started", cluster=self.topology.cluster, root=self.topology.root_path,
-                      runs_root=self.runs_root, topology=self.topology.source, run_for=run_for)
+        self.log.info(
+            "node.started",
+            cluster=self.topology.cluster,
+            root=self.topology.root_path,
+            runs_root=self.runs_root,
+            topology=self.topology.source,
+            run_for=run_for,
+        )
         if not self.stop_requested.wait(run_for):
             self.log.info("node.run_for_elapsed", seconds=run_for)
         if self.signal_received is not None:
@@ -253,17 +266,22 @@ class NodeRun:
         keys = None
         if tcp is not None:
             directory = self.topology.security.keys
-            deployed = [n for n in self.topology.security.operators
-                         if (directory / f"{n}.key_secret").exists()]  # type: ignore[operator]
+            deployed = [n for n in self.topology.security.operators if (directory / f"{n}.key_secret").exists()]  # type: ignore[operator]
             if deployed:
-                self.log.critical("node.bad_keys", what="shell", error=f"secret keys of operator(s) "
-                                  f"{', '.join(deployed)} are in {directory}: operators keep their secret keys; "
-                                  "nodes get only the public ones")
+                self.log.critical(
+                    "node.bad_keys",
+                    what="shell",
+                    error=f"secret keys of operator(s) "
+                    f"{', '.join(deployed)} are in {directory}: operators keep their secret keys; "
+                    "nodes get only the public ones",
+                )
                 return EXIT_BAD_KEYS
             try:
                 public, secret = load_secret(directory, self.node)  # type: ignore[arg-type]
-                operators = {name: load_public(directory, name)  # type: ignore[arg-type]
-                             for name in self.topology.security.operators}
+                operators = {
+                    name: load_public(directory, name)  # type: ignore[arg-type]
+                    for name in self.topology.security.operators
+                }
             except KeyFileError as exc:
                 self.log.critical("node.bad_keys", error=str(exc), what="shell")
                 return EXIT_BAD_KEYS
@@ -275,8 +293,13 @@ class NodeRun:
             self.log.critical("node.cannot_listen", address=shell.address, error=str(exc), what="shell")
             return EXIT_TREE_FAILED
         self.shell = shell
-        self.log.info("shell.listening", address=shell.address, tcp=tcp, audit=str(shell.audit_path),
-                      operators=list(self.topology.security.operators) if tcp else [])
+        self.log.info(
+            "shell.listening",
+            address=shell.address,
+            tcp=tcp,
+            audit=str(shell.audit_path),
+            operators=list(self.topology.security.operators) if tcp else [],
+        )
         return None
 
     def _open_intake(self) -> int | None:
@@ -296,10 +319,19 @@ class NodeRun:
         except CredentialError as exc:
             self.log.critical("node.bad_keys", error=str(exc), what="credentials")
             return EXIT_BAD_KEYS
-        self.intake = Intake(config.address, self.system.data_dir / "journal.sqlite",  # type: ignore[operator]
-                             set(self.topology.rules), lambda: router.tell(Wake()), self._hold, access=access,
-                             seal=seal, credential_rules=credential_rules, reset_breaker=self.reset_breaker,
-                             node=self.node, on_give_up=self.serving_gave_up)
+        self.intake = Intake(
+            config.address,
+            self.system.data_dir / "journal.sqlite",  # type: ignore[operator]
+            set(self.topology.rules),
+            lambda: router.tell(Wake()),
+            self._hold,
+            access=access,
+            seal=seal,
+            credential_rules=credential_rules,
+            reset_breaker=self.reset_breaker,
+            node=self.node,
+            on_give_up=self.serving_gave_up,
+        )
         self.intake.auth.failures.on_alert = self._alert  # past the rate, an incident
         self.auth_failures.append(self.intake.auth.failures)
         try:
@@ -308,9 +340,14 @@ class NodeRun:
             self.log.critical("node.cannot_listen", address=config.address, error=str(exc))
             self.intake = None
             return EXIT_TREE_FAILED
-        self.log.info("intake.listening", address=config.address, router=config.router, mechanism="CURVE",
-                      clients=sorted(n for n, r in access.roles.items() if r == "client"),
-                      operators=sorted(n for n, r in access.roles.items() if r == "operator"))
+        self.log.info(
+            "intake.listening",
+            address=config.address,
+            router=config.router,
+            mechanism="CURVE",
+            clients=sorted(n for n, r in access.roles.items() if r == "client"),
+            operators=sorted(n for n, r in access.roles.items() if r == "operator"),
+        )
         return None
 
     def _close(self):  # noqa: ANN202

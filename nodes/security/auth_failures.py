@@ -34,9 +34,17 @@ _log = structlog.get_logger("flotilla.security")
 class AuthFailures:
     """The failed authentications of one socket (`socket` names it in logs and metrics)."""
 
-    def __init__(self, socket: str, *, event: str = "auth.rejected", on_alert: AlertHandler | None = None,
-                 log_interval: float = AUTH_LOG_INTERVAL, alert_count: int = AUTH_ALERT_COUNT,
-                 alert_window: float = AUTH_ALERT_WINDOW, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        socket: str,
+        *,
+        event: str = "auth.rejected",
+        on_alert: AlertHandler | None = None,
+        log_interval: float = AUTH_LOG_INTERVAL,
+        alert_count: int = AUTH_ALERT_COUNT,
+        alert_window: float = AUTH_ALERT_WINDOW,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.socket = socket
         self.event = event
         self.on_alert = on_alert
@@ -71,8 +79,11 @@ class AuthFailures:
             log = self._unlogged > 0 and now - self._last_log >= self.log_interval
             if log:
                 count, self._unlogged, self._last_log = self._unlogged, 0, now
-            alert = (len(self._recent) > self.alert_count and now - self._recent[0] <= self.alert_window
-                     and now - self._last_alert >= self.alert_window)
+            alert = (
+                len(self._recent) > self.alert_count
+                and now - self._recent[0] <= self.alert_window
+                and now - self._last_alert >= self.alert_window
+            )
             if alert:
                 self._last_alert = now
                 self.alerts += 1
@@ -82,8 +93,10 @@ class AuthFailures:
             _log.warning(self.event, socket=self.socket, count=count, total=total, key=key, address=address)
         if alert:
             title = f"failed authentications on the {self.socket} socket"
-            detail = (f"more than {self.alert_count} refused handshakes within {self.alert_window:g} s "
-                      f"({total} in all; latest key {key} from {address})")
+            detail = (
+                f"more than {self.alert_count} refused handshakes within {self.alert_window:g} s "
+                f"({total} in all; latest key {key} from {address})"
+            )
             _log.critical("auth.alert", socket=self.socket, title=title, detail=detail)
             if self.on_alert is not None:
                 try:

@@ -59,12 +59,11 @@ def generate_keys(directory: Path, name: str, *, overwrite: bool = False) -> tup
             path.unlink()
     with open(public_path, "w", encoding="ascii") as out:
         out.write(banner.format(kind="public", name=name))
-        out.write(f"metadata\ncurve\n    public-key = \"{public.decode()}\"\n")
+        out.write(f'metadata\ncurve\n    public-key = "{public.decode()}"\n')
     fd = os.open(secret_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="ascii") as out:
         out.write(banner.format(kind="SECRET", name=name))
-        out.write(f"metadata\ncurve\n    public-key = \"{public.decode()}\"\n"
-                  f"    secret-key = \"{secret.decode()}\"\n")
+        out.write(f'metadata\ncurve\n    public-key = "{public.decode()}"\n    secret-key = "{secret.decode()}"\n')
     return public_path, secret_path
 
 
@@ -106,8 +105,10 @@ def private_directory(path: Path) -> Path:
     if not stat.S_ISDIR(info.st_mode):
         raise KeyFileError(f"{path} is not a directory")
     if info.st_uid != os.geteuid():
-        raise KeyFileError(f"{path} belongs to uid {info.st_uid}, not to this user: another user may have "
-                           "planted it; remove it or choose another data_dir")
+        raise KeyFileError(
+            f"{path} belongs to uid {info.st_uid}, not to this user: another user may have "
+            "planted it; remove it or choose another data_dir"
+        )
     if stat.S_IMODE(info.st_mode) != 0o700:
         os.chmod(path, 0o700)  # ours: close it before anything is written into it
     return path
@@ -128,8 +129,10 @@ def ensure_generated_keys(directory: Path, nodes: list[str]) -> Path:
     `LOCAL_KEY`; existing pairs are kept. Runs under an exclusive lock on the directory, so
     that nodes started at the same time agree on one set. Returns `directory`."""
     if LOCAL_KEY in nodes:
-        raise KeyFileError(f"a node is called {LOCAL_KEY!r}, the name of the local user's generated key: "
-                           "rename the node or set security.keys")
+        raise KeyFileError(
+            f"a node is called {LOCAL_KEY!r}, the name of the local user's generated key: "
+            "rename the node or set security.keys"
+        )
     make_data_dir(directory.parent)
     private_directory(directory)
     fd = os.open(directory / _LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -201,8 +204,7 @@ class CurveKeys:
 class ClusterAuthenticator(ThreadAuthenticator):
     """ZAP handler: accepts only the cluster's keys; the User-Id is the node's name."""
 
-    def __init__(self, context: zmq.Context, keys: CurveKeys,
-                 on_reject: Callable[[str, str], None]) -> None:
+    def __init__(self, context: zmq.Context, keys: CurveKeys, on_reject: Callable[[str, str], None]) -> None:
         super().__init__(context)
         self._names = {key: name for name, key in keys.peers.items()}
         self._on_reject = on_reject

@@ -33,8 +33,13 @@ def _no_give_up(_reason: str) -> None:
 class ServingGuard:
     """Counts the failures of one serving loop and decides whether it may start again."""
 
-    def __init__(self, name: str, on_give_up: Callable[[str], None] = _no_give_up,
-                 max_restarts: int = MAX_SERVING_RESTARTS, window: float = SERVING_RESTART_WINDOW) -> None:
+    def __init__(
+        self,
+        name: str,
+        on_give_up: Callable[[str], None] = _no_give_up,
+        max_restarts: int = MAX_SERVING_RESTARTS,
+        window: float = SERVING_RESTART_WINDOW,
+    ) -> None:
         self.name = name
         self.on_give_up = on_give_up
         self.max_restarts = max_restarts
@@ -50,7 +55,7 @@ class ServingGuard:
         while self._recent and now - self._recent[0] > self.window:
             self._recent.popleft()
         if len(self._recent) > self.max_restarts:
-            reason = (f"the {self.name} loop failed {len(self._recent)} times within {self.window:g} s")
+            reason = f"the {self.name} loop failed {len(self._recent)} times within {self.window:g} s"
             _log.critical("serving.gave_up", loop=self.name, reason=reason, exc_info=True)
             self.on_give_up(reason)
             return False

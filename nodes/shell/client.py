@@ -30,8 +30,7 @@ class ShellUnavailable(Exception):
 class ShellClient:
     """One connection to a node's shell socket."""
 
-    def __init__(self, address: str, timeout: float = TIMEOUT,
-                 curve: tuple[bytes, bytes, bytes] | None = None) -> None:
+    def __init__(self, address: str, timeout: float = TIMEOUT, curve: tuple[bytes, bytes, bytes] | None = None) -> None:
         """`curve` is (operator public key, operator secret key, node public key) for a TCP
         shell."""
         self.address = address
@@ -104,16 +103,23 @@ def _follow_logs(client: ShellClient, as_json: bool, out: Any, poll: float = 0.5
                 return False
             last = answer.data["last"]
             if answer.data["missed"]:
-                print(f"... {answer.data['missed']} events not kept by the node (it keeps the last 2,000)",
-                      file=out, flush=True)
+                print(
+                    f"... {answer.data['missed']} events not kept by the node (it keeps the last 2,000)",
+                    file=out,
+                    flush=True,
+                )
             for event in answer.data["events"]:
                 if as_json:
                     print(json.dumps(event, default=str), file=out, flush=True)
                 else:
-                    fields = " ".join(f"{k}={v}" for k, v in event.items()
-                                      if k not in ("event", "timestamp", "level", "node"))
-                    print(f"{event.get('timestamp', '')} {event.get('level', ''):<8} {event.get('event', '')} {fields}",
-                          file=out, flush=True)
+                    fields = " ".join(
+                        f"{k}={v}" for k, v in event.items() if k not in ("event", "timestamp", "level", "node")
+                    )
+                    print(
+                        f"{event.get('timestamp', '')} {event.get('level', ''):<8} {event.get('event', '')} {fields}",
+                        file=out,
+                        flush=True,
+                    )
             time.sleep(poll)  # polling interval of a follower, not synchronisation
     except KeyboardInterrupt:
         return True
@@ -156,8 +162,9 @@ def interactive(client: ShellClient, node: str) -> int:
         print(str(exc), file=sys.stderr)
         return 1
     completer = WordCompleter([*COMMANDS, "quit", *paths], WORD=True)
-    session: PromptSession[str] = PromptSession(history=FileHistory(str(Path.home() / ".flotilla_history")),
-                                                completer=completer, complete_while_typing=False)
+    session: PromptSession[str] = PromptSession(
+        history=FileHistory(str(Path.home() / ".flotilla_history")), completer=completer, complete_while_typing=False
+    )
     print(f"connected to {node} ({client.address}); 'help' lists the commands, 'quit' leaves")
     while True:
         try:

@@ -79,9 +79,16 @@ class ShellCommands:
     def cmd_nodes(self) -> list[dict[str, Any]]:
         cluster = self.run.cluster
         up = set(cluster.up_nodes()) if cluster is not None else set()
-        return [{"node": name, "address": config.address, "up": name == self.run.node or name in up,
-                 "this": name == self.run.node, "description": config.description}
-                for name, config in self.topology.nodes.items()]
+        return [
+            {
+                "node": name,
+                "address": config.address,
+                "up": name == self.run.node or name in up,
+                "this": name == self.run.node,
+                "description": config.description,
+            }
+            for name, config in self.topology.nodes.items()
+        ]
 
     def cmd_paths(self) -> list[str]:
         paths = set(self.system.registry.paths())
@@ -98,9 +105,15 @@ class ShellCommands:
         except (NoSuchActor, NodeDown, Timeout, Unavailable, SupervisorError) as exc:
             return [{"path": path, "depth": depth, "status": f"unreachable: {type(exc).__name__}"}]
         for child in children:
-            row = {"path": child.path, "depth": depth, "node": self.system.whereis(child.path),
-                   **{k: getattr(child, k) for k in ("kind", "actor", "status", "restarts", "uptime", "mailbox",
-                                                      "last_exit")}}
+            row = {
+                "path": child.path,
+                "depth": depth,
+                "node": self.system.whereis(child.path),
+                **{
+                    k: getattr(child, k)
+                    for k in ("kind", "actor", "status", "restarts", "uptime", "mailbox", "last_exit")
+                },
+            }
             rows.append(row)
             if child.kind in ("supervisor", "pool") and child.status == "running":
                 rows.extend(self._walk(child.path, depth + 1, timeout))
@@ -156,7 +169,9 @@ class ShellCommands:
 
         number, position = _whole(count), _whole(since) if since else 0
         if number is None or position is None:
-            raise CommandError(f"usage: logs [N] | logs --follow (N: a whole number of at most {MAX_COUNT_DIGITS} digits)")
+            raise CommandError(
+                f"usage: logs [N] | logs --follow (N: a whole number of at most {MAX_COUNT_DIGITS} digits)"
+            )
         if not since:
             last, events = recent_events.newest(number)
             return {"last": last, "events": events, "missed": 0}
@@ -168,8 +183,10 @@ class ShellCommands:
         topology names in eval_operators (over TCP only: IPC operators are local users)."""
         allowed = {f"key:{name}" for name in self.topology.security.eval_operators}
         if operator not in allowed:
-            raise CommandError(f"{operator or 'this operator'} may not evaluate Python (the topology's "
-                               "eval_operators names the operator keys that may, over a TCP shell)")
+            raise CommandError(
+                f"{operator or 'this operator'} may not evaluate Python (the topology's "
+                "eval_operators names the operator keys that may, over a TCP shell)"
+            )
         try:
             return repr(eval(expression, {"system": self.system, "run": self.run}))  # noqa: S307 - allowed above
         except Exception as exc:  # noqa: BLE001 - the operator's expression failed, not the node

@@ -41,8 +41,14 @@ _log = structlog.get_logger("flotilla.shell")
 class ShellServer:
     """Serves shell requests for one node on a thread of its own."""
 
-    def __init__(self, run: NodeRun, node_dir: Path, tcp: str | None = None, keys: CurveKeys | None = None,
-                 on_give_up: Callable[[str], None] = lambda _reason: None) -> None:
+    def __init__(
+        self,
+        run: NodeRun,
+        node_dir: Path,
+        tcp: str | None = None,
+        keys: CurveKeys | None = None,
+        on_give_up: Callable[[str], None] = lambda _reason: None,
+    ) -> None:
         """`tcp` and `keys` (this node's key pair; its `peers` are the operators' public
         keys by name) open the TCP listener; the topology allows one only with both.
         `on_give_up(reason)` is called if the serving loop keeps failing (`flotilla.nodes.serving.guard`)."""
@@ -91,8 +97,14 @@ class ShellServer:
 
     def _rejected(self, key: str, address: str) -> None:
         self.rejected += 1  # a key-spraying client cannot flood the log: one line per interval
-        refusals.refuse("shell", "unknown_key", "an operator key not in the topology", event="shell.operator_rejected",
-                        key=key, address=address)
+        refusals.refuse(
+            "shell",
+            "unknown_key",
+            "an operator key not in the topology",
+            event="shell.operator_rejected",
+            key=key,
+            address=address,
+        )
 
     def _listeners(self) -> list[zmq.Socket]:
         """The IPC socket (only this user), and the CURVE TCP socket if configured."""
@@ -149,15 +161,17 @@ class ShellServer:
     def _serve_one(self, socket: zmq.Socket, local: bool) -> None:
         parts = socket.recv_multipart(copy=False)
         if len(parts) != 2:
-            refusals.refuse("shell", "malformed", f"a request is one frame, not {len(parts) - 1}",
-                            event="shell.bad_request")
+            refusals.refuse(
+                "shell", "malformed", f"a request is one frame, not {len(parts) - 1}", event="shell.bad_request"
+            )
             return
         operator = self.operator if local else f"key:{parts[1].get('User-Id')}"
         try:
             answer = self.handle(parts[1].bytes, operator)
         except Exception as exc:  # noqa: BLE001 - answered, never the end of the listener
-            refusals.refuse("shell", "failed", f"{type(exc).__name__}: {exc}", event="shell.request_failed",
-                            exc_info=True)
+            refusals.refuse(
+                "shell", "failed", f"{type(exc).__name__}: {exc}", event="shell.request_failed", exc_info=True
+            )
             answer = ShellAnswer(0, False, error=f"{type(exc).__name__}: {exc}"[:500])
         try:
             socket.send_multipart([parts[0], _encode(answer)], zmq.NOBLOCK)
@@ -173,7 +187,9 @@ class ShellServer:
         try:
             request = request_decoder.decode(frame)
         except Exception as exc:  # noqa: BLE001 - msgspec's DecodeError, bad UTF-8, nesting...
-            if refusals.refuse("shell", "malformed", str(exc), event="shell.bad_request"):  # audited as logged: once per interval
+            if refusals.refuse(
+                "shell", "malformed", str(exc), event="shell.bad_request"
+            ):  # audited as logged: once per interval
                 self._audit(operator, "?", [], "refused", f"bad request: {exc}")
             return ShellAnswer(request_id(frame), False, error=f"bad request: {str(exc)[:200]}")
         follow_poll = request.command == "logs" and len(request.args) == 2  # audited once, at its start
@@ -200,9 +216,18 @@ class ShellServer:
         return ShellAnswer(request.id, True, data)
 
     def _audit(self, operator: str, command: str, args: list[str], outcome: str, error: str = "") -> None:
-        entry = audit_entry(self.audit_path, {
-            "node": self.node, "operator": operator, "command": command, "args": args, "outcome": outcome,
-            **({"error": error} if error else {})}, failed_event="shell.audit_failed")
+        entry = audit_entry(
+            self.audit_path,
+            {
+                "node": self.node,
+                "operator": operator,
+                "command": command,
+                "args": args,
+                "outcome": outcome,
+                **({"error": error} if error else {}),
+            },
+            failed_event="shell.audit_failed",
+        )
         if command != "logs":  # a shell reading the log must not feed it
             _log.info("shell.command", **entry)
 
