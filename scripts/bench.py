@@ -49,7 +49,7 @@ import pykka
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from flotilla.actors import Actor, ActorCrashed, ActorSystem, ChildSpec, PoolSpec, SupervisorFlags, SupervisorSpec  # noqa: E402
+from flotilla.actors import Actor, ActorCrashed, ActorSystem, ChildSpec, PoolSpec, SupervisorFlags, SupervisorSpec
 
 TOLERANT = SupervisorFlags(intensity=10**9, period=1.0)
 PYKKA_VERSION = importlib.metadata.version("pykka")

@@ -87,7 +87,7 @@ class TwoNodes:
             try:
                 self.system.ask(TALLY, "totals", timeout=1)
                 return
-            except Exception:  # noqa: BLE001 - the tree is still starting
+            except Exception:  # the tree is still starting
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.05)
@@ -196,7 +196,7 @@ def node_down_detection(trials: int) -> list[float]:
                 events.append((time.perf_counter(), event))
                 changed.notify_all()
 
-        flotilla.nodes.cluster.membership.watch_membership(record)
+        nodes.cluster.watch_membership(record)
         for _ in range(trials):
             nodes.start_beta()
             assert nodes.beta is not None

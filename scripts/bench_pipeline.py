@@ -32,9 +32,9 @@ from selectolax.lexbor import LexborHTMLParser
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from flotilla.nodes.config.topology import load_topology  # noqa: E402
 from flotilla.nodes.intake.client import IntakeClient  # noqa: E402
 from flotilla.nodes.intake.protocol import JobSpec  # noqa: E402
-from flotilla.nodes.config.topology import load_topology  # noqa: E402
 from tests.cluster_harness import free_ports  # noqa: E402
 
 TREE = """

@@ -26,7 +26,6 @@ import textwrap
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,9 +40,10 @@ from bench_pipeline import node_processes  # noqa: E402
 from demo import WAIT_BUDGET_S, wait_budget_of  # noqa: E402
 from demo_site import HEALTHY_KINDS, fault_of, port_with_nothing_listening  # noqa: E402
 from fleet_watch import FleetWatch, wait_for_fetchers  # noqa: E402
+
+from flotilla.nodes.config.topology import load_topology  # noqa: E402
 from flotilla.nodes.intake.client import IntakeClient  # noqa: E402
 from flotilla.nodes.intake.protocol import JobSpec  # noqa: E402
-from flotilla.nodes.config.topology import load_topology  # noqa: E402
 from tests.cluster_harness import free_ports  # noqa: E402
 
 PAGES, QUICK_PAGES = 5_000, 1_000

@@ -26,20 +26,21 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench_pipeline import node_processes  # noqa: E402
+
 from flotilla.actors import ActorSystem  # noqa: E402
+from flotilla.actors.core.messages import HoldStatus  # noqa: E402
 from flotilla.actors.pipeline.egress import EgressPolicy  # noqa: E402
 from flotilla.actors.pipeline.journal import NewJob  # noqa: E402
-from flotilla.actors.core.messages import HoldStatus  # noqa: E402
-from flotilla.actors.resilience.view import ResilienceView, target_of  # noqa: E402
 from flotilla.actors.pipeline.router import Wake  # noqa: E402
-from bench_pipeline import node_processes  # noqa: E402
+from flotilla.actors.resilience.view import ResilienceView, target_of  # noqa: E402
+from flotilla.nodes.config.topology import load_topology  # noqa: E402
 from flotilla.nodes.intake.client import IntakeClient  # noqa: E402
 from flotilla.nodes.intake.protocol import JobSpec  # noqa: E402
-from flotilla.nodes.config.topology import load_topology  # noqa: E402
 from tests.cluster_harness import free_ports  # noqa: E402
 from tests.demo_site import DemoSiteProcess  # noqa: E402
 from tests.helpers import wait_until  # noqa: E402
-from tests.test_resilience import start_fleet, submit  # noqa: E402
+from tests.test_resilience import start_fleet  # noqa: E402
 
 TREE = """
 cluster: bench
@@ -178,26 +179,26 @@ def breaker_and_hold(quick: bool) -> dict[str, Any]:
                         urls = [f"{spread[n % len(spread)]}/switch/{trial * 10_000 + n}" for n in range(3000)]
                         journal.submit([NewJob(f"{url}#{trial}", url, "product") for url in urls])
                         system.ref("t/root/router").tell(Wake())
-                        wait_until(lambda: journal.result_count() > 50, timeout=30, what="traffic to flow")
+                        wait_until(lambda: journal.result_count() > 50, timeout=30, what="traffic to flow")  # noqa: B023  called before the loop moves on
                         went_bad = time.monotonic()
                         site.switch(503)
                         if part == "breakers":
-                            wait_until(lambda: system.resilience.open_for(target) > 0, timeout=30, what="open")
+                            wait_until(lambda: system.resilience.open_for(target) > 0, timeout=30, what="open")  # noqa: B023  called before the loop moves on
                             results["to_open"].append(time.monotonic() - went_bad)
                             site.switch(200)
                             recovered = time.monotonic()
                             wait_until(
-                                lambda: target not in system.resilience.snapshot()["breakers"],
+                                lambda: target not in system.resilience.snapshot()["breakers"],  # noqa: B023  called before the loop moves on
                                 timeout=60,
                                 what="closed",
                             )
                             results["to_close"].append(time.monotonic() - recovered)
                         else:
-                            wait_until(lambda: system.resilience.holding().on, timeout=30, what="Hold")
+                            wait_until(lambda: system.resilience.holding().on, timeout=30, what="Hold")  # noqa: B023  called before the loop moves on
                             results["into_hold"].append(time.monotonic() - went_bad)
                             site.switch(200)
                             recovered = time.monotonic()
-                            wait_until(lambda: not system.resilience.holding().on, timeout=60, what="out of Hold")
+                            wait_until(lambda: not system.resilience.holding().on, timeout=60, what="out of Hold")  # noqa: B023  called before the loop moves on
                             results["out_of_hold"].append(time.monotonic() - recovered)
                     finally:
                         system.stop(10)

@@ -37,8 +37,9 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from demo_site import HEALTHY_KINDS, fault_of, port_with_nothing_listening  # noqa: E402
 from fleet_watch import FleetWatch  # noqa: E402
-from flotilla.nodes.intake.client import IntakeClient, IntakeUnavailable  # noqa: E402
+
 from flotilla.nodes.config.topology import load_topology  # noqa: E402
+from flotilla.nodes.intake.client import IntakeClient, IntakeUnavailable  # noqa: E402
 
 TOPOLOGY = ROOT / "supervisor_tree.yaml"
 SITE_PORT = 8800
@@ -287,7 +288,8 @@ def verdicts(client: IntakeClient, watch: FleetWatch, crawl: Crawl, elapsed: flo
         say(f"{'yes' if ok else 'NO '}  {promise}" + ("" if ok else f": {otherwise}"))
     if watch.breakers_opened - set(crawl.healthy_hosts):
         say(
-            f"     breakers that opened elsewhere: {', '.join(sorted(watch.breakers_opened - set(crawl.healthy_hosts)))}"
+            "     breakers that opened elsewhere: "
+            f"{', '.join(sorted(watch.breakers_opened - set(crawl.healthy_hosts)))}"
         )
 
 

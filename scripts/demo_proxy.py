@@ -11,7 +11,6 @@ its client address, as real sites tell proxies apart. Plain http only (no CONNEC
 from __future__ import annotations
 
 import argparse
-import asyncio
 
 import aiohttp
 from aiohttp import web
@@ -69,7 +68,7 @@ class ForwardProxy:
                 self.forwarded += 1
                 out = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP}
                 return web.Response(status=upstream.status, body=body, headers=out)
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             return web.Response(status=502, text=f"Bad Gateway: {type(exc).__name__}")
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from flotilla.actors import ActorSystem
 from flotilla.nodes.cluster.membership import Cluster
-from flotilla.nodes.security.keys import CurveKeys
 from flotilla.nodes.config.topology import Topology, load_topology
+from flotilla.nodes.security.keys import CurveKeys
 from tests.processes import FlotillaProcess
 
 

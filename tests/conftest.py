@@ -13,7 +13,7 @@ from flotilla.actors import ActorSystem
 from flotilla.actors.pipeline.egress import EgressPolicy
 from tests.cluster_harness import LiveCluster
 from tests.helpers import FakeClock, Reports, wait_until
-
+from tests.other_user import other_user, shared_dir  # noqa: F401  fixtures of the tests run as another local user
 
 # CI runs the property tests on a fixed set of examples, so a run is repeatable; locally
 # each run explores new ones.

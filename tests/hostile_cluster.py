@@ -10,11 +10,11 @@ import socket
 import textwrap
 from pathlib import Path
 
-from flotilla.nodes.intake.protocol import JobSpec
+from flotilla.nodes.config.topology import load_topology
 from flotilla.nodes.intake.client import IntakeClient
+from flotilla.nodes.intake.protocol import JobSpec
 from flotilla.nodes.shell.client import ShellClient
 from flotilla.nodes.shell.protocol import shell_address
-from flotilla.nodes.config.topology import load_topology
 from tests.cluster_harness import LiveCluster
 from tests.helpers import wait_until
 

@@ -105,7 +105,7 @@ def other_user() -> Iterator[OtherUser]:
 def shared_dir() -> Iterator[Path]:
     """A directory every user can traverse (0755), removed afterwards."""
     path = Path(tempfile.mkdtemp(prefix="flotilla-shared-", dir="/tmp"))
-    os.chmod(path, 0o755)
+    os.chmod(path, 0o755)  # noqa: S103  the other user must be able to enter it
     try:
         yield path
     finally:

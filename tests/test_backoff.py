@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from flotilla.actors import ActorSystem, Backoff, ChildSpec, SupervisorFlags, SupervisorSpec, Unavailable
-from tests.helpers import Probe, Reports, crash
+from tests.helpers import FakeClock, Probe, Reports, crash
 
 
 @given(attempt=st.integers(0, 200), seed=st.integers(0, 2**32))
@@ -55,8 +55,8 @@ def test_delays_grow_for_restarts_in_a_row(system: ActorSystem, reports: Reports
 
 
 def test_a_child_that_ran_healthy_long_enough_restarts_from_the_minimum_again(
-    system: ActorSystem, clock, reports: Reports
-) -> None:  # noqa: ANN001
+    system: ActorSystem, clock: FakeClock, reports: Reports
+) -> None:
     flags = SupervisorFlags(intensity=10, backoff=Backoff(min=0.01, max=0.04, random_factor=0.0, reset_after=30))
     system.start(SupervisorSpec("root", children=(ChildSpec("a", Probe),), flags=flags))
     crash(system, "t/root/a")

@@ -65,8 +65,8 @@ def test_an_alerts_argument_must_name_an_alert_sink(tmp_path: Path) -> None:
     assert problems == [
         (
             f"{path}:{line}: tree.children[1].supervisor.children[2].args.alerts: "
-            "'alpha/root/resilience/limiter' is flotilla.actors.resilience.limiter:RateLimiter: it must be a worker or a pool "
-            "of 'alerts'; did you mean 'alpha/root/alerts'?"
+            "'alpha/root/resilience/limiter' is flotilla.actors.resilience.limiter:RateLimiter: "
+            "it must be a worker or a pool of 'alerts'; did you mean 'alpha/root/alerts'?"
         )
     ]
 

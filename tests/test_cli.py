@@ -122,7 +122,7 @@ tree:
     - id: ticker
       actor: ticker
       args: {target: a/root/pool, interval: 0.01}
-"""
+"""  # noqa: UP031  YAML's braces read better without doubling
         % free_port(),
     )
     node = start(processes, "node", "start", "--topology", path, "--log-format", "json")
@@ -136,7 +136,7 @@ tree:
 def test_node_whose_tree_cannot_start_exits_non_zero(tmp_path: Path, processes: list[FlotillaProcess]) -> None:
     path = write(
         tmp_path,
-        "nodes: {a: {address: 'tcp://127.0.0.1:%d'}}\ntree:\n  children:\n"
+        "nodes: {a: {address: 'tcp://127.0.0.1:%d'}}\ntree:\n  children:\n"  # noqa: UP031  YAML's braces
         "    - {id: w, actor: flaky, args: {fail_start_rate: 1.0}}\n" % free_port(),
     )
     node = start(processes, "node", "start", "--topology", path, "--log-format", "json")

@@ -10,7 +10,8 @@ import pytest
 
 from flotilla.actors import ActorCrashed, Unavailable
 from flotilla.actors.core.errors import NodeDown, NoSuchActor
-from flotilla.actors.core.messages import Down, NodeDown as NodeDownReason, NodeUp, WhichChildren
+from flotilla.actors.core.messages import Down, NodeUp, WhichChildren
+from flotilla.actors.core.messages import NodeDown as NodeDownReason
 from tests.cluster_harness import LiveCluster, make_cluster
 from tests.helpers import wait_until
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
-
 from flotilla.actors import Unavailable
 from flotilla.actors.core.errors import NodeDown
 from flotilla.actors.core.messages import Down, NoProc, WhichChildren
@@ -96,7 +95,7 @@ children:
 
 def test_a_halt_from_a_node_that_is_not_the_parent_is_ignored(tmp_path: Path, clusters: list[LiveCluster]) -> None:
     cluster = start(tmp_path, clusters)
-    cluster.cluster._send("beta", Halt("alpha/root/spread/0", "urn:whatever", -1.0))
+    cluster.cluster._send("beta", Halt("alpha/root/spread/0", "urn:whatever", -1.0))  # noqa: SLF001  forging what a peer would send
     cluster.processes["beta"].wait_for_event("host.halt_refused", peer="tester")
     assert answers(cluster, "alpha/root/spread/0")
 
@@ -108,7 +107,7 @@ def test_a_monitor_callback_that_raises_does_not_silence_the_node(tmp_path: Path
     beta.signal(signal.SIGKILL)
     beta.wait(5)
     wait_until(lambda: not cluster.cluster.is_up("beta"), what="NodeDown(beta)")
-    assert cluster.cluster.transport._thread.is_alive()
+    assert cluster.cluster.transport._thread.is_alive()  # noqa: SLF001  forging what a peer would send
     assert cluster.system.ask("alpha/root/spread", WhichChildren(), timeout=5)  # still talks to alpha
 
 
@@ -145,7 +144,7 @@ def test_monitors_for_paths_a_node_does_not_run_get_noproc_and_leave_nothing_beh
     for i in range(50):
         cluster.system.monitor(f"alpha/root/spread/0/junk{i}", downs.append)
     for i in range(200):
-        cluster.cluster._send("beta", Monitor(f"gamma/elsewhere/{i}", 10_000 + i))
+        cluster.cluster._send("beta", Monitor(f"gamma/elsewhere/{i}", 10_000 + i))  # noqa: SLF001  forging what a peer would send
     wait_until(lambda: len(downs) == 50, what="Down(NoProc) for each junk monitor")
     assert {d.reason for d in downs} == {NoProc()}
     assert answers(cluster, "alpha/root/spread/0")

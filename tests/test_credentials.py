@@ -17,7 +17,7 @@ from flotilla.nodes.intake.protocol import JobSpec
 from tests.cluster_harness import LiveCluster, free_ports, start_with_intake
 from tests.helpers import wait_until
 
-PASSWORD = "s3cret-pw"
+PASSWORD = "s3cret-pw"  # noqa: S105  the test site's
 
 
 def test_a_sealed_password_opens_only_with_its_key_and_shows_as_stars(tmp_path: Path) -> None:
@@ -43,7 +43,7 @@ class BasicAuthSite:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            def do_GET(self) -> None:
                 outer.seen.append((self.path, self.headers.get("Authorization", "")))
                 expected = "Basic " + base64.b64encode(f"u:{PASSWORD}".encode()).decode()
                 body = b"<h1 class='title'>members only</h1>"

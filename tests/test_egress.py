@@ -86,7 +86,7 @@ class CountingServer:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            def do_GET(self) -> None:
                 outer.requests += 1
                 parts = urlsplit(self.path)
                 if parts.path == "/to":

@@ -10,11 +10,11 @@ from pathlib import Path
 import msgspec
 import zmq
 
-from flotilla.nodes.cluster.membership import MAX_MONITORS_PER_PEER
 from flotilla.nodes.cluster.codec import Monitor
+from flotilla.nodes.cluster.membership import MAX_MONITORS_PER_PEER
 from flotilla.nodes.intake.auth import client_key
-from flotilla.nodes.intake.protocol import MAX_REQUEST_BYTES, JobSpec
 from flotilla.nodes.intake.client import IntakeClient
+from flotilla.nodes.intake.protocol import MAX_REQUEST_BYTES, JobSpec
 from tests.cluster_harness import LiveCluster
 from tests.demo_site import DemoSiteProcess
 from tests.helpers import wait_until
@@ -91,7 +91,7 @@ def test_a_flood_of_monitors_from_a_peer_is_bounded(tmp_path: Path, clusters: li
     before = memory_kb(cluster, "VmRSS")
     flood = MAX_MONITORS_PER_PEER * 3
     for ref in range(1, flood + 1):
-        cluster.cluster._send("alpha", Monitor("alpha/root/router", ref))
+        cluster.cluster._send("alpha", Monitor("alpha/root/router", ref))  # noqa: SLF001  forging what a peer would send
     wait_until(
         lambda: refused(cluster, "transport", "over_limit") == flood - MAX_MONITORS_PER_PEER,
         timeout=60,
@@ -99,7 +99,7 @@ def test_a_flood_of_monitors_from_a_peer_is_bounded(tmp_path: Path, clusters: li
     )
     grown_mb = (memory_kb(cluster, "VmRSS") - before) / 1024
     assert grown_mb < 20, f"alpha grew by {grown_mb:.0f} MB"
-    cluster.cluster._send("alpha", Monitor("alpha/root/router", 1))  # a ref in use: ignored, not doubled
+    cluster.cluster._send("alpha", Monitor("alpha/root/router", 1))  # a ref in use: ignored, not doubled  # noqa: SLF001  forging what a peer would send
     wait_until(lambda: refused(cluster, "transport", "duplicate") == 1, timeout=20, what="the duplicate refused")
 
 

@@ -10,10 +10,10 @@ import msgspec
 import pytest
 import zmq
 
-from flotilla.nodes.intake.client import IntakeClient, IntakeError, IntakeRefused, IntakeUnavailable
-from flotilla.nodes.intake.server import Intake
 from flotilla.nodes.intake.auth import ClientKey, IntakeAccess
+from flotilla.nodes.intake.client import IntakeClient, IntakeError, IntakeRefused, IntakeUnavailable
 from flotilla.nodes.intake.protocol import MAX_BATCH, JobSpec
+from flotilla.nodes.intake.server import Intake
 from flotilla.nodes.security.keys import CurveKeys, generate_keys, load_public, load_secret
 from tests.cluster_harness import free_ports
 

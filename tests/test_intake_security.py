@@ -19,7 +19,6 @@ import pytest
 
 from flotilla.actors.pipeline.journal import natural_key
 from flotilla.nodes.intake.client import IntakeClient
-from flotilla.nodes.intake.protocol import JobSpec
 from flotilla.nodes.security.keys import generate_keys
 from tests.cluster_harness import LiveCluster, free_ports, make_cluster
 from tests.processes import ROOT, run_flotilla

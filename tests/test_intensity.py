@@ -8,7 +8,7 @@ import pytest
 from flotilla.actors import ActorSystem, ChildSpec, SupervisorFlags, SupervisorSpec, Unavailable
 from flotilla.actors.core.messages import Shutdown
 from flotilla.actors.core.supervisor import GAVE_UP
-from tests.helpers import crash, FakeClock, Journal, Probe, Reports
+from tests.helpers import FakeClock, Journal, Probe, Reports, crash
 
 
 def test_supervisor_gives_up_on_the_restart_past_its_intensity(

@@ -170,10 +170,10 @@ def test_submit_wait_ends_3_with_a_summary_naming_the_404(cluster: LiveCluster, 
     result = flotilla(cluster, "submit", *urls, "--wait")
     assert result.returncode == 3, result.stdout + result.stderr
     lines = [line.strip() for line in result.stdout.splitlines()]
-    assert lines[lines.index(next(l for l in lines if l.startswith("stored")))].split()[-1] == "1"
-    dead = next(l for l in lines if l.startswith("dead") and l.split()[-1] == "2")
+    assert lines[lines.index(next(line for line in lines if line.startswith("stored")))].split()[-1] == "1"
+    dead = next(line for line in lines if line.startswith("dead") and line.split()[-1] == "2")
     assert lines[lines.index(dead) + 1].startswith("HARD: HTTP 404") and lines[lines.index(dead) + 1].endswith(" 2")
-    assert any(l.startswith("DRIFT: missing required fields") for l in lines)
+    assert any(line.startswith("DRIFT: missing required fields") for line in lines)
 
 
 def test_wait_from_another_terminal_follows_a_batch_until_it_is_done(cluster: LiveCluster, site: Site) -> None:

@@ -237,4 +237,4 @@ def test_waiting_jobs_are_due_now_after_a_restart(journal: Journal, clock: FakeC
     journal.defer(lease.key, lease.token, clock() + 300, "breaker open for h")
     journal.fail(other.key, other.token, "TRANSIENT", "HTTP 503", retry_at=clock() + 300)
     assert journal.wake_waiting() == 1
-    assert [l.key for l in journal.lease(limit=2, visibility=30)] == [lease.key]
+    assert [leased.key for leased in journal.lease(limit=2, visibility=30)] == [lease.key]

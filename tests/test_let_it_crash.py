@@ -20,7 +20,6 @@ from flotilla.actors.core.messages import Crash as CrashReason
 from flotilla.actors.core.messages import Normal, StartFailed
 from tests.helpers import Block, Crash, ExitNormally, Journal, Probe, Reports
 
-
 TOLERANT = SupervisorFlags(intensity=100, period=60)
 
 

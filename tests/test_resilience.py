@@ -6,6 +6,7 @@ and rate limits kept, all counted by the site."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,19 +14,19 @@ from typing import Any
 import pytest
 
 from flotilla.actors import ActorSystem, ChildSpec, PoolSpec, SupervisorFlags, SupervisorSpec
-from flotilla.actors.resilience.alerts import AlertSink
-from flotilla.actors.resilience.breakers import BreakerShard
 from flotilla.actors.pipeline.extractor import Extractor
 from flotilla.actors.pipeline.fetcher import Fetcher
+from flotilla.actors.pipeline.journal import Journal, NewJob
+from flotilla.actors.pipeline.router import Router, Wake
+from flotilla.actors.pipeline.rules import FieldRule, RuleSet
+from flotilla.actors.resilience.alerts import AlertSink
+from flotilla.actors.resilience.breakers import BreakerShard
 from flotilla.actors.resilience.gate import Gate
 from flotilla.actors.resilience.hold import HoldMonitor
-from flotilla.actors.pipeline.journal import Journal, NewJob
 from flotilla.actors.resilience.limiter import RateLimiter
 from flotilla.actors.resilience.messages import HoldCommand
 from flotilla.actors.resilience.proxies import ProxyPool
 from flotilla.actors.resilience.view import target_of
-from flotilla.actors.pipeline.router import Router, Wake
-from flotilla.actors.pipeline.rules import FieldRule, RuleSet
 from tests.cluster_harness import free_ports
 from tests.demo_site import DemoSiteProcess, ProxyProcess
 from tests.helpers import wait_until
@@ -293,7 +294,7 @@ def test_retry_after_is_honoured_and_slows_the_target(
     throttled = 0
     for key in keys:
         attempts = journal.attempts(key)  # (attempt, started, ended, outcome, detail)
-        for earlier, later in zip(attempts, attempts[1:]):
+        for earlier, later in itertools.pairwise(attempts):
             if "HTTP 429" in (earlier[4] or ""):
                 throttled += 1
                 assert later[1] >= earlier[2] + 1.0 - 0.01, f"{key} retried before its Retry-After of 1 s"

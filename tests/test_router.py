@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 
 from flotilla.actors import ActorSystem, ChildSpec, PoolSpec, SupervisorFlags, SupervisorSpec
-from flotilla.actors.resilience.alerts import AlertSink
 from flotilla.actors.pipeline.extractor import Extractor
 from flotilla.actors.pipeline.fetcher import Fetcher
 from flotilla.actors.pipeline.journal import Journal, NewJob, natural_key
 from flotilla.actors.pipeline.router import Router, Wake
 from flotilla.actors.pipeline.rules import FieldRule, RuleSet
+from flotilla.actors.resilience.alerts import AlertSink
 from tests.demo_site import DemoSiteProcess
 from tests.helpers import wait_until
 

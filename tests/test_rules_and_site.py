@@ -41,7 +41,7 @@ def site() -> Iterator[DemoSiteProcess]:
 
 def get(site: DemoSiteProcess, path: str) -> tuple[int, str, dict[str, str]]:
     class NoRedirect(urllib.request.HTTPRedirectHandler):
-        def redirect_request(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201
+        def redirect_request(self, *args: object, **kwargs: object) -> None:
             return None
 
     opener = urllib.request.build_opener(NoRedirect)

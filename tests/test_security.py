@@ -17,9 +17,10 @@ import zmq
 from structlog.testing import capture_logs
 
 from flotilla.actors.pipeline.messages import JobOutcome
-from flotilla.nodes.security.auth_failures import AUTH_ALERT_COUNT, AuthFailures
+from flotilla.nodes.config.topology import TopologyError, parse_topology
 from flotilla.nodes.intake.client import IntakeClient
 from flotilla.nodes.intake.protocol import JobSpec
+from flotilla.nodes.security.auth_failures import AUTH_ALERT_COUNT, AuthFailures
 from flotilla.nodes.security.keys import (
     CurveKeys,
     KeyFileError,
@@ -30,7 +31,6 @@ from flotilla.nodes.security.keys import (
     load_secret,
     local_user_keys,
 )
-from flotilla.nodes.config.topology import TopologyError, parse_topology
 from tests.cluster_harness import LiveCluster, free_ports, make_cluster
 from tests.helpers import wait_until
 from tests.processes import ROOT, run_flotilla
@@ -63,7 +63,8 @@ def test_a_node_refuses_a_secret_key_readable_by_others(tmp_path: Path) -> None:
 def test_keys_are_generated_once_owner_only_and_agreed_on_by_nodes_starting_together(tmp_path: Path) -> None:
     data = tmp_path / "data"
     code = (
-        "import sys; from pathlib import Path; from flotilla.nodes.security.keys import ensure_generated_keys, load_public;"
+        "import sys; from pathlib import Path;"
+        "from flotilla.nodes.security.keys import ensure_generated_keys, load_public;"
         "d = ensure_generated_keys(Path(sys.argv[1]), ['alpha', 'beta', 'gamma']);"
         "print(load_public(d, 'alpha').decode(), load_public(d, 'local').decode())"
     )

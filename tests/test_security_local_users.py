@@ -18,7 +18,7 @@ from flotilla.nodes.cluster.codec import Codec, Tell
 from flotilla.nodes.security.keys import generated_keys_dir, load_public, load_secret
 from tests.cluster_harness import LiveCluster, make_cluster
 from tests.helpers import wait_until
-from tests.other_user import OtherUser, other_user, shared_dir  # noqa: F401 - fixtures
+from tests.other_user import OtherUser
 from tests.processes import FlotillaProcess
 
 INTRUDER = Path(__file__).with_name("intruder.py")
@@ -74,7 +74,7 @@ def _alpha_stays_up(cluster: LiveCluster) -> None:
 
 def test_another_user_cannot_pose_as_a_node_of_a_cluster_started_without_keys(
     other_user: OtherUser, shared_dir: Path, clusters: list[LiveCluster]
-) -> None:  # noqa: F811
+) -> None:
     cluster = _start(shared_dir, clusters)
     # The intruder knows the server's public key (public keys are not secrets) and tries both
     # plaintext and CURVE with a key of its own, claiming alpha's name.
@@ -89,7 +89,7 @@ def test_another_user_cannot_pose_as_a_node_of_a_cluster_started_without_keys(
 
 def test_in_plaintext_the_same_intruder_gets_through(
     other_user: OtherUser, shared_dir: Path, clusters: list[LiveCluster]
-) -> None:  # noqa: F811
+) -> None:
     # The control of the test above: the opt-in plaintext mode trusts a claimed name, so the
     # intruder's tell arrives; that is why plaintext needs `security.plaintext: true`.
     cluster = _start(shared_dir, clusters, extra="security: {plaintext: true}")
@@ -146,7 +146,7 @@ def test_a_stolen_member_key_cannot_displace_the_node_whose_id_it_claims(
 
 def test_another_user_cannot_read_a_node_s_files_at_any_moment_of_start_up(
     other_user: OtherUser, shared_dir: Path, clusters: list[LiveCluster]
-) -> None:  # noqa: F811
+) -> None:
     tree = """
 children:
   - id: router

@@ -10,13 +10,13 @@ import pytest
 import structlog
 
 from flotilla.nodes.intake.client import IntakeClient, IntakeUnavailable
-from flotilla.nodes.intake.server import Intake
 from flotilla.nodes.intake.protocol import JobSpec
-from flotilla.nodes.serving.refusals import Refusals
+from flotilla.nodes.intake.server import Intake
 from flotilla.nodes.serving.guard import MAX_SERVING_RESTARTS, ServingGuard
+from flotilla.nodes.serving.refusals import Refusals
 from tests.cluster_harness import free_ports
-from tests.test_intake import key_of, make_access
 from tests.helpers import wait_until
+from tests.test_intake import key_of, make_access
 
 
 def test_a_guard_restarts_a_loop_until_it_fails_too_often() -> None:

@@ -23,9 +23,9 @@ import pexpect
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from flotilla.nodes.config.topology import load_topology
 from flotilla.nodes.shell.client import ShellClient
 from flotilla.nodes.shell.protocol import answer_decoder, shell_address
-from flotilla.nodes.config.topology import load_topology
 from tests.cluster_harness import LiveCluster, free_ports, write_topology
 from tests.helpers import wait_until
 from tests.processes import ROOT, flotilla_command, run_flotilla
@@ -112,8 +112,8 @@ def test_exec_answers_as_json_and_every_command_is_audited(tmp_path: Path, clust
     assert not refused["ok"] and "alpha/root/nowhere: no live incarnation" in refused["error"]
     raw = ShellClient(shell_address(cluster.topology.node_data_dir("alpha")))
     try:
-        raw._socket.send(b"\x93not a request")
-        assert answer_decoder.decode(raw._socket.recv()).error.startswith("bad request")
+        raw._socket.send(b"\x93not a request")  # noqa: SLF001  forging what a peer would send
+        assert answer_decoder.decode(raw._socket.recv()).error.startswith("bad request")  # noqa: SLF001  forging what a peer would send
         too_many = raw.call("inspect", ["x"] * 65)
         assert not too_many.ok and "bad request" in too_many.error and "64" in too_many.error
         assert not raw.call("inspect", ["x" * 2049]).ok

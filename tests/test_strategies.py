@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-
 from flotilla.actors import ActorSystem, ChildSpec, SupervisorFlags, SupervisorSpec
-from tests.helpers import crash, Journal, Probe, Reports
+from tests.helpers import Journal, Probe, Reports, crash
 
 
 def start_four(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from flotilla.actors import ActorSystem, ChildSpec, PoolSpec, SupervisorError, SupervisorSpec, Unavailable
@@ -19,7 +21,7 @@ def root(system: ActorSystem):  # noqa: ANN201
     return system.start(SupervisorSpec("root", children=children))
 
 
-def codes(call, *args) -> str:  # noqa: ANN001
+def codes(call: Callable[..., object], *args: object) -> str:
     with pytest.raises(SupervisorError) as raised:
         call(*args)
     return raised.value.code

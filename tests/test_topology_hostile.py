@@ -72,7 +72,8 @@ def test_recursion_and_depth_are_refused_with_a_line(text: str, expected: str) -
     [
         (
             "nodes: {a: {}}\ntransport: {max_message_bytes: 1000000000000000000000000000000}\n" + VALID_TAIL,
-            "t.yaml:2: transport.max_message_bytes: 1000000000000000000000000000000 must be an integer >= 1024 and <= 67108864",
+            "t.yaml:2: transport.max_message_bytes: 1000000000000000000000000000000"
+            " must be an integer >= 1024 and <= 67108864",
         ),
         (
             "nodes: {a: {}}\ntransport: {max_message_bytes: 1e30}\n" + VALID_TAIL,
@@ -100,7 +101,8 @@ def test_recursion_and_depth_are_refused_with_a_line(text: str, expected: str) -
         ),
         (
             "nodes: {a: {address: 'tcp://127.0.0.1:７１０１'}}\n" + VALID_TAIL,
-            "t.yaml:1: nodes.a.address: 'tcp://127.0.0.1:７１０１' must look like tcp://HOST:PORT with a port in 1..65535",
+            "t.yaml:1: nodes.a.address: 'tcp://127.0.0.1:７１０１' must look like tcp://HOST:PORT"
+            " with a port in 1..65535",
         ),
         ("nodes: {a: {}}\ndata_dir: /proc/self\n" + VALID_TAIL, "t.yaml:2: data_dir: /proc/"),
         ("nodes: {a: {}}\ndata_dir: /dev/null/data\n" + VALID_TAIL, "t.yaml:2: data_dir: /dev/null/data is under"),

@@ -1,1 +1,4 @@
-"""The supervision core: actors, supervisors, child specs, paths, timers and exit reasons. Imports nothing else of Flotilla."""
+"""The supervision core: actors, supervisors, child specs, paths, timers and exit reasons.
+
+Imports nothing else of Flotilla.
+"""

@@ -19,14 +19,13 @@ arguments: do I/O in `on_start`, which runs in the actor's thread within `start_
 from __future__ import annotations
 
 import queue
+import reprlib
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
-
-import reprlib
 
 import msgspec
 import pykka
@@ -132,6 +131,7 @@ class Actor(pykka.ThreadingActor):
     path: str = "<unsupervised>"
     incarnation: int = 0
     system: ActorSystem
+    actor_inbox: queue.SimpleQueue[Any]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -155,7 +155,7 @@ class Actor(pykka.ThreadingActor):
         self._monitors: list[Callable[[ExitReason], None]] = []
 
     @classmethod
-    def start(cls, *_args: Any, **_kwargs: Any) -> NoReturn:  # type: ignore[override]
+    def start(cls, *_args: Any, **_kwargs: Any) -> NoReturn:
         """Supervised actors are started by their supervisor, never on their own."""
         raise TypeError(
             f"{cls.__name__} is a supervised actor: put a ChildSpec for it in a "
@@ -163,7 +163,7 @@ class Actor(pykka.ThreadingActor):
         )
 
     @staticmethod
-    def _create_actor_inbox() -> queue.SimpleQueue[Any]:  # type: ignore[override]
+    def _create_actor_inbox() -> queue.SimpleQueue[Any]:
         return queue.SimpleQueue()
 
     # --- hooks for subclasses ---------------------------------------------------------
@@ -218,7 +218,7 @@ class Actor(pykka.ThreadingActor):
 
     def launch(self) -> None:
         """Bind the path to this incarnation and start its thread (on_start runs there)."""
-        assert self._slot is not None, "attach() first"
+        assert self._slot is not None, "attach() first"  # noqa: S101  a programming error, not input
         pykka.ActorRegistry.register(self.actor_ref)
         self._slot.bind(self)
         self._start_actor_loop()
@@ -281,12 +281,12 @@ class Actor(pykka.ThreadingActor):
     @property
     def mailbox_depth(self) -> int:
         """Entries waiting in the inbox."""
-        return self.actor_inbox.qsize()  # type: ignore[attr-defined]
+        return self.actor_inbox.qsize()
 
     def drain(self) -> int:
         """Empty the inbox: asks fail with `Unavailable`, tells become dead letters.
         Safe to call from any thread, any number of times."""
-        inbox: queue.SimpleQueue[Any] = self.actor_inbox  # type: ignore[assignment]
+        inbox = self.actor_inbox
         drained = 0
         woken = False
         while True:
@@ -322,8 +322,9 @@ class Actor(pykka.ThreadingActor):
             self.on_start()
         except BaseException as exc:  # noqa: BLE001 - let it crash, uniformly
             self._failure_exc = exc
-            reason: ExitReason = StartFailed.from_exception(exc)
-            self.start_failure = reason
+            failure = StartFailed.from_exception(exc)
+            self.start_failure = failure
+            reason: ExitReason = failure
         else:
             if not self._abandoned:  # else the start timed out and the supervisor moved on
                 self._started_at = time.monotonic()
@@ -350,7 +351,7 @@ class Actor(pykka.ThreadingActor):
                 self._exit_reason = Shutdown()
                 return self._exit_reason, _LastReply(envelope.reply_to, value=True) if envelope.reply_to else None
             if message.__class__ is Inspect or message.__class__ is Trace:
-                answer = self.summary() if message.__class__ is Inspect else self._start_trace(message)
+                answer = self._start_trace(message) if isinstance(message, Trace) else self.summary()
                 if envelope.reply_to is not None:
                     envelope.reply_to.set(answer)
                 continue
@@ -427,7 +428,7 @@ class Actor(pykka.ThreadingActor):
                 for monitor in monitors:
                     try:
                         monitor(self._final_reason or reason)
-                    except Exception:  # noqa: BLE001 - a watcher's bug is not this actor's
+                    except Exception:  # a watcher's bug is not this actor's
                         self.log.exception("actor.monitor_failed")
 
     def _run_cleanup_hook(self, reason: ExitReason) -> ExitReason:

@@ -10,14 +10,14 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Union, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 if TYPE_CHECKING:
     from flotilla.actors.core.actor import Actor
 
 RestartType = Literal["permanent", "transient", "temporary"]
 Strategy = Literal["one_for_one", "one_for_all", "rest_for_one"]
-ShutdownPolicy = Union[float, Literal["brutal_kill", "infinity"]]
+ShutdownPolicy = float | Literal["brutal_kill", "infinity"]
 
 RESTART_TYPES: tuple[str, ...] = get_args(RestartType)
 STRATEGIES: tuple[str, ...] = get_args(Strategy)
@@ -201,4 +201,4 @@ class PoolSpec:
         )
 
 
-Spec = Union[ChildSpec, SupervisorSpec, PoolSpec]
+Spec = ChildSpec | SupervisorSpec | PoolSpec

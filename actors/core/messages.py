@@ -10,7 +10,7 @@ never grows without limit on its way to a supervisor, a log line or another node
 from __future__ import annotations
 
 import traceback as _traceback
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 import msgspec
 
@@ -85,7 +85,7 @@ class NodeDown(Message, frozen=True, tag=True):
     node: str
 
 
-ExitReason = Union[Normal, Shutdown, Crash, StartFailed, Killed, NodeDown]
+ExitReason = Normal | Shutdown | Crash | StartFailed | Killed | NodeDown
 
 
 class NodeUp(Message, frozen=True, tag=True):
@@ -103,7 +103,7 @@ class Down(Message, frozen=True, tag=True):
     """The incarnation a monitor watched at `path` ended with `reason` (or `NoProc`)."""
 
     path: str
-    reason: Union[Normal, Shutdown, Crash, StartFailed, Killed, NodeDown, NoProc]
+    reason: Normal | Shutdown | Crash | StartFailed | Killed | NodeDown | NoProc
 
 
 def is_clean_exit(reason: ExitReason) -> bool:

@@ -8,17 +8,19 @@ live incarnation is a dead letter: it is counted, and an asker gets `Unavailable
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from types import EllipsisType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pykka
 
-from flotilla.actors.core.errors import Unavailable
 from flotilla.actors.core.errors import Timeout as AskTimeout
+from flotilla.actors.core.errors import Unavailable
 from flotilla.actors.core.messages import SupervisorRequest
 
 if TYPE_CHECKING:
@@ -69,10 +71,8 @@ class DeadLetters:
             except Exception:  # noqa: BLE001, S112 - counting must never fail a send
                 continue
         if hasattr(message, "returned"):
-            try:
+            with contextlib.suppress(Exception):  # returning must never fail a send
                 self.bounce(path, message)
-            except Exception:  # noqa: BLE001 - returning must never fail a send
-                pass
 
 
 class Reply:
@@ -92,14 +92,13 @@ class Reply:
         future.set_exception((type(error), error, None))
         return cls(path, future)
 
-    def get(self, timeout: float | None | object = ...) -> Any:
+    def get(self, timeout: float | None | EllipsisType = ...) -> Any:
         """Wait up to `timeout` seconds (default: the ask's own; None: forever)."""
-        if timeout is ...:
-            timeout = self.timeout
+        wait = self.timeout if isinstance(timeout, EllipsisType) else timeout
         try:
-            return self._future.get(timeout=timeout)
+            return self._future.get(timeout=wait)
         except pykka.Timeout:
-            raise AskTimeout(self.path, timeout or 0.0) from None
+            raise AskTimeout(self.path, wait or 0.0) from None
         except pykka.ActorDeadError:
             raise Unavailable(self.path) from None
 

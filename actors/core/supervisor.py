@@ -46,6 +46,7 @@ from flotilla.actors.core.messages import (
     NodeUp,
     Ok,
     Refused,
+    ReportEvent,
     RestartChild,
     ScalePool,
     Shutdown,
@@ -145,6 +146,10 @@ class ChildStartError(Exception):
         self.reason = reason
 
 
+def _no_membership_watch() -> None:
+    """The cancel function of a supervisor that watches no membership (no cluster link)."""
+
+
 @dataclass
 class _State:
     """A supervisor's whole state, in one record."""
@@ -163,12 +168,13 @@ class Supervisor(Actor):
         self._clock: Callable[[], float] = time.monotonic
         self._rng = random.Random()
         self._state = _State()
+        self._unwatch: Callable[[], None] = _no_membership_watch
 
     # --- life cycle -------------------------------------------------------------------
 
     def initial_specs(self) -> list[Spec]:
         """The children to start, in order."""
-        assert isinstance(self.spec, SupervisorSpec)
+        assert isinstance(self.spec, SupervisorSpec)  # noqa: S101  a supervisor is started from its own spec
         return list(self.spec.children)
 
     def on_start(self) -> None:
@@ -198,10 +204,6 @@ class Supervisor(Actor):
         self._unwatch()
 
     _initializing = False
-
-    @staticmethod
-    def _unwatch() -> None:
-        """Replaced by the membership subscription's cancel function when there is one."""
 
     def _on_membership(self, event: Any) -> None:
         """Runs in the transport's thread: queue node up/down news for this supervisor."""
@@ -300,7 +302,7 @@ class Supervisor(Actor):
         the transport's `node_wait` for that node to join, and try again if it goes down
         before answering (a cluster coming up)."""
         link = self.system.remote
-        assert link is not None
+        assert link is not None  # noqa: S101  only remote children get here
         deadline = time.monotonic() + link.node_wait
         while True:
             if self._initializing:
@@ -314,7 +316,7 @@ class Supervisor(Actor):
 
     def _start_remote_once(self, child: _Child, node: str) -> StartFailed | None:
         link = self.system.remote
-        assert link is not None
+        assert link is not None  # noqa: S101  only remote children get here
         incarnation = RemoteIncarnation(
             path=child.slot.path,
             incarnation=child.incarnation,
@@ -380,7 +382,7 @@ class Supervisor(Actor):
             else:
                 reason = (
                     killed_without_answer(actor.node, wait or 0.0)
-                    if remote
+                    if isinstance(actor, RemoteIncarnation)
                     else Killed(f"did not stop within {timeout:g} s; thread abandoned")
                 )
                 actor.abandon(reason)
@@ -606,12 +608,14 @@ class Supervisor(Actor):
         self._remove(child)
         return Ok(child.slot.path)
 
-    def _report(self, event: str, child: _Child, reason: ExitReason | None = None, *, delay: float = 0.0) -> None:
+    def _report(
+        self, event: ReportEvent, child: _Child, reason: ExitReason | None = None, *, delay: float = 0.0
+    ) -> None:
         self.system.report(
             SupervisorReport(
                 supervisor=self.path,
                 event=event,
-                child=child.slot.path,  # type: ignore[arg-type]
+                child=child.slot.path,
                 reason=reason,
                 delay=round(delay, 6),
                 restarts=child.restarts,

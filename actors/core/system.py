@@ -17,7 +17,6 @@ from typing import Any
 
 from flotilla.actors.core.actor import Actor
 from flotilla.actors.core.child_spec import SupervisorSpec
-from flotilla.actors.pipeline.egress import EgressPolicy
 from flotilla.actors.core.errors import Unavailable
 from flotilla.actors.core.messages import (
     Down,
@@ -29,10 +28,11 @@ from flotilla.actors.core.messages import (
 )
 from flotilla.actors.core.registry import PathRef, Registry
 from flotilla.actors.core.remote import RemoteLink
-from flotilla.actors.resilience.view import ResilienceView
-from flotilla.actors.pipeline.rules import RuleSet
 from flotilla.actors.core.scheduler import Scheduler
 from flotilla.actors.core.supervisor import Supervisor, SupervisorClient
+from flotilla.actors.pipeline.egress import EgressPolicy
+from flotilla.actors.pipeline.rules import RuleSet
+from flotilla.actors.resilience.view import ResilienceView
 
 ReportListener = Callable[[SupervisorReport], None]
 

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-
-import msgspec
-
 from flotilla.actors.core.messages import Message
-
 
 # --- demo work ------------------------------------------------------------------------
 

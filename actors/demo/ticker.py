@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from flotilla.actors.core.actor import Actor
-from flotilla.actors.demo.messages import Work
 from flotilla.actors.core.scheduler import TimerHandle
+from flotilla.actors.demo.messages import Work
 
 
 class _Tick:

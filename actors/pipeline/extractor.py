@@ -17,8 +17,8 @@ from typing import Any
 from flotilla.actors.core.actor import Actor
 from flotilla.actors.pipeline.messages import ExtractJob, Failure, JobOutcome
 from flotilla.actors.pipeline.parse_sandbox import MAX_PARSE_TIMEOUT, PARSE_TIMEOUT, ParseSandbox, Unparseable
-from flotilla.actors.resilience.view import target_of
 from flotilla.actors.pipeline.rules import Blocked, Drift
+from flotilla.actors.resilience.view import target_of
 
 
 class Extractor(Actor):

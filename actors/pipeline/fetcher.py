@@ -25,6 +25,7 @@ bug should: its requests in flight are lost, and their leases bring the jobs bac
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import random
 import threading
@@ -48,9 +49,8 @@ from flotilla.actors.pipeline.messages import (
     FetchJob,
     JobOutcome,
 )
-from flotilla.actors.resilience.view import Go, Outcome, Wait, target_of
 from flotilla.actors.pipeline.rules import challenge_headers
-
+from flotilla.actors.resilience.view import Go, Outcome, Wait, target_of
 
 EVIDENCE_BYTES = 300
 """How much of a failed response's body is kept as evidence."""
@@ -76,7 +76,7 @@ async def _evidence(response: aiohttp.ClientResponse) -> str:
     }
     try:
         head = await response.content.read(EVIDENCE_BYTES)
-    except (aiohttp.ClientError, asyncio.TimeoutError):
+    except (TimeoutError, aiohttp.ClientError):
         head = b""
     return f"HTTP {response.status} {headers} body: {head.decode('utf-8', 'replace')!r}"[:1000]
 
@@ -229,10 +229,8 @@ class Fetcher(Actor):
             self.done += 1
         error = future.exception()
         if error is not None:
-            try:
+            with contextlib.suppress(Exception):  # the actor is already gone
                 self.actor_ref.tell(_Crashed(error))
-            except Exception:  # noqa: BLE001 - the actor is already gone
-                pass
 
     async def _fetch(self, job: FetchJob) -> None:
         started = time.monotonic()
@@ -282,7 +280,7 @@ class Fetcher(Actor):
             failure = Failure("HARD", f"more than {self.max_redirects} redirects")
         except aiohttp.RedirectClientError as exc:  # to file://, ftp:// or a URL that does not parse
             failure = Failure("HARD", f"redirect refused: {type(exc).__name__}: {exc}"[:500])
-        except asyncio.TimeoutError:
+        except TimeoutError:
             failure = Failure("TRANSIENT", f"no complete answer within {self.timeout:g} s")
         except aiohttp.InvalidURL as exc:
             failure = Failure("HARD", f"invalid URL: {exc}"[:500])

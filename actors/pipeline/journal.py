@@ -267,8 +267,8 @@ class Journal:
             fresh = []
             for job in jobs:
                 cursor = db.execute(
-                    "INSERT OR IGNORE INTO jobs (key, url, rules, state, due_at, origin, created_at, updated_at, client)"
-                    " VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?)",
+                    "INSERT OR IGNORE INTO jobs (key, url, rules, state, due_at, origin, created_at, updated_at,"
+                    " client) VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?)",
                     (job.key, job.url, job.rules, now, origin, now, now, job.client),
                 )
                 is_new = cursor.rowcount == 1
@@ -365,7 +365,8 @@ class Journal:
         return self._write(
             lambda db: (
                 db.execute(
-                    "UPDATE jobs SET state='extracting', updated_at=? WHERE key=? AND lease_token=? AND state='fetching'",
+                    "UPDATE jobs SET state='extracting', updated_at=?"
+                    " WHERE key=? AND lease_token=? AND state='fetching'",
                     (now, key, token),
                 ).rowcount
                 == 1
@@ -467,7 +468,7 @@ class Journal:
             uncount = "attempts=attempts-1, tries=MAX(0, tries-1), lease_until=NULL"
             if budget is None:
                 db.execute(
-                    f"UPDATE jobs SET state='pending', due_at=?, {uncount}, reason=?, updated_at=? WHERE key=?",
+                    f"UPDATE jobs SET state='pending', due_at=?, {uncount}, reason=?, updated_at=? WHERE key=?",  # noqa: S608  constant
                     (until, f"waiting: {reason}"[:2000], now, key),
                 )
                 _event(db, key, now, "deferred", None, f"{reason} (due in {max(0.0, until - now):.1f} s)")
@@ -476,13 +477,14 @@ class Journal:
             if now - since >= budget:
                 why = f"WAITED: wait budget spent ({now - since:.0f} s of {budget:g} s); last: {reason}"[:2000]
                 db.execute(
-                    f"UPDATE jobs SET state='dead', {uncount}, reason=?, updated_at=? WHERE key=?", (why, now, key)
+                    f"UPDATE jobs SET state='dead', {uncount}, reason=?, updated_at=? WHERE key=?",  # noqa: S608  constant
+                    (why, now, key),
                 )
                 _event(db, key, now, "dead", None, why)
                 return "dead"
             due = min(until, since + budget)
             db.execute(
-                f"UPDATE jobs SET state='pending', due_at=?, {uncount}, waiting_since=?, reason=?,"
+                f"UPDATE jobs SET state='pending', due_at=?, {uncount}, waiting_since=?, reason=?,"  # noqa: S608  constant
                 " updated_at=? WHERE key=?",
                 (due, since, f"waiting: {reason}"[:2000], now, key),
             )
@@ -688,7 +690,7 @@ class Journal:
             ).fetchall()
         if not rows:
             return None
-        states = dict.fromkeys(STATES, 0)
+        states: dict[str, int] = dict.fromkeys(STATES, 0)
         reasons: Counter[str] = Counter()
         for state, reason, _, _, _ in rows:
             states[state] += 1

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-import msgspec
-
 from flotilla.actors.core.messages import Message
-
 
 # --- the ingestion pipeline ------------------------------------------------------------
 

@@ -18,9 +18,9 @@ import select
 import struct
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Mapping
 from typing import IO, Any
 
 from flotilla.actors.pipeline.rules import Blocked, Drift, Extracted, RuleSet, apply_rules
@@ -98,14 +98,14 @@ class ParseSandbox:
         fresh = self._process is None or self._first
         self._first = False
         process = self._process or self._start()
-        assert process.stdin is not None and process.stdout is not None
+        assert process.stdin is not None and process.stdout is not None  # noqa: S101  started with pipes
         try:
             _write(process.stdin, (body, rules, dict(headers or {})))
             ready, _, _ = select.select(
                 [process.stdout], [], [], self.timeout + (WORKER_START_TIMEOUT if fresh else 0.0)
             )
             if ready:
-                return _read(process.stdout)  # type: ignore[no-any-return]
+                return _read(process.stdout)
         except (EOFError, OSError) as exc:
             self._stop()
             return Unparseable(f"the parser process ended ({type(exc).__name__})")

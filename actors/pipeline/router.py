@@ -36,8 +36,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from flotilla.actors.core.actor import Actor
-from flotilla.actors.pipeline.journal import Journal
 from flotilla.actors.core.messages import NodeDown
+from flotilla.actors.pipeline.journal import Journal
 from flotilla.actors.pipeline.messages import (
     Deferred,
     Failure,

@@ -39,7 +39,6 @@ from flotilla.actors.resilience.messages import (
     TargetReport,
 )
 
-
 DRIFT_WINDOW = 20
 """Extracted pages per target over which drift is judged (docs/resilience.md)."""
 DRIFT_MINIMUM = 10
@@ -136,15 +135,15 @@ class BreakerShard(Actor):
             self._judge_drift(target, pages, report.drifted.get(target, []), now)
         granted: dict[str, int] = {}
         for target in report.want_trials:
-            breaker = self.breakers.get(target)
-            if breaker is None or breaker.state == "closed":
+            tripped = self.breakers.get(target)
+            if tripped is None or tripped.state == "closed":
                 continue  # closed meanwhile: the answer tells the node so
             self.touched[target] = now
             started = self.trials_granted_at.get(target)
             if started is not None and now - started > self.trial_timeout:
-                breaker.forget_trials()  # granted long ago and never reported
+                tripped.forget_trials()  # granted long ago and never reported
             count = 0
-            while count < self.settings.trial_calls and breaker.allows(now):
+            while count < self.settings.trial_calls and tripped.allows(now):
                 count += 1
             if count:
                 granted[target] = count

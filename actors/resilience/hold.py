@@ -9,9 +9,9 @@ few bad pages. So the monitor judges targets, not calls: over the last `window` 
 target with at least `target_minimum` calls is failing when its share of successes is below
 `threshold`; the fleet enters Hold when at least `min_targets` targets are failing and they
 are at least `failing_share` of the targets judged. Then fresh fetches pause (their jobs wait
-in the journal), result queries are marked stale, and a critical `Alert` goes out. In Hold, every `probe_interval` seconds `probes`
-probe permits go to a node that has jobs held back; Hold ends by itself once the last
-`recovery_probes` probes all succeeded.
+in the journal), result queries are marked stale, and a critical `Alert` goes out. In Hold,
+every `probe_interval` seconds `probes` probe permits go to a node that has jobs held back;
+Hold ends by itself once the last `recovery_probes` probes all succeeded.
 
 An operator may force Hold `on` (it stays on, whatever the probes say) or `off` (it never
 enters), and give it back to the fleet's health with `auto`.

@@ -26,7 +26,7 @@ import time
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from flotilla.actors.resilience.messages import BreakerStatus, HoldStatus, ProxyStatus
@@ -161,7 +161,7 @@ class ResilienceView:
         self._reports = _Reports()
         self.slot_waits: Counter[str] = Counter()
         """Fetches that had to wait for a rate-limit slot, by target (and how long in all)."""
-        self.slot_wait_seconds: Counter[str] = Counter()
+        self.slot_wait_seconds: defaultdict[str, float] = defaultdict(float)
         self.slot_timeouts: Counter[str] = Counter()
         self._rounds = 0
         self._signalled = False
@@ -350,7 +350,7 @@ class ResilienceView:
         began = time.monotonic()
         try:
             return await asyncio.wait_for(future, timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             with self._lock:
                 waiting = self._waiters.get(target)
                 try:
@@ -520,7 +520,7 @@ class ResilienceView:
             return False
         return entry.status.state == "closed" or (trial and entry.status.state == "half_open")
 
-    def snapshot(self) -> dict[str, object]:
+    def snapshot(self) -> dict[str, Any]:
         """What this node currently believes (for operators and tests)."""
         now = self._clock()
         with self._lock:

@@ -110,7 +110,7 @@ class Down(Envelope, tag=8, frozen=True):
 
     ref: int
     path: Path
-    reason: Union[ExitReason, NoProc]
+    reason: ExitReason | NoProc
 
 
 class Spawn(Envelope, tag=9, frozen=True):
@@ -151,7 +151,7 @@ class Exited(Envelope, tag=12, frozen=True):
     reason: ExitReason
 
 
-AnyEnvelope = Union[Tell, Ask, Reply, Fail, Heartbeat, Monitor, Demonitor, Down, Spawn, Halt, Spawned, Exited]
+AnyEnvelope = Tell | Ask | Reply | Fail | Heartbeat | Monitor | Demonitor | Down | Spawn | Halt | Spawned | Exited
 
 
 class FrameError(Exception):
@@ -184,7 +184,7 @@ class Codec:
         classes = _message_classes()
         self._tags = {cls.__name__: cls for cls in classes}
         self._envelopes = msgspec.msgpack.Decoder(AnyEnvelope)
-        self._messages = msgspec.msgpack.Decoder(Union[tuple(classes)])  # type: ignore[arg-type]
+        self._messages = msgspec.msgpack.Decoder(Union[tuple(classes)])  # noqa: UP007  built from a runtime tuple
         self._encoder = msgspec.msgpack.Encoder()
 
     # --- envelopes ----------------------------------------------------------------------

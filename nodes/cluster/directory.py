@@ -13,7 +13,6 @@ import functools
 from flotilla.actors.core.child_spec import PoolSpec, Spec, SupervisorSpec
 from flotilla.nodes.config.topology import Topology
 
-
 WALK_CACHE = 16_384
 """How many path lookups are remembered (the topology never changes while a node runs)."""
 
@@ -24,7 +23,7 @@ class Directory:
     def __init__(self, topology: Topology) -> None:
         self.topology = topology
         self.root_path = topology.root_path
-        self._walk = functools.lru_cache(maxsize=WALK_CACHE)(self._walk_uncached)  # type: ignore[method-assign]
+        self._walk = functools.lru_cache(maxsize=WALK_CACHE)(self._walk_uncached)
 
     def _walk_uncached(self, path: str) -> tuple[str, Spec | None]:
         """The node running `path` and its spec (None if the topology does not name it)."""
@@ -39,8 +38,8 @@ class Directory:
         for segment in path[len(root_prefix) + 1 :].split("/"):
             if isinstance(spec, SupervisorSpec):
                 spec = next((c for c in spec.children if c.id == segment), None)
-                if spec is not None and getattr(spec, "node", None):
-                    node = spec.node  # type: ignore[union-attr]
+                if isinstance(spec, (SupervisorSpec, PoolSpec)) and spec.node:
+                    node = spec.node
             elif isinstance(spec, PoolSpec) and segment.isdigit():
                 if spec.replica_nodes:
                     node = spec.replica_nodes[int(segment) % len(spec.replica_nodes)]

@@ -13,6 +13,7 @@ the host tells it those children exited, so that its supervisors restart them.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -122,7 +123,7 @@ class Host:
         if doomed:
             self._orphans[(peer, boot or "")] = [(path, h.urn) for path, h in doomed]
         for path, hosted in doomed:
-            self._jobs.submit(path, lambda p=path, h=hosted: self._orphan(p, h))
+            self._jobs.submit(path, functools.partial(self._orphan, path, hosted))
 
     def parent_node_up(self, peer: str, boot: str | None) -> None:
         """`peer` answers again. If it is the same process, tell it which of its children
@@ -132,12 +133,8 @@ class Host:
             if orphan_boot != (boot or ""):
                 continue
             for path, urn in orphans:
-                self._jobs.submit(
-                    path,
-                    lambda p=path, u=urn: self._send(
-                        peer, Exited(p, u, Killed(f"stopped while {peer} was unreachable"))
-                    ),
-                )
+                stopped = Exited(path, urn, Killed(f"stopped while {peer} was unreachable"))
+                self._jobs.submit(path, functools.partial(self._send, peer, stopped))
 
     # --- the work (per-path threads) -------------------------------------------------------
 
@@ -176,8 +173,9 @@ class Host:
         actor.launch()
         timeout = start_timeout(spec)
         if not actor.started.wait(timeout):
-            failure: StartFailed | None = StartFailed("StartTimeout", f"on_start did not finish within {timeout:g} s")
-            actor.abandon(failure)
+            timed_out = StartFailed("StartTimeout", f"on_start did not finish within {timeout:g} s")
+            actor.abandon(timed_out)
+            failure: StartFailed | None = timed_out
         else:
             failure = actor.start_failure
         if failure is not None:

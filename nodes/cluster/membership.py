@@ -54,18 +54,20 @@ from flotilla.nodes.cluster.codec import (
     Halt,
     Heartbeat,
     Monitor,
-    Reply as ReplyEnvelope,
     Spawn,
     Spawned,
     Tell,
 )
 from flotilla.nodes.cluster.codec import Down as DownEnvelope
+from flotilla.nodes.cluster.codec import (
+    Reply as ReplyEnvelope,
+)
 from flotilla.nodes.cluster.directory import Directory
 from flotilla.nodes.cluster.host import Host
-from flotilla.nodes.serving.refusals import refusals
-from flotilla.nodes.security.keys import CurveKeys
-from flotilla.nodes.config.topology import Topology
 from flotilla.nodes.cluster.transport import Transport
+from flotilla.nodes.config.topology import Topology
+from flotilla.nodes.security.keys import CurveKeys
+from flotilla.nodes.serving.refusals import refusals
 
 ASK_GRACE = 5.0
 """Seconds an unanswered remote ask is remembered beyond its timeout before it is dropped."""
@@ -162,28 +164,29 @@ class _RemoteReply:
         self.path = path
 
     def set(self, value: Any = None) -> None:
-        self.cluster._ask_done(self.peer, self.ref)
+        self.cluster.ask_done(self.peer, self.ref)
         try:
             body, typed = self.cluster.codec.encode_body(value)
             frame = self.cluster.codec.encode(ReplyEnvelope(self.ref, body, typed))
         except (TypeError, FrameError) as exc:
-            self._fail("unencodable", f"the answer cannot be sent: {exc}")
+            self.fail("unencodable", f"the answer cannot be sent: {exc}")
             return
         self.cluster.transport.send(self.peer, frame)
 
     def set_exception(self, exc_info: Any = None) -> None:
         exc = exc_info[1] if exc_info else None
         if isinstance(exc, ActorCrashed):
-            self._fail("crashed", str(exc), exc.reason)
+            self.fail("crashed", str(exc), exc.reason)
         elif isinstance(exc, NodeDown):
-            self._fail("node_down", str(exc))
+            self.fail("node_down", str(exc))
         elif isinstance(exc, Unavailable):
-            self._fail("unavailable", str(exc))
+            self.fail("unavailable", str(exc))
         else:
-            self._fail("crashed", f"{type(exc).__name__}: {exc}")
+            self.fail("crashed", f"{type(exc).__name__}: {exc}")
 
-    def _fail(self, kind: str, detail: str, crash: Crash | None = None) -> None:
-        self.cluster._ask_done(self.peer, self.ref)
+    def fail(self, kind: str, detail: str, crash: Crash | None = None) -> None:
+        """Answer the asking node with a `Fail` of `kind` instead of a value."""
+        self.cluster.ask_done(self.peer, self.ref)
         frame = self.cluster.codec.encode(Fail(self.ref, kind, self.path, detail[:2000], crash))  # type: ignore[arg-type]
         self.cluster.transport.send(self.peer, frame)
 
@@ -498,24 +501,24 @@ class Cluster:
         reply = _RemoteReply(self, peer, envelope.ref, envelope.to)
         if not self._ask_taken(peer, envelope.ref, envelope.timeout):
             self._rejected(peer, f"more than {MAX_ASKS_PER_PEER} asks in flight", "over_limit")
-            reply._fail("unavailable", f"{self.node} works on {MAX_ASKS_PER_PEER} asks from {peer} already")
+            reply.fail("unavailable", f"{self.node} works on {MAX_ASKS_PER_PEER} asks from {peer} already")
             return
         try:
             body = self.codec.decode_body(envelope.body, envelope.typed)
         except FrameError as exc:
             self._rejected(peer, f"ask to {envelope.to}: {exc.reason}")
-            reply._fail("undecodable", exc.reason)
+            reply.fail("undecodable", exc.reason)
             return
         slot = self._local_slot(peer, envelope.to)
         if slot is None:
             if self.directory.spec_at(envelope.to) is None:
-                reply._fail("no_such_actor", f"{envelope.to} is not in the tree")
+                reply.fail("no_such_actor", f"{envelope.to} is not in the tree")
             else:
                 self.system.registry.dead_letters.record(envelope.to, body, was_ask=True)
-                reply._fail("unavailable", f"{envelope.to} has no live incarnation")
+                reply.fail("unavailable", f"{envelope.to} has no live incarnation")
             return
         if not slot.deliver(body, reply):
-            reply._fail("unavailable", f"{envelope.to} has no live incarnation")
+            reply.fail("unavailable", f"{envelope.to} has no live incarnation")
 
     def _ask_taken(self, peer: str, ref: int, timeout: float) -> bool:
         """Count an ask from `peer` as in flight, unless it has `MAX_ASKS_PER_PEER` already
@@ -532,7 +535,8 @@ class Cluster:
             asks[ref] = now + seconds + ASK_GRACE
             return True
 
-    def _ask_done(self, peer: str, ref: int) -> None:
+    def ask_done(self, peer: str, ref: int) -> None:
+        """Forget the ask `ref` from `peer`: it is answered and no longer counts against its limit."""
         with self._lock:
             asks = self._asks_in.get(peer)
             if asks is not None:
@@ -570,7 +574,7 @@ class Cluster:
         slot = self.system.registry.lookup_local(path)
         actor = slot.actor if slot is not None else None
         if actor is None:
-            self._send(peer, DownEnvelope(ref, path, NoProc()))  # type: ignore[arg-type]
+            self._send(peer, DownEnvelope(ref, path, NoProc()))
             return
 
         def send_down(reason: ExitReason) -> None:

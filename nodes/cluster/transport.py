@@ -29,16 +29,16 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import structlog
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from flotilla.nodes.security.auth_failures import AuthFailures
-from flotilla.nodes.serving.refusals import refusals
 from flotilla.nodes.security.keys import ZAP_DOMAIN, ClusterAuthenticator, CurveKeys
 from flotilla.nodes.serving.guard import ServingGuard
+from flotilla.nodes.serving.refusals import refusals
 
 BATCH_FRAMES = 512
 """Most envelopes sent to one peer in one multipart message."""
@@ -254,7 +254,7 @@ class Transport:
                         if not self._outbox.empty():
                             self._sleeping = False
                         timeout_ms = max(0.0, (next_tick - time.monotonic()) * 1000) if self._sleeping else 0
-                        events = dict(poller.poll(timeout_ms))
+                        events = dict(poller.poll(int(timeout_ms)))
                         self._sleeping = False
                         if self._wake_fd in events:
                             try:
@@ -303,7 +303,7 @@ class Transport:
         # has to be read from them.
         copy = self.keys is None
         budget = RECV_BUDGET
-        while budget > 0 and router.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+        while budget > 0 and cast(int, router.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
             try:
                 parts = router.recv_multipart(zmq.NOBLOCK, copy=copy)
             except zmq.Again:
@@ -312,11 +312,13 @@ class Transport:
             if len(parts) < 2:
                 continue
             if copy:
-                peer = self._identify_by_routing_id(parts[0], parts[1])
-                frames = parts[1:]
+                copied = cast("list[bytes]", parts)
+                peer = self._identify_by_routing_id(copied[0], copied[1])
+                frames = copied[1:]
             else:
-                peer = self._identify(parts)
-                frames = [part.bytes for part in parts[1:]]
+                zero_copy = cast("list[zmq.Frame]", parts)
+                peer = self._identify(zero_copy)
+                frames = [part.bytes for part in zero_copy[1:]]
             if peer is None:
                 continue
             self.stats.received_frames[peer] += len(frames)

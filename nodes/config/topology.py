@@ -23,9 +23,6 @@ from selectolax.lexbor import LexborHTMLParser
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from flotilla.nodes.config.yaml_guard import YamlRefused
-from flotilla.nodes.config.yaml_guard import compose as guarded_compose
-
 from flotilla.actors.catalog import BUILTIN_ACTORS, ActorNotFound, resolve_actor
 from flotilla.actors.core.child_spec import (
     DEFAULT_INTENSITY,
@@ -37,6 +34,7 @@ from flotilla.actors.core.child_spec import (
     Backoff,
     ChildSpec,
     PoolSpec,
+    RestartType,
     Spec,
     SupervisorFlags,
     SupervisorSpec,
@@ -49,6 +47,8 @@ from flotilla.actors.pipeline.rules import (
     RuleSet,
 )
 from flotilla.nodes.config.actor_args import check_args, path_args
+from flotilla.nodes.config.yaml_guard import YamlRefused
+from flotilla.nodes.config.yaml_guard import compose as guarded_compose
 
 DEFAULT_TOPOLOGY = "supervisor_tree.yaml"
 DEFAULT_HEARTBEAT_INTERVAL = 0.2
@@ -822,7 +822,7 @@ def _read_args(ctx: _Context, m: _Mapping) -> dict[str, Any]:
 
 
 def _read_supervisor(
-    ctx: _Context, m: _Mapping, child_id: str, *, restart: str, shutdown: Any, node: str | None
+    ctx: _Context, m: _Mapping, child_id: str, *, restart: RestartType, shutdown: Any, node: str | None
 ) -> SupervisorSpec | None:
     flags = _read_flags(ctx, m)
     children = _read_children(ctx, m.node_of("children"), _join(m.path, "children"))
@@ -839,11 +839,11 @@ def _read_supervisor(
 
 def _read_pool(
     ctx: _Context,
-    node: Node,
+    node: Node | None,
     path: str,
     child_id: str,
     *,
-    restart: str,
+    restart: RestartType,
     shutdown: Any,
     pool_node: str | None,
     replica_nodes: tuple[str, ...],
@@ -979,7 +979,7 @@ def _address(value: Any) -> str | None:
     host, _, port = value.removeprefix("tcp://").rpartition(":")
     if not host or not _port(port):
         return f"{value!r} must look like tcp://HOST:PORT with a port in 1..65535"
-    if host in ("*", "0.0.0.0", "::", "[::]"):
+    if host in ("*", "0.0.0.0", "::", "[::]"):  # noqa: S104  refusing wildcards, not binding
         return f"{value!r}: name the interface to listen on; a wildcard is also where peers would connect"
     return None
 
@@ -1336,7 +1336,7 @@ def _read_resilience(ctx: _Context, node: Node | None) -> tuple[dict[str, Any], 
         return None
     values: dict[str, Any] = {key: m.get(key, _text, None) for key in RESILIENCE_ACTORS}
     values["interval"] = float(m.get("interval", _seconds, DEFAULT_GATE_INTERVAL))
-    return values, {key: m.node_of(key) or node for key in RESILIENCE_ACTORS}  # type: ignore[misc]
+    return values, {key: m.node_of(key) or node for key in RESILIENCE_ACTORS}
 
 
 def _check_resilience(topology: Topology, values: dict[str, Any], where: dict[str, Node]) -> ResilienceConfig:

@@ -50,7 +50,8 @@ def compose(text: str) -> Node | None:
         if isinstance(event, (yaml.ScalarEvent, yaml.AliasEvent, yaml.CollectionStartEvent)):
             count += 1
             if count > MAX_YAML_NODES:
-                raise YamlRefused(f"more than {MAX_YAML_NODES} values", event.start_mark.line + 1)
+                mark = event.start_mark
+                raise YamlRefused(f"more than {MAX_YAML_NODES} values", mark.line + 1 if mark else None)
     document = yaml.compose(text, Loader=_Loader)
     if document is not None:
         check_graph(document)

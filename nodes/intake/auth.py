@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING
 import structlog
 import zmq
 
-from flotilla.nodes.security.auth_failures import AuthFailures
 from flotilla.nodes.intake.protocol import Request, Role, required_role
+from flotilla.nodes.security.auth_failures import AuthFailures
 from flotilla.nodes.security.keys import (
     LOCAL_KEY,
     ClusterAuthenticator,
@@ -74,7 +74,8 @@ class IntakeAccess:
     def load(cls, topology: Topology) -> IntakeAccess:
         """The intake node's key pair, and the public keys of the operators, the local user
         (if its key exists) and the clients; raises `KeyFileError` naming a missing file."""
-        assert topology.intake is not None
+        if topology.intake is None:
+            raise ValueError(f"{topology.source}: no intake section")
         directory = key_directory(topology)
         public, secret = load_secret(directory, topology.intake.node)
         roles: dict[str, Role] = {name: "client" for name in topology.security.clients}
@@ -155,7 +156,8 @@ def client_key(
     `server_key_file`, else ``<intake node>.key`` in the key directory. Waits up to `wait`
     seconds for key files a starting cluster is still writing; raises `KeyFileError` saying
     which file is missing or unreadable."""
-    assert topology.intake is not None
+    if topology.intake is None:
+        raise ValueError(f"{topology.source}: no intake section: this cluster takes no jobs")
     directory = key_directory(topology)
     secret_path = key_file or directory / f"{LOCAL_USER}.key_secret"
     server_path = server_key_file or directory / f"{topology.intake.node}.key"

@@ -20,15 +20,14 @@ from __future__ import annotations
 import itertools
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from flotilla.nodes.intake.auth import ClientKey, client_key
-
 from flotilla.nodes.intake.protocol import (
     MAX_BATCH,
     MAX_REQUEST_BYTES,
@@ -46,6 +45,7 @@ from flotilla.nodes.intake.protocol import (
     History,
     Hold,
     HoldInfo,
+    HoldMode,
     JobInfo,
     JobList,
     Jobs,
@@ -66,6 +66,8 @@ from flotilla.nodes.intake.protocol import (
 
 if TYPE_CHECKING:
     from flotilla.nodes.config.topology import Topology
+
+A = TypeVar("A", bound=Answer)
 
 
 class IntakeUnavailable(Exception):
@@ -134,7 +136,7 @@ class IntakeClient:
 
     def _refusal(self) -> str | None:
         """Why the intake refused the handshake, if the monitor says it did."""
-        assert self._monitor is not None
+        assert self._monitor is not None  # noqa: S101  made with the socket
         while self._monitor.poll(0):
             event = recv_monitor_message(self._monitor)
             if event["event"] & HANDSHAKE_FAILED:
@@ -164,8 +166,10 @@ class IntakeClient:
         key = client_key(topology, key_file, server_key_file, wait=wait_for_keys)
         return cls(topology.intake.address, timeout=timeout, retries=retries, key=key)
 
-    def _call(self, make: Any) -> Answer:
-        request: Request = make(next(self._ids))
+    def _call(self, make: Callable[[int], Request], kind: type[A]) -> A:
+        """Send the request `make` builds (given a fresh id), retrying on silence; the answer,
+        which must be a `kind` (an `Error` answer raises `IntakeError`)."""
+        request = make(next(self._ids))
         frame = encoder.encode(request)
         if len(frame) > MAX_REQUEST_BYTES:
             raise IntakeError(f"request of {len(frame)} bytes exceeds the intake's {MAX_REQUEST_BYTES}-byte limit")
@@ -177,7 +181,7 @@ class IntakeClient:
             socket.send(frame)
             deadline = time.monotonic() + self.timeout
             while (remaining := deadline - time.monotonic()) > 0:
-                ready = dict(poller.poll(remaining * 1000))
+                ready = dict(poller.poll(int(remaining * 1000)))
                 refusal = self._refusal() if self._monitor in ready else None
                 if refusal is not None:
                     self._close_socket()
@@ -189,6 +193,8 @@ class IntakeClient:
                     continue  # a late answer to an earlier, retried request
                 if isinstance(answer, Error):
                     raise IntakeError(answer.reason)
+                if not isinstance(answer, kind):
+                    raise IntakeError(f"the intake answered {type(answer).__name__} where {kind.__name__} was due")
                 return answer
             self._fresh_socket()
         raise IntakeUnavailable(f"no answer from {self.address} after {self.retries + 1} tries")
@@ -199,8 +205,7 @@ class IntakeClient:
     def submit(self, jobs: list[JobSpec], batch: str = "") -> list[Ack]:
         """Submit up to `MAX_BATCH` jobs as part of `batch` (empty: the intake makes an id,
         kept in `last_batch`); one `Ack` per job, in order."""
-        answer = self._call(lambda i: Submit(i, jobs, self._session, batch))
-        assert isinstance(answer, Submitted)
+        answer = self._call(lambda i: Submit(i, jobs, self._session, batch), Submitted)
         self.last_batch = answer.batch or batch
         return answer.acks
 
@@ -218,14 +223,12 @@ class IntakeClient:
             yield self.submit(pending, batch_id)
 
     def status(self, keys: list[str]) -> list[JobInfo]:
-        answer = self._call(lambda i: Status(i, keys))
-        assert isinstance(answer, JobList)
+        answer = self._call(lambda i: Status(i, keys), JobList)
         return answer.jobs
 
     def jobs(self, state: str | None = None, after: str = "", limit: int = 100) -> tuple[list[JobInfo], str]:
         """One page of jobs and the key to continue after ('' at the end)."""
-        answer = self._call(lambda i: Jobs(i, state, after, limit))
-        assert isinstance(answer, JobList)
+        answer = self._call(lambda i: Jobs(i, state, after, limit), JobList)
         return answer.jobs, answer.next
 
     def all_jobs(self, state: str | None = None) -> Iterator[JobInfo]:
@@ -237,8 +240,7 @@ class IntakeClient:
                 return
 
     def results(self, after: str = "", limit: int = 100) -> tuple[list[ResultInfo], str]:
-        answer = self._call(lambda i: Results(i, after, limit))
-        assert isinstance(answer, ResultList)
+        answer = self._call(lambda i: Results(i, after, limit), ResultList)
         self.stale_notice = answer.notice if answer.stale else ""
         return answer.results, answer.next
 
@@ -251,46 +253,39 @@ class IntakeClient:
                 return
 
     def counts(self) -> CountList:
-        answer = self._call(lambda i: Counts(i))
-        assert isinstance(answer, CountList)
+        answer = self._call(lambda i: Counts(i), CountList)
         return answer
 
     stale_notice = ""
     """Set by `results`: why the results may be out of date (the fleet is in Hold), or ""."""
 
-    def hold(self, mode: str | None = None) -> HoldInfo:
+    def hold(self, mode: HoldMode | None = None) -> HoldInfo:
         """Force the fleet's Hold on or off, or back to auto; None only asks."""
-        answer = self._call(lambda i: Hold(i, mode))  # type: ignore[arg-type]
-        assert isinstance(answer, HoldInfo)
+        answer = self._call(lambda i: Hold(i, mode), HoldInfo)
         return answer
 
     def job(self, key: str) -> JobStory:
         """One job's story: its state, every event oldest first, and its result if stored."""
-        answer = self._call(lambda i: History(i, key))
-        assert isinstance(answer, JobStory)
+        answer = self._call(lambda i: History(i, key), JobStory)
         return answer
 
     def batch(self, batch: str) -> BatchInfo:
         """How far the batch has come (its jobs by state; `done` once every one is finished)."""
-        answer = self._call(lambda i: BatchStatus(i, batch))
-        assert isinstance(answer, BatchInfo)
+        answer = self._call(lambda i: BatchStatus(i, batch), BatchInfo)
         return answer
 
     def cancel(self, keys: list[str] | None = None, batch: str | None = None) -> int:
         """End these jobs, or every job of `batch`, that are not finished (dead, "cancelled by
         an operator"); how many were."""
-        answer = self._call(lambda i: Cancel(i, keys, batch))
-        assert isinstance(answer, Cancelled)
+        answer = self._call(lambda i: Cancel(i, keys, batch), Cancelled)
         return answer.count
 
     def reset_breaker(self, target: str) -> BreakerInfo:
         """Close the breaker of `target` (``host:port`` or a URL on it)."""
-        answer = self._call(lambda i: BreakerReset(i, target))
-        assert isinstance(answer, BreakerInfo)
+        answer = self._call(lambda i: BreakerReset(i, target), BreakerInfo)
         return answer
 
     def replay(self, keys: list[str] | None = None) -> int:
         """Put dead and parked jobs back to pending (these keys, or all)."""
-        answer = self._call(lambda i: Replay(i, keys))
-        assert isinstance(answer, Replayed)
+        answer = self._call(lambda i: Replay(i, keys), Replayed)
         return answer.count

@@ -8,7 +8,6 @@ answer repeats. Every length is bounded; anything else is answered with `Error`.
 from __future__ import annotations
 
 import typing
-from typing import Union
 
 import msgspec
 
@@ -97,11 +96,14 @@ class Replay(Request, frozen=True, tag=True):
     keys: typing.Annotated[list[StoredKey], msgspec.Meta(max_length=MAX_BATCH)] | None = None
 
 
+HoldMode = typing.Literal["on", "off", "auto"]
+
+
 class Hold(Request, frozen=True, tag=True):
     """Force the fleet's Hold `on` or `off`, or give it back to the fleet's health (`auto`);
     without `mode`, only ask how it stands."""
 
-    mode: typing.Literal["on", "off", "auto"] | None = None
+    mode: HoldMode | None = None
 
 
 class History(Request, frozen=True, tag=True):
@@ -130,7 +132,7 @@ class BreakerReset(Request, frozen=True, tag=True):
     target: Url
 
 
-AnyRequest = Union[Submit, Status, Results, Jobs, Counts, Replay, Hold, History, BatchStatus, Cancel, BreakerReset]
+AnyRequest = Submit | Status | Results | Jobs | Counts | Replay | Hold | History | BatchStatus | Cancel | BreakerReset
 
 Role = typing.Literal["client", "operator"]
 
@@ -284,9 +286,19 @@ class Error(Answer, frozen=True, tag=True):
     reason: str
 
 
-AnyAnswer = Union[
-    Submitted, JobList, ResultList, CountList, Replayed, HoldInfo, JobStory, BatchInfo, Cancelled, BreakerInfo, Error
-]
+AnyAnswer = (
+    Submitted
+    | JobList
+    | ResultList
+    | CountList
+    | Replayed
+    | HoldInfo
+    | JobStory
+    | BatchInfo
+    | Cancelled
+    | BreakerInfo
+    | Error
+)
 
 request_decoder = msgspec.msgpack.Decoder(AnyRequest)
 answer_decoder = msgspec.msgpack.Decoder(AnyAnswer)

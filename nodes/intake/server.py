@@ -34,18 +34,17 @@ import zmq
 
 from flotilla.actors.pipeline.credentials import CredentialSeal, has_userinfo, redact
 from flotilla.actors.pipeline.journal import STATES, Journal, NewJob
+from flotilla.actors.pipeline.urls import canonical_url, natural_key
 from flotilla.actors.resilience.messages import BreakerStatus, HoldMode, HoldStatus
 from flotilla.actors.resilience.view import target_of
-from flotilla.actors.pipeline.urls import canonical_url, natural_key
-from flotilla.nodes.security.audit import audit_entry
 from flotilla.nodes.intake.auth import IntakeAccess, IntakeGuard
 from flotilla.nodes.intake.protocol import (
-    QUEUED_REQUESTS,
     MAX_KEY_CHARS,
     MAX_PAGE,
     MAX_REQUEST_BYTES,
     MAX_STORY_EVENTS,
     MAX_URL_CHARS,
+    QUEUED_REQUESTS,
     Ack,
     Answer,
     BatchInfo,
@@ -77,10 +76,11 @@ from flotilla.nodes.intake.protocol import (
     encoder,
     request_decoder,
 )
-from flotilla.nodes.serving.refusals import refusals
-from flotilla.nodes.serving.request_id import request_id
+from flotilla.nodes.security.audit import audit_entry
 from flotilla.nodes.security.keys import ZAP_DOMAIN
 from flotilla.nodes.serving.guard import ServingGuard
+from flotilla.nodes.serving.refusals import refusals
+from flotilla.nodes.serving.request_id import request_id
 
 _log = structlog.get_logger("flotilla.intake")
 
@@ -315,8 +315,8 @@ class Intake:
             case Jobs(state=state, after=after):
                 if state is not None and state not in STATES:
                     return Error(request.id, f"unknown state {state!r} (states: {', '.join(STATES)})")
-                rows = self.journal.jobs(state, limit, after, scope)  # type: ignore[arg-type]
-                return JobList(request.id, [_info(row) for row in rows], rows[-1].key if len(rows) == limit else "")
+                page = self.journal.jobs(state, limit, after, scope)
+                return JobList(request.id, [_info(row) for row in page], page[-1].key if len(page) == limit else "")
             case Results(after=after):
                 found = self.journal.results(limit, after, scope)
                 hold = self._hold(None)
@@ -428,8 +428,8 @@ class Intake:
             url = self.seal.seal_url(job.url) if self.seal is not None and has_userinfo(job.url) else job.url
             new.append((index, NewJob(key, url, job.rules, client)))
         fresh = self.journal.submit([job for _, job in new], batch=batch, origin=origin)
-        for (index, job), is_new in zip(new, fresh, strict=True):
-            acks.append(Ack(index, job.key, "accepted" if is_new else "duplicate"))
+        for (index, entry), is_new in zip(new, fresh, strict=True):
+            acks.append(Ack(index, entry.key, "accepted" if is_new else "duplicate"))
         if any(fresh):
             self._wake_router()
         acks.sort(key=lambda ack: ack.index)

@@ -95,7 +95,7 @@ class Launcher:
             "--log-format",
             self.log_format,
         ]
-        managed.process = subprocess.Popen(
+        managed.process = subprocess.Popen(  # noqa: S603  our own interpreter and arguments
             command,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -111,7 +111,7 @@ class Launcher:
         self.say(f"node {managed.name} started (pid {managed.process.pid}, start {managed.starts})")
 
     def _forward(self, name: str, process: subprocess.Popen[str]) -> None:
-        assert process.stdout is not None
+        assert process.stdout is not None  # noqa: S101  started with stdout=PIPE
         for line in process.stdout:
             with self._print_lock:
                 self.out.write(f"[{name}] {line}")
@@ -171,7 +171,7 @@ class Launcher:
         deadline = time.monotonic() + STOP_TIMEOUT
         for managed in running:
             process = managed.process
-            assert process is not None
+            assert process is not None  # noqa: S101  every running node has a process
             try:
                 code = process.wait(max(0.0, deadline - time.monotonic()))
                 self.say(f"node {managed.name} stopped (code {code})")

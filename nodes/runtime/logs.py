@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any, Literal, TextIO
 
 import structlog
+from structlog.typing import EventDict
 
 from flotilla.actors.core.messages import (
     Crash,
@@ -37,7 +38,7 @@ class RecentEvents:
         self._lock = threading.Lock()
         self._seq = 0
 
-    def __call__(self, _logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
+    def __call__(self, _logger: Any, _name: str, event: EventDict) -> EventDict:
         """A structlog processor: keep a copy of every event that passes the level filter."""
         with self._lock:
             self._seq += 1
@@ -82,7 +83,7 @@ def configure_logging(node: str, *, level: str = "info", fmt: LogFormat = "auto"
     stream = stream or sys.stdout
     console = fmt == "console" or (fmt == "auto" and stream.isatty())
 
-    def add_node(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
+    def add_node(_logger: Any, _name: str, event: EventDict) -> EventDict:
         event.setdefault("node", node)
         return event
 

@@ -38,7 +38,7 @@ class NodeMetrics:
         self.exits: Counter[tuple[str, str, str]] = Counter()
         self._restarts_seen: dict[tuple[str, str], int] = {}
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(self)  # type: ignore[arg-type]
+        self.registry.register(self)
         run.system.add_report_listener(self._count)
         self._server: Any = None
 
@@ -193,14 +193,14 @@ class NodeMetrics:
         view = self.run.system.resilience
         snapshot = view.snapshot()
         hold = GaugeMetricFamily("flotilla_hold", "1 while the fleet is in Hold (as this node sees it).")
-        hold.add_metric([], 1 if snapshot["hold"]["on"] else 0)  # type: ignore[index]
+        hold.add_metric([], 1 if snapshot["hold"]["on"] else 0)
         yield hold
         breakers = GaugeMetricFamily(
             "flotilla_breaker_state",
             "Targets whose breaker is not closed (1 half-open, 2 open), as this node sees them.",
             labels=["target"],
         )
-        for target, state in snapshot["breakers"].items():  # type: ignore[union-attr]
+        for target, state in snapshot["breakers"].items():
             breakers.add_metric([target], BREAKER_STATES.get(state["state"], 2))
         yield breakers
         for name, counts, what in (
@@ -216,7 +216,7 @@ class NodeMetrics:
         waiting = GaugeMetricFamily(
             "flotilla_rate_limit_waiting", "Fetches waiting for a rate-limit slot.", labels=["target"]
         )
-        for target, n in snapshot["waiting_for_slots"].items():  # type: ignore[union-attr]
+        for target, n in snapshot["waiting_for_slots"].items():
             waiting.add_metric([target], n)
         yield waiting
 

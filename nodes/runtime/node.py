@@ -20,12 +20,14 @@ from types import FrameType
 
 import structlog
 
-from flotilla.actors.resilience.alerts import AlertSink
 from flotilla.actors.core.child_spec import ChildSpec, Spec, SupervisorSpec
+from flotilla.actors.core.messages import Inspect, SupervisorReport, describe_reason
+from flotilla.actors.core.system import ActorSystem, RootStartError
 from flotilla.actors.pipeline.credentials import CredentialError, CredentialSeal
 from flotilla.actors.pipeline.egress import EgressPolicy
+from flotilla.actors.pipeline.router import Wake
+from flotilla.actors.resilience.alerts import AlertSink
 from flotilla.actors.resilience.gate import Gate, shard_of
-from flotilla.actors.core.messages import Inspect, SupervisorReport, describe_reason
 from flotilla.actors.resilience.messages import (
     Alert,
     BreakerCommand,
@@ -34,16 +36,14 @@ from flotilla.actors.resilience.messages import (
     HoldMode,
     HoldStatus,
 )
-from flotilla.actors.core.system import ActorSystem, RootStartError
-from flotilla.actors.pipeline.router import Wake
-from flotilla.nodes.security.auth_failures import AuthFailures
 from flotilla.nodes.cluster.membership import Cluster
-from flotilla.nodes.intake.server import Intake
-from flotilla.nodes.intake.auth import IntakeAccess, ensure_intake_keys, key_directory
-from flotilla.nodes.runtime.metrics import NodeMetrics
-from flotilla.nodes.shell.server import ShellServer
-from flotilla.nodes.security.keys import CurveKeys, KeyFileError, keys_dir, load_public, load_secret, private_directory
 from flotilla.nodes.config.topology import Topology
+from flotilla.nodes.intake.auth import IntakeAccess, ensure_intake_keys, key_directory
+from flotilla.nodes.intake.server import Intake
+from flotilla.nodes.runtime.metrics import NodeMetrics
+from flotilla.nodes.security.auth_failures import AuthFailures
+from flotilla.nodes.security.keys import CurveKeys, KeyFileError, keys_dir, load_public, load_secret, private_directory
+from flotilla.nodes.shell.server import ShellServer
 
 EXIT_OK = 0
 EXIT_TREE_FAILED = 1

@@ -35,7 +35,7 @@ class ShellClient:
         shell."""
         self.address = address
         self.timeout = timeout
-        self._context = zmq.Context.instance()
+        self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
         self._socket = self._context.socket(zmq.DEALER)
         self._socket.setsockopt(zmq.LINGER, 0)
         if curve is not None:

@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from flotilla.actors.core.errors import ActorCrashed, NoSuchActor, NodeDown, SupervisorError, Timeout, Unavailable
-from flotilla.actors.pipeline.journal import STATES
+from flotilla.actors.core.errors import ActorCrashed, NodeDown, NoSuchActor, SupervisorError, Timeout, Unavailable
 from flotilla.actors.core.messages import Inspect, Trace
-from flotilla.actors.resilience.messages import HoldCommand
 from flotilla.actors.core.supervisor import SupervisorClient
+from flotilla.actors.pipeline.journal import STATES
+from flotilla.actors.resilience.messages import HoldCommand
 from flotilla.nodes.intake.client import IntakeClient, IntakeError, IntakeUnavailable
 from flotilla.nodes.shell.protocol import COMMANDS
 

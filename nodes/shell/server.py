@@ -17,18 +17,18 @@ import getpass
 import os
 import threading
 import time
-from pathlib import Path
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 import zmq
 
-from flotilla.nodes.serving.refusals import refusals
-from flotilla.nodes.serving.request_id import request_id
+from flotilla.nodes.security.audit import audit_entry
 from flotilla.nodes.security.keys import ZAP_DOMAIN, ClusterAuthenticator, CurveKeys
 from flotilla.nodes.serving.guard import ServingGuard
-from flotilla.nodes.security.audit import audit_entry
+from flotilla.nodes.serving.refusals import refusals
+from flotilla.nodes.serving.request_id import request_id
 from flotilla.nodes.shell.commands import CommandError, ShellCommands
 from flotilla.nodes.shell.protocol import MAX_REQUEST_BYTES, ShellAnswer, encoder, request_decoder, shell_address
 
