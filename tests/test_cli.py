@@ -159,15 +159,18 @@ def test_node_start_refuses_an_unknown_node(tmp_path: Path) -> None:
 
 
 def test_up_runs_every_node_of_the_default_topology_and_stops_them(processes: list[FlotillaProcess]) -> None:
-    up = start(processes, "up", "--run-for", "3", "--log-format", "json")
+    import signal
+
+    up = start(processes, "up", "--log-format", "json")
+    up.wait_for_event_line(r'^\[alpha\] .*"cluster.node_up"', timeout=60)
+    up.wait_for_event_line(r'^\[alpha\] .*"intake.listening"', timeout=60)
+    fetcher_on_beta = r'^\[beta\] (?=.*"child": "alpha/root/fetching/fetchers/1")(?=.*"supervisor.child_started")'
+    up.wait_for_event_line(fetcher_on_beta, timeout=60)
+    up.signal(signal.SIGTERM)
     assert up.wait(60) == 0
     lines = up.lines
-    assert any(line.startswith("[alpha] ") and '"cluster.node_up"' in line for line in lines)
     assert any(line.startswith("[beta] ") and '"node.stopped"' in line for line in lines)
     assert "[up] node alpha stopped (code 0)" in lines and "[up] node beta stopped (code 0)" in lines
-    assert any(line.startswith("[alpha] ") and '"intake.listening"' in line for line in lines)
-    started_on_beta = [line for line in lines if line.startswith("[beta] ") and "supervisor.child_started" in line]
-    assert any('"child": "alpha/root/fetching/fetchers/1"' in line for line in started_on_beta)
 
 
 def test_up_restarts_a_node_that_dies_and_down_stops_everything(
