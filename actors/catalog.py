@@ -44,5 +44,5 @@ def resolve_actor(reference: str) -> type[Actor]:
         if obj is None:
             raise ActorNotFound(f"module {module_name!r} has no {attribute!r}")
     if not (isinstance(obj, type) and issubclass(obj, Actor)):
-        raise ActorNotFound(f"{target!r} is not a subclass of actors.Actor")
+        raise ActorNotFound(f"{target!r} is not a subclass of flotilla.actors.Actor")
     return obj

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from flotilla.actors.core.child_spec import Backoff, ChildSpec, PoolSpec, Spec, SupervisorFlags, SupervisorSpec
+from flotilla.nodes.config.import_path import put_project_first
 from flotilla.nodes.config.topology import DEFAULT_TOPOLOGY, Topology, TopologyError, load_topology
 
 EXIT_USAGE = 2
@@ -83,6 +84,10 @@ def render_tree(topology: Topology, node: str) -> list[str]:
 
 
 def _load_or_report(path: str, import_actors: bool = True) -> Topology | None:
+    """The topology at `path`, or None after printing every problem to stderr. Its actor
+    references import from the topology's directory, then the working directory."""
+    if import_actors:
+        put_project_first(path)
     try:
         return load_topology(path, import_actors=import_actors)
     except TopologyError as exc:

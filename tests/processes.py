@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,11 +38,20 @@ def _env() -> dict[str, str]:
 class FlotillaProcess:
     """A long-running `flotilla` process whose JSON log lines are collected as they come."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(
+        self,
+        *args: str,
+        command: Sequence[str] | None = None,
+        cwd: Path = ROOT,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        """Run `flotilla args...` (by default with this interpreter, from the checkout); or
+        `command` followed by `args`, from `cwd` with the environment `env`."""
         self.lines: list[str] = []
         self._changed = threading.Condition()
+        argv = [*command, *args] if command is not None else flotilla_command(*args)
         self.proc = subprocess.Popen(
-            flotilla_command(*args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT, env=_env()
+            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd, env=env or _env()
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()

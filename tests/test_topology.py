@@ -148,7 +148,7 @@ tree:
             "nodes: {a: {}}\ntree: {children: [{id: 'x/y', actor: flaky}]}",
             "t.yaml:2: tree.children[0].id: 'x/y' must not contain '/'",
         ),
-        ("nodes: {a: {}}\ntree: {children: [{id: x, actor: 'os:path'}]}", "is not a subclass of actors.Actor"),
+        ("nodes: {a: {}}\ntree: {children: [{id: x, actor: 'os:path'}]}", "is not a subclass of flotilla.actors.Actor"),
         ("nodes: {a: {}}\ntree: {children: [{id: x, actor: 'no.such.module:X'}]}", "cannot import 'no.such.module'"),
         (
             "nodes: {a: {}}\ntree: {children: [{id: x, actor: flaky, start_timeout: 0}]}",

@@ -241,7 +241,7 @@ SECTIONS: dict[str, dict[str, Field]] = {
             "one of actor, supervisor, pool",
             "A worker: a built-in name ("
             + ", ".join(sorted(BUILTIN_ACTORS))
-            + ") or `package.module:Class` (a subclass of `actors.Actor`).",
+            + ") or `package.module:Class` (a subclass of `flotilla.actors.Actor`).",
         ),
         "supervisor": Field("supervisor (without `id`)", "one of actor, supervisor, pool", "A nested supervisor."),
         "pool": Field(
