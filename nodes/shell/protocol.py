@@ -2,7 +2,9 @@
 
 A client sends `ShellRequest(id, command, args)`; the node answers `ShellAnswer(id, ok, data,
 error)`, where `data` is plain data (lists, dicts, strings, numbers) the client renders as a
-table or prints as JSON. There is no way to send code: only the commands in `COMMANDS`.
+table or prints as JSON. Only the commands in `COMMANDS` run. One of them sends code:
+`eval EXPR` evaluates Python in the node, for operator keys the topology names in
+`eval_operators` only (over a TCP shell); the node refuses it to everyone else.
 """
 
 from __future__ import annotations
