@@ -122,13 +122,20 @@ def test_actor_references_import_from_the_topology_directory_then_the_working_di
     in_conf = project / "conf" / "tree.yaml"
     in_conf.write_text(topology.read_text(encoding="utf-8"), encoding="utf-8")
 
-    from_topology_dir = flotilla(elsewhere, "check", str(topology))
-    assert from_topology_dir.returncode == 0, from_topology_dir.stderr
     from_working_dir = flotilla(project, "check", "conf/tree.yaml")
     assert from_working_dir.returncode == 0, from_working_dir.stderr
     from_neither = flotilla(elsewhere, "check", str(in_conf))
     assert from_neither.returncode == 2
     assert "tree.children[0].actor: cannot import 'myproj.x': No module named 'myproj'" in from_neither.stderr
+
+    # A `myproj` in the working directory too: the topology's directory comes first.
+    (elsewhere / "myproj").mkdir()
+    (elsewhere / "myproj" / "__init__.py").write_text("", encoding="utf-8")
+    (elsewhere / "myproj" / "x.py").write_text("MyActor = 'not an actor'\n", encoding="utf-8")
+    from_topology_dir = flotilla(elsewhere, "check", str(topology))
+    assert from_topology_dir.returncode == 0, from_topology_dir.stderr
+    shadowed = flotilla(elsewhere, "check", str(in_conf))
+    assert shadowed.returncode == 2 and "'myproj.x:MyActor' is not a subclass" in shadowed.stderr
 
     node = start(
         processes, elsewhere, "node", "start", "--topology", str(topology), "--run-for", "1", "--log-format", "json"
