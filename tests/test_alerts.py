@@ -62,7 +62,7 @@ def test_alerts_are_counted_and_forwarded_to_the_webhook(system: ActorSystem, we
         "at": 1.0,
     }
     actor = system.registry.lookup("t/root/alerts").actor
-    assert actor.inspect()["counts"] == {"warning:t/root/router": 1, "critical:t/root/hold": 1}
+    assert actor.inspect().counts == {"warning:t/root/router": 1, "critical:t/root/hold": 1}
 
 
 def test_a_failing_webhook_is_counted_and_never_crashes_the_sink(system: ActorSystem) -> None:

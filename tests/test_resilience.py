@@ -151,7 +151,7 @@ def test_an_open_breaker_lets_only_trial_calls_reach_its_target(
     site.switch(200)
     wait_until(lambda: stored(journal, keys), timeout=30, what="every job to be stored once the target recovers")
     assert system.resilience.snapshot()["breakers"].get(target, {"state": "closed"})["state"] == "closed"
-    titles = [a["title"] for a in actor(system, "t/root/alerts").inspect()["recent"]]
+    titles = [a["title"] for a in actor(system, "t/root/alerts").inspect().recent]
     assert f"breaker open: {target}" in titles and f"breaker closed: {target}" in titles
 
 
@@ -170,7 +170,7 @@ def test_scattered_drift_parks_its_pages_and_stops_nothing(
     )
     assert system.resilience.open_for(target) == 0 and opened(system, target) == 0
     assert journal.job(keys[7]).reason == "DRIFT: missing required fields: title, price"
-    assert not actor(system, "t/root/alerts").inspect()["recent"]
+    assert not actor(system, "t/root/alerts").inspect().recent
 
 
 def test_drift_on_a_share_of_a_target_s_pages_opens_its_breaker_with_one_alert(
@@ -182,10 +182,10 @@ def test_drift_on_a_share_of_a_target_s_pages_opens_its_breaker_with_one_alert(
     wait_until(lambda: system.resilience.open_for(target) > 5, timeout=10, what="drift to trip the breaker")
     sink = actor(system, "t/root/alerts")
     wait_until(
-        lambda: any("layout drift" in a["title"] for a in sink.inspect()["recent"]), timeout=5, what="a drift alert"
+        lambda: any("layout drift" in a["title"] for a in sink.inspect().recent), timeout=5, what="a drift alert"
     )
     wait_until(lambda: fetchers_idle(system), timeout=10, what="the calls made before it opened to end")
-    alerts = [a for a in sink.inspect()["recent"] if "layout drift" in a["title"]]
+    alerts = [a for a in sink.inspect().recent if "layout drift" in a["title"]]
     assert len(alerts) == 1 and "of the last" in alerts[0]["detail"] and "/drift/" in alerts[0]["detail"]
     keys = submit(system, journal, site, [f"/product/{n}" for n in range(10)])
     wait_until(
@@ -244,7 +244,7 @@ def hold_and_recover(system: ActorSystem, site: DemoSiteProcess, ports: list[int
     site.switch(200)
     wait_until(lambda: not system.resilience.holding().on, timeout=10, what="probes to end Hold")
     wait_until(lambda: stored(journal, keys), timeout=30, what="every job to be stored after Hold")
-    titles = [a["title"] for a in actor(system, "t/root/alerts").inspect()["recent"]]
+    titles = [a["title"] for a in actor(system, "t/root/alerts").inspect().recent]
     assert "fleet in Hold: fresh fetches paused" in titles and "fleet out of Hold: fetching resumed" in titles
 
 
@@ -272,7 +272,7 @@ def test_a_blocked_proxy_is_left_for_another(system: ActorSystem, site: DemoSite
         clients = site.stats()["by_client"]
         assert clients.get("127.0.0.3", 0) >= 30 and "127.0.0.1" not in clients  # never direct
         pool = actor(system, "t/root/proxies").inspect()
-        assert pool[blocked.url]["health"] < pool[clean.url]["health"]
+        assert pool[blocked.url].health < pool[clean.url].health
         blocked_so_far = clients.get("127.0.0.2", 0)
         more = submit(system, journal, site, [f"/blocked/{n}" for n in range(100, 130)])
         wait_until(lambda: stored(journal, more), timeout=30, what="the next jobs stored")
@@ -289,8 +289,8 @@ def test_retry_after_is_honoured_and_slows_the_target(
     journal = start_fleet(system, tmp_path, limiter={"default_rate": 200.0, "slow_factor": 0.05})
     keys = submit(system, journal, site, [f"/limited/{n}" for n in range(80)])
     wait_until(lambda: stored(journal, keys), timeout=60, what="every limited job to be stored")
-    limiter = actor(system, "t/root/limiter").inspect()["targets"][target_of(site.url)]
-    assert limiter["slow_downs"] >= 1
+    limiter = actor(system, "t/root/limiter").inspect().targets[target_of(site.url)]
+    assert limiter.slow_downs >= 1
     throttled = 0
     for key in keys:
         attempts = journal.attempts(key)  # (attempt, started, ended, outcome, detail)

@@ -15,6 +15,7 @@ from flotilla.actors.pipeline.journal import Journal, NewJob, natural_key
 from flotilla.actors.pipeline.router import Router, Wake
 from flotilla.actors.pipeline.rules import FieldRule, RuleSet
 from flotilla.actors.resilience.alerts import AlertSink
+from flotilla.nodes.runtime.metrics import PipelineObserver
 from tests.demo_site import DemoSiteProcess
 from tests.helpers import wait_until
 
@@ -81,6 +82,7 @@ def settled(journal: Journal) -> bool:
 
 
 def test_every_fault_mode_ends_in_the_right_state(system: ActorSystem, site: DemoSiteProcess, tmp_path: Path) -> None:
+    observed = PipelineObserver(system.observers)  # what the metrics endpoint keeps
     journal = start_pipeline(system, tmp_path)
     keys = submit(
         journal,
@@ -121,10 +123,11 @@ def test_every_fault_mode_ends_in_the_right_state(system: ActorSystem, site: Dem
     assert "gave up after 3 attempts" in journal.job(keys["/blocked/6"]).reason
     assert [a[3] for a in journal.attempts(keys["/flaky/3"])] == ["TRANSIENT", "stored"]
     assert journal.result_count() == 3
-    router = system.registry.lookup("t/root/router").actor  # what the metrics endpoint reads
-    assert sum(router.job_buckets) == 3 and router.job_seconds > 0
+    router = observed.router("t/root/router")
+    assert router is not None
+    assert router.jobs.count == 3 and router.jobs.sum > 0
     assert router.failures["HARD"] >= 4 and router.failures["DRIFT"] == 1 and router.failures["BLOCKED"] >= 6
-    assert sum(router.attempt_buckets) >= 3 + router.failures.total() - 1
+    assert router.attempts.count >= 3 + router.failures.total() - 1
     sink = system.registry.lookup("t/root/alerts").actor
     assert sink.counts == {}  # one parked page is not an incident: breaker shards judge drift per target
     journal.close()

@@ -23,7 +23,7 @@ import reprlib
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 
@@ -45,6 +45,7 @@ from flotilla.actors.core.messages import (
     Trace,
     TracedMessage,
 )
+from flotilla.actors.core.observers import IncarnationEnded
 
 if TYPE_CHECKING:
     from flotilla.actors.core.registry import Slot
@@ -199,8 +200,10 @@ class Actor(pykka.ThreadingActor):
 
         return self.system.scheduler.call_later(delay, deliver)
 
-    def inspect(self) -> dict[str, Any]:
-        """A summary of this actor's own state for operators; override to add fields."""
+    def inspect(self) -> msgspec.Struct | Mapping[str, Any]:
+        """A summary of this actor's own state for operators (`Inspect` sends it as plain
+        data); override with a msgspec struct defined next to the actor, so that whoever
+        reads it (the shell) can decode it back into that type."""
         return {}
 
     # --- wiring done by the supervisor ------------------------------------------------
@@ -457,6 +460,9 @@ class Actor(pykka.ThreadingActor):
         if self._slot is not None:
             self._slot.unbind(self)
         pykka.ActorRegistry.unregister(self.actor_ref)
+        system = getattr(self, "system", None)
+        if system is not None and system.observers.active:
+            system.observers.publish(IncarnationEnded(self.path, self.incarnation))
 
     def _refuse(self, envelope: Any) -> None:
         if envelope.reply_to is not None:

@@ -370,3 +370,8 @@ class Registry:
         with self._lock:
             slots = sorted(self._slots.items())
         return [actor for _, slot in slots if (actor := slot.actor) is not None]
+
+    def mailbox_depths(self) -> dict[str, int]:
+        """Messages waiting in each live local actor's mailbox, by path (safe from any thread:
+        it reads only the mailbox queues' sizes)."""
+        return {actor.path: actor.mailbox_depth for actor in self.local_actors()}

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import pykka
 
 from flotilla.actors.core.actor import Actor
@@ -158,6 +159,21 @@ class _State:
     restarts: list[float] = field(default_factory=list)
 
 
+class SupervisorSnapshot(msgspec.Struct, frozen=True):
+    """A supervisor's `inspect()`: its restart policy and the restarts inside its period."""
+
+    strategy: str
+    intensity: int
+    period: float
+    recent_restarts: int
+
+
+class PoolSnapshot(SupervisorSnapshot, frozen=True):
+    """A pool's `inspect()`: a supervisor's, and how many replicas it has."""
+
+    size: int
+
+
 class Supervisor(Actor):
     """Starts, watches and restarts its children by the rules in the module docstring."""
 
@@ -246,13 +262,10 @@ class Supervisor(Actor):
                 self.log.warning("supervisor.unexpected_message", message_type=type(message).__name__)
         return None
 
-    def inspect(self) -> dict[str, Any]:
-        return {
-            "strategy": self.flags.strategy,
-            "intensity": self.flags.intensity,
-            "period": self.flags.period,
-            "recent_restarts": len(self._state.restarts),
-        }
+    def inspect(self) -> SupervisorSnapshot:
+        return SupervisorSnapshot(
+            self.flags.strategy, self.flags.intensity, self.flags.period, len(self._state.restarts)
+        )
 
     # --- starting and stopping one child ----------------------------------------------
 
@@ -638,8 +651,8 @@ class PoolSupervisor(Supervisor):
             return Refused("invalid", "a pool's replicas come from its spec; scale it instead")
         return super().on_receive(message)
 
-    def inspect(self) -> dict[str, Any]:
-        return {**super().inspect(), "size": len(self._state.children)}
+    def inspect(self) -> PoolSnapshot:
+        return PoolSnapshot(**msgspec.structs.asdict(super().inspect()), size=len(self._state.children))
 
     def _children_changed(self) -> None:
         if isinstance(self._slot, PoolSlot):

@@ -26,6 +26,7 @@ from flotilla.actors.core.messages import (
     StartFailed,
     SupervisorReport,
 )
+from flotilla.actors.core.observers import Observers
 from flotilla.actors.core.registry import PathRef, Registry
 from flotilla.actors.core.remote import RemoteLink
 from flotilla.actors.core.scheduler import Scheduler
@@ -66,6 +67,8 @@ class ActorSystem:
         self._ref = functools.lru_cache(maxsize=REF_CACHE)(self.registry.ref)
         self.scheduler = Scheduler(name=f"scheduler {node}")
         self._report_listeners: list[ReportListener] = []
+        self.observers = Observers()
+        """Where this node's actors publish observations (metrics attach here)."""
         self.remote: RemoteLink | None = None
         """Set by the cluster layer when this node is part of a cluster."""
         self.extraction_rules: dict[str, RuleSet] = {}

@@ -5,8 +5,17 @@ from __future__ import annotations
 import random
 from typing import Any
 
+import msgspec
+
 from flotilla.actors.core.actor import Actor
 from flotilla.actors.demo.messages import Done, Work
+
+
+class FlakySnapshot(msgspec.Struct, frozen=True):
+    """A flaky worker's `inspect()`."""
+
+    handled: int
+    crash_rate: float
 
 
 class DeliberateCrash(Exception):
@@ -50,5 +59,5 @@ class FlakyWorker(Actor):
             self.report.tell(Done(message.seq, self.path))
         return message.seq
 
-    def inspect(self) -> dict[str, Any]:
-        return {"handled": self.handled, "crash_rate": self.crash_rate}
+    def inspect(self) -> FlakySnapshot:
+        return FlakySnapshot(self.handled, self.crash_rate)

@@ -5,8 +5,17 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+import msgspec
+
 from flotilla.actors.core.actor import Actor
 from flotilla.actors.demo.messages import Done
+
+
+class TallySnapshot(msgspec.Struct, frozen=True):
+    """The tally's `inspect()` (and its answer to an ask, as a dict)."""
+
+    done: int
+    by_worker: dict[str, int]
 
 
 class Tally(Actor):
@@ -20,10 +29,10 @@ class Tally(Actor):
         if isinstance(message, Done):
             self.by_worker[message.worker] += 1
             return None
-        return self.inspect()
+        return msgspec.structs.asdict(self.inspect())
 
     def on_stop(self) -> None:
-        self.log.info("tally.final", **self.inspect())
+        self.log.info("tally.final", **msgspec.structs.asdict(self.inspect()))
 
-    def inspect(self) -> dict[str, Any]:
-        return {"done": sum(self.by_worker.values()), "by_worker": dict(sorted(self.by_worker.items()))}
+    def inspect(self) -> TallySnapshot:
+        return TallySnapshot(sum(self.by_worker.values()), dict(sorted(self.by_worker.items())))

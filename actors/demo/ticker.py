@@ -4,9 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
+
 from flotilla.actors.core.actor import Actor
 from flotilla.actors.core.scheduler import TimerHandle
 from flotilla.actors.demo.messages import Work
+
+
+class TickerSnapshot(msgspec.Struct, frozen=True):
+    """A ticker's `inspect()`."""
+
+    sent: int
+    target: str
 
 
 class _Tick:
@@ -46,5 +55,5 @@ class Ticker(Actor):
     def _schedule(self) -> None:
         self._timer = self.send_after(self.interval, _Tick())
 
-    def inspect(self) -> dict[str, Any]:
-        return {"sent": self.sent, "target": self.target_path}
+    def inspect(self) -> TickerSnapshot:
+        return TickerSnapshot(self.sent, self.target_path)

@@ -14,11 +14,21 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import msgspec
+
 from flotilla.actors.core.actor import Actor
 from flotilla.actors.pipeline.messages import ExtractJob, Failure, JobOutcome
 from flotilla.actors.pipeline.parse_sandbox import MAX_PARSE_TIMEOUT, PARSE_TIMEOUT, ParseSandbox, Unparseable
 from flotilla.actors.pipeline.rules import Blocked, Drift
 from flotilla.actors.resilience.view import target_of
+
+
+class ExtractorSnapshot(msgspec.Struct, frozen=True):
+    """An extractor's `inspect()`."""
+
+    done: int
+    unparseable: int
+    parser_killed: int
 
 
 class Extractor(Actor):
@@ -111,5 +121,5 @@ class Extractor(Actor):
             )
         return None
 
-    def inspect(self) -> dict[str, Any]:
-        return {"done": self.done, "unparseable": self.unparseable, "parser_killed": self.sandbox.killed}
+    def inspect(self) -> ExtractorSnapshot:
+        return ExtractorSnapshot(self.done, self.unparseable, self.sandbox.killed)

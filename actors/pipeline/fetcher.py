@@ -49,6 +49,7 @@ from flotilla.actors.pipeline.messages import (
     FetchJob,
     JobOutcome,
 )
+from flotilla.actors.pipeline.observations import FetcherLoad
 from flotilla.actors.pipeline.rules import challenge_headers
 from flotilla.actors.resilience.view import Go, Outcome, Wait, target_of
 
@@ -125,6 +126,15 @@ def classify_status(status: int, retry_after: float | None) -> Failure | None:
     return Failure("HARD", f"HTTP {status}", status)
 
 
+class FetcherSnapshot(msgspec.Struct, frozen=True):
+    """A fetcher's `inspect()`."""
+
+    in_flight: int
+    done: int
+    deferred: int
+    max_in_flight: int
+
+
 class Fetcher(Actor):
     """Fetches pages for the router; see the module docstring for the outcomes."""
 
@@ -158,6 +168,7 @@ class Fetcher(Actor):
         self._seal: CredentialSeal | None = None
 
     def on_start(self) -> None:
+        self._publish_load()
         self.extractor = self.system.ref(self.extractor_path)
         self.loop = asyncio.new_event_loop()
         self._loop_thread = threading.Thread(target=self.loop.run_forever, name=f"http {self.path}", daemon=True)
@@ -199,6 +210,7 @@ class Fetcher(Actor):
         if isinstance(message, FetchJob):
             with self._counts:
                 self.in_flight += 1
+                self._publish_load()
             # Jobs go to the loop in bursts: one cross-thread wake-up per burst, not per job.
             self._arrived.append(message)
             if self.mailbox_depth == 0 or len(self._arrived) >= LAUNCH_BURST:
@@ -227,6 +239,7 @@ class Fetcher(Actor):
         with self._counts:
             self.in_flight -= 1
             self.done += 1
+            self._publish_load()
         error = future.exception()
         if error is not None:
             with contextlib.suppress(Exception):  # the actor is already gone
@@ -358,13 +371,15 @@ class Fetcher(Actor):
             in_line = True
         with self._counts:
             self.deferred += 1
+            self._publish_load()
         reply.tell(Deferred(job.key, job.token, admission.delay, admission.reason, budget=not in_line))
         return None
 
-    def inspect(self) -> dict[str, Any]:
-        return {
-            "in_flight": self.in_flight,
-            "done": self.done,
-            "deferred": self.deferred,
-            "max_in_flight": self.max_in_flight,
-        }
+    def _publish_load(self) -> None:
+        """Publish the current load (called with `_counts` held, so events keep their order)."""
+        observers = self.system.observers
+        if observers.active:
+            observers.publish(FetcherLoad(self.path, self.incarnation, self.in_flight, self.deferred))
+
+    def inspect(self) -> FetcherSnapshot:
+        return FetcherSnapshot(self.in_flight, self.done, self.deferred, self.max_in_flight)

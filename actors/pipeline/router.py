@@ -27,7 +27,6 @@ the router can be restarted at any time: leases of its previous incarnation eith
 
 from __future__ import annotations
 
-import bisect
 import random
 import time
 from collections import Counter
@@ -35,8 +34,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+import msgspec
+
 from flotilla.actors.core.actor import Actor
 from flotilla.actors.core.messages import NodeDown
+from flotilla.actors.core.observers import Observation
 from flotilla.actors.pipeline.journal import Journal
 from flotilla.actors.pipeline.messages import (
     Deferred,
@@ -45,6 +47,14 @@ from flotilla.actors.pipeline.messages import (
     FetchJob,
     JobOutcome,
     Returned,
+)
+from flotilla.actors.pipeline.observations import (
+    OUTCOMES,
+    AttemptFailed,
+    AttemptTimed,
+    JobTimed,
+    RouterCounted,
+    RouterStarted,
 )
 from flotilla.actors.resilience.view import target_of
 
@@ -99,10 +109,6 @@ BATCH_OPS = 500
 """Most journal writes in one transaction."""
 MAINTAIN_EVERY = 1.0
 """Seconds between lease-expiry passes."""
-ATTEMPT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
-"""Upper bounds (seconds) of the attempt-latency histogram (lease to outcome)."""
-JOB_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
-"""Upper bounds (seconds) of the job-latency histogram (submission to stored)."""
 HOLD_IN_FLIGHT = 8
 """Most jobs out at a time while the fleet is in Hold (enough for its probes)."""
 RETURN_PAUSE = 0.5
@@ -111,6 +117,24 @@ their node is not up yet), dispatching pauses this long, doubling while jobs kee
 (up to `RETURN_PAUSE_CAP`), and only one job at a time goes out until one is taken."""
 RETURN_PAUSE_CAP = 5.0
 """The longest pause after returned jobs (a pool scaled to nothing costs one job per pause)."""
+
+
+class RouterSnapshot(msgspec.Struct, frozen=True):
+    """A router's `inspect()`: attempts out now, its counts since it started, failures by
+    kind and the journal's jobs by state."""
+
+    in_flight: int
+    dispatched: int
+    stored: int
+    retried: int
+    dead: int
+    parked: int
+    stale: int
+    deferred: int
+    returned: int
+    waited_out: int
+    failures: dict[str, int]
+    jobs: dict[str, int]
 
 
 class Router(Actor):
@@ -148,23 +172,9 @@ class Router(Actor):
         self.rng = random.Random()
         self.in_flight: dict[str, int] = {}
         self.sent: dict[str, tuple[str, str]] = {}  # key -> (node its attempt went to, its rule set)
-        self.counts = {
-            "dispatched": 0,
-            "stored": 0,
-            "retried": 0,
-            "dead": 0,
-            "parked": 0,
-            "stale": 0,
-            "deferred": 0,
-            "returned": 0,
-            "waited_out": 0,
-        }
+        self.counts = dict.fromkeys(OUTCOMES, 0)
         self.failures: Counter[str] = Counter()
         self.leased_at: dict[str, tuple[float, float]] = {}  # key -> (monotonic lease time, submitted at)
-        self.attempt_buckets = [0] * (len(ATTEMPT_BUCKETS) + 1)
-        self.attempt_seconds = 0.0
-        self.job_buckets = [0] * (len(JOB_BUCKETS) + 1)
-        self.job_seconds = 0.0
         self.paused_until = 0.0
         self.returned_in_a_row = 0
         """Pauses in a row that ended with a job coming back; 0 once a fetcher took one."""
@@ -178,6 +188,7 @@ class Router(Actor):
     def on_start(self) -> None:
         base = self.system.data_dir if self.system.data_dir is not None else Path.cwd()
         self.journal = Journal(base / JOURNAL_FILE, durable=False)
+        self._publish(RouterStarted(self.path, self.incarnation, self.journal))
         self.fetchers = self.system.ref(self.fetchers_path)
         woken = self.journal.wake_waiting()  # what they waited for may be gone with the old run
         if woken:
@@ -281,7 +292,7 @@ class Router(Actor):
                             lease.key, lease.token, spread, f"breaker open for {target}: {view.breaker_reason(target)}"
                         )
                         continue
-                self.counts["dispatched"] += 1
+                self._count("dispatched")
                 self.fetchers.tell(FetchJob(lease.key, lease.url, lease.rules, lease.token, self.path, lease.tries))
             self._commit()
         self._schedule_pump()
@@ -316,17 +327,16 @@ class Router(Actor):
             submitted_at = self._attempt_ended(outcome.key)
         if outcome.failure is not None:
             self.failures[outcome.failure.kind] += 1
+            self._publish(AttemptFailed(self.path, outcome.failure.kind))
         if outcome.failure is None:
             if self._write(
                 lambda: self.journal.store(outcome.key, outcome.token, outcome.fields or {}, outcome.content_hash)
             ):
-                self.counts["stored"] += 1
+                self._count("stored")
                 if submitted_at:
-                    seconds = max(0.0, time.time() - submitted_at)
-                    self.job_buckets[bisect.bisect_left(JOB_BUCKETS, seconds)] += 1
-                    self.job_seconds += seconds
+                    self._publish(JobTimed(self.path, max(0.0, time.time() - submitted_at)))
             else:
-                self.counts["stale"] += 1
+                self._count("stale")
             return
         self._apply_policy(outcome.key, outcome.token, outcome.failure)
 
@@ -335,9 +345,7 @@ class Router(Actor):
         leased = self.leased_at.pop(key, None)
         if leased is None:
             return 0.0
-        seconds = time.monotonic() - leased[0]
-        self.attempt_buckets[bisect.bisect_left(ATTEMPT_BUCKETS, seconds)] += 1
-        self.attempt_seconds += seconds
+        self._publish(AttemptTimed(self.path, time.monotonic() - leased[0]))
         return leased[1]
 
     def _defer(self, key: str, token: int, delay: float, reason: str, *, budget: bool = True) -> None:
@@ -348,13 +356,13 @@ class Router(Actor):
         seconds = self._wait_budget(rules) if budget else None
         result = self._write(lambda: self.journal.defer(key, token, until, reason, seconds))
         if result == "deferred":
-            self.counts["deferred"] += 1
+            self._count("deferred")
         elif result == "dead":
-            self.counts["dead"] += 1
-            self.counts["waited_out"] += 1
+            self._count("dead")
+            self._count("waited_out")
             self.log.info("router.waited_out", job=key, budget=seconds, reason=reason)
         else:
-            self.counts["stale"] += 1
+            self._count("stale")
 
     def _wait_budget(self, rules: str) -> float:
         """The wait budget of jobs with rule set `rules` (the rule set's own, else the router's)."""
@@ -372,9 +380,9 @@ class Router(Actor):
             self.returned_in_a_row += 1
             self.paused_until = now + min(RETURN_PAUSE_CAP, RETURN_PAUSE * 2 ** (self.returned_in_a_row - 1))
         if self._write(lambda: self.journal.returned(key, token, reason, RETURN_PAUSE if pause else 0.0)):
-            self.counts["returned"] += 1
+            self._count("returned")
         else:
-            self.counts["stale"] += 1
+            self._count("stale")
 
     def _apply_policy(self, key: str, token: int, failure: Failure) -> None:
         attempt = self.journal.tries(key)  # attempts since submission or the last replay
@@ -397,13 +405,13 @@ class Router(Actor):
             lambda: self.journal.fail(key, token, failure.kind, detail, evidence=failure.evidence, **decision)
         )
         if not changed:
-            self.counts["stale"] += 1
+            self._count("stale")
         elif "retry_at" in decision:
-            self.counts["retried"] += 1
+            self._count("retried")
         elif decision.get("dead"):
-            self.counts["dead"] += 1
+            self._count("dead")
         else:
-            self.counts["parked"] += 1
+            self._count("parked")
 
     def _maintain(self) -> None:
         expired = self.journal.expire_leases()
@@ -413,16 +421,22 @@ class Router(Actor):
             self.leased_at.pop(key, None)
             if self.journal.lost_count(key) >= self.policy.poison_limit:
                 if self.journal.bury(key, f"poison: its attempt was lost {self.policy.poison_limit} times"):
-                    self.counts["dead"] += 1
+                    self._count("dead")
                     self.log.warning("router.poison", job=key)
         if expired:
             self.log.info("router.leases_expired", count=len(expired))
         self._pump()
 
-    def inspect(self) -> dict[str, Any]:
-        return {
-            "in_flight": len(self.in_flight),
-            **self.counts,
-            "failures": dict(self.failures),
-            "jobs": self.journal.counts(),
-        }
+    def _count(self, outcome: str) -> None:
+        self.counts[outcome] += 1
+        self._publish(RouterCounted(self.path, outcome))
+
+    def _publish(self, event: Observation) -> None:
+        observers = self.system.observers
+        if observers.active:
+            observers.publish(event)
+
+    def inspect(self) -> RouterSnapshot:
+        return RouterSnapshot(
+            in_flight=len(self.in_flight), **self.counts, failures=dict(self.failures), jobs=self.journal.counts()
+        )

@@ -33,6 +33,16 @@ RECENT_ALERTS = 100
 """Alerts kept for operators (all are counted)."""
 
 
+class AlertsSnapshot(msgspec.Struct, frozen=True):
+    """The alert sink's `inspect()`: alerts by name, forwarding counts, the last ten alerts."""
+
+    counts: dict[str, int]
+    forwarded: int
+    forward_failures: int
+    dropped: int
+    recent: list[Any]
+
+
 class AlertSink(Actor):
     """Receives `Alert`s; see the module docstring."""
 
@@ -101,11 +111,11 @@ class AlertSink(Actor):
                 self.forward_failures += 1
                 self.log.warning("alert.webhook_failed", webhook=self.webhook, error=str(exc)[:200])
 
-    def inspect(self) -> dict[str, Any]:
-        return {
-            "counts": dict(self.counts),
-            "forwarded": self.forwarded,
-            "forward_failures": self.forward_failures,
-            "dropped": self.dropped,
-            "recent": [msgspec.to_builtins(a) for a in self.recent][-10:],
-        }
+    def inspect(self) -> AlertsSnapshot:
+        return AlertsSnapshot(
+            dict(self.counts),
+            self.forwarded,
+            self.forward_failures,
+            self.dropped,
+            [msgspec.to_builtins(a) for a in self.recent][-10:],
+        )

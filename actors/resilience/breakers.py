@@ -51,6 +51,25 @@ SWEEP_EVERY = 60.0
 """Seconds between looks for idle closed breakers to drop."""
 
 
+class NotClosedBreaker(msgspec.Struct, frozen=True):
+    """One target whose breaker is not closed, in a shard's `inspect()`."""
+
+    state: str
+    open_for: float
+    reason: str
+    failure_rate: float
+
+
+class ShardSnapshot(msgspec.Struct, frozen=True):
+    """A breaker shard's `inspect()`: its number, targets known, breakers it opened, and the
+    targets whose breaker is not closed."""
+
+    shard: int
+    targets: int
+    opened: int
+    not_closed: dict[str, NotClosedBreaker]
+
+
 class BreakerShard(Actor):
     """One shard of the fleet's target breakers (its index is its pool replica id)."""
 
@@ -247,20 +266,20 @@ class BreakerShard(Actor):
         self._tell_every_gate(now, self._states(now, {}))
         return BreakerStatus(breaker.state, max(0.0, breaker.open_until - now), 0, breaker.reason)
 
-    def inspect(self) -> dict[str, Any]:
+    def inspect(self) -> ShardSnapshot:
         now = time.monotonic()
-        return {
-            "shard": getattr(self, "shard", 0),
-            "targets": len(self.breakers),
-            "opened": self.opened,
-            "not_closed": {
-                t: {
-                    "state": b.state,
-                    "open_for": round(max(0.0, b.open_until - now), 2),
-                    "reason": b.reason,
-                    "failure_rate": round(b.failure_rate, 3),
-                }
+        return ShardSnapshot(
+            shard=getattr(self, "shard", 0),
+            targets=len(self.breakers),
+            opened=self.opened,
+            not_closed={
+                t: NotClosedBreaker(
+                    state=b.state,
+                    open_for=round(max(0.0, b.open_until - now), 2),
+                    reason=b.reason,
+                    failure_rate=round(b.failure_rate, 3),
+                )
                 for t, b in self.breakers.items()
                 if b.state != "closed"
             },
-        }
+        )

@@ -24,6 +24,8 @@ import time
 import zlib
 from typing import Any
 
+import msgspec
+
 from flotilla.actors.core.actor import Actor
 from flotilla.actors.resilience.messages import (
     BreakerStates,
@@ -41,6 +43,13 @@ from flotilla.actors.resilience.messages import (
 def shard_of(target: str, shards: int) -> int:
     """The breaker shard that owns `target` (stable across processes and runs)."""
     return zlib.crc32(target.encode()) % shards
+
+
+class GateSnapshot(msgspec.Struct, frozen=True):
+    """A gate's `inspect()`: its rounds, and its node's resilience view."""
+
+    rounds: int
+    view: dict[str, object]
 
 
 class _Tick:
@@ -168,5 +177,5 @@ class Gate(Actor):
             for target, seconds in reports.slowdowns.items():
                 self.system.ref(self.limiter_path).tell(SlowDown(target, seconds))
 
-    def inspect(self) -> dict[str, Any]:
-        return {"rounds": self.rounds, "view": self.system.resilience.snapshot()}
+    def inspect(self) -> GateSnapshot:
+        return GateSnapshot(self.rounds, self.system.resilience.snapshot())

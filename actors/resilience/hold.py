@@ -23,9 +23,23 @@ import time
 from collections import deque
 from typing import Any, ClassVar
 
+import msgspec
+
 from flotilla.actors.core.actor import Actor
 from flotilla.actors.resilience.alerts import raise_alert
 from flotilla.actors.resilience.messages import FleetReport, HoldCommand, HoldMode, HoldStatus
+
+
+class HoldSnapshot(msgspec.Struct, frozen=True):
+    """The Hold monitor's `inspect()`."""
+
+    on: bool
+    mode: HoldMode
+    reason: str
+    since: float
+    success_rate: float | None
+    entered: int
+    recent_probes: list[bool]
 
 
 class HoldMonitor(Actor):
@@ -169,17 +183,17 @@ class HoldMonitor(Actor):
         rate, _ = self.success_rate(time.monotonic())
         return HoldStatus(self.on, self.mode, self.reason, self.since, rate, probes)
 
-    def inspect(self) -> dict[str, Any]:
+    def inspect(self) -> HoldSnapshot:
         status = self._status(0)
-        return {
-            "on": status.on,
-            "mode": status.mode,
-            "reason": status.reason,
-            "since": status.since,
-            "success_rate": status.success_rate,
-            "entered": self.entered,
-            "recent_probes": list(self.recent_probes),
-        }
+        return HoldSnapshot(
+            status.on,
+            status.mode,
+            status.reason,
+            status.since,
+            status.success_rate,
+            self.entered,
+            list(self.recent_probes),
+        )
 
 
 def _expire(samples: deque[tuple[float, int, int]], before: float) -> None:

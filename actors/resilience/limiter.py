@@ -19,6 +19,8 @@ import time
 from collections import OrderedDict, defaultdict
 from typing import Any
 
+import msgspec
+
 from flotilla.actors.core.actor import Actor
 from flotilla.actors.resilience.messages import SlowDown, TokenGrant, TokenRequest
 from flotilla.actors.resilience.ratelimit import TokenBucket
@@ -29,6 +31,25 @@ MIN_TICK = 0.005
 
 SWEEP_EVERY = 60.0
 """Seconds between looks for idle buckets to drop."""
+
+
+class TargetLimit(msgspec.Struct, frozen=True):
+    """One target's bucket in the limiter's `inspect()`."""
+
+    rate: float
+    tokens: float
+    granted: int
+    queued: int
+    slowed_for: float
+    slow_downs: int
+
+
+class LimiterSnapshot(msgspec.Struct, frozen=True):
+    """The limiter's `inspect()`: its rates and each target's bucket."""
+
+    default_rate: float
+    rates: dict[str, float]
+    targets: dict[str, TargetLimit]
 
 
 class _Sweep:
@@ -142,20 +163,20 @@ class RateLimiter(Actor):
             delay = max(MIN_TICK, bucket.wait_for(1, now))
             self.timers[target] = self.send_after(delay, _Serve(target))
 
-    def inspect(self) -> dict[str, Any]:
+    def inspect(self) -> LimiterSnapshot:
         now = time.monotonic()
-        return {
-            "default_rate": self.default_rate,
-            "rates": dict(self.rates),
-            "targets": {
-                t: {
-                    "rate": b.rate,
-                    "tokens": round(b.tokens, 2),
-                    "granted": self.granted.get(t, 0),
-                    "queued": len(self.queues.get(t, ())),
-                    "slowed_for": round(max(0.0, b.slow_until - now), 2),
-                    "slow_downs": self.slowed.get(t, 0),
-                }
+        return LimiterSnapshot(
+            default_rate=self.default_rate,
+            rates=dict(self.rates),
+            targets={
+                t: TargetLimit(
+                    rate=b.rate,
+                    tokens=round(b.tokens, 2),
+                    granted=self.granted.get(t, 0),
+                    queued=len(self.queues.get(t, ())),
+                    slowed_for=round(max(0.0, b.slow_until - now), 2),
+                    slow_downs=self.slowed.get(t, 0),
+                )
                 for t, b in self.buckets.items()
             },
-        }
+        )

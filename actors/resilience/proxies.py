@@ -19,10 +19,22 @@ from collections import deque
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
+import msgspec
+
 from flotilla.actors.core.actor import Actor
 from flotilla.actors.resilience.alerts import raise_alert
 from flotilla.actors.resilience.breaker import Breaker, BreakerSettings
 from flotilla.actors.resilience.messages import ProxyReport, ProxyStates, ProxyStatus
+
+
+class ProxySnapshot(msgspec.Struct, frozen=True):
+    """One proxy in the pool's `inspect()` (which maps each proxy to one of these)."""
+
+    state: str
+    health: float
+    open_for: float
+    calls: int
+    failed: int
 
 
 class ProxyPool(Actor):
@@ -105,14 +117,15 @@ class ProxyPool(Actor):
         recent = self.recent[proxy]
         return sum(recent) / len(recent) if recent else 1.0
 
-    def inspect(self) -> dict[str, Any]:
+    def inspect(self) -> dict[str, ProxySnapshot]:
+        """Each proxy's state, by proxy."""
         return {
-            p: {
-                "state": s.state,
-                "health": round(s.health, 3),
-                "open_for": round(s.open_for, 1),
-                "calls": self.calls[p],
-                "failed": self.failed[p],
-            }
+            p: ProxySnapshot(
+                state=s.state,
+                health=round(s.health, 3),
+                open_for=round(s.open_for, 1),
+                calls=self.calls[p],
+                failed=self.failed[p],
+            )
             for p, s in self.states().states.items()
         }

@@ -254,6 +254,16 @@ class ResilienceView:
         with self._lock:
             return self._hold
 
+    def breaker_states(self) -> dict[str, str]:
+        """The state of each breaker this node has heard of, by target."""
+        with self._lock:
+            return {t: b.state for t, b in self._breakers.items()}
+
+    def slot_waiters(self) -> dict[str, int]:
+        """Fetches waiting for a rate-limit slot now, by target (targets with none are absent)."""
+        with self._lock:
+            return {t: len(w) for t, w in self._waiters.items() if w}
+
     def record(
         self,
         target: str,

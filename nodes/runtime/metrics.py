@@ -1,32 +1,54 @@
 """A node's Prometheus metrics, served over HTTP on the address the topology gives the node
 (`metrics:`, loopback unless the topology has security keys).
 
-Everything is read from the node's own state when Prometheus scrapes (the hot paths pay
-nothing): supervisor restarts and exits (counted from supervisor reports), dead letters,
+Nothing here reads an actor's attributes. Actors publish what happens to them — supervisors
+their reports, routers and fetchers small events (`RouterCounted`, `AttemptTimed`,
+`FetcherLoad`..., actors/pipeline/observations.py) through the node's `Observers`
+(actors/core/observers.py) —
+and the collector keeps those as counts and histograms; the rest is read from the node's own
+thread-safe state when Prometheus scrapes. So: supervisor restarts and exits, dead letters,
 mailbox depths, the transport's frames, bytes and rejected frames, input refused on every
-socket (`flotilla.nodes.serving.refusals`), refused handshakes per socket, which nodes are up, jobs
-by state and the router's outcomes, failures by kind and attempt latencies (on the node of
-the router and intake), fetches deferred and in flight, and this node's view of breakers,
+socket (`flotilla.nodes.serving.refusals`), refused handshakes per socket, which nodes are up,
+jobs by state and the router's outcomes, failures by kind and attempt latencies (on the node
+of the router and intake), fetches deferred and in flight, and this node's view of breakers,
 Hold and rate-limit waits. Names follow Prometheus conventions (`flotilla_` prefix, `_total`
 counters, base units).
 """
 
 from __future__ import annotations
 
+import bisect
+import threading
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from flotilla.actors.core.messages import SupervisorReport, describe_reason
+from flotilla.actors.core.observers import IncarnationEnded, Observation, Observers
+from flotilla.actors.pipeline.journal import Journal
+from flotilla.actors.pipeline.observations import (
+    OUTCOMES,
+    AttemptFailed,
+    AttemptTimed,
+    FetcherLoad,
+    JobTimed,
+    RouterCounted,
+    RouterStarted,
+)
 from flotilla.nodes.serving.refusals import refusals
 
 if TYPE_CHECKING:
     from flotilla.nodes.runtime.node import NodeRun
 
 BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
+ATTEMPT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+"""Upper bounds (seconds) of the attempt-latency histogram (lease to outcome)."""
+JOB_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
+"""Upper bounds (seconds) of the job-latency histogram (submission to stored)."""
 
 
 class NodeMetrics:
@@ -40,6 +62,7 @@ class NodeMetrics:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
         run.system.add_report_listener(self._count)
+        self.pipeline = PipelineObserver(run.system.observers)
         self._server: Any = None
 
     def _count(self, report: SupervisorReport) -> None:
@@ -89,8 +112,8 @@ class NodeMetrics:
         depth = GaugeMetricFamily(
             "flotilla_mailbox_depth", "Messages waiting in each actor's mailbox.", labels=["path"]
         )
-        for actor in system.registry.local_actors():
-            depth.add_metric([actor.path], actor.mailbox_depth)
+        for path, waiting in system.registry.mailbox_depths().items():
+            depth.add_metric([path], waiting)
         yield depth
 
     def _transport(self) -> Iterator[Metric]:
@@ -133,11 +156,7 @@ class NodeMetrics:
         )
 
     def _pipeline(self) -> Iterator[Metric]:
-        from flotilla.actors.pipeline.fetcher import Fetcher
-        from flotilla.actors.pipeline.router import ATTEMPT_BUCKETS, JOB_BUCKETS, Router
-
-        actors = self.run.system.registry.local_actors()
-        routers = [a for a in actors if isinstance(a, Router)]
+        routers, fetchers = self.pipeline.routers_and_fetchers()
         jobs = GaugeMetricFamily(
             "flotilla_jobs", "Jobs in the journal, by state (on the router's node).", labels=["state"]
         )
@@ -155,19 +174,16 @@ class NodeMetrics:
             "flotilla_job_seconds", "Job latency, submission to stored.", labels=["router"]
         )
         for router in routers:
-            for outcome, n in dict(router.counts).items():
+            for outcome, n in router.outcomes.items():
                 outcomes.add_metric([router.path, outcome], n)
-            for kind, n in sorted(dict(router.failures).items()):
+            for kind, n in sorted(router.failures.items()):
                 failures.add_metric([router.path, kind], n)
-            latency.add_metric(
-                [router.path], _cumulative(ATTEMPT_BUCKETS, router.attempt_buckets), router.attempt_seconds
-            )
-            job_latency.add_metric([router.path], _cumulative(JOB_BUCKETS, router.job_buckets), router.job_seconds)
+            latency.add_metric([router.path], router.attempts.buckets(), router.attempts.sum)
+            job_latency.add_metric([router.path], router.jobs.buckets(), router.jobs.sum)
         yield outcomes
         yield failures
         yield latency
         yield job_latency
-        fetchers = [a for a in actors if isinstance(a, Fetcher)]
         in_flight = GaugeMetricFamily(
             "flotilla_fetches_in_flight", "Requests in flight, by fetcher.", labels=["fetcher"]
         )
@@ -177,8 +193,8 @@ class NodeMetrics:
             labels=["fetcher"],
         )
         for fetcher in fetchers:
-            in_flight.add_metric([fetcher.path], fetcher.in_flight)
-            deferred.add_metric([fetcher.path], fetcher.deferred)
+            in_flight.add_metric([fetcher.fetcher], fetcher.in_flight)
+            deferred.add_metric([fetcher.fetcher], fetcher.deferred)
         yield in_flight
         yield deferred
         intake = self.run.intake
@@ -191,17 +207,16 @@ class NodeMetrics:
 
     def _resilience(self) -> Iterator[Metric]:
         view = self.run.system.resilience
-        snapshot = view.snapshot()
         hold = GaugeMetricFamily("flotilla_hold", "1 while the fleet is in Hold (as this node sees it).")
-        hold.add_metric([], 1 if snapshot["hold"]["on"] else 0)
+        hold.add_metric([], 1 if view.holding().on else 0)
         yield hold
         breakers = GaugeMetricFamily(
             "flotilla_breaker_state",
             "Targets whose breaker is not closed (1 half-open, 2 open), as this node sees them.",
             labels=["target"],
         )
-        for target, state in snapshot["breakers"].items():
-            breakers.add_metric([target], BREAKER_STATES.get(state["state"], 2))
+        for target, state in view.breaker_states().items():
+            breakers.add_metric([target], BREAKER_STATES.get(state, 2))
         yield breakers
         for name, counts, what in (
             ("flotilla_rate_limit_waits", view.slot_waits, "Fetches that waited for a rate-limit slot."),
@@ -216,18 +231,139 @@ class NodeMetrics:
         waiting = GaugeMetricFamily(
             "flotilla_rate_limit_waiting", "Fetches waiting for a rate-limit slot.", labels=["target"]
         )
-        for target, n in snapshot["waiting_for_slots"].items():
+        for target, n in view.slot_waiters().items():
             waiting.add_metric([target], n)
         yield waiting
 
 
-def _cumulative(bounds: tuple[float, ...], counts: list[int]) -> list[tuple[str, int]]:
-    """Per-bucket counts as Prometheus's cumulative buckets, ending with +Inf."""
-    total, buckets = 0, []
-    for bound, n in zip((*bounds, float("inf")), counts, strict=True):
-        total += n
-        buckets.append(("+Inf" if bound == float("inf") else str(bound), total))
-    return buckets
+class Histogram:
+    """Observed seconds counted per bucket (Prometheus's `le` buckets: a value equal to a
+    bound counts in that bound's bucket), and their sum."""
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.sum = 0.0
+
+    @property
+    def count(self) -> int:
+        return sum(self.counts)
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, seconds)] += 1
+        self.sum += seconds
+
+    def copy(self) -> Histogram:
+        copied = Histogram(self.bounds)
+        copied.counts, copied.sum = list(self.counts), self.sum
+        return copied
+
+    def buckets(self) -> list[tuple[str, int]]:
+        """The counts as Prometheus's cumulative buckets, ending with +Inf."""
+        total, buckets = 0, []
+        for bound, n in zip((*self.bounds, float("inf")), self.counts, strict=True):
+            total += n
+            buckets.append(("+Inf" if bound == float("inf") else str(bound), total))
+        return buckets
+
+
+@dataclass
+class RouterTally:
+    """What one router incarnation published: its outcomes, failures and latencies."""
+
+    path: str
+    incarnation: int
+    journal: Journal
+    outcomes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0))
+    failures: Counter[str] = field(default_factory=Counter)
+    attempts: Histogram = field(default_factory=lambda: Histogram(ATTEMPT_BUCKETS))
+    jobs: Histogram = field(default_factory=lambda: Histogram(JOB_BUCKETS))
+
+    def copy(self) -> RouterTally:
+        return RouterTally(
+            self.path,
+            self.incarnation,
+            self.journal,
+            dict(self.outcomes),
+            Counter(self.failures),
+            self.attempts.copy(),
+            self.jobs.copy(),
+        )
+
+
+class PipelineObserver:
+    """The routers' and fetchers' observations (actors/core/observers.py) on one node, kept
+    as the numbers the metrics show: each live incarnation from its start event until it
+    leaves its path, so a restarted router counts from zero again."""
+
+    def __init__(self, observers: Observers) -> None:
+        self._lock = threading.Lock()
+        self._routers: dict[str, RouterTally] = {}
+        self._fetchers: dict[str, FetcherLoad] = {}
+        self._handlers: dict[type[Observation], Callable[[Any], None]] = {
+            RouterStarted: self._started,
+            RouterCounted: self._counted,
+            AttemptFailed: self._failed,
+            AttemptTimed: self._attempt_timed,
+            JobTimed: self._job_timed,
+            FetcherLoad: self._load,
+            IncarnationEnded: self._ended,
+        }
+        observers.attach(self.observe)
+
+    def observe(self, event: Observation) -> None:
+        handle = self._handlers.get(type(event))
+        if handle is not None:
+            handle(event)
+
+    def _started(self, event: RouterStarted) -> None:
+        with self._lock:
+            self._routers[event.router] = RouterTally(event.router, event.incarnation, event.journal)
+
+    def _ended(self, event: IncarnationEnded) -> None:
+        with self._lock:
+            router, fetcher = self._routers.get(event.path), self._fetchers.get(event.path)
+            if router is not None and router.incarnation == event.incarnation:
+                del self._routers[event.path]
+            if fetcher is not None and fetcher.incarnation == event.incarnation:
+                del self._fetchers[event.path]
+
+    def _counted(self, event: RouterCounted) -> None:
+        with self._lock:
+            if (tally := self._routers.get(event.router)) is not None:
+                tally.outcomes[event.outcome] += 1
+
+    def _failed(self, event: AttemptFailed) -> None:
+        with self._lock:
+            if (tally := self._routers.get(event.router)) is not None:
+                tally.failures[event.kind] += 1
+
+    def _attempt_timed(self, event: AttemptTimed) -> None:
+        with self._lock:
+            if (tally := self._routers.get(event.router)) is not None:
+                tally.attempts.observe(event.seconds)
+
+    def _job_timed(self, event: JobTimed) -> None:
+        with self._lock:
+            if (tally := self._routers.get(event.router)) is not None:
+                tally.jobs.observe(event.seconds)
+
+    def _load(self, event: FetcherLoad) -> None:
+        with self._lock:
+            self._fetchers[event.fetcher] = event
+
+    def router(self, path: str) -> RouterTally | None:
+        """A copy of what the router at `path` published, if it runs on this node."""
+        with self._lock:
+            tally = self._routers.get(path)
+            return tally.copy() if tally is not None else None
+
+    def routers_and_fetchers(self) -> tuple[list[RouterTally], list[FetcherLoad]]:
+        """Copies of the live routers' tallies and the fetchers' loads, by path."""
+        with self._lock:
+            routers = [self._routers[path].copy() for path in sorted(self._routers)]
+            fetchers = [self._fetchers[path] for path in sorted(self._fetchers)]
+        return routers, fetchers
 
 
 def _counters(name: str, what: str, labels: list[str], counts: Mapping[Any, float]) -> CounterMetricFamily:

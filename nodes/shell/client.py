@@ -16,9 +16,18 @@ import time
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import zmq
 
-from flotilla.nodes.shell.protocol import COMMANDS, ShellAnswer, ShellRequest, answer_decoder, encoder
+from flotilla.nodes.shell.protocol import (
+    COMMANDS,
+    LogsPage,
+    ShellAnswer,
+    ShellRequest,
+    TraceStarted,
+    answer_decoder,
+    encoder,
+)
 
 TIMEOUT = 15.0
 
@@ -72,13 +81,13 @@ def run_line(client: ShellClient, line: str, as_json: bool, out: Any = None) -> 
         return _follow_logs(client, as_json, out)
     answer = client.call(command, args)
     if answer.ok and command == "logs":
-        answer = ShellAnswer(answer.id, True, answer.data["events"])
+        answer = ShellAnswer(answer.id, True, msgspec.convert(answer.data, LogsPage).events)
     if answer.ok and command == "trace":
-        seconds = answer.data["tracing_for"]
+        seconds = msgspec.convert(answer.data, TraceStarted).tracing_for
         time.sleep(seconds)  # the actor records meanwhile; then collect the recording
         answer = client.call("trace", [args[0], "0"])
         if answer.ok:
-            answer = ShellAnswer(answer.id, True, answer.data["previous"])
+            answer = ShellAnswer(answer.id, True, msgspec.convert(answer.data, TraceStarted).previous)
     if as_json:
         print(json.dumps({"ok": answer.ok, "data": answer.data, "error": answer.error}, default=str), file=out)
     elif not answer.ok:
@@ -94,21 +103,22 @@ def _follow_logs(client: ShellClient, as_json: bool, out: Any, poll: float = 0.5
     if not answer.ok:
         print(f"error: {answer.error}", file=out)
         return False
-    last = answer.data["last"]
+    last = msgspec.convert(answer.data, LogsPage).last
     try:
         while True:
             answer = client.call("logs", ["200", str(last)])
             if not answer.ok:
                 print(f"error: {answer.error}", file=out)
                 return False
-            last = answer.data["last"]
-            if answer.data["missed"]:
+            page = msgspec.convert(answer.data, LogsPage)
+            last = page.last
+            if page.missed:
                 print(
-                    f"... {answer.data['missed']} events not kept by the node (it keeps the last 2,000)",
+                    f"... {page.missed} events not kept by the node (it keeps the last 2,000)",
                     file=out,
                     flush=True,
                 )
-            for event in answer.data["events"]:
+            for event in page.events:
                 if as_json:
                     print(json.dumps(event, default=str), file=out, flush=True)
                 else:

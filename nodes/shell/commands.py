@@ -8,7 +8,7 @@ data; a problem a user can fix raises `CommandError` with a message that says wh
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 
@@ -16,12 +16,17 @@ from flotilla.actors.core.errors import ActorCrashed, NodeDown, NoSuchActor, Sup
 from flotilla.actors.core.messages import Inspect, Trace
 from flotilla.actors.core.supervisor import SupervisorClient
 from flotilla.actors.pipeline.journal import STATES
+from flotilla.actors.resilience.breakers import ShardSnapshot
+from flotilla.actors.resilience.limiter import LimiterSnapshot
 from flotilla.actors.resilience.messages import HoldCommand
+from flotilla.actors.resilience.proxies import ProxySnapshot
 from flotilla.nodes.intake.client import IntakeClient, IntakeError, IntakeUnavailable
-from flotilla.nodes.shell.protocol import COMMANDS
+from flotilla.nodes.shell.protocol import COMMANDS, LogsPage, TraceStarted
 
 if TYPE_CHECKING:
     from flotilla.nodes.runtime.node import NodeRun
+
+T = TypeVar("T")
 
 ASK_TIMEOUT = 5.0
 MAX_JOBS_LISTED = 50
@@ -128,6 +133,16 @@ class ShellCommands:
     def cmd_inspect(self, path: str) -> dict[str, Any]:
         return _plain(self.system.ask(path, Inspect(), timeout=ASK_TIMEOUT))
 
+    def _inspected(self, path: str, shape: type[T]) -> T:
+        """The `inspect()` state of the actor at `path`, decoded as `shape`: the snapshot
+        struct its actor class defines (a renamed field is a type error here, not a KeyError
+        at run time)."""
+        summary = self.system.ask(path, Inspect(), timeout=ASK_TIMEOUT)
+        try:
+            return msgspec.convert(summary.state, shape)
+        except msgspec.ValidationError as exc:
+            raise CommandError(f"{path} is not the actor this command expects ({summary.actor}: {exc})") from None
+
     def _parent(self, path: str) -> tuple[str, str]:
         parent, _, child = path.rpartition("/")
         if not parent or parent.count("/") < 1:
@@ -155,15 +170,15 @@ class ShellCommands:
         self.system.supervisor(pool).scale(int(size))
         return f"{pool} scaled to {size}"
 
-    def cmd_trace(self, path: str, seconds: str = "5") -> dict[str, Any]:
+    def cmd_trace(self, path: str, seconds: str = "5") -> TraceStarted:
         try:
             duration = min(MAX_TRACE_SECONDS, max(0.0, float(seconds)))
         except ValueError:
             raise CommandError(f"seconds {seconds!r} must be a number") from None
         recorded = self.system.ask(path, Trace(duration), timeout=ASK_TIMEOUT)
-        return {"path": path, "tracing_for": duration, "previous": _plain(recorded)}
+        return TraceStarted(path, duration, _plain(recorded))
 
-    def cmd_logs(self, count: str = "20", since: str = "") -> dict[str, Any]:
+    def cmd_logs(self, count: str = "20", since: str = "") -> LogsPage:
         """The last `count` events, or (with `since`, as `logs --follow` does) those after it."""
         from flotilla.nodes.runtime.logs import recent_events
 
@@ -174,9 +189,9 @@ class ShellCommands:
             )
         if not since:
             last, events = recent_events.newest(number)
-            return {"last": last, "events": events, "missed": 0}
+            return LogsPage(last, events, 0)
         last, events, missed = recent_events.since(position, limit=number)
-        return {"last": last, "events": events, "missed": missed}
+        return LogsPage(last, events, missed)
 
     def _eval(self, expression: str, operator: str) -> str:
         """Evaluate `expression` with `system` and `run` in scope, for an operator key the
@@ -215,9 +230,9 @@ class ShellCommands:
         shards = self.topology.resilience.shards  # type: ignore[union-attr]
         rows = []
         for shard in range(shards):
-            state = self.system.ask(f"{path}/{shard}", Inspect(), timeout=ASK_TIMEOUT).state
-            for target, breaker in state.get("not_closed", {}).items():
-                rows.append({"target": target, "shard": shard, **breaker})
+            state = self._inspected(f"{path}/{shard}", ShardSnapshot)
+            for target, breaker in state.not_closed.items():
+                rows.append({"target": target, "shard": shard, **msgspec.structs.asdict(breaker)})
         return rows
 
     def _reset_breaker(self, target: str) -> dict[str, Any]:
@@ -241,14 +256,14 @@ class ShellCommands:
         return {"target": name, "state": status.state, "was": was, "reason": status.reason}
 
     def cmd_limits(self) -> list[dict[str, Any]]:
-        state = self.system.ask(self._control("limiter"), Inspect(), timeout=ASK_TIMEOUT).state
-        rows = [{"target": "(default)", "rate": state["default_rate"]}]
-        rows += [{"target": target, **info} for target, info in state["targets"].items()]
+        state = self._inspected(self._control("limiter"), LimiterSnapshot)
+        rows: list[dict[str, Any]] = [{"target": "(default)", "rate": state.default_rate}]
+        rows += [{"target": target, **msgspec.structs.asdict(info)} for target, info in state.targets.items()]
         return rows
 
     def cmd_proxies(self) -> list[dict[str, Any]]:
-        state = self.system.ask(self._control("proxies"), Inspect(), timeout=ASK_TIMEOUT).state
-        return [{"proxy": proxy, **info} for proxy, info in state.items()]
+        state = self._inspected(self._control("proxies"), dict[str, ProxySnapshot])
+        return [{"proxy": proxy, **msgspec.structs.asdict(info)} for proxy, info in state.items()]
 
     def cmd_hold(self, mode: str = "") -> dict[str, Any]:
         if mode not in ("", "on", "off", "auto"):

@@ -64,6 +64,24 @@ class ShellAnswer(msgspec.Struct, frozen=True):
     error: str = ""
 
 
+class LogsPage(msgspec.Struct, frozen=True):
+    """The answer to `logs`: the newest event's position, the events, and how many events
+    after the asked position the node no longer keeps."""
+
+    last: int
+    events: list[dict[str, typing.Any]]
+    missed: int = 0
+
+
+class TraceStarted(msgspec.Struct, frozen=True):
+    """The answer to `trace`: the actor now records for `tracing_for` seconds; `previous` is
+    what its last trace recorded."""
+
+    path: str
+    tracing_for: float
+    previous: list[typing.Any]
+
+
 request_decoder = msgspec.msgpack.Decoder(ShellRequest)
 answer_decoder = msgspec.msgpack.Decoder(ShellAnswer)
 encoder = msgspec.msgpack.Encoder()
