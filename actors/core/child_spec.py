@@ -22,12 +22,16 @@ ShutdownPolicy = float | Literal["brutal_kill", "infinity"]
 RESTART_TYPES: tuple[str, ...] = get_args(RestartType)
 STRATEGIES: tuple[str, ...] = get_args(Strategy)
 
+DEFAULT_RESTART: RestartType = "permanent"
+"""Restart type of every kind of child unless its spec says otherwise."""
 DEFAULT_INTENSITY = 3
 """Restarts allowed within `DEFAULT_PERIOD` before a supervisor gives up (Elixir's 3 in
 5 s; OTP's 1 in 5 s takes a supervisor down on the second crash of a network glitch)."""
 DEFAULT_PERIOD = 5.0
 DEFAULT_WORKER_SHUTDOWN = 5.0
 """Seconds a worker gets to stop before it is abandoned (OTP's 5000 ms)."""
+DEFAULT_SUPERVISOR_SHUTDOWN: ShutdownPolicy = "infinity"
+"""A supervisor or pool waits for its children, each bounded by its own shutdown."""
 DEFAULT_START_TIMEOUT = 5.0
 """Seconds a worker's `on_start` may take before the start counts as failed. (The
 constructor runs in the supervisor's thread, as in Pykka, and should only store its
@@ -91,7 +95,7 @@ class ChildSpec:
     id: str
     actor: type[Actor]
     args: Mapping[str, Any] = field(default_factory=dict)
-    restart: RestartType = "permanent"
+    restart: RestartType = DEFAULT_RESTART
     shutdown: ShutdownPolicy = DEFAULT_WORKER_SHUTDOWN
     start_timeout: float = DEFAULT_START_TIMEOUT
 
@@ -135,8 +139,8 @@ class SupervisorSpec:
     id: str
     children: tuple[Spec, ...] = ()
     flags: SupervisorFlags = SupervisorFlags()
-    restart: RestartType = "permanent"
-    shutdown: ShutdownPolicy = "infinity"
+    restart: RestartType = DEFAULT_RESTART
+    shutdown: ShutdownPolicy = DEFAULT_SUPERVISOR_SHUTDOWN
     node: str | None = None
 
     kind = "supervisor"
@@ -168,8 +172,8 @@ class PoolSpec:
     worker: ChildSpec
     size: int = 1
     flags: SupervisorFlags = SupervisorFlags()
-    restart: RestartType = "permanent"
-    shutdown: ShutdownPolicy = "infinity"
+    restart: RestartType = DEFAULT_RESTART
+    shutdown: ShutdownPolicy = DEFAULT_SUPERVISOR_SHUTDOWN
     node: str | None = None
     replica_nodes: tuple[str, ...] = ()
 

@@ -45,6 +45,10 @@ def shard_of(target: str, shards: int) -> int:
     return zlib.crc32(target.encode()) % shards
 
 
+DEFAULT_INTERVAL = 0.1
+"""Seconds between a gate's reports (the topology's `resilience.interval`)."""
+
+
 class GateSnapshot(msgspec.Struct, frozen=True):
     """A gate's `inspect()`: its rounds, and its node's resilience view."""
 
@@ -70,7 +74,7 @@ class Gate(Actor):
         limiter: str | None = None,
         hold: str | None = None,
         proxies: str | None = None,
-        interval: float = 0.1,
+        interval: float = DEFAULT_INTERVAL,
         request_timeout: float = 1.0,
     ) -> None:
         super().__init__()
