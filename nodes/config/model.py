@@ -1,0 +1,139 @@
+"""A validated topology: what reading `supervisor_tree.yaml` produces and nodes run from.
+
+Every value is set by the reader (`flotilla.nodes.config.reader`); the defaults of what a
+file leaves out live in the schema (`flotilla.nodes.config.schema`), not here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from flotilla.actors.core.child_spec import Spec, SupervisorSpec
+from flotilla.actors.pipeline.rules import RuleSet
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeConfig:
+    """One node of the cluster."""
+
+    name: str
+    address: str
+    description: str
+    metrics: str | None
+    shell: str | None
+
+    @property
+    def host(self) -> str:
+        return self.address.removeprefix("tcp://").rsplit(":", 1)[0].strip("[]")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SecurityConfig:
+    """CURVE keys, or their absence, and the operators allowed on TCP shells."""
+
+    keys: Path | None
+    insecure_bind: bool
+    plaintext: bool
+    operators: tuple[str, ...] = ()
+    eval_operators: tuple[str, ...] = ()
+    clients: tuple[str, ...] = ()
+    """The intake's clients: names of public keys in the key directory."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class EgressConfig:
+    """What fetchers may reach besides public addresses (see actors/pipeline/egress.py)."""
+
+    allow: tuple[str, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class IntakeConfig:
+    """Where clients submit jobs."""
+
+    node: str
+    address: str
+    router: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ResilienceConfig:
+    """The control actors every node's gate reports to (None: not configured)."""
+
+    breakers: str | None
+    shards: int
+    limiter: str | None
+    hold: str | None
+    proxies: str | None
+    interval: float
+
+    def gate_args(self) -> dict[str, Any]:
+        """The arguments of a node's gate (flotilla.actors.resilience.gate.Gate)."""
+        return {
+            "breakers": self.breakers,
+            "shards": self.shards,
+            "limiter": self.limiter,
+            "hold": self.hold,
+            "proxies": self.proxies,
+            "interval": self.interval,
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class TransportConfig:
+    """Node-to-node transport settings."""
+
+    heartbeat_interval: float
+    heartbeat_timeout: float
+    max_message_bytes: int
+    high_water_mark: int
+    backlog: int
+    node_wait: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class Topology:
+    """A validated topology: the cluster's nodes and the supervision tree."""
+
+    cluster: str
+    nodes: dict[str, NodeConfig]
+    tree: SupervisorSpec
+    source: str
+    security: SecurityConfig
+    transport: TransportConfig
+    data_dir: Path
+    rules: dict[str, RuleSet]
+    intake: IntakeConfig | None
+    egress: EgressConfig
+    resilience: ResilienceConfig | None = None
+    """Set once the tree is checked against the `resilience` section."""
+
+    def node_data_dir(self, node: str) -> Path:
+        """Where node `node` keeps its files."""
+        return self.data_dir / node
+
+    @property
+    def root_node(self) -> str:
+        """The node that runs the root supervisor."""
+        return self.tree.node or next(iter(self.nodes))
+
+    @property
+    def root_path(self) -> str:
+        return f"{self.root_node}/{self.tree.id}"
+
+    def subtree_nodes(self) -> dict[str, str]:
+        """Map every supervisor and pool path below the root (root id first) to its node."""
+        placement: dict[str, str] = {}
+        root_node = self.tree.node or next(iter(self.nodes))
+
+        def visit(spec: Spec, prefix: str, inherited: str) -> None:
+            node = getattr(spec, "node", None) or inherited
+            path = f"{prefix}/{spec.id}" if prefix else spec.id
+            placement[path] = node
+            for child in getattr(spec, "children", ()):
+                visit(child, path, node)
+
+        visit(self.tree, "", root_node)
+        return placement
