@@ -477,16 +477,20 @@ SECTIONS: dict[str, type[Section]] = {
 """Every section by the name problems and the docs give it, in the docs' order."""
 
 
+_FIELDS: dict[str, dict[str, msgspec.structs.FieldInfo]] = {
+    section: {f.name: f for f in msgspec.structs.fields(struct)} for section, struct in SECTIONS.items()
+}
+"""The keys of every section, looked up once (the reader asks for defaults key by key)."""
+
+
 def keys_of(section: str) -> list[str]:
     """The keys section `section` accepts, in the docs' order."""
-    return list(SECTIONS[section].__struct_fields__)
+    return list(_FIELDS[section])
 
 
 def default_of(section: str, name: str) -> Any:
     """The default of key `name` of `section` (None for a required key)."""
-    for f in msgspec.structs.fields(SECTIONS[section]):
-        if f.name == name:
-            if f.default_factory is not msgspec.NODEFAULT:
-                return f.default_factory()
-            return None if f.default is msgspec.NODEFAULT else f.default
-    raise LookupError(f"section {section!r} has no key {name!r}")
+    f = _FIELDS[section][name]
+    if f.default_factory is not msgspec.NODEFAULT:
+        return f.default_factory()
+    return None if f.default is msgspec.NODEFAULT else f.default
