@@ -56,12 +56,8 @@ from flotilla.actors.pipeline.observations import (
     RouterCounted,
     RouterStarted,
 )
+from flotilla.actors.pipeline.rules import DEFAULT_WAIT_BUDGET
 from flotilla.actors.resilience.view import target_of
-
-DEFAULT_WAIT_BUDGET = 300.0
-"""Seconds a job may spend waiting behind an open breaker, Hold or a missing proxy before
-it ends dead (docs/resilience.md: one open-time cap's worth, so a job sees at least one trial
-round after the longest opening; a rule set or the router's `wait_budget` overrides it)."""
 
 
 @dataclass(frozen=True)

@@ -63,6 +63,12 @@ sets `cf-mitigated: challenge` on the challenge pages it serves. The fetcher pas
 headers of a 200 answer on to the extractor."""
 
 
+DEFAULT_WAIT_BUDGET = 300.0
+"""Seconds a job may spend waiting behind an open breaker, Hold or a missing proxy before
+it ends dead (docs/resilience.md: one open-time cap's worth, so a job sees at least one trial
+round after the longest opening; a rule set or the router's `wait_budget` overrides it)."""
+
+
 @dataclass(frozen=True)
 class FieldRule:
     """How to take one field from a page."""

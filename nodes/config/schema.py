@@ -7,8 +7,9 @@ words, how the docs show it (``{default}`` stands for the value). A field withou
 is a required key.
 
 Defaults of what a supervisor runs belong to the specs (`flotilla.actors.core.child_spec`),
-those of extraction rules to `flotilla.actors.pipeline.rules`, the gate's interval to the
-gate: the schema reads them from there (`spec_default`) and owns only the rest. The reader
+those of extraction rules (and the router's wait budget they fall back to) to
+`flotilla.actors.pipeline.rules`, the gate's interval to the gate: the schema reads them from
+there (`spec_default`) and owns only the rest. The reader
 (`flotilla.nodes.config.reader`) takes every default from here (`default_of`), and
 `reference_markdown()` renders the tables of docs/topology.md from here.
 """
@@ -30,8 +31,7 @@ from flotilla.actors.core.child_spec import (
     SupervisorFlags,
     SupervisorSpec,
 )
-from flotilla.actors.pipeline.router import DEFAULT_WAIT_BUDGET
-from flotilla.actors.pipeline.rules import CHALLENGE_MAX_WORDS, FieldRule, RuleSet
+from flotilla.actors.pipeline.rules import CHALLENGE_MAX_WORDS, DEFAULT_WAIT_BUDGET, FieldRule, RuleSet
 from flotilla.actors.resilience.gate import DEFAULT_INTERVAL as GATE_INTERVAL
 
 FIRST_PORT = 7101
