@@ -189,7 +189,9 @@ def test_specs_built_without_arguments_match_what_the_reader_builds_from_no_keys
 
 def test_the_reference_shows_each_default_the_schema_holds() -> None:
     for section in SECTIONS:
-        for (key, _, default_text, _), f in zip(key_rows(section), msgspec.structs.fields(SECTIONS[section])):
+        for (key, _, default_text, _), f in zip(
+            key_rows(section), msgspec.structs.fields(SECTIONS[section]), strict=True
+        ):
             if f.required:
                 assert default_text == "required", f"{section}.{key}"
             elif "{default}" in (template := f.type.__metadata__[0].extra["default"]):
