@@ -19,7 +19,6 @@ each request is answered as the name of its key (the ZAP User-Id), within that n
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 from collections import OrderedDict
@@ -77,10 +76,9 @@ from flotilla.nodes.intake.protocol import (
     request_decoder,
 )
 from flotilla.nodes.security.audit import audit_entry
-from flotilla.nodes.security.keys import ZAP_DOMAIN
-from flotilla.nodes.serving.guard import ServingGuard
 from flotilla.nodes.serving.refusals import refusals
 from flotilla.nodes.serving.request_id import request_id
+from flotilla.nodes.serving.router_server import Endpoint, RouterServer
 
 _log = structlog.get_logger("flotilla.intake")
 
@@ -159,75 +157,38 @@ class Intake:
         self.rule_sets = rule_sets
         self._wake_router = wake_router
         self.journal = Journal(journal_path, durable=True)
-        self._context = zmq.Context()
-        self.auth = IntakeGuard(self._context, access)
-        self._closing = threading.Event()
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="intake", daemon=True)
-        self.served = 0
-        self.serving = ServingGuard("intake", on_give_up)
+        context = zmq.Context()
+        self.auth = IntakeGuard(context, access)
+        self.server = RouterServer(
+            "intake",
+            context,
+            [Endpoint(address, curve=access.keys)],
+            self._answer,
+            max_request_bytes=MAX_REQUEST_BYTES,
+            listening_for="clients",
+            queued=QUEUED_REQUESTS,
+            authenticator=self.auth,
+            on_give_up=on_give_up,
+        )
+        self.serving = self.server.guard
         self._answers: OrderedDict[tuple[str, str, int], Submitted] = OrderedDict()
 
+    @property
+    def served(self) -> int:
+        """Requests answered so far."""
+        return self.server.served
+
     def start(self) -> None:
-        self.auth.start()
-        self._thread.start()
-        self._ready.wait()
-        if self._error is not None:
-            self.auth.stop()
-            raise self._error
+        """Serve on a thread of its own; raises `OSError` if the address cannot be bound."""
+        self.server.start()
 
     def close(self) -> None:
-        self._closing.set()
-        self._thread.join(5)
-        self.auth.stop()
-        self._context.term()
+        self.server.close()
         self.journal.close()
 
-    def _run(self) -> None:
-        socket = self._context.socket(zmq.ROUTER)
-        socket.setsockopt(zmq.LINGER, 0)
-        socket.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST_BYTES)
-        socket.setsockopt(zmq.RCVHWM, QUEUED_REQUESTS)
-        socket.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        socket.curve_server = True
-        socket.curve_secretkey = self.access.keys.secret
-        socket.curve_publickey = self.access.keys.public
-        socket.setsockopt(zmq.ZAP_DOMAIN, ZAP_DOMAIN.encode())
-        try:
-            socket.bind(self.address)
-        except zmq.ZMQError as exc:
-            self._error = OSError(f"cannot listen for clients on {self.address}: {exc}")
-            self._ready.set()
-            socket.close()
-            return
-        self._ready.set()
-        try:
-            while not self._closing.is_set():
-                try:
-                    self._serve(socket)
-                except Exception:  # noqa: BLE001 - restarted, or the node stops (flotilla.nodes.serving.guard)
-                    if not self.serving.failed():
-                        return
-        finally:
-            socket.close()
-
-    def _serve(self, socket: zmq.Socket) -> None:
-        while not self._closing.is_set():
-            if not socket.poll(200):
-                continue
-            parts = socket.recv_multipart(copy=False)
-            if len(parts) != 2:
-                refusals.refuse(
-                    "intake", "malformed", f"a request is one frame, not {len(parts) - 1}", event="intake.bad_request"
-                )
-                continue
-            answer = self.handle(parts[1].buffer, str(parts[1].get("User-Id")))
-            try:
-                socket.send_multipart([parts[0], _encode(answer)], zmq.NOBLOCK)
-            except zmq.ZMQError:
-                pass  # the client left; it will ask again (submissions are idempotent)
-            self.served += 1
+    def _answer(self, frame: zmq.Frame, _endpoint: int) -> bytes:
+        """The answer frame to one request frame, as the name of the client's key."""
+        return _encode(self.handle(frame.buffer, str(frame.get("User-Id"))))
 
     def handle(self, frame: bytes | memoryview, user: str) -> Answer:
         """The answer to one request frame from `user` (the name of the peer's key, which the

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import getpass
 import os
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,10 +24,10 @@ import structlog
 import zmq
 
 from flotilla.nodes.security.audit import audit_entry
-from flotilla.nodes.security.keys import ZAP_DOMAIN, ClusterAuthenticator, CurveKeys
-from flotilla.nodes.serving.guard import ServingGuard
+from flotilla.nodes.security.keys import ClusterAuthenticator, CurveKeys
 from flotilla.nodes.serving.refusals import refusals
 from flotilla.nodes.serving.request_id import request_id
+from flotilla.nodes.serving.router_server import Endpoint, RouterServer
 from flotilla.nodes.shell.commands import CommandError, ShellCommands
 from flotilla.nodes.shell.protocol import MAX_REQUEST_BYTES, ShellAnswer, encoder, request_decoder, shell_address
 
@@ -63,37 +62,39 @@ class ShellServer:
         self.address = shell_address(node_dir)
         self.audit_path = node_dir / "audit.log"
         self.operator = f"local:{getpass.getuser()}"
-        self._context = zmq.Context()
-        self._closing = threading.Event()
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="shell", daemon=True)
-        self.served = 0
-        self.guard = ServingGuard("shell", on_give_up)
+        context = zmq.Context()
+        endpoints = [Endpoint(self.address)]  # first: only this user can reach it
+        authenticator = None
+        if tcp is not None and keys is not None:  # (a TCP shell always has keys: checked above)
+            endpoints.append(Endpoint(tcp, curve=keys))
+            authenticator = ClusterAuthenticator(context, keys, self._rejected)
+        self.server = RouterServer(
+            "shell",
+            context,
+            endpoints,
+            self._answer,
+            max_request_bytes=MAX_REQUEST_BYTES,
+            listening_for="shells",
+            authenticator=authenticator,
+            on_give_up=on_give_up,
+        )
+        self.guard = self.server.guard
+
+    @property
+    def served(self) -> int:
+        """Requests answered so far."""
+        return self.server.served
 
     def start(self) -> None:
+        """Serve on a thread of its own; raises `OSError` if a listener cannot be bound."""
         self.node_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.node_dir, 0o700)
-        if self.tcp is not None:
-            self._authenticator = ClusterAuthenticator(self._context, self.keys, self._rejected)  # type: ignore[arg-type]
-            self._authenticator.start()
-        self._thread.start()
-        self._ready.wait()
-        if self._error is not None:
-            self.close()
-            raise self._error
+        self.server.start()
 
     def close(self) -> None:
         """Stop listening. A command still running (a hung ask, a long eval) does not hold
-        the node's stop: its thread is abandoned and the context destroyed."""
-        self._closing.set()
-        self._thread.join(5)
-        if self.tcp is not None:
-            self._authenticator.stop()
-        if self._thread.is_alive():
-            self._context.destroy(linger=0)
-        else:
-            self._context.term()
+        the node's stop (`RouterServer.close`)."""
+        self.server.close()
 
     def _rejected(self, key: str, address: str) -> None:
         self.rejected += 1  # a key-spraying client cannot flood the log: one line per interval
@@ -106,78 +107,18 @@ class ShellServer:
             address=address,
         )
 
-    def _listeners(self) -> list[zmq.Socket]:
-        """The IPC socket (only this user), and the CURVE TCP socket if configured."""
-        ipc = self._socket()
-        path = self.address.removeprefix("ipc://")
-        if os.path.exists(path):
-            os.unlink(path)  # left by a node that was killed
-        ipc.bind(self.address)  # in a 0700 directory: nobody else can reach it even before the chmod
-        os.chmod(path, 0o600)
-        if self.tcp is None:
-            return [ipc]
-        tcp = self._socket()
-        tcp.curve_server = True
-        tcp.curve_secretkey = self.keys.secret  # type: ignore[union-attr]
-        tcp.curve_publickey = self.keys.public  # type: ignore[union-attr]
-        tcp.setsockopt(zmq.ZAP_DOMAIN, ZAP_DOMAIN.encode())
-        tcp.bind(self.tcp)
-        return [ipc, tcp]
-
-    def _socket(self) -> zmq.Socket:
-        socket = self._context.socket(zmq.ROUTER)
-        socket.setsockopt(zmq.LINGER, 0)
-        socket.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST_BYTES)
-        socket.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        return socket
-
-    def _run(self) -> None:
+    def _answer(self, frame: zmq.Frame, endpoint: int) -> bytes:
+        """The answer frame to one request frame: from the local user on the IPC socket
+        (endpoint 0), else as the name of the operator's key. Never raises."""
+        operator = self.operator if endpoint == 0 else f"key:{frame.get('User-Id')}"
         try:
-            sockets = self._listeners()
-        except (zmq.ZMQError, OSError) as exc:
-            self._error = OSError(f"cannot listen for shells on {self.tcp or self.address}: {exc}")
-            self._ready.set()
-            return
-        self._ready.set()
-        poller = zmq.Poller()
-        for socket in sockets:
-            poller.register(socket, zmq.POLLIN)
-        try:
-            while not self._closing.is_set():
-                try:
-                    for socket, _ in poller.poll(200):
-                        self._serve_one(socket, socket is sockets[0])
-                except Exception:  # noqa: BLE001 - restarted, or the node stops (flotilla.nodes.serving.guard)
-                    if not self.guard.failed():
-                        return
-        finally:
-            for socket in sockets:
-                socket.close()
-            try:
-                os.unlink(self.address.removeprefix("ipc://"))
-            except OSError:
-                pass
-
-    def _serve_one(self, socket: zmq.Socket, local: bool) -> None:
-        parts = socket.recv_multipart(copy=False)
-        if len(parts) != 2:
-            refusals.refuse(
-                "shell", "malformed", f"a request is one frame, not {len(parts) - 1}", event="shell.bad_request"
-            )
-            return
-        operator = self.operator if local else f"key:{parts[1].get('User-Id')}"
-        try:
-            answer = self.handle(parts[1].bytes, operator)
+            answer = self.handle(frame.bytes, operator)
         except Exception as exc:  # noqa: BLE001 - answered, never the end of the listener
             refusals.refuse(
                 "shell", "failed", f"{type(exc).__name__}: {exc}", event="shell.request_failed", exc_info=True
             )
             answer = ShellAnswer(0, False, error=f"{type(exc).__name__}: {exc}"[:500])
-        try:
-            socket.send_multipart([parts[0], _encode(answer)], zmq.NOBLOCK)
-        except zmq.ZMQError:
-            pass  # the shell left
-        self.served += 1
+        return _encode(answer)
 
     def handle(self, frame: bytes, operator: str = "") -> ShellAnswer:
         """The answer to one request frame from `operator`. Each command is audited before it
