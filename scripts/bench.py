@@ -38,7 +38,6 @@ import os
 import platform
 import queue
 import statistics
-import sys
 import threading
 import time
 import tracemalloc
@@ -46,8 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import pykka
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from harness import percentile
 
 from flotilla.actors import Actor, ActorCrashed, ActorSystem, ChildSpec, PoolSpec, SupervisorFlags, SupervisorSpec
 
@@ -139,11 +137,6 @@ def bench_tell(n: int, rounds: int) -> dict[str, Any]:
         "ratio_vs_raw_pykka": s / r,
         "ratio_vs_raw_pykka_simplequeue": s / rs,
     }
-
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
 
 
 def bench_restart(crashes: int) -> dict[str, Any]:

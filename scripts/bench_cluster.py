@@ -8,7 +8,6 @@ process (this file run as a program: `raw-pull`, `raw-echo`).
 
 from __future__ import annotations
 
-import os
 import signal
 import statistics
 import subprocess
@@ -21,22 +20,14 @@ from typing import Any
 
 import msgpack
 import zmq
+from harness import free_ports, percentile
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from flotilla.actors import ActorSystem  # noqa: E402
-from flotilla.actors.core.messages import Done  # noqa: E402
-from flotilla.nodes.cluster.membership import Cluster  # noqa: E402
-from flotilla.nodes.config.topology import load_topology  # noqa: E402
-from tests.cluster_harness import free_ports  # noqa: E402
+from flotilla.actors import ActorSystem
+from flotilla.actors.demo.messages import Done
+from flotilla.nodes.cluster.membership import Cluster
+from flotilla.nodes.config.topology import load_topology
 
 TALLY = "beta/root/tally"
-
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
 
 
 class TwoNodes:
@@ -60,7 +51,6 @@ class TwoNodes:
         self.cluster.start()
 
     def start_beta(self) -> None:
-        env = dict(os.environ, PYTHONPATH=str(ROOT))
         self.beta = subprocess.Popen(
             [
                 sys.executable,
@@ -77,7 +67,6 @@ class TwoNodes:
                 "--log-format",
                 "json",
             ],
-            env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import sqlite3
 import subprocess
 import sys
@@ -27,15 +26,14 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from harness import free_ports, percentile
 from selectolax.lexbor import LexborHTMLParser
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from flotilla.nodes.config.topology import load_topology
+from flotilla.nodes.intake.client import IntakeClient
+from flotilla.nodes.intake.protocol import JobSpec
 
-from flotilla.nodes.config.topology import load_topology  # noqa: E402
-from flotilla.nodes.intake.client import IntakeClient  # noqa: E402
-from flotilla.nodes.intake.protocol import JobSpec  # noqa: E402
-from tests.cluster_harness import free_ports  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 TREE = """
 cluster: bench
@@ -82,15 +80,9 @@ class Products(scrapy.Spider):
 """
 
 
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
-
-
 @contextlib.contextmanager
 def node_processes(topology: Path, names: Iterable[str]) -> Iterator[None]:
     """`flotilla node start` for each of `names` (quiet), terminated and waited for on exit."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
     nodes = [
         subprocess.Popen(
             [
@@ -108,7 +100,6 @@ def node_processes(topology: Path, names: Iterable[str]) -> Iterator[None]:
                 "--log-format",
                 "json",
             ],
-            env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

@@ -31,20 +31,17 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from bench_pipeline import node_processes
+from demo import WAIT_BUDGET_S, wait_budget_of
+from demo_site import HEALTHY_KINDS, fault_of, port_with_nothing_listening
+from fleet_watch import FleetWatch, wait_for_fetchers
+from harness import free_ports
+
+from flotilla.nodes.config.topology import load_topology
+from flotilla.nodes.intake.client import IntakeClient
+from flotilla.nodes.intake.protocol import JobSpec
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
-
-from bench_pipeline import node_processes  # noqa: E402
-from demo import WAIT_BUDGET_S, wait_budget_of  # noqa: E402
-from demo_site import HEALTHY_KINDS, fault_of, port_with_nothing_listening  # noqa: E402
-from fleet_watch import FleetWatch, wait_for_fetchers  # noqa: E402
-
-from flotilla.nodes.config.topology import load_topology  # noqa: E402
-from flotilla.nodes.intake.client import IntakeClient  # noqa: E402
-from flotilla.nodes.intake.protocol import JobSpec  # noqa: E402
-from tests.cluster_harness import free_ports  # noqa: E402
 
 PAGES, QUICK_PAGES = 5_000, 1_000
 """Pages crawled on the healthy host. Large enough that a healthy crawl takes seconds, so the

@@ -16,31 +16,24 @@ from __future__ import annotations
 
 import asyncio
 import statistics
-import sys
 import tempfile
 import textwrap
 import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from bench_pipeline import node_processes
+from harness import DemoSiteProcess, free_ports, percentile, start_fleet, wait_until
 
-from bench_pipeline import node_processes  # noqa: E402
-
-from flotilla.actors import ActorSystem  # noqa: E402
-from flotilla.actors.core.messages import HoldStatus  # noqa: E402
-from flotilla.actors.pipeline.egress import EgressPolicy  # noqa: E402
-from flotilla.actors.pipeline.journal import NewJob  # noqa: E402
-from flotilla.actors.pipeline.router import Wake  # noqa: E402
-from flotilla.actors.resilience.view import ResilienceView, target_of  # noqa: E402
-from flotilla.nodes.config.topology import load_topology  # noqa: E402
-from flotilla.nodes.intake.client import IntakeClient  # noqa: E402
-from flotilla.nodes.intake.protocol import JobSpec  # noqa: E402
-from tests.cluster_harness import free_ports  # noqa: E402
-from tests.demo_site import DemoSiteProcess  # noqa: E402
-from tests.helpers import wait_until  # noqa: E402
-from tests.test_resilience import start_fleet  # noqa: E402
+from flotilla.actors import ActorSystem
+from flotilla.actors.pipeline.egress import EgressPolicy
+from flotilla.actors.pipeline.journal import NewJob
+from flotilla.actors.pipeline.router import Wake
+from flotilla.actors.resilience.messages import HoldStatus
+from flotilla.actors.resilience.view import ResilienceView, target_of
+from flotilla.nodes.config.topology import load_topology
+from flotilla.nodes.intake.client import IntakeClient
+from flotilla.nodes.intake.protocol import JobSpec
 
 TREE = """
 cluster: bench
@@ -140,16 +133,13 @@ def slot_overhead(quick: bool) -> dict[str, Any]:
 
     ours, base = asyncio.run(flotilla()), asyncio.run(semaphore())
 
-    def pct(values: list[float], q: float) -> float:
-        return sorted(values)[int(len(values) * q)] * 1e6
-
     return {
         "calls": rounds,
-        "p50_us": round(pct(ours, 0.5), 2),
-        "p99_us": round(pct(ours, 0.99), 2),
-        "semaphore_p50_us": round(pct(base, 0.5), 2),
-        "semaphore_p99_us": round(pct(base, 0.99), 2),
-        "p99_vs_semaphore": round(pct(ours, 0.99) / pct(base, 0.99), 2),
+        "p50_us": round(percentile(ours, 50) * 1e6, 2),
+        "p99_us": round(percentile(ours, 99) * 1e6, 2),
+        "semaphore_p50_us": round(percentile(base, 50) * 1e6, 2),
+        "semaphore_p99_us": round(percentile(base, 99) * 1e6, 2),
+        "p99_vs_semaphore": round(percentile(ours, 99) / percentile(base, 99), 2),
     }
 
 

@@ -30,16 +30,13 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from demo_site import HEALTHY_KINDS, fault_of, port_with_nothing_listening
+from fleet_watch import FleetWatch
+
+from flotilla.nodes.config.topology import load_topology
+from flotilla.nodes.intake.client import IntakeClient, IntakeUnavailable
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
-
-from demo_site import HEALTHY_KINDS, fault_of, port_with_nothing_listening  # noqa: E402
-from fleet_watch import FleetWatch  # noqa: E402
-
-from flotilla.nodes.config.topology import load_topology  # noqa: E402
-from flotilla.nodes.intake.client import IntakeClient, IntakeUnavailable  # noqa: E402
 
 TOPOLOGY = ROOT / "supervisor_tree.yaml"
 SITE_PORT = 8800
@@ -161,7 +158,6 @@ def main() -> int:
     budget = wait_budget_of(yaml.safe_load(topology_path.read_text(encoding="utf-8"))) or WAIT_BUDGET_S
     crawl = realistic_crawl(args.jobs or 500) if args.mix == "realistic" else faults_crawl(args.jobs or 3000)
     log_path = topology.data_dir / "cluster.log"
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
     extra = [arg for port in crawl.site_ports[1:] for arg in ("--extra-port", str(port))]
     site = subprocess.Popen(
         [sys.executable, str(ROOT / "scripts" / "demo_site.py"), "--port", str(crawl.site_ports[0]), *extra],
@@ -187,7 +183,6 @@ def main() -> int:
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env=env,
                 cwd=ROOT,
             )
         say(f"cluster starting: alpha (intake, router) and beta (fetchers); journal and logs in {topology.data_dir}")
@@ -243,7 +238,6 @@ def submit_and_wait(topology_path: Path, urls: list[str], seconds: float) -> flo
         ],
         stdout=subprocess.PIPE,
         text=True,
-        env=dict(os.environ, PYTHONPATH=str(ROOT)),
         cwd=ROOT,
         check=False,
     )

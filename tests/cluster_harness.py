@@ -3,7 +3,6 @@ joined as a node ("tester") so that it can tell, ask and watch across real socke
 
 from __future__ import annotations
 
-import socket
 import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,20 +11,8 @@ from flotilla.actors import ActorSystem
 from flotilla.nodes.cluster.membership import Cluster
 from flotilla.nodes.config.topology import Topology, load_topology
 from flotilla.nodes.security.keys import CurveKeys
+from scripts.harness import free_ports
 from tests.processes import FlotillaProcess
-
-
-def free_ports(count: int) -> list[int]:
-    """Ports the kernel says are free on 127.0.0.1 right now."""
-    sockets = []
-    for _ in range(count):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        sockets.append(s)
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 def write_topology(

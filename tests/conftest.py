@@ -11,8 +11,9 @@ from hypothesis import settings
 
 from flotilla.actors import ActorSystem
 from flotilla.actors.pipeline.egress import EgressPolicy
+from scripts.harness import wait_until
 from tests.cluster_harness import LiveCluster
-from tests.helpers import FakeClock, Reports, wait_until
+from tests.helpers import FakeClock, Reports
 from tests.other_user import other_user, shared_dir  # noqa: F401  fixtures of the tests run as another local user
 
 # CI runs the property tests on a fixed set of examples, so a run is repeatable; locally

@@ -196,15 +196,6 @@ def crash(system: ActorSystem, path: str) -> None:
         pass  # the supervisor gave up
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 5.0, what: str = "condition") -> None:
-    """Poll `predicate` until true; fail past `timeout` (a deadline, never a fixed sleep)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"{what} not reached within {timeout}s")
-        threading.Event().wait(0.001)
-
-
 class CrashingFetcher(Actor):
     """A fetcher with a bug: it crashes on any job whose URL contains "/poison/" and
     answers every other job at once with a page's worth of fields."""

@@ -15,8 +15,8 @@ from flotilla.nodes.intake.client import IntakeClient
 from flotilla.nodes.intake.protocol import JobSpec
 from flotilla.nodes.shell.client import ShellClient
 from flotilla.nodes.shell.protocol import shell_address
+from scripts.harness import wait_until
 from tests.cluster_harness import LiveCluster
-from tests.helpers import wait_until
 
 TREE = """
 children:

@@ -132,7 +132,7 @@ def test_an_actor_abandoned_at_start_still_runs_on_stop_when_its_start_returns(s
     root = system.start(SupervisorSpec("root"))
     with pytest.raises(SupervisorError, match="StartTimeout"):
         root.start_child(ChildSpec("slow", Probe, {"journal": journal, "start_delay": 0.3}, start_timeout=0.05))
-    from tests.helpers import wait_until
+    from scripts.harness import wait_until
 
     wait_until(lambda: journal.events("stop") == ["slow"], what="on_stop of the abandoned incarnation")
     assert journal.events("start") == ["slow"]

@@ -12,7 +12,7 @@ import pytest
 from flotilla.actors import ActorSystem, ChildSpec, SupervisorSpec
 from flotilla.actors.resilience.alerts import AlertSink
 from flotilla.actors.resilience.messages import Alert
-from tests.helpers import wait_until
+from scripts.harness import wait_until
 
 
 class Webhook:
@@ -66,7 +66,7 @@ def test_alerts_are_counted_and_forwarded_to_the_webhook(system: ActorSystem, we
 
 
 def test_a_failing_webhook_is_counted_and_never_crashes_the_sink(system: ActorSystem) -> None:
-    from tests.cluster_harness import free_ports
+    from scripts.harness import free_ports
 
     dead = f"http://127.0.0.1:{free_ports(1)[0]}/nobody"
     system.start(SupervisorSpec("root", children=(ChildSpec("alerts", AlertSink, {"webhook": dead, "timeout": 1}),)))

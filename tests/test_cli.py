@@ -26,7 +26,7 @@ def start(processes: list[FlotillaProcess], *args: str) -> FlotillaProcess:
 
 
 def free_port() -> int:
-    from tests.cluster_harness import free_ports
+    from scripts.harness import free_ports
 
     return free_ports(1)[0]
 
@@ -82,7 +82,7 @@ tree:
 
 
 def one_node(tmp_path: Path) -> str:
-    from tests.cluster_harness import free_ports
+    from scripts.harness import free_ports
 
     return write(tmp_path, ONE_NODE % free_ports(1)[0])
 
@@ -207,8 +207,8 @@ def test_no_node_outlives_a_launcher_killed_with_sigkill(tmp_path: Path, process
     import os
     import re
 
+    from scripts.harness import wait_until
     from tests.cluster_harness import write_topology
-    from tests.helpers import wait_until
 
     path = write_topology(tmp_path, "children: [{id: echo, actor: 'tests.helpers:Probe'}]", nodes=("alpha", "beta"))
     up = start(processes, "up", "--topology", str(path), "--log-format", "json")

@@ -12,8 +12,8 @@ from flotilla.actors import ActorCrashed, Unavailable
 from flotilla.actors.core.errors import NodeDown, NoSuchActor
 from flotilla.actors.core.messages import Down, NodeUp, WhichChildren
 from flotilla.actors.core.messages import NodeDown as NodeDownReason
+from scripts.harness import wait_until
 from tests.cluster_harness import LiveCluster, make_cluster
-from tests.helpers import wait_until
 
 TREE = """
 children:

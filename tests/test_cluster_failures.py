@@ -10,8 +10,8 @@ from flotilla.actors import Unavailable
 from flotilla.actors.core.errors import NodeDown
 from flotilla.actors.core.messages import Down, NoProc, WhichChildren
 from flotilla.nodes.cluster.codec import Halt, Monitor
+from scripts.harness import wait_until
 from tests.cluster_harness import LiveCluster, make_cluster
-from tests.helpers import wait_until
 
 SPREAD = """
 children:

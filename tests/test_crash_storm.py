@@ -9,7 +9,8 @@ import tracemalloc
 import pykka
 
 from flotilla.actors import ActorSystem, ChildSpec, PoolSpec, SupervisorFlags, SupervisorSpec
-from tests.helpers import Probe, crash, wait_until
+from scripts.harness import wait_until
+from tests.helpers import Probe, crash
 
 CRASHES = 10_000
 

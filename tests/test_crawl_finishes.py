@@ -15,9 +15,8 @@ import pytest
 from flotilla.actors.pipeline.journal import Journal, NewJob, natural_key
 from flotilla.nodes.intake.client import IntakeClient
 from flotilla.nodes.intake.protocol import JobSpec
-from tests.cluster_harness import LiveCluster, free_ports, make_cluster, start_with_intake
-from tests.demo_site import DemoSiteProcess
-from tests.helpers import wait_until
+from scripts.harness import DemoSiteProcess, free_ports, wait_until
+from tests.cluster_harness import LiveCluster, make_cluster, start_with_intake
 from tests.processes import run_flotilla
 
 RESILIENT_TREE = """

@@ -14,8 +14,8 @@ import pytest
 from flotilla.actors.pipeline.credentials import CredentialError, CredentialSeal, redact
 from flotilla.nodes.intake.client import IntakeClient
 from flotilla.nodes.intake.protocol import JobSpec
-from tests.cluster_harness import LiveCluster, free_ports, start_with_intake
-from tests.helpers import wait_until
+from scripts.harness import free_ports, wait_until
+from tests.cluster_harness import LiveCluster, start_with_intake
 
 PASSWORD = "s3cret-pw"  # noqa: S105  the test site's
 

@@ -18,8 +18,8 @@ from flotilla.actors.pipeline.egress import EgressPolicy, EgressRefused, normali
 from flotilla.actors.pipeline.egress_hooks import EgressResolver
 from flotilla.nodes.intake.client import IntakeClient
 from flotilla.nodes.intake.protocol import JobSpec
-from tests.cluster_harness import LiveCluster, free_ports, start_with_intake
-from tests.helpers import wait_until
+from scripts.harness import free_ports, wait_until
+from tests.cluster_harness import LiveCluster, start_with_intake
 
 POLICY = EgressPolicy.from_config(["127.0.0.1"], ["tcp://127.0.0.1:7101"])
 

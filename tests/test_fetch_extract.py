@@ -14,7 +14,7 @@ from flotilla.actors.pipeline.extractor import Extractor
 from flotilla.actors.pipeline.fetcher import Fetcher, retry_after_seconds
 from flotilla.actors.pipeline.messages import Fetched, FetchJob, JobOutcome
 from flotilla.actors.pipeline.rules import FieldRule, RuleSet
-from tests.demo_site import DemoSiteProcess
+from scripts.harness import DemoSiteProcess
 
 RULES = {
     "product": RuleSet(

@@ -25,10 +25,9 @@ from flotilla.nodes.serving.refusals import REFUSAL_LOG_INTERVAL
 from flotilla.nodes.shell.protocol import MAX_REQUEST_BYTES as MAX_SHELL_BYTES
 from flotilla.nodes.shell.protocol import request_decoder as shell_decoder
 from flotilla.nodes.shell.protocol import shell_address
+from scripts.harness import DemoSiteProcess, wait_until
 from tests.cluster_harness import LiveCluster
-from tests.demo_site import DemoSiteProcess
 from tests.fuzz_frames import frames
-from tests.helpers import wait_until
 from tests.hostile_cluster import memory_kb, refused, start_pipeline, stored
 
 FRAMES = int(os.environ.get("FLOTILLA_FUZZ_FRAMES", "2000"))

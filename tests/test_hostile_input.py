@@ -15,9 +15,8 @@ from flotilla.nodes.cluster.membership import MAX_MONITORS_PER_PEER
 from flotilla.nodes.intake.auth import client_key
 from flotilla.nodes.intake.client import IntakeClient
 from flotilla.nodes.intake.protocol import MAX_REQUEST_BYTES, JobSpec
+from scripts.harness import DemoSiteProcess, wait_until
 from tests.cluster_harness import LiveCluster
-from tests.demo_site import DemoSiteProcess
-from tests.helpers import wait_until
 from tests.hostile_cluster import memory_kb, refused, shell_call, start_pipeline, stored
 
 THIRTEEN_BYTES = b"\x81\xa2id\xcb" + struct.pack(">d", 1e30)

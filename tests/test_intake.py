@@ -15,7 +15,7 @@ from flotilla.nodes.intake.client import IntakeClient, IntakeError, IntakeRefuse
 from flotilla.nodes.intake.protocol import MAX_BATCH, JobSpec
 from flotilla.nodes.intake.server import Intake
 from flotilla.nodes.security.keys import CurveKeys, generate_keys, load_public, load_secret
-from tests.cluster_harness import free_ports
+from scripts.harness import free_ports
 
 
 def make_access(directory: Path, clients: tuple[str, ...] = ("alice", "bob")) -> IntakeAccess:

@@ -20,7 +20,8 @@ import pytest
 from flotilla.actors.pipeline.journal import natural_key
 from flotilla.nodes.intake.client import IntakeClient
 from flotilla.nodes.security.keys import generate_keys
-from tests.cluster_harness import LiveCluster, free_ports, make_cluster
+from scripts.harness import free_ports
+from tests.cluster_harness import LiveCluster, make_cluster
 from tests.processes import ROOT, run_flotilla
 
 SYSTEM_PYTHON = Path(f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}")

@@ -15,9 +15,8 @@ from flotilla.actors.resilience.gate import shard_of
 from flotilla.actors.resilience.messages import BreakerCommand
 from flotilla.nodes.intake.client import IntakeClient
 from flotilla.nodes.intake.protocol import JobSpec
-from tests.cluster_harness import LiveCluster, free_ports, make_cluster
-from tests.demo_site import DemoSiteProcess
-from tests.helpers import wait_until
+from scripts.harness import DemoSiteProcess, free_ports, wait_until
+from tests.cluster_harness import LiveCluster, make_cluster
 from tests.processes import FlotillaProcess, run_flotilla
 
 TREE = """

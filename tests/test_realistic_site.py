@@ -13,9 +13,7 @@ import pytest
 
 from flotilla.actors.pipeline.rules import Drift, Extracted, FieldRule, RuleSet, apply_rules
 from scripts.demo_site import FAULT_KINDS, FAULT_SHARES, HEALTHY_KINDS, fault_of, port_with_nothing_listening
-from tests.cluster_harness import free_ports
-from tests.demo_site import DemoSiteProcess
-from tests.helpers import wait_until
+from scripts.harness import DemoSiteProcess, free_ports, wait_until
 
 PRODUCT = RuleSet(
     "product", {"title": FieldRule("h1.title", required=True), "price": FieldRule(".price", required=True)}

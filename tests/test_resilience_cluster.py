@@ -13,9 +13,8 @@ import pytest
 
 from flotilla.nodes.intake.client import IntakeClient
 from flotilla.nodes.intake.protocol import JobSpec
+from scripts.harness import DemoSiteProcess, wait_until
 from tests.cluster_harness import LiveCluster, start_with_intake
-from tests.demo_site import DemoSiteProcess
-from tests.helpers import wait_until
 from tests.processes import run_flotilla
 
 TREE = """

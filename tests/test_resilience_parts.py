@@ -28,7 +28,8 @@ from flotilla.actors.resilience.messages import (
 )
 from flotilla.actors.resilience.view import Go, ResilienceView, Wait, target_of
 from flotilla.nodes.config.topology import TopologyError, parse_topology
-from tests.helpers import FakeClock, Inbox, wait_until
+from scripts.harness import wait_until
+from tests.helpers import FakeClock, Inbox
 
 
 def view_with(clock: FakeClock, **parts: bool) -> ResilienceView:

@@ -16,8 +16,7 @@ from flotilla.actors.pipeline.router import Router, Wake
 from flotilla.actors.pipeline.rules import FieldRule, RuleSet
 from flotilla.actors.resilience.alerts import AlertSink
 from flotilla.nodes.runtime.metrics import PipelineObserver
-from tests.demo_site import DemoSiteProcess
-from tests.helpers import wait_until
+from scripts.harness import DemoSiteProcess, wait_until
 
 RULES = {
     "product": RuleSet(

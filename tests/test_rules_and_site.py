@@ -18,7 +18,7 @@ from flotilla.actors.pipeline.rules import (
     apply_rules,
     challenge_headers,
 )
-from tests.demo_site import DemoSiteProcess
+from scripts.harness import DemoSiteProcess
 
 PRODUCT = RuleSet(
     "product",

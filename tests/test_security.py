@@ -31,8 +31,8 @@ from flotilla.nodes.security.keys import (
     load_secret,
     local_user_keys,
 )
-from tests.cluster_harness import LiveCluster, free_ports, make_cluster
-from tests.helpers import wait_until
+from scripts.harness import free_ports, wait_until
+from tests.cluster_harness import LiveCluster, make_cluster
 from tests.processes import ROOT, run_flotilla
 
 TREE = """

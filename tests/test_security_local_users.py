@@ -16,8 +16,8 @@ import zmq
 
 from flotilla.nodes.cluster.codec import Codec, Tell
 from flotilla.nodes.security.keys import generated_keys_dir, load_public, load_secret
+from scripts.harness import wait_until
 from tests.cluster_harness import LiveCluster, make_cluster
-from tests.helpers import wait_until
 from tests.other_user import OtherUser
 from tests.processes import FlotillaProcess
 
@@ -156,7 +156,7 @@ children:
   - {id: fetchers, pool: {actor: fetcher, size: 1, args: {extractor: alpha/root/extractor}}}
 """
     extra = "intake: {node: alpha, address: 'tcp://127.0.0.1:%d', router: alpha/root/router}"
-    from tests.cluster_harness import free_ports
+    from scripts.harness import free_ports
 
     cluster = make_cluster(shared_dir, tree, nodes=("alpha",), extra=extra % free_ports(1)[0])
     clusters.append(cluster)

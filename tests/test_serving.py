@@ -14,8 +14,7 @@ from flotilla.nodes.intake.protocol import JobSpec
 from flotilla.nodes.intake.server import Intake
 from flotilla.nodes.serving.guard import MAX_SERVING_RESTARTS, ServingGuard
 from flotilla.nodes.serving.refusals import Refusals
-from tests.cluster_harness import free_ports
-from tests.helpers import wait_until
+from scripts.harness import free_ports, wait_until
 from tests.test_intake import key_of, make_access
 
 

@@ -26,8 +26,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from flotilla.nodes.config.topology import load_topology
 from flotilla.nodes.shell.client import ShellClient
 from flotilla.nodes.shell.protocol import answer_decoder, shell_address
-from tests.cluster_harness import LiveCluster, free_ports, write_topology
-from tests.helpers import wait_until
+from scripts.harness import free_ports, wait_until
+from tests.cluster_harness import LiveCluster, write_topology
 from tests.processes import ROOT, flotilla_command, run_flotilla
 
 TREE = """

@@ -7,7 +7,8 @@ import time
 
 from flotilla.actors import ActorSystem, ChildSpec, SupervisorSpec
 from flotilla.actors.core.messages import Killed, Shutdown
-from tests.helpers import Block, Journal, Probe, Reports, wait_until
+from scripts.harness import wait_until
+from tests.helpers import Block, Journal, Probe, Reports
 
 
 def test_tree_stops_in_reverse_start_order_depth_first(system: ActorSystem) -> None:

@@ -1,4 +1,4 @@
-"""The demo site and the demo forward proxy as real processes for tests, on free loopback ports."""
+"""The demo site and the demo forward proxy as real processes, on free loopback ports."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import sys
 import urllib.request
 from pathlib import Path
 
-from tests.cluster_harness import free_ports
+from .ports import free_ports
 
-ROOT = Path(__file__).resolve().parent.parent
+SCRIPTS = Path(__file__).resolve().parent.parent
 
 
 class _ScriptProcess:
@@ -20,7 +20,7 @@ class _ScriptProcess:
         self.port = free_ports(1)[0]
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "scripts" / script), "--port", str(self.port), *options],
+            [sys.executable, str(SCRIPTS / script), "--port", str(self.port), *options],
             stdout=subprocess.PIPE,
             text=True,
         )
