@@ -56,7 +56,7 @@ def test_keys_generate_writes_a_secret_only_its_owner_can_read(tmp_path: Path) -
 def test_a_node_refuses_a_secret_key_readable_by_others(tmp_path: Path) -> None:
     _, secret = generate_keys(tmp_path, "alpha")
     os.chmod(secret, 0o644)
-    with pytest.raises(Exception, match="readable by others"):
+    with pytest.raises(KeyFileError, match="readable by others"):
         CurveKeys.load(tmp_path, "alpha", ["alpha"])
 
 
