@@ -18,9 +18,8 @@ from flotilla.actors.pipeline.observations import OUTCOMES
 from flotilla.nodes.config.topology import load_topology
 from flotilla.nodes.intake.client import IntakeClient
 from flotilla.nodes.intake.protocol import JobSpec
-from tests.cluster_harness import LiveCluster, free_ports, write_topology
-from tests.demo_site import DemoSiteProcess
-from tests.helpers import wait_until
+from scripts.harness import DemoSiteProcess, free_ports, wait_until
+from tests.cluster_harness import LiveCluster, write_topology
 from tests.processes import run_flotilla
 
 TREE = """

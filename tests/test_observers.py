@@ -9,7 +9,7 @@ from flotilla.actors import ActorSystem, ChildSpec, SupervisorFlags, SupervisorS
 from flotilla.actors.core.observers import IncarnationEnded, Observation, Observers
 from flotilla.actors.demo.flaky import FlakyWorker
 from flotilla.actors.demo.messages import Work
-from tests.helpers import wait_until
+from scripts.harness import wait_until
 
 
 class Seen(Observation, frozen=True):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster_harness import free_ports
+from scripts.harness import free_ports
 from tests.processes import FlotillaProcess
 
 FLOTILLA = Path(sys.executable).parent / "flotilla"  # the console script pip installed beside this interpreter
