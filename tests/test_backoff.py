@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from flotilla.actors import ActorSystem, Backoff, ChildSpec, SupervisorFlags, SupervisorSpec, Unavailable
+from flotilla.actors.core.backoff import backoff_delay
 from tests.helpers import FakeClock, Probe, Reports, crash
 
 
@@ -19,6 +20,36 @@ def test_delay_doubles_from_min_up_to_max_then_stretches_by_at_most_the_random_f
     delay = backoff.delay(attempt, random.Random(seed))
     base = min(10.0, 0.1 * 2**attempt)
     assert base <= delay <= base * 1.2
+
+
+def test_the_helper_doubles_from_the_base_and_stops_at_the_cap() -> None:
+    assert [backoff_delay(0.5, 5.0, n) for n in range(6)] == [0.5, 1.0, 2.0, 4.0, 5.0, 5.0]
+    assert backoff_delay(0.5, 5.0, -3) == 0.5  # a negative count is no doubling
+    assert backoff_delay(0.5, 5.0, 10**6) == 5.0  # a count far past any float is the cap
+
+
+@given(base=st.floats(1e-3, 10), extra=st.floats(0, 100), doublings=st.integers(-5, 5000), jitter=st.floats(0, 1))
+def test_the_helper_stays_within_its_bounds(base: float, extra: float, doublings: int, jitter: float) -> None:
+    cap = base + extra
+    capped = cap if doublings > 60 else min(cap, base * 2.0 ** max(0, doublings))  # 1e-3 * 2**60 > any cap here
+    delay = backoff_delay(base, cap, doublings, jitter=jitter, rng=random.Random(7))
+    assert base <= capped <= delay <= capped * (1 + jitter) <= cap * (1 + jitter)
+
+
+def test_the_helper_jitter_is_one_draw_of_a_seeded_random() -> None:
+    draws = random.Random(42)
+    expected = [min(8.0, 1.0 * 2**n) * (1 + draws.random() * 0.25) for n in range(5)]
+    rng = random.Random(42)
+    assert [backoff_delay(1.0, 8.0, n, jitter=0.25, rng=rng) for n in range(5)] == expected
+    assert len({round(d / min(8.0, 2**n), 9) for n, d in enumerate(expected)}) == 5  # the stretch varies
+
+
+def test_the_helper_draws_even_with_no_jitter_and_never_without_an_rng() -> None:
+    rng, twin = random.Random(3), random.Random(3)
+    assert backoff_delay(1.0, 8.0, 2, jitter=0.0, rng=rng) == 4.0
+    twin.random()
+    assert rng.random() == twin.random()  # one draw was taken, as Backoff.delay always took one
+    assert backoff_delay(1.0, 8.0, 2, jitter=0.9) == 4.0  # no rng: no jitter
 
 
 def test_backoff_rejects_nonsense() -> None:

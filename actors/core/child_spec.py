@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
+from flotilla.actors.core.backoff import backoff_delay
+
 if TYPE_CHECKING:
     from flotilla.actors.core.actor import Actor
 
@@ -84,8 +86,7 @@ class Backoff:
 
     def delay(self, restarts_in_a_row: int, rng: random.Random) -> float:
         """Seconds to wait before restart number `restarts_in_a_row` (0-based)."""
-        base = min(self.max, self.min * 2 ** min(restarts_in_a_row, 64))
-        return base * (1 + rng.random() * self.random_factor)
+        return backoff_delay(self.min, self.max, restarts_in_a_row, jitter=self.random_factor, rng=rng)
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ from typing import Any, ClassVar
 import msgspec
 
 from flotilla.actors.core.actor import Actor
+from flotilla.actors.core.backoff import backoff_delay
 from flotilla.actors.core.messages import NodeDown
 from flotilla.actors.core.observers import Observation
 from flotilla.actors.pipeline.journal import Journal
@@ -74,8 +75,7 @@ class Policy:
     wait_budget: float = DEFAULT_WAIT_BUDGET
 
     def transient_delay(self, attempt: int, rng: random.Random) -> float:
-        base = min(self.transient_cap, self.transient_base * 2 ** max(0, attempt - 1))
-        return base * (1 + rng.random() * self.jitter)
+        return backoff_delay(self.transient_base, self.transient_cap, attempt - 1, jitter=self.jitter, rng=rng)
 
 
 class Wake:
@@ -374,7 +374,7 @@ class Router(Actor):
         now = time.monotonic()
         if pause and now >= self.paused_until:  # the first job back since the last pause ended
             self.returned_in_a_row += 1
-            self.paused_until = now + min(RETURN_PAUSE_CAP, RETURN_PAUSE * 2 ** (self.returned_in_a_row - 1))
+            self.paused_until = now + backoff_delay(RETURN_PAUSE, RETURN_PAUSE_CAP, self.returned_in_a_row - 1)
         if self._write(lambda: self.journal.returned(key, token, reason, RETURN_PAUSE if pause else 0.0)):
             self._count("returned")
         else:

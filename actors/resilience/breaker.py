@@ -17,6 +17,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Literal
 
+from flotilla.actors.core.backoff import backoff_delay
+
 BreakerState = Literal["closed", "open", "half_open"]
 
 
@@ -119,8 +121,7 @@ class Breaker:
     def open_time(self) -> float:
         """How long the next opening lasts."""
         s = self.settings
-        base = min(s.open_cap, s.open_base * 2 ** min(self.opened_in_a_row, 32))
-        return base * (1 + self.rng.random() * s.jitter)
+        return backoff_delay(s.open_base, s.open_cap, self.opened_in_a_row, jitter=s.jitter, rng=self.rng)
 
     def _open(self, now: float, reason: str) -> None:
         self.open_until = now + self.open_time()

@@ -23,6 +23,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TextIO
 
+from flotilla.actors.core.backoff import backoff_delay
 from flotilla.nodes.config.topology import Topology
 
 HEART_MIN = 0.5
@@ -36,7 +37,7 @@ class _Managed:
     name: str
     process: subprocess.Popen[str] | None = None
     started_at: float = 0.0
-    delay: float = HEART_MIN
+    exits_in_a_row: int = 0
     restart_at: float | None = None
     starts: int = 0
 
@@ -123,13 +124,14 @@ class Launcher:
             if process is not None and process.poll() is not None:
                 ran = now - managed.started_at
                 if ran >= HEART_RESET:
-                    managed.delay = HEART_MIN
-                managed.restart_at = now + managed.delay
+                    managed.exits_in_a_row = 0
+                delay = backoff_delay(HEART_MIN, HEART_MAX, managed.exits_in_a_row)
+                managed.exits_in_a_row += 1
+                managed.restart_at = now + delay
                 self.say(
                     f"node {managed.name} exited with code {process.returncode} after {ran:.1f} s; "
-                    f"restarting in {managed.delay:g} s"
+                    f"restarting in {delay:g} s"
                 )
-                managed.delay = min(HEART_MAX, managed.delay * 2)
                 managed.process = None
             if managed.process is None and managed.restart_at is not None and now >= managed.restart_at:
                 self._spawn(managed)
