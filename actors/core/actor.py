@@ -144,6 +144,7 @@ class Actor(pykka.ThreadingActor):
         self._final_reason: ExitReason | None = None
         self._failure_exc: BaseException | None = None
         self._abandoned = False
+        self._killed = False
         self._started_at = time.monotonic()
         self._trace_until = 0.0
         self._traced: deque[TracedMessage] = deque()
@@ -255,6 +256,14 @@ class Actor(pykka.ThreadingActor):
             monitors, self._monitors = self._monitors, []
         for monitor in monitors:
             monitor(reason)
+
+    def kill(self, reason: ExitReason) -> None:
+        """End the incarnation now, as OTP kills a process: abandon it, and run none of its
+        cleanup — its `on_stop` / `on_failure` is skipped whenever its thread comes back (a
+        hook already running cannot be stopped), so it never overlaps its successor."""
+        with self._end_lock:
+            self._killed = True
+        self.abandon(reason)
 
     def add_monitor(self, callback: Callable[[ExitReason], None]) -> Callable[[], None]:
         """Call `callback(reason)` once this incarnation has ended (at once if it has);
@@ -405,14 +414,17 @@ class Actor(pykka.ThreadingActor):
         return recorded
 
     def _end(self, reason: ExitReason, last_reply: _LastReply | None) -> None:
-        """Unbind, empty the mailbox, run the cleanup hook, tell the supervisor, and only
-        then answer the ask that ended the incarnation: an asker that sees the end can
-        count on the supervisor knowing of it. Whatever fails on the way, the supervisor
-        is told, the asker answered and `exited` set."""
+        """Unbind, empty the mailbox, run the cleanup hook (unless killed), tell the
+        supervisor, and only then answer the ask that ended the incarnation: an asker that
+        sees the end can count on the supervisor knowing of it. Whatever fails on the way,
+        the supervisor is told, the asker answered and `exited` set."""
         try:
             self._detach()
             self.drain()
-            reason = self._run_cleanup_hook(reason)
+            with self._end_lock:
+                killed = self._killed
+            if not killed:
+                reason = self._run_cleanup_hook(reason)
         finally:
             with self._end_lock:
                 tell_supervisor = not self._abandoned and self.start_failure is None

@@ -73,7 +73,8 @@ class Killed(Message, frozen=True, tag=True):
 
     A Python thread cannot be killed: the incarnation is abandoned instead. It is cut off
     from its path at once, its mailbox is emptied into the dead letters, and whatever it
-    does afterwards reaches nobody.
+    does afterwards reaches nobody; its cleanup hook does not run (a supervisor still stops
+    its children).
     """
 
     detail: str = ""

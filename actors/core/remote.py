@@ -76,6 +76,7 @@ class RemoteIncarnation:
         self._on_exit = on_exit
         self._lock = threading.Lock()
         self._abandoned = False
+        self._stop_requested = False
 
     # --- what the supervisor calls ----------------------------------------------------
 
@@ -85,6 +86,7 @@ class RemoteIncarnation:
 
     def request_stop(self, reason: ExitReason) -> None:
         """Ask the node to stop the child within its shutdown timeout."""
+        self._stop_requested = True
         self.link.halt(self, self.shutdown_seconds)
 
     shutdown_seconds: float = 5.0
@@ -99,6 +101,15 @@ class RemoteIncarnation:
         self.started.set()
         self.exited.set()
         self.link.forget(self)
+
+    def kill(self, reason: ExitReason) -> None:
+        """Give the child up now. Its node is asked to kill it (-1: brutal_kill on the wire),
+        unless it was already asked to stop it: then the node kills it there when the
+        child's own shutdown time runs out."""
+        if not self._stop_requested:
+            self._stop_requested = True
+            self.link.halt(self, -1.0)
+        self.abandon(reason)
 
     def drain(self) -> int:
         """Nothing is queued here: the mailbox is on the child's node."""

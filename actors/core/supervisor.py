@@ -32,7 +32,7 @@ import msgspec
 import pykka
 
 from flotilla.actors.core.actor import Actor
-from flotilla.actors.core.child_spec import ChildSpec, PoolSpec, Spec, SupervisorSpec
+from flotilla.actors.core.child_spec import ChildSpec, PoolSpec, ShutdownPolicy, Spec, SupervisorSpec
 from flotilla.actors.core.errors import SupervisorError
 from flotilla.actors.core.messages import (
     ChildCounts,
@@ -42,7 +42,6 @@ from flotilla.actors.core.messages import (
     CountChildren,
     DeleteChild,
     ExitReason,
-    Killed,
     NodeDown,
     NodeUp,
     Ok,
@@ -62,6 +61,7 @@ from flotilla.actors.core.messages import (
 from flotilla.actors.core.registry import DEFAULT_ASK_TIMEOUT, PathRef, PoolSlot, Slot
 from flotilla.actors.core.remote import REMOTE_REPLY_GRACE, RemoteIncarnation, killed_without_answer
 from flotilla.actors.core.scheduler import TimerHandle
+from flotilla.actors.core.stopping import stop_within
 
 GAVE_UP = "reached_max_restart_intensity"
 
@@ -129,7 +129,7 @@ def wire_shutdown(shutdown: float | str) -> float:
     return float(shutdown)
 
 
-def shutdown_from_wire(seconds: float) -> float | str:
+def shutdown_from_wire(seconds: float) -> ShutdownPolicy:
     """The inverse of `wire_shutdown`."""
     if seconds < 0:
         return "brutal_kill"
@@ -218,6 +218,12 @@ class Supervisor(Actor):
         self._stop_children()
         self._retire_dynamic_children()
         self._unwatch()
+
+    def kill(self, reason: ExitReason) -> None:
+        """Abandon this supervisor, but still end its subtree, as OTP's links end the children
+        of a killed supervisor: when its thread comes back, it stops its children by their own
+        shutdown policies (nothing else of it runs for anyone; its successor starts new ones)."""
+        self.abandon(reason)
 
     _initializing = False
 
@@ -372,36 +378,27 @@ class Supervisor(Actor):
             pass
 
     def _terminate(self, child: _Child) -> None:
-        """Stop `child` within its shutdown policy; abandon it past the timeout."""
+        """Stop `child` within its shutdown policy (`stopping.py`); kill it past the timeout."""
         self._cancel_pending(child)
         actor = child.actor
         child.actor = None
         child.status = "stopped"
         if actor is None:
             return
-        shutdown = child.spec.shutdown
-        remote = isinstance(actor, RemoteIncarnation)
-        if shutdown == "brutal_kill":
-            reason: ExitReason = Killed("brutal_kill")
-            if remote:
-                actor.request_stop(reason)
-            actor.abandon(reason)
+        if isinstance(actor, RemoteIncarnation):
+            node = actor.node
+            stopped = stop_within(
+                actor,
+                child.spec.shutdown,
+                grace=REMOTE_REPLY_GRACE,
+                timed_out=lambda seconds: killed_without_answer(node, seconds),
+            )
         else:
-            actor.request_stop(Shutdown())
-            timeout = None if shutdown == "infinity" else float(shutdown)
-            wait = timeout + REMOTE_REPLY_GRACE if remote and timeout is not None else timeout
-            if actor.exited.wait(wait):
-                reason = actor.final_reason or Shutdown()
-            else:
-                reason = (
-                    killed_without_answer(actor.node, wait or 0.0)
-                    if isinstance(actor, RemoteIncarnation)
-                    else Killed(f"did not stop within {timeout:g} s; thread abandoned")
-                )
-                actor.abandon(reason)
-                self._report("shutdown_timeout", child, reason)
+            stopped = stop_within(actor, child.spec.shutdown)
+        if stopped.timed_out:
+            self._report("shutdown_timeout", child, stopped.reason)
         actor.drain()
-        child.last_exit = reason
+        child.last_exit = stopped.reason
 
     def _stop_children(self) -> None:
         for child in reversed(self._state.children):

@@ -24,6 +24,7 @@ import structlog
 
 from flotilla.actors.core.child_spec import PoolSpec
 from flotilla.actors.core.messages import ExitReason, Killed, Shutdown, StartFailed
+from flotilla.actors.core.stopping import stop_within
 from flotilla.actors.core.supervisor import instantiate, shutdown_from_wire, start_timeout
 from flotilla.actors.core.system import ActorSystem
 from flotilla.nodes.cluster.codec import Envelope, Exited, Halt, Spawn, Spawned
@@ -218,17 +219,7 @@ class Host:
         actor = hosted.actor
         spec = self.directory.spec_at(path)
         policy = shutdown_from_wire(shutdown) if shutdown is not None else (spec.shutdown if spec else 5.0)
-        if policy == "brutal_kill":
-            reason: ExitReason = Killed("brutal_kill")
-            actor.abandon(reason)
-            return reason
-        actor.request_stop(Shutdown())
-        timeout = None if policy == "infinity" else float(policy)
-        if actor.exited.wait(timeout):
-            return actor.final_reason or Shutdown()
-        reason = Killed(f"did not stop within {timeout:g} s; thread abandoned")
-        actor.abandon(reason)
-        return reason
+        return stop_within(actor, policy).reason
 
     def stop_all(self) -> None:
         """Stop every hosted child (this node is stopping)."""
