@@ -43,6 +43,7 @@ from flotilla.actors.core.messages import NodeDown as NodeDownReason
 from flotilla.actors.core.registry import DEFAULT_ASK_TIMEOUT, Reply, Slot
 from flotilla.actors.core.remote import RemoteIncarnation
 from flotilla.actors.core.system import ActorSystem
+from flotilla.actors.core.throttle import Throttle
 from flotilla.nodes.cluster.codec import (
     Ask,
     Codec,
@@ -77,6 +78,9 @@ logged), so a peer cannot grow the node's memory by sending `Monitor` envelopes.
 MAX_ASKS_PER_PEER = 10_000
 """Asks from one peer this node works on at a time (an ask is done when answered or when
 its asker's timeout and `ASK_GRACE` have passed); more are answered `unavailable` at once."""
+UNDELIVERABLE_LOG_INTERVAL = 10.0
+"""Seconds between two `cluster.tell_undeliverable` log lines of one kind (the first at once;
+`since` in each line counts the tells since the last, `count` all of them)."""
 
 _log = structlog.get_logger("flotilla.cluster")
 
@@ -218,6 +222,7 @@ class Cluster:
         self.peers = {name: PeerState() for name in topology.nodes if name != node}
         self.rejected: Counter[str] = Counter()
         self.undeliverable: Counter[str] = Counter()
+        self._undeliverable_log = Throttle(UNDELIVERABLE_LOG_INTERVAL)
         self._lock = threading.RLock()
         self._up_changed = threading.Condition(self._lock)
         self._listeners: list[Callable[[Any], None]] = []
@@ -409,10 +414,12 @@ class Cluster:
                 pending.reply_to.set_exception((type(error), error, None))
         elif isinstance(token, tuple) and token[0] == "tell":
             self.system.registry.dead_letters.record(token[1], token[3], was_ask=False, type_name=token[2])
-            self.undeliverable[reason.split(" (", 1)[0]] += 1
-            count = sum(self.undeliverable.values())
-            if count <= 10 or count % 10_000 == 0:
-                _log.warning("cluster.tell_undeliverable", path=token[1], reason=reason, count=count)
+            kind = reason.split(" (", 1)[0]
+            self.undeliverable[kind] += 1
+            since = self._undeliverable_log.hit(kind)
+            if since:
+                total = sum(self.undeliverable.values())
+                _log.warning("cluster.tell_undeliverable", path=token[1], reason=reason, count=total, since=since)
 
     # --- receiving (I/O thread) ---------------------------------------------------------
 

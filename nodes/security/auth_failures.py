@@ -18,6 +18,8 @@ from collections.abc import Callable
 
 import structlog
 
+from flotilla.actors.core.throttle import Throttle
+
 AUTH_LOG_INTERVAL = 10.0
 """Seconds between two log lines about failed authentications on one socket."""
 AUTH_ALERT_COUNT = 100
@@ -48,25 +50,40 @@ class AuthFailures:
         self.socket = socket
         self.event = event
         self.on_alert = on_alert
-        self.log_interval = log_interval
         self.alert_count = alert_count
-        self.alert_window = alert_window
         self.total = 0
         self.alerts = 0
         self._clock = clock
         self._lock = threading.Lock()
-        self._unlogged = 0
-        self._last_log = float("-inf")
-        self._last_alert = float("-inf")
+        self._log_throttle = Throttle(log_interval)
+        self._alert_throttle = Throttle(alert_window)
         self._latest: tuple[str, str] = ("", "")
         self._recent: deque[float] = deque(maxlen=alert_count + 1)
+
+    @property
+    def log_interval(self) -> float:
+        """Seconds between two log lines."""
+        return self._log_throttle.interval
+
+    @log_interval.setter
+    def log_interval(self, seconds: float) -> None:
+        self._log_throttle.interval = seconds
+
+    @property
+    def alert_window(self) -> float:
+        """The window of `alert_count`, and the least time between two alerts."""
+        return self._alert_throttle.interval
+
+    @alert_window.setter
+    def alert_window(self, seconds: float) -> None:
+        self._alert_throttle.interval = seconds
 
     def record(self, key: str, address: str) -> None:
         """One handshake refused: a client with public key `key` (z85) from `address`."""
         now = self._clock()
         with self._lock:
             self.total += 1
-            self._unlogged += 1
+            self._log_throttle.hold()
             self._latest = (key, address)
             self._recent.append(now)
         self.flush(now)
@@ -76,20 +93,17 @@ class AuthFailures:
         Call it now and then (a node calls it on every tick) so that the last ones are seen."""
         now = self._clock() if now is None else now
         with self._lock:
-            log = self._unlogged > 0 and now - self._last_log >= self.log_interval
-            if log:
-                count, self._unlogged, self._last_log = self._unlogged, 0, now
+            count = self._log_throttle.due(now=now)
             alert = (
                 len(self._recent) > self.alert_count
                 and now - self._recent[0] <= self.alert_window
-                and now - self._last_alert >= self.alert_window
+                and self._alert_throttle.hit(now=now) > 0
             )
             if alert:
-                self._last_alert = now
                 self.alerts += 1
             key, address = self._latest
             total = self.total
-        if log:
+        if count:
             _log.warning(self.event, socket=self.socket, count=count, total=total, key=key, address=address)
         if alert:
             title = f"failed authentications on the {self.socket} socket"

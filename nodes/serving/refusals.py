@@ -12,11 +12,12 @@ fast as it can costs the log a line every few seconds, not one per frame.
 from __future__ import annotations
 
 import threading
-import time
 from collections import Counter
 from typing import Any
 
 import structlog
+
+from flotilla.actors.core.throttle import Throttle
 
 REFUSAL_LOG_INTERVAL = 10.0
 """Seconds between two log lines about refusals of one kind on one socket (the count in
@@ -29,11 +30,18 @@ class Refusals:
     """Counts of refused input by (socket, reason), and the throttled log of them."""
 
     def __init__(self, interval: float = REFUSAL_LOG_INTERVAL) -> None:
-        self.interval = interval
         self.counts: Counter[tuple[str, str]] = Counter()
-        self._logged_at: dict[tuple[str, str], float] = {}
-        self._logged_count: dict[tuple[str, str], int] = {}
+        self._throttle = Throttle(interval)
         self._lock = threading.Lock()
+
+    @property
+    def interval(self) -> float:
+        """Seconds between two log lines about one kind of refusal on one socket."""
+        return self._throttle.interval
+
+    @interval.setter
+    def interval(self, seconds: float) -> None:
+        self._throttle.interval = seconds
 
     def refuse(self, socket: str, reason: str, detail: str = "", *, event: str = "refused", **fields: Any) -> bool:
         """Count one refusal on `socket` for `reason`; log it if this kind was not logged in
@@ -41,16 +49,12 @@ class Refusals:
         socket keeps the event names its operators know). True if it was
         logged (a caller with its own record, like the shell's audit log, follows suit)."""
         key = (socket, reason)
-        now = time.monotonic()
         with self._lock:
             self.counts[key] += 1
             total = self.counts[key]
-            last = self._logged_at.get(key)
-            if last is not None and now - last < self.interval:
-                return False
-            since = total - self._logged_count.get(key, 0)
-            self._logged_at[key] = now
-            self._logged_count[key] = total
+            since = self._throttle.hit(key)
+        if not since:
+            return False
         _log.warning(event, socket=socket, reason=reason, detail=detail[:200], count=since, total=total, **fields)
         return True
 
