@@ -57,11 +57,6 @@ class Scheduler:
             self._wakeup.notify()
         return handle
 
-    @property
-    def pending(self) -> int:
-        """Timers not yet run (cancelled ones included until their due time)."""
-        return len(self._heap)
-
     def close(self, timeout: float = 1.0) -> None:
         """Drop every pending timer and stop the thread."""
         with self._wakeup:

@@ -76,10 +76,6 @@ class _SerialJobs:
             except Exception:  # noqa: BLE001 - one failed job must not stop the others
                 _log.exception("host.job_failed", path=key)
 
-    def idle(self) -> bool:
-        with self._lock:
-            return not self._queues
-
 
 class Host:
     """Children this node runs for parents on other nodes."""

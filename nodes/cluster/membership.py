@@ -92,7 +92,6 @@ class PeerState:
     up: bool = False
     boot: str | None = None
     last_seen: float = 0.0
-    ups: int = 0
     downs: int = 0
     lost_children: list[tuple[str, str]] = field(default_factory=list)
     """(path, urn) of the children it ran for us when it went down."""
@@ -633,7 +632,6 @@ class Cluster:
         state = self.peers[peer]
         with self._up_changed:
             state.up = True
-            state.ups += 1
             self._up_changed.notify_all()
         _log.info("cluster.node_up", peer=peer, boot=state.boot)
         # The same process is back (it was frozen or cut off): children it ran for us were
