@@ -154,7 +154,7 @@ def breaker_and_hold(quick: bool) -> dict[str, Any]:
         for part in ("breakers", "hold"):
             for trial in range(trials):
                 system = ActorSystem("t")
-                system.egress = EgressPolicy.from_config(["127.0.0.1"])  # the bench's site is on loopback
+                system.extensions.put(EgressPolicy.from_config(["127.0.0.1"]))  # the bench's site is on loopback
                 with tempfile.TemporaryDirectory() as tmp:
                     try:
                         kwargs = {"breakers": {}} if part == "breakers" else {"hold": {}}
@@ -173,22 +173,26 @@ def breaker_and_hold(quick: bool) -> dict[str, Any]:
                         went_bad = time.monotonic()
                         site.switch(503)
                         if part == "breakers":
-                            wait_until(lambda: system.resilience.open_for(target) > 0, timeout=30, what="open")  # noqa: B023  called before the loop moves on
+                            wait_until(lambda: ResilienceView.of(system).open_for(target) > 0, timeout=30, what="open")  # noqa: B023  called before the loop moves on
                             results["to_open"].append(time.monotonic() - went_bad)
                             site.switch(200)
                             recovered = time.monotonic()
                             wait_until(
-                                lambda: target not in system.resilience.snapshot()["breakers"],  # noqa: B023  called before the loop moves on
+                                lambda: target not in ResilienceView.of(system).snapshot()["breakers"],  # noqa: B023  called before the loop moves on
                                 timeout=60,
                                 what="closed",
                             )
                             results["to_close"].append(time.monotonic() - recovered)
                         else:
-                            wait_until(lambda: system.resilience.holding().on, timeout=30, what="Hold")  # noqa: B023  called before the loop moves on
+                            wait_until(lambda: ResilienceView.of(system).holding().on, timeout=30, what="Hold")  # noqa: B023  called before the loop moves on
                             results["into_hold"].append(time.monotonic() - went_bad)
                             site.switch(200)
                             recovered = time.monotonic()
-                            wait_until(lambda: not system.resilience.holding().on, timeout=60, what="out of Hold")  # noqa: B023  called before the loop moves on
+                            wait_until(
+                                lambda: not ResilienceView.of(system).holding().on,  # noqa: B023  called before the loop moves on
+                                timeout=60,
+                                what="out of Hold",
+                            )
                             results["out_of_hold"].append(time.monotonic() - recovered)
                     finally:
                         system.stop(10)

@@ -38,7 +38,7 @@ def system(request: pytest.FixtureRequest) -> Iterator[ActorSystem]:
     before = {t.ident for t in threading.enumerate()}
     clock = request.getfixturevalue("clock") if "clock" in request.fixturenames else None
     system = ActorSystem("t", clock=clock) if clock is not None else ActorSystem("t")
-    system.egress = TEST_EGRESS  # the tests' sites are on 127.0.0.1
+    system.extensions.put(TEST_EGRESS)  # the tests' sites are on 127.0.0.1
     yield system
     system.stop(timeout=10)
     wait_until(

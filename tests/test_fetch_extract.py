@@ -13,7 +13,7 @@ from flotilla.actors import Actor, ActorSystem, ChildSpec, PoolSpec, SupervisorS
 from flotilla.actors.pipeline.extractor import Extractor
 from flotilla.actors.pipeline.fetcher import Fetcher, retry_after_seconds
 from flotilla.actors.pipeline.messages import Fetched, FetchJob, JobOutcome
-from flotilla.actors.pipeline.rules import FieldRule, RuleSet
+from flotilla.actors.pipeline.rules import ExtractionRules, FieldRule, RuleSet
 from scripts.harness import DemoSiteProcess
 
 RULES = {
@@ -53,7 +53,7 @@ def site() -> Iterator[DemoSiteProcess]:
 @pytest.fixture
 def pipeline(system: ActorSystem) -> ActorSystem:
     Inbox.received = []
-    system.extraction_rules = RULES
+    system.extensions.put(ExtractionRules(RULES))
     children = (
         ChildSpec("inbox", Inbox),
         PoolSpec("extractors", ChildSpec("x", Extractor), size=2),

@@ -17,7 +17,7 @@ from flotilla.actors import ActorSystem
 from flotilla.actors.pipeline.journal import Journal, NewJob
 from flotilla.actors.pipeline.router import Wake
 from flotilla.actors.resilience.messages import HoldCommand
-from flotilla.actors.resilience.view import target_of
+from flotilla.actors.resilience.view import ResilienceView, target_of
 from scripts.harness import PATIENT, DemoSiteProcess, ProxyProcess, free_ports, start_fleet, wait_until
 
 
@@ -67,7 +67,7 @@ def test_an_open_breaker_lets_only_trial_calls_reach_its_target(
     target = target_of(site.url)
     site.switch(503)
     keys = submit(system, journal, site, [f"/switch/{n}" for n in range(30)])
-    wait_until(lambda: system.resilience.open_for(target) > 0, timeout=10, what="the breaker to open")
+    wait_until(lambda: ResilienceView.of(system).open_for(target) > 0, timeout=10, what="the breaker to open")
     wait_until(lambda: fetchers_idle(system), timeout=10, what="the calls made before it opened to end")
     first_open = opened(system, target)
     before = requests_to(site, "/switch")
@@ -81,7 +81,7 @@ def test_an_open_breaker_lets_only_trial_calls_reach_its_target(
     assert journal.counts()["dead"] == 0 and all(journal.tries(k) < 20 for k in keys)  # waiting is not trying
     site.switch(200)
     wait_until(lambda: stored(journal, keys), timeout=30, what="every job to be stored once the target recovers")
-    assert system.resilience.snapshot()["breakers"].get(target, {"state": "closed"})["state"] == "closed"
+    assert ResilienceView.of(system).snapshot()["breakers"].get(target, {"state": "closed"})["state"] == "closed"
     titles = [a["title"] for a in actor(system, "t/root/alerts").inspect().recent]
     assert f"breaker open: {target}" in titles and f"breaker closed: {target}" in titles
 
@@ -99,7 +99,7 @@ def test_scattered_drift_parks_its_pages_and_stops_nothing(
         timeout=15,
         what="every healthy page stored and the drifted one parked",
     )
-    assert system.resilience.open_for(target) == 0 and opened(system, target) == 0
+    assert ResilienceView.of(system).open_for(target) == 0 and opened(system, target) == 0
     assert journal.job(keys[7]).reason == "DRIFT: missing required fields: title, price"
     assert not actor(system, "t/root/alerts").inspect().recent
 
@@ -110,7 +110,7 @@ def test_drift_on_a_share_of_a_target_s_pages_opens_its_breaker_with_one_alert(
     journal = start_fleet(system, tmp_path, breakers={"open_base": 30.0, "drift_window": 20, "drift_minimum": 10})
     target = target_of(site.url)
     submit(system, journal, site, [f"/drift/{n}" for n in range(30)])  # the layout changed
-    wait_until(lambda: system.resilience.open_for(target) > 5, timeout=10, what="drift to trip the breaker")
+    wait_until(lambda: ResilienceView.of(system).open_for(target) > 5, timeout=10, what="drift to trip the breaker")
     sink = actor(system, "t/root/alerts")
     wait_until(
         lambda: any("layout drift" in a["title"] for a in sink.inspect().recent), timeout=5, what="a drift alert"
@@ -145,7 +145,7 @@ def test_one_failing_target_never_puts_the_fleet_in_hold(
     site.switch(503)
     submit(system, journal, site, [f"/switch/{n}" for n in range(40)])
     wait_until(lambda: journal.counts()["dead"] == 40, timeout=20, what="every job to die after its attempts")
-    assert not system.resilience.holding().on and actor(system, "t/root/hold").entered == 0
+    assert not ResilienceView.of(system).holding().on and actor(system, "t/root/hold").entered == 0
 
 
 def test_the_fleet_enters_hold_and_leaves_it_on_recovery(system: ActorSystem, tmp_path: Path) -> None:
@@ -165,7 +165,7 @@ def hold_and_recover(system: ActorSystem, site: DemoSiteProcess, ports: list[int
     keys = [f"/switch/{i}#{i}" for i in range(45)]
     journal.submit([NewJob(key, f"{hosts[i % 3]}/switch/{i}", "product") for i, key in enumerate(keys)])
     system.ref("t/root/router").tell(Wake())
-    wait_until(lambda: system.resilience.holding().on, timeout=10, what="the fleet to enter Hold")
+    wait_until(lambda: ResilienceView.of(system).holding().on, timeout=10, what="the fleet to enter Hold")
     wait_until(lambda: fetchers_idle(system), timeout=10, what="the calls made before Hold to end")
     before, probes_before = requests_to(site, "/switch"), monitor.next_probe_at
     wait_until(lambda: monitor.next_probe_at > probes_before + 1.0, timeout=10, what="a few probe rounds")
@@ -173,7 +173,7 @@ def hold_and_recover(system: ActorSystem, site: DemoSiteProcess, ports: list[int
     assert requests_to(site, "/switch") - before <= rounds  # only probes reach the web in Hold
     assert monitor.on and monitor.entered == 1
     site.switch(200)
-    wait_until(lambda: not system.resilience.holding().on, timeout=10, what="probes to end Hold")
+    wait_until(lambda: not ResilienceView.of(system).holding().on, timeout=10, what="probes to end Hold")
     wait_until(lambda: stored(journal, keys), timeout=30, what="every job to be stored after Hold")
     titles = [a["title"] for a in actor(system, "t/root/alerts").inspect().recent]
     assert "fleet in Hold: fresh fetches paused" in titles and "fleet out of Hold: fetching resumed" in titles
@@ -183,7 +183,7 @@ def test_an_operator_forces_hold_on_and_off(system: ActorSystem, site: DemoSiteP
     journal = start_fleet(system, tmp_path, hold=HOLD)
     status = system.ask("t/root/hold", HoldCommand("on"))
     assert status.on and status.mode == "on"
-    wait_until(lambda: system.resilience.holding().on, timeout=5, what="nodes to see Hold")
+    wait_until(lambda: ResilienceView.of(system).holding().on, timeout=5, what="nodes to see Hold")
     keys = submit(system, journal, site, [f"/product/{n}" for n in range(20)])
     wait_until(lambda: actor(system, "t/root/router").counts["deferred"] >= 5, timeout=10, what="jobs to be held back")
     assert not stored(journal, keys) and journal.counts()["dead"] == 0
@@ -240,7 +240,9 @@ def test_the_rate_limit_holds_across_fetchers(system: ActorSystem, site: DemoSit
     family = site.stats()["families"]["/product"]
     assert family["count"] == 60
     assert family["busiest_second"] <= 22  # the rate, plus a burst of 10 %
-    assert system.resilience.slot_waits[target] >= 40 and system.resilience.slot_wait_seconds[target] > 1.0
+    assert (
+        ResilienceView.of(system).slot_waits[target] >= 40 and ResilienceView.of(system).slot_wait_seconds[target] > 1.0
+    )
     assert family["last"] - family["first"] >= 2.5  # 60 requests at 20/s take ~3 s, not a moment
 
 
@@ -273,7 +275,7 @@ def test_pages_that_keep_failing_cannot_hold_a_healthy_host_s_breaker_open(syste
         )
         target = target_of(site.url)
         submit(system, journal, site, [f"/flaky/{n}" for n in range(12)])
-        wait_until(lambda: system.resilience.open_for(target) > 0, timeout=10, what="the breaker to open")
+        wait_until(lambda: ResilienceView.of(system).open_for(target) > 0, timeout=10, what="the breaker to open")
         keys = submit(system, journal, site, [f"/product/{n}" for n in range(20)])
         wait_until(
             lambda: stored(journal, keys),

@@ -13,7 +13,7 @@ from flotilla.actors.pipeline.extractor import Extractor
 from flotilla.actors.pipeline.fetcher import Fetcher
 from flotilla.actors.pipeline.journal import Journal, NewJob, natural_key
 from flotilla.actors.pipeline.router import Router, Wake
-from flotilla.actors.pipeline.rules import FieldRule, RuleSet
+from flotilla.actors.pipeline.rules import ExtractionRules, FieldRule, RuleSet
 from flotilla.actors.resilience.alerts import AlertSink
 from flotilla.nodes.runtime.metrics import PipelineObserver
 from scripts.harness import DemoSiteProcess, wait_until
@@ -41,7 +41,7 @@ def site() -> Iterator[DemoSiteProcess]:
 
 
 def start_pipeline(system: ActorSystem, data: Path, **router_args: object) -> Journal:
-    system.extraction_rules = RULES
+    system.extensions.put(ExtractionRules(RULES))
     system.data_dir = data
     children = (
         ChildSpec("alerts", AlertSink),

@@ -18,6 +18,7 @@ from typing import Any
 from flotilla.actors.core.actor import Actor
 from flotilla.actors.core.child_spec import SupervisorSpec
 from flotilla.actors.core.errors import Unavailable
+from flotilla.actors.core.extensions import Extensions
 from flotilla.actors.core.messages import (
     Down,
     ExitReason,
@@ -27,13 +28,10 @@ from flotilla.actors.core.messages import (
     SupervisorReport,
 )
 from flotilla.actors.core.observers import Observers
-from flotilla.actors.core.registry import PathRef, Registry
+from flotilla.actors.core.registry import PathRef, Registry, Returnable
 from flotilla.actors.core.remote import RemoteLink
 from flotilla.actors.core.scheduler import Scheduler
 from flotilla.actors.core.supervisor import Supervisor, SupervisorClient
-from flotilla.actors.pipeline.egress import EgressPolicy
-from flotilla.actors.pipeline.rules import RuleSet
-from flotilla.actors.resilience.view import ResilienceView
 
 ReportListener = Callable[[SupervisorReport], None]
 
@@ -71,16 +69,13 @@ class ActorSystem:
         """Where this node's actors publish observations (metrics attach here)."""
         self.remote: RemoteLink | None = None
         """Set by the cluster layer when this node is part of a cluster."""
-        self.extraction_rules: dict[str, RuleSet] = {}
-        self.egress = EgressPolicy()
-        """Where this node's fetchers may connect (the topology's `egress`; default: public only)."""
+        self.extensions = Extensions()
+        """State of the layers above the core, one value per type (filled in by the node
+        runtime: the resilience view, the extraction rules, the egress policy)."""
         self.credentials_dir: Path | None = None
         """The key directory with the cluster's credentials key (actors/pipeline/credentials.py), if any."""
-        """The topology's rule sets, by name (set by the node runtime)."""
         self.data_dir: Path | None = None
         """Where this node keeps its files (set by the node runtime)."""
-        self.resilience = ResilienceView()
-        """This node's view of breakers, Hold, proxies and rate-limit slots (kept by its gate)."""
         self._services: Supervisor | None = None
         self._root: Supervisor | None = None
         self._root_exited = threading.Event()
@@ -98,7 +93,7 @@ class ActorSystem:
         """The supervisor API of the supervisor or pool at `path`."""
         return SupervisorClient(self.ref(path))
 
-    def _bounce(self, path: str, message: Any, tries: int = 0) -> None:
+    def _bounce(self, path: str, message: Returnable, tries: int = 0) -> None:
         """A job that found nobody at `path` goes back to its sender at once (uncounted),
         instead of waiting out its lease. If the sender's node is not known to be up yet (a
         node that just started hears its peers one by one), it goes back once it is."""

@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from yarl import URL
 
+    from flotilla.actors.core.system import ActorSystem
+
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -83,6 +85,12 @@ class EgressPolicy:
     networks: tuple[Network, ...] = ()
     hosts: frozenset[str] = frozenset()
     endpoints: frozenset[tuple[Address, int]] = field(default_factory=frozenset)
+
+    @classmethod
+    def of(cls, system: ActorSystem) -> EgressPolicy:
+        """The policy `system` holds (the topology's `egress`, put there by the node runtime;
+        without one: public addresses only)."""
+        return system.extensions.setdefault(cls, cls)
 
     @classmethod
     def from_config(cls, allow: Iterable[str] = (), endpoints: Iterable[str] = ()) -> EgressPolicy:

@@ -19,8 +19,8 @@ import msgspec
 from flotilla.actors.core.actor import Actor
 from flotilla.actors.pipeline.messages import ExtractJob, Failure, JobOutcome
 from flotilla.actors.pipeline.parse_sandbox import MAX_PARSE_TIMEOUT, PARSE_TIMEOUT, ParseSandbox, Unparseable
-from flotilla.actors.pipeline.rules import Blocked, Drift
-from flotilla.actors.resilience.view import target_of
+from flotilla.actors.pipeline.rules import Blocked, Drift, ExtractionRules
+from flotilla.actors.resilience.view import ResilienceView, target_of
 
 
 class ExtractorSnapshot(msgspec.Struct, frozen=True):
@@ -55,7 +55,7 @@ class Extractor(Actor):
         if not isinstance(message, ExtractJob):
             return super().on_receive(message)
         started = time.monotonic()
-        rules = self.system.extraction_rules.get(message.rules)
+        rules = ExtractionRules.of(self.system).get(message.rules)
         reply = self.system.ref(message.reply_to)
         self.done += 1
         if rules is None:
@@ -69,7 +69,7 @@ class Extractor(Actor):
             return None
         result = self.sandbox.apply(message.body, rules, message.headers)
         elapsed = time.monotonic() - started
-        view, proxy = self.system.resilience, message.proxy or None
+        view, proxy = ResilienceView.of(self.system), message.proxy or None
         target = target_of(message.url) if view.active else ""
         if isinstance(result, Unparseable):
             self.unparseable += 1

@@ -39,7 +39,7 @@ from yarl import URL
 
 from flotilla.actors.core.actor import Actor
 from flotilla.actors.pipeline.credentials import CredentialError, CredentialSeal, has_userinfo
-from flotilla.actors.pipeline.egress import EgressRefused
+from flotilla.actors.pipeline.egress import EgressPolicy, EgressRefused
 from flotilla.actors.pipeline.egress_hooks import EgressResolver, egress_trace
 from flotilla.actors.pipeline.messages import (
     Deferred,
@@ -50,8 +50,8 @@ from flotilla.actors.pipeline.messages import (
     JobOutcome,
 )
 from flotilla.actors.pipeline.observations import FetcherLoad
-from flotilla.actors.pipeline.rules import challenge_headers
-from flotilla.actors.resilience.view import Go, Outcome, Wait, target_of
+from flotilla.actors.pipeline.rules import ExtractionRules, challenge_headers
+from flotilla.actors.resilience.view import Go, Outcome, ResilienceView, Wait, target_of
 
 EVIDENCE_BYTES = 300
 """How much of a failed response's body is kept as evidence."""
@@ -177,7 +177,7 @@ class Fetcher(Actor):
 
     async def _open_session(self) -> aiohttp.ClientSession:
         self._slots = asyncio.Semaphore(self.max_in_flight)  # the time limit starts once in a slot
-        policy = self.system.egress
+        policy = EgressPolicy.of(self.system)
         self._resolver = EgressResolver(policy)
         connector = aiohttp.TCPConnector(
             limit=self.max_in_flight, limit_per_host=self.max_in_flight, ttl_dns_cache=300, resolver=self._resolver
@@ -252,7 +252,7 @@ class Fetcher(Actor):
             reply.tell(JobOutcome(job.key, job.token, failure=Failure("HARD", "only http and https are fetched")))
             return
         async with self._slots:  # admitted only once a connection slot is ours: then it goes at once
-            if not self.system.resilience.active:
+            if not ResilienceView.of(self.system).active:
                 await self._request(job, "", DIRECT, reply, started)
                 return
             target = target_of(job.url)
@@ -306,7 +306,7 @@ class Fetcher(Actor):
             failure = Failure("TRANSIENT", f"{type(exc).__name__}: {exc}"[:500])
         if failure is not None:
             outcome: Outcome = {"TRANSIENT": "transient", "BLOCKED": "blocked"}.get(failure.kind, "hard")  # type: ignore[assignment]
-            self.system.resilience.record(
+            ResilienceView.of(self.system).record(
                 target,
                 outcome,
                 proxy=admission.proxy,
@@ -321,7 +321,7 @@ class Fetcher(Actor):
             reply.tell(JobOutcome(job.key, job.token, failure=failure, elapsed=time.monotonic() - started))
             return
         if target and not (admission.trial or admission.probe):  # the extractor judges trials and probes
-            self.system.resilience.record(target, "answered", proxy=admission.proxy, retry=job.tries > 1)
+            ResilienceView.of(self.system).record(target, "answered", proxy=admission.proxy, retry=job.tries > 1)
         reply.tell(Fetched(job.key, job.token))
         self.extractor.tell(
             ExtractJob(
@@ -346,7 +346,7 @@ class Fetcher(Actor):
         otherwise."""
         if not has_userinfo(job.url):
             return job.url, None
-        rules = self.system.extraction_rules.get(job.rules)
+        rules = ExtractionRules.of(self.system).get(job.rules)
         if rules is None or not rules.credentials:
             raise CredentialError(f"rule set {job.rules!r} does not allow credentials in urls")
         if self._seal is None:
@@ -358,7 +358,7 @@ class Fetcher(Actor):
 
     async def _admit(self, target: str, job: FetchJob, reply: Any) -> Go | None:
         """The view's admission and a rate-limit slot, or None after handing the job back."""
-        view = self.system.resilience
+        view = ResilienceView.of(self.system)
         admission = view.admit(target, fresh=job.tries <= 1)
         in_line = False  # waiting in line for a rate-limit slot spends no wait budget
         if isinstance(admission, Go):

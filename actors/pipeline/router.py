@@ -57,8 +57,8 @@ from flotilla.actors.pipeline.observations import (
     RouterCounted,
     RouterStarted,
 )
-from flotilla.actors.pipeline.rules import DEFAULT_WAIT_BUDGET
-from flotilla.actors.resilience.view import target_of
+from flotilla.actors.pipeline.rules import DEFAULT_WAIT_BUDGET, ExtractionRules
+from flotilla.actors.resilience.view import ResilienceView, target_of
 
 
 @dataclass(frozen=True)
@@ -269,7 +269,7 @@ class Router(Actor):
             room = 0  # no live fetcher (or one was missing just now): leasing would only bounce
         elif self.returned_in_a_row:
             room = min(room, 1 - len(self.in_flight))  # one job at a time until a fetcher takes one
-        view = self.system.resilience
+        view = ResilienceView.of(self.system)
         if view.hold_on and view.holding().on:
             room = min(room, HOLD_IN_FLIGHT - len(self.in_flight))
         due = self.journal.next_due()
@@ -362,7 +362,7 @@ class Router(Actor):
 
     def _wait_budget(self, rules: str) -> float:
         """The wait budget of jobs with rule set `rules` (the rule set's own, else the router's)."""
-        rule_set = self.system.extraction_rules.get(rules)
+        rule_set = ExtractionRules.of(self.system).get(rules)
         own = rule_set.wait_budget if rule_set is not None else None
         return own if own is not None else self.policy.wait_budget
 

@@ -18,9 +18,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from selectolax.lexbor import LexborHTMLParser
+
+if TYPE_CHECKING:
+    from flotilla.actors.core.system import ActorSystem
 
 DEFAULT_BLOCK_MARKERS = (
     "captcha",
@@ -92,6 +95,16 @@ class RuleSet:
     block_selectors: tuple[str, ...] = DEFAULT_BLOCK_SELECTORS
     credentials: bool = False
     """Whether its jobs' URLs may carry credentials (``user:password@``; sealed in the journal)."""
+
+
+class ExtractionRules(dict[str, RuleSet]):
+    """The topology's rule sets by name, as one actor system holds them (an extension the
+    node runtime puts there; jobs name their rule set)."""
+
+    @classmethod
+    def of(cls, system: ActorSystem) -> ExtractionRules:
+        """The rule sets `system` holds (none if nobody put any there)."""
+        return system.extensions.setdefault(cls, cls)
 
 
 @dataclass(frozen=True)

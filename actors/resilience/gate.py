@@ -38,6 +38,7 @@ from flotilla.actors.resilience.messages import (
     TokenGrant,
     TokenRequest,
 )
+from flotilla.actors.resilience.view import ResilienceView
 
 
 def shard_of(target: str, shards: int) -> int:
@@ -91,7 +92,7 @@ class Gate(Actor):
         self.rounds = 0
 
     def on_start(self) -> None:
-        view = self.system.resilience
+        view = ResilienceView.of(self.system)
         view.breakers_on = self.breakers_path is not None
         view.limiter_on = self.limiter_path is not None
         view.hold_on = self.hold_path is not None
@@ -101,10 +102,10 @@ class Gate(Actor):
         self.send_after(0, _Tick())
 
     def on_stop(self) -> None:
-        self.system.resilience.notify = lambda: None
+        ResilienceView.of(self.system).notify = lambda: None
 
     def on_receive(self, message: Any) -> Any:
-        view = self.system.resilience
+        view = ResilienceView.of(self.system)
         if isinstance(message, BreakerStates):
             view.apply_breakers(lambda target: shard_of(target, self.shards) == message.shard, message.states)
         elif isinstance(message, HoldStatus):
@@ -132,7 +133,7 @@ class Gate(Actor):
             return
         now = time.monotonic()
         limiter = self.system.ref(self.limiter_path)
-        wanted_now = self.system.resilience.wanted()
+        wanted_now = ResilienceView.of(self.system).wanted()
         for target in [
             t for t, asked in self.requested.items() if t not in wanted_now and now - asked >= self.request_timeout
         ]:
@@ -146,7 +147,7 @@ class Gate(Actor):
 
     def _report(self) -> None:
         """Send every control actor its report (each answers with the current state)."""
-        reports = self.system.resilience.take_reports()
+        reports = ResilienceView.of(self.system).take_reports()
         self.rounds += 1
         if self.breakers_path is not None:
             shards = [TargetReport(self.path, {}, {}, {}, {}, {}, []) for _ in range(self.shards)]  # all answer
@@ -182,4 +183,4 @@ class Gate(Actor):
                 self.system.ref(self.limiter_path).tell(SlowDown(target, seconds))
 
     def inspect(self) -> GateSnapshot:
-        return GateSnapshot(self.rounds, self.system.resilience.snapshot())
+        return GateSnapshot(self.rounds, ResilienceView.of(self.system).snapshot())

@@ -1,6 +1,6 @@
 """A node's local view of the fleet's resilience state, read by its fetchers without asking anyone.
 
-Every actor system keeps one `ResilienceView` (``system.resilience``). The node's gate
+Every actor system keeps one `ResilienceView` in its extensions (`ResilienceView.of(system)`). The node's gate
 (actors/resilience/gate.py) keeps it current from the breaker shards, the Hold monitor, the proxy pool
 and the rate limiter, and collects from it what the node's fetchers and extractors saw. The
 fetchers call it before and after each request, from their own event loops:
@@ -26,10 +26,13 @@ import time
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 from flotilla.actors.resilience.messages import BreakerStatus, HoldStatus, ProxyStatus
+
+if TYPE_CHECKING:
+    from flotilla.actors.core.system import ActorSystem
 
 Outcome = Literal["answered", "ok", "transient", "blocked", "drift", "hard"]
 
@@ -137,6 +140,12 @@ class _Reports:
 
 class ResilienceView:
     """See the module docstring. Thread-safe: fetchers, extractors and the gate share it."""
+
+    @classmethod
+    def of(cls, system: ActorSystem) -> ResilienceView:
+        """The view `system` holds (put there by the node runtime; a system without one
+        gets an empty one, which restricts nothing until a gate configures it)."""
+        return system.extensions.setdefault(cls, cls)
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock

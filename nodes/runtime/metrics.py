@@ -39,6 +39,7 @@ from flotilla.actors.pipeline.observations import (
     RouterCounted,
     RouterStarted,
 )
+from flotilla.actors.resilience.view import ResilienceView
 from flotilla.nodes.serving.refusals import refusals
 
 if TYPE_CHECKING:
@@ -206,7 +207,7 @@ class NodeMetrics:
             )
 
     def _resilience(self) -> Iterator[Metric]:
-        view = self.run.system.resilience
+        view = self.run.system.extensions.get(ResilienceView)
         hold = GaugeMetricFamily("flotilla_hold", "1 while the fleet is in Hold (as this node sees it).")
         hold.add_metric([], 1 if view.holding().on else 0)
         yield hold

@@ -26,6 +26,7 @@ from flotilla.actors.core.system import ActorSystem, RootStartError
 from flotilla.actors.pipeline.credentials import CredentialError, CredentialSeal
 from flotilla.actors.pipeline.egress import EgressPolicy
 from flotilla.actors.pipeline.router import Wake
+from flotilla.actors.pipeline.rules import ExtractionRules
 from flotilla.actors.resilience.alerts import AlertSink
 from flotilla.actors.resilience.gate import Gate, shard_of
 from flotilla.actors.resilience.messages import (
@@ -36,6 +37,7 @@ from flotilla.actors.resilience.messages import (
     HoldMode,
     HoldStatus,
 )
+from flotilla.actors.resilience.view import ResilienceView
 from flotilla.nodes.cluster.membership import Cluster
 from flotilla.nodes.config.topology import Topology
 from flotilla.nodes.intake.auth import IntakeAccess, ensure_intake_keys, key_directory
@@ -57,9 +59,10 @@ class NodeRun:
         self.topology = topology
         self.node = node
         self.system = ActorSystem(node)
-        self.system.extraction_rules = dict(topology.rules)
+        self.system.extensions.put(ExtractionRules(topology.rules))
+        self.system.extensions.put(EgressPolicy.from_config(topology.egress.allow, self._endpoints()))
+        self.system.extensions.put(ResilienceView())
         self.system.data_dir = topology.node_data_dir(node)
-        self.system.egress = EgressPolicy.from_config(topology.egress.allow, self._endpoints())
         self.system.credentials_dir = key_directory(topology)
         self.cluster: Cluster | None = None
         self.intake: Intake | None = None
@@ -234,7 +237,7 @@ class NodeRun:
         if config is None or config.hold is None:
             return None
         if mode is None:
-            return self.system.resilience.holding()
+            return self.system.extensions.get(ResilienceView).holding()
         return self.system.ask(config.hold, HoldCommand(mode), timeout=5.0)
 
     def reset_breaker(self, target: str) -> tuple[str, BreakerStatus] | None:

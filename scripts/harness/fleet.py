@@ -11,7 +11,7 @@ from flotilla.actors.pipeline.extractor import Extractor
 from flotilla.actors.pipeline.fetcher import Fetcher
 from flotilla.actors.pipeline.journal import Journal
 from flotilla.actors.pipeline.router import Router
-from flotilla.actors.pipeline.rules import FieldRule, RuleSet
+from flotilla.actors.pipeline.rules import ExtractionRules, FieldRule, RuleSet
 from flotilla.actors.resilience.alerts import AlertSink
 from flotilla.actors.resilience.breakers import BreakerShard
 from flotilla.actors.resilience.gate import Gate
@@ -40,7 +40,7 @@ def start_fleet(
     fetcher_args: dict[str, Any] | None = None,
 ) -> Journal:
     """The pipeline on one node with the resilience actors asked for, and the node's gate."""
-    system.extraction_rules = RULES
+    system.extensions.put(ExtractionRules(RULES))
     system.data_dir = data
     control: list[Any] = []
     gate: dict[str, Any] = {"interval": 0.05}
