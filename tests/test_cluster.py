@@ -9,9 +9,8 @@ from pathlib import Path
 import pytest
 
 from flotilla.actors import ActorCrashed, Unavailable
-from flotilla.actors.core.errors import NodeDown, NoSuchActor
-from flotilla.actors.core.messages import Down, NodeUp, WhichChildren
-from flotilla.actors.core.messages import NodeDown as NodeDownReason
+from flotilla.actors.core.errors import NodeUnreachable, NoSuchActor
+from flotilla.actors.core.messages import Down, NodeDown, NodeUp, WhichChildren
 from scripts.harness import wait_until
 from tests.cluster_harness import LiveCluster, make_cluster
 
@@ -110,12 +109,12 @@ def test_a_killed_or_frozen_node_is_detected_and_its_children_come_back(running:
     stopped_at = time.monotonic()
     beta.signal(getattr(signal, how))
     try:
-        wait_until(lambda: NodeDownReason("beta") in events, timeout=5, what="NodeDown(beta)")
+        wait_until(lambda: NodeDown("beta") in events, timeout=5, what="NodeDown(beta)")
         detected = time.monotonic() - stopped_at
         assert detected < 2.0
         wait_until(lambda: len(downs) == 1, what="Down for the remote path")
-        assert downs[0].reason == NodeDownReason("beta")
-        with pytest.raises(NodeDown):
+        assert downs[0].reason == NodeDown("beta")
+        with pytest.raises(NodeUnreachable):
             running.system.ask("alpha/root/remote/echo", "whoami")
         wait_until(
             lambda: _status(running, "alpha/root/spread") == ["restarting", "restarting"],
@@ -128,7 +127,7 @@ def test_a_killed_or_frozen_node_is_detected_and_its_children_come_back(running:
         beta.wait(5)
         running.start_node("beta")
     wait_until(
-        lambda: NodeUp("beta") in events[events.index(NodeDownReason("beta")) :], timeout=20, what="NodeUp(beta) again"
+        lambda: NodeUp("beta") in events[events.index(NodeDown("beta")) :], timeout=20, what="NodeUp(beta) again"
     )
     wait_until(
         lambda: _status(running, "alpha/root/spread") == ["running", "running"],
@@ -145,5 +144,5 @@ def test_a_killed_or_frozen_node_is_detected_and_its_children_come_back(running:
 def _answers(cluster: LiveCluster, path: str) -> bool:
     try:
         return cluster.system.ask(path, "whoami")[0] == path
-    except (NodeDown, Unavailable):
+    except (NodeUnreachable, Unavailable):
         return False

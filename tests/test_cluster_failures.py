@@ -7,7 +7,7 @@ import signal
 from pathlib import Path
 
 from flotilla.actors import Unavailable
-from flotilla.actors.core.errors import NodeDown
+from flotilla.actors.core.errors import NodeUnreachable
 from flotilla.actors.core.messages import Down, NoProc, WhichChildren
 from flotilla.nodes.cluster.codec import Halt, Monitor
 from scripts.harness import wait_until
@@ -34,7 +34,7 @@ def start(tmp_path: Path, clusters: list[LiveCluster], tree: str = SPREAD) -> Li
 def answers(cluster: LiveCluster, path: str) -> bool:
     try:
         return cluster.system.ask(path, "whoami", timeout=2)[0] == path
-    except (NodeDown, Unavailable):
+    except (NodeUnreachable, Unavailable):
         return False
 
 

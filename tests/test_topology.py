@@ -246,7 +246,7 @@ def test_nodes_get_loopback_addresses_by_default() -> None:
 
 
 def test_the_directory_places_paths_by_the_topology() -> None:
-    from flotilla.nodes.cluster.directory import Directory
+    from flotilla.nodes.config.directory import Directory
 
     topology = parse_topology("""
 nodes: {a: {}, b: {}, c: {}}

@@ -37,6 +37,7 @@ from flotilla.actors.core.messages import (
     Crash,
     ExitReason,
     Inspect,
+    Message,
     Normal,
     Refused,
     Shutdown,
@@ -87,7 +88,7 @@ _PYKKA_STOP = pykka.messages._ActorStop  # noqa: SLF001 - what pykka's own stop(
 _log = structlog.get_logger("flotilla.actor")
 
 
-class Envelope:
+class InboxEntry:
     """An inbox entry: a message and, for an ask, whatever receives the answer (anything
     with Pykka's future `set` / `set_exception`)."""
 
@@ -128,6 +129,11 @@ class Actor(pykka.ThreadingActor):
     PATH_ARGS: ClassVar[dict[str, str]] = {}
     """Constructor arguments that are paths of other actors, with the built-in actor name
     (actors/catalog.py) each must name (a worker or a pool of them); `flotilla check` checks them."""
+    wire_messages: ClassVar[tuple[type[Message], ...]] = ()
+    """This actor's own message types that may cross between nodes (the built-in layers'
+    messages always may). A node adds the types every actor class of its topology declares
+    to its wire codec's table; any other message type is refused on the way out (see
+    docs/protocol.md, "Your own message types")."""
 
     path: str = "<unsupervised>"
     incarnation: int = 0
@@ -321,7 +327,7 @@ class Actor(pykka.ThreadingActor):
         refused like any queued one, never stranded."""
         if self.actor_stopped.is_set():
             return False
-        self.actor_inbox.put(Envelope(message, reply_to))
+        self.actor_inbox.put(InboxEntry(message, reply_to))
         if self.actor_stopped.is_set():
             self.drain()  # it may have landed after the final drain
         return True

@@ -8,7 +8,7 @@ checked when built; a bad value raises `ValueError` naming the field.
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
@@ -207,3 +207,14 @@ class PoolSpec:
 
 
 Spec = ChildSpec | SupervisorSpec | PoolSpec
+
+
+def actor_classes(spec: Spec) -> Iterator[type[Actor]]:
+    """The actor class of every worker in `spec`'s tree (a pool's once), in start order."""
+    if isinstance(spec, ChildSpec):
+        yield spec.actor
+    elif isinstance(spec, PoolSpec):
+        yield spec.worker.actor
+    else:
+        for child in spec.children:
+            yield from actor_classes(child)

@@ -57,7 +57,7 @@ class NoSuchActor(AskError):
         super().__init__(path, "no such actor")
 
 
-class NodeDown(AskError):
+class NodeUnreachable(AskError):
     """The node that runs the path is down, or went down before answering."""
 
     def __init__(self, path: str, node: str) -> None:

@@ -299,3 +299,36 @@ class TracedMessage(Message, frozen=True, tag=True):
     type: str
     summary: str
     seconds: float
+
+
+WIRE_MESSAGES: tuple[type[Message], ...] = (
+    Normal,
+    Shutdown,
+    Crash,
+    StartFailed,
+    Killed,
+    NodeDown,
+    NodeUp,
+    NoProc,
+    Down,
+    ChildExited,
+    ChildInfo,
+    ChildCounts,
+    SupervisorRequest,
+    WhichChildren,
+    CountChildren,
+    RestartChild,
+    TerminateChild,
+    DeleteChild,
+    ScalePool,
+    Ok,
+    Refused,
+    SupervisorReport,
+    Inspect,
+    ActorSummary,
+    Trace,
+    TracedMessage,
+)
+"""The core's message types that may cross between nodes (exit reasons, monitors, membership,
+supervision, reports, operator requests): part of the wire codec's table
+(`flotilla.nodes.cluster.codec`). `StartChild` is not among them: its spec holds classes."""

@@ -15,7 +15,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from types import EllipsisType
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import pykka
 
@@ -42,6 +42,21 @@ class DeadLetter(NamedTuple):
     was_ask: bool
 
 
+class Returnable(Protocol):
+    """A message that goes back to its sender when nobody can take it (a job, typically):
+    it names the sender's path in `reply_to` and says what to tell it with `returned`. The
+    core knows such messages only by these two members (pipeline jobs provide them)."""
+
+    @property
+    def reply_to(self) -> str:
+        """The path of the sender, which is told `returned(reason)`."""
+        ...
+
+    def returned(self, reason: str) -> Any:
+        """What the sender is told when this message is dead-lettered for `reason`."""
+        ...
+
+
 class DeadLetters:
     """Counts dead letters, keeps the most recent ones and tells listeners about each."""
 
@@ -50,9 +65,9 @@ class DeadLetters:
         self._count = 0
         self.recent: deque[DeadLetter] = deque(maxlen=RECENT_DEAD_LETTERS)
         self.listeners: list[Callable[[DeadLetter], None]] = []
-        self.bounce: Callable[[str, Any], None] = lambda _path, _message: None
-        """Called with each dead-lettered message that can be returned to its sender (it has
-        a `returned(reason)` method and a `reply_to` path); set by the actor system."""
+        self.bounce: Callable[[str, Returnable], None] = lambda _path, _message: None
+        """Called with each dead-lettered message that can be returned to its sender (a
+        `Returnable`: it has a `returned(reason)` method); set by the actor system."""
 
     @property
     def count(self) -> int:
@@ -75,7 +90,7 @@ class DeadLetters:
                 self.bounce(path, message)
 
 
-class Reply:
+class PendingReply:
     """The pending answer to an ask; `get()` returns it or raises a typed `AskError`."""
 
     __slots__ = ("_future", "path", "timeout")
@@ -86,7 +101,7 @@ class Reply:
         self.timeout = timeout
 
     @classmethod
-    def failed(cls, path: str, error: Exception) -> Reply:
+    def failed(cls, path: str, error: Exception) -> PendingReply:
         """A reply that already holds `error`."""
         future: pykka.ThreadingFuture[Any] = pykka.ThreadingFuture()
         future.set_exception((type(error), error, None))
@@ -167,13 +182,13 @@ class Slot:
         if actor is None or not actor.deliver(message):
             self._dead_letters.record(self.path, message, was_ask=False)
 
-    def ask(self, message: Any, timeout: float | None = DEFAULT_ASK_TIMEOUT) -> Reply:
-        """Deliver and return the pending `Reply`; it fails with `Unavailable` at once
+    def ask(self, message: Any, timeout: float | None = DEFAULT_ASK_TIMEOUT) -> PendingReply:
+        """Deliver and return the pending `PendingReply`; it fails with `Unavailable` at once
         if nothing live is bound."""
         future: pykka.ThreadingFuture[Any] = pykka.ThreadingFuture()
         if not self.deliver(message, future):
-            return Reply.failed(self.path, Unavailable(self.path))
-        return Reply(self.path, future, timeout)
+            return PendingReply.failed(self.path, Unavailable(self.path))
+        return PendingReply(self.path, future, timeout)
 
     def deliver(self, message: Any, reply_to: Any) -> bool:
         """Deliver an ask answered through `reply_to` (anything with a future's `set` and
@@ -276,20 +291,20 @@ class PathRef:
                 return
         slot.tell(message)
 
-    def ask_async(self, message: Any, timeout: float | None = DEFAULT_ASK_TIMEOUT) -> Reply:
-        """Send `message` and return the pending `Reply` at once (its `get()` waits up to
+    def ask_async(self, message: Any, timeout: float | None = DEFAULT_ASK_TIMEOUT) -> PendingReply:
+        """Send `message` and return the pending `PendingReply` at once (its `get()` waits up to
         `timeout`)."""
         slot = self._resolve()
         if slot is None:
             self._registry.dead_letters.record(self.path, message, was_ask=True)
-            return Reply.failed(self.path, Unavailable(self.path))
+            return PendingReply.failed(self.path, Unavailable(self.path))
         return slot.ask(message, timeout)
 
     def ask(self, message: Any, timeout: float | None = DEFAULT_ASK_TIMEOUT) -> Any:
         """Send `message` and wait for the answer.
 
         Raises `Unavailable` (no live incarnation), `ActorCrashed` (the handler raised),
-        `Timeout`, and for a path on another node `NodeDown`, `NoSuchActor` or
+        `Timeout`, and for a path on another node `NodeUnreachable`, `NoSuchActor` or
         `RemoteFailure`.
         """
         return self.ask_async(message, timeout).get(timeout)

@@ -18,3 +18,11 @@ class Done(Message, frozen=True, tag=True):
 
     seq: int
     worker: str
+
+
+WIRE_MESSAGES: tuple[type[Message], ...] = (
+    Work,
+    Done,
+)
+"""The message types of the demo actors that may cross between nodes: part of the wire
+codec's table (`flotilla.nodes.cluster.codec`)."""

@@ -109,3 +109,16 @@ class JobOutcome(Message, frozen=True, tag=True):
     content_hash: str = ""
     failure: Failure | None = None
     elapsed: float = 0.0
+
+
+WIRE_MESSAGES: tuple[type[Message], ...] = (
+    Failure,
+    Returned,
+    FetchJob,
+    Deferred,
+    ExtractJob,
+    Fetched,
+    JobOutcome,
+)
+"""The message types of the ingestion pipeline that may cross between nodes: part of the wire
+codec's table (`flotilla.nodes.cluster.codec`)."""

@@ -145,3 +145,23 @@ class SlowDown(Message, frozen=True, tag=True):
 
     target: str
     seconds: float
+
+
+WIRE_MESSAGES: tuple[type[Message], ...] = (
+    Alert,
+    TargetReport,
+    BreakerStatus,
+    BreakerStates,
+    BreakerCommand,
+    FleetReport,
+    HoldStatus,
+    HoldCommand,
+    ProxyReport,
+    ProxyStatus,
+    ProxyStates,
+    TokenRequest,
+    TokenGrant,
+    SlowDown,
+)
+"""The message types of the resilience actors that may cross between nodes: part of the wire
+codec's table (`flotilla.nodes.cluster.codec`)."""

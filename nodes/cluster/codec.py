@@ -4,12 +4,16 @@ One ZeroMQ frame carries one envelope, a msgspec struct encoded as a MessagePack
 whose first item is its kind (see docs/protocol.md). A message body travels as raw bytes
 inside the envelope and is decoded only at its destination:
 
-* a *typed* body is a runtime message (a subclass of `flotilla.actors.core.messages.Message`); it is
-  decoded against the union of every message class the node knows, so an unknown tag is
-  rejected, never guessed;
+* a *typed* body is a runtime message (a subclass of `flotilla.actors.core.messages.Message`)
+  of a type in the codec's table; it is decoded against the union of the table's types, so
+  an unknown tag is rejected, never guessed;
 * any other body is plain data (None, bools, numbers, str, bytes, lists, maps); it is
   decoded by msgpack with explicit limits on every length and no extension types, and any
   map in it tagged with a known message class becomes that message again.
+
+The table is explicit: every layer's `WIRE_MESSAGES` (`BUILT_IN_MESSAGES`), plus the types a
+topology's actor classes declare in `Actor.wire_messages` (`declared_messages`). A message of
+any other type cannot be sent to another node (`encode_body` raises `TypeError` naming it).
 
 Anything malformed raises `FrameError` with a short reason; nothing else escapes.
 """
@@ -17,12 +21,17 @@ Anything malformed raises `FrameError` with a short reason; nothing else escapes
 from __future__ import annotations
 
 import typing
+from collections.abc import Iterable
 from typing import Any, Union
 
 import msgpack
 import msgspec
 
+from flotilla.actors.core import messages as core_messages
 from flotilla.actors.core.messages import Crash, ExitReason, Message, NoProc, StartFailed
+from flotilla.actors.demo import messages as demo_messages
+from flotilla.actors.pipeline import messages as pipeline_messages
+from flotilla.actors.resilience import messages as resilience_messages
 
 MAX_FRAME_BYTES = 1 << 20
 """Default largest envelope accepted (ZeroMQ's MAXMSGSIZE on every node socket)."""
@@ -93,7 +102,7 @@ class Heartbeat(Envelope, tag=5, frozen=True):
 
 
 class Monitor(Envelope, tag=6, frozen=True):
-    """Watch the incarnation now at `path`; answer `Down(ref, ...)` once it ends."""
+    """Watch the incarnation now at `path`; answer `MonitorDown(ref, ...)` once it ends."""
 
     path: Path
     ref: int
@@ -105,7 +114,7 @@ class Demonitor(Envelope, tag=7, frozen=True):
     ref: int
 
 
-class Down(Envelope, tag=8, frozen=True):
+class MonitorDown(Envelope, tag=8, frozen=True):
     """The incarnation watched by monitor `ref` ended (or there was none: `NoProc`)."""
 
     ref: int
@@ -151,7 +160,9 @@ class Exited(Envelope, tag=12, frozen=True):
     reason: ExitReason
 
 
-AnyEnvelope = Tell | Ask | Reply | Fail | Heartbeat | Monitor | Demonitor | Down | Spawn | Halt | Spawned | Exited
+AnyEnvelope = (
+    Tell | Ask | Reply | Fail | Heartbeat | Monitor | Demonitor | MonitorDown | Spawn | Halt | Spawned | Exited
+)
 
 
 class FrameError(Exception):
@@ -162,29 +173,56 @@ class FrameError(Exception):
         self.reason = reason
 
 
-def _message_classes() -> list[type[Message]]:
-    found: list[type[Message]] = []
-    pending = [Message]
-    while pending:
-        for cls in pending.pop().__subclasses__():
-            found.append(cls)
-            pending.append(cls)
-    return found
+BUILT_IN_MESSAGES: tuple[type[Message], ...] = (
+    *core_messages.WIRE_MESSAGES,
+    *resilience_messages.WIRE_MESSAGES,
+    *pipeline_messages.WIRE_MESSAGES,
+    *demo_messages.WIRE_MESSAGES,
+)
+"""Every built-in message type that may cross between nodes, layer by layer."""
+
+
+def declared_messages(actor_classes: Iterable[type]) -> tuple[type[Message], ...]:
+    """The message types `actor_classes` declare in their `wire_messages`, in order, once each."""
+    found: dict[type[Message], None] = {}
+    for actor_class in actor_classes:
+        for cls in getattr(actor_class, "wire_messages", ()):
+            found[cls] = None
+    return tuple(found)
+
+
+def _table(extra: Iterable[type[Message]]) -> dict[str, type[Message]]:
+    """The message types by wire tag: the built-in ones, then `extra`. A type that is not a
+    tagged `Message` raises `TypeError`; a tag used by two different types, `ValueError`
+    naming both."""
+    table: dict[str, type[Message]] = {}
+    for cls in (*BUILT_IN_MESSAGES, *extra):
+        if not (isinstance(cls, type) and issubclass(cls, Message)):
+            raise TypeError(f"{cls!r} is not a Message type, so it cannot be a wire message")
+        tag = cls.__struct_config__.tag
+        if not isinstance(tag, str):
+            raise TypeError(f"{_qualified(cls)} has no string tag")
+        other = table.setdefault(tag, cls)
+        if other is not cls:
+            raise ValueError(f"{_qualified(cls)} and {_qualified(other)} share the wire tag {tag!r}; rename one")
+    return table
 
 
 class Codec:
     """Encodes and decodes envelopes and bodies for one node.
 
-    Message classes are collected when the codec is made (after the topology's actor modules
-    are imported), so every node decodes exactly the message types its code defines.
+    Its message table is `BUILT_IN_MESSAGES` plus `messages` (the types the topology's actors
+    declare, see `declared_messages`); every node of a cluster reads the same topology, so
+    all of them agree on it.
     """
 
-    def __init__(self, max_frame_bytes: int = MAX_FRAME_BYTES) -> None:
+    def __init__(self, max_frame_bytes: int = MAX_FRAME_BYTES, messages: Iterable[type[Message]] = ()) -> None:
         self.max_frame_bytes = max_frame_bytes
-        classes = _message_classes()
-        self._tags = {cls.__name__: cls for cls in classes}
+        self._tags = _table(messages)
+        self.message_types: frozenset[type[Message]] = frozenset(self._tags.values())
+        """Every message type this codec sends and receives as a typed body."""
         self._envelopes = msgspec.msgpack.Decoder(AnyEnvelope)
-        self._messages = msgspec.msgpack.Decoder(Union[tuple(classes)])  # noqa: UP007  built from a runtime tuple
+        self._messages = msgspec.msgpack.Decoder(Union[tuple(self._tags.values())])  # noqa: UP007  built from a runtime tuple
         self._encoder = msgspec.msgpack.Encoder()
 
     # --- envelopes ----------------------------------------------------------------------
@@ -212,12 +250,19 @@ class Codec:
     def encode_body(self, body: Any) -> tuple[msgspec.Raw, bool]:
         """The raw bytes for `body` and whether it is a typed message.
 
-        Raises `TypeError` naming the offending type if `body` cannot travel."""
+        Raises `TypeError` naming the offending type if `body` cannot travel (a `Message`
+        whose type is not in the table cannot)."""
+        typed = isinstance(body, Message)
+        if typed and type(body) not in self.message_types:
+            raise TypeError(
+                f"cannot send {type(body).__name__} to another node: {_qualified(type(body))} is not a declared "
+                "wire message (list it in the `wire_messages` of an actor class in the topology; see docs/protocol.md)"
+            )
         try:
             data = self._encoder.encode(body)
         except (TypeError, OverflowError, msgspec.EncodeError) as exc:
             raise TypeError(f"cannot send {type(body).__name__} to another node: {exc}") from None
-        return msgspec.Raw(data), isinstance(body, Message)
+        return msgspec.Raw(data), typed
 
     def decode_body(self, raw: msgspec.Raw | bytes, typed: bool) -> Any:
         """The body back as a Python value, or `FrameError`."""
@@ -266,3 +311,7 @@ def _no_ext(code: int, _data: bytes) -> Any:
 
 def _short(exc: BaseException) -> str:
     return str(exc)[:200]
+
+
+def _qualified(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"

@@ -28,7 +28,7 @@ from flotilla.actors.core.stopping import stop_within
 from flotilla.actors.core.supervisor import instantiate, shutdown_from_wire, start_timeout
 from flotilla.actors.core.system import ActorSystem
 from flotilla.nodes.cluster.codec import Envelope, Exited, Halt, Spawn, Spawned
-from flotilla.nodes.cluster.directory import Directory
+from flotilla.nodes.config.directory import Directory
 
 Send = Callable[[str, Envelope], None]
 

@@ -5,7 +5,7 @@
 * **Remote refs.** A path that runs on another node (by the `Directory`) resolves to a
   `RemoteSlot`: a tell becomes a `Tell` envelope, an ask an `Ask` with a fresh reference
   whose `Reply` or `Fail` completes the asker's future. Asks to a node that is down fail
-  at once with `NodeDown`; asks in flight when it goes down fail then. A tell to a node that
+  at once with `NodeUnreachable`; asks in flight when it goes down fail then. A tell to a node that
   is down is a dead letter, counted and logged, never silent.
 * **Membership.** Every node sends a `Heartbeat` to every peer each `heartbeat_interval`;
   a peer silent for `heartbeat_timeout` is down (killed, frozen, cut off alike); a peer
@@ -15,7 +15,7 @@
   `Spawn` and stopped with `Halt`; the node that runs it (the host) answers `Spawned` and
   `Exited`. When a parent's node goes down, the host stops the children that parent started
   (as links do in Erlang); the parent sees them exit with `NodeDown`.
-* **Monitors.** `Monitor` / `Down` carry monitors across nodes.
+* **Monitors.** `Monitor` / `MonitorDown` carry monitors across nodes.
 
 Inbound envelopes are handled in the transport's I/O thread and never block it: starting
 and stopping hosted children runs on the host's per-path threads (`nodes/cluster/host.py`).
@@ -36,11 +36,11 @@ from typing import Any
 import pykka
 import structlog
 
-from flotilla.actors.core.errors import ActorCrashed, NodeDown, NoSuchActor, RemoteFailure, Unavailable
+from flotilla.actors.core.child_spec import actor_classes
+from flotilla.actors.core.errors import ActorCrashed, NodeUnreachable, NoSuchActor, RemoteFailure, Unavailable
 from flotilla.actors.core.errors import Timeout as AskTimeout
-from flotilla.actors.core.messages import Crash, Down, ExitReason, NodeUp, NoProc
-from flotilla.actors.core.messages import NodeDown as NodeDownReason
-from flotilla.actors.core.registry import DEFAULT_ASK_TIMEOUT, Reply, Slot
+from flotilla.actors.core.messages import Crash, Down, ExitReason, NodeDown, NodeUp, NoProc
+from flotilla.actors.core.registry import DEFAULT_ASK_TIMEOUT, PendingReply, Slot
 from flotilla.actors.core.remote import RemoteIncarnation
 from flotilla.actors.core.system import ActorSystem
 from flotilla.actors.core.throttle import Throttle
@@ -55,17 +55,16 @@ from flotilla.nodes.cluster.codec import (
     Halt,
     Heartbeat,
     Monitor,
+    MonitorDown,
+    Reply,
     Spawn,
     Spawned,
     Tell,
+    declared_messages,
 )
-from flotilla.nodes.cluster.codec import Down as DownEnvelope
-from flotilla.nodes.cluster.codec import (
-    Reply as ReplyEnvelope,
-)
-from flotilla.nodes.cluster.directory import Directory
 from flotilla.nodes.cluster.host import Host
 from flotilla.nodes.cluster.transport import Transport
+from flotilla.nodes.config.directory import Directory
 from flotilla.nodes.config.topology import Topology
 from flotilla.nodes.security.keys import CurveKeys
 from flotilla.nodes.serving.refusals import refusals
@@ -145,10 +144,10 @@ class RemoteSlot(Slot):
     def tell(self, message: Any) -> None:
         self.cluster.send_tell(self, message)
 
-    def ask(self, message: Any, timeout: float | None = DEFAULT_ASK_TIMEOUT) -> Reply:
+    def ask(self, message: Any, timeout: float | None = DEFAULT_ASK_TIMEOUT) -> PendingReply:
         future: pykka.ThreadingFuture[Any] = pykka.ThreadingFuture()
         self.cluster.send_ask(self, message, future, timeout)
-        return Reply(self.path, future, timeout)
+        return PendingReply(self.path, future, timeout)
 
     def deliver(self, message: Any, reply_to: Any) -> bool:
         self.cluster.send_ask(self, message, reply_to, DEFAULT_ASK_TIMEOUT)
@@ -170,7 +169,7 @@ class _RemoteReply:
         self.cluster.ask_done(self.peer, self.ref)
         try:
             body, typed = self.cluster.codec.encode_body(value)
-            frame = self.cluster.codec.encode(ReplyEnvelope(self.ref, body, typed))
+            frame = self.cluster.codec.encode(Reply(self.ref, body, typed))
         except (TypeError, FrameError) as exc:
             self.fail("unencodable", f"the answer cannot be sent: {exc}")
             return
@@ -180,7 +179,7 @@ class _RemoteReply:
         exc = exc_info[1] if exc_info else None
         if isinstance(exc, ActorCrashed):
             self.fail("crashed", str(exc), exc.reason)
-        elif isinstance(exc, NodeDown):
+        elif isinstance(exc, NodeUnreachable):
             self.fail("node_down", str(exc))
         elif isinstance(exc, Unavailable):
             self.fail("unavailable", str(exc))
@@ -217,7 +216,7 @@ class Cluster:
         self.node_wait = config.node_wait
         self.heartbeat_timeout = config.heartbeat_timeout
         self.boot = uuid.uuid4().hex[:16]
-        self.codec = Codec(config.max_message_bytes)
+        self.codec = Codec(config.max_message_bytes, declared_messages(actor_classes(topology.tree)))
         self.peers = {name: PeerState() for name in topology.nodes if name != node}
         self.rejected: Counter[str] = Counter()
         self.undeliverable: Counter[str] = Counter()
@@ -344,7 +343,7 @@ class Cluster:
     def monitor(self, path: str, deliver: Callable[[Down], None]) -> Callable[[], None]:
         node = self.whereis(path)
         if not self.is_up(node):
-            deliver(Down(path, NodeDownReason(node)))
+            deliver(Down(path, NodeDown(node)))
             return lambda: None
         ref = next(self._refs)
         with self._lock:
@@ -379,11 +378,11 @@ class Cluster:
 
     def send_ask(self, slot: RemoteSlot, message: Any, reply_to: Any, timeout: float | None) -> None:
         """Send an ask answered through `reply_to`; raises TypeError if `message` cannot
-        cross nodes; fails `reply_to` with `NodeDown` if the node is down."""
+        cross nodes; fails `reply_to` with `NodeUnreachable` if the node is down."""
         body, typed = self.codec.encode_body(message)
         if not self.is_up(slot.node):
             slot.dead_letter(message, was_ask=True)
-            reply_to.set_exception((NodeDown, NodeDown(slot.path, slot.node), None))
+            reply_to.set_exception((NodeUnreachable, NodeUnreachable(slot.path, slot.node), None))
             return
         ref = next(self._refs)
         seconds = timeout if timeout is not None else 3600.0
@@ -408,7 +407,9 @@ class Cluster:
                 pending = self._pending.pop(token, None)
             if pending is not None:
                 error = (
-                    NodeDown(pending.path, pending.node) if "down" in reason else RemoteFailure(pending.path, reason)
+                    NodeUnreachable(pending.path, pending.node)
+                    if "down" in reason
+                    else RemoteFailure(pending.path, reason)
                 )
                 pending.reply_to.set_exception((type(error), error, None))
         elif isinstance(token, tuple) and token[0] == "tell":
@@ -451,7 +452,7 @@ class Cluster:
                 self._deliver_tell(peer, envelope)
             case Ask():
                 self._deliver_ask(peer, envelope)
-            case ReplyEnvelope() | Fail():
+            case Reply() | Fail():
                 self._complete_ask(peer, envelope)
             case Heartbeat():
                 self._heard(peer, envelope)
@@ -464,7 +465,7 @@ class Cluster:
                         self._monitors_by_peer[peer] -= 1
                 if cancel is not None:
                     cancel()
-            case DownEnvelope(ref=ref, path=path, reason=reason):
+            case MonitorDown(ref=ref, path=path, reason=reason):
                 with self._lock:
                     entry = self._out_monitors.get(ref)
                     if entry is None or entry.node != peer:
@@ -548,13 +549,13 @@ class Cluster:
             if asks is not None:
                 asks.pop(ref, None)
 
-    def _complete_ask(self, peer: str, envelope: ReplyEnvelope | Fail) -> None:
+    def _complete_ask(self, peer: str, envelope: Reply | Fail) -> None:
         with self._lock:
             pending = self._pending.get(envelope.ref)
             if pending is None or pending.node != peer:
                 return  # late (the asker gave up), or not that peer's to answer
             del self._pending[envelope.ref]
-        if isinstance(envelope, ReplyEnvelope):
+        if isinstance(envelope, Reply):
             try:
                 value = self.codec.decode_body(envelope.body, envelope.typed)
             except FrameError as exc:
@@ -580,14 +581,14 @@ class Cluster:
         slot = self.system.registry.lookup_local(path)
         actor = slot.actor if slot is not None else None
         if actor is None:
-            self._send(peer, DownEnvelope(ref, path, NoProc()))
+            self._send(peer, MonitorDown(ref, path, NoProc()))
             return
 
         def send_down(reason: ExitReason) -> None:
             with self._lock:
                 if self._in_monitors.pop((peer, ref), None) is not None:
                     self._monitors_by_peer[peer] -= 1
-            self._send(peer, DownEnvelope(ref, path, reason))
+            self._send(peer, MonitorDown(ref, path, reason))
 
         with self._lock:
             self._in_monitors[(peer, ref)] = lambda: None
@@ -666,15 +667,15 @@ class Cluster:
             self._asks_in[peer] = {}
         state.lost_children = [(c.path, c.actor_urn) for c in children]
         for _, pending in asks:
-            _guarded(pending.reply_to.set_exception, (NodeDown, NodeDown(pending.path, peer), None))
+            _guarded(pending.reply_to.set_exception, (NodeUnreachable, NodeUnreachable(pending.path, peer), None))
         for child in children:
             _guarded(child.node_down)
         for _, entry in monitors:
-            _guarded(entry.deliver, Down(entry.path, NodeDownReason(peer)))
+            _guarded(entry.deliver, Down(entry.path, NodeDown(peer)))
         for cancel in cancels:
             _guarded(cancel)
         self.host.parent_node_down(peer, state.boot)
-        self._notify(NodeDownReason(peer))
+        self._notify(NodeDown(peer))
 
     def _notify(self, event: Any) -> None:
         with self._lock:
@@ -714,5 +715,5 @@ def _error_for(fail: Fail, node: str) -> Exception:
     if fail.kind == "no_such_actor":
         return NoSuchActor(fail.path)
     if fail.kind == "node_down":
-        return NodeDown(fail.path, node)
+        return NodeUnreachable(fail.path, node)
     return RemoteFailure(fail.path, f"{fail.kind}: {fail.detail}")

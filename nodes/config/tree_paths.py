@@ -28,7 +28,7 @@ RESILIENCE_ACTORS = {
 def check_intake_router(topology: Topology, intake: IntakeConfig, line: int) -> None:
     """The intake's router must be a path of the tree, on the intake's node (they share the
     journal file); `line` is the intake section's."""
-    from flotilla.nodes.cluster.directory import Directory  # the directory is built from a topology
+    from flotilla.nodes.config.directory import Directory  # the directory is built from a topology
 
     directory = Directory(topology)
     if directory.spec_at(intake.router) is None:
@@ -59,7 +59,7 @@ def check_intake_router(topology: Topology, intake: IntakeConfig, line: int) -> 
 
 def check_resilience(topology: Topology, values: dict[str, Any], where: dict[str, Node]) -> ResilienceConfig:
     """Each path must name the right kind of actor in the tree (breakers: a pool of them)."""
-    from flotilla.nodes.cluster.directory import Directory  # the directory is built from a topology
+    from flotilla.nodes.config.directory import Directory  # the directory is built from a topology
 
     directory = Directory(topology)
     problems: list[Problem] = []
@@ -105,7 +105,7 @@ def check_resilience(topology: Topology, values: dict[str, Any], where: dict[str
 def check_actor_paths(topology: Topology, actor_paths: list[tuple[str, str, str, Node | None]]) -> None:
     """Each actor argument that names an actor (`PATH_ARGS`) must name one of its kind in the
     tree: a worker of that built-in actor, or a pool of them."""
-    from flotilla.nodes.cluster.directory import Directory  # the directory is built from a topology
+    from flotilla.nodes.config.directory import Directory  # the directory is built from a topology
 
     directory = Directory(topology)
     kinds: dict[str, str] = {}

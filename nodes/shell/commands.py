@@ -12,7 +12,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 
-from flotilla.actors.core.errors import ActorCrashed, NodeDown, NoSuchActor, SupervisorError, Timeout, Unavailable
+from flotilla.actors.core.errors import (
+    ActorCrashed,
+    NodeUnreachable,
+    NoSuchActor,
+    SupervisorError,
+    Timeout,
+    Unavailable,
+)
 from flotilla.actors.core.messages import Inspect, Trace
 from flotilla.actors.core.supervisor import SupervisorClient
 from flotilla.actors.pipeline.journal import STATES
@@ -71,7 +78,7 @@ class ShellCommands:
             if "positional argument" in str(exc):
                 raise CommandError(f"usage: {COMMANDS[command]}") from None
             raise
-        except (NoSuchActor, NodeDown, Timeout, Unavailable, ActorCrashed, SupervisorError) as exc:
+        except (NoSuchActor, NodeUnreachable, Timeout, Unavailable, ActorCrashed, SupervisorError) as exc:
             raise CommandError(f"{type(exc).__name__}: {exc}") from None
         except (IntakeError, IntakeUnavailable) as exc:
             raise CommandError(f"intake: {exc}") from None
@@ -107,7 +114,7 @@ class ShellCommands:
         rows: list[dict[str, Any]] = []
         try:
             children = SupervisorClient(self.system.ref(path), timeout=timeout).which_children()
-        except (NoSuchActor, NodeDown, Timeout, Unavailable, SupervisorError) as exc:
+        except (NoSuchActor, NodeUnreachable, Timeout, Unavailable, SupervisorError) as exc:
             return [{"path": path, "depth": depth, "status": f"unreachable: {type(exc).__name__}"}]
         for child in children:
             row = {
