@@ -28,7 +28,7 @@ from typing import Any
 
 from flotilla.actors.core.child_spec import Backoff, ChildSpec, PoolSpec, Spec, SupervisorFlags, SupervisorSpec
 from flotilla.nodes.config.import_path import put_project_first
-from flotilla.nodes.config.topology import DEFAULT_TOPOLOGY, Topology, TopologyError, load_topology
+from flotilla.nodes.config.topology import DEFAULT_TOPOLOGY, Topology, TopologyError, load_topology, rule_set
 
 EXIT_USAGE = 2
 EXIT_NOT_ALL_STORED = 3
@@ -239,21 +239,6 @@ def _intake_client(args: argparse.Namespace, topology: Topology | None = None): 
     except KeyFileError as exc:
         print(str(exc), file=sys.stderr)
         return None
-
-
-def rule_set(topology: Topology, chosen: str | None) -> str:
-    """The rule set a command means: `chosen`, else the topology's only one. Raises
-    ValueError saying what to do when that cannot be decided."""
-    if chosen:
-        return chosen
-    names = sorted(topology.rules)
-    if len(names) == 1:
-        return names[0]
-    if not names:
-        raise ValueError(f"{topology.source}: the topology has no rule sets (rules:)")
-    raise ValueError(
-        f"{topology.source}: the topology has {len(names)} rule sets ({', '.join(names)}): choose one with --rules"
-    )
 
 
 def _urls(items: list[str]) -> list[str]:

@@ -147,6 +147,21 @@ def parse_topology(
     return topology
 
 
+def rule_set(topology: Topology, chosen: str | None) -> str:
+    """The rule set a command means: `chosen`, else the topology's only one. Raises
+    ValueError saying what to do when that cannot be decided."""
+    if chosen:
+        return chosen
+    names = sorted(topology.rules)
+    if len(names) == 1:
+        return names[0]
+    if not names:
+        raise ValueError(f"{topology.source}: the topology has no rule sets (rules:)")
+    raise ValueError(
+        f"{topology.source}: the topology has {len(names)} rule sets ({', '.join(names)}): choose one with --rules"
+    )
+
+
 def load_topology(path: str | Path, *, import_actors: bool = True) -> Topology:
     """Read and validate the topology file at `path` (`import_actors`: see `parse_topology`)."""
     source = str(path)

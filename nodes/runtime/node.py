@@ -42,6 +42,7 @@ from flotilla.nodes.cluster.membership import Cluster
 from flotilla.nodes.config.topology import Topology
 from flotilla.nodes.intake.auth import IntakeAccess, ensure_intake_keys, key_directory
 from flotilla.nodes.intake.server import Intake
+from flotilla.nodes.runtime.logs import RecentEvents, recent_events
 from flotilla.nodes.runtime.metrics import NodeMetrics
 from flotilla.nodes.security.auth_failures import AuthFailures
 from flotilla.nodes.security.keys import CurveKeys, KeyFileError, keys_dir, load_public, load_secret, private_directory
@@ -67,6 +68,8 @@ class NodeRun:
         self.cluster: Cluster | None = None
         self.intake: Intake | None = None
         self.metrics = NodeMetrics(self)
+        self.events: RecentEvents = recent_events
+        """This process's recent log events (the shell's `logs`)."""
         self.shell: ShellServer | None = None
         self.stop_requested = threading.Event()
         self.auth_failures: list[AuthFailures] = []

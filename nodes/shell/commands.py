@@ -8,7 +8,7 @@ data; a problem a user can fix raises `CommandError` with a message that says wh
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import msgspec
 
@@ -31,7 +31,12 @@ from flotilla.nodes.intake.client import IntakeClient, IntakeError, IntakeUnavai
 from flotilla.nodes.shell.protocol import COMMANDS, LogsPage, TraceStarted
 
 if TYPE_CHECKING:
-    from flotilla.nodes.runtime.node import NodeRun
+    from prometheus_client import CollectorRegistry
+
+    from flotilla.actors.core.system import ActorSystem
+    from flotilla.actors.resilience.messages import BreakerStatus
+    from flotilla.nodes.cluster.membership import Cluster
+    from flotilla.nodes.config.topology import Topology
 
 T = TypeVar("T")
 
@@ -58,10 +63,52 @@ def _plain(value: Any) -> Any:
     return msgspec.to_builtins(value, str_keys=True, enc_hook=repr)
 
 
+class MetricsSource(Protocol):
+    """The node's Prometheus registry, which `metrics` prints."""
+
+    @property
+    def registry(self) -> CollectorRegistry: ...
+
+
+class EventSource(Protocol):
+    """The node's recent log events, numbered (`flotilla.nodes.runtime.logs.RecentEvents`)."""
+
+    def newest(self, count: int) -> tuple[int, list[dict[str, Any]]]:
+        """The last `count` events, and the number of the last event logged."""
+        ...
+
+    def since(self, seq: int, limit: int = ...) -> tuple[int, list[dict[str, Any]], int]:
+        """Up to `limit` events numbered above `seq`, the number of the last of them, and
+        how many after `seq` are gone from memory."""
+        ...
+
+
+class ShellHost(Protocol):
+    """What the shell needs of the node it serves. The node runtime's `NodeRun` is one; the
+    shell, a lower layer, names it only through this."""
+
+    @property
+    def node(self) -> str: ...
+    @property
+    def system(self) -> ActorSystem: ...
+    @property
+    def topology(self) -> Topology: ...
+    @property
+    def cluster(self) -> Cluster | None: ...
+    @property
+    def metrics(self) -> MetricsSource: ...
+    @property
+    def events(self) -> EventSource: ...
+
+    def reset_breaker(self, target: str) -> tuple[str, BreakerStatus] | None:
+        """Close `target`'s breaker: how it stood before and its status now (None: no breakers)."""
+        ...
+
+
 class ShellCommands:
     """The commands of one node's shell."""
 
-    def __init__(self, run: NodeRun) -> None:
+    def __init__(self, run: ShellHost) -> None:
         self.run = run
         self.system = run.system
         self.topology = run.topology
@@ -187,17 +234,15 @@ class ShellCommands:
 
     def cmd_logs(self, count: str = "20", since: str = "") -> LogsPage:
         """The last `count` events, or (with `since`, as `logs --follow` does) those after it."""
-        from flotilla.nodes.runtime.logs import recent_events
-
         number, position = _whole(count), _whole(since) if since else 0
         if number is None or position is None:
             raise CommandError(
                 f"usage: logs [N] | logs --follow (N: a whole number of at most {MAX_COUNT_DIGITS} digits)"
             )
         if not since:
-            last, events = recent_events.newest(number)
+            last, events = self.run.events.newest(number)
             return LogsPage(last, events, 0)
-        last, events, missed = recent_events.since(position, limit=number)
+        last, events, missed = self.run.events.since(position, limit=number)
         return LogsPage(last, events, missed)
 
     def _eval(self, expression: str, operator: str) -> str:
@@ -297,7 +342,7 @@ class ShellCommands:
         """A job's story, by key or by URL (its key computed with `rules`, default the
         topology's only rule set)."""
         from flotilla.actors.pipeline.journal import natural_key
-        from flotilla.nodes.cli import rule_set
+        from flotilla.nodes.config.topology import rule_set
         from flotilla.nodes.intake.client import IntakeError
 
         key = job

@@ -18,7 +18,6 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import structlog
 import zmq
@@ -28,11 +27,8 @@ from flotilla.nodes.security.keys import ClusterAuthenticator, CurveKeys
 from flotilla.nodes.serving.refusals import refusals
 from flotilla.nodes.serving.request_id import request_id
 from flotilla.nodes.serving.router_server import Endpoint, RouterServer
-from flotilla.nodes.shell.commands import CommandError, ShellCommands
+from flotilla.nodes.shell.commands import CommandError, ShellCommands, ShellHost
 from flotilla.nodes.shell.protocol import MAX_REQUEST_BYTES, ShellAnswer, encoder, request_decoder, shell_address
-
-if TYPE_CHECKING:
-    from flotilla.nodes.runtime.node import NodeRun
 
 _log = structlog.get_logger("flotilla.shell")
 
@@ -42,7 +38,7 @@ class ShellServer:
 
     def __init__(
         self,
-        run: NodeRun,
+        run: ShellHost,
         node_dir: Path,
         tcp: str | None = None,
         keys: CurveKeys | None = None,
