@@ -25,7 +25,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "actors.catalog": ("actors.core", "actors.resilience", "actors.pipeline", "actors.demo"),
     "nodes.config": ACTORS,
     "nodes.security": (*ACTORS, "nodes.config"),
-    "nodes.serving": (*ACTORS, "nodes.config"),
+    "nodes.serving": (*ACTORS, "nodes.config", "nodes.security"),
     "nodes.cluster": (*ACTORS, "nodes.config", "nodes.security", "nodes.serving"),
     "nodes.intake": (*ACTORS, "nodes.config", "nodes.security", "nodes.serving", "nodes.cluster"),
     "nodes.shell": (*ACTORS, "nodes.config", "nodes.security", "nodes.serving", "nodes.cluster", "nodes.intake"),
@@ -121,7 +121,7 @@ def check_source(source: str, module: str, filename: str, *, is_package: bool = 
         else:
             continue
         where = f"{filename}:{node.lineno}"
-        for imported, layer in imports:
+        for imported, layer in dict.fromkeys(imports):
             top = imported.split(".")[0]
             if top in BARE:
                 violations.append(Violation(where, imported, f"bare `{top}` import; write flotilla.{imported}"))
