@@ -45,9 +45,10 @@ from pathlib import Path
 from typing import Any
 
 import pykka
-from harness import percentile
 
 from flotilla.actors import Actor, ActorCrashed, ActorSystem, ChildSpec, PoolSpec, SupervisorFlags, SupervisorSpec
+
+from harness import percentile
 
 TOLERANT = SupervisorFlags(intensity=10**9, period=1.0)
 PYKKA_VERSION = importlib.metadata.version("pykka")

@@ -20,12 +20,13 @@ from typing import Any
 
 import msgpack
 import zmq
-from harness import free_ports, percentile
 
 from flotilla.actors import ActorSystem
 from flotilla.actors.demo.messages import Done
 from flotilla.nodes.cluster.membership import Cluster
 from flotilla.nodes.config.topology import load_topology
+
+from harness import free_ports, percentile
 
 TALLY = "beta/root/tally"
 

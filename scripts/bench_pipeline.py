@@ -26,12 +26,13 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from harness import free_ports, percentile
 from selectolax.lexbor import LexborHTMLParser
 
 from flotilla.nodes.config.topology import load_topology
 from flotilla.nodes.intake.client import IntakeClient
 from flotilla.nodes.intake.protocol import JobSpec
+
+from harness import free_ports, percentile
 
 ROOT = Path(__file__).resolve().parent.parent
 

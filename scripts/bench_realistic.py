@@ -31,15 +31,16 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from bench_pipeline import node_processes
 from demo import WAIT_BUDGET_S, wait_budget_of
-from demo_site import HEALTHY_KINDS, fault_of, port_with_nothing_listening
 from fleet_watch import FleetWatch, wait_for_fetchers
-from harness import free_ports
 
 from flotilla.nodes.config.topology import load_topology
 from flotilla.nodes.intake.client import IntakeClient
 from flotilla.nodes.intake.protocol import JobSpec
+
+from bench_pipeline import node_processes
+from demo_site import HEALTHY_KINDS, fault_of, port_with_nothing_listening
+from harness import free_ports
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -22,9 +22,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench_pipeline import node_processes
-from harness import DemoSiteProcess, free_ports, percentile, start_fleet, wait_until
-
 from flotilla.actors import ActorSystem
 from flotilla.actors.pipeline.egress import EgressPolicy
 from flotilla.actors.pipeline.journal import NewJob
@@ -34,6 +31,9 @@ from flotilla.actors.resilience.view import ResilienceView, target_of
 from flotilla.nodes.config.topology import load_topology
 from flotilla.nodes.intake.client import IntakeClient
 from flotilla.nodes.intake.protocol import JobSpec
+
+from bench_pipeline import node_processes
+from harness import DemoSiteProcess, free_ports, percentile, start_fleet, wait_until
 
 TREE = """
 cluster: bench

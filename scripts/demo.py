@@ -30,11 +30,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from demo_site import HEALTHY_KINDS, fault_of, port_with_nothing_listening
 from fleet_watch import FleetWatch
 
 from flotilla.nodes.config.topology import load_topology
 from flotilla.nodes.intake.client import IntakeClient, IntakeUnavailable
+
+from demo_site import HEALTHY_KINDS, fault_of, port_with_nothing_listening
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -14,6 +14,7 @@ import argparse
 
 import aiohttp
 from aiohttp import web
+
 from demo_site import serve_forever  # scripts/ is on the path when a script runs
 
 HOP_BY_HOP = {
