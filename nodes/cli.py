@@ -22,6 +22,7 @@ import argparse
 import os
 import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -754,7 +755,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `flotilla` console script."""
+    """Entry point of the `flotilla` console script. Ctrl-C (SIGINT) stops every command the
+    same way, even one started with SIGINT ignored (as `flotilla ... &` in a script is):
+    following commands (`wait`, `submit --wait`, `shell ... logs --follow`) end cleanly, and
+    `node start` and `up` install their own graceful-stop handlers on top."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     args = build_parser().parse_args(argv)
     return int(args.handler(args))
 

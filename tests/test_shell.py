@@ -187,6 +187,8 @@ def test_logs_follow_streams_new_events(running: LiveCluster) -> None:
         stdout=subprocess.PIPE,
         text=True,
         cwd=ROOT,
+        # started as `flotilla ... &` in a script is (SIGINT ignored): Ctrl-C must still stop it
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
     try:
         assert follower.stdout is not None
@@ -204,6 +206,7 @@ def test_logs_follow_streams_new_events(running: LiveCluster) -> None:
     finally:
         follower.send_signal(signal.SIGINT)
         follower.communicate(timeout=10)  # drain its output, or a full pipe keeps it from exiting
+        assert follower.returncode == 0
 
 
 def test_every_command_is_audited_before_and_after_as_the_local_user(running: LiveCluster) -> None:

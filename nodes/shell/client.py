@@ -11,9 +11,7 @@ from __future__ import annotations
 import itertools
 import json
 import shlex
-import signal
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -100,16 +98,12 @@ def run_line(client: ShellClient, line: str, as_json: bool, out: Any = None) -> 
 
 
 def _follow_logs(client: ShellClient, as_json: bool, out: Any, poll: float = 0.5) -> bool:
-    """Print new log events of the node as they come, until Ctrl-C (SIGINT, honoured even if the
-    process started with it ignored) or the node goes."""
+    """Print new log events of the node as they come, until Ctrl-C (or the node goes)."""
     answer = client.call("logs", ["0"])  # only the newest number: start from now
     if not answer.ok:
         print(f"error: {answer.error}", file=out)
         return False
     last = msgspec.convert(answer.data, LogsPage).last
-    if threading.current_thread() is threading.main_thread():
-        # Ctrl-C (SIGINT) ends following even when started with SIGINT ignored (as `cmd &` is)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         while True:
             answer = client.call("logs", ["200", str(last)])
