@@ -116,9 +116,14 @@ def cmd_check(args: argparse.Namespace) -> int:
     else:
         where = security.keys or f"{topology.data_dir / 'keys'} (generated on first start)"
         print(f"node links: CURVE, keys in {where}")
-    root_node = topology.tree.node or next(iter(topology.nodes))
-    for line in render_tree(topology, root_node):
+    for line in render_tree(topology, topology.root_node):
         print(line)
+    failover = topology.failover
+    if failover is not None:
+        print(
+            f"singletons: owned by one of {', '.join(failover.candidates)} at a time (lease {failover.lease:g} s, "
+            f"failback {failover.failback})"
+        )
     if topology.intake is not None:
         clients = ", ".join(topology.security.clients) or "none"
         operators = ", ".join([*topology.security.operators, "the local user"])

@@ -33,6 +33,7 @@ security: {}
 transport: {}
 resilience: {}
 egress: {}
+failover: {candidates: [alpha]}
 """
 """Every section present with only its required keys."""
 
@@ -76,6 +77,9 @@ READ: dict[tuple[str, str], Read] = {
     ("topology", "clients"): lambda bare, full: bare.security.clients,
     ("topology", "eval_operators"): lambda bare, full: bare.security.eval_operators,
     ("topology", "resilience"): lambda bare, full: bare.resilience,
+    ("topology", "failover"): lambda bare, full: bare.failover,
+    ("failover", "failback"): lambda bare, full: full.failover and full.failover.failback,
+    ("failover", "lease"): lambda bare, full: full.failover and full.failover.lease,
     ("node", "description"): lambda bare, full: bare.nodes["alpha"].description,
     ("node", "shell"): lambda bare, full: bare.nodes["alpha"].shell,
     ("node", "metrics"): lambda bare, full: bare.nodes["alpha"].metrics,

@@ -81,6 +81,7 @@ class ActorSystem:
         self._root_exited = threading.Event()
         self._root_exit_listeners: list[Callable[[ExitReason], None]] = []
         self._root_reason: ExitReason | None = None
+        self._releasing: Supervisor | None = None
 
     # --- addressing -------------------------------------------------------------------
 
@@ -189,7 +190,29 @@ class ActorSystem:
         """Call `listener` with the root's exit reason when the root ends."""
         self._root_exit_listeners.append(listener)
 
-    def _on_root_exit(self, _actor: Actor, reason: ExitReason) -> None:
+    def release_root(self, timeout: float | None = None) -> ExitReason | None:
+        """Stop the tree as `stop` does, but keep the node running: its services and timers
+        go on, no root-exit listener hears of it, every path of the tree is forgotten here
+        (refs re-resolve, e.g. to the node that runs the tree next), and `start` may be
+        called again. Returns how the root ended (None if it was not running)."""
+        root = self._root
+        if root is None:
+            return None
+        self._releasing = root
+        if not self._root_exited.is_set():
+            root.request_stop(Shutdown())
+            root.exited.wait(timeout)
+        reason = self._root_reason
+        self.registry.retire(root.path, with_descendants=True)
+        self._root, self._root_reason = None, None
+        self._root_exited.clear()
+        return reason
+
+    def _on_root_exit(self, actor: Actor, reason: ExitReason) -> None:
+        if actor is self._releasing:
+            self._root_reason = reason
+            self._root_exited.set()
+            return
         self._root_reason = reason
         self._root_exited.set()
         for listener in self._root_exit_listeners:

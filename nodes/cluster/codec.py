@@ -93,12 +93,14 @@ class Fail(Envelope, tag=4, frozen=True):
 
 class Heartbeat(Envelope, tag=5, frozen=True):
     """Sent by every node to every peer every heartbeat interval. `boot` changes when the
-    node process restarts; `cluster` must match the receiver's."""
+    node process restarts; `cluster` must match the receiver's. `owner` is the fencing token
+    of the tree's lease while the sender owns the tree (0: it does not)."""
 
     node: Name
     boot: Name
     cluster: Name
     seq: int
+    owner: int = 0
 
 
 class Monitor(Envelope, tag=6, frozen=True):

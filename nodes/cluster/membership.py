@@ -228,6 +228,8 @@ class Cluster:
         self._refs = itertools.count(1)
         self._seq = itertools.count(1)
         self._remote_slots: dict[str, RemoteSlot] = {}
+        self.owner_token = 0
+        """The tree's lease token while this node owns the tree (0: it does not)."""
         self._children: dict[str, RemoteIncarnation] = {}
         self._out_monitors: dict[int, _OutMonitor] = {}
         self._in_monitors: dict[tuple[str, int], Callable[[], None]] = {}
@@ -607,17 +609,46 @@ class Cluster:
 
     def _tick(self) -> None:
         now = time.monotonic()
-        beat = self.codec.encode(Heartbeat(self.node, self.boot, self.topology.cluster, next(self._seq)))
+        beat = self._heartbeat()
         for name, peer in self.peers.items():
             self.transport.send_now(name, beat)
             if peer.up and now - peer.last_seen > self.heartbeat_timeout:
                 self._node_down(name, f"silent for {now - peer.last_seen:.2f} s")
         self._expire_asks(now)
 
+    def _heartbeat(self) -> bytes:
+        owner = self.owner_token if self.directory.owner == self.node else 0
+        return self.codec.encode(Heartbeat(self.node, self.boot, self.topology.cluster, next(self._seq), owner))
+
+    def announce_owner(self, token: int) -> None:
+        """This node owns the tree under lease `token` (0: it gave it up). Its peers hear it
+        at once, before anything this node sends next (a heartbeat ahead of every `Spawn`)."""
+        with self._lock:
+            self.owner_token = token
+            if token:
+                self._owner_changed(self.node, token)
+        beat = self._heartbeat()
+        for name in self.peers:
+            self.transport.send(name, beat)
+
+    def _owner_changed(self, node: str, token: int) -> None:
+        """Route the tree's unplaced paths to `node` from now on, if `token` is newer than
+        the lease known here (a stale owner's claim changes nothing)."""
+        with self._lock:
+            before = self.directory.owner
+            if not self.directory.set_owner(node, token) or before == node:
+                return
+            moved = [path for path in self._remote_slots if self.directory.owned(path)]
+            for path in moved:
+                self._remote_slots.pop(path).retired = True  # refs holding it re-resolve
+        _log.info("cluster.owner", owner=node, token=token, was=before)
+
     def _heard(self, peer: str, beat: Heartbeat) -> None:
         if beat.cluster != self.topology.cluster or beat.node != peer:
             self._rejected(peer, f"heartbeat for cluster {beat.cluster!r} as {beat.node!r}", "refused")
             return
+        if beat.owner:
+            self._owner_changed(peer, beat.owner)
         state = self.peers[peer]
         state.last_seen = time.monotonic()
         if state.boot != beat.boot:

@@ -82,6 +82,27 @@ class ResilienceConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class FailoverConfig:
+    """Which nodes may own the tree (its root and every child not placed elsewhere)."""
+
+    candidates: tuple[str, ...]
+    failback: str
+    """stay | return (see the schema)."""
+    lease: float
+
+    @property
+    def renew_every(self) -> float:
+        """How often the owner renews its lease (and a candidate tries to take it)."""
+        return self.lease / 4
+
+    @property
+    def act_for(self) -> float:
+        """How long after starting its last successful renewal an owner may act: it steps
+        down a quarter of the lease before the database would let another node take over."""
+        return self.lease * 3 / 4
+
+
+@dataclass(frozen=True, kw_only=True)
 class TransportConfig:
     """Node-to-node transport settings."""
 
@@ -109,6 +130,8 @@ class Topology:
     egress: EgressConfig
     resilience: ResilienceConfig | None = None
     """Set once the tree is checked against the `resilience` section."""
+    failover: FailoverConfig | None = None
+    """None: the root's node owns the tree, always (no failover)."""
 
     def node_data_dir(self, node: str) -> Path:
         """Where node `node` keeps its files."""
@@ -116,8 +139,16 @@ class Topology:
 
     @property
     def root_node(self) -> str:
-        """The node that runs the root supervisor."""
+        """The node that runs the root supervisor (with failover: its first candidate, whose
+        name the tree's paths keep whichever candidate owns it)."""
+        if self.failover is not None:
+            return self.failover.candidates[0]
         return self.tree.node or next(iter(self.nodes))
+
+    @property
+    def owner_candidates(self) -> tuple[str, ...]:
+        """The nodes that may own the tree, in order of preference."""
+        return self.failover.candidates if self.failover is not None else (self.root_node,)
 
     @property
     def root_path(self) -> str:
@@ -126,7 +157,7 @@ class Topology:
     def subtree_nodes(self) -> dict[str, str]:
         """Map every supervisor and pool path below the root (root id first) to its node."""
         placement: dict[str, str] = {}
-        root_node = self.tree.node or next(iter(self.nodes))
+        root_node = self.root_node
 
         def visit(spec: Spec, prefix: str, inherited: str) -> None:
             node = getattr(spec, "node", None) or inherited

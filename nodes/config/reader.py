@@ -47,12 +47,14 @@ from flotilla.nodes.config.checks import (
 )
 from flotilla.nodes.config.model import (
     EgressConfig,
+    FailoverConfig,
     IntakeConfig,
     NodeConfig,
     SecurityConfig,
     TransportConfig,
 )
 from flotilla.nodes.config.schema import (
+    FAILBACK,
     FIRST_PORT,
     MAX_BACKLOG,
     MAX_HWM,
@@ -107,16 +109,16 @@ def read_node_ref(ctx: Context, m: YamlMapping) -> str | None:
     return node
 
 
-def read_node_list(ctx: Context, m: YamlMapping) -> tuple[str, ...]:
-    node = m.node_of("nodes")
+def read_node_list(ctx: Context, m: YamlMapping, key: str = "nodes") -> tuple[str, ...]:
+    node = m.node_of(key)
     value = value_of(node) if node is not None else None
     if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
-        ctx.problem(join(m.path, "nodes"), "must be a non-empty list of node names", node)
+        ctx.problem(join(m.path, key), "must be a non-empty list of node names", node)
         return ()
     unknown = [v for v in value if v not in ctx.node_names]
     if unknown:
         ctx.problem(
-            join(m.path, "nodes"),
+            join(m.path, key),
             f"{', '.join(map(repr, unknown))} not a node of this topology (nodes: {', '.join(sorted(ctx.node_names))})",
             node,
         )
@@ -613,6 +615,31 @@ def read_resilience(ctx: Context, node: Node | None) -> tuple[dict[str, Any], di
     values: dict[str, Any] = {key: m.get(key, check_text) for key in RESILIENCE_ACTORS}
     values["interval"] = float(m.get("interval", check_seconds))
     return values, {key: m.node_of(key) or node for key in RESILIENCE_ACTORS}
+
+
+def read_failover(ctx: Context, node: Node | None, tree_node: str | None) -> FailoverConfig | None:
+    """The `failover` section; the tree's own `node`, if set, must be its first candidate."""
+    if node is None:
+        return None
+    m = YamlMapping(ctx, node, "failover", "failover")
+    if not m.valid or not m.require("candidates", "the nodes that may own the tree"):
+        return None
+    candidates = read_node_list(ctx, m, "candidates")
+    if len(set(candidates)) != len(candidates):
+        ctx.problem("failover.candidates", "names a node twice", m.node_of("candidates"))
+        return None
+    if candidates and tree_node is not None and tree_node != candidates[0]:
+        ctx.problem(
+            "failover.candidates",
+            f"the tree is placed on {tree_node!r}: with failover, leave out the tree's `node` "
+            f"(its owner is the first candidate that is up, {candidates[0]!r} by preference)",
+            m.node_of("candidates"),
+        )
+    failback = m.get("failback", one_of(FAILBACK))
+    lease = m.get("lease", check_seconds)
+    if not candidates or failback is None or lease is None:
+        return None
+    return FailoverConfig(candidates=candidates, failback=failback, lease=float(lease))
 
 
 def read_transport(ctx: Context, node: Node | None) -> TransportConfig:

@@ -298,6 +298,42 @@ class IntakeSection(Section, kw_only=True, frozen=True):
     router: Annotated[str, key("path", "The router actor, on the same node: the intake wakes it when jobs arrive.")]
 
 
+FAILBACK = ("stay", "return")
+"""What the tree does when a candidate earlier in the list than its owner comes back."""
+
+
+class FailoverSection(Section, kw_only=True, frozen=True):
+    candidates: Annotated[
+        list[str],
+        key(
+            "list of node names",
+            "Nodes that may run the tree's root and every child not placed with `node:` (the "
+            "fleet's singletons: router, breakers, limiter, Hold, proxies), in order of "
+            "preference. One node at a time owns them, by a lease in the PostgreSQL journal; "
+            "when the owner is gone a survivor takes them over. Paths keep the first "
+            "candidate's name whichever node runs them.",
+        ),
+    ]
+    failback: Annotated[
+        str,
+        key(
+            " \\| ".join(FAILBACK),
+            "When a candidate earlier in the list joins while a later one owns the tree: "
+            "`stay` keeps it where it is (no second interruption; move it with a restart), "
+            "`return` hands it back (Erlang's takeover).",
+        ),
+    ] = "stay"
+    lease: Annotated[
+        float,
+        key(
+            "seconds > 0",
+            "How long an owner's lease lasts without renewal (renewed every quarter of it). "
+            "A dead owner is replaced within about this long; an owner that cannot renew "
+            "stops acting as owner a quarter of it before its lease ends.",
+        ),
+    ] = 2.0
+
+
 class ResilienceSection(Section, kw_only=True, frozen=True):
     breakers: Annotated[
         str | None,
@@ -457,6 +493,14 @@ class TopologySection(Section, kw_only=True, frozen=True):
             "{default}: no breakers, limits, proxies or Hold",
         ),
     ] = None
+    failover: Annotated[
+        FailoverSection | None,
+        key(
+            "failover",
+            "Which nodes may own the tree's singletons, and how they hand over (docs/deploy.md).",
+            "{default}: the root's node owns them, always",
+        ),
+    ] = None
 
 
 SECTIONS: dict[str, type[Section]] = {
@@ -469,6 +513,7 @@ SECTIONS: dict[str, type[Section]] = {
     "pool": PoolSection,
     "intake": IntakeSection,
     "resilience": ResilienceSection,
+    "failover": FailoverSection,
     "egress": EgressSection,
     "rule set": RuleSetSection,
     "field": FieldSection,

@@ -32,6 +32,7 @@ from flotilla.nodes.config.problems import Problem, TopologyError
 from flotilla.nodes.config.reader import (
     read_clients,
     read_egress,
+    read_failover,
     read_intake,
     read_node_ref,
     read_nodes,
@@ -124,6 +125,7 @@ def parse_topology(
     intake = read_intake(ctx, top.node_of("intake"), nodes, security)
     transport = read_transport(ctx, top.node_of("transport"))
     resilience = read_resilience(ctx, top.node_of("resilience"))
+    failover = read_failover(ctx, top.node_of("failover"), tree.node if tree is not None else None)
     if ctx.problems or tree is None:
         problems = sorted(ctx.problems, key=lambda p: (p.line is None, p.line or 0))
         raise TopologyError(source, problems or [Problem("tree", "is invalid")])
@@ -138,6 +140,7 @@ def parse_topology(
         rules=rules,
         intake=intake,
         egress=egress,
+        failover=failover,
     )
     if intake is not None:
         check_intake_router(topology, intake, top.node_of("intake").start_mark.line + 1)  # type: ignore[union-attr]

@@ -16,6 +16,7 @@ import signal
 import threading
 import time
 from collections import Counter
+from pathlib import Path
 from types import FrameType
 
 import structlog
@@ -25,7 +26,8 @@ from flotilla.actors.core.messages import Inspect, SupervisorReport, describe_re
 from flotilla.actors.core.system import ActorSystem, RootStartError
 from flotilla.actors.pipeline.credentials import CredentialError, CredentialSeal
 from flotilla.actors.pipeline.egress import EgressPolicy
-from flotilla.actors.pipeline.router import Wake
+from flotilla.actors.pipeline.leases import LeaseTable
+from flotilla.actors.pipeline.router import JOURNAL_FILE, Wake
 from flotilla.actors.pipeline.rules import ExtractionRules
 from flotilla.actors.resilience.alerts import AlertSink
 from flotilla.actors.resilience.gate import Gate, shard_of
@@ -44,6 +46,7 @@ from flotilla.nodes.intake.auth import IntakeAccess, ensure_intake_keys, key_dir
 from flotilla.nodes.intake.server import Intake
 from flotilla.nodes.runtime.logs import RecentEvents, recent_events
 from flotilla.nodes.runtime.metrics import NodeMetrics
+from flotilla.nodes.runtime.ownership import TreeOwnership
 from flotilla.nodes.security.auth_failures import AuthFailures
 from flotilla.nodes.security.keys import CurveKeys, KeyFileError, keys_dir, load_public, load_secret, private_directory
 from flotilla.nodes.shell.server import ShellServer
@@ -71,6 +74,7 @@ class NodeRun:
         self.events: RecentEvents = recent_events
         """This process's recent log events (the shell's `logs`)."""
         self.shell: ShellServer | None = None
+        self.ownership: TreeOwnership | None = None
         self.stop_requested = threading.Event()
         self.auth_failures: list[AuthFailures] = []
         """Failed authentications of each of this node's sockets (metrics read them)."""
@@ -88,7 +92,13 @@ class NodeRun:
 
     @property
     def runs_root(self) -> bool:
-        return self.topology.root_node == self.node
+        """This node starts the tree itself: it is the root's node (no failover)."""
+        return self.topology.failover is None and self.topology.root_node == self.node
+
+    @property
+    def candidate(self) -> bool:
+        """This node may own the tree (failover): it claims the tree's lease."""
+        return self.topology.failover is not None and self.node in self.topology.failover.candidates
 
     def _count_report(self, report: SupervisorReport) -> None:
         self.reports[report.event] += 1
@@ -187,6 +197,8 @@ class NodeRun:
                 self.log.critical("node.start_failed", error=str(exc), reason=describe_reason(exc.reason))
                 self._close()
                 return EXIT_TREE_FAILED
+        elif self.candidate:
+            self._claim_tree()
         failed = self._open_intake() or self._serve_metrics() or self._open_shell()
         if failed is not None:
             self._close()
@@ -196,6 +208,7 @@ class NodeRun:
             cluster=self.topology.cluster,
             root=self.topology.root_path,
             runs_root=self.runs_root,
+            candidate=self.candidate,
             topology=self.topology.source,
             run_for=run_for,
         )
@@ -218,6 +231,19 @@ class NodeRun:
             return EXIT_TREE_FAILED
         self.log.info("node.stopped", **summary)
         return EXIT_OK
+
+    def _claim_tree(self) -> None:
+        """Run the ownership loop: this node runs the tree while it holds the tree's lease."""
+        assert self.cluster is not None  # noqa: S101  joined before
+        leases = LeaseTable(self._journal_path())
+        self.ownership = TreeOwnership(
+            self.topology, self.node, self.system, self.cluster, leases, on_failure=self.serving_gave_up
+        )
+        self.ownership.start()
+
+    def _journal_path(self) -> Path:
+        intake = self.topology.intake
+        return self.topology.node_data_dir(intake.node if intake else self.topology.root_node) / JOURNAL_FILE
 
     def _start_services(self) -> int | None:
         """Every node runs a gate (at ``<node>/services/gate``) when the topology has a
@@ -362,6 +388,8 @@ class NodeRun:
         self.metrics.close()
         if self.intake is not None:
             self.intake.close()
+        if self.ownership is not None:
+            self.ownership.close()
         reason = self.system.stop()
         if self.cluster is not None:
             self.cluster.close()

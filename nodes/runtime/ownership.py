@@ -1,0 +1,174 @@
+"""The tree's ownership: which candidate node runs the root and every unplaced child now.
+
+With `failover` in the topology, every candidate node runs this loop. Every quarter of the
+lease it claims (or renews) the lease ``tree`` in the journal's database:
+
+* granted, and this node did not own the tree: it announces its fencing token to its peers
+  (a heartbeat, ahead of anything else it sends, so their hosts accept its `Spawn`s and their
+  refs follow it), then starts the tree;
+* refused (another node holds it), or not renewed for three quarters of the lease (the
+  database is out of reach): it stops the tree and announces that it owns nothing. A peer
+  heard announcing a newer token makes it step down at once.
+
+So two nodes never act as owner at once, even across a partition: the one cut off from the
+database stops before its lease could be taken over. With ``failback: return`` an owner that
+sees a candidate earlier in the list up hands the lease over (Erlang's takeover); with
+``stay`` (the default) it keeps it. Without `failover`, the root's node owns the tree for
+good and nothing here runs.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+import structlog
+
+from flotilla.actors.core.messages import describe_reason
+from flotilla.actors.core.system import ActorSystem, RootStartError
+from flotilla.actors.pipeline.leases import OwnerLease
+from flotilla.nodes.cluster.membership import Cluster
+from flotilla.nodes.config.model import FailoverConfig
+from flotilla.nodes.config.topology import Topology
+
+TREE_LEASE = "tree"
+"""The name of the tree's lease in the `owners` table."""
+STOP_TIMEOUT = 30.0
+"""Longest wait for the tree to stop when stepping down (each child has its own timeout)."""
+
+
+class Leases(Protocol):
+    """The lease operations the loop needs (`flotilla.actors.pipeline.leases`)."""
+
+    def claim(self, name: str, holder: str, ttl: float) -> int | None: ...
+
+    def release(self, name: str, holder: str, token: int) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+class TreeOwnership:
+    """Claims the tree's lease for this node and runs the tree while it holds it."""
+
+    def __init__(
+        self,
+        topology: Topology,
+        node: str,
+        system: ActorSystem,
+        cluster: Cluster,
+        leases: Leases,
+        on_failure: Callable[[str], None],
+    ) -> None:
+        assert topology.failover is not None  # noqa: S101  only built with failover
+        self.config: FailoverConfig = topology.failover
+        self.topology = topology
+        self.node = node
+        self.system = system
+        self.cluster = cluster
+        self.leases = leases
+        self.holder = f"{node}/{cluster.boot}"
+        self.on_failure = on_failure
+        self.token = 0
+        """The lease token while this node owns the tree (0: it does not)."""
+        self.lease = OwnerLease(TREE_LEASE)
+        system.extensions.put(self.lease)
+        self._renewed_at = 0.0
+        self._starting: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"ownership {node}", daemon=True)
+        self.log = structlog.get_logger("flotilla.ownership")
+
+    @property
+    def owns(self) -> bool:
+        return self.token != 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop claiming; give up the tree and the lease if this node owns them."""
+        self._stopping.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(STOP_TIMEOUT + 5)
+        self.step_down("the node is stopping")
+        self.leases.close()
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            self.tick()
+            self._stopping.wait(self.config.renew_every)
+
+    def tick(self) -> None:
+        """One round: claim or renew, then start or stop the tree as the answer says."""
+        asked_at = time.monotonic()
+        try:
+            token = self.leases.claim(TREE_LEASE, self.holder, self.config.lease)
+        except Exception as exc:  # noqa: BLE001 - an unreachable database is a state, not a crash
+            if self.owns and time.monotonic() - self._renewed_at >= self.config.act_for:
+                self.step_down(f"lease not renewed for {time.monotonic() - self._renewed_at:.1f} s: {exc}")
+            elif self.owns:
+                self.log.warning("ownership.renew_failed", error=str(exc))
+            return
+        if self._stopping.is_set():
+            return
+        if token is None:
+            if self.owns:
+                self.step_down("another node holds the lease")
+            return
+        if self.owns and token != self.token:
+            self.step_down(f"the lease was taken over (token {self.token} → {token})")
+        self._renewed_at = asked_at
+        if not self.owns:
+            self._take_over(token)
+        elif self.cluster.directory.owner != self.node:
+            self.step_down(f"{self.cluster.directory.owner} owns the tree under a newer lease")
+        elif self.config.failback == "return" and self._preferred_up():
+            self.step_down(f"{self._preferred_up()} is back and comes first among the candidates")
+
+    def _preferred_up(self) -> str | None:
+        """A candidate ahead of this node that is up, if any."""
+        for candidate in self.config.candidates:
+            if candidate == self.node:
+                return None
+            if self.cluster.is_up(candidate):
+                return candidate
+        return None
+
+    def _take_over(self, token: int) -> None:
+        """Own the tree: announce it, then start the tree on a thread of its own (the lease
+        keeps being renewed while the tree starts)."""
+        self.token = token
+        self.lease.token = token
+        self.cluster.announce_owner(token)
+        self.log.info("ownership.acquired", token=token, candidates=list(self.config.candidates))
+        self._starting = threading.Thread(target=self._start_tree, args=(token,), name="tree start", daemon=True)
+        self._starting.start()
+
+    def _start_tree(self, token: int) -> None:
+        try:
+            self.system.start(self.topology.tree, path=self.topology.root_path)
+        except RootStartError as exc:
+            self.log.critical("ownership.start_failed", error=str(exc), reason=describe_reason(exc.reason))
+            self.on_failure(f"the tree could not start: {exc}")
+            return
+        self.log.info("ownership.tree_started", token=token, root=self.topology.root_path)
+
+    def step_down(self, why: str) -> None:
+        """Stop the tree here, tell the peers, and end the lease if still held."""
+        token = self.token
+        if not token:
+            return
+        self.token = 0
+        self.lease.token = 0
+        self.cluster.announce_owner(0)
+        self.log.warning("ownership.released", token=token, why=why)
+        starting = self._starting
+        if starting is not None and starting is not threading.current_thread():
+            starting.join()
+        self.system.release_root(STOP_TIMEOUT)
+        try:
+            self.leases.release(TREE_LEASE, self.holder, token)
+        except Exception as exc:  # noqa: BLE001 - it runs out by itself
+            self.log.warning("ownership.release_failed", error=str(exc))
