@@ -46,12 +46,13 @@ class Holder:
 
 @dataclass
 class OwnerLease:
-    """The lease under which this node runs the singletons (an extension the node runtime
-    keeps current): writes of an owner's actors quote `token` so a stale owner's are refused."""
+    """The newest lease on the tree this node knows of (an extension the node runtime keeps
+    current, from its own claims and its peers' heartbeats). Actors of the tree quote `token`
+    in their writes, so that those of a tree started under an older lease are refused."""
 
     name: str
     token: int = 0
-    """0 while this node owns nothing (or the topology has no failover)."""
+    """0 until a lease is known (or without failover)."""
 
     @classmethod
     def of(cls, system: ActorSystem) -> OwnerLease | None:

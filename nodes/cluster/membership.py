@@ -44,6 +44,7 @@ from flotilla.actors.core.registry import DEFAULT_ASK_TIMEOUT, PendingReply, Slo
 from flotilla.actors.core.remote import RemoteIncarnation
 from flotilla.actors.core.system import ActorSystem
 from flotilla.actors.core.throttle import Throttle
+from flotilla.actors.pipeline.leases import OwnerLease
 from flotilla.nodes.cluster.codec import (
     Ask,
     Codec,
@@ -636,7 +637,12 @@ class Cluster:
         the lease known here (a stale owner's claim changes nothing)."""
         with self._lock:
             before = self.directory.owner
-            if not self.directory.set_owner(node, token) or before == node:
+            if not self.directory.set_owner(node, token):
+                return
+            lease = OwnerLease.of(self.system)
+            if lease is not None:
+                lease.token = token
+            if before == node:
                 return
             moved = [path for path in self._remote_slots if self.directory.owned(path)]
             for path in moved:

@@ -26,7 +26,7 @@ from flotilla.actors.core.messages import Inspect, SupervisorReport, describe_re
 from flotilla.actors.core.system import ActorSystem, RootStartError
 from flotilla.actors.pipeline.credentials import CredentialError, CredentialSeal
 from flotilla.actors.pipeline.egress import EgressPolicy
-from flotilla.actors.pipeline.leases import LeaseTable
+from flotilla.actors.pipeline.leases import LeaseTable, OwnerLease
 from flotilla.actors.pipeline.router import JOURNAL_FILE, Wake
 from flotilla.actors.pipeline.rules import ExtractionRules
 from flotilla.actors.resilience.alerts import AlertSink
@@ -46,7 +46,7 @@ from flotilla.nodes.intake.auth import IntakeAccess, ensure_intake_keys, key_dir
 from flotilla.nodes.intake.server import Intake
 from flotilla.nodes.runtime.logs import RecentEvents, recent_events
 from flotilla.nodes.runtime.metrics import NodeMetrics
-from flotilla.nodes.runtime.ownership import TreeOwnership
+from flotilla.nodes.runtime.ownership import TREE_LEASE, TreeOwnership
 from flotilla.nodes.security.auth_failures import AuthFailures
 from flotilla.nodes.security.keys import CurveKeys, KeyFileError, keys_dir, load_public, load_secret, private_directory
 from flotilla.nodes.shell.server import ShellServer
@@ -66,6 +66,8 @@ class NodeRun:
         self.system.extensions.put(ExtractionRules(topology.rules))
         self.system.extensions.put(EgressPolicy.from_config(topology.egress.allow, self._endpoints()))
         self.system.extensions.put(ResilienceView())
+        if topology.failover is not None:
+            self.system.extensions.put(OwnerLease(TREE_LEASE))
         self.system.data_dir = topology.node_data_dir(node)
         self.system.credentials_dir = key_directory(topology)
         self.cluster: Cluster | None = None

@@ -28,7 +28,6 @@ import structlog
 
 from flotilla.actors.core.messages import describe_reason
 from flotilla.actors.core.system import ActorSystem, RootStartError
-from flotilla.actors.pipeline.leases import OwnerLease
 from flotilla.nodes.cluster.membership import Cluster
 from flotilla.nodes.config.model import FailoverConfig
 from flotilla.nodes.config.topology import Topology
@@ -72,8 +71,6 @@ class TreeOwnership:
         self.on_failure = on_failure
         self.token = 0
         """The lease token while this node owns the tree (0: it does not)."""
-        self.lease = OwnerLease(TREE_LEASE)
-        system.extensions.put(self.lease)
         self._renewed_at = 0.0
         self._starting: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -140,7 +137,6 @@ class TreeOwnership:
         """Own the tree: announce it, then start the tree on a thread of its own (the lease
         keeps being renewed while the tree starts)."""
         self.token = token
-        self.lease.token = token
         self.cluster.announce_owner(token)
         self.log.info("ownership.acquired", token=token, candidates=list(self.config.candidates))
         self._starting = threading.Thread(target=self._start_tree, args=(token,), name="tree start", daemon=True)
@@ -161,7 +157,6 @@ class TreeOwnership:
         if not token:
             return
         self.token = 0
-        self.lease.token = 0
         self.cluster.announce_owner(0)
         self.log.warning("ownership.released", token=token, why=why)
         starting = self._starting
