@@ -124,13 +124,11 @@ def cmd_check(args: argparse.Namespace) -> int:
             f"singletons: owned by one of {', '.join(failover.candidates)} at a time (lease {failover.lease:g} s, "
             f"failback {failover.failback})"
         )
-    if topology.intake is not None:
+    if topology.intakes:
         clients = ", ".join(topology.security.clients) or "none"
         operators = ", ".join([*topology.security.operators, "the local user"])
-        print(
-            f"intake: {topology.intake.address} on {topology.intake.node}, CURVE; clients: {clients}; "
-            f"operators: {operators}"
-        )
+        served = ", ".join(f"{intake.address} on {intake.node}" for intake in topology.intakes)
+        print(f"intake: {served}, CURVE; clients: {clients}; operators: {operators}")
     allowed = ", ".join(topology.egress.allow)
     print("egress: public addresses only, never the cluster's own" + (f"; also {allowed}" if allowed else ""))
     resilience = topology.resilience
@@ -225,24 +223,25 @@ def cmd_keys_generate(args: argparse.Namespace) -> int:
 
 
 def _intake_client(args: argparse.Namespace, topology: Topology | None = None):  # noqa: ANN202
-    """A client of the topology's intake with the key of --key, else the local user's."""
+    """A client of every intake of the topology (failing over between them) with the key of
+    --key, else the local user's."""
     from flotilla.nodes.intake.client import IntakeClient
     from flotilla.nodes.security.keys import KeyFileError
 
     topology = topology or _load_or_report(args.topology)
     if topology is None:
         return None
-    if topology.intake is None:
+    if not topology.intakes:
         print(f"{topology.source}: no intake section: this cluster takes no jobs", file=sys.stderr)
         return None
     try:
         return IntakeClient.for_topology(
             topology,
             Path(args.key) if args.key else None,
-            Path(args.server_key) if args.server_key else None,
+            [Path(file) for file in args.server_key or ()],
             timeout=getattr(args, "intake_timeout", None) or args.timeout,
         )
-    except KeyFileError as exc:
+    except (KeyFileError, ValueError) as exc:
         print(str(exc), file=sys.stderr)
         return None
 
@@ -637,7 +636,11 @@ def build_parser() -> argparse.ArgumentParser:
             "in the key directory, if you can read it)",
         )
         command.add_argument(
-            "--server-key", metavar="FILE", help="the intake node's public key (default: NODE.key in the key directory)"
+            "--server-key",
+            metavar="FILE",
+            action="append",
+            help="the intake node's public key (default: NODE.key in the key directory); with several "
+            "intakes, once for each, in the topology's order",
         )
 
     def client_options(command: argparse.ArgumentParser) -> None:
@@ -646,7 +649,12 @@ def build_parser() -> argparse.ArgumentParser:
             default=_default_topology(),
             help=f"topology file (default: $FLOTILLA_TOPOLOGY or {DEFAULT_TOPOLOGY})",
         )
-        command.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the intake")
+        command.add_argument(
+            "--timeout",
+            type=float,
+            default=10.0,
+            help="seconds to wait for an intake before the next one is asked (each is asked up to 4 times)",
+        )
         key_options(command)
 
     rules_help = "rule set (default: the topology's only one; required when it has several)"

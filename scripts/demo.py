@@ -155,7 +155,7 @@ def main() -> int:
     args = parser.parse_args()
     topology_path = fresh_demo_topology()
     topology = load_topology(topology_path)
-    assert topology.intake is not None
+    assert topology.intakes
     budget = wait_budget_of(yaml.safe_load(topology_path.read_text(encoding="utf-8"))) or WAIT_BUDGET_S
     crawl = realistic_crawl(args.jobs or 500) if args.mix == "realistic" else faults_crawl(args.jobs or 3000)
     log_path = topology.data_dir / "cluster.log"

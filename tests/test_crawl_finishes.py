@@ -82,7 +82,7 @@ def test_a_crawl_with_a_dead_host_and_scattered_bad_pages_ends_with_every_health
     dead = [f"{dead_host}/product/{n}" for n in range(20)]
     site.switch(503)
     urls = healthy[:75] + bad + dead + healthy[75:]
-    assert cluster.topology.intake is not None
+    assert cluster.topology.intakes
     began = time.monotonic()
     with IntakeClient.for_topology(cluster.topology) as client:
         client.submit([JobSpec(url, "product") for url in urls])
@@ -140,7 +140,7 @@ def test_jobs_sent_before_the_fetchers_exist_come_back_without_spending_attempts
     cluster.start_node("beta")
     alpha = cluster.start_node("alpha")
     alpha.wait_for_event("intake.listening", timeout=30)
-    assert cluster.topology.intake is not None
+    assert cluster.topology.intakes
     with IntakeClient.for_topology(cluster.topology) as client:
         wait_until(lambda: client.counts().results == 30, timeout=30, what="every job to be stored")
         jobs = list(client.all_jobs("stored"))
@@ -174,7 +174,7 @@ def test_the_leases_of_a_node_that_goes_down_come_back_at_once(
 ) -> None:
     extra = EXTRA.replace("resilience: {breakers: alpha/root/breakers, hold: alpha/root/hold}\n", "")
     cluster = start_with_intake(tmp_path, clusters, NODE_DOWN_TREE, extra, ("alpha", "beta"))
-    assert cluster.topology.intake is not None
+    assert cluster.topology.intakes
     with IntakeClient.for_topology(cluster.topology) as client:
         client.submit([JobSpec(f"{site.url}/slow/{n}?ms=20000", "product") for n in range(8)])
         wait_until(lambda: client.counts().states["fetching"] == 8, timeout=15, what="the slow pages in flight")

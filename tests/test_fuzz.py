@@ -96,7 +96,7 @@ def test_fuzzed_intake_transport_and_shell_leave_the_node_up_and_bounded(
         try:
             _fuzz_socket(
                 context,
-                cluster.topology.intake.address,
+                cluster.topology.intakes[0].address,
                 "intake",
                 MAX_REQUEST_BYTES,
                 SEED,  # type: ignore[union-attr]

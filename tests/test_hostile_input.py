@@ -26,13 +26,13 @@ THIRTEEN_BYTES = b"\x81\xa2id\xcb" + struct.pack(">d", 1e30)
 def _raw(cluster: LiveCluster) -> tuple[zmq.Context, zmq.Socket]:
     """A raw DEALER to the intake with the cluster owner's key (the intake lets no one else in:
     hostile frames come from an authenticated client)."""
-    assert cluster.topology.intake is not None
+    assert cluster.topology.intakes
     key = client_key(cluster.topology)
     context = zmq.Context()
     socket = context.socket(zmq.DEALER)
     socket.setsockopt(zmq.LINGER, 0)
     socket.curve_publickey, socket.curve_secretkey, socket.curve_serverkey = key.public, key.secret, key.server
-    socket.connect(cluster.topology.intake.address)
+    socket.connect(cluster.topology.intakes[0].address)
     return context, socket
 
 

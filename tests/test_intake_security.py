@@ -175,7 +175,7 @@ def test_another_user_cannot_use_the_intake_without_a_key_nor_steer_it_with_a_cl
     metrics = free_ports(1)[0]
     cluster = start_keyed(shared_dir / "cluster", clusters, home, metrics)
     shared_dir.joinpath("cluster").chmod(0o755)
-    topology, address = str(cluster.topology_path), cluster.topology.intake.address  # type: ignore[union-attr]
+    topology, address = str(cluster.topology_path), cluster.topology.intakes[0].address  # type: ignore[union-attr]
     shutil.copy(shared_dir / "cluster" / "data" / "keys" / "alpha.key", home / "alpha.key")
     for path in (home, *home.iterdir()):
         os.chown(path, other_user.pw_uid, other_user.pw_gid)

@@ -88,7 +88,7 @@ def flotilla(cluster: LiveCluster, *args: str, timeout: float = 60) -> subproces
 
 
 def client(cluster: LiveCluster) -> IntakeClient:
-    assert cluster.topology.intake is not None
+    assert cluster.topology.intakes
     return IntakeClient.for_topology(cluster.topology)
 
 

@@ -67,7 +67,7 @@ def test_limits_breakers_and_hold_across_nodes(
 ) -> None:
     cluster = start(tmp_path, clusters)
     topology = str(cluster.topology_path)
-    assert cluster.topology.intake is not None
+    assert cluster.topology.intakes
     with IntakeClient.for_topology(cluster.topology) as client:
         client.submit([JobSpec(f"{site.url}/product/{n}", "product") for n in range(75)])
         wait_until(lambda: client.counts().results == 75, timeout=40, what="every job to be stored")

@@ -29,7 +29,7 @@ def test_the_default_topology_is_valid() -> None:
     assert topology.cluster == "demo"
     assert list(topology.nodes) == ["alpha", "beta"]
     assert [c.id for c in topology.tree.children] == ["alerts", "resilience", "router", "fetching"]
-    assert topology.intake is not None and topology.intake.router == "alpha/root/router"
+    assert [intake.router for intake in topology.intakes] == ["alpha/root/router"]
     assert topology.resilience is not None and topology.resilience.shards == 2
     assert set(topology.rules) == {"product"}
 

@@ -72,7 +72,7 @@ READ: dict[tuple[str, str], Read] = {
     ("topology", "cluster"): lambda bare, full: bare.cluster,
     ("topology", "data_dir"): lambda bare, full: bare.data_dir.name,
     ("topology", "rules"): lambda bare, full: bare.rules,
-    ("topology", "intake"): lambda bare, full: bare.intake,
+    ("topology", "intake"): lambda bare, full: bare.intakes or None,
     ("topology", "operators"): lambda bare, full: bare.security.operators,
     ("topology", "clients"): lambda bare, full: bare.security.clients,
     ("topology", "eval_operators"): lambda bare, full: bare.security.eval_operators,

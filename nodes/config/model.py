@@ -126,12 +126,29 @@ class Topology:
     transport: TransportConfig
     data_dir: Path
     rules: dict[str, RuleSet]
-    intake: IntakeConfig | None
+    intakes: tuple[IntakeConfig, ...]
+    """Every intake, in the topology's order (empty: the cluster takes no jobs); at most one
+    per node, each at its own address."""
     egress: EgressConfig
     resilience: ResilienceConfig | None = None
     """Set once the tree is checked against the `resilience` section."""
     failover: FailoverConfig | None = None
     """None: the root's node owns the tree, always (no failover)."""
+
+    @property
+    def journal_is_shared(self) -> bool:
+        """Whether every node reaches one journal (a database server), so that several nodes
+        may run an intake against it. The journal is SQLite, a file of the intake's node."""
+        return False
+
+    def intake_on(self, node: str) -> IntakeConfig | None:
+        """The intake node `node` serves, or None."""
+        return next((intake for intake in self.intakes if intake.node == node), None)
+
+    @property
+    def intake_addresses(self) -> list[str]:
+        """Where clients reach the intakes, in the topology's order."""
+        return [intake.address for intake in self.intakes]
 
     def node_data_dir(self, node: str) -> Path:
         """Where node `node` keeps its files."""

@@ -575,12 +575,53 @@ def read_rules(ctx: Context, node: Node | None) -> dict[str, RuleSet]:
     return rule_sets
 
 
-def read_intake(
+def read_intakes(
     ctx: Context, node: Node | None, nodes: dict[str, NodeConfig], security: SecurityConfig
-) -> IntakeConfig | None:
+) -> tuple[tuple[IntakeConfig, Node, str], ...]:
+    """The `intake` section: one mapping (path ``intake``) or a list of them (``intake[i]``),
+    each on its own node at its own address. Each intake comes with its YAML node and path,
+    for the checks made once the tree is known."""
     if node is None:
-        return None
-    m = YamlMapping(ctx, node, "intake", "intake")
+        return ()
+    if not isinstance(node, SequenceNode):
+        intake = read_intake(ctx, node, "intake", nodes, security)
+        return ((intake, node, "intake"),) if intake is not None else ()
+    if not node.value:
+        ctx.problem("intake", "must be a mapping or a non-empty list of them (one per node)", node)
+        return ()
+    found: list[tuple[IntakeConfig, Node, str]] = []
+    node_of: dict[str, str] = {}
+    address_of: dict[str, str] = {}
+    for index, item in enumerate(node.value):
+        path = f"intake[{index}]"
+        intake = read_intake(ctx, item, path, nodes, security)
+        if intake is None:
+            continue
+        entries = {k.value: v for k, v in item.value} if isinstance(item, MappingNode) else {}
+        if intake.node in node_of:
+            ctx.problem(
+                join(path, "node"),
+                f"{intake.node!r} already serves {node_of[intake.node]}: one intake per node",
+                entries.get("node", item),
+            )
+            continue
+        if intake.address in address_of:
+            ctx.problem(
+                join(path, "address"),
+                f"{intake.address} is already the address of {address_of[intake.address]}",
+                entries.get("address", item),
+            )
+            continue
+        node_of[intake.node] = path
+        address_of[intake.address] = path
+        found.append((intake, item, path))
+    return tuple(found)
+
+
+def read_intake(
+    ctx: Context, node: Node, path: str, nodes: dict[str, NodeConfig], security: SecurityConfig
+) -> IntakeConfig | None:
+    m = YamlMapping(ctx, node, path, "intake")
     if not m.valid:
         return None
     for key, what in (("node", "the intake's node"), ("address", "tcp://HOST:PORT"), ("router", "a path")):
@@ -592,14 +633,14 @@ def read_intake(
         host = address.removeprefix("tcp://").rsplit(":", 1)[0].strip("[]")
         if not is_loopback(host):
             ctx.problem(
-                "intake.address",
+                join(path, "address"),
                 f"{address} is not a loopback address and security.keys is not set: "
                 "remote clients need a key directory of yours (insecure_bind does not apply to the "
                 "intake)",
                 m.node_of("address"),
             )
     if address is not None and address in {n.address for n in nodes.values()}:
-        ctx.problem("intake.address", f"{address} is also a node's address", m.node_of("address"))
+        ctx.problem(join(path, "address"), f"{address} is also a node's address", m.node_of("address"))
     if intake_node is None or address is None or router is None:
         return None
     return IntakeConfig(node=intake_node, address=address, router=router)

@@ -445,7 +445,14 @@ class TopologySection(Section, kw_only=True, frozen=True):
         key("mapping of name → rule set", "Extraction rules jobs refer to by name (see below)."),
     ] = {}
     intake: Annotated[
-        IntakeSection | None, key("intake", "Where clients submit jobs.", "{default}: no intake socket")
+        IntakeSection | list[IntakeSection] | None,
+        key(
+            "intake, or a list of them",
+            "Where clients submit jobs. A list names one intake per node (distinct nodes and "
+            "addresses); clients fail over between them. Several intakes need a journal every "
+            "node reaches: the SQLite journal is one node's file, so it allows one.",
+            "{default}: no intake socket",
+        ),
     ] = None
     transport: Annotated[
         TransportSection, key("transport", "Node-to-node transport settings.", "the defaults below")

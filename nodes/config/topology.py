@@ -33,7 +33,7 @@ from flotilla.nodes.config.reader import (
     read_clients,
     read_egress,
     read_failover,
-    read_intake,
+    read_intakes,
     read_node_ref,
     read_nodes,
     read_operators,
@@ -44,7 +44,12 @@ from flotilla.nodes.config.reader import (
     read_transport,
 )
 from flotilla.nodes.config.reference import reference_markdown, write_reference
-from flotilla.nodes.config.tree_paths import check_actor_paths, check_intake_router, check_resilience
+from flotilla.nodes.config.tree_paths import (
+    check_actor_paths,
+    check_intake_count,
+    check_intake_router,
+    check_resilience,
+)
 from flotilla.nodes.config.walker import Context, YamlMapping
 from flotilla.nodes.config.yaml_guard import YamlRefused
 from flotilla.nodes.config.yaml_guard import compose as guarded_compose
@@ -122,7 +127,7 @@ def parse_topology(
     security = read_clients(ctx, top.node_of("clients"), nodes, security)
     egress = read_egress(ctx, top.node_of("egress"))
     rules = read_rules(ctx, top.node_of("rules"))
-    intake = read_intake(ctx, top.node_of("intake"), nodes, security)
+    intakes = read_intakes(ctx, top.node_of("intake"), nodes, security)
     transport = read_transport(ctx, top.node_of("transport"))
     resilience = read_resilience(ctx, top.node_of("resilience"))
     failover = read_failover(ctx, top.node_of("failover"), tree.node if tree is not None else None)
@@ -138,12 +143,14 @@ def parse_topology(
         transport=transport,
         data_dir=data_dir,
         rules=rules,
-        intake=intake,
+        intakes=tuple(intake for intake, _, _ in intakes),
         egress=egress,
         failover=failover,
     )
-    if intake is not None:
-        check_intake_router(topology, intake, top.node_of("intake").start_mark.line + 1)  # type: ignore[union-attr]
+    where = [(path, yaml_node.start_mark.line + 1) for _, yaml_node, path in intakes]
+    for (intake, _, _), (path, line) in zip(intakes, where, strict=True):
+        check_intake_router(topology, intake, path, line)
+    check_intake_count(topology, where)
     check_actor_paths(topology, ctx.actor_paths)
     if resilience is not None:
         topology = dataclasses.replace(topology, resilience=check_resilience(topology, *resilience))

@@ -25,9 +25,9 @@ RESILIENCE_ACTORS = {
 """The actor each path of the `resilience` section must name."""
 
 
-def check_intake_router(topology: Topology, intake: IntakeConfig, line: int) -> None:
-    """The intake's router must be a path of the tree, on the intake's node (they share the
-    journal file); `line` is the intake section's."""
+def check_intake_router(topology: Topology, intake: IntakeConfig, path: str, line: int) -> None:
+    """The intake's router must be a path of the tree, on the intake's node (the intake wakes
+    it there); `path` and `line` are the intake section's (``intake`` or ``intake[i]``)."""
     from flotilla.nodes.config.directory import Directory  # the directory is built from a topology
 
     directory = Directory(topology)
@@ -36,7 +36,7 @@ def check_intake_router(topology: Topology, intake: IntakeConfig, line: int) -> 
             topology.source,
             [
                 Problem(
-                    "intake.router",
+                    f"{path}.router",
                     f"{intake.router!r} is not a path of the tree (the root is {topology.root_path})",
                     line,
                 )
@@ -47,13 +47,25 @@ def check_intake_router(topology: Topology, intake: IntakeConfig, line: int) -> 
             topology.source,
             [
                 Problem(
-                    "intake.router",
+                    f"{path}.router",
                     f"{intake.router} runs on "
                     f"{directory.whereis(intake.router)}, not on the intake's node "
                     f"{intake.node}: they share the journal file",
                     line,
                 )
             ],
+        )
+
+
+def check_intake_count(topology: Topology, where: list[tuple[str, int]]) -> None:
+    """More than one intake needs a journal every node reaches (`Topology.journal_is_shared`):
+    each SQLite journal is one node's file, and intakes on two of them would take two sets of
+    jobs. `where` holds each intake's path and line, in order."""
+    if len(topology.intakes) > 1 and not topology.journal_is_shared:
+        path, line = where[1]
+        raise TopologyError(
+            topology.source,
+            [Problem(path, "several intakes need a PostgreSQL journal (journal: postgresql://...)", line)],
         )
 
 

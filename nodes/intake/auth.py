@@ -8,6 +8,10 @@ the name its key has there, and that name alone says what it may do (see `REQUES
 nodes/intake/protocol.py): a client submits and reads its own jobs and results; an operator
 also steers the fleet and sees every job.
 
+Each intake's key pair is its node's (``<node>.key`` / ``<node>.key_secret``): with several
+intakes (one per node) no node holds another's secret, and a client checks each intake
+against the public key of the node the topology names for that address (`ClientKey.servers`).
+
 The local user's key is ``local.key_secret`` in the key directory: whoever can read that
 directory (the cluster's owner) is an operator without any key step; everyone else needs a
 key of their own (`flotilla keys generate DIR --name NAME`, NAME in `clients:`).
@@ -16,7 +20,8 @@ key of their own (`flotilla keys generate DIR --name NAME`, NAME in `clients:`).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -59,7 +64,7 @@ def ensure_intake_keys(topology: Topology) -> None:
     the local user's (made under its lock if they are not there yet). The intake is CURVE
     even when the node links opted into plaintext. With `security.keys` the operator
     provides them."""
-    if topology.security.keys is None and topology.intake is not None:
+    if topology.security.keys is None and topology.intakes:
         ensure_generated_keys(generated_keys_dir(topology), list(topology.nodes))
 
 
@@ -71,13 +76,14 @@ class IntakeAccess:
     roles: dict[str, Role]
 
     @classmethod
-    def load(cls, topology: Topology) -> IntakeAccess:
-        """The intake node's key pair, and the public keys of the operators, the local user
-        (if its key exists) and the clients; raises `KeyFileError` naming a missing file."""
-        if topology.intake is None:
-            raise ValueError(f"{topology.source}: no intake section")
+    def load(cls, topology: Topology, node: str) -> IntakeAccess:
+        """The key pair of the intake on `node` (the node's own), and the public keys of the
+        operators, the local user (if its key exists) and the clients; raises `KeyFileError`
+        naming a missing file."""
+        if topology.intake_on(node) is None:
+            raise ValueError(f"{topology.source}: no intake on node {node}")
         directory = key_directory(topology)
-        public, secret = load_secret(directory, topology.intake.node)
+        public, secret = load_secret(directory, node)
         roles: dict[str, Role] = {name: "client" for name in topology.security.clients}
         roles.update({name: "operator" for name in topology.security.operators})
         if (directory / f"{LOCAL_USER}.key").is_file():
@@ -125,12 +131,19 @@ class IntakeGuard:
 
 @dataclass(frozen=True)
 class ClientKey:
-    """What a client needs for the intake's CURVE handshake: its own key pair and the
+    """What a client needs for the intakes' CURVE handshakes: its own key pair and each
     intake's public key."""
 
     public: bytes
     secret: bytes
     server: bytes
+    """The intake's public key: of every address not in `servers`."""
+    servers: Mapping[str, bytes] = field(default_factory=dict)
+    """The public key of the intake at each of these addresses (each intake has its node's)."""
+
+    def server_at(self, address: str) -> bytes:
+        """The public key the intake at `address` must prove it holds."""
+        return self.servers.get(address, self.server)
 
 
 def load_secret_file(path: Path) -> tuple[bytes, bytes]:
@@ -149,20 +162,31 @@ def _present(path: Path) -> bool:
 
 
 def client_key(
-    topology: Topology, key_file: Path | None = None, server_key_file: Path | None = None, wait: float = 0.0
+    topology: Topology,
+    key_file: Path | None = None,
+    server_key_files: Sequence[Path] = (),
+    wait: float = 0.0,
 ) -> ClientKey:
-    """The key a client of `topology`'s intake connects with: `key_file`, else the local
-    user's (readable only by the cluster's owner). The intake's public key is
-    `server_key_file`, else ``<intake node>.key`` in the key directory. Waits up to `wait`
-    seconds for key files a starting cluster is still writing; raises `KeyFileError` saying
-    which file is missing or unreadable."""
-    if topology.intake is None:
+    """The key a client of `topology`'s intakes connects with: `key_file`, else the local
+    user's (readable only by the cluster's owner). Each intake's public key is
+    ``<intake node>.key`` in the key directory, or the file of `server_key_files` at its
+    place (one per intake, in the topology's order). Waits up to `wait` seconds for key files
+    a starting cluster is still writing; raises `KeyFileError` saying which file is missing or
+    unreadable, and ValueError if the topology has no intake or `server_key_files` does not
+    match its intakes."""
+    intakes = topology.intakes
+    if not intakes:
         raise ValueError(f"{topology.source}: no intake section: this cluster takes no jobs")
+    if server_key_files and len(server_key_files) != len(intakes):
+        raise ValueError(
+            f"{len(server_key_files)} server key(s) for {len(intakes)} intakes: give --server-key once per "
+            f"intake, in the topology's order ({', '.join(f'{i.node}.key' for i in intakes)})"
+        )
     directory = key_directory(topology)
     secret_path = key_file or directory / f"{LOCAL_USER}.key_secret"
-    server_path = server_key_file or directory / f"{topology.intake.node}.key"
+    server_paths = list(server_key_files) or [directory / f"{intake.node}.key" for intake in intakes]
     deadline = time.monotonic() + wait
-    while not (_present(secret_path) and _present(server_path)) and time.monotonic() < deadline:
+    while not (_present(secret_path) and all(map(_present, server_paths))) and time.monotonic() < deadline:
         time.sleep(KEY_WAIT_POLL)
     try:
         public, secret = load_secret_file(secret_path)
@@ -173,14 +197,17 @@ def client_key(
             f"no client key: {exc}. Pass --key FILE (a NAME.key_secret made by 'flotilla keys "
             "generate DIR --name NAME', with NAME in the topology's clients:)"
         ) from None
+    servers = {
+        intake.address: _server_key(path, intake.node) for intake, path in zip(intakes, server_paths, strict=True)
+    }
+    return ClientKey(public, secret, servers[intakes[0].address], servers)
+
+
+def _server_key(path: Path, node: str) -> bytes:
+    """The public key in `path` (a ``NAME.key``, or the public half of a ``NAME.key_secret``)."""
     try:
-        server, _ = (
-            load_secret_file(server_path)
-            if server_path.name.endswith(".key_secret")
-            else (load_public(server_path.parent, server_path.name.removesuffix(".key")), None)
-        )
+        if path.name.endswith(".key_secret"):
+            return load_secret_file(path)[0]
+        return load_public(path.parent, path.name.removesuffix(".key"))
     except KeyFileError as exc:
-        raise KeyFileError(
-            f"{exc}; pass --server-key FILE (the intake node's public key, {topology.intake.node}.key)"
-        ) from None
-    return ClientKey(public, secret, server)
+        raise KeyFileError(f"{exc}; pass --server-key FILE (the intake node's public key, {node}.key)") from None

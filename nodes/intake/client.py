@@ -1,4 +1,4 @@
-"""A small Python client for a node's intake socket.
+"""A small Python client for the cluster's intake sockets.
 
     client = IntakeClient.for_topology(load_topology("supervisor_tree.yaml"))
     acks = client.submit([JobSpec("http://example.com/p/1", "product")])
@@ -10,6 +10,13 @@ Lazy Pirate), up to `retries` times; that is safe because submissions are idempo
 After that, `IntakeUnavailable` is raised. When the intake refuses the client's key at the
 CURVE handshake (seen on the socket's monitor), `IntakeRefused` is raised at once.
 
+With several intake addresses (one per node, `IntakeClient.for_topology` takes them all) a
+request that gets no answer within `timeout`, or whose connection is refused while another
+address is left to try, goes to the next address at once: every intake is active, so there is
+no backup to wait for (Binary Star's settle delay). The address that answered last is tried
+first next time. An answer is never failed over: an `Error` reply or a refused key is the
+fleet's verdict, the same from every intake.
+
 The intake accepts only CURVE clients whose keys it knows (nodes/intake/auth.py): pass a
 `ClientKey`, or use `for_topology`, which finds the local user's key in the cluster's key
 directory, or takes a client's own ``NAME.key_secret``.
@@ -20,7 +27,7 @@ from __future__ import annotations
 import itertools
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -87,14 +94,25 @@ HANDSHAKE_FAILED = (
 )
 """Socket monitor events that mean the intake did not let this client in."""
 
+CONNECT_REFUSED = zmq.EVENT_CONNECT_RETRIED
+"""The monitor event of a TCP connection that failed (nothing listens there): ZeroMQ will try
+again later, and a client with another address goes there meanwhile."""
+
 
 class IntakeClient:
-    """Requests to one intake socket, one at a time."""
+    """Requests to the intake sockets, one at a time, failing over between their addresses."""
 
-    def __init__(self, address: str, timeout: float = 10.0, retries: int = 3, key: ClientKey | None = None) -> None:
-        """`key`: the client's CURVE key pair and the intake's public key (None: no CURVE,
-        which a real intake refuses)."""
-        self.address = address
+    def __init__(
+        self, address: str | Sequence[str], timeout: float = 10.0, retries: int = 3, key: ClientKey | None = None
+    ) -> None:
+        """`address`: one intake address, or several (tried in order, the last to answer
+        first). `key`: the client's CURVE key pair and the intakes' public keys (None: no
+        CURVE, which a real intake refuses). A request waits up to `timeout` seconds for each
+        address, and goes round them all up to `retries + 1` times: it gives up after at most
+        ``timeout × len(addresses) × (retries + 1)`` seconds."""
+        self.addresses = [address] if isinstance(address, str) else list(address)
+        if not self.addresses:
+            raise ValueError("an intake client needs at least one address")
         self.key = key
         self.timeout = timeout
         self.retries = retries
@@ -103,6 +121,15 @@ class IntakeClient:
         self._session = uuid.uuid4().hex
         self._socket: zmq.Socket | None = None
         self._monitor: zmq.Socket | None = None
+        self._preferred = 0
+        """Index of the address that answered last: the next request goes there first."""
+        self._connected = 0
+        """Index of the address `_socket` is connected to."""
+
+    @property
+    def address(self) -> str:
+        """The address the next request goes to first (the one that answered last)."""
+        return self.addresses[self._preferred]
 
     def close(self) -> None:
         self._close_socket()
@@ -122,82 +149,116 @@ class IntakeClient:
     def __exit__(self, *_exc: Any) -> None:
         self.close()
 
-    def _fresh_socket(self) -> zmq.Socket:
+    def _fresh_socket(self, index: int) -> zmq.Socket:
+        """A new socket connected to address `index` (the previous one is closed, and with it
+        any late answer it would still receive)."""
         self._close_socket()
+        address = self.addresses[index]
         self._socket = self._context.socket(zmq.DEALER)
         self._socket.setsockopt(zmq.LINGER, 0)
         if self.key is not None:
             self._socket.curve_publickey = self.key.public
             self._socket.curve_secretkey = self.key.secret
-            self._socket.curve_serverkey = self.key.server
-        self._monitor = self._socket.get_monitor_socket(HANDSHAKE_FAILED)
-        self._socket.connect(self.address)
+            self._socket.curve_serverkey = self.key.server_at(address)
+        self._monitor = self._socket.get_monitor_socket(HANDSHAKE_FAILED | CONNECT_REFUSED)
+        self._socket.connect(address)
+        self._connected = index
         return self._socket
 
-    def _refusal(self) -> str | None:
-        """Why the intake refused the handshake, if the monitor says it did."""
+    def _events(self) -> tuple[str | None, bool]:
+        """What the monitor has seen since last asked: why the intake refused the handshake
+        (None if it did not), and whether a connection attempt was refused."""
         assert self._monitor is not None  # noqa: S101  made with the socket
+        address = self.addresses[self._connected]
+        refused = False
         while self._monitor.poll(0):
             event = recv_monitor_message(self._monitor)
-            if event["event"] & HANDSHAKE_FAILED:
+            if event["event"] & CONNECT_REFUSED:
+                refused = True
+            elif event["event"] & HANDSHAKE_FAILED:
                 if self.key is None:
-                    return f"the intake at {self.address} refused a client without a CURVE key (pass --key)"
+                    return f"the intake at {address} refused a client without a CURVE key (pass --key)", refused
                 return (
-                    f"the intake at {self.address} refused this client's key: it is not among the topology's "
+                    f"the intake at {address} refused this client's key: it is not among the topology's "
                     "clients and operators, or --server-key is not the intake node's key"
-                )
-        return None
+                ), refused
+        return None, refused
 
     @classmethod
     def for_topology(
         cls,
         topology: Topology,
         key_file: Path | None = None,
-        server_key_file: Path | None = None,
+        server_key_files: Sequence[Path] = (),
         *,
         wait_for_keys: float = 0.0,
         timeout: float = 10.0,
         retries: int = 3,
     ) -> IntakeClient:
-        """A client of `topology`'s intake, with the key `client_key` finds (the local user's
-        unless `key_file` is given); raises `KeyFileError` if there is none it can read."""
-        if topology.intake is None:
-            raise ValueError(f"{topology.source}: no intake section: this cluster takes no jobs")
-        key = client_key(topology, key_file, server_key_file, wait=wait_for_keys)
-        return cls(topology.intake.address, timeout=timeout, retries=retries, key=key)
+        """A client of every intake of `topology`, with the key `client_key` finds (the local
+        user's unless `key_file` is given); raises `KeyFileError` if there is none it can
+        read, ValueError if the topology has no intake."""
+        key = client_key(topology, key_file, server_key_files, wait=wait_for_keys)
+        return cls(topology.intake_addresses, timeout=timeout, retries=retries, key=key)
 
     def _call(self, make: Callable[[int], Request], kind: type[A]) -> A:
-        """Send the request `make` builds (given a fresh id), retrying on silence; the answer,
-        which must be a `kind` (an `Error` answer raises `IntakeError`)."""
+        """Send the request `make` builds (given a fresh id), to each address in turn while
+        none answers; the answer, which must be a `kind` (an `Error` answer raises
+        `IntakeError`, from whichever intake gave it).
+
+        A submission sent again, to the same intake or another, is answered as its first try
+        was: the request keeps its id and the client its session, so its jobs carry the same
+        origin (``<client>:<session>:<id>``) and batch, and the journal every intake writes
+        reports a job recorded by that origin as accepted, not as a duplicate."""
         request = make(next(self._ids))
         frame = encoder.encode(request)
         if len(frame) > MAX_REQUEST_BYTES:
             raise IntakeError(f"request of {len(frame)} bytes exceeds the intake's {MAX_REQUEST_BYTES}-byte limit")
+        count = len(self.addresses)
         for _ in range(self.retries + 1):
-            socket = self._socket or self._fresh_socket()
-            poller = zmq.Poller()
-            poller.register(socket, zmq.POLLIN)
-            poller.register(self._monitor, zmq.POLLIN)
-            socket.send(frame)
-            deadline = time.monotonic() + self.timeout
-            while (remaining := deadline - time.monotonic()) > 0:
-                ready = dict(poller.poll(int(remaining * 1000)))
-                refusal = self._refusal() if self._monitor in ready else None
-                if refusal is not None:
-                    self._close_socket()
-                    raise IntakeRefused(refusal)
-                if socket not in ready:
+            start = self._preferred
+            for step in range(count):
+                index = (start + step) % count
+                answer = self._ask(index, request.id, frame, may_skip=step < count - 1)
+                if answer is None:
+                    self._fresh_socket((index + 1) % count)
                     continue
-                answer = answer_decoder.decode(socket.recv())
-                if answer.id != request.id:
-                    continue  # a late answer to an earlier, retried request
+                self._preferred = index
                 if isinstance(answer, Error):
                     raise IntakeError(answer.reason)
                 if not isinstance(answer, kind):
                     raise IntakeError(f"the intake answered {type(answer).__name__} where {kind.__name__} was due")
                 return answer
-            self._fresh_socket()
-        raise IntakeUnavailable(f"no answer from {self.address} after {self.retries + 1} tries")
+        where = self.addresses[0] if count == 1 else ", ".join(self.addresses)
+        tries = f"{self.retries + 1} tries" + (" each" if count > 1 else "")
+        raise IntakeUnavailable(f"no answer from {where} after {tries}")
+
+    def _ask(self, index: int, request_id: int, frame: bytes, *, may_skip: bool) -> Answer | None:
+        """Send `frame` to address `index` and wait up to `timeout` for the answer to
+        `request_id`; None if none came (or, with `may_skip`, as soon as the connection is
+        refused). Raises `IntakeRefused` if the intake refuses the client's key."""
+        socket = self._socket if self._socket is not None and self._connected == index else self._fresh_socket(index)
+        poller = zmq.Poller()
+        poller.register(socket, zmq.POLLIN)
+        poller.register(self._monitor, zmq.POLLIN)
+        socket.send(frame)
+        deadline = time.monotonic() + self.timeout
+        while (remaining := deadline - time.monotonic()) > 0:
+            ready = dict(poller.poll(int(remaining * 1000)))
+            if self._monitor in ready:
+                refusal, refused = self._events()
+                if refusal is not None:
+                    self._close_socket()
+                    raise IntakeRefused(refusal)
+                if refused and may_skip:
+                    return None
+            if socket not in ready:
+                continue
+            answer = answer_decoder.decode(socket.recv())
+            if answer.id != request_id:
+                continue  # a late answer to an earlier, retried request
+            return answer
+        return None
 
     last_batch = ""
     """Set by `submit`: the batch id its jobs were recorded in (the intake's when none was given)."""

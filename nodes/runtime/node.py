@@ -88,8 +88,7 @@ class NodeRun:
     def _endpoints(self) -> list[str]:
         """Every address the cluster listens on: fetchers never connect to them."""
         found = [a for n in self.topology.nodes.values() for a in (n.address, n.metrics, n.shell) if a]
-        if self.topology.intake is not None:
-            found.append(self.topology.intake.address)
+        found.extend(self.topology.intake_addresses)
         return found
 
     @property
@@ -244,8 +243,8 @@ class NodeRun:
         self.ownership.start()
 
     def _journal_path(self) -> Path:
-        intake = self.topology.intake
-        return self.topology.node_data_dir(intake.node if intake else self.topology.root_node) / JOURNAL_FILE
+        intakes = self.topology.intakes  # a SQLite journal allows one intake: on the journal's node
+        return self.topology.node_data_dir(intakes[0].node if intakes else self.topology.root_node) / JOURNAL_FILE
 
     def _start_services(self) -> int | None:
         """Every node runs a gate (at ``<node>/services/gate``) when the topology has a
@@ -337,13 +336,13 @@ class NodeRun:
         return None
 
     def _open_intake(self) -> int | None:
-        config = self.topology.intake
-        if config is None or config.node != self.node:
+        config = self.topology.intake_on(self.node)
+        if config is None:
             return None
         router = self.system.ref(config.router)
         try:
             ensure_intake_keys(self.topology)
-            access = IntakeAccess.load(self.topology)
+            access = IntakeAccess.load(self.topology, self.node)
         except KeyFileError as exc:
             self.log.critical("node.bad_keys", error=str(exc), what="intake")
             return EXIT_BAD_KEYS

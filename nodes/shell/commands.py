@@ -297,7 +297,7 @@ class ShellCommands:
         name = breaker_target(target)
         if not name:
             raise CommandError("breakers reset takes a target: host:port, or a URL on it")
-        if self.topology.intake is not None:
+        if self.topology.intakes:
             with self._intake() as client:
                 try:
                     info = client.reset_breaker(name)
@@ -326,7 +326,7 @@ class ShellCommands:
     # --- jobs ------------------------------------------------------------------------
 
     def _intake(self) -> Any:
-        if self.topology.intake is None:
+        if not self.topology.intakes:
             raise CommandError("this topology has no intake")
         return IntakeClient.for_topology(self.topology, timeout=5, retries=0)  # as the local user
 
