@@ -96,7 +96,8 @@ HANDSHAKE_FAILED = (
 
 CONNECT_REFUSED = zmq.EVENT_CONNECT_RETRIED
 """The monitor event of a TCP connection that failed (nothing listens there): ZeroMQ will try
-again later, and a client with another address goes there meanwhile."""
+again later, and a client with another address goes there meanwhile (a client of one address
+does not watch for it, and waits its timeout)."""
 
 
 class IntakeClient:
@@ -160,7 +161,8 @@ class IntakeClient:
             self._socket.curve_publickey = self.key.public
             self._socket.curve_secretkey = self.key.secret
             self._socket.curve_serverkey = self.key.server_at(address)
-        self._monitor = self._socket.get_monitor_socket(HANDSHAKE_FAILED | CONNECT_REFUSED)
+        events = HANDSHAKE_FAILED | (CONNECT_REFUSED if len(self.addresses) > 1 else 0)
+        self._monitor = self._socket.get_monitor_socket(events)
         self._socket.connect(address)
         self._connected = index
         return self._socket
