@@ -239,7 +239,14 @@ class IntakeClient:
         """Send `frame` to address `index` and wait up to `timeout` for the answer to
         `request_id`; None if none came (or, with `may_skip`, as soon as the connection is
         refused). Raises `IntakeRefused` if the intake refuses the client's key."""
-        socket = self._socket if self._socket is not None and self._connected == index else self._fresh_socket(index)
+        if self._socket is not None and self._connected == index:
+            socket = self._socket
+            refusal, _stale = self._events()  # what happened while idle: a refusal of the past may be over
+            if refusal is not None:
+                self._close_socket()
+                raise IntakeRefused(refusal)
+        else:
+            socket = self._fresh_socket(index)
         poller = zmq.Poller()
         poller.register(socket, zmq.POLLIN)
         poller.register(self._monitor, zmq.POLLIN)
