@@ -167,15 +167,19 @@ class ChildInfo(Message, frozen=True, tag=True):
     mailbox: int
     uptime: float
     last_exit: str
+    waiting_for: str = ""
+    """The node a child waits for (to start, or to restart), else empty."""
 
 
 class ChildCounts(Message, frozen=True, tag=True):
-    """The answer to `count_children`, with OTP's four fields."""
+    """The answer to `count_children`, with OTP's four fields, and how many children
+    wait for their node (counted in `specs`, not in `active`)."""
 
     specs: int
     active: int
     supervisors: int
     workers: int
+    waiting: int = 0
 
 
 class SupervisorRequest(Message, frozen=True, tag=True):
@@ -262,6 +266,8 @@ class SupervisorReport(Message, frozen=True, tag=True):
     reason: ExitReason | None = None
     delay: float = 0.0
     restarts: int = 0
+    waiting_for: str = ""
+    """For `waiting_for_node`: the node the child waits for."""
 
 
 # --- operators: every actor answers these, whatever its own messages --------------------

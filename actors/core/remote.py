@@ -28,7 +28,6 @@ class RemoteLink(Protocol):
     """What the actor layer needs from the cluster layer (implemented in `nodes/`)."""
 
     node: str
-    node_wait: float
 
     def whereis(self, path: str) -> str: ...
 

@@ -16,6 +16,12 @@ The rules follow OTP's ``supervisor.erl``:
 * a restart whose start fails is tried again after the messages already queued, and each
   try counts as a restart.
 
+Across nodes, a child placed on a node that is not up does not fail its supervisor's start:
+it waits for that node (``restarting``, reported once as ``waiting_for_node``) and starts when
+the node joins, on its own and uncounted (nothing crashed); the children after it start at
+once. A child whose node goes down later waits the same way, and its restart counts when the
+node is back.
+
 On top of OTP, an optional `Backoff` delays restarts; while a child waits it is
 ``restarting`` and its path takes dead letters.
 """
@@ -99,6 +105,8 @@ class _Child:
     token: int = 0
     node: str | None = None
     awaiting_node: str | None = None
+    never_started: bool = False
+    """Waiting for its node since its supervisor started: when the node joins, it starts alone."""
 
     @property
     def id(self) -> str:
@@ -201,13 +209,16 @@ class Supervisor(Actor):
         for spec in self.initial_specs():
             self._state.children.append(self._new_child(spec))
         self._children_changed()
-        self._initializing = True
         for child in list(self._state.children):
+            if self._node_is_down(child):
+                self._wait_for_node(child, first_start=True)
+                continue
             failure = self._start(child)
-            if failure is not None:
+            if failure is not None and failure.type == "NodeDown" and child.node is not None:
+                self._wait_for_node(child, first_start=True)  # its node went down before answering
+            elif failure is not None:
                 self._stop_children()
                 raise ChildStartError(child.id, failure)
-        self._initializing = False
 
     def on_stop(self) -> None:
         self._stop_children()
@@ -224,8 +235,6 @@ class Supervisor(Actor):
         of a killed supervisor: when its thread comes back, it stops its children by their own
         shutdown policies (nothing else of it runs for anyone; its successor starts new ones)."""
         self.abandon(reason)
-
-    _initializing = False
 
     def _on_membership(self, event: Any) -> None:
         """Runs in the transport's thread: queue node up/down news for this supervisor."""
@@ -258,9 +267,12 @@ class Supervisor(Actor):
                 return Refused("not_a_pool", f"{self.path} is a supervisor, not a pool")
             case NodeUp(node=node):
                 for child in list(self._state.children):
-                    if child.awaiting_node == node:
+                    if child.awaiting_node == node and child in self._state.children:
                         child.awaiting_node = None
-                        self._restart_counted(child)
+                        if child.never_started:
+                            self._first_start(child)
+                        else:
+                            self._restart_counted(child)
             case NodeDown():
                 pass  # remote children hear it through their incarnations
             case _:
@@ -299,6 +311,7 @@ class Supervisor(Actor):
     def _start(self, child: _Child) -> StartFailed | None:
         """Start a new incarnation of `child` and wait for its `on_start`."""
         self._cancel_pending(child)
+        child.never_started = False
         child.incarnation += 1
         if child.node is not None:
             return self._start_remote(child, child.node)
@@ -317,25 +330,12 @@ class Supervisor(Actor):
         return self._await_start(child, actor, start_timeout(child.spec))
 
     def _start_remote(self, child: _Child, node: str) -> StartFailed | None:
-        """Ask `node` to start the child. During this supervisor's own start, wait up to
-        the transport's `node_wait` for that node to join, and try again if it goes down
-        before answering (a cluster coming up)."""
+        """Ask `node` to start the child; a `NodeDown` failure at once if it is not up (no
+        waiting here: a supervisor's mailbox must keep moving)."""
         link = self.system.remote
         assert link is not None  # noqa: S101  only remote children get here
-        deadline = time.monotonic() + link.node_wait
-        while True:
-            if self._initializing:
-                link.wait_up(node, max(0.0, deadline - time.monotonic()))
-            if not link.is_up(node):
-                return self._start_failed(child, StartFailed("NodeDown", f"node {node} is not up"))
-            failure = self._start_remote_once(child, node)
-            if failure is None or failure.type != "NodeDown" or not self._initializing or time.monotonic() >= deadline:
-                return failure
-            child.incarnation += 1
-
-    def _start_remote_once(self, child: _Child, node: str) -> StartFailed | None:
-        link = self.system.remote
-        assert link is not None  # noqa: S101  only remote children get here
+        if not link.is_up(node):
+            return self._start_failed(child, StartFailed("NodeDown", f"node {node} is not up"))
         incarnation = RemoteIncarnation(
             path=child.slot.path,
             incarnation=child.incarnation,
@@ -443,15 +443,36 @@ class Supervisor(Actor):
             return
         self._restart_counted(child)
 
+    def _node_is_down(self, child: _Child) -> bool:
+        """True for a remote child whose node is not up."""
+        link = self.system.remote
+        return child.node is not None and link is not None and not link.is_up(child.node)
+
+    def _wait_for_node(self, child: _Child, *, first_start: bool) -> None:
+        """Park `child` until its node joins (`NodeUp`). Membership is watched from this
+        supervisor's start on, so a node that joins after the check is heard."""
+        self._cancel_pending(child)
+        child.status = "restarting"
+        child.awaiting_node = child.node
+        child.never_started = first_start
+        self._report("waiting_for_node", child, child.last_exit)
+
+    def _first_start(self, child: _Child) -> None:
+        """Start a child that waited for its node since this supervisor started: alone and
+        uncounted, its siblings untouched. A start that fails is retried as a failed restart is."""
+        failure = self._start(child)
+        if failure is None:
+            return
+        if failure.type == "NodeDown" and self._node_is_down(child):
+            self._wait_for_node(child, first_start=True)
+        else:
+            self._retry(child)
+
     def _restart_counted(self, child: _Child) -> None:
         """Count one restart; give up past the intensity, else restart now or after backoff.
         A remote child whose node is down waits for the node instead, uncounted."""
-        link = self.system.remote
-        if child.node is not None and link is not None and not link.is_up(child.node):
-            self._cancel_pending(child)
-            child.status = "restarting"
-            child.awaiting_node = child.node
-            self._report("waiting_for_node", child, child.last_exit)
+        if self._node_is_down(child):
+            self._wait_for_node(child, first_start=child.never_started)
             return
         if not self._add_restart():
             self._give_up(child)
@@ -524,6 +545,9 @@ class Supervisor(Actor):
                     self._remove(sibling)
             group = [c for c in group if c in self._state.children]
         for member in group:
+            if self._node_is_down(member):
+                self._wait_for_node(member, first_start=member.never_started)  # the rest still start
+                continue
             if self._start(member) is not None:
                 self._retry(member)
                 return
@@ -549,6 +573,7 @@ class Supervisor(Actor):
             mailbox=actor.mailbox_depth if actor is not None else 0,
             uptime=round(self._clock() - child.started_at, 3) if actor is not None else 0.0,
             last_exit=describe_reason(child.last_exit) if child.last_exit is not None else "",
+            waiting_for=child.awaiting_node or "",
         )
 
     def _counts(self) -> ChildCounts:
@@ -558,6 +583,7 @@ class Supervisor(Actor):
             active=sum(1 for c in children if c.actor is not None),
             supervisors=sum(1 for c in children if c.spec.kind != "worker"),
             workers=sum(1 for c in children if c.spec.kind == "worker"),
+            waiting=sum(1 for c in children if c.awaiting_node is not None),
         )
 
     def _start_child(self, spec: Spec) -> Ok | Refused:
@@ -629,6 +655,7 @@ class Supervisor(Actor):
                 reason=reason,
                 delay=round(delay, 6),
                 restarts=child.restarts,
+                waiting_for=(child.awaiting_node or "") if event == "waiting_for_node" else "",
             )
         )
 
@@ -669,6 +696,9 @@ class PoolSupervisor(Supervisor):
             child = self._new_child(self.spec.replica(next(free)))
             children.append(child)
             self._children_changed()
+            if self._node_is_down(child):
+                self._wait_for_node(child, first_start=True)
+                continue
             failure = self._start(child)
             if failure is not None:
                 self._retry(child)

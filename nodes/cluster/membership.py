@@ -214,7 +214,6 @@ class Cluster:
         self.node = node
         self.system = system
         self.directory = Directory(topology)
-        self.node_wait = config.node_wait
         self.heartbeat_timeout = config.heartbeat_timeout
         self.boot = uuid.uuid4().hex[:16]
         self.codec = Codec(config.max_message_bytes, declared_messages(actor_classes(topology.tree)))

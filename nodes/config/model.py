@@ -111,7 +111,7 @@ class TransportConfig:
     max_message_bytes: int
     high_water_mark: int
     backlog: int
-    node_wait: float
+    node_wait: float  # deprecated and ignored (schema.py)
 
 
 @dataclass(frozen=True, kw_only=True)

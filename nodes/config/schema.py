@@ -177,7 +177,13 @@ class TransportSection(Section, kw_only=True, frozen=True):
         ),
     ] = 50_000
     node_wait: Annotated[
-        float, key("seconds > 0", "How long a starting supervisor waits for the node of a remote child.")
+        float,
+        key(
+            "seconds > 0",
+            "Deprecated and ignored (accepted so that older topologies load): a supervisor no "
+            "longer waits for the node of a remote child while it starts; the child waits for "
+            "its node and starts when it joins (nodes start in any order).",
+        ),
     ] = 30.0
 
 

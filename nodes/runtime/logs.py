@@ -124,6 +124,8 @@ def report_logger(*, tracebacks: bool) -> Callable[[SupervisorReport], None]:
             fields["delay"] = report.delay
         if report.restarts:
             fields["restarts"] = report.restarts
+        if report.waiting_for:
+            fields["waiting_for"] = report.waiting_for
         log.log(level, f"supervisor.{report.event}", **fields)
 
     return log_report

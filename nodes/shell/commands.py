@@ -170,7 +170,7 @@ class ShellCommands:
                 "node": self.system.whereis(child.path),
                 **{
                     k: getattr(child, k)
-                    for k in ("kind", "actor", "status", "restarts", "uptime", "mailbox", "last_exit")
+                    for k in ("kind", "actor", "status", "restarts", "uptime", "mailbox", "last_exit", "waiting_for")
                 },
             }
             rows.append(row)
