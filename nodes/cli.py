@@ -146,7 +146,21 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _remember_stop_signals() -> list[int]:
+    """Until a node installs its own handlers: note SIGTERM and SIGINT instead of dying by
+    them, so that a node signalled while it loads still stops cleanly (exit code 0)."""
+    received: list[int] = []
+
+    def remember(signum: int, _frame: object) -> None:
+        received.append(signum)
+
+    signal.signal(signal.SIGTERM, remember)
+    signal.signal(signal.SIGINT, remember)
+    return received
+
+
 def cmd_node_start(args: argparse.Namespace) -> int:
+    received = _remember_stop_signals()
     from flotilla.nodes.runtime.logs import configure_logging, report_logger
     from flotilla.nodes.runtime.node import NodeRun
 
@@ -166,6 +180,8 @@ def cmd_node_start(args: argparse.Namespace) -> int:
     tracebacks = args.log_level == "debug" or args.log_format == "json"
     run.system.add_report_listener(report_logger(tracebacks=tracebacks))
     run.install_signal_handlers()
+    if received:
+        run.request_stop(received[0])
     return run.run(run_for=args.run_for)
 
 
