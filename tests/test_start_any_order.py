@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from flotilla.actors.core.messages import ChildInfo, WhichChildren
+from flotilla.actors.demo.messages import Work
 from flotilla.nodes.config.topology import load_topology
 from flotilla.nodes.intake.client import IntakeClient
 from flotilla.nodes.intake.protocol import JobSpec
@@ -161,3 +163,44 @@ def test_a_topology_that_still_sets_node_wait_loads(tmp_path: Path) -> None:
         encoding="utf-8",
     )
     assert load_topology(path).transport.node_wait == 20.0
+
+
+ONE_FOR_ALL = """
+strategy: one_for_all
+children:
+  - {id: first, actor: flaky, args: {crash_rate: 1.0}}
+  - id: remote
+    node: beta
+    supervisor:
+      children:
+        - {id: tally, actor: tally}
+  - {id: last, actor: tally}
+"""
+
+
+def test_one_for_all_restarts_its_children_without_the_one_waiting_and_starts_it_alone_later(
+    tmp_path: Path, clusters: list[LiveCluster]
+) -> None:
+    cluster = make_cluster(tmp_path, ONE_FOR_ALL)
+    clusters.append(cluster)
+    alpha = cluster.start_node("alpha")
+    alpha.wait_for_event("supervisor.waiting_for_node", timeout=10, child="alpha/root/remote")
+    system = cluster.join()
+    cluster.wait_up("alpha")
+
+    def children() -> dict[str, ChildInfo]:
+        return {c.id: c for c in system.ask("alpha/root", WhichChildren())}
+
+    before = children()
+    assert before["remote"].waiting_for == "beta" and before["last"].status == "running"
+    system.ref("alpha/root/first").tell(Work(1))  # crashes it: one_for_all restarts every child
+    wait_until(lambda: children()["last"].incarnation == 2, timeout=10, what="last to be restarted")
+    after = children()
+    assert after["first"].status == "running" and after["last"].status == "running"
+    assert after["remote"].status == "restarting" and after["remote"].waiting_for == "beta"
+
+    cluster.start_node("beta")
+    alpha.wait_for_event("supervisor.child_started", timeout=20, child="alpha/root/remote")
+    joined = children()
+    assert joined["remote"].status == "running" and joined["remote"].restarts == 0  # a first start: uncounted
+    assert joined["first"].incarnation == 2 and joined["last"].incarnation == 2  # its siblings untouched
