@@ -1,7 +1,8 @@
 """A node process: joins the cluster and runs its part of the topology's tree until stopped.
 
 The node that runs the root starts the tree; children placed on other nodes are started
-there at the root's request. Every node listens for its peers, heartbeats and hosts the
+there at the root's request, when those nodes are up or as soon as they join (nodes start in
+any order; a child that waits is logged as `supervisor.waiting_for_node`). Every node listens for its peers, heartbeats and hosts the
 children placed on it. Exit codes: 0 after a stop asked by SIGTERM, SIGINT (Ctrl-C) or
 `run_for`; 1 when the root supervisor gives up, crashes or cannot start, or the node cannot
 listen; 2 for a key problem (or a data directory that is not the node's user's alone).
