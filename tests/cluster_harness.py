@@ -8,10 +8,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from flotilla.actors import ActorSystem
+from flotilla.actors.core.messages import WhichChildren
 from flotilla.nodes.cluster.membership import Cluster
 from flotilla.nodes.config.topology import Topology, load_topology
 from flotilla.nodes.security.keys import CurveKeys
-from scripts.harness import free_ports
+from scripts.harness import free_ports, wait_until
 from tests.processes import FlotillaProcess
 
 
@@ -60,6 +61,22 @@ class LiveCluster:
         assert self.cluster is not None
         for node in nodes:
             assert self.cluster.wait_up(node, timeout), f"node {node} did not come up"
+
+    def wait_tree_running(self, timeout: float = 20.0) -> None:
+        """Wait until every child of the tree runs, on whatever node (a node's `node.started`
+        does not wait for the children placed on peers it has not heard yet)."""
+        wait_until(lambda: self._all_running(self.topology.root_path), timeout=timeout, what="the whole tree to run")
+
+    def _all_running(self, supervisor: str) -> bool:
+        assert self.system is not None, "join() first"
+        try:
+            children = self.system.ask(supervisor, WhichChildren(), timeout=2)
+        except Exception:  # noqa: BLE001 - not reachable yet
+            return False
+        return all(
+            child.status == "running" and (child.kind == "worker" or self._all_running(child.path))
+            for child in children
+        )
 
     def stop(self) -> None:
         for process in self.processes.values():

@@ -28,6 +28,7 @@ def start(tmp_path: Path, clusters: list[LiveCluster], tree: str = SPREAD) -> Li
     cluster.start_node("alpha").wait_for_event("node.started", timeout=30)
     cluster.join()
     cluster.wait_up("alpha", "beta")
+    cluster.wait_tree_running()  # beta's children start when alpha hears beta, maybe after node.started
     return cluster
 
 

@@ -78,6 +78,8 @@ logged), so a peer cannot grow the node's memory by sending `Monitor` envelopes.
 MAX_ASKS_PER_PEER = 10_000
 """Asks from one peer this node works on at a time (an ask is done when answered or when
 its asker's timeout and `ASK_GRACE` have passed); more are answered `unavailable` at once."""
+STOP_POLL = 0.05
+"""Seconds between two looks at a stop request while `hear_peers` waits."""
 UNDELIVERABLE_LOG_INTERVAL = 10.0
 """Seconds between two `cluster.tell_undeliverable` log lines of one kind (the first at once;
 `since` in each line counts the tells since the last, `count` all of them)."""
@@ -292,6 +294,18 @@ class Cluster:
                     return False
                 self._up_changed.wait(remaining)
         return True
+
+    def hear_peers(self, timeout: float, stop: threading.Event) -> list[str]:
+        """Wait up to `timeout` s for every peer to be up, or until `stop` is set; return the
+        peers not heard by then (a node that just started hears its peers one by one)."""
+        deadline = time.monotonic() + timeout
+        with self._up_changed:
+            while True:
+                missing = [name for name, peer in self.peers.items() if not peer.up]
+                remaining = deadline - time.monotonic()
+                if not missing or remaining <= 0 or stop.is_set():
+                    return missing
+                self._up_changed.wait(min(remaining, STOP_POLL))
 
     def up_nodes(self) -> list[str]:
         return [self.node] + [n for n, p in self.peers.items() if p.up]

@@ -2,10 +2,11 @@
 
 The node that runs the root starts the tree; children placed on other nodes are started
 there at the root's request, when those nodes are up or as soon as they join (nodes start in
-any order; a child that waits is logged as `supervisor.waiting_for_node`). Every node listens for its peers, heartbeats and hosts the
-children placed on it. Exit codes: 0 after a stop asked by SIGTERM, SIGINT (Ctrl-C) or
-`run_for`; 1 when the root supervisor gives up, crashes or cannot start, or the node cannot
-listen; 2 for a key problem (or a data directory that is not the node's user's alone).
+any order; a child that waits is logged as `supervisor.waiting_for_node`). Every node
+listens for its peers, heartbeats and hosts the children placed on it. Exit codes: 0 after
+a stop asked by SIGTERM, SIGINT (Ctrl-C) or `run_for`; 1 when the root supervisor gives up,
+crashes or cannot start, or the node cannot listen; 2 for a key problem (or a data
+directory that is not the node's user's alone).
 
 Before anything is written, the node's data directory ``<data_dir>/<node>/`` is created
 owner-only (0700), and the cluster's keys are generated if the topology names none.
@@ -193,6 +194,7 @@ class NodeRun:
             self._close()
             return failed
         if self.runs_root:
+            self._hear_peers()
             try:
                 self.system.start(self.topology.tree, path=self.topology.root_path)
             except RootStartError as exc:
@@ -233,6 +235,13 @@ class NodeRun:
             return EXIT_TREE_FAILED
         self.log.info("node.stopped", **summary)
         return EXIT_OK
+
+    def _hear_peers(self) -> None:
+        """Before the tree starts, give the peers already up one heartbeat timeout to be heard
+        (a stop request ends the wait), so that their children start with the tree rather than
+        a moment later; the children of a peer not heard by then wait for it (`waiting_for_node`)."""
+        assert self.cluster is not None  # noqa: S101  joined before
+        self.cluster.hear_peers(self.topology.transport.heartbeat_timeout, self.stop_requested)
 
     def _claim_tree(self) -> None:
         """Run the ownership loop: this node runs the tree while it holds the tree's lease."""
