@@ -147,8 +147,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def _remember_stop_signals() -> list[int]:
-    """Until a node installs its own handlers: note SIGTERM and SIGINT instead of dying by
-    them, so that a node signalled while it loads still stops cleanly (exit code 0)."""
+    """Until a node (or `up`) installs its own handlers: note SIGTERM and SIGINT instead of
+    dying by them, so that one signalled while it loads still stops cleanly (exit code 0)."""
     received: list[int] = []
 
     def remember(signum: int, _frame: object) -> None:
@@ -186,6 +186,7 @@ def cmd_node_start(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    received = _remember_stop_signals()
     from flotilla.nodes.runtime.launcher import Launcher
     from flotilla.nodes.security.keys import KeyFileError, keys_dir
 
@@ -207,6 +208,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     launcher = Launcher(topology, args.topology, log_format=log_format)
     signal.signal(signal.SIGTERM, launcher.request_stop)
     signal.signal(signal.SIGINT, launcher.request_stop)
+    if received:
+        launcher.request_stop(received[0])
     return launcher.run(run_for=args.run_for)
 
 
