@@ -151,6 +151,7 @@ def _curve_cluster(tmp_path: Path, clusters: list[LiveCluster]) -> LiveCluster:
     cluster.join(keys=CurveKeys.load(tmp_path / "keys", "tester", ["alpha", "tester"]))
     cluster.wait_up("alpha")
     alpha.wait_for_event("transport.secured")
+    alpha.wait_for_event("node.started")  # its tree runs (heard before its tree starts)
     return cluster
 
 
@@ -222,6 +223,7 @@ def test_hostile_frames_are_dropped_counted_and_logged_and_the_node_keeps_servin
         rogue.close()
         stranger.close()
         context.term()
+    alpha.wait_for_event("node.started")  # its tree runs (it gives its peers a moment first)
     assert cluster.system.ask("alpha/root/echo", "whoami") == ["alpha/root/echo", 1]
     assert alpha.proc.poll() is None
 
