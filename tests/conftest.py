@@ -15,6 +15,7 @@ from scripts.harness import wait_until
 from tests.cluster_harness import LiveCluster
 from tests.helpers import FakeClock, Reports
 from tests.other_user import other_user, shared_dir  # noqa: F401  fixtures of the tests run as another local user
+from tests.postgres import postgres_server, postgres_url  # noqa: F401  a real PostgreSQL server for the journal
 
 # CI runs the property tests on a fixed set of examples, so a run is repeatable; locally
 # each run explores new ones.

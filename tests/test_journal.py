@@ -1,13 +1,14 @@
-"""The job journal on a real SQLite file: durable submissions, leases, exactly-once results."""
+"""The job journal on a real SQLite file and on a real PostgreSQL server (every test runs on
+both): durable submissions, leases, exactly-once results."""
 
 from __future__ import annotations
 
-import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from flotilla.actors.pipeline.journal import Journal, NewJob, canonical_url, natural_key
+from flotilla.actors.pipeline.journal import Journal, NewJob, canonical_url, natural_key, open_journal
 from tests.helpers import FakeClock
 
 
@@ -16,9 +17,17 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def where(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where the journal is: a SQLite file, or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return str(tmp_path / "journal.sqlite")
+    return request.getfixturevalue("postgres_url")
+
+
 @pytest.fixture
-def journal(tmp_path: Path, clock: FakeClock) -> Journal:
-    j = Journal(tmp_path / "journal.sqlite", clock=clock)
+def journal(where: str, clock: FakeClock) -> Iterator[Journal]:
+    j = open_journal(where, clock=clock)
     yield j
     j.close()
 
@@ -38,12 +47,12 @@ def test_canonical_urls_give_the_same_key() -> None:
 
 
 def test_a_submission_is_on_disk_when_submit_returns_and_duplicates_change_nothing(
-    tmp_path: Path, journal: Journal
+    where: str, journal: Journal
 ) -> None:
     assert journal.submit([job(1), job(2)]) == [True, True]
     assert journal.submit([job(2), job(3)]) == [False, True]
-    other = sqlite3.connect(tmp_path / "journal.sqlite")  # another connection sees it at once
-    assert other.execute("SELECT COUNT(*) FROM jobs").fetchone()[0] == 3
+    other = open_journal(where)  # another connection sees it at once
+    assert other.counts()["pending"] == 3
     other.close()
     assert journal.counts()["pending"] == 3
 

@@ -1,4 +1,5 @@
-"""The job journal: every job and every transition of its state machine, in SQLite (WAL).
+"""The job journal: every job and every transition of its state machine, in SQLite (WAL) on one
+node or in PostgreSQL shared by many (`open_journal`; the engines: journal_sqlite, journal_postgres).
 
 A job is written (and committed) before its submission is acknowledged. Dispatching a job
 *leases* it: its state becomes ``fetching`` with a visibility deadline and a fresh lease
@@ -18,89 +19,33 @@ States::
 
 A *deferred* lease was handed back unused (the target's breaker is open, the fleet holds, no
 rate-limit slot or proxy was available): the job waits, and the attempt is not counted.
+
+The state machine is written once, against `JournalEngine` (actors/pipeline/journal_engine.py);
+the schema and its versions are in actors/pipeline/journal_schema.py.
 """
 
 from __future__ import annotations
 
 import json
 import secrets
-import sqlite3
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from flotilla.actors.core.backoff import backoff_delay
+from flotilla.actors.pipeline.journal_engine import Db, JournalEngine, JournalUnavailable
+from flotilla.actors.pipeline.journal_schema import migrate
+from flotilla.actors.pipeline.journal_sqlite import SqliteEngine
+from flotilla.actors.pipeline.journal_target import JournalTarget
 from flotilla.actors.pipeline.urls import canonical_url, natural_key  # noqa: F401 - callers import them from here too
 
 JobState = Literal["pending", "fetching", "extracting", "stored", "retrying", "dead", "parked"]
 STATES: tuple[JobState, ...] = ("pending", "fetching", "extracting", "stored", "retrying", "dead", "parked")
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    key          TEXT PRIMARY KEY,
-    url          TEXT NOT NULL,
-    rules        TEXT NOT NULL,
-    state        TEXT NOT NULL,
-    attempts     INTEGER NOT NULL DEFAULT 0,
-    tries        INTEGER NOT NULL DEFAULT 0,
-    lost         INTEGER NOT NULL DEFAULT 0,
-    due_at       REAL NOT NULL,
-    lease_until  REAL,
-    lease_token  INTEGER NOT NULL DEFAULT 0,
-    reason       TEXT,
-    origin       TEXT NOT NULL DEFAULT '',
-    waiting_since REAL,
-    created_at   REAL NOT NULL,
-    updated_at   REAL NOT NULL,
-    client       TEXT NOT NULL DEFAULT ''
-);
-CREATE INDEX IF NOT EXISTS jobs_ready ON jobs (state, due_at);
-CREATE INDEX IF NOT EXISTS jobs_leased ON jobs (state, lease_until);
-CREATE TABLE IF NOT EXISTS attempts (
-    key         TEXT NOT NULL,
-    attempt     INTEGER NOT NULL,
-    started_at  REAL NOT NULL,
-    ended_at    REAL,
-    outcome     TEXT,
-    detail      TEXT,
-    PRIMARY KEY (key, attempt)
-);
-CREATE TABLE IF NOT EXISTS events (
-    key      TEXT NOT NULL,
-    at       REAL NOT NULL,
-    event    TEXT NOT NULL,
-    attempt  INTEGER,
-    detail   TEXT NOT NULL DEFAULT ''
-);
-CREATE INDEX IF NOT EXISTS events_by_job ON events (key, at);
-CREATE TABLE IF NOT EXISTS batches (
-    batch       TEXT NOT NULL,
-    key         TEXT NOT NULL,
-    added_at    REAL NOT NULL,
-    PRIMARY KEY (batch, key)
-);
-CREATE TABLE IF NOT EXISTS results (
-    key           TEXT PRIMARY KEY,
-    url           TEXT NOT NULL,
-    rules         TEXT NOT NULL,
-    fields        TEXT NOT NULL,
-    content_hash  TEXT NOT NULL,
-    attempts      INTEGER NOT NULL,
-    stored_at     REAL NOT NULL
-);
-"""
-
-_ADDED_COLUMNS = (
-    ("tries", "INTEGER NOT NULL DEFAULT 0"),
-    ("origin", "TEXT NOT NULL DEFAULT ''"),
-    ("waiting_since", "REAL"),
-    ("client", "TEXT NOT NULL DEFAULT ''"),
-)
-"""Columns of `jobs` added after its first version (added to an older journal on open)."""
 
 TERMINAL: tuple[JobState, ...] = ("stored", "dead", "parked")
 """States a job stays in until an operator replays it."""
@@ -186,7 +131,7 @@ class BatchReport:
         return all(self.states.get(state, 0) == 0 for state in STATES if state not in TERMINAL)
 
 
-def _event(db: sqlite3.Connection, key: str, at: float, event: str, attempt: int | None, detail: str) -> None:
+def _event(db: Db, key: str, at: float, event: str, attempt: int | None, detail: str) -> None:
     db.execute(
         "INSERT INTO events (key, at, event, attempt, detail) VALUES (?, ?, ?, ?, ?)",
         (key, at, event, attempt, detail[:3000]),
@@ -201,58 +146,51 @@ def _reason_kind(reason: str) -> str:
 
 
 class Journal:
-    """The jobs and results of one intake node, in one SQLite file.
+    """The jobs and results of a fleet, in a SQLite file or a PostgreSQL database.
 
-    Each `Journal` is one connection, safe to share between threads (a lock serialises its
-    use; SQLite serialises writers across connections). With `durable=True` every commit
-    waits for the disk (`synchronous=FULL`): use it where a commit is promised to someone
-    (acknowledging a submission). Otherwise commits survive a crash of the process but
-    possibly not a power cut (`synchronous=NORMAL` in WAL mode) — which is enough for state
-    transitions, since a lost transition only replays an attempt. `with journal.batch():`
-    groups many operations in one transaction."""
+    Safe to share between threads. With `durable=True` every commit waits for the disk (SQLite
+    `synchronous=FULL`, PostgreSQL `synchronous_commit` on): use it where a commit is promised
+    to someone (acknowledging a submission). Otherwise commits survive a crash of the process
+    but possibly not a power cut (or a crash of the database server) — which is enough for
+    state transitions, since a lost transition only replays an attempt. `with journal.batch():`
+    groups many operations in one transaction (on PostgreSQL, the calling thread's: other
+    threads use connections of their own meanwhile). The schema is created or migrated on
+    open (`journal_schema.migrate`)."""
 
-    def __init__(self, path: Path | str, *, durable: bool = True, clock: Any = time.time) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+    def __init__(
+        self, where: Path | str | JournalTarget | JournalEngine, *, durable: bool = True, clock: Any = time.time
+    ) -> None:
+        """`where`: a SQLite path, a `JournalTarget` (either backend) or an open engine."""
+        self._engine = where if isinstance(where, JournalEngine) else open_engine(where, durable=durable)
         self._clock = clock
-        self._lock = threading.RLock()
-        self._depth = 0
-        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=30)
-        self._db.execute("PRAGMA busy_timeout=30000")
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
-        self._db.executescript(_SCHEMA)
-        columns = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
-        for column, declaration in _ADDED_COLUMNS:  # a journal written by an earlier version
-            if column not in columns:
-                self._db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {declaration}")
+        self.where = self._engine.where
+        """The file or ``host:port/dbname`` (for logs)."""
+        self.backend = self._engine.backend
+        try:
+            self.schema_version = migrate(self._engine)
+        except BaseException:
+            self._engine.close()
+            raise
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self._engine.close()
+
+    def listen(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call `callback()` whenever jobs are submitted or replayed through another
+        connection — another node's intake — (PostgreSQL; SQLite never calls it: its
+        journal has one node). Returns a function that stops listening; `close` stops it too."""
+        return self._engine.listen(callback)
 
     @contextmanager
     def batch(self) -> Iterator[None]:
         """Run every operation inside the block in one transaction (committed at the end)."""
-        with self._lock:
-            if self._depth == 0:
-                self._db.execute("BEGIN IMMEDIATE")
-            self._depth += 1
-            try:
-                yield
-            except BaseException:
-                self._depth -= 1
-                if self._depth == 0:
-                    self._db.execute("ROLLBACK")
-                raise
-            self._depth -= 1
-            if self._depth == 0:
-                self._db.execute("COMMIT")
+        with self._engine.transaction():
+            yield
 
     def _write(self, statements: Any) -> Any:
         """Run `statements(db)` in a transaction (the enclosing batch's, if any)."""
-        with self.batch():
-            return statements(self._db)
+        with self._engine.transaction() as db:
+            return statements(db)
 
     # --- submissions ------------------------------------------------------------------------
 
@@ -263,12 +201,12 @@ class Journal:
         exists already (nothing changes for it but its membership of `batch`)."""
         now = self._clock()
 
-        def insert(db: sqlite3.Connection) -> list[bool]:
+        def insert(db: Db) -> list[bool]:
             fresh = []
             for job in jobs:
                 cursor = db.execute(
-                    "INSERT OR IGNORE INTO jobs (key, url, rules, state, due_at, origin, created_at, updated_at,"
-                    " client) VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?)",
+                    "INSERT INTO jobs (key, url, rules, state, due_at, origin, created_at, updated_at,"
+                    " client) VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                     (job.key, job.url, job.rules, now, origin, now, now, job.client),
                 )
                 is_new = cursor.rowcount == 1
@@ -278,8 +216,11 @@ class Journal:
                 fresh.append(is_new)
                 if batch:
                     db.execute(
-                        "INSERT OR IGNORE INTO batches (batch, key, added_at) VALUES (?, ?, ?)", (batch, job.key, now)
+                        "INSERT INTO batches (batch, key, added_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                        (batch, job.key, now),
                     )
+            if any(fresh):
+                self._engine.notify_jobs(db)  # routers on other nodes: new jobs are due
             return fresh
 
         return self._write(insert)
@@ -290,45 +231,51 @@ class Journal:
         """Hand out up to `limit` jobs that are due, oldest first, each for one attempt that
         must report within `visibility` seconds."""
         now = self._clock()
+        engine = self._engine
 
-        def take(db: sqlite3.Connection) -> list[Lease]:
+        def take(db: Db) -> list[Lease]:
             rows = db.execute(
-                "SELECT key, url, rules, lease_token, attempts, tries, created_at FROM jobs"
-                " WHERE state IN ('pending', 'retrying') AND due_at <= ? ORDER BY due_at LIMIT ?",
+                "SELECT key, url, rules, lease_token, attempts, tries, created_at FROM jobs"  # noqa: S608  constant
+                f" WHERE state IN ('pending', 'retrying') AND due_at <= ? ORDER BY due_at, {engine.insertion_order}"
+                f" LIMIT ?{engine.skip_locked}",
                 (now, limit),
             ).fetchall()
-            leases = []
-            for key, url, rules, _previous, attempts, tries, created_at in rows:
-                token = secrets.randbits(63)  # unguessable: only the lease's holder can report on it
-                db.execute(
-                    "UPDATE jobs SET state='fetching', lease_until=?, lease_token=?, attempts=?,"
-                    " tries=tries+1, updated_at=? WHERE key=?",
-                    (now + visibility, token, attempts + 1, now, key),
-                )
-                db.execute(
-                    "INSERT OR REPLACE INTO attempts (key, attempt, started_at) VALUES (?, ?, ?)",
-                    (key, attempts + 1, now),
-                )
-                leases.append(Lease(key, url, rules, token, attempts + 1, created_at, tries + 1))
+            leases = [
+                # the token is unguessable: only the lease's holder can report on it
+                Lease(key, url, rules, secrets.randbits(63), attempts + 1, created_at, tries + 1)
+                for key, url, rules, _previous, attempts, tries, created_at in rows
+            ]
+            db.executemany(
+                "UPDATE jobs SET state='fetching', lease_until=?, lease_token=?, attempts=?,"
+                " tries=tries+1, updated_at=? WHERE key=?",
+                [(now + visibility, lease.token, lease.attempt, now, lease.key) for lease in leases],
+            )
+            db.executemany(
+                "INSERT INTO attempts (key, attempt, started_at) VALUES (?, ?, ?) ON CONFLICT (key, attempt)"
+                " DO UPDATE SET started_at=excluded.started_at, ended_at=NULL, outcome=NULL, detail=NULL",
+                [(lease.key, lease.attempt, now) for lease in leases],
+            )
             return leases
 
         return self._write(take)
 
     def next_due(self) -> float | None:
         """When the earliest waiting job becomes due (None if none waits)."""
-        with self._lock:
-            row = self._db.execute("SELECT MIN(due_at) FROM jobs WHERE state IN ('pending', 'retrying')").fetchone()
+        with self._engine.reading() as db:
+            row = db.execute("SELECT MIN(due_at) FROM jobs WHERE state IN ('pending', 'retrying')").fetchone()
         return row[0]
 
     def expire_leases(self) -> list[str]:
         """Put back to pending every job whose lease has run out; return their keys."""
         now = self._clock()
 
-        def expire(db: sqlite3.Connection) -> list[str]:
+        def expire(db: Db) -> list[str]:
             keys = [
                 k
                 for (k,) in db.execute(
-                    "SELECT key FROM jobs WHERE state IN ('fetching', 'extracting') AND lease_until < ?", (now,)
+                    "SELECT key FROM jobs WHERE state IN ('fetching', 'extracting') AND lease_until < ?"  # noqa: S608  constant
+                    + self._engine.skip_locked,
+                    (now,),
                 )
             ]
             for key in keys:
@@ -348,14 +295,17 @@ class Journal:
         """Make every job that waits (deferred behind a breaker, Hold, a slot or a proxy) due
         now: after a restart, what it waited for may no longer exist. Returns how many."""
         now = self._clock()
-        return self._write(
-            lambda db: (
-                db.execute(
-                    "UPDATE jobs SET due_at=? WHERE state='pending' AND due_at > ? AND reason LIKE 'waiting: %'",
-                    (now, now),
-                ).rowcount
-            )
-        )
+
+        def wake(db: Db) -> int:
+            woken = db.execute(
+                "UPDATE jobs SET due_at=? WHERE state='pending' AND due_at > ? AND reason LIKE 'waiting: %'",
+                (now, now),
+            ).rowcount
+            if woken:
+                self._engine.notify_jobs(db)
+            return woken
+
+        return self._write(wake)
 
     # --- reports from an attempt (each quotes its lease token) -------------------------------
 
@@ -378,18 +328,18 @@ class Journal:
         if the lease is no longer current (the report is stale) — nothing changes then."""
         now = self._clock()
 
-        def put(db: sqlite3.Connection) -> bool:
+        def put(db: Db) -> bool:
             row = db.execute(
-                "SELECT url, rules, attempts FROM jobs WHERE key=? AND lease_token=?"
-                " AND state IN ('fetching', 'extracting')",
+                "SELECT url, rules, attempts FROM jobs WHERE key=? AND lease_token=?"  # noqa: S608  constant
+                " AND state IN ('fetching', 'extracting')" + self._engine.for_update,
                 (key, token),
             ).fetchone()
             if row is None:
                 return False
             url, rules, attempts = row
             db.execute(
-                "INSERT OR IGNORE INTO results (key, url, rules, fields, content_hash, attempts, stored_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO results (key, url, rules, fields, content_hash, attempts, stored_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                 (key, url, rules, json.dumps(fields, sort_keys=True), content_hash, attempts, now),
             )
             db.execute(
@@ -422,9 +372,10 @@ class Journal:
             raise ValueError("exactly one of retry_at, dead, park")
         state = "retrying" if retry_at is not None else "dead" if dead else "parked"
 
-        def record(db: sqlite3.Connection) -> bool:
+        def record(db: Db) -> bool:
             row = db.execute(
-                "SELECT attempts FROM jobs WHERE key=? AND lease_token=? AND state IN ('fetching', 'extracting')",
+                "SELECT attempts FROM jobs WHERE key=? AND lease_token=? AND state IN ('fetching', 'extracting')"  # noqa: S608  constant
+                + self._engine.for_update,
                 (key, token),
             ).fetchone()
             if row is None:
@@ -456,16 +407,17 @@ class Journal:
         "deferred", "dead", or "" if the lease is no longer current."""
         now = self._clock()
 
-        def put_back(db: sqlite3.Connection) -> Literal["deferred", "dead", ""]:
+        def put_back(db: Db) -> Literal["deferred", "dead", ""]:
             row = db.execute(
-                "SELECT attempts, waiting_since FROM jobs WHERE key=? AND lease_token=? AND state='fetching'",
+                "SELECT attempts, waiting_since FROM jobs WHERE key=? AND lease_token=? AND state='fetching'"  # noqa: S608  constant
+                + self._engine.for_update,
                 (key, token),
             ).fetchone()
             if row is None:
                 return ""
             attempt, since = row
             db.execute("DELETE FROM attempts WHERE key=? AND attempt=?", (key, attempt))
-            uncount = "attempts=attempts-1, tries=MAX(0, tries-1), lease_until=NULL"
+            uncount = f"attempts=attempts-1, tries={self._engine.greatest('0', 'tries-1')}, lease_until=NULL"
             if budget is None:
                 db.execute(
                     f"UPDATE jobs SET state='pending', due_at=?, {uncount}, reason=?, updated_at=? WHERE key=?",  # noqa: S608  constant
@@ -506,17 +458,19 @@ class Journal:
         no wait budget is spent. False if the lease is no longer current."""
         now = self._clock()
 
-        def put_back(db: sqlite3.Connection) -> bool:
+        def put_back(db: Db) -> bool:
             row = db.execute(
-                "SELECT attempts FROM jobs WHERE key=? AND lease_token=? AND state IN ('fetching', 'extracting')",
+                "SELECT attempts FROM jobs WHERE key=? AND lease_token=? AND state IN ('fetching', 'extracting')"  # noqa: S608  constant
+                + self._engine.for_update,
                 (key, token),
             ).fetchone()
             if row is None:
                 return False
             db.execute("DELETE FROM attempts WHERE key=? AND attempt=?", (key, row[0]))
             db.execute(
-                "UPDATE jobs SET state='pending', due_at=?, attempts=attempts-1, tries=MAX(0, tries-1),"
-                " lease_token=?, lease_until=NULL, updated_at=? WHERE key=?",
+                "UPDATE jobs SET state='pending', due_at=?, attempts=attempts-1,"  # noqa: S608  constant
+                f" tries={self._engine.greatest('0', 'tries-1')}, lease_token=?, lease_until=NULL, updated_at=?"
+                " WHERE key=?",
                 (now + delay, secrets.randbits(63), now, key),
             )  # a late report of it is stale
             _event(db, key, now, "returned", None, reason)
@@ -529,7 +483,7 @@ class Journal:
         too many times)."""
         now = self._clock()
 
-        def kill(db: sqlite3.Connection) -> bool:
+        def kill(db: Db) -> bool:
             changed = (
                 db.execute(
                     "UPDATE jobs SET state='dead', reason=?, lease_until=NULL, updated_at=? WHERE key=?"
@@ -549,7 +503,7 @@ class Journal:
         a fresh attempt count and wait budget (their history is kept)."""
         now = self._clock()
 
-        def revive(db: sqlite3.Connection) -> int:
+        def revive(db: Db) -> int:
             chosen = (
                 db.execute("SELECT key FROM jobs WHERE state IN ('dead', 'parked')").fetchall()
                 if keys is None
@@ -564,6 +518,8 @@ class Journal:
                 ).rowcount:
                     total += 1
                     _event(db, key, now, "replayed", None, "")
+            if total:
+                self._engine.notify_jobs(db)  # routers on other nodes: replayed jobs are due
             return total
 
         return self._write(revive)
@@ -574,13 +530,16 @@ class Journal:
         ended and its report will be stale. Returns how many were cancelled."""
         now = self._clock()
 
-        def end(db: sqlite3.Connection) -> int:
+        def end(db: Db) -> int:
             chosen = list(keys or ())
             if batch is not None:
                 chosen += [k for (k,) in db.execute("SELECT key FROM batches WHERE batch=?", (batch,))]
             total = 0
             for key in dict.fromkeys(chosen):
-                row = db.execute("SELECT state, attempts FROM jobs WHERE key=?", (key,)).fetchone()
+                row = db.execute(
+                    "SELECT state, attempts FROM jobs WHERE key=?" + self._engine.for_update,  # noqa: S608  constant
+                    (key,),
+                ).fetchone()
                 if row is None or row[0] in TERMINAL:
                     continue
                 if row[0] in ("fetching", "extracting"):
@@ -602,10 +561,10 @@ class Journal:
 
     def job(self, key: str, client: str | None = None) -> JobRow | None:
         """The job `key` (None if there is none, or it is not `client`'s when given)."""
-        with self._lock:
-            row = self._db.execute(
+        with self._engine.reading() as db:
+            row = db.execute(
                 "SELECT key, url, rules, state, attempts, due_at, reason, updated_at"
-                " FROM jobs WHERE key=? AND (? IS NULL OR client=?)",
+                " FROM jobs WHERE key=? AND (CAST(? AS TEXT) IS NULL OR client=?)",
                 (key, client, client),
             ).fetchone()
         return JobRow(*row) if row else None
@@ -625,15 +584,16 @@ class Journal:
             params.append(state)
         sql += " ORDER BY key LIMIT ?"
         params.append(limit)
-        with self._lock:
-            return [JobRow(*row) for row in self._db.execute(sql, params)]
+        with self._engine.reading() as db:
+            return [JobRow(*row) for row in db.execute(sql, params)]
 
     def counts(self, client: str | None = None) -> dict[str, int]:
         """How many jobs (of `client`, if given) are in each state (every state listed)."""
-        with self._lock:
+        with self._engine.reading() as db:
             found = dict(
-                self._db.execute(
-                    "SELECT state, COUNT(*) FROM jobs WHERE ? IS NULL OR client = ? GROUP BY state", (client, client)
+                db.execute(
+                    "SELECT state, COUNT(*) FROM jobs WHERE CAST(? AS TEXT) IS NULL OR client = ? GROUP BY state",
+                    (client, client),
                 ).fetchall()
             )
         return {state: found.get(state, 0) for state in STATES}
@@ -642,14 +602,14 @@ class Journal:
         """The story of job `key`, oldest first: its submission, every attempt (leased, then
         stored, failed with the evidence, lost or cancelled), and every change of course
         (retrying, deferred with the reason, returned, dead, parked, replayed, cancelled)."""
-        with self._lock:
-            job = self._db.execute("SELECT url, rules, created_at FROM jobs WHERE key=?", (key,)).fetchone()
+        with self._engine.reading() as db:
+            job = db.execute("SELECT url, rules, created_at FROM jobs WHERE key=?", (key,)).fetchone()
             if job is None:
                 return []
-            attempts = self._db.execute(
+            attempts = db.execute(
                 "SELECT attempt, started_at, ended_at, outcome, detail FROM attempts WHERE key=?", (key,)
             ).fetchall()
-            events = self._db.execute("SELECT at, event, attempt, detail FROM events WHERE key=?", (key,)).fetchall()
+            events = db.execute("SELECT at, event, attempt, detail FROM events WHERE key=?", (key,)).fetchall()
         story = [(job[2], 0, JobEvent(job[2], "submitted", None, f"{job[0]} (rules {job[1]})"))]
         for attempt, started, ended, outcome, detail in attempts:
             story.append((started, 1, JobEvent(started, "leased", attempt, "")))
@@ -662,8 +622,8 @@ class Journal:
 
     def result(self, key: str) -> dict[str, Any] | None:
         """The stored result of job `key` (as `results` lists them), or None."""
-        with self._lock:
-            row = self._db.execute(
+        with self._engine.reading() as db:
+            row = db.execute(
                 "SELECT key, url, rules, fields, content_hash, attempts, stored_at FROM results WHERE key=?", (key,)
             ).fetchone()
         if row is None:
@@ -682,10 +642,10 @@ class Journal:
     def batch_report(self, batch: str, client: str | None = None) -> BatchReport | None:
         """Where the jobs of `batch` (those of `client`, if given) stand (None if no such job
         was submitted in it)."""
-        with self._lock:
-            rows = self._db.execute(
+        with self._engine.reading() as db:
+            rows = db.execute(
                 "SELECT j.state, j.reason, j.attempts, j.updated_at, b.added_at FROM batches b"
-                " JOIN jobs j ON j.key = b.key WHERE b.batch=? AND (? IS NULL OR j.client=?)",
+                " JOIN jobs j ON j.key = b.key WHERE b.batch=? AND (CAST(? AS TEXT) IS NULL OR j.client=?)",
                 (batch, client, client),
             ).fetchall()
         if not rows:
@@ -708,19 +668,19 @@ class Journal:
 
     def tries(self, key: str) -> int:
         """Attempts since the job was submitted or last replayed (what the policy counts)."""
-        with self._lock:
-            row = self._db.execute("SELECT tries FROM jobs WHERE key=?", (key,)).fetchone()
+        with self._engine.reading() as db:
+            row = db.execute("SELECT tries FROM jobs WHERE key=?", (key,)).fetchone()
         return row[0] if row else 0
 
     def lost_count(self, key: str) -> int:
-        with self._lock:
-            row = self._db.execute("SELECT lost FROM jobs WHERE key=?", (key,)).fetchone()
+        with self._engine.reading() as db:
+            row = db.execute("SELECT lost FROM jobs WHERE key=?", (key,)).fetchone()
         return row[0] if row else 0
 
     def attempts(self, key: str) -> list[tuple[int, float, float | None, str | None, str | None]]:
         """The attempt history of a job: (attempt, started, ended, outcome, detail)."""
-        with self._lock:
-            return self._db.execute(
+        with self._engine.reading() as db:
+            return db.execute(
                 "SELECT attempt, started_at, ended_at, outcome, detail FROM attempts WHERE key=? ORDER BY attempt",
                 (key,),
             ).fetchall()
@@ -728,15 +688,15 @@ class Journal:
     def results(self, limit: int = 100, after: str = "", client: str | None = None) -> list[dict[str, Any]]:
         """Stored results (of `client`'s jobs, if given) ordered by key, after key `after`
         (for paging)."""
-        with self._lock:
+        with self._engine.reading() as db:
             if client is None:
-                rows = self._db.execute(
+                rows = db.execute(
                     "SELECT key, url, rules, fields, content_hash, attempts, stored_at"
                     " FROM results WHERE key > ? ORDER BY key LIMIT ?",
                     (after, limit),
                 ).fetchall()
             else:
-                rows = self._db.execute(
+                rows = db.execute(
                     "SELECT r.key, r.url, r.rules, r.fields, r.content_hash, r.attempts,"
                     " r.stored_at FROM results r JOIN jobs j ON j.key = r.key"
                     " WHERE r.key > ? AND j.client = ? ORDER BY r.key LIMIT ?",
@@ -748,9 +708,50 @@ class Journal:
         ]
 
     def result_count(self, client: str | None = None) -> int:
-        with self._lock:
+        with self._engine.reading() as db:
             if client is None:
-                return self._db.execute("SELECT COUNT(*) FROM results").fetchone()[0]
-            return self._db.execute(
+                return db.execute("SELECT COUNT(*) FROM results").fetchone()[0]
+            return db.execute(
                 "SELECT COUNT(*) FROM results r JOIN jobs j ON j.key = r.key WHERE j.client = ?", (client,)
             ).fetchone()[0]
+
+
+def open_engine(where: Path | str | JournalTarget, *, durable: bool) -> JournalEngine:
+    """The engine of `where`: a SQLite path, or a `JournalTarget` of either backend (its
+    password read now). Raises `JournalUnavailable` when PostgreSQL cannot be reached and
+    `JournalConfigError` when its password cannot be had."""
+    target = where if isinstance(where, JournalTarget) else JournalTarget.parse(where)
+    if target.path is not None:
+        return SqliteEngine(target.path, durable=durable)
+    from flotilla.actors.pipeline.journal_postgres import PostgresEngine  # psycopg only where it is used
+
+    url = target.url or ""
+    return PostgresEngine(url, where=target.where, password=target.password(), durable=durable)
+
+
+def open_journal(where: Path | str | JournalTarget, *, durable: bool = True, clock: Any = time.time) -> Journal:
+    """The journal at `where` (a SQLite path, a ``postgresql://`` URL without a password, or a
+    `JournalTarget`), its schema created or migrated."""
+    return Journal(open_engine(where, durable=durable), clock=clock)
+
+
+def open_journal_patiently(
+    target: JournalTarget,
+    *,
+    durable: bool,
+    stop: threading.Event,
+    on_retry: Callable[[JournalUnavailable, float], None],
+    cap: float = 30.0,
+) -> Journal | None:
+    """`open_journal(target)`, retried with backoff while its database cannot be reached
+    (`on_retry(error, delay)` before each wait) until it opens or `stop` is set (None)."""
+    failures = 0
+    while not stop.is_set():
+        try:
+            return open_journal(target, durable=durable)
+        except JournalUnavailable as exc:
+            delay = backoff_delay(0.5, cap, failures)
+            failures += 1
+            on_retry(exc, delay)
+            stop.wait(delay)
+    return None

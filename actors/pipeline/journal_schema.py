@@ -1,0 +1,209 @@
+"""The journal's schema, versioned: an ordered list of migrations, applied by whoever opens
+the journal (the intake's node, every router), each once, in one transaction.
+
+`schema_version` holds a row per applied migration. A SQLite journal written before versions
+existed (its `jobs` table but no `schema_version`) is brought to version 1 by adding the
+columns it lacks. A journal whose version is newer than the code's is refused
+(`JournalTooNew`): an older node must not write a schema it does not know.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from flotilla.actors.pipeline.journal_engine import Db, JournalEngine
+
+Step = str | Callable[[Db], None]
+"""A statement, or a function of the transaction's connection."""
+
+
+class JournalTooNew(RuntimeError):
+    """The journal was migrated by a newer version of Flotilla than this one."""
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    does: str
+    sqlite: tuple[Step, ...]
+    postgresql: tuple[Step, ...]
+
+    def steps(self, backend: str) -> tuple[Step, ...]:
+        return self.sqlite if backend == "sqlite" else self.postgresql
+
+
+_SQLITE_V1 = (
+    """CREATE TABLE IF NOT EXISTS jobs (
+    key          TEXT PRIMARY KEY,
+    url          TEXT NOT NULL,
+    rules        TEXT NOT NULL,
+    state        TEXT NOT NULL,
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    tries        INTEGER NOT NULL DEFAULT 0,
+    lost         INTEGER NOT NULL DEFAULT 0,
+    due_at       REAL NOT NULL,
+    lease_until  REAL,
+    lease_token  INTEGER NOT NULL DEFAULT 0,
+    reason       TEXT,
+    origin       TEXT NOT NULL DEFAULT '',
+    waiting_since REAL,
+    created_at   REAL NOT NULL,
+    updated_at   REAL NOT NULL,
+    client       TEXT NOT NULL DEFAULT ''
+)""",
+    "CREATE INDEX IF NOT EXISTS jobs_ready ON jobs (state, due_at)",
+    "CREATE INDEX IF NOT EXISTS jobs_leased ON jobs (state, lease_until)",
+    """CREATE TABLE IF NOT EXISTS attempts (
+    key         TEXT NOT NULL,
+    attempt     INTEGER NOT NULL,
+    started_at  REAL NOT NULL,
+    ended_at    REAL,
+    outcome     TEXT,
+    detail      TEXT,
+    PRIMARY KEY (key, attempt)
+)""",
+    """CREATE TABLE IF NOT EXISTS events (
+    key      TEXT NOT NULL,
+    at       REAL NOT NULL,
+    event    TEXT NOT NULL,
+    attempt  INTEGER,
+    detail   TEXT NOT NULL DEFAULT ''
+)""",
+    "CREATE INDEX IF NOT EXISTS events_by_job ON events (key, at)",
+    """CREATE TABLE IF NOT EXISTS batches (
+    batch       TEXT NOT NULL,
+    key         TEXT NOT NULL,
+    added_at    REAL NOT NULL,
+    PRIMARY KEY (batch, key)
+)""",
+    """CREATE TABLE IF NOT EXISTS results (
+    key           TEXT PRIMARY KEY,
+    url           TEXT NOT NULL,
+    rules         TEXT NOT NULL,
+    fields        TEXT NOT NULL,
+    content_hash  TEXT NOT NULL,
+    attempts      INTEGER NOT NULL,
+    stored_at     REAL NOT NULL
+)""",
+)
+
+UNVERSIONED_ADDITIONS = (
+    ("tries", "INTEGER NOT NULL DEFAULT 0"),
+    ("origin", "TEXT NOT NULL DEFAULT ''"),
+    ("waiting_since", "REAL"),
+    ("client", "TEXT NOT NULL DEFAULT ''"),
+)
+"""Columns of `jobs` added before the schema had versions: an unversioned SQLite journal may
+lack some of them."""
+
+
+def _add_unversioned_columns(db: Db) -> None:
+    columns = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
+    for column, declaration in UNVERSIONED_ADDITIONS:
+        if column not in columns:
+            db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {declaration}")
+
+
+# Keys compare byte by byte (COLLATE "C"), as in SQLite, whatever the database's locale.
+_POSTGRES_V1 = (
+    """CREATE TABLE jobs (
+    key          TEXT COLLATE "C" PRIMARY KEY,
+    seq          BIGINT GENERATED ALWAYS AS IDENTITY,
+    url          TEXT NOT NULL,
+    rules        TEXT NOT NULL,
+    state        TEXT NOT NULL,
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    tries        INTEGER NOT NULL DEFAULT 0,
+    lost         INTEGER NOT NULL DEFAULT 0,
+    due_at       DOUBLE PRECISION NOT NULL,
+    lease_until  DOUBLE PRECISION,
+    lease_token  BIGINT NOT NULL DEFAULT 0,
+    reason       TEXT,
+    origin       TEXT NOT NULL DEFAULT '',
+    waiting_since DOUBLE PRECISION,
+    created_at   DOUBLE PRECISION NOT NULL,
+    updated_at   DOUBLE PRECISION NOT NULL,
+    client       TEXT NOT NULL DEFAULT ''
+)""",
+    "CREATE INDEX jobs_ready ON jobs (state, due_at, seq)",
+    "CREATE INDEX jobs_leased ON jobs (state, lease_until)",
+    """CREATE TABLE attempts (
+    key         TEXT COLLATE "C" NOT NULL,
+    attempt     INTEGER NOT NULL,
+    started_at  DOUBLE PRECISION NOT NULL,
+    ended_at    DOUBLE PRECISION,
+    outcome     TEXT,
+    detail      TEXT,
+    PRIMARY KEY (key, attempt)
+)""",
+    """CREATE TABLE events (
+    key      TEXT COLLATE "C" NOT NULL,
+    at       DOUBLE PRECISION NOT NULL,
+    event    TEXT NOT NULL,
+    attempt  INTEGER,
+    detail   TEXT NOT NULL DEFAULT ''
+)""",
+    "CREATE INDEX events_by_job ON events (key, at)",
+    """CREATE TABLE batches (
+    batch       TEXT COLLATE "C" NOT NULL,
+    key         TEXT COLLATE "C" NOT NULL,
+    added_at    DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (batch, key)
+)""",
+    """CREATE TABLE results (
+    key           TEXT COLLATE "C" PRIMARY KEY,
+    url           TEXT NOT NULL,
+    rules         TEXT NOT NULL,
+    fields        TEXT NOT NULL,
+    content_hash  TEXT NOT NULL,
+    attempts      INTEGER NOT NULL,
+    stored_at     DOUBLE PRECISION NOT NULL
+)""",
+)
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "jobs, attempts, events, batches and results",
+        (*_SQLITE_V1, _add_unversioned_columns),
+        _POSTGRES_V1,
+    ),
+)
+"""Every migration, in order; append, never edit one that was released."""
+
+
+def latest_version(migrations: tuple[Migration, ...] = MIGRATIONS) -> int:
+    return migrations[-1].version if migrations else 0
+
+
+def migrate(engine: JournalEngine, migrations: tuple[Migration, ...] = MIGRATIONS) -> int:
+    """Bring the journal's schema to the latest version (creating it if empty) and return
+    that version; raise `JournalTooNew` if it is newer than `migrations` know."""
+    latest = latest_version(migrations)
+    with engine.transaction() as db:
+        engine.lock_schema(db)
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS schema_version ("
+            "version INTEGER PRIMARY KEY, applied_at DOUBLE PRECISION NOT NULL, does TEXT NOT NULL)"
+        )
+        current = db.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] or 0
+        if current > latest:
+            raise JournalTooNew(
+                f"the journal at {engine.where} has schema version {current}, newer than this Flotilla knows "
+                f"(up to {latest}): run a Flotilla at least as new as the one that migrated it"
+            )
+        for migration in migrations:
+            if migration.version <= current:
+                continue
+            for step in migration.steps(engine.backend):
+                if isinstance(step, str):
+                    db.execute(step)
+                else:
+                    step(db)
+            db.execute(
+                "INSERT INTO schema_version (version, applied_at, does) VALUES (?, ?, ?)",
+                (migration.version, time.time(), migration.does),
+            )
+    return latest
