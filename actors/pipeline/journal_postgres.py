@@ -130,9 +130,12 @@ class PostgresEngine(JournalEngine):
         db.execute(f"NOTIFY {CHANNEL}")
 
     def listen(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Returns once the listener LISTENs (or, if the server cannot be reached now, after
+        `CONNECT_TIMEOUT` seconds: it keeps trying)."""
         listener = _Listener(self.conninfo, self.where, callback)
         self._listeners.append(listener)
         listener.start()
+        listener.listening.wait(CONNECT_TIMEOUT)
         return listener.stop
 
     def close(self) -> None:
@@ -150,7 +153,7 @@ class _Listener:
         self.callback = callback
         self.stopping = threading.Event()
         self.listening = threading.Event()
-        """Set while its connection LISTENs (tests wait for it)."""
+        """Set while its connection LISTENs."""
         self.thread = threading.Thread(target=self._run, name=f"journal listener {where}", daemon=True)
 
     def start(self) -> None:
