@@ -99,6 +99,23 @@ def _load_or_report(path: str, import_actors: bool = True) -> Topology | None:
         return None
 
 
+def describe_journal(topology: Topology) -> str:
+    """Where the topology's jobs are kept, and where the password comes from (never itself)."""
+    journal = topology.journal
+    if journal is None:
+        return f"SQLite in {topology.data_dir}/<node>/journal.sqlite"
+    if journal.path is not None:
+        return f"SQLite in {journal.path}"
+    secret = (
+        f"password from ${journal.password_env}"
+        if journal.password_env
+        else f"password from {journal.password_file}"
+        if journal.password_file
+        else "no password"
+    )
+    return f"PostgreSQL at {journal.where} ({secret}); routers are woken by NOTIFY"
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     topology = _load_or_report(args.topology, import_actors=not args.no_import)
     if topology is None:
@@ -129,6 +146,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         operators = ", ".join([*topology.security.operators, "the local user"])
         served = ", ".join(f"{intake.address} on {intake.node}" for intake in topology.intakes)
         print(f"intake: {served}, CURVE; clients: {clients}; operators: {operators}")
+    print(f"journal: {describe_journal(topology)}")
     allowed = ", ".join(topology.egress.allow)
     print("egress: public addresses only, never the cluster's own" + (f"; also {allowed}" if allowed else ""))
     resilience = topology.resilience

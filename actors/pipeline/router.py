@@ -19,6 +19,11 @@ Before dispatching, the router reads its node's resilience view: jobs for a targ
 breaker is open wait without being sent, and in Hold at most `HOLD_IN_FLIGHT` jobs are out
 at a time (the fetchers turn all but the fleet's probes back).
 
+The router opens the journal its node names (`JournalTarget.of(system)`: SQLite in the data
+directory unless the topology says otherwise). While a PostgreSQL journal cannot be reached
+it retries with backoff, logging where it tries, instead of crashing; there it also listens
+for submissions made through other nodes' intakes (NOTIFY) and wakes itself.
+
 A job whose attempt was lost (its lease ran out: the fetcher crashed, or its node died)
 `poison_limit` times is dead as poison. Reports quoting an old lease token change nothing, so
 the router can be restarted at any time: leases of its previous incarnation either report
@@ -31,7 +36,6 @@ import random
 import time
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar
 
 import msgspec
@@ -40,7 +44,8 @@ from flotilla.actors.core.actor import Actor
 from flotilla.actors.core.backoff import backoff_delay
 from flotilla.actors.core.messages import NodeDown
 from flotilla.actors.core.observers import Observation
-from flotilla.actors.pipeline.journal import Journal
+from flotilla.actors.pipeline.journal import Journal, JournalUnavailable, open_journal
+from flotilla.actors.pipeline.journal_target import JOURNAL_FILE, JournalTarget  # noqa: F401 - JOURNAL_FILE was here
 from flotilla.actors.pipeline.messages import (
     Deferred,
     Failure,
@@ -90,6 +95,10 @@ class _Maintain:
     """Time to expire leases and bury poison (a timer's message)."""
 
 
+class _OpenJournal:
+    """Time to try opening the journal again (a timer's message)."""
+
+
 class _NodeLeft:
     """A node went down (from the cluster's membership, in its I/O thread)."""
 
@@ -97,8 +106,8 @@ class _NodeLeft:
         self.node = node
 
 
-JOURNAL_FILE = "journal.sqlite"
-"""The journal's file in the node's data directory (shared with the intake)."""
+OPEN_RETRY_CAP = 30.0
+"""Longest wait between attempts to open a journal that cannot be reached (seconds)."""
 MAX_DELAY = 3600.0
 """No retry is scheduled further ahead than this."""
 BATCH_OPS = 500
@@ -178,23 +187,47 @@ class Router(Actor):
         self._batch: Any = None
         self._pump_timer: Any = None
         self._unwatch: Any = None
+        self._unlisten: Any = None
+        self.journal: Journal
+        self.journal_open = False
+        """False until the journal is opened (it may be unreachable for a while)."""
+        self._open_failures = 0
 
     # --- life cycle -------------------------------------------------------------------
 
     def on_start(self) -> None:
-        base = self.system.data_dir if self.system.data_dir is not None else Path.cwd()
-        self.journal = Journal(base / JOURNAL_FILE, durable=False)
-        self._publish(RouterStarted(self.path, self.incarnation, self.journal))
+        self.journal_target = JournalTarget.of(self.system)
         self.fetchers = self.system.ref(self.fetchers_path)
-        woken = self.journal.wake_waiting()  # what they waited for may be gone with the old run
-        if woken:
-            self.log.info("router.waiting_jobs_due", count=woken)
         remote = self.system.remote
+        me = self.actor_ref
         if remote is not None:
-            me = self.actor_ref
             self._unwatch = remote.watch_membership(
                 lambda event: me.tell(_NodeLeft(event.node)) if isinstance(event, NodeDown) else None
             )
+        self._open_journal()
+
+    def _open_journal(self) -> None:
+        """Open the journal and start work; if its database cannot be reached, try again
+        later (backoff up to `OPEN_RETRY_CAP`)."""
+        try:
+            self.journal = open_journal(self.journal_target, durable=False)
+        except JournalUnavailable as exc:
+            delay = backoff_delay(0.5, OPEN_RETRY_CAP, self._open_failures, jitter=0.2, rng=self.rng)
+            self._open_failures += 1
+            self.log.warning(
+                "router.journal_unreachable", where=self.journal_target.where, error=str(exc), retry_in=round(delay, 2)
+            )
+            self.send_after(delay, _OpenJournal())
+            return
+        self.journal_open = True
+        if self._open_failures:
+            self.log.info("router.journal_reached", where=self.journal_target.where, after=self._open_failures)
+        self._publish(RouterStarted(self.path, self.incarnation, self.journal))
+        woken = self.journal.wake_waiting()  # what they waited for may be gone with the old run
+        if woken:
+            self.log.info("router.waiting_jobs_due", count=woken)
+        me = self.actor_ref
+        self._unlisten = self.journal.listen(lambda: me.tell(Wake()))  # jobs submitted on other nodes
         self.send_after(0, _Maintain())
         self.send_after(0, _Pump())
 
@@ -210,14 +243,20 @@ class Router(Actor):
     def _close(self) -> None:
         if self._unwatch is not None:
             self._unwatch()
-        journal = getattr(self, "journal", None)
-        if journal is not None:
+        if self._unlisten is not None:
+            self._unlisten()
+        if self.journal_open:
             self._commit()
-            journal.close()
+            self.journal.close()
 
     # --- messages ---------------------------------------------------------------------
 
     def on_receive(self, message: Any) -> Any:
+        if isinstance(message, _OpenJournal):
+            self._open_journal()
+            return None
+        if not self.journal_open and isinstance(message, (JobOutcome, Fetched, Deferred, Returned, Wake, _NodeLeft)):
+            return None  # nothing was leased yet; an earlier incarnation's leases expire and are retried
         if isinstance(message, (JobOutcome, Fetched, Deferred)):
             self.returned_in_a_row = 0  # a fetcher took a job
         if isinstance(message, JobOutcome):
@@ -434,5 +473,8 @@ class Router(Actor):
 
     def inspect(self) -> RouterSnapshot:
         return RouterSnapshot(
-            in_flight=len(self.in_flight), **self.counts, failures=dict(self.failures), jobs=self.journal.counts()
+            in_flight=len(self.in_flight),
+            **self.counts,
+            failures=dict(self.failures),
+            jobs=self.journal.counts() if self.journal_open else {},
         )

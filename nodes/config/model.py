@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from flotilla.actors.core.child_spec import Spec, SupervisorSpec
+from flotilla.actors.pipeline.journal_target import JOURNAL_FILE, JournalTarget
 from flotilla.actors.pipeline.rules import RuleSet
 
 
@@ -134,12 +135,18 @@ class Topology:
     """Set once the tree is checked against the `resilience` section."""
     failover: FailoverConfig | None = None
     """None: the root's node owns the tree, always (no failover)."""
+    journal: JournalTarget | None = None
+    """The `journal` key (None: SQLite in the data directory of each node that opens it)."""
+
+    def journal_of(self, node: str) -> JournalTarget:
+        """The journal node `node` opens (its intake and routers)."""
+        return self.journal or JournalTarget(path=self.node_data_dir(node) / JOURNAL_FILE)
 
     @property
     def journal_is_shared(self) -> bool:
         """Whether every node reaches one journal (a database server), so that several nodes
-        may run an intake against it. The journal is SQLite, a file of the intake's node."""
-        return False
+        may run an intake against it: a PostgreSQL journal (SQLite is one node's file)."""
+        return self.journal is not None and self.journal.backend == "postgresql"
 
     def intake_on(self, node: str) -> IntakeConfig | None:
         """The intake node `node` serves, or None."""

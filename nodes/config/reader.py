@@ -27,6 +27,7 @@ from flotilla.actors.core.child_spec import (
     SupervisorFlags,
     SupervisorSpec,
 )
+from flotilla.actors.pipeline.journal_target import JournalConfigError, JournalTarget, is_postgres_url, url_problem
 from flotilla.actors.pipeline.rules import FieldRule, RuleSet
 from flotilla.nodes.config.actor_args import check_args, path_args
 from flotilla.nodes.config.checks import (
@@ -701,3 +702,55 @@ def read_transport(ctx: Context, node: Node | None) -> TransportConfig:
         backlog=m.get("backlog", int_at_least(1000, MAX_BACKLOG)),
         node_wait=float(m.get("node_wait", check_seconds)),
     )
+
+
+def check_variable_name(value: Any) -> str | None:
+    if isinstance(value, str) and value.isidentifier() and value.isascii():
+        return None
+    return f"{value!r} must be the name of an environment variable (letters, digits, _)"
+
+
+def read_journal(ctx: Context, node: Node | None, base: Path) -> JournalTarget | None:
+    """The `journal` key: a URL or path, or a mapping with the URL and where its password is.
+    The password itself is never read here (a node reads it when it opens the journal)."""
+    if node is None or (isinstance(node, ScalarNode) and value_of(node) is None):
+        return None
+    password_env = password_file = None
+    where: Node = node
+    if isinstance(node, MappingNode):
+        m = YamlMapping(ctx, node, "journal", "journal")
+        if not m.valid or not m.require("url", "postgresql://USER@HOST:PORT/DBNAME or a SQLite path"):
+            return None
+        url = m.get("url", check_text)
+        password_env = m.get("password_env", check_variable_name)
+        file_value = m.get("password_file", check_text)
+        password_file = (base / file_value).resolve() if file_value else None
+        where = m.node_of("url") or node
+        path = "journal.url"
+    else:
+        url = value_of(node)
+        path = "journal"
+        if not isinstance(url, str):
+            ctx.problem(
+                "journal",
+                f"must be a URL, a path or a mapping {{url, password_env, password_file}}, not {kind_of(node)}",
+                node,
+            )
+            return None
+    if not url:
+        ctx.problem(path, "must not be empty", where)
+        return None
+    if is_postgres_url(url):
+        problem = url_problem(url)
+        if problem is not None:
+            ctx.problem(path, problem, where)
+            return None
+        target_url: str | None = url
+        target_path = None
+    else:
+        target_url, target_path = None, (base / url).resolve()
+    try:
+        return JournalTarget(path=target_path, url=target_url, password_env=password_env, password_file=password_file)
+    except JournalConfigError as exc:
+        ctx.problem("journal", str(exc), node)
+        return None

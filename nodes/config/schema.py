@@ -373,6 +373,35 @@ class EgressSection(Section, kw_only=True, frozen=True):
     ] = []
 
 
+class JournalSection(Section, kw_only=True, frozen=True):
+    url: Annotated[
+        str,
+        key(
+            "postgresql://USER@HOST:PORT/DBNAME or path",
+            "The PostgreSQL database the nodes share, or a SQLite file (relative to the topology "
+            "file; one host). A password in the URL is refused: give `password_env` or `password_file`.",
+        ),
+    ]
+    password_env: Annotated[
+        str | None,
+        key(
+            "variable name",
+            "The environment variable that holds the database's password (a node that opens "
+            "the journal refuses to start without it).",
+            "{default}: no password (trust, peer or a `.pgpass` file)",
+        ),
+    ] = None
+    password_file: Annotated[
+        str | None,
+        key(
+            "path",
+            "A file whose first line is the password: owned by the node's user, mode 0600 or 0400, "
+            "else the node refuses it. Relative to the topology file.",
+            "{default}",
+        ),
+    ] = None
+
+
 class FieldSection(Section, kw_only=True, frozen=True):
     css: Annotated[str, key("CSS selector", "Where the field is on the page.")]
     attr: Annotated[
@@ -442,6 +471,16 @@ class TopologySection(Section, kw_only=True, frozen=True):
             "and `flotilla up` its pid file. Relative to the topology file.",
         ),
     ] = "data"
+    journal: Annotated[
+        str | JournalSection | None,
+        key(
+            "URL, path or journal",
+            "Where jobs and results are kept: `postgresql://USER@HOST:PORT/DBNAME` (several "
+            "nodes' intakes and routers share it) or a SQLite file; a string is the `url` of a "
+            "`journal` mapping (docs/journal.md).",
+            "{default}: SQLite in `<data_dir>/<node>/journal.sqlite`",
+        ),
+    ] = None
     security: Annotated[
         SecuritySection,
         key("security", "CURVE keys for every socket.", "keys generated in `<data_dir>/keys/` on first start"),
@@ -528,6 +567,7 @@ SECTIONS: dict[str, type[Section]] = {
     "resilience": ResilienceSection,
     "failover": FailoverSection,
     "egress": EgressSection,
+    "journal": JournalSection,
     "rule set": RuleSetSection,
     "field": FieldSection,
     "backoff": BackoffSection,

@@ -34,6 +34,7 @@ from flotilla.nodes.config.reader import (
     read_egress,
     read_failover,
     read_intakes,
+    read_journal,
     read_node_ref,
     read_nodes,
     read_operators,
@@ -131,6 +132,7 @@ def parse_topology(
     transport = read_transport(ctx, top.node_of("transport"))
     resilience = read_resilience(ctx, top.node_of("resilience"))
     failover = read_failover(ctx, top.node_of("failover"), tree.node if tree is not None else None)
+    journal = read_journal(ctx, top.node_of("journal"), base)
     if ctx.problems or tree is None:
         problems = sorted(ctx.problems, key=lambda p: (p.line is None, p.line or 0))
         raise TopologyError(source, problems or [Problem("tree", "is invalid")])
@@ -146,6 +148,7 @@ def parse_topology(
         intakes=tuple(intake for intake, _, _ in intakes),
         egress=egress,
         failover=failover,
+        journal=journal,
     )
     where = [(path, yaml_node.start_mark.line + 1) for _, yaml_node, path in intakes]
     for (intake, _, _), (path, line) in zip(intakes, where, strict=True):

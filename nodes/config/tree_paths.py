@@ -26,8 +26,9 @@ RESILIENCE_ACTORS = {
 
 
 def check_intake_router(topology: Topology, intake: IntakeConfig, path: str, line: int) -> None:
-    """The intake's router must be a path of the tree, on the intake's node (the intake wakes
-    it there); `path` and `line` are the intake section's (``intake`` or ``intake[i]``)."""
+    """The intake's router must be a path of the tree, on the intake's node when they share a
+    SQLite journal (with PostgreSQL, anywhere: NOTIFY wakes it); `path` and `line` are the
+    intake section's (``intake`` or ``intake[i]``)."""
     from flotilla.nodes.config.directory import Directory  # the directory is built from a topology
 
     directory = Directory(topology)
@@ -42,7 +43,7 @@ def check_intake_router(topology: Topology, intake: IntakeConfig, path: str, lin
                 )
             ],
         )
-    if directory.whereis(intake.router) != intake.node:
+    if directory.whereis(intake.router) != intake.node and not topology.journal_is_shared:
         raise TopologyError(
             topology.source,
             [

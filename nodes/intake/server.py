@@ -125,7 +125,7 @@ class Intake:
     def __init__(
         self,
         address: str,
-        journal_path: Path,
+        journal: Path | Journal,
         rule_sets: set[str],
         wake_router: Callable[[], None],
         hold: Callable[[HoldMode | None], HoldStatus | None] = lambda _mode: None,
@@ -143,7 +143,8 @@ class Intake:
         `credential_rules`: the rule sets whose URLs may carry credentials, which `seal`
         seals before they are written. `reset_breaker(target)` closes a target's breaker
         and returns how it stood before and its status now, or None when the topology has no
-        breakers. Control requests are audited in `audit_path` (default: beside the journal).
+        breakers. `journal`: an open journal (the intake closes it), or a SQLite file to open.
+        Control requests are audited in `audit_path` (default: beside a SQLite journal).
         `on_give_up(reason)` is called if the serving loop keeps failing (`flotilla.nodes.serving.guard`):
         the node stops."""
         self.address = address
@@ -152,11 +153,13 @@ class Intake:
         self.credential_rules = credential_rules if seal is not None else frozenset()
         self._hold = hold
         self._reset_breaker = reset_breaker
-        self.audit_path = audit_path or journal_path.parent / "audit.log"
+        if audit_path is None and not isinstance(journal, Path):
+            raise ValueError("an intake on an open journal needs its audit_path")
+        self.audit_path = audit_path or Path(str(journal)).parent / "audit.log"
         self.node = node
         self.rule_sets = rule_sets
         self._wake_router = wake_router
-        self.journal = Journal(journal_path, durable=True)
+        self.journal = journal if isinstance(journal, Journal) else Journal(journal, durable=True)
         context = zmq.Context()
         self.auth = IntakeGuard(context, access)
         self.server = RouterServer(

@@ -28,6 +28,9 @@ from flotilla.actors.core.messages import Inspect, SupervisorReport, describe_re
 from flotilla.actors.core.system import ActorSystem, RootStartError
 from flotilla.actors.pipeline.credentials import CredentialError, CredentialSeal
 from flotilla.actors.pipeline.egress import EgressPolicy
+from flotilla.actors.pipeline.journal import Journal, JournalUnavailable, open_journal_patiently
+from flotilla.actors.pipeline.journal_schema import JournalTooNew
+from flotilla.actors.pipeline.journal_target import JournalConfigError
 from flotilla.actors.pipeline.leases import LeaseTable, OwnerLease
 from flotilla.actors.pipeline.router import JOURNAL_FILE, Wake
 from flotilla.actors.pipeline.rules import ExtractionRules
@@ -70,6 +73,7 @@ class NodeRun:
         self.system.extensions.put(ResilienceView())
         if topology.failover is not None:
             self.system.extensions.put(OwnerLease(TREE_LEASE))
+        self.system.extensions.put(topology.journal_of(node))  # the routers' journal
         self.system.data_dir = topology.node_data_dir(node)
         self.system.credentials_dir = key_directory(topology)
         self.cluster: Cluster | None = None
@@ -140,6 +144,13 @@ class NodeRun:
             private_directory(self.topology.node_data_dir(self.node))
         except KeyFileError as exc:
             self.log.critical("node.bad_data_dir", error=str(exc))
+            return EXIT_BAD_KEYS
+        journal = self.topology.journal_of(self.node)
+        try:
+            if self.topology.intake_on(self.node) is not None:
+                journal.password()  # a missing variable or an unsafe file stops the start here
+        except JournalConfigError as exc:
+            self.log.critical("node.bad_journal", where=journal.where, error=str(exc))
             return EXIT_BAD_KEYS
         return None
 
@@ -362,9 +373,12 @@ class NodeRun:
         except CredentialError as exc:
             self.log.critical("node.bad_keys", error=str(exc), what="credentials")
             return EXIT_BAD_KEYS
+        journal = self._open_journal()
+        if not isinstance(journal, Journal):
+            return journal
         self.intake = Intake(
             config.address,
-            self.system.data_dir / "journal.sqlite",  # type: ignore[operator]
+            journal,
             set(self.topology.rules),
             lambda: router.tell(Wake()),
             self._hold,
@@ -374,6 +388,7 @@ class NodeRun:
             reset_breaker=self.reset_breaker,
             node=self.node,
             on_give_up=self.serving_gave_up,
+            audit_path=self.topology.node_data_dir(self.node) / "audit.log",
         )
         self.intake.auth.failures.on_alert = self._alert  # past the rate, an incident
         self.auth_failures.append(self.intake.auth.failures)
@@ -392,6 +407,25 @@ class NodeRun:
             operators=sorted(n for n, r in access.roles.items() if r == "operator"),
         )
         return None
+
+    def _open_journal(self) -> Journal | int | None:
+        """The intake's journal, retried with backoff while its database cannot be reached
+        (None if the node is asked to stop meanwhile); an exit code if it cannot be used."""
+        target = self.topology.journal_of(self.node)
+
+        def waiting(error: JournalUnavailable, delay: float) -> None:
+            self.log.warning(
+                "intake.journal_unreachable", where=target.where, error=str(error), retry_in=round(delay, 2)
+            )
+
+        try:
+            return open_journal_patiently(target, durable=True, stop=self.stop_requested, on_retry=waiting)
+        except JournalConfigError as exc:
+            self.log.critical("node.bad_journal", where=target.where, error=str(exc))
+            return EXIT_BAD_KEYS
+        except JournalTooNew as exc:
+            self.log.critical("node.bad_journal", where=target.where, error=str(exc))
+            return EXIT_TREE_FAILED
 
     def _close(self):  # noqa: ANN202
         if self.shell is not None:
