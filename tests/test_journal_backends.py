@@ -17,8 +17,10 @@ from flotilla.actors.pipeline.journal import Journal, NewJob, natural_key, open_
 from flotilla.actors.pipeline.journal_engine import JournalUnavailable
 from flotilla.actors.pipeline.journal_schema import MIGRATIONS, JournalTooNew, Migration, latest_version, migrate
 from flotilla.actors.pipeline.journal_target import JournalConfigError, JournalTarget
+from flotilla.nodes.config.topology import TopologyError, parse_topology
 from scripts.harness import free_ports
 from scripts.harness.postgres import PostgresServer
+from tests.processes import run_flotilla
 
 
 def job(n: int) -> NewJob:
@@ -221,3 +223,79 @@ def test_a_batch_holds_one_connection_and_leaves_other_threads_free(postgres_url
     with psycopg.connect(postgres_url) as conn:
         assert conn.execute("SELECT COUNT(*) FROM results").fetchone() == (1,)
     journal.close()
+
+
+TREE = """
+nodes: {alpha: {}, beta: {}}
+tree:
+  children:
+    - {id: extractors, pool: {size: 1, actor: extractor}}
+    - {id: fetchers, pool: {size: 1, actor: fetcher, args: {extractor: alpha/root/extractors}}}
+    - id: beta_side
+      node: beta
+      supervisor:
+        children:
+          - {id: router, actor: router, args: {fetchers: alpha/root/fetchers}}
+intake: {node: alpha, address: "tcp://127.0.0.1:7299", router: alpha/root/beta_side/router}
+"""
+
+
+def journal_problems(journal: str) -> list[str]:
+    with pytest.raises(TopologyError) as raised:
+        parse_topology(TREE + journal, "t.yaml")
+    return [p.format("t.yaml") for p in raised.value.problems]
+
+
+def test_the_topology_names_the_journal_and_never_its_password(tmp_path: Path) -> None:
+    on_alpha = TREE.replace("alpha/root/beta_side/router", "alpha/root/fetchers")  # the intake wakes a path on alpha
+    default = parse_topology(on_alpha, "t.yaml", tmp_path)
+    assert default.journal is None  # the default: each node's own SQLite file
+    assert default.journal_of("alpha") == JournalTarget(path=tmp_path / "data" / "alpha" / "journal.sqlite")
+    shared = parse_topology(TREE + "journal: postgresql://fleet@db.internal:5433/jobs\n", "t.yaml", tmp_path)
+    assert shared.journal == JournalTarget(url="postgresql://fleet@db.internal:5433/jobs")
+    assert shared.journal.where == "db.internal:5433/jobs"  # type: ignore[union-attr]
+    # with PostgreSQL the intake's router may run on another node: the database is shared
+    secret = parse_topology(
+        TREE + "journal: {url: 'postgresql://fleet@db/jobs', password_file: secrets/db}\n", "t.yaml", tmp_path
+    )
+    assert secret.journal == JournalTarget(url="postgresql://fleet@db/jobs", password_file=tmp_path / "secrets" / "db")
+    local = parse_topology(on_alpha + "journal: shared/jobs.sqlite\n", "t.yaml", tmp_path)
+    assert local.journal == JournalTarget(path=tmp_path / "shared" / "jobs.sqlite")
+
+
+def test_journal_mistakes_are_reported_with_their_line() -> None:
+    line = TREE.count("\n") + 1
+    assert journal_problems("journal: postgresql://fleet:hunter2@db/jobs\n") == [
+        f"t.yaml:{line}: journal: the URL carries a password: never write it in the topology; "
+        "use journal: {url: ..., password_env: NAME} or password_file: PATH"
+    ]
+    assert journal_problems("journal:\n  url: postgresql://fleet@db/jobs\n  password_env: 2BAD\n") == [
+        f"t.yaml:{line + 2}: journal.password_env: '2BAD' must be the name of an environment variable "
+        "(letters, digits, _)"
+    ]
+    assert journal_problems("journal: {url: 'postgresql://fleet@db/', pasword_env: X}\n") == [
+        f"t.yaml:{line}: journal.pasword_env: unknown key; did you mean 'password_env'? "
+        "(allowed: url, password_env, password_file)",
+        f"t.yaml:{line}: journal.url: the URL names no database (postgresql://user@host:port/dbname)",
+    ]
+    assert journal_problems("journal: {url: jobs.sqlite, password_env: X}\n") == [
+        f"t.yaml:{line}: journal: password_env and password_file apply to a PostgreSQL journal only"
+    ]
+    assert journal_problems("journal: [a]\n") == [
+        f"t.yaml:{line}: journal: must be a URL, a path or a mapping {{url, password_env, password_file}}, not a list"
+    ]
+    # SQLite: the router shares the intake's file, so it must run on the intake's node
+    assert any("not on the intake's node alpha" in p for p in journal_problems(""))
+
+
+def test_flotilla_check_reports_a_password_in_the_url_with_its_line(tmp_path: Path) -> None:
+    topology = tmp_path / "tree.yaml"
+    topology.write_text(TREE + "journal: postgresql://fleet:hunter2@db/jobs\n", encoding="utf-8")
+    result = run_flotilla("check", str(topology))
+    assert result.returncode == 2
+    assert f"{topology}:{TREE.count(chr(10)) + 1}: journal: the URL carries a password" in result.stderr
+    assert "hunter2" not in result.stderr
+    topology.write_text(TREE + "journal: {url: 'postgresql://fleet@db/jobs', password_env: DB_PASSWORD}\n")
+    result = run_flotilla("check", str(topology))
+    assert result.returncode == 0, result.stderr
+    assert "journal: PostgreSQL at db:5432/jobs (password from $DB_PASSWORD)" in result.stdout

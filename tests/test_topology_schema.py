@@ -34,6 +34,7 @@ transport: {}
 resilience: {}
 egress: {}
 failover: {candidates: [alpha]}
+journal: {url: "postgresql://fleet@db/jobs"}
 """
 """Every section present with only its required keys."""
 
@@ -80,6 +81,9 @@ READ: dict[tuple[str, str], Read] = {
     ("topology", "failover"): lambda bare, full: bare.failover,
     ("failover", "failback"): lambda bare, full: full.failover and full.failover.failback,
     ("failover", "lease"): lambda bare, full: full.failover and full.failover.lease,
+    ("topology", "journal"): lambda bare, full: bare.journal,
+    ("journal", "password_env"): lambda bare, full: full.journal.password_env,
+    ("journal", "password_file"): lambda bare, full: full.journal.password_file,
     ("node", "description"): lambda bare, full: bare.nodes["alpha"].description,
     ("node", "shell"): lambda bare, full: bare.nodes["alpha"].shell,
     ("node", "metrics"): lambda bare, full: bare.nodes["alpha"].metrics,
