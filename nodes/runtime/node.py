@@ -380,7 +380,8 @@ class NodeRun:
             config.address,
             journal,
             set(self.topology.rules),
-            lambda: router.tell(Wake()),
+            # a router on another node shares a PostgreSQL journal: NOTIFY wakes it
+            (lambda: router.tell(Wake())) if self.system.whereis(config.router) == self.node else (lambda: None),
             self._hold,
             access=access,
             seal=seal,
