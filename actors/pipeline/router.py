@@ -204,7 +204,10 @@ class Router(Actor):
             self._unwatch = remote.watch_membership(
                 lambda event: me.tell(_NodeLeft(event.node)) if isinstance(event, NodeDown) else None
             )
-        self._open_journal()
+        if self.journal_target.backend == "sqlite":
+            self._open_journal()
+        else:
+            me.tell(_OpenJournal())  # a database on the network may take longer than a start may
 
     def _open_journal(self) -> None:
         """Open the journal and start work; if its database cannot be reached, try again
