@@ -6,7 +6,7 @@ any order; a child that waits is logged as `supervisor.waiting_for_node`). Every
 listens for its peers, heartbeats and hosts the children placed on it. Exit codes: 0 after
 a stop asked by SIGTERM, SIGINT (Ctrl-C) or `run_for`; 1 when the root supervisor gives up,
 crashes or cannot start, or the node cannot listen; 2 for a key problem (or a data
-directory that is not the node's user's alone).
+directory that is not the node's user's alone, or a journal password that cannot be had).
 
 Before anything is written, the node's data directory ``<data_dir>/<node>/`` is created
 owner-only (0700), and the cluster's keys are generated if the topology names none.
