@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from functools import lru_cache
 from typing import Any
 
@@ -101,27 +101,30 @@ class PostgresEngine(JournalEngine):
             self._pool.close()
             raise JournalUnavailable(f"cannot connect to the journal at {where}: {exc}") from None
 
-    @contextmanager
-    def transaction(self) -> Iterator[Db]:
-        held: _PgDb | None = getattr(self._local, "db", None)
-        if held is not None:
-            yield held
-            return
-        with self._pool.connection() as conn, conn.transaction():
-            self._local.db = _PgDb(conn)
-            try:
-                yield self._local.db
-            finally:
-                self._local.db = None
+    def transaction(self) -> AbstractContextManager[Db]:
+        return self._connection(transaction=True)
+
+    def reading(self) -> AbstractContextManager[Db]:
+        return self._connection(transaction=False)
 
     @contextmanager
-    def reading(self) -> Iterator[Db]:
+    def _connection(self, *, transaction: bool) -> Iterator[Db]:
+        """The calling thread's transaction if it has one; else a pooled connection, in a
+        transaction of its own (`transaction`) or in autocommit."""
         held: _PgDb | None = getattr(self._local, "db", None)
         if held is not None:
             yield held
             return
         with self._pool.connection() as conn:
-            yield _PgDb(conn)
+            if not transaction:
+                yield _PgDb(conn)
+                return
+            with conn.transaction():
+                self._local.db = _PgDb(conn)
+                try:
+                    yield self._local.db
+                finally:
+                    self._local.db = None
 
     def lock_schema(self, db: Db) -> None:
         db.execute("SELECT pg_advisory_xact_lock(?)", (SCHEMA_LOCK,))

@@ -34,59 +34,69 @@ class Migration:
         return self.sqlite if backend == "sqlite" else self.postgresql
 
 
-_SQLITE_V1 = (
-    """CREATE TABLE IF NOT EXISTS jobs (
-    key          TEXT PRIMARY KEY,
+def _tables_v1(real: str, bigint: str, key: str, sequence: str, ready: str) -> tuple[str, ...]:
+    """Version 1's tables in an engine's words: its floating-point and 64-bit integer types,
+    how keys compare, and the column and index that order jobs as they were submitted."""
+    return (
+        f"""CREATE TABLE IF NOT EXISTS jobs (
+    key          TEXT{key} PRIMARY KEY,{sequence}
     url          TEXT NOT NULL,
     rules        TEXT NOT NULL,
     state        TEXT NOT NULL,
     attempts     INTEGER NOT NULL DEFAULT 0,
     tries        INTEGER NOT NULL DEFAULT 0,
     lost         INTEGER NOT NULL DEFAULT 0,
-    due_at       REAL NOT NULL,
-    lease_until  REAL,
-    lease_token  INTEGER NOT NULL DEFAULT 0,
+    due_at       {real} NOT NULL,
+    lease_until  {real},
+    lease_token  {bigint} NOT NULL DEFAULT 0,
     reason       TEXT,
     origin       TEXT NOT NULL DEFAULT '',
-    waiting_since REAL,
-    created_at   REAL NOT NULL,
-    updated_at   REAL NOT NULL,
+    waiting_since {real},
+    created_at   {real} NOT NULL,
+    updated_at   {real} NOT NULL,
     client       TEXT NOT NULL DEFAULT ''
 )""",
-    "CREATE INDEX IF NOT EXISTS jobs_ready ON jobs (state, due_at)",
-    "CREATE INDEX IF NOT EXISTS jobs_leased ON jobs (state, lease_until)",
-    """CREATE TABLE IF NOT EXISTS attempts (
-    key         TEXT NOT NULL,
+        f"CREATE INDEX IF NOT EXISTS jobs_ready ON jobs (state, due_at{ready})",
+        "CREATE INDEX IF NOT EXISTS jobs_leased ON jobs (state, lease_until)",
+        f"""CREATE TABLE IF NOT EXISTS attempts (
+    key         TEXT{key} NOT NULL,
     attempt     INTEGER NOT NULL,
-    started_at  REAL NOT NULL,
-    ended_at    REAL,
+    started_at  {real} NOT NULL,
+    ended_at    {real},
     outcome     TEXT,
     detail      TEXT,
     PRIMARY KEY (key, attempt)
 )""",
-    """CREATE TABLE IF NOT EXISTS events (
-    key      TEXT NOT NULL,
-    at       REAL NOT NULL,
+        f"""CREATE TABLE IF NOT EXISTS events (
+    key      TEXT{key} NOT NULL,
+    at       {real} NOT NULL,
     event    TEXT NOT NULL,
     attempt  INTEGER,
     detail   TEXT NOT NULL DEFAULT ''
 )""",
-    "CREATE INDEX IF NOT EXISTS events_by_job ON events (key, at)",
-    """CREATE TABLE IF NOT EXISTS batches (
-    batch       TEXT NOT NULL,
-    key         TEXT NOT NULL,
-    added_at    REAL NOT NULL,
+        "CREATE INDEX IF NOT EXISTS events_by_job ON events (key, at)",
+        f"""CREATE TABLE IF NOT EXISTS batches (
+    batch       TEXT{key} NOT NULL,
+    key         TEXT{key} NOT NULL,
+    added_at    {real} NOT NULL,
     PRIMARY KEY (batch, key)
 )""",
-    """CREATE TABLE IF NOT EXISTS results (
-    key           TEXT PRIMARY KEY,
+        f"""CREATE TABLE IF NOT EXISTS results (
+    key           TEXT{key} PRIMARY KEY,
     url           TEXT NOT NULL,
     rules         TEXT NOT NULL,
     fields        TEXT NOT NULL,
     content_hash  TEXT NOT NULL,
     attempts      INTEGER NOT NULL,
-    stored_at     REAL NOT NULL
+    stored_at     {real} NOT NULL
 )""",
+    )
+
+
+_SQLITE_V1 = _tables_v1("REAL", "INTEGER", "", "", "")  # as the journal was before versions (rowid orders jobs)
+# Keys compare byte by byte (COLLATE "C"), as in SQLite, whatever the database's locale.
+_POSTGRES_V1 = _tables_v1(
+    "DOUBLE PRECISION", "BIGINT", ' COLLATE "C"', "\n    seq          BIGINT GENERATED ALWAYS AS IDENTITY,", ", seq"
 )
 
 UNVERSIONED_ADDITIONS = (
@@ -105,63 +115,6 @@ def _add_unversioned_columns(db: Db) -> None:
         if column not in columns:
             db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {declaration}")
 
-
-# Keys compare byte by byte (COLLATE "C"), as in SQLite, whatever the database's locale.
-_POSTGRES_V1 = (
-    """CREATE TABLE jobs (
-    key          TEXT COLLATE "C" PRIMARY KEY,
-    seq          BIGINT GENERATED ALWAYS AS IDENTITY,
-    url          TEXT NOT NULL,
-    rules        TEXT NOT NULL,
-    state        TEXT NOT NULL,
-    attempts     INTEGER NOT NULL DEFAULT 0,
-    tries        INTEGER NOT NULL DEFAULT 0,
-    lost         INTEGER NOT NULL DEFAULT 0,
-    due_at       DOUBLE PRECISION NOT NULL,
-    lease_until  DOUBLE PRECISION,
-    lease_token  BIGINT NOT NULL DEFAULT 0,
-    reason       TEXT,
-    origin       TEXT NOT NULL DEFAULT '',
-    waiting_since DOUBLE PRECISION,
-    created_at   DOUBLE PRECISION NOT NULL,
-    updated_at   DOUBLE PRECISION NOT NULL,
-    client       TEXT NOT NULL DEFAULT ''
-)""",
-    "CREATE INDEX jobs_ready ON jobs (state, due_at, seq)",
-    "CREATE INDEX jobs_leased ON jobs (state, lease_until)",
-    """CREATE TABLE attempts (
-    key         TEXT COLLATE "C" NOT NULL,
-    attempt     INTEGER NOT NULL,
-    started_at  DOUBLE PRECISION NOT NULL,
-    ended_at    DOUBLE PRECISION,
-    outcome     TEXT,
-    detail      TEXT,
-    PRIMARY KEY (key, attempt)
-)""",
-    """CREATE TABLE events (
-    key      TEXT COLLATE "C" NOT NULL,
-    at       DOUBLE PRECISION NOT NULL,
-    event    TEXT NOT NULL,
-    attempt  INTEGER,
-    detail   TEXT NOT NULL DEFAULT ''
-)""",
-    "CREATE INDEX events_by_job ON events (key, at)",
-    """CREATE TABLE batches (
-    batch       TEXT COLLATE "C" NOT NULL,
-    key         TEXT COLLATE "C" NOT NULL,
-    added_at    DOUBLE PRECISION NOT NULL,
-    PRIMARY KEY (batch, key)
-)""",
-    """CREATE TABLE results (
-    key           TEXT COLLATE "C" PRIMARY KEY,
-    url           TEXT NOT NULL,
-    rules         TEXT NOT NULL,
-    fields        TEXT NOT NULL,
-    content_hash  TEXT NOT NULL,
-    attempts      INTEGER NOT NULL,
-    stored_at     DOUBLE PRECISION NOT NULL
-)""",
-)
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
