@@ -17,23 +17,9 @@ from scripts.harness import DemoSiteProcess, free_ports, wait_until
 from scripts.harness.postgres import PostgresServer
 from tests.cluster_harness import LiveCluster, make_cluster
 from tests.processes import run_flotilla
+from tests.test_pipeline_cluster import TREE  # the router on alpha, fetchers and extractors on beta
 
 VARIABLE = "FLOTILLA_TEST_JOURNAL_PASSWORD"
-
-TREE = """
-children:
-  - id: router
-    actor: router
-    args: {fetchers: alpha/root/fetching/fetchers, max_in_flight: 50, visibility: 10}
-  - id: fetching
-    node: beta
-    supervisor:
-      children:
-        - id: extractors
-          pool: {actor: extractor, size: 2}
-        - id: fetchers
-          pool: {actor: fetcher, size: 2, args: {extractor: alpha/root/fetching/extractors, timeout: 5.0}}
-"""
 
 EXTRA = """
 rules:
@@ -50,14 +36,6 @@ def site() -> Iterator[DemoSiteProcess]:
     process = DemoSiteProcess()
     yield process
     process.stop()
-
-
-@pytest.fixture
-def clusters() -> Iterator[list[LiveCluster]]:
-    started: list[LiveCluster] = []
-    yield started
-    for cluster in started:
-        cluster.stop()
 
 
 @pytest.fixture
