@@ -145,6 +145,15 @@ def _reason_kind(reason: str) -> str:
     return reason
 
 
+class Fenced(RuntimeError):
+    """A write quoted a lease's fencing token that is no longer current: a newer owner holds
+    the lease, and this writer must stop acting as its owner."""
+
+    def __init__(self, lease: str, token: int, current: int | None) -> None:
+        super().__init__(f"lease {lease!r}: token {token} is stale (current: {current})")
+        self.lease, self.token, self.current = lease, token, current
+
+
 class Journal:
     """The jobs and results of a fleet, in a SQLite file or a PostgreSQL database.
 
@@ -166,6 +175,7 @@ class Journal:
         self.where = self._engine.where
         """The file or ``host:port/dbname`` (for logs)."""
         self.backend = self._engine.backend
+        self._fence: tuple[str, int] | None = None
         try:
             self.schema_version = migrate(self._engine)
         except BaseException:
@@ -187,9 +197,21 @@ class Journal:
         with self._engine.transaction():
             yield
 
+    def fence(self, lease: str, token: int) -> None:
+        """From now on every write of this journal first checks that `token` is still the
+        fencing token of `lease` (`flotilla.actors.pipeline.leases`), in the transaction that
+        writes; if another owner has taken the lease since, the write raises `Fenced` and its
+        transaction is rolled back."""
+        self._fence = (lease, token)
+
     def _write(self, statements: Any) -> Any:
         """Run `statements(db)` in a transaction (the enclosing batch's, if any)."""
         with self._engine.transaction() as db:
+            if self._fence is not None:
+                lease, token = self._fence
+                row = db.execute("SELECT token FROM owners WHERE name=?", (lease,)).fetchone()
+                if row is None or int(row[0]) != token:
+                    raise Fenced(lease, token, int(row[0]) if row else None)
             return statements(db)
 
     # --- submissions ------------------------------------------------------------------------

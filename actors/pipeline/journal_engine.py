@@ -52,6 +52,9 @@ class JournalEngine(ABC):
     are passed over (PostgreSQL), where several writers can lease at once."""
     for_update: ClassVar[str] = ""
     """Appended to a SELECT whose row the transaction then changes (PostgreSQL locks it)."""
+    now: ClassVar[str] = "EXTRACT(EPOCH FROM clock_timestamp())"
+    """The SQL of the database's clock, in seconds since the epoch (leases are timed by it,
+    so the nodes' own clocks do not matter)."""
     where: str
     """The file or ``host:port/dbname``, for logs and errors."""
 

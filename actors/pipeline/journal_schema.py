@@ -99,6 +99,13 @@ _POSTGRES_V1 = _tables_v1(
     "DOUBLE PRECISION", "BIGINT", ' COLLATE "C"', "\n    seq          BIGINT GENERATED ALWAYS AS IDENTITY,", ", seq"
 )
 
+_OWNERS = """CREATE TABLE IF NOT EXISTS owners (
+    name        TEXT PRIMARY KEY,
+    holder      TEXT NOT NULL,
+    token       {bigint} NOT NULL,
+    expires_at  {real} NOT NULL
+)"""
+
 UNVERSIONED_ADDITIONS = (
     ("tries", "INTEGER NOT NULL DEFAULT 0"),
     ("origin", "TEXT NOT NULL DEFAULT ''"),
@@ -122,6 +129,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         "jobs, attempts, events, batches and results",
         (*_SQLITE_V1, _add_unversioned_columns),
         _POSTGRES_V1,
+    ),
+    Migration(
+        2,
+        "owners: the leases of singletons and their fencing tokens",
+        (_OWNERS.format(real="REAL", bigint="INTEGER"),),
+        (_OWNERS.format(real="DOUBLE PRECISION", bigint="BIGINT"),),
     ),
 )
 """Every migration, in order; append, never edit one that was released."""

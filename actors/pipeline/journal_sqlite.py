@@ -21,6 +21,7 @@ from flotilla.actors.pipeline.journal_engine import Db, JournalEngine
 class SqliteEngine(JournalEngine):
     backend = "sqlite"
     insertion_order = "rowid"
+    now = "((julianday('now') - 2440587.5) * 86400.0)"
 
     def __init__(self, path: Path | str, *, durable: bool) -> None:
         self.path = Path(path)

@@ -44,8 +44,9 @@ from flotilla.actors.core.actor import Actor
 from flotilla.actors.core.backoff import backoff_delay
 from flotilla.actors.core.messages import NodeDown
 from flotilla.actors.core.observers import Observation
-from flotilla.actors.pipeline.journal import Journal, JournalUnavailable, open_journal
+from flotilla.actors.pipeline.journal import Fenced, Journal, JournalUnavailable, open_journal
 from flotilla.actors.pipeline.journal_target import JOURNAL_FILE, JournalTarget  # noqa: F401 - JOURNAL_FILE was here
+from flotilla.actors.pipeline.leases import OwnerLease
 from flotilla.actors.pipeline.messages import (
     Deferred,
     Failure,
@@ -192,6 +193,8 @@ class Router(Actor):
         self.journal_open = False
         """False until the journal is opened (it may be unreachable for a while)."""
         self._open_failures = 0
+        self.fenced: Fenced | None = None
+        """Why this router stopped writing: the tree's lease has a newer owner."""
 
     # --- life cycle -------------------------------------------------------------------
 
@@ -222,6 +225,9 @@ class Router(Actor):
             )
             self.send_after(delay, _OpenJournal())
             return
+        lease = OwnerLease.of(self.system)
+        if lease is not None and lease.token:
+            self.journal.fence(lease.name, lease.token)  # a stale owner's router writes nothing
         self.journal_open = True
         if self._open_failures:
             self.log.info("router.journal_reached", where=self.journal_target.where, after=self._open_failures)
@@ -255,6 +261,25 @@ class Router(Actor):
     # --- messages ---------------------------------------------------------------------
 
     def on_receive(self, message: Any) -> Any:
+        if self.fenced is not None:
+            return None  # a newer owner's router does this work now
+        try:
+            return self._receive(message)
+        except Fenced as exc:
+            self._stand_down(exc)
+            return None
+
+    def _stand_down(self, exc: Fenced) -> None:
+        """A newer owner holds the tree's lease: undo the writes of the open transaction and
+        stop acting (no lease, no report is written any more); this tree is being stopped."""
+        self.fenced = exc
+        if self._batch is not None:
+            batch, self._batch = self._batch, None
+            batch.__exit__(Fenced, exc, None)
+        self._ops = 0
+        self.log.warning("router.fenced", error=str(exc), in_flight=len(self.in_flight))
+
+    def _receive(self, message: Any) -> Any:
         if isinstance(message, _OpenJournal):
             self._open_journal()
             return None

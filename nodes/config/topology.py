@@ -133,6 +133,13 @@ def parse_topology(
     resilience = read_resilience(ctx, top.node_of("resilience"))
     failover = read_failover(ctx, top.node_of("failover"), tree.node if tree is not None else None)
     journal = read_journal(ctx, top.node_of("journal"), base)
+    if failover is not None and len(failover.candidates) > 1 and (journal is None or journal.backend == "sqlite"):
+        ctx.problem(
+            "failover.candidates",
+            "failover between nodes needs a PostgreSQL journal (journal: postgresql://...): a SQLite "
+            "journal is one node's file, so only that node can own the tree",
+            top.node_of("failover"),
+        )
     if ctx.problems or tree is None:
         problems = sorted(ctx.problems, key=lambda p: (p.line is None, p.line or 0))
         raise TopologyError(source, problems or [Problem("tree", "is invalid")])

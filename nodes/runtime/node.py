@@ -18,7 +18,6 @@ import signal
 import threading
 import time
 from collections import Counter
-from pathlib import Path
 from types import FrameType
 
 import structlog
@@ -32,7 +31,7 @@ from flotilla.actors.pipeline.journal import Journal, JournalUnavailable, open_j
 from flotilla.actors.pipeline.journal_schema import JournalTooNew
 from flotilla.actors.pipeline.journal_target import JournalConfigError
 from flotilla.actors.pipeline.leases import LeaseTable, OwnerLease
-from flotilla.actors.pipeline.router import JOURNAL_FILE, Wake
+from flotilla.actors.pipeline.router import Wake
 from flotilla.actors.pipeline.rules import ExtractionRules
 from flotilla.actors.resilience.alerts import AlertSink
 from flotilla.actors.resilience.gate import Gate, shard_of
@@ -257,15 +256,11 @@ class NodeRun:
     def _claim_tree(self) -> None:
         """Run the ownership loop: this node runs the tree while it holds the tree's lease."""
         assert self.cluster is not None  # noqa: S101  joined before
-        leases = LeaseTable(self._journal_path())
+        leases = LeaseTable(self.topology.journal_of(self.node))
         self.ownership = TreeOwnership(
             self.topology, self.node, self.system, self.cluster, leases, on_failure=self.serving_gave_up
         )
         self.ownership.start()
-
-    def _journal_path(self) -> Path:
-        intakes = self.topology.intakes  # a SQLite journal allows one intake: on the journal's node
-        return self.topology.node_data_dir(intakes[0].node if intakes else self.topology.root_node) / JOURNAL_FILE
 
     def _start_services(self) -> int | None:
         """Every node runs a gate (at ``<node>/services/gate``) when the topology has a
