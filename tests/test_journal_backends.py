@@ -117,7 +117,7 @@ def test_an_unversioned_sqlite_journal_is_migrated_and_keeps_its_jobs(tmp_path: 
     columns = {row[1] for row in sqlite3.connect(path).execute("PRAGMA table_info(jobs)")}
     assert {"tries", "origin", "waiting_since", "client"} <= columns
     versions = sqlite3.connect(path).execute("SELECT version FROM schema_version").fetchall()
-    assert versions == [(1,)]
+    assert versions == [(v,) for v in range(1, latest_version() + 1)]  # each migration once
     open_journal(path).close()  # opening again applies nothing twice
 
 
@@ -129,17 +129,18 @@ def test_migrations_apply_once_in_order_and_a_newer_journal_is_refused(
     journal = open_journal(where)
     journal.submit([job(1)])
     journal.close()
+    newer = latest_version() + 1
     second = Migration(
-        2,
+        newer,
         "an index on jobs by client",
         ("CREATE INDEX jobs_by_client ON jobs (client)",),
         ("CREATE INDEX jobs_by_client ON jobs (client)",),
     )
     journal = open_journal(where)
     engine = journal._engine  # noqa: SLF001 - the migration runner on the journal's own engine
-    assert migrate(engine, (*MIGRATIONS, second)) == 2
-    assert migrate(engine, (*MIGRATIONS, second)) == 2  # applied once: a second CREATE INDEX would fail
-    with pytest.raises(JournalTooNew, match="schema version 2, newer than this Flotilla knows"):
+    assert migrate(engine, (*MIGRATIONS, second)) == newer
+    assert migrate(engine, (*MIGRATIONS, second)) == newer  # applied once: a second CREATE INDEX would fail
+    with pytest.raises(JournalTooNew, match=f"schema version {newer}, newer than this Flotilla knows"):
         migrate(engine, MIGRATIONS)
     journal.close()
     with pytest.raises(JournalTooNew):

@@ -49,6 +49,7 @@ nodes:
   alpha: {address: "tcp://127.0.0.1:7401"}
   beta: {address: "tcp://127.0.0.1:7402"}
   gamma: {address: "tcp://127.0.0.1:7403"}
+journal: postgresql://flotilla@127.0.0.1:5432/flotilla
 failover: {candidates: [alpha, gamma]}
 tree:
   children:
