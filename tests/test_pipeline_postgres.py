@@ -12,6 +12,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from flotilla.actors.pipeline.journal_schema import latest_version
 from flotilla.nodes.intake.client import IntakeClient
 from scripts.harness import DemoSiteProcess, free_ports, wait_until
 from scripts.harness.postgres import PostgresServer
@@ -74,7 +75,7 @@ def test_an_intake_and_a_router_on_different_nodes_share_the_postgresql_journal(
         assert client.counts().results == 100
     with psycopg.connect(fleet_database, password=os.environ[VARIABLE]) as conn:
         assert conn.execute("SELECT COUNT(*) FROM results").fetchone() == (100,)
-        assert conn.execute("SELECT MAX(version) FROM schema_version").fetchone() == (1,)
+        assert conn.execute("SELECT MAX(version) FROM schema_version").fetchone() == (latest_version(),)
     assert not (cluster.topology.node_data_dir("beta") / "journal.sqlite").exists()
     for name in ("alpha", "beta"):
         cluster.processes[name].signal(signal.SIGTERM)

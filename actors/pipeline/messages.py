@@ -25,6 +25,11 @@ class Failure(Message, frozen=True, tag=True):
     """What was seen (headers and the start of the body), kept in the attempt history."""
 
 
+class Wake(Message, frozen=True, tag=True):
+    """New jobs were submitted: a router looks for work now (an intake tells its router, which
+    may run on another node)."""
+
+
 class Returned(Message, frozen=True, tag=True):
     """Attempt `token` of job `key` never reached an actor that could take it (`reason`:
     nothing lives at the path it was sent to, or that node is down): the job is due again,
@@ -112,6 +117,7 @@ class JobOutcome(Message, frozen=True, tag=True):
 
 
 WIRE_MESSAGES: tuple[type[Message], ...] = (
+    Wake,
     Failure,
     Returned,
     FetchJob,

@@ -54,6 +54,7 @@ from flotilla.actors.pipeline.messages import (
     FetchJob,
     JobOutcome,
     Returned,
+    Wake,
 )
 from flotilla.actors.pipeline.observations import (
     OUTCOMES,
@@ -82,10 +83,6 @@ class Policy:
 
     def transient_delay(self, attempt: int, rng: random.Random) -> float:
         return backoff_delay(self.transient_base, self.transient_cap, attempt - 1, jitter=self.jitter, rng=rng)
-
-
-class Wake:
-    """New jobs were submitted: look for work now."""
 
 
 class _Pump:

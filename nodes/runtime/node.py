@@ -375,8 +375,7 @@ class NodeRun:
             config.address,
             journal,
             set(self.topology.rules),
-            # a router on another node shares a PostgreSQL journal: NOTIFY wakes it
-            (lambda: router.tell(Wake())) if self.system.whereis(config.router) == self.node else (lambda: None),
+            lambda: router.tell(Wake()),  # (on PostgreSQL, NOTIFY wakes the routers of every node too)
             self._hold,
             access=access,
             seal=seal,
