@@ -4,7 +4,8 @@ in the same run.
 
 Flotilla: two node processes (intake, journal and router on one; fetchers and extractors on
 the other), jobs submitted through the intake, timed from the first submission until every
-job is stored; job latency is `stored - submitted` from the journal.
+job is stored; job latency is `stored - submitted` from the journal. The same run again with
+the journal on a PostgreSQL server started for it, and the failover rows (bench_failover.py).
 
 Then the realistic-site rows (bench_realistic.py): a site with a few percent of each fault
 kind plus a host that is down, against its clean twin, through Flotilla and Scrapy.
@@ -26,13 +27,15 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import bench_failover
+import psycopg
 from selectolax.lexbor import LexborHTMLParser
 
 from flotilla.nodes.config.topology import load_topology
 from flotilla.nodes.intake.client import IntakeClient
 from flotilla.nodes.intake.protocol import JobSpec
 
-from harness import free_ports, percentile
+from harness import PostgresServer, free_ports, percentile
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -115,11 +118,14 @@ def node_processes(topology: Path, names: Iterable[str]) -> Iterator[None]:
             node.wait(60)
 
 
-def flotilla(site: str, n: int) -> dict[str, Any]:
+def flotilla(site: str, n: int, journal: str | None = None) -> dict[str, Any]:
+    """The pipeline through two nodes; its journal in alpha's data directory (SQLite), or
+    the PostgreSQL database `journal`."""
     with tempfile.TemporaryDirectory(prefix="flotilla-bench-") as tmp:
         a, b, i = free_ports(3)
         path = Path(tmp) / "bench.yaml"
-        path.write_text(TREE.format(a=a, b=b, i=i), encoding="utf-8")
+        text = TREE.format(a=a, b=b, i=i) + (f'journal: "{journal}"\n' if journal else "")
+        path.write_text(text, encoding="utf-8")
         with node_processes(path, ("beta", "alpha")):
             with IntakeClient.for_topology(load_topology(path), wait_for_keys=60, timeout=2, retries=30) as client:
                 client.counts()
@@ -130,14 +136,14 @@ def flotilla(site: str, n: int) -> dict[str, Any]:
                 while client.counts().states["stored"] < n:
                     time.sleep(0.05)
                 elapsed = time.time() - began
-            db = sqlite3.connect(Path(tmp) / "data" / "alpha" / "journal.sqlite")
-            latencies = [
-                stored - created
-                for created, stored in db.execute(
-                    "SELECT j.created_at, r.stored_at FROM jobs j JOIN results r USING (key)"
-                )
-            ]
-            db.close()
+            query = "SELECT j.created_at, r.stored_at FROM jobs j JOIN results r USING (key)"
+            if journal:
+                with psycopg.connect(journal) as conn:
+                    latencies = [stored - created for created, stored in conn.execute(query)]
+            else:
+                db = sqlite3.connect(Path(tmp) / "data" / "alpha" / "journal.sqlite")
+                latencies = [stored - created for created, stored in db.execute(query)]
+                db.close()
     return {
         "pages": n,
         "seconds": elapsed,
@@ -188,6 +194,15 @@ def bare_loop(site: str, n: int) -> dict[str, Any]:
     return {"pages": n, "seconds": elapsed, "per_s": n / elapsed}
 
 
+def on_postgresql(site: str, n: int) -> dict[str, Any]:
+    """`flotilla()` with its journal on a PostgreSQL server started for it."""
+    server = PostgresServer()
+    try:
+        return flotilla(site, n, server.url(server.create_database("bench")))
+    finally:
+        server.stop()
+
+
 def run(quick: bool) -> dict[str, Any]:
     n = 2_000 if quick else 20_000
     port = free_ports(1)[0]
@@ -200,6 +215,8 @@ def run(quick: bool) -> dict[str, Any]:
         bare = bare_loop(site, n)
         scrapy = scrapy_run(site, n)
         ours = flotilla(site, n)
+        postgres = on_postgresql(site, n)
+        failover = bench_failover.run(site, quick)
     finally:
         site_process.terminate()
         site_process.wait(10)
@@ -207,6 +224,9 @@ def run(quick: bool) -> dict[str, Any]:
 
     return {
         "flotilla": ours,
+        "flotilla_postgresql": postgres,
+        "ratio_postgresql_vs_sqlite": postgres["per_s"] / ours["per_s"],
+        "failover": failover,
         "scrapy": scrapy,
         "bare_aiohttp_selectolax": bare,
         "ratio_vs_scrapy": ours["per_s"] / scrapy["per_s"],
@@ -222,6 +242,13 @@ def report(results: dict[str, Any]) -> None:
         f"{ours['per_s']:,.0f} pages/s; job latency p50 {ours['p50_s']:.2f} s, p95 {ours['p95_s']:.2f} s, "
         f"p99 {ours['p99_s']:.2f} s"
     )
+    postgres = results["flotilla_postgresql"]
+    print(
+        f"  the same with the journal on PostgreSQL: {postgres['per_s']:,.0f} pages/s "
+        f"({results['ratio_postgresql_vs_sqlite']:.0%} of SQLite's); job latency p50 {postgres['p50_s']:.2f} s, "
+        f"p99 {postgres['p99_s']:.2f} s"
+    )
+    bench_failover.report(results["failover"])
     print(f"  vs Scrapy {scrapy['per_s']:,.0f} pages/s -> {results['ratio_vs_scrapy']:.1f}x (goal >= 5x)")
     print(
         f"  vs bare aiohttp + selectolax loop {bare['per_s']:,.0f} pages/s -> {results['ratio_vs_bare']:.0%} "

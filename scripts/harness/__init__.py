@@ -9,6 +9,7 @@ the installed `flotilla` package, the standard library and each other.
 from .fleet import PATIENT, RULES, start_fleet
 from .percentiles import percentile
 from .ports import free_ports
+from .postgres import PostgresMissing, PostgresServer
 from .sites import DemoSiteProcess, ProxyProcess
 from .waiting import wait_until
 
@@ -16,6 +17,8 @@ __all__ = [
     "PATIENT",
     "RULES",
     "DemoSiteProcess",
+    "PostgresMissing",
+    "PostgresServer",
     "ProxyProcess",
     "free_ports",
     "percentile",
