@@ -153,5 +153,5 @@ def test_a_node_cut_off_is_seen_down_stops_its_orphans_and_gets_its_subtree_back
     counts = shell(network, topology, "alpha", "count_children alpha/root/counting/workers")
     assert counts["active"] == 2, counts
     print(
-        f"\npartition of beta: seen down in {detected:.2f} s; after healing, up in {rejoined:.2f} s, subtree back in {restarted:.2f} s"
+        f"\nbeta cut off: seen down in {detected:.2f} s; healed: up in {rejoined:.2f} s, subtree in {restarted:.2f} s"
     )
