@@ -180,7 +180,7 @@ class Network:
     def close(self) -> None:
         """Kill every process started here (SIGTERM, then SIGKILL), then any other left in
         the namespaces, and delete the namespaces (their veth pairs and the bridge go with them)."""
-        for process in self.processes:
+        for process in reversed(self.processes):  # the last started may depend on the first
             try:
                 process.kill()
             except (OSError, subprocess.TimeoutExpired):
