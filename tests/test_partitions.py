@@ -166,6 +166,10 @@ PAGE_MS = 100
 LEASE = 2.0
 TAKEOVER_BOUND = 3 * LEASE
 """A survivor must own the tree within this long of the cut (the lease runs out, then its next claim)."""
+RESUME_BOUND = TAKEOVER_BOUND + 10
+"""The first job stored under the new owner comes within this long of the cut."""
+TREE_STOP_BOUND = 30.0
+"""The cut-off owner stops its tree within this long (each child within its shutdown timeout)."""
 
 FAILOVER_TREE = """
 children:
@@ -204,6 +208,11 @@ def postgres_journal_missing() -> str | None:
     if "journal" not in TopologySection.__struct_fields__:
         return "this checkout has no PostgreSQL journal yet (topology key `journal: postgresql://…`)"
     return postgres_unavailable()
+
+
+def tree_gone(network: Network, topology: Path, node: str) -> bool:
+    """No child of the tree runs on `node` (its shell is a unix socket: reachable while cut off)."""
+    return not [path for path in shell(network, topology, node, "paths") if path.startswith("alpha/root/")]
 
 
 def event_time(event: dict[str, Any]) -> float:
@@ -259,7 +268,7 @@ def test_the_owner_cut_off_from_the_fleet_and_the_database_is_replaced_and_no_jo
 
     wait_until(lambda: stored() >= JOBS // 4, timeout=60, what="a quarter of the jobs stored under alpha")
     network.cut("alpha")
-    cut_at = time.monotonic()
+    cut_at, cut_wall = time.monotonic(), time.time()
     stored_at_cut = stored()
 
     acquired = gamma.wait_for_event("ownership.acquired", timeout=TAKEOVER_BOUND + 10)
@@ -269,10 +278,9 @@ def test_the_owner_cut_off_from_the_fleet_and_the_database_is_replaced_and_no_jo
     assert event_time(released) < event_time(acquired), (released, acquired)  # never two owners at once
     assert takeover < TAKEOVER_BOUND, takeover
     beta.wait_for_event("cluster.owner", timeout=10, owner="gamma", token=acquired["token"])
-    local = shell(network, topology, "alpha", "paths")  # alpha's shell is a unix socket: reachable while cut off
-    assert not [path for path in local if path.startswith("alpha/root")], local
-    wait_until(lambda: stored() > stored_at_cut + 10, timeout=30, what="jobs stored under gamma")
-    flowing = time.monotonic() - cut_at
+    wait_until(lambda: stored() > stored_at_cut, timeout=30, what="jobs stored under gamma while alpha is cut off")
+    wait_until(lambda: tree_gone(network, topology, "alpha"), timeout=TREE_STOP_BOUND, what="the tree to stop on alpha")
+    stopped = time.monotonic() - cut_at
 
     network.heal("alpha")
     healed_at = time.monotonic()
@@ -291,10 +299,14 @@ def test_the_owner_cut_off_from_the_fleet_and_the_database_is_replaced_and_no_jo
     requested = {path: count for path, count in stats["by_path"].items() if path.startswith("/slow/")}
     assert set(requested) == {f"/slow/{n}" for n in range(JOBS)}  # every page fetched, at least once
     refetched = sum(requested.values()) - JOBS
+    stored_times = [float(at) for (at,) in database.psql("SELECT stored_at FROM results")]
+    resumed = min(at for at in stored_times if at > event_time(acquired)) - cut_wall
+    assert resumed < RESUME_BOUND, resumed
     assert [e for e in alpha.events() if e.get("event") == "ownership.acquired"] == [first]  # failback: stay
     assert not [e for e in gamma.events() if e.get("event") == "ownership.released"]
     print(
-        f"\n{JOBS} jobs; owner alpha cut off after {stored_at_cut} stored: gamma owned the tree in {takeover:.2f} s, "
-        f"jobs stored under it {flowing:.2f} s after the cut; healed: alpha followed gamma in {rejoined:.2f} s; "
+        f"\n{JOBS} jobs; owner alpha cut off after {stored_at_cut} stored: gamma owned the tree in {takeover:.2f} s "
+        f"and stored its first job {resumed:.2f} s after the cut; the tree stopped on alpha within {stopped:.2f} s; "
+        f"healed: alpha followed gamma in {rejoined:.2f} s; "
         f"{refetched} pages fetched more than once, none stored twice"
     )
