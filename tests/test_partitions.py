@@ -8,6 +8,7 @@ them back from that parent once the link is restored."""
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import textwrap
 import time
@@ -96,6 +97,54 @@ def wait_for_statuses(
         wait_until(reached, timeout=timeout, what=what)
     except AssertionError as exc:
         raise AssertionError(f"{exc}: {seen}") from None
+
+
+CONNECT = """
+import socket, sys, time
+began = time.monotonic()
+try:
+    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=float(sys.argv[3])).close()
+    print("connected")
+except TimeoutError:
+    print("timed out")
+except OSError as exc:
+    print("refused" if isinstance(exc, ConnectionRefusedError) else f"error {exc}")
+"""
+"""Try one TCP connection from inside a host: connected, timed out (packets dropped), refused."""
+
+
+def connect(network: Network, source: str, target: str, port: int, timeout: float) -> str:
+    done = network.run(source, sys.executable, "-c", CONNECT, network.address(target), str(port), str(timeout))
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_a_cut_host_drops_packets_until_healed_and_the_network_leaves_nothing_behind(
+    networks: Callable[..., Network],
+) -> None:
+    network = networks("alpha", "beta")
+    listener = network.start(
+        "beta",
+        sys.executable,
+        "-u",
+        "-c",
+        "import socket, sys\n"
+        "s = socket.create_server((sys.argv[1], 7000)); print('listening', flush=True)\n"
+        "while True: s.accept()[0].close()\n",
+        network.address("beta"),
+    )
+    listener.wait_for_event_line("listening", timeout=10)
+    assert connect(network, "alpha", "beta", 7000, 5) == "connected"
+    assert connect(network, "alpha", "beta", 7001, 5) == "refused"  # a host that is there answers
+    network.cut("beta")
+    assert connect(network, "alpha", "beta", 7000, 1) == "timed out"  # a cut one does not: packets are dropped
+    network.heal("beta")
+    assert connect(network, "alpha", "beta", 7000, 5) == "connected"
+    namespaces = [host.namespace for host in network.hosts.values()] + [network.switch]
+    network.close()
+    assert listener.proc.poll() is not None
+    left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=20, check=True).stdout
+    assert not [name for name in namespaces if name in left], left
 
 
 SPREAD_TREE = """
