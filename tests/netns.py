@@ -26,7 +26,7 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from tests.processes import ROOT, FlotillaProcess, _env, flotilla_command
@@ -89,6 +89,7 @@ class Network:
         self.switch = f"flt-{suffix}-switch"
         self.hosts: dict[str, Host] = {}
         self.processes: list[FlotillaProcess] = []
+        self._at_close: list[Callable[[], None]] = []
         self._namespaces: list[str] = []
         self._cut: set[str] = set()
         try:
@@ -177,6 +178,10 @@ class Network:
     def is_cut(self, host: str) -> bool:
         return host in self._cut
 
+    def at_close(self, cleanup: Callable[[], None]) -> None:
+        """Call `cleanup` in `close()`, once the processes are stopped (last added, first called)."""
+        self._at_close.append(cleanup)
+
     def close(self) -> None:
         """Kill every process started here (SIGTERM, then SIGKILL), then any other left in
         the namespaces, and delete the namespaces (their veth pairs and the bridge go with them)."""
@@ -185,6 +190,8 @@ class Network:
                 process.kill()
             except (OSError, subprocess.TimeoutExpired):
                 pass
+        while self._at_close:
+            self._at_close.pop()()
         for namespace in reversed(self._namespaces):
             for pid in _pids(namespace):
                 try:

@@ -14,6 +14,7 @@ import glob
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import tempfile
 from pathlib import Path
@@ -59,6 +60,7 @@ class NamespacedPostgres:
         self.base = Path(tempfile.mkdtemp(prefix="flotilla-netns-pg-"))
         self.data = self.base / "data"
         self.process: FlotillaProcess | None = None
+        network.at_close(self.stop)
         try:
             self._init()
             self._start()
@@ -126,7 +128,7 @@ class NamespacedPostgres:
     def stop(self) -> None:
         """Fast shutdown (SIGINT: clients disconnected), then the directory removed."""
         if self.process is not None and self.process.proc.poll() is None:
-            self.process.signal(2)
+            self.process.signal(signal.SIGINT)
             try:
                 self.process.wait(20)
             except subprocess.TimeoutExpired:
