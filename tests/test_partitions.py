@@ -53,7 +53,7 @@ def write_topology(directory: Path, network: Network, nodes: tuple[str, ...], tr
     """A topology whose nodes listen on their own host's address in `network`."""
     lines = ["cluster: partition", f"data_dir: '{directory / 'data'}'", "nodes:"]
     lines += [f"  {name}: {{address: 'tcp://{network.address(name)}:{NODE_PORT}'}}" for name in nodes]
-    lines.append(f"transport: {{heartbeat_interval: 0.1, heartbeat_timeout: {HEARTBEAT_TIMEOUT}, node_wait: 30}}")
+    lines.append(f"transport: {{heartbeat_interval: 0.1, heartbeat_timeout: {HEARTBEAT_TIMEOUT}}}")
     lines.append(textwrap.dedent(extra).strip())
     lines.append("tree:")
     lines.append(textwrap.indent(textwrap.dedent(tree).strip(), "  "))
