@@ -210,6 +210,9 @@ def test_a_node_cut_off_is_seen_down_stops_its_orphans_and_gets_its_subtree_back
 
 SITE_PORT = 8800
 JOBS = 240
+"""Submitted through alpha's intake before the cut."""
+LATE_JOBS = 60
+"""Submitted through gamma's intake while alpha is cut off."""
 PAGE_MS = 100
 """Each page answers after this long, so that work is in flight when the owner is cut off."""
 LEASE = 2.0
@@ -239,7 +242,9 @@ children:
 FAILOVER_EXTRA = """
 journal: {journal}
 failover: {{candidates: [alpha, gamma], failback: stay, lease: {lease}}}
-intake: {{node: alpha, address: "tcp://127.0.0.1:7500", router: alpha/root/router}}
+intake:  # each on its own host's loopback: the CLI run inside a host reaches that host's intake only
+  - {{node: alpha, address: "tcp://127.0.0.1:7500", router: alpha/root/router}}
+  - {{node: gamma, address: "tcp://127.0.0.1:7501", router: alpha/root/router}}
 egress: {{allow: [{site}]}}
 rules:
   product:
@@ -300,17 +305,21 @@ def test_the_owner_cut_off_from_the_fleet_and_the_database_is_replaced_and_no_jo
     gamma = start_node(network, topology, "gamma")
     beta = start_node(network, topology, "beta")
     alpha.wait_for_event("intake.listening", timeout=60)
+    gamma.wait_for_event("intake.listening", timeout=60)
     gamma.wait_for_event("cluster.node_up", timeout=60, peer="alpha")
     alpha.wait_for_event("ownership.tree_started", timeout=60)  # beta runs the fetchers
 
-    urls = [f"{site_url}/slow/{n}?ms={PAGE_MS}" for n in range(JOBS)]
-    listing = tmp_path / "urls.txt"
-    listing.write_text("\n".join(urls) + "\n", encoding="utf-8")
-    submitted = network.run_flotilla("alpha", "submit", str(listing), "--topology", str(topology), "--jsonl")
-    assert submitted.returncode == 0, submitted.stderr
-    acks = [json.loads(line) for line in submitted.stdout.splitlines()]
-    keys = {ack["key"] for ack in acks if ack["status"] == "accepted"}
-    assert len(keys) == JOBS, submitted.stdout[-2000:]
+    def submit(host: str, pages: range) -> set[str]:
+        """`flotilla submit` run inside `host` (so through its intake); the keys accepted."""
+        listing = tmp_path / f"urls-{host}.txt"
+        listing.write_text("".join(f"{site_url}/slow/{n}?ms={PAGE_MS}\n" for n in pages), encoding="utf-8")
+        done = network.run_flotilla(host, "submit", str(listing), "--topology", str(topology), "--jsonl")
+        assert done.returncode == 0, done.stderr
+        accepted = {ack["key"] for ack in map(json.loads, done.stdout.splitlines()) if ack["status"] == "accepted"}
+        assert len(accepted) == len(pages), done.stdout[-2000:]
+        return accepted
+
+    keys = submit("alpha", range(JOBS))
 
     def stored() -> int:
         return int(database.psql("SELECT count(*) FROM results")[0][0])
@@ -328,6 +337,7 @@ def test_the_owner_cut_off_from_the_fleet_and_the_database_is_replaced_and_no_jo
     assert takeover < TAKEOVER_BOUND, takeover
     beta.wait_for_event("cluster.owner", timeout=10, owner="gamma", token=acquired["token"])
     wait_until(lambda: stored() > stored_at_cut, timeout=30, what="jobs stored under gamma while alpha is cut off")
+    keys |= submit("gamma", range(JOBS, JOBS + LATE_JOBS))  # and taken through gamma's intake meanwhile
     wait_until(lambda: tree_gone(network, topology, "alpha"), timeout=TREE_STOP_BOUND, what="the tree to stop on alpha")
     stopped = time.monotonic() - cut_at
 
@@ -336,7 +346,7 @@ def test_the_owner_cut_off_from_the_fleet_and_the_database_is_replaced_and_no_jo
     alpha.wait_for_event("cluster.owner", timeout=30, owner="gamma", token=acquired["token"])
     rejoined = time.monotonic() - healed_at
     gamma.wait_for_event("cluster.node_up", timeout=30, count=2, peer="alpha")
-    wait_until(lambda: stored() == JOBS, timeout=120, what="every job stored")
+    wait_until(lambda: stored() == len(keys), timeout=120, what="every job stored")
 
     rows = database.psql("SELECT key, count(*) FROM attempts WHERE outcome = 'stored' GROUP BY key")
     stored_per_key = {key: int(count) for key, count in rows}
@@ -346,15 +356,16 @@ def test_the_owner_cut_off_from_the_fleet_and_the_database_is_replaced_and_no_jo
     stats = network.get_json("site", f"{site_url}/__stats")
     assert isinstance(stats, dict)
     requested = {path: count for path, count in stats["by_path"].items() if path.startswith("/slow/")}
-    assert set(requested) == {f"/slow/{n}" for n in range(JOBS)}  # every page fetched, at least once
-    refetched = sum(requested.values()) - JOBS
+    assert set(requested) == {f"/slow/{n}" for n in range(JOBS + LATE_JOBS)}  # every page fetched, at least once
+    refetched = sum(requested.values()) - len(keys)
     stored_times = [float(at) for (at,) in database.psql("SELECT stored_at FROM results")]
     resumed = min(at for at in stored_times if at > event_time(acquired)) - cut_wall
     assert resumed < RESUME_BOUND, resumed
     assert [e for e in alpha.events() if e.get("event") == "ownership.acquired"] == [first]  # failback: stay
     assert not [e for e in gamma.events() if e.get("event") == "ownership.released"]
     print(
-        f"\n{JOBS} jobs; owner alpha cut off after {stored_at_cut} stored: gamma owned the tree in {takeover:.2f} s "
+        f"\n{JOBS} + {LATE_JOBS} jobs; owner alpha cut off after {stored_at_cut} stored: "
+        f"gamma owned the tree in {takeover:.2f} s "
         f"and stored its first job {resumed:.2f} s after the cut; the tree stopped on alpha within {stopped:.2f} s; "
         f"healed: alpha followed gamma in {rejoined:.2f} s; "
         f"{refetched} pages fetched more than once, none stored twice"
