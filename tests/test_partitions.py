@@ -1,9 +1,14 @@
 """Partitions: every node in a network namespace of its own (tests/netns.py), real node
 processes talking CURVE over veth pairs and a bridge, and a cable pulled and plugged back.
 
-The first test needs nothing but namespaces: a node cut off is seen down by its peers (its
-heartbeats stop arriving), stops the children it hosted for a parent it cannot hear, and gets
-them back from that parent once the link is restored."""
+The first tests need nothing but namespaces: a cut host drops packets; a node cut off is seen
+down by its peers (its heartbeats stop arriving), stops the children it hosted for a parent it
+cannot hear, and gets them back from that parent once the link is restored.
+
+The failover test adds a PostgreSQL server and the test site, each on a host of its own, and
+cuts the owner of the tree off from everything, the database included: the owner steps down
+before its lease could run out, a survivor takes over, no job is lost or stored twice, and
+the old owner rejoins as a standby."""
 
 from __future__ import annotations
 
@@ -13,13 +18,16 @@ import sys
 import textwrap
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from flotilla.nodes.config.schema import TopologySection
 from scripts.harness import wait_until
 from tests.netns import Network, namespaces_unavailable
+from tests.netns_postgres import NamespacedPostgres, postgres_unavailable
 from tests.processes import ROOT, FlotillaProcess
 
 SCRIPTS = ROOT / "scripts"
@@ -256,9 +264,6 @@ rules:
 
 def postgres_journal_missing() -> str | None:
     """Why the failover test cannot run against PostgreSQL here (None: it can)."""
-    from flotilla.nodes.config.schema import TopologySection
-    from tests.netns_postgres import postgres_unavailable
-
     if "journal" not in TopologySection.__struct_fields__:
         return "this checkout has no PostgreSQL journal yet (topology key `journal: postgresql://…`)"
     return postgres_unavailable()
@@ -271,19 +276,21 @@ def tree_gone(network: Network, topology: Path, node: str) -> bool:
 
 def event_time(event: dict[str, Any]) -> float:
     """A log event's wall-clock time (every process on one machine: comparable)."""
-    from datetime import datetime
-
     return datetime.fromisoformat(event["timestamp"]).timestamp()
 
 
 def test_the_owner_cut_off_from_the_fleet_and_the_database_is_replaced_and_no_job_is_lost_or_stored_twice(
     tmp_path: Path, networks: Callable[..., Network]
 ) -> None:
+    """alpha owns the tree (the router), beta runs the fetchers and extractors, gamma stands
+    by; jobs go in through alpha's intake, then alpha's cable is pulled while pages are in
+    flight. Measured: how long until gamma owns the tree and stores a job; checked: alpha
+    stopped acting first, more jobs go in through gamma's intake meanwhile, every job ends
+    stored exactly once (the journal) after every page was fetched (the site), and alpha back
+    on the network follows gamma's token without taking the tree back (`failback: stay`)."""
     reason = postgres_journal_missing()
     if reason is not None:
         pytest.skip(reason)
-    from tests.netns_postgres import NamespacedPostgres
-
     network = networks("db", "site", "alpha", "beta", "gamma")
     database = NamespacedPostgres(network, "db")
     site = network.start(
