@@ -30,6 +30,7 @@ class StallingLeases:
         self.answer = threading.Event()
         self.claims = 0
         self.first_asked = 0.0
+        self.hung_asked = 0.0
 
     def claim(self, name: str, holder: str, ttl: float) -> int | None:
         self.claims += 1
@@ -37,6 +38,7 @@ class StallingLeases:
             self.first_asked = time.monotonic()
             return 7
         if self.claims == 2:
+            self.hung_asked = time.monotonic()
             self.answer.wait(30)
             return 7
         return None
@@ -86,7 +88,8 @@ def test_an_owner_whose_renewal_hangs_steps_down_in_time_and_ignores_the_late_an
             wait_until(lambda: not ownership.owns, timeout=5 * LEASE, what="the owner to step down")
             stepped_down = time.monotonic() - leases.first_asked
             wait_until(lambda: not system.ref("alpha/root/a").is_alive(), timeout=10, what="the tree to stop")
-            leases.answer.set()  # the hung renewal comes back: too late to mean anything
+            wait_until(lambda: time.monotonic() - leases.hung_asked > LEASE, timeout=5 * LEASE, what="a lease to pass")
+            leases.answer.set()  # the hung renewal comes back a lease after it was asked: too late to mean anything
             wait_until(lambda: leases.claims >= 4, timeout=5 * LEASE, what="two more claims")
         finally:
             ownership.close()
