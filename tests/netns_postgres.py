@@ -1,16 +1,16 @@
 """A PostgreSQL server inside one host of a `Network` (tests/netns.py), so that cutting a
 node off cuts it from the database too.
 
-`initdb` and `postgres` run as `nobody` (PostgreSQL refuses root) in a temporary directory
-handed to that user. The server listens on its host's address, port 5432, and trusts the
-superuser ``flotilla`` from the network's /24 (it exists only inside the namespaces); its
-unix socket is in its data directory, where the test process reaches it with `psql` whatever
-the network does.
+`initdb` and `postgres` (the binaries of the shared test server, scripts/harness/postgres.py)
+run as `nobody` (PostgreSQL refuses root) in a temporary directory handed to that user. Unlike
+the shared server, this one runs inside a network namespace: it listens on its host's address,
+port 5432, and trusts the superuser from the network's /24 (which exists only inside the
+namespaces); its unix socket is in its data directory, where the test process reaches it with
+`psql` whatever the network does.
 """
 
 from __future__ import annotations
 
-import glob
 import os
 import pwd
 import shutil
@@ -19,25 +19,19 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from scripts.harness.postgres import SUPERUSER, server_binaries
 from tests.netns import Network
 from tests.processes import FlotillaProcess
 
-SUPERUSER = "flotilla"
 PORT = 5432
 START_TIMEOUT = 60.0
 SERVER_USER = "nobody"
 
 
-def server_binaries() -> Path | None:
-    """The newest /usr/lib/postgresql/*/bin holding `initdb` and `postgres`, or None."""
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"), key=lambda p: int(Path(p).parts[-3]))
-    return Path(found[-1]).parent if found else None
-
-
 def postgres_unavailable() -> str | None:
     """Why no PostgreSQL server can be started here (None: it can)."""
     if server_binaries() is None:
-        return "PostgreSQL server binaries not found in /usr/lib/postgresql/*/bin (Debian package 'postgresql')"
+        return "PostgreSQL server binaries not found (Debian package 'postgresql'; .ci/run installs it)"
     if shutil.which("setpriv") is None:
         return "no `setpriv` (util-linux) to run the server as an unprivileged user"
     try:

@@ -60,6 +60,7 @@ nodes:
   alpha: {{address: "tcp://127.0.0.1:{ports[0]}"}}
   gamma: {{address: "tcp://127.0.0.1:{ports[1]}"}}
 failover: {{candidates: [alpha, gamma], lease: {LEASE}}}
+journal: postgresql://flotilla@127.0.0.1:{ports[1]}/never  # failover needs one; the leases here are the test's
 tree:
   children:
     - {{id: a, actor: tally}}
@@ -100,3 +101,41 @@ def test_an_owner_whose_renewal_hangs_steps_down_in_time_and_ignores_the_late_an
     released = [why for event, why in changes if event == "ownership.released"]
     assert len(released) == 1 and "did not answer" in released[0], changes
     assert failures == []
+
+
+class SlowGrant:
+    """Grants the lease on every claim; the first two take longer than a round to answer (a
+    database busy while the node starts), though less than three quarters of the lease."""
+
+    def __init__(self) -> None:
+        self.claims = 0
+
+    def claim(self, name: str, holder: str, ttl: float) -> int | None:
+        self.claims += 1
+        if self.claims <= 2:
+            threading.Event().wait(0.6 * LEASE)  # the database is slow to answer
+        return 3
+
+    def release(self, name: str, holder: str, token: int) -> bool:
+        return True
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_grant_slower_than_a_round_starts_the_tree_on_the_next_renewal_and_never_stops_it(
+    alpha: tuple[ActorSystem, Cluster, Path],
+) -> None:
+    system, cluster, path = alpha
+    leases = SlowGrant()
+    with structlog.testing.capture_logs() as logged:
+        ownership = TreeOwnership(load_topology(path), "alpha", system, cluster, leases, on_failure=print)
+        ownership.start()
+        try:
+            wait_until(lambda: system.ref("alpha/root/a").is_alive(), timeout=10, what="the tree to start")
+            wait_until(lambda: leases.claims >= 6, timeout=10 * LEASE, what="a few renewals")
+            assert ownership.owns and ownership.token == 3
+        finally:
+            ownership.close()
+    changes = [e["event"] for e in logged if e["event"] in ("ownership.acquired", "ownership.released")]
+    assert changes == ["ownership.acquired", "ownership.released"], changes  # released by close() only

@@ -14,7 +14,9 @@ So two nodes never act as owner at once, even across a partition: the one cut of
 database stops before its lease could be taken over. The database is asked on a thread of
 its own, so this holds whatever the database client does on a link that drops every packet
 (a call may hang there for minutes): an owner whose renewal has not come back in time steps
-down all the same, and an answer that comes back that late is not acted on.
+down all the same, and an answer that comes back that late is not acted on (nor a grant
+slower than a round: the tree starts on the next, prompter renewal instead of starting with
+its deadline nearly spent).
 
 With ``failback: return`` an owner that sees a candidate earlier in the list up hands the
 lease over (Erlang's takeover); with ``stay`` (the default) it keeps it. Without `failover`,
@@ -139,8 +141,11 @@ class TreeOwnership:
                 self.log.warning("ownership.renew_failed", error=str(exc))
             return
         self._claim = None
-        if self._stopping.is_set() or time.monotonic() - asked_at >= self.config.act_for:
+        took = time.monotonic() - asked_at
+        if self._stopping.is_set() or took >= self.config.act_for:
             return  # too late to act on: the lease it speaks of may have run out meanwhile
+        if not self.owns and token is not None and took >= self.config.renew_every:
+            return  # granted slowly: start the tree on a prompter renewal, not to stop it at once
         if token is None:
             if self.owns:
                 self.step_down("another node holds the lease")
