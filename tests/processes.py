@@ -75,17 +75,23 @@ class FlotillaProcess:
                 continue
         return found
 
-    def wait_for_event(self, name: str, timeout: float = 15.0, **fields: Any) -> dict[str, Any]:
-        """Wait for a log event called `name` whose fields include `fields`."""
+    def wait_for_event(self, name: str, timeout: float = 15.0, count: int = 1, **fields: Any) -> dict[str, Any]:
+        """Wait for the `count`-th log event called `name` whose fields include `fields`."""
         deadline = time.monotonic() + timeout
         with self._changed:
             while True:
-                for event in self.events():
-                    if event.get("event") == name and all(event.get(k) == v for k, v in fields.items()):
-                        return event
+                found = [
+                    event
+                    for event in self.events()
+                    if event.get("event") == name and all(event.get(k) == v for k, v in fields.items())
+                ]
+                if len(found) >= count:
+                    return found[count - 1]
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or self.proc.poll() is not None and not self._reader.is_alive():
-                    raise AssertionError(f"no {name} {fields} event; output:\n" + "\n".join(self.lines[-40:]))
+                    raise AssertionError(
+                        f"no {name} {fields} event (#{count}); output:\n" + "\n".join(self.lines[-40:])
+                    )
                 self._changed.wait(min(remaining, 0.2))
 
     def wait_for_event_line(self, pattern: str, timeout: float = 30.0, count: int = 1) -> str:

@@ -11,10 +11,16 @@ lease it claims (or renews) the lease ``tree`` in the journal's database:
   heard announcing a newer token makes it step down at once.
 
 So two nodes never act as owner at once, even across a partition: the one cut off from the
-database stops before its lease could be taken over. With ``failback: return`` an owner that
-sees a candidate earlier in the list up hands the lease over (Erlang's takeover); with
-``stay`` (the default) it keeps it. Without `failover`, the root's node owns the tree for
-good and nothing here runs.
+database stops before its lease could be taken over. The database is asked on a thread of
+its own, so this holds whatever the database client does on a link that drops every packet
+(a call may hang there for minutes): an owner whose renewal has not come back in time steps
+down all the same, and an answer that comes back that late is not acted on (nor a grant
+slower than a round: the tree starts on the next, prompter renewal instead of starting with
+its deadline nearly spent).
+
+With ``failback: return`` an owner that sees a candidate earlier in the list up hands the
+lease over (Erlang's takeover); with ``stay`` (the default) it keeps it. Without `failover`,
+the root's node owns the tree for good and nothing here runs.
 """
 
 from __future__ import annotations
@@ -22,7 +28,9 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import Protocol
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import TimeoutError as CallTimeout
+from typing import Any, Protocol
 
 import structlog
 
@@ -72,6 +80,11 @@ class TreeOwnership:
         self.token = 0
         """The lease token while this node owns the tree (0: it does not)."""
         self._renewed_at = 0.0
+        self._calls = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"lease {node}")
+        """Runs the database calls, one at a time (a hung one holds back the next)."""
+        self._claim: Future[int | None] | None = None
+        self._asked_at = 0.0
+        self._released: Future[None] | None = None
         self._starting: threading.Thread | None = None
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"ownership {node}", daemon=True)
@@ -90,26 +103,49 @@ class TreeOwnership:
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(STOP_TIMEOUT + 5)
         self.step_down("the node is stopping")
-        self.leases.close()
+        self._calls.shutdown(wait=False)
+        pending: list[Future[Any]] = [call for call in (self._claim, self._released) if call is not None]
+        if not wait(pending, timeout=self.config.lease).not_done:  # a hung call keeps its connection
+            self.leases.close()
 
     def _run(self) -> None:
         while not self._stopping.is_set():
             self.tick()
-            self._stopping.wait(self.config.renew_every)
+            self._stopping.wait(self._patience())
+
+    def _patience(self) -> float:
+        """How long to wait now: a round, or less if the owner's renewal falls due sooner."""
+        if not self.owns:
+            return self.config.renew_every
+        return max(0.0, min(self.config.renew_every, self._renewed_at + self.config.act_for - time.monotonic()))
 
     def tick(self) -> None:
-        """One round: claim or renew, then start or stop the tree as the answer says."""
-        asked_at = time.monotonic()
+        """One round: claim or renew (or keep waiting for the claim still out), then start or
+        stop the tree as the answer says."""
+        if self._claim is None:
+            self._asked_at = time.monotonic()
+            self._claim = self._calls.submit(self.leases.claim, TREE_LEASE, self.holder, self.config.lease)
+        asked_at = self._asked_at
         try:
-            token = self.leases.claim(TREE_LEASE, self.holder, self.config.lease)
+            token = self._claim.result(timeout=self._patience())
+        except CallTimeout:
+            overdue = time.monotonic() - self._renewed_at
+            if self.owns and overdue >= self.config.act_for:
+                self.step_down(f"lease not renewed for {overdue:.1f} s: the database did not answer")
+            return
         except Exception as exc:  # noqa: BLE001 - an unreachable database is a state, not a crash
+            self._claim = None
             if self.owns and time.monotonic() - self._renewed_at >= self.config.act_for:
                 self.step_down(f"lease not renewed for {time.monotonic() - self._renewed_at:.1f} s: {exc}")
             elif self.owns:
                 self.log.warning("ownership.renew_failed", error=str(exc))
             return
-        if self._stopping.is_set():
-            return
+        self._claim = None
+        took = time.monotonic() - asked_at
+        if self._stopping.is_set() or took >= self.config.act_for:
+            return  # too late to act on: the lease it speaks of may have run out meanwhile
+        if not self.owns and token is not None and took >= self.config.renew_every:
+            return  # granted slowly: start the tree on a prompter renewal, not to stop it at once
         if token is None:
             if self.owns:
                 self.step_down("another node holds the lease")
@@ -163,6 +199,9 @@ class TreeOwnership:
         if starting is not None and starting is not threading.current_thread():
             starting.join()
         self.system.release_root(STOP_TIMEOUT)
+        self._released = self._calls.submit(self._release, token)
+
+    def _release(self, token: int) -> None:
         try:
             self.leases.release(TREE_LEASE, self.holder, token)
         except Exception as exc:  # noqa: BLE001 - it runs out by itself
