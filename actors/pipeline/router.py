@@ -114,7 +114,7 @@ MAINTAIN_EVERY = 1.0
 """Seconds between lease-expiry passes."""
 HOLD_IN_FLIGHT = 8
 """Most jobs out at a time while the fleet is in Hold (enough for its probes)."""
-RETURN_PAUSE = 0.5
+RETURN_PAUSE = 0.1
 """After a job came back because nothing could take it (the fetchers' pool is starting, or
 their node is not up yet), dispatching pauses this long, doubling while jobs keep coming back
 (up to `RETURN_PAUSE_CAP`), and only one job at a time goes out until one is taken."""
