@@ -160,10 +160,11 @@ class Launcher:
         return 0
 
     def _stop_all(self) -> None:
-        """Stop the root's node first (it stops the whole tree, remote children included,
-        in order), then the others."""
+        """Stop the nodes that may own the tree first, together (the owner stops the whole
+        tree, remote children included, in order; a standby told to stop at the same time
+        does not take it over), then the others."""
         running = [m for m in self.nodes if m.process is not None and m.process.poll() is None]
-        root = [m for m in running if m.name == self.topology.root_node]
+        root = [m for m in running if m.name in self.topology.owner_candidates]
         for group in (root, [m for m in running if m not in root]):
             self._stop_group(group)
 

@@ -126,6 +126,19 @@ class NodeMetrics:
         yield up
         if cluster is None:
             return
+        owner = GaugeMetricFamily(
+            "flotilla_tree_owner",
+            "1 for the node this node sees owning the tree (its root and singletons), else 0.",
+            labels=["node"],
+        )
+        for node in self.run.topology.nodes:
+            owner.add_metric([node], 1 if node == cluster.directory.owner else 0)
+        yield owner
+        yield GaugeMetricFamily(
+            "flotilla_tree_lease_token",
+            "The fencing token of the tree's lease this node knows (0: no failover, or none heard yet).",
+            value=cluster.directory.owner_token,
+        )
         stats = cluster.transport.stats
         for name, counts, what in (
             ("flotilla_transport_sent_frames", stats.sent_frames, "Frames sent, by peer."),

@@ -258,7 +258,13 @@ class NodeRun:
         assert self.cluster is not None  # noqa: S101  joined before
         leases = LeaseTable(self.topology.journal_of(self.node))
         self.ownership = TreeOwnership(
-            self.topology, self.node, self.system, self.cluster, leases, on_failure=self.serving_gave_up
+            self.topology,
+            self.node,
+            self.system,
+            self.cluster,
+            leases,
+            on_failure=self.serving_gave_up,
+            node_stopping=self.stop_requested,
         )
         self.ownership.start()
 

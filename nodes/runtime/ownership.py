@@ -69,8 +69,12 @@ class TreeOwnership:
         cluster: Cluster,
         leases: Leases,
         on_failure: Callable[[str], None],
+        node_stopping: threading.Event | None = None,
     ) -> None:
+        """`node_stopping`: set when the node has been asked to stop; a standby then no
+        longer claims the tree (it would only start it to stop it again)."""
         assert topology.failover is not None  # noqa: S101  only built with failover
+        self.node_stopping = node_stopping or threading.Event()
         self.config: FailoverConfig = topology.failover
         self.topology = topology
         self.node = node
@@ -129,6 +133,8 @@ class TreeOwnership:
     def tick(self) -> None:
         """One round: claim or renew (or keep waiting for the claim still out), then start or
         stop the tree as the answer says."""
+        if self.node_stopping.is_set() and not self.owns:
+            return
         if self._claim is None:
             self._asked_at = time.monotonic()
             self._claim = self._calls.submit(self.leases.claim, TREE_LEASE, self.holder, self.config.lease)
