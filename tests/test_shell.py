@@ -303,6 +303,9 @@ def test_the_metrics_endpoint_parses(tmp_path: Path, clusters: list[LiveCluster]
     assert exits.get(("alpha/root/crashing/worker", "Crash"), 0) >= 1, exits  # the reason's kind, as in Crash(...)
     up = {s.labels["node"]: s.value for s in families["flotilla_node_up"]}
     assert up == {"alpha": 1.0, "beta": 1.0}
+    owner = {s.labels["node"]: s.value for s in families["flotilla_tree_owner"]}
+    assert owner == {"alpha": 1.0, "beta": 0.0}  # no failover: the root's node owns the tree
+    assert families["flotilla_tree_lease_token"][0].value == 0.0
     assert any(s.labels["path"] == "alpha/root/tally" for s in families["flotilla_mailbox_depth"])
     assert families["flotilla_hold"][0].value == 0.0
     assert any(s.labels["peer"] == "beta" and s.value > 0 for s in families["flotilla_transport_sent_frames"])
