@@ -32,6 +32,16 @@ CHANNEL = "flotilla_jobs"
 POOL_SIZE = 8
 """Most connections one `Journal` holds at once."""
 CONNECT_TIMEOUT = 5
+LINK_SETTINGS = {
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 15_000,
+}
+"""libpq settings of every connection unless the URL sets them: a link that drops every packet
+(a partition) fails a call within about 15 s instead of leaving it hanging for the kernel's
+default of many minutes."""
 """Seconds a connection attempt may take."""
 LISTEN_POLL = 0.25
 """How often a listener looks whether it should stop (seconds)."""
@@ -73,7 +83,9 @@ class PostgresEngine(JournalEngine):
         """Connect to `url` (`where` names it in errors: never the password); raises
         `JournalUnavailable` with the server's reason when it cannot be reached."""
         self.where = where
-        self.conninfo = psycopg.conninfo.make_conninfo(url, password=password) if password else url
+        given = psycopg.conninfo.conninfo_to_dict(url)
+        link = {name: value for name, value in LINK_SETTINGS.items() if name not in given}  # the URL's own win
+        self.conninfo = psycopg.conninfo.make_conninfo(url, **link, **({"password": password} if password else {}))
         self._local = threading.local()
         self._listeners: list[_Listener] = []
         try:
