@@ -1,6 +1,9 @@
 """An owner whose database stops answering (a partition drops every packet: a call hangs
 instead of failing) steps down before its lease could run out, and does not act on the answer
-when it finally comes. tests/test_partitions.py shows the same between real nodes."""
+when it finally comes. tests/test_partitions.py shows the same between real nodes, through a
+real database cut off by a network namespace; here the lease table is a stand-in whose call
+hangs exactly when the test says, because a real database cannot be made to stall on cue
+(nor answer late on purpose) without a partition, which needs root and namespaces."""
 
 from __future__ import annotations
 
