@@ -362,12 +362,17 @@ class Registry:
         """The slot for `path` on this node only."""
         return self._slots.get(path)
 
-    def retire(self, path: str, *, with_descendants: bool = False) -> None:
+    def retire(self, path: str, *, with_descendants: bool = False, only_idle: bool = False) -> None:
         """Forget `path` (its child spec is gone), and with `with_descendants` every path
-        below it; refs holding them re-resolve."""
+        below it; refs holding them re-resolve. With `only_idle`, a slot a live actor holds
+        is kept."""
         prefix = path + "/"
         with self._lock:
-            doomed = [p for p in self._slots if p == path or (with_descendants and p.startswith(prefix))]
+            doomed = [
+                p
+                for p, slot in self._slots.items()
+                if (p == path or (with_descendants and p.startswith(prefix))) and not (only_idle and slot.actor)
+            ]
             slots = [self._slots.pop(p) for p in doomed]
         for slot in slots:
             slot.retired = True

@@ -192,9 +192,11 @@ class ActorSystem:
 
     def release_root(self, timeout: float | None = None) -> ExitReason | None:
         """Stop the tree as `stop` does, but keep the node running: its services and timers
-        go on, no root-exit listener hears of it, every path of the tree is forgotten here
-        (refs re-resolve, e.g. to the node that runs the tree next), and `start` may be
-        called again. Returns how the root ended (None if it was not running)."""
+        go on, no root-exit listener hears of it, every path of the tree that no live actor
+        holds is forgotten here (refs re-resolve, e.g. to the node that runs the tree next;
+        a child that node has placed here meanwhile keeps its path), and `start` may be
+        called again. A root that does not end within `timeout` is left to end on its own,
+        unheard. Returns how the root ended (None if it was not running)."""
         root = self._root
         if root is None:
             return None
@@ -203,12 +205,14 @@ class ActorSystem:
             root.request_stop(Shutdown())
             root.exited.wait(timeout)
         reason = self._root_reason
-        self.registry.retire(root.path, with_descendants=True)
+        self.registry.retire(root.path, with_descendants=True, only_idle=True)  # not what a new owner placed here
         self._root, self._root_reason = None, None
         self._root_exited.clear()
         return reason
 
     def _on_root_exit(self, actor: Actor, reason: ExitReason) -> None:
+        if actor is not self._root:
+            return  # a root released earlier, ending late: nothing of the node's any more
         if actor is self._releasing:
             self._root_reason = reason
             self._root_exited.set()

@@ -201,7 +201,9 @@ class Journal:
         """From now on every write of this journal first checks that `token` is still the
         fencing token of `lease` (`flotilla.actors.pipeline.leases`), in the transaction that
         writes; if another owner has taken the lease since, the write raises `Fenced` and its
-        transaction is rolled back."""
+        transaction is rolled back. (The check takes no lock: a change of owner committed
+        while such a transaction runs is seen by its next write, not by the one in progress.
+        Holding the lease's row instead would let a router's batch delay its owner's renewal.)"""
         self._fence = (lease, token)
 
     def _write(self, statements: Any) -> Any:

@@ -196,6 +196,10 @@ class Router(Actor):
     # --- life cycle -------------------------------------------------------------------
 
     def on_start(self) -> None:
+        lease = OwnerLease.of(self.system)
+        # The lease this router's tree was started under (its writes quote it), read now: the
+        # journal may open much later, when this node may know of a newer owner.
+        self.fence = (lease.name, lease.token) if lease is not None and lease.token else None
         self.journal_target = JournalTarget.of(self.system)
         self.fetchers = self.system.ref(self.fetchers_path)
         remote = self.system.remote
@@ -222,9 +226,8 @@ class Router(Actor):
             )
             self.send_after(delay, _OpenJournal())
             return
-        lease = OwnerLease.of(self.system)
-        if lease is not None and lease.token:
-            self.journal.fence(lease.name, lease.token)  # a stale owner's router writes nothing
+        if self.fence is not None:
+            self.journal.fence(*self.fence)  # a stale owner's router writes nothing
         self.journal_open = True
         if self._open_failures:
             self.log.info("router.journal_reached", where=self.journal_target.where, after=self._open_failures)

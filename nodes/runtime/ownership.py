@@ -8,10 +8,12 @@ lease it claims (or renews) the lease ``tree`` in the journal's database:
   refs follow it), then starts the tree;
 * refused (another node holds it), or not renewed for three quarters of the lease (the
   database is out of reach): it stops the tree and announces that it owns nothing. A peer
-  heard announcing a newer token makes it step down at once.
+  heard announcing a newer token makes it step down at its next round.
 
-So two nodes never act as owner at once, even across a partition: the one cut off from the
-database stops before its lease could be taken over. The database is asked on a thread of
+So two nodes never hold the lease at once, even across a partition: the one cut off from the
+database starts stopping its tree a quarter of a lease before the lease could be taken over
+(a slow child may still be stopping when the next owner starts; the routers' writes are
+fenced by the token, so nothing it writes counts). The database is asked on a thread of
 its own, so this holds whatever the database client does on a link that drops every packet
 (a call may hang there for minutes): an owner whose renewal has not come back in time steps
 down all the same, and an answer that comes back that late is not acted on (nor a grant
@@ -165,6 +167,7 @@ class TreeOwnership:
             return
         if self.owns and token != self.token:
             self.step_down(f"the lease was taken over (token {self.token} → {token})")
+            return  # the next round claims afresh: this answer may be long out of date now
         self._renewed_at = asked_at
         if not self.owns:
             self._take_over(token)
