@@ -176,6 +176,8 @@ class Journal:
         """The file or ``host:port/dbname`` (for logs)."""
         self.backend = self._engine.backend
         self._fence: tuple[str, int] | None = None
+        self._open = threading.local()
+        """Per thread: how deep in this journal's transactions it is (0: in none)."""
         try:
             self.schema_version = migrate(self._engine)
         except BaseException:
@@ -194,26 +196,38 @@ class Journal:
     @contextmanager
     def batch(self) -> Iterator[None]:
         """Run every operation inside the block in one transaction (committed at the end)."""
-        with self._engine.transaction():
+        with self._transaction():
             yield
 
     def fence(self, lease: str, token: int) -> None:
-        """From now on every write of this journal first checks that `token` is still the
-        fencing token of `lease` (`flotilla.actors.pipeline.leases`), in the transaction that
-        writes; if another owner has taken the lease since, the write raises `Fenced` and its
-        transaction is rolled back. (The check takes no lock: a change of owner committed
-        while such a transaction runs is seen by its next write, not by the one in progress.
-        Holding the lease's row instead would let a router's batch delay its owner's renewal.)"""
+        """From now on every transaction that writes to this journal first checks that `token`
+        is still the fencing token of `lease` (`flotilla.actors.pipeline.leases`); if another
+        owner has taken the lease since, it raises `Fenced` and the transaction is rolled
+        back. (Once per transaction, with no lock: a change of owner committed while a batch
+        runs is seen by the next one. Holding the lease's row instead would let a router's
+        batch delay its own owner's renewal.)"""
         self._fence = (lease, token)
 
-    def _write(self, statements: Any) -> Any:
-        """Run `statements(db)` in a transaction (the enclosing batch's, if any)."""
+    @contextmanager
+    def _transaction(self) -> Iterator[Db]:
+        """The calling thread's transaction (the enclosing batch's, if any); a new one is
+        checked against the fence first."""
         with self._engine.transaction() as db:
-            if self._fence is not None:
+            depth = getattr(self._open, "depth", 0)
+            if depth == 0 and self._fence is not None:
                 lease, token = self._fence
                 row = db.execute("SELECT token FROM owners WHERE name=?", (lease,)).fetchone()
                 if row is None or int(row[0]) != token:
                     raise Fenced(lease, token, int(row[0]) if row else None)
+            self._open.depth = depth + 1
+            try:
+                yield db
+            finally:
+                self._open.depth = depth
+
+    def _write(self, statements: Any) -> Any:
+        """Run `statements(db)` in a transaction (the enclosing batch's, if any)."""
+        with self._transaction() as db:
             return statements(db)
 
     # --- submissions ------------------------------------------------------------------------

@@ -317,8 +317,9 @@ class Router(Actor):
 
     def _write(self, operation: Any) -> Any:
         if self._batch is None:
-            self._batch = self.journal.batch()
-            self._batch.__enter__()
+            batch = self.journal.batch()
+            batch.__enter__()  # may raise Fenced: then there is no transaction to end
+            self._batch = batch
         self._ops += 1
         return operation()
 
