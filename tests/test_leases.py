@@ -4,7 +4,6 @@ real PostgreSQL server (every test runs on both)."""
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import pytest
 from flotilla.actors.pipeline.journal import Fenced, NewJob, natural_key, open_journal
 from flotilla.actors.pipeline.journal_engine import JournalUnavailable
 from flotilla.actors.pipeline.leases import LeaseTable
+from scripts.harness import wait_until
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -29,6 +29,20 @@ def leases(where: str) -> Iterator[LeaseTable]:
     table.close()
 
 
+def claim_once_run_out(leases: LeaseTable, holder: str) -> int:
+    """Claim the lease for `holder` as soon as the running one has run out; its token."""
+    tokens: list[int] = []
+
+    def claimed() -> bool:
+        token = leases.claim("tree", holder, ttl=30)
+        if token is not None:
+            tokens.append(token)
+        return bool(tokens)
+
+    wait_until(claimed, timeout=5, what=f"{holder} gets the lease once it ran out")
+    return tokens[0]
+
+
 def test_the_first_claim_wins_and_renewals_keep_the_token(leases: LeaseTable) -> None:
     first = leases.claim("tree", "alpha/1", ttl=30)
     assert first == 1
@@ -41,11 +55,8 @@ def test_the_first_claim_wins_and_renewals_keep_the_token(leases: LeaseTable) ->
 def test_a_lease_that_ran_out_goes_to_the_next_claimant_with_a_newer_token(leases: LeaseTable) -> None:
     old = leases.claim("tree", "alpha/1", ttl=0.2)
     assert old is not None
-    deadline = time.monotonic() + 5
-    new = None
-    while new is None and time.monotonic() < deadline:
-        new = leases.claim("tree", "gamma/1", ttl=30)
-    assert new is not None and new > old
+    new = claim_once_run_out(leases, "gamma/1")
+    assert new > old
     assert leases.claim("tree", "alpha/1", ttl=30) is None  # the old owner cannot renew
 
 
@@ -61,13 +72,7 @@ def test_a_released_lease_is_taken_at_once_and_only_its_holder_releases_it(lease
 def test_a_restarted_process_of_the_same_node_gets_a_new_token(leases: LeaseTable) -> None:
     token = leases.claim("tree", "alpha/boot-1", ttl=0.1)
     assert token is not None
-    deadline = time.monotonic() + 5
-    again = None
-    while again is None and time.monotonic() < deadline:
-        again = leases.claim("tree", "alpha/boot-2", ttl=30)
-        if again is None:
-            time.sleep(0.02)
-    assert again == token + 1
+    assert claim_once_run_out(leases, "alpha/boot-2") == token + 1
 
 
 def test_racing_claimants_never_get_the_same_token(where: str) -> None:
