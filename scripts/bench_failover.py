@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,7 +25,7 @@ from flotilla.nodes.intake.client import IntakeClient
 from flotilla.nodes.intake.protocol import JobSpec
 from flotilla.nodes.runtime.ownership import TREE_LEASE
 
-from harness import PostgresServer, free_ports, percentile
+from harness import PostgresServer, free_ports, node_command, percentile
 
 LEASE = 2.0
 
@@ -63,12 +62,7 @@ tree:
 
 
 def _node(topology: Path, name: str, log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "flotilla.nodes.cli", "node", "start", "--topology", str(topology), "--node", name]
-        + ["--log-format", "json"],
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-    )
+    return subprocess.Popen(node_command(topology, name), stdout=log.open("wb"), stderr=subprocess.STDOUT)
 
 
 def _stored_since(journal: str, since: float) -> float | None:

@@ -35,7 +35,7 @@ from flotilla.nodes.config.topology import load_topology
 from flotilla.nodes.intake.client import IntakeClient
 from flotilla.nodes.intake.protocol import JobSpec
 
-from harness import PostgresServer, free_ports, percentile
+from harness import PostgresServer, free_ports, node_command, percentile
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -89,21 +89,7 @@ def node_processes(topology: Path, names: Iterable[str]) -> Iterator[None]:
     """`flotilla node start` for each of `names` (quiet), terminated and waited for on exit."""
     nodes = [
         subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "flotilla.nodes.cli",
-                "node",
-                "start",
-                "--topology",
-                str(topology),
-                "--node",
-                name,
-                "--log-level",
-                "warning",
-                "--log-format",
-                "json",
-            ],
+            node_command(topology, name, "--log-level", "warning"),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

@@ -7,6 +7,7 @@ the installed `flotilla` package, the standard library and each other.
 """
 
 from .fleet import PATIENT, RULES, start_fleet
+from .nodes import node_command
 from .percentiles import percentile
 from .ports import free_ports
 from .postgres import PostgresMissing, PostgresServer
@@ -21,6 +22,7 @@ __all__ = [
     "PostgresServer",
     "ProxyProcess",
     "free_ports",
+    "node_command",
     "percentile",
     "start_fleet",
     "wait_until",
