@@ -9,7 +9,7 @@ import pytest
 
 from flotilla.actors import ActorSystem, ChildSpec, SupervisorSpec, Unavailable
 from flotilla.nodes.config.directory import Directory
-from flotilla.nodes.config.topology import load_topology
+from flotilla.nodes.config.topology import TopologyError, load_topology, parse_topology
 from tests.helpers import Probe
 
 TREE = SupervisorSpec(
@@ -74,3 +74,33 @@ def test_unplaced_paths_follow_the_owner_with_the_newest_token(tmp_path: Path) -
     assert directory.set_owner("gamma", 3)  # the owner's own renewals are accepted
     assert directory.set_owner("alpha", 4)
     assert directory.whereis("alpha/root/a") == "alpha"
+
+
+@pytest.mark.parametrize(
+    ("section", "problem"),
+    [
+        (
+            "failover: {candidates: [alpha, gamma]}",
+            "t.yaml:6: failover.candidates: failover between nodes needs a PostgreSQL journal",
+        ),
+        (
+            "journal: postgresql://f@127.0.0.1/f\nfailover: {candidates: [alpha, alpha]}",
+            "t.yaml:7: failover.candidates: names a node twice",
+        ),
+        (
+            "journal: postgresql://f@127.0.0.1/f\nfailover: {candidates: [alpha, gamma], failback: retun}",
+            "t.yaml:7: failover.failback: 'retun' is not one of stay, return (did you mean 'return'?)",
+        ),
+        (
+            "journal: postgresql://f@127.0.0.1/f\nfailover: {candidates: [alpha, nowhere]}",
+            "t.yaml:7: failover.candidates: 'nowhere' not a node of this topology",
+        ),
+    ],
+)
+def test_failover_problems_are_located(tmp_path: Path, section: str, problem: str) -> None:
+    text = TOPOLOGY.replace("journal: postgresql://flotilla@127.0.0.1:5432/flotilla\n", "").replace(
+        "failover: {candidates: [alpha, gamma]}", section
+    )
+    with pytest.raises(TopologyError) as raised:
+        parse_topology(text, "t.yaml", tmp_path)
+    assert problem in str(raised.value), str(raised.value)
