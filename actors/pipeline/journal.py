@@ -39,7 +39,7 @@ from typing import Any, Literal
 
 from flotilla.actors.core.backoff import backoff_delay
 from flotilla.actors.pipeline.journal_engine import Db, JournalEngine, JournalUnavailable
-from flotilla.actors.pipeline.journal_schema import migrate
+from flotilla.actors.pipeline.journal_schema import DUE, ENDED, OUT, RESULTS_COUNTED, TROUBLED, migrate
 from flotilla.actors.pipeline.journal_sqlite import SqliteEngine
 from flotilla.actors.pipeline.journal_target import JournalTarget
 from flotilla.actors.pipeline.urls import canonical_url, natural_key  # noqa: F401 - callers import them from here too
@@ -131,6 +131,14 @@ class BatchReport:
         return all(self.states.get(state, 0) == 0 for state in STATES if state not in TERMINAL)
 
 
+@dataclass(frozen=True)
+class Pruned:
+    """What one `Journal.prune` deleted."""
+
+    jobs: int
+    results: int
+
+
 def _event(db: Db, key: str, at: float, event: str, attempt: int | None, detail: str) -> None:
     db.execute(
         "INSERT INTO events (key, at, event, attempt, detail) VALUES (?, ?, ?, ?, ?)",
@@ -143,6 +151,16 @@ def _reason_kind(reason: str) -> str:
     for cut in (" | ", " ("):
         reason = reason.split(cut, 1)[0]
     return reason
+
+
+SUBMIT_CHUNK = 1000
+"""Most jobs written by one statement of a submission (9 parameters each: within SQLite's
+32,766)."""
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 class Fenced(RuntimeError):
@@ -240,24 +258,44 @@ class Journal:
         now = self._clock()
 
         def insert(db: Db) -> list[bool]:
-            fresh = []
+            inserted: set[str] = set()
+            first: dict[str, NewJob] = {}
             for job in jobs:
-                cursor = db.execute(
-                    "INSERT INTO jobs (key, url, rules, state, due_at, origin, created_at, updated_at,"
-                    " client) VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                    (job.key, job.url, job.rules, now, origin, now, now, job.client),
+                first.setdefault(job.key, job)
+            for chunk in _chunks(list(first.values()), SUBMIT_CHUNK):
+                rows = ", ".join(["(?, ?, ?, 'pending', ?, ?, ?, ?, ?)"] * len(chunk))
+                inserted.update(
+                    key
+                    for (key,) in db.execute(
+                        "INSERT INTO jobs (key, url, rules, state, due_at, origin, created_at, updated_at, client)"  # noqa: S608  placeholders only
+                        f" VALUES {rows} ON CONFLICT DO NOTHING RETURNING key",
+                        [v for job in chunk for v in (job.key, job.url, job.rules, now, origin, now, now, job.client)],
+                    ).fetchall()
                 )
-                is_new = cursor.rowcount == 1
-                if not is_new and origin:
-                    row = db.execute("SELECT origin FROM jobs WHERE key=?", (job.key,)).fetchone()
-                    is_new = row is not None and row[0] == origin
-                fresh.append(is_new)
-                if batch:
-                    db.execute(
-                        "INSERT INTO batches (batch, key, added_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
-                        (batch, job.key, now),
+            ours: set[str] = set()
+            if origin:  # a retried request: what this same origin recorded before counts as new
+                others = [job.key for job in jobs if job.key not in inserted]
+                for chunk in _chunks(list(dict.fromkeys(others)), SUBMIT_CHUNK):
+                    ours.update(
+                        key
+                        for (key,) in db.execute(
+                            f"SELECT key FROM jobs WHERE origin=? AND key IN ({', '.join('?' * len(chunk))})",  # noqa: S608  placeholders only
+                            [origin, *chunk],
+                        ).fetchall()
                     )
-            if any(fresh):
+            fresh, seen = [], set()
+            for job in jobs:  # a key given twice in one request is new once
+                fresh.append((job.key in inserted and job.key not in seen) or job.key in ours)
+                seen.add(job.key)
+            if batch:
+                for chunk in _chunks(list(dict.fromkeys(job.key for job in jobs)), SUBMIT_CHUNK):
+                    db.execute(
+                        "INSERT INTO batches (batch, key, added_at) VALUES "  # noqa: S608  placeholders only
+                        + ", ".join(["(?, ?, ?)"] * len(chunk))
+                        + " ON CONFLICT DO NOTHING",
+                        [v for key in chunk for v in (batch, key, now)],
+                    )
+            if inserted:
                 self._engine.notify_jobs(db)  # routers on other nodes: new jobs are due
             return fresh
 
@@ -274,7 +312,7 @@ class Journal:
         def take(db: Db) -> list[Lease]:
             rows = db.execute(
                 "SELECT key, url, rules, lease_token, attempts, tries, created_at FROM jobs"  # noqa: S608  constant
-                f" WHERE state IN ('pending', 'retrying') AND due_at <= ? ORDER BY due_at, {engine.insertion_order}"
+                f" WHERE {DUE} AND due_at <= ? ORDER BY due_at, {engine.insertion_order}"
                 f" LIMIT ?{engine.skip_locked}",
                 (now, limit),
             ).fetchall()
@@ -300,7 +338,7 @@ class Journal:
     def next_due(self) -> float | None:
         """When the earliest waiting job becomes due (None if none waits)."""
         with self._engine.reading() as db:
-            row = db.execute("SELECT MIN(due_at) FROM jobs WHERE state IN ('pending', 'retrying')").fetchone()
+            row = db.execute(f"SELECT MIN(due_at) FROM jobs WHERE {DUE}").fetchone()  # noqa: S608  constant
         return row[0]
 
     def expire_leases(self) -> list[str]:
@@ -311,7 +349,7 @@ class Journal:
             keys = [
                 k
                 for (k,) in db.execute(
-                    "SELECT key FROM jobs WHERE state IN ('fetching', 'extracting') AND lease_until < ?"  # noqa: S608  constant
+                    f"SELECT key FROM jobs WHERE {OUT} AND lease_until < ?"  # noqa: S608  constant
                     + self._engine.skip_locked,
                     (now,),
                 )
@@ -336,7 +374,8 @@ class Journal:
 
         def wake(db: Db) -> int:
             woken = db.execute(
-                "UPDATE jobs SET due_at=? WHERE state='pending' AND due_at > ? AND reason LIKE 'waiting: %'",
+                f"UPDATE jobs SET due_at=? WHERE {DUE} AND state='pending' AND due_at > ?"  # noqa: S608  constant
+                " AND reason LIKE 'waiting: %'",
                 (now, now),
             ).rowcount
             if woken:
@@ -368,17 +407,17 @@ class Journal:
 
         def put(db: Db) -> bool:
             row = db.execute(
-                "SELECT url, rules, attempts FROM jobs WHERE key=? AND lease_token=?"  # noqa: S608  constant
-                " AND state IN ('fetching', 'extracting')" + self._engine.for_update,
+                "SELECT url, rules, attempts, client FROM jobs WHERE key=? AND lease_token=?"  # noqa: S608  constant
+                f" AND {OUT}" + self._engine.for_update,
                 (key, token),
             ).fetchone()
             if row is None:
                 return False
-            url, rules, attempts = row
+            url, rules, attempts, client = row
             db.execute(
-                "INSERT INTO results (key, url, rules, fields, content_hash, attempts, stored_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                (key, url, rules, json.dumps(fields, sort_keys=True), content_hash, attempts, now),
+                "INSERT INTO results (key, url, rules, fields, content_hash, attempts, stored_at, client)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                (key, url, rules, json.dumps(fields, sort_keys=True), content_hash, attempts, now, client),
             )
             db.execute(
                 "UPDATE jobs SET state='stored', lease_until=NULL, reason=NULL, updated_at=? WHERE key=?", (now, key)
@@ -543,7 +582,7 @@ class Journal:
 
         def revive(db: Db) -> int:
             chosen = (
-                db.execute("SELECT key FROM jobs WHERE state IN ('dead', 'parked')").fetchall()
+                db.execute(f"SELECT key FROM jobs WHERE {TROUBLED} AND state IN ('dead', 'parked')").fetchall()  # noqa: S608  constant
                 if keys is None
                 else [(key,) for key in keys]
             )
@@ -595,6 +634,69 @@ class Journal:
 
         return self._write(end)
 
+    # --- retention --------------------------------------------------------------------------
+
+    def prune(self, ended_before: dict[str, float], results_before: float | None, limit: int) -> Pruned:
+        """Delete, in one transaction, up to `limit` jobs that ended (by state: ``stored``,
+        ``dead``, ``parked``) before the time `ended_before` gives for their state — with their
+        attempts, events and batch memberships — and up to `limit` results stored before
+        `results_before` (None: results are kept). Oldest first; what another pruner is
+        deleting meanwhile is passed over."""
+        engine = self._engine
+
+        def delete(db: Db) -> Pruned:
+            keys: list[str] = []
+            for state, before in ended_before.items():
+                if state not in TERMINAL:
+                    raise ValueError(f"only ended jobs are pruned, not {state!r}")
+                keys += [
+                    key
+                    for (key,) in db.execute(
+                        f"SELECT key FROM jobs WHERE {ENDED} AND state = '{state}' AND updated_at < ?"  # noqa: S608  checked literal
+                        f" ORDER BY updated_at LIMIT ?{engine.skip_locked}",
+                        (before, limit - len(keys)),
+                    ).fetchall()
+                ]
+                if len(keys) >= limit:
+                    break
+            by_key = [(key,) for key in keys]
+            for table in ("attempts", "events", "batches", "jobs"):
+                db.executemany(f"DELETE FROM {table} WHERE key=?", by_key)  # noqa: S608  constant
+            results = 0
+            if results_before is not None:
+                old = db.execute(
+                    f"SELECT key FROM results WHERE stored_at < ? ORDER BY stored_at LIMIT ?{engine.skip_locked}",  # noqa: S608  constant
+                    (results_before, limit),
+                ).fetchall()
+                db.executemany("DELETE FROM results WHERE key=?", old)
+                results = len(old)
+            return Pruned(len(keys), results)
+
+        return self._write(delete)
+
+    def fold_counts(self) -> int:
+        """Fold the counting rows of connections that are gone into one row per client and
+        state (PostgreSQL counts in a row per connection); returns how many rows were folded."""
+        if self.backend != "postgresql":
+            return 0
+
+        def fold(db: Db) -> int:
+            gone = db.execute(
+                "DELETE FROM job_counts WHERE slot <> 0 AND slot NOT IN (SELECT pid FROM pg_stat_activity)"
+                " RETURNING client, state, n"
+            ).fetchall()
+            totals: Counter[tuple[str, str]] = Counter()
+            for client, state, n in gone:
+                totals[(client, state)] += n
+            db.executemany(
+                "INSERT INTO job_counts (client, state, slot, n) VALUES (?, ?, 0, ?)"
+                " ON CONFLICT (client, state, slot) DO UPDATE SET n = job_counts.n + excluded.n",
+                [(client, state, n) for (client, state), n in sorted(totals.items())],
+            )
+            return len(gone)
+
+        return self._write(fold)
+
     # --- queries ----------------------------------------------------------------------------
 
     def job(self, key: str, client: str | None = None) -> JobRow | None:
@@ -618,23 +720,31 @@ class Journal:
             sql += " AND client = ?"
             params.append(client)
         if state is not None:
-            sql += " AND state = ?"
-            params.append(state)
+            if state not in STATES:
+                raise ValueError(f"no job state {state!r}")
+            sql += f" AND state = '{state}'"  # a literal (checked above): it lets the partial index serve
+            if state in ("retrying", "dead", "parked"):
+                sql += f" AND {TROUBLED}"
         sql += " ORDER BY key LIMIT ?"
         params.append(limit)
         with self._engine.reading() as db:
             return [JobRow(*row) for row in db.execute(sql, params)]
 
     def counts(self, client: str | None = None) -> dict[str, int]:
-        """How many jobs (of `client`, if given) are in each state (every state listed)."""
+        """How many jobs (of `client`, if given) are in each state (every state listed): read
+        from the counts the journal keeps as jobs move, not by counting jobs."""
+        found = self._counted(client)
+        return {state: found.get(state, 0) for state in STATES}
+
+    def _counted(self, client: str | None) -> dict[str, int]:
         with self._engine.reading() as db:
-            found = dict(
-                db.execute(
-                    "SELECT state, COUNT(*) FROM jobs WHERE CAST(? AS TEXT) IS NULL OR client = ? GROUP BY state",
+            return {
+                state: int(n)
+                for state, n in db.execute(
+                    "SELECT state, SUM(n) FROM job_counts WHERE CAST(? AS TEXT) IS NULL OR client = ? GROUP BY state",
                     (client, client),
                 ).fetchall()
-            )
-        return {state: found.get(state, 0) for state in STATES}
+            }
 
     def history(self, key: str) -> list[JobEvent]:
         """The story of job `key`, oldest first: its submission, every attempt (leased, then
@@ -735,9 +845,8 @@ class Journal:
                 ).fetchall()
             else:
                 rows = db.execute(
-                    "SELECT r.key, r.url, r.rules, r.fields, r.content_hash, r.attempts,"
-                    " r.stored_at FROM results r JOIN jobs j ON j.key = r.key"
-                    " WHERE r.key > ? AND j.client = ? ORDER BY r.key LIMIT ?",
+                    "SELECT key, url, rules, fields, content_hash, attempts, stored_at"
+                    " FROM results WHERE key > ? AND client = ? ORDER BY key LIMIT ?",
                     (after, client, limit),
                 ).fetchall()
         return [
@@ -746,12 +855,8 @@ class Journal:
         ]
 
     def result_count(self, client: str | None = None) -> int:
-        with self._engine.reading() as db:
-            if client is None:
-                return db.execute("SELECT COUNT(*) FROM results").fetchone()[0]
-            return db.execute(
-                "SELECT COUNT(*) FROM results r JOIN jobs j ON j.key = r.key WHERE j.client = ?", (client,)
-            ).fetchone()[0]
+        """How many results are stored (for `client`'s jobs, if given)."""
+        return self._counted(client).get(RESULTS_COUNTED, 0)
 
 
 def open_engine(where: Path | str | JournalTarget, *, durable: bool) -> JournalEngine:

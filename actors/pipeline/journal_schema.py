@@ -116,6 +116,121 @@ UNVERSIONED_ADDITIONS = (
 lack some of them."""
 
 
+DUE = "state IN ('pending', 'retrying')"
+"""Jobs waiting to be leased. Statements that look for them repeat this text word for word:
+SQLite uses a partial index only for a query whose WHERE holds the index's own terms."""
+OUT = "state IN ('fetching', 'extracting')"
+"""Jobs leased to an attempt (whose lease may run out)."""
+ENDED = "state IN ('stored', 'dead', 'parked')"
+"""Jobs that stay where they are until an operator replays them (or retention prunes them)."""
+TROUBLED = "state IN ('retrying', 'dead', 'parked')"
+"""The states an operator lists (few jobs among many): indexed by key."""
+RESULTS_COUNTED = "_results"
+"""The `job_counts` row that counts stored results (no job state has this name)."""
+
+
+def _scale_indexes(order: str) -> tuple[str, ...]:
+    """Indexes on the few rows each question needs, so that their cost stays flat as the
+    journal grows: due jobs in lease order, leased jobs by deadline, ended jobs by age (for
+    pruning), troubled jobs by key (for listings), batch membership and results by job and age."""
+    return (
+        "DROP INDEX IF EXISTS jobs_ready",
+        "DROP INDEX IF EXISTS jobs_leased",
+        f"CREATE INDEX IF NOT EXISTS jobs_due ON jobs (due_at{order}) WHERE {DUE}",
+        f"CREATE INDEX IF NOT EXISTS jobs_out ON jobs (lease_until) WHERE {OUT}",
+        f"CREATE INDEX IF NOT EXISTS jobs_ended ON jobs (state, updated_at) WHERE {ENDED}",
+        f"CREATE INDEX IF NOT EXISTS jobs_troubled ON jobs (state, key) WHERE {TROUBLED}",
+        "CREATE INDEX IF NOT EXISTS batches_by_job ON batches (key)",
+        "CREATE INDEX IF NOT EXISTS results_by_age ON results (stored_at)",
+    )
+
+
+_COUNTS_TABLE = """CREATE TABLE IF NOT EXISTS job_counts (
+    client  TEXT{key} NOT NULL,
+    state   TEXT{key} NOT NULL,
+    slot    {bigint} NOT NULL,
+    n       {bigint} NOT NULL,
+    PRIMARY KEY (client, state, slot)
+)"""
+_COUNTS_FILLED = (
+    "INSERT INTO job_counts (client, state, slot, n) SELECT client, state, 0, COUNT(*) FROM jobs"
+    " GROUP BY client, state",
+    f"INSERT INTO job_counts (client, state, slot, n) SELECT client, '{RESULTS_COUNTED}', 0, COUNT(*)"  # noqa: S608  constant
+    " FROM results GROUP BY client",
+)
+_RESULTS_CLIENT = (
+    "ALTER TABLE results ADD COLUMN client TEXT NOT NULL DEFAULT ''",
+    "UPDATE results SET client = COALESCE((SELECT j.client FROM jobs j WHERE j.key = results.key), '')",
+)
+
+
+def _sqlite_count(sign: str, row: str, state: str) -> str:
+    return (
+        f"INSERT INTO job_counts (client, state, slot, n) VALUES ({row}.client, {state}, 0, {sign}1)"  # noqa: S608  constant
+        f" ON CONFLICT (client, state, slot) DO UPDATE SET n = n {sign} 1;"
+    )
+
+
+_SQLITE_COUNTING = (
+    "CREATE TRIGGER IF NOT EXISTS jobs_counted_in AFTER INSERT ON jobs BEGIN "
+    + _sqlite_count("+", "new", "new.state")
+    + " END",
+    "CREATE TRIGGER IF NOT EXISTS jobs_counted_moved AFTER UPDATE OF state, client ON jobs"
+    " WHEN old.state IS NOT new.state OR old.client IS NOT new.client BEGIN "
+    + _sqlite_count("-", "old", "old.state")
+    + " "
+    + _sqlite_count("+", "new", "new.state")
+    + " END",
+    "CREATE TRIGGER IF NOT EXISTS jobs_counted_out AFTER DELETE ON jobs BEGIN "
+    + _sqlite_count("-", "old", "old.state")
+    + " END",
+    "CREATE TRIGGER IF NOT EXISTS results_counted_in AFTER INSERT ON results BEGIN "
+    + _sqlite_count("+", "new", f"'{RESULTS_COUNTED}'")
+    + " END",
+    "CREATE TRIGGER IF NOT EXISTS results_counted_out AFTER DELETE ON results BEGIN "
+    + _sqlite_count("-", "old", f"'{RESULTS_COUNTED}'")
+    + " END",
+)
+
+
+# On PostgreSQL each connection counts in rows of its own (`slot` = its backend's pid), so that
+# writers never wait for one another on a shared counter row; the pruner folds the rows of
+# connections that are gone into slot 0 (`Journal.fold_counts`).
+def _postgres_count_function(name: str, state: str) -> str:
+    """A trigger function that counts a row of its table under `state` (an expression of the
+    row, ``{row}.state``), in the counting rows of the connection that writes it."""
+
+    def counted(sign: str, row: str) -> str:
+        return (
+            f"INSERT INTO job_counts (client, state, slot, n) VALUES ({row}.client, {state.format(row=row)},"  # noqa: S608  constant
+            f" pg_backend_pid(), {sign}1) ON CONFLICT (client, state, slot) DO UPDATE SET n = job_counts.n {sign} 1;"
+        )
+
+    return f"""CREATE OR REPLACE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP IN ('UPDATE', 'DELETE') THEN
+        {counted("-", "OLD")}
+    END IF;
+    IF TG_OP IN ('UPDATE', 'INSERT') THEN
+        {counted("+", "NEW")}
+    END IF;
+    RETURN NULL;
+END
+$$"""
+
+
+_POSTGRES_COUNTING = (
+    _postgres_count_function("flotilla_count_jobs", "{row}.state"),
+    _postgres_count_function("flotilla_count_results", f"'{RESULTS_COUNTED}'"),
+    "CREATE TRIGGER jobs_counted AFTER INSERT OR DELETE ON jobs FOR EACH ROW EXECUTE FUNCTION flotilla_count_jobs()",
+    "CREATE TRIGGER jobs_counted_moved AFTER UPDATE OF state, client ON jobs FOR EACH ROW"
+    " WHEN (OLD.state IS DISTINCT FROM NEW.state OR OLD.client IS DISTINCT FROM NEW.client)"
+    " EXECUTE FUNCTION flotilla_count_jobs()",
+    "CREATE TRIGGER results_counted AFTER INSERT OR DELETE ON results FOR EACH ROW"
+    " EXECUTE FUNCTION flotilla_count_results()",
+)
+
+
 def _add_unversioned_columns(db: Db) -> None:
     columns = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
     for column, declaration in UNVERSIONED_ADDITIONS:
@@ -135,6 +250,24 @@ MIGRATIONS: tuple[Migration, ...] = (
         "owners: the leases of singletons and their fencing tokens",
         (_OWNERS.format(real="REAL", bigint="INTEGER"),),
         (_OWNERS.format(real="DOUBLE PRECISION", bigint="BIGINT"),),
+    ),
+    Migration(
+        3,
+        "flat costs: partial indexes, counts kept by triggers, results by client, pruning indexes",
+        (
+            *_RESULTS_CLIENT,
+            *_scale_indexes(""),  # SQLite's rowid (the insertion order) ends every index entry
+            _COUNTS_TABLE.format(key="", bigint="INTEGER"),
+            *_COUNTS_FILLED,
+            *_SQLITE_COUNTING,
+        ),
+        (
+            *_RESULTS_CLIENT,
+            *_scale_indexes(", seq"),
+            _COUNTS_TABLE.format(key=' COLLATE "C"', bigint="BIGINT"),
+            *_COUNTS_FILLED,
+            *_POSTGRES_COUNTING,
+        ),
     ),
 )
 """Every migration, in order; append, never edit one that was released."""

@@ -1,7 +1,9 @@
 """The journal on SQLite: one file in WAL mode, one connection per `Journal`, for one node.
 
-A lock serialises the connection's use between threads; SQLite serialises writers across
-connections (``BEGIN IMMEDIATE``). With `durable` every commit waits for the disk
+A lock serialises the writing connection's use between threads; SQLite serialises writers
+across connections (``BEGIN IMMEDIATE``). Threads other than the one in a transaction read
+through a second connection (WAL readers never wait for a writer): a metrics scrape or a
+query never waits for a router's open batch to commit. With `durable` every commit waits for the disk
 (``synchronous=FULL``); otherwise a commit survives a crash of the process but possibly not a
 power cut (``synchronous=NORMAL``).
 """
@@ -29,10 +31,13 @@ class SqliteEngine(JournalEngine):
         self.where = str(self.path)
         self._lock = threading.RLock()
         self._depth = 0
-        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=30)
-        self._db.execute("PRAGMA busy_timeout=30000")
+        self._writer: int | None = None
+        """The thread in a transaction (None: none is)."""
+        self._db = _connect(self.path)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+        self._read_lock = threading.Lock()
+        self._reader = _connect(self.path)
 
     def greatest(self, a: str, b: str) -> str:
         return f"MAX({a}, {b})"
@@ -42,27 +47,47 @@ class SqliteEngine(JournalEngine):
         with self._lock:
             if self._depth == 0:
                 self._db.execute("BEGIN IMMEDIATE")
+                self._writer = threading.get_ident()
             self._depth += 1
             try:
                 yield self._connection
             except BaseException:
                 self._depth -= 1
                 if self._depth == 0:
+                    self._writer = None
                     self._db.execute("ROLLBACK")
                 raise
             self._depth -= 1
             if self._depth == 0:
+                self._writer = None
                 self._db.execute("COMMIT")
 
     @contextmanager
     def reading(self) -> Iterator[Db]:
-        with self._lock:
-            yield self._connection
+        if self._writer == threading.get_ident():  # it reads what its own transaction wrote
+            with self._lock:
+                yield self._connection
+            return
+        with self._read_lock:
+            yield self._reader
 
     @property
     def _connection(self) -> Any:
         return self._db  # sqlite3 speaks `?` placeholders: it is its own `Db`
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, self._read_lock:
             self._db.close()
+            self._reader.close()
+
+
+CACHE_KIB = 16 * 1024
+"""Each connection's page cache (KiB): the hot pages of the indexes; the rest of the file is
+in the operating system's cache."""
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
+    db.execute("PRAGMA busy_timeout=30000")
+    db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+    return db

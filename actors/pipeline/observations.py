@@ -48,6 +48,14 @@ class JobTimed(Observation, frozen=True):
     seconds: float
 
 
+class JournalPruned(Observation, frozen=True):
+    """A router's pruner deleted `jobs` ended jobs and `results` results (retention)."""
+
+    router: str
+    jobs: int
+    results: int
+
+
 class FetcherLoad(Observation, frozen=True):
     """A fetcher's requests in flight now and jobs handed back unfetched so far (published
     by an incarnation when it starts and whenever either changes)."""

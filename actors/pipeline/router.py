@@ -44,7 +44,7 @@ from flotilla.actors.core.actor import Actor
 from flotilla.actors.core.backoff import backoff_delay
 from flotilla.actors.core.messages import NodeDown
 from flotilla.actors.core.observers import Observation
-from flotilla.actors.pipeline.journal import Fenced, Journal, JournalUnavailable, open_journal
+from flotilla.actors.pipeline.journal import Fenced, Journal, JournalUnavailable, Pruned, open_journal
 from flotilla.actors.pipeline.journal_target import JOURNAL_FILE, JournalTarget  # noqa: F401 - JOURNAL_FILE was here
 from flotilla.actors.pipeline.leases import OwnerLease
 from flotilla.actors.pipeline.messages import (
@@ -61,9 +61,11 @@ from flotilla.actors.pipeline.observations import (
     AttemptFailed,
     AttemptTimed,
     JobTimed,
+    JournalPruned,
     RouterCounted,
     RouterStarted,
 )
+from flotilla.actors.pipeline.pruning import Pruner, Retention
 from flotilla.actors.pipeline.rules import DEFAULT_WAIT_BUDGET, ExtractionRules
 from flotilla.actors.resilience.view import ResilienceView, target_of
 
@@ -186,6 +188,7 @@ class Router(Actor):
         self._pump_timer: Any = None
         self._unwatch: Any = None
         self._unlisten: Any = None
+        self._pruner: Pruner | None = None
         self.journal: Journal
         self.journal_open = False
         """False until the journal is opened (it may be unreachable for a while)."""
@@ -237,8 +240,31 @@ class Router(Actor):
             self.log.info("router.waiting_jobs_due", count=woken)
         me = self.actor_ref
         self._unlisten = self.journal.listen(lambda: me.tell(Wake()))  # jobs submitted on other nodes
+        self._start_pruner()
         self.send_after(0, _Maintain())
         self.send_after(0, _Pump())
+
+    def _start_pruner(self) -> None:
+        """Prune the journal by the topology's retention, on a thread and a connection of its
+        own (quoting the same lease as this router's writes)."""
+
+        def open_own() -> Journal:
+            journal = open_journal(self.journal_target, durable=False)
+            if self.fence is not None:
+                journal.fence(*self.fence)
+            return journal
+
+        def pruned(what: Pruned, seconds: float) -> None:
+            self.log.info("journal.pruned", jobs=what.jobs, results=what.results, seconds=round(seconds, 3))
+            self._publish(JournalPruned(self.path, what.jobs, what.results))
+
+        def failed(exc: BaseException) -> None:
+            self.log.warning("journal.prune_failed", error=f"{type(exc).__name__}: {exc}")
+
+        self._pruner = Pruner(
+            open_own, Retention.of(self.system), on_pruned=pruned, on_error=failed, name=f"pruner {self.path}"
+        )
+        self._pruner.start()
 
     def on_stop(self) -> None:
         self._close()
@@ -250,6 +276,8 @@ class Router(Actor):
         self._close()
 
     def _close(self) -> None:
+        if self._pruner is not None:
+            self._pruner.stop()
         if self._unwatch is not None:
             self._unwatch()
         if self._unlisten is not None:

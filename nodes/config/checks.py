@@ -73,6 +73,38 @@ def check_seconds(value: Any) -> str | None:
     )
 
 
+AGE_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+"""The units an age may be written in (`7d`, `12h`, `30m`, `90s`)."""
+MAX_AGE = 100 * 365 * 86400.0
+
+
+def age_seconds(value: Any) -> float | None:
+    """An age as seconds: a number of seconds or a number with a unit of `AGE_UNITS`; None
+    for ``keep`` or null (kept forever). Raises ValueError for anything else."""
+    if value is None or value == "keep":
+        return None
+    if is_number(value):
+        seconds = float(value)
+    elif isinstance(value, str) and value[-1:] in AGE_UNITS:
+        try:
+            seconds = float(value[:-1]) * AGE_UNITS[value[-1]]
+        except ValueError:
+            raise ValueError(value) from None
+    else:
+        raise ValueError(value)
+    if not 0 < seconds <= MAX_AGE:
+        raise ValueError(value)
+    return seconds
+
+
+def check_age(value: Any) -> str | None:
+    try:
+        age_seconds(value)
+    except ValueError:
+        return f"{short(value)} must be an age (seconds, or a number with s, m, h or d: 7d) or keep"
+    return None
+
+
 def check_fraction(value: Any) -> str | None:
     return None if is_number(value) and 0 <= value <= 1 else f"{value!r} must be a number within 0..1"
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from flotilla.actors.core.child_spec import Spec, SupervisorSpec
 from flotilla.actors.pipeline.journal_target import JOURNAL_FILE, JournalTarget
+from flotilla.actors.pipeline.pruning import Retention
 from flotilla.actors.pipeline.rules import RuleSet
 
 
@@ -137,6 +138,8 @@ class Topology:
     """None: the root's node owns the tree, always (no failover)."""
     journal: JournalTarget | None = None
     """The `journal` key (None: SQLite in the data directory of each node that opens it)."""
+    retention: Retention = Retention()
+    """What the journal keeps of jobs that ended (the `retention` section)."""
 
     def journal_of(self, node: str) -> JournalTarget:
         """The journal node `node` opens (its intake and routers)."""

@@ -28,10 +28,13 @@ from flotilla.actors.core.child_spec import (
     SupervisorSpec,
 )
 from flotilla.actors.pipeline.journal_target import JournalConfigError, JournalTarget, is_postgres_url, url_problem
+from flotilla.actors.pipeline.pruning import Retention
 from flotilla.actors.pipeline.rules import FieldRule, RuleSet
 from flotilla.nodes.config.actor_args import check_args, path_args
 from flotilla.nodes.config.checks import (
+    age_seconds,
     check_address,
+    check_age,
     check_css,
     check_css_list,
     check_egress_entries,
@@ -682,6 +685,17 @@ def read_failover(ctx: Context, node: Node | None, tree_node: str | None) -> Fai
     if not candidates or failback is None or lease is None:
         return None
     return FailoverConfig(candidates=candidates, failback=failback, lease=float(lease))
+
+
+def read_retention(ctx: Context, node: Node | None) -> Retention:
+    """The `retention` section: ages (seconds, `7d`, or keep), how often and how much to prune."""
+    m = YamlMapping(ctx, node, "retention", "retention")
+    ages = {name: m.get(name, check_age) for name in ("stored", "dead", "results")}
+    return Retention(
+        **{name: age_seconds(value) for name, value in ages.items()},
+        every=float(m.get("every", check_seconds)),
+        batch=m.get("batch", int_at_least(1, 100_000)),
+    )
 
 
 def read_transport(ctx: Context, node: Node | None) -> TransportConfig:

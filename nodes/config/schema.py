@@ -31,6 +31,7 @@ from flotilla.actors.core.child_spec import (
     SupervisorFlags,
     SupervisorSpec,
 )
+from flotilla.actors.pipeline.pruning import Retention
 from flotilla.actors.pipeline.rules import CHALLENGE_MAX_WORDS, DEFAULT_WAIT_BUDGET, FieldRule, RuleSet
 from flotilla.actors.resilience.gate import DEFAULT_INTERVAL as GATE_INTERVAL
 
@@ -340,6 +341,48 @@ class FailoverSection(Section, kw_only=True, frozen=True):
     ] = 2.0
 
 
+def _age_text(seconds: float | None) -> str:
+    if seconds is None:
+        return "keep"
+    return f"{seconds / 86400:g}d" if seconds % 86400 == 0 else f"{seconds:g}"
+
+
+class RetentionSection(Section, kw_only=True, frozen=True):
+    stored: Annotated[
+        float | str | None,
+        key(
+            "age or keep",
+            "How long stored jobs stay in the journal, with their attempts, events and batch "
+            "memberships (results stay: see `results`). An age is seconds or a number with "
+            "s, m, h or d.",
+            f"`{_age_text(Retention.stored)}`",
+        ),
+    ] = spec_default(Retention, "stored")
+    dead: Annotated[
+        float | str | None,
+        key(
+            "age or keep",
+            "How long dead and parked jobs (the dead-letter queue) stay before they are deleted.",
+            f"`{_age_text(Retention.dead)}`",
+        ),
+    ] = spec_default(Retention, "dead")
+    results: Annotated[
+        float | str | None,
+        key(
+            "age or keep",
+            "How long results stay (export them first). A result also keeps a later submission "
+            "of its key from storing a second one.",
+            f"`{_age_text(Retention.results)}`",
+        ),
+    ] = spec_default(Retention, "results")
+    every: Annotated[float, key("seconds > 0", "How often each router's pruner looks for what to delete.")] = (
+        spec_default(Retention, "every")
+    )
+    batch: Annotated[
+        int, key("integer ≥ 1", "Most jobs (and results) deleted per transaction, so none holds the journal long.")
+    ] = spec_default(Retention, "batch")
+
+
 class ResilienceSection(Section, kw_only=True, frozen=True):
     breakers: Annotated[
         str | None,
@@ -553,6 +596,14 @@ class TopologySection(Section, kw_only=True, frozen=True):
             "{default}: the root's node owns them, always",
         ),
     ] = None
+    retention: Annotated[
+        RetentionSection,
+        key(
+            "retention",
+            "What the journal keeps of jobs that ended, and for how long (docs/journal.md).",
+            "the defaults below",
+        ),
+    ] = RetentionSection()
 
 
 SECTIONS: dict[str, type[Section]] = {
@@ -566,6 +617,7 @@ SECTIONS: dict[str, type[Section]] = {
     "intake": IntakeSection,
     "resilience": ResilienceSection,
     "failover": FailoverSection,
+    "retention": RetentionSection,
     "egress": EgressSection,
     "journal": JournalSection,
     "rule set": RuleSetSection,

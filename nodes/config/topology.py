@@ -39,6 +39,7 @@ from flotilla.nodes.config.reader import (
     read_nodes,
     read_operators,
     read_resilience,
+    read_retention,
     read_rules,
     read_security,
     read_supervisor,
@@ -133,6 +134,7 @@ def parse_topology(
     resilience = read_resilience(ctx, top.node_of("resilience"))
     failover = read_failover(ctx, top.node_of("failover"), tree.node if tree is not None else None)
     journal = read_journal(ctx, top.node_of("journal"), base)
+    retention = read_retention(ctx, top.node_of("retention"))
     if failover is not None and len(failover.candidates) > 1 and (journal is None or journal.backend == "sqlite"):
         ctx.problem(
             "failover.candidates",
@@ -156,6 +158,7 @@ def parse_topology(
         egress=egress,
         failover=failover,
         journal=journal,
+        retention=retention,
     )
     where = [(path, yaml_node.start_mark.line + 1) for _, yaml_node, path in intakes]
     for (intake, _, _), (path, line) in zip(intakes, where, strict=True):

@@ -36,6 +36,7 @@ from flotilla.actors.pipeline.observations import (
     AttemptTimed,
     FetcherLoad,
     JobTimed,
+    JournalPruned,
     RouterCounted,
     RouterStarted,
 )
@@ -194,10 +195,19 @@ class NodeMetrics:
                 failures.add_metric([router.path, kind], n)
             latency.add_metric([router.path], router.attempts.buckets(), router.attempts.sum)
             job_latency.add_metric([router.path], router.jobs.buckets(), router.jobs.sum)
+        pruned = CounterMetricFamily(
+            "flotilla_journal_pruned",
+            "Ended jobs and results deleted by retention (docs/journal.md), by router.",
+            labels=["router", "what"],
+        )
+        for router in routers:
+            for what in ("jobs", "results"):
+                pruned.add_metric([router.path, what], router.pruned[what])
         yield outcomes
         yield failures
         yield latency
         yield job_latency
+        yield pruned
         in_flight = GaugeMetricFamily(
             "flotilla_fetches_in_flight", "Requests in flight, by fetcher.", labels=["fetcher"]
         )
@@ -292,6 +302,7 @@ class RouterTally:
     failures: Counter[str] = field(default_factory=Counter)
     attempts: Histogram = field(default_factory=lambda: Histogram(ATTEMPT_BUCKETS))
     jobs: Histogram = field(default_factory=lambda: Histogram(JOB_BUCKETS))
+    pruned: Counter[str] = field(default_factory=Counter)
 
     def copy(self) -> RouterTally:
         return RouterTally(
@@ -302,6 +313,7 @@ class RouterTally:
             Counter(self.failures),
             self.attempts.copy(),
             self.jobs.copy(),
+            Counter(self.pruned),
         )
 
 
@@ -320,6 +332,7 @@ class PipelineObserver:
             AttemptFailed: self._failed,
             AttemptTimed: self._attempt_timed,
             JobTimed: self._job_timed,
+            JournalPruned: self._pruned,
             FetcherLoad: self._load,
             IncarnationEnded: self._ended,
         }
@@ -361,6 +374,11 @@ class PipelineObserver:
         with self._lock:
             if (tally := self._routers.get(event.router)) is not None:
                 tally.jobs.observe(event.seconds)
+
+    def _pruned(self, event: JournalPruned) -> None:
+        with self._lock:
+            if (tally := self._routers.get(event.router)) is not None:
+                tally.pruned.update(jobs=event.jobs, results=event.results)
 
     def _load(self, event: FetcherLoad) -> None:
         with self._lock:

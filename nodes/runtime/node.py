@@ -73,6 +73,7 @@ class NodeRun:
         if topology.failover is not None:
             self.system.extensions.put(OwnerLease(TREE_LEASE))
         self.system.extensions.put(topology.journal_of(node))  # the routers' journal
+        self.system.extensions.put(topology.retention)  # what their pruners delete
         self.system.data_dir = topology.node_data_dir(node)
         self.system.credentials_dir = key_directory(topology)
         self.cluster: Cluster | None = None
