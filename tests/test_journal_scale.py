@@ -215,9 +215,9 @@ def test_the_hot_statements_use_the_partial_indexes_on_sqlite(tmp_path: Path) ->
     assert "jobs_due" in plan(path, lease_sql)
     assert "jobs_out" in plan(path, expire_sql)
     assert "jobs_due" in plan(path, "SELECT MIN(due_at) FROM jobs WHERE state IN ('pending', 'retrying')")
-    assert "jobs_troubled" in plan(
+    assert "jobs_ended" in plan(
         path,
-        "SELECT key FROM jobs WHERE key > ? AND state = 'dead' AND state IN ('retrying', 'dead', 'parked')"
+        "SELECT key FROM jobs WHERE key > ? AND state = 'dead' AND state IN ('stored', 'dead', 'parked')"
         " ORDER BY key LIMIT 5",
         ("",),
     )

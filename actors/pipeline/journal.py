@@ -39,7 +39,7 @@ from typing import Any, Literal
 
 from flotilla.actors.core.backoff import backoff_delay
 from flotilla.actors.pipeline.journal_engine import Db, JournalEngine, JournalUnavailable
-from flotilla.actors.pipeline.journal_schema import DUE, ENDED, OUT, RESULTS_COUNTED, TROUBLED, migrate
+from flotilla.actors.pipeline.journal_schema import DUE, ENDED, OUT, RESULTS_COUNTED, migrate
 from flotilla.actors.pipeline.journal_sqlite import SqliteEngine
 from flotilla.actors.pipeline.journal_target import JournalTarget
 from flotilla.actors.pipeline.urls import canonical_url, natural_key  # noqa: F401 - callers import them from here too
@@ -582,7 +582,7 @@ class Journal:
 
         def revive(db: Db) -> int:
             chosen = (
-                db.execute(f"SELECT key FROM jobs WHERE {TROUBLED} AND state IN ('dead', 'parked')").fetchall()  # noqa: S608  constant
+                db.execute(f"SELECT key FROM jobs WHERE {ENDED} AND state IN ('dead', 'parked')").fetchall()  # noqa: S608  constant
                 if keys is None
                 else [(key,) for key in keys]
             )
@@ -722,9 +722,9 @@ class Journal:
         if state is not None:
             if state not in STATES:
                 raise ValueError(f"no job state {state!r}")
-            sql += f" AND state = '{state}'"  # a literal (checked above): it lets the partial index serve
-            if state in ("retrying", "dead", "parked"):
-                sql += f" AND {TROUBLED}"
+            sql += f" AND state = '{state}'"  # a literal (checked above): it lets a partial index serve
+            if state in ("dead", "parked"):  # few among many: found through the index of ended jobs
+                sql += f" AND {ENDED}"
         sql += " ORDER BY key LIMIT ?"
         params.append(limit)
         with self._engine.reading() as db:

@@ -123,8 +123,6 @@ OUT = "state IN ('fetching', 'extracting')"
 """Jobs leased to an attempt (whose lease may run out)."""
 ENDED = "state IN ('stored', 'dead', 'parked')"
 """Jobs that stay where they are until an operator replays them (or retention prunes them)."""
-TROUBLED = "state IN ('retrying', 'dead', 'parked')"
-"""The states an operator lists (few jobs among many): indexed by key."""
 RESULTS_COUNTED = "_results"
 """The `job_counts` row that counts stored results (no job state has this name)."""
 
@@ -132,14 +130,14 @@ RESULTS_COUNTED = "_results"
 def _scale_indexes(order: str) -> tuple[str, ...]:
     """Indexes on the few rows each question needs, so that their cost stays flat as the
     journal grows: due jobs in lease order, leased jobs by deadline, ended jobs by age (for
-    pruning), troubled jobs by key (for listings), batch membership and results by job and age."""
+    pruning; an operator's listing of dead or parked jobs reads it too), batch membership and results
+    by job and age. Each index costs every write that touches its rows: there are no others."""
     return (
         "DROP INDEX IF EXISTS jobs_ready",
         "DROP INDEX IF EXISTS jobs_leased",
         f"CREATE INDEX IF NOT EXISTS jobs_due ON jobs (due_at{order}) WHERE {DUE}",
         f"CREATE INDEX IF NOT EXISTS jobs_out ON jobs (lease_until) WHERE {OUT}",
         f"CREATE INDEX IF NOT EXISTS jobs_ended ON jobs (state, updated_at) WHERE {ENDED}",
-        f"CREATE INDEX IF NOT EXISTS jobs_troubled ON jobs (state, key) WHERE {TROUBLED}",
         "CREATE INDEX IF NOT EXISTS batches_by_job ON batches (key)",
         "CREATE INDEX IF NOT EXISTS results_by_age ON results (stored_at)",
     )
