@@ -258,42 +258,41 @@ class Journal:
         now = self._clock()
 
         def insert(db: Db) -> list[bool]:
+            row_id = self._engine.row_id
+            ids: dict[str, int] = {}  # key -> row id, of every job named
             inserted: set[str] = set()
             first: dict[str, NewJob] = {}
             for job in jobs:
                 first.setdefault(job.key, job)
             for chunk in _chunks(list(first.values()), SUBMIT_CHUNK):
                 rows = ", ".join(["(?, ?, ?, 'pending', ?, ?, ?, ?, ?)"] * len(chunk))
-                inserted.update(
-                    key
-                    for (key,) in db.execute(
-                        "INSERT INTO jobs (key, url, rules, state, due_at, origin, created_at, updated_at, client)"  # noqa: S608  placeholders only
-                        f" VALUES {rows} ON CONFLICT DO NOTHING RETURNING key",
-                        [v for job in chunk for v in (job.key, job.url, job.rules, now, origin, now, now, job.client)],
-                    ).fetchall()
-                )
-            ours: set[str] = set()
-            if origin:  # a retried request: what this same origin recorded before counts as new
-                others = [job.key for job in jobs if job.key not in inserted]
-                for chunk in _chunks(list(dict.fromkeys(others)), SUBMIT_CHUNK):
-                    ours.update(
-                        key
-                        for (key,) in db.execute(
-                            f"SELECT key FROM jobs WHERE origin=? AND key IN ({', '.join('?' * len(chunk))})",  # noqa: S608  placeholders only
-                            [origin, *chunk],
-                        ).fetchall()
-                    )
+                for key, job_id in db.execute(
+                    "INSERT INTO jobs (key, url, rules, state, due_at, origin, created_at, updated_at, client)"  # noqa: S608  placeholders only
+                    f" VALUES {rows} ON CONFLICT DO NOTHING RETURNING key, {row_id}",
+                    [v for job in chunk for v in (job.key, job.url, job.rules, now, origin, now, now, job.client)],
+                ).fetchall():
+                    inserted.add(key)
+                    ids[key] = job_id
+            ours: set[str] = set()  # recorded before by this same origin: a retried request's
+            for chunk in _chunks([key for key in first if key not in inserted], SUBMIT_CHUNK):
+                for key, job_id, by in db.execute(
+                    f"SELECT key, {row_id}, origin FROM jobs WHERE key IN ({', '.join('?' * len(chunk))})",  # noqa: S608  placeholders only
+                    list(chunk),
+                ).fetchall():
+                    ids[key] = job_id
+                    if origin and by == origin:
+                        ours.add(key)
             fresh, seen = [], set()
             for job in jobs:  # a key given twice in one request is new once
                 fresh.append((job.key in inserted and job.key not in seen) or job.key in ours)
                 seen.add(job.key)
             if batch:
-                for chunk in _chunks(list(dict.fromkeys(job.key for job in jobs)), SUBMIT_CHUNK):
+                for chunk in _chunks(sorted(ids.values()), SUBMIT_CHUNK):
                     db.execute(
-                        "INSERT INTO batches (batch, key, added_at) VALUES "  # noqa: S608  placeholders only
+                        "INSERT INTO batches (batch, job, added_at) VALUES "  # noqa: S608  placeholders only
                         + ", ".join(["(?, ?, ?)"] * len(chunk))
                         + " ON CONFLICT DO NOTHING",
-                        [v for key in chunk for v in (batch, key, now)],
+                        [v for job_id in chunk for v in (batch, job_id, now)],
                     )
             if inserted:
                 self._engine.notify_jobs(db)  # routers on other nodes: new jobs are due
@@ -312,7 +311,7 @@ class Journal:
         def take(db: Db) -> list[Lease]:
             rows = db.execute(
                 "SELECT key, url, rules, lease_token, attempts, tries, created_at FROM jobs"  # noqa: S608  constant
-                f" WHERE {DUE} AND due_at <= ? ORDER BY due_at, {engine.insertion_order}"
+                f" WHERE {DUE} AND due_at <= ? ORDER BY due_at, {engine.row_id}"
                 f" LIMIT ?{engine.skip_locked}",
                 (now, limit),
             ).fetchall()
@@ -610,7 +609,13 @@ class Journal:
         def end(db: Db) -> int:
             chosen = list(keys or ())
             if batch is not None:
-                chosen += [k for (k,) in db.execute("SELECT key FROM batches WHERE batch=?", (batch,))]
+                chosen += [
+                    k
+                    for (k,) in db.execute(
+                        f"SELECT j.key FROM batches b JOIN jobs j ON j.{self._engine.row_id} = b.job WHERE b.batch=?",  # noqa: S608  constant
+                        (batch,),
+                    )
+                ]
             total = 0
             for key in dict.fromkeys(chosen):
                 row = db.execute(
@@ -645,23 +650,22 @@ class Journal:
         engine = self._engine
 
         def delete(db: Db) -> Pruned:
-            keys: list[str] = []
+            chosen: list[tuple[str, int]] = []
             for state, before in ended_before.items():
                 if state not in TERMINAL:
                     raise ValueError(f"only ended jobs are pruned, not {state!r}")
-                keys += [
-                    key
-                    for (key,) in db.execute(
-                        f"SELECT key FROM jobs WHERE {ENDED} AND state = '{state}' AND updated_at < ?"  # noqa: S608  checked literal
-                        f" ORDER BY updated_at LIMIT ?{engine.skip_locked}",
-                        (before, limit - len(keys)),
-                    ).fetchall()
-                ]
-                if len(keys) >= limit:
+                chosen += db.execute(
+                    f"SELECT key, {engine.row_id} FROM jobs WHERE {ENDED} AND state = '{state}' AND updated_at < ?"  # noqa: S608  checked literal
+                    f" ORDER BY updated_at LIMIT ?{engine.skip_locked}",
+                    (before, limit - len(chosen)),
+                ).fetchall()
+                if len(chosen) >= limit:
                     break
-            by_key = [(key,) for key in keys]
-            for table in ("attempts", "events", "batches", "jobs"):
-                db.executemany(f"DELETE FROM {table} WHERE key=?", by_key)  # noqa: S608  constant
+            keys = [(key,) for key, _ in chosen]
+            for table in ("attempts", "events"):
+                db.executemany(f"DELETE FROM {table} WHERE key=?", keys)  # noqa: S608  constant
+            db.executemany("DELETE FROM batches WHERE job=?", [(job_id,) for _, job_id in chosen])
+            db.executemany("DELETE FROM jobs WHERE key=?", keys)
             results = 0
             if results_before is not None:
                 old = db.execute(
@@ -670,7 +674,7 @@ class Journal:
                 ).fetchall()
                 db.executemany("DELETE FROM results WHERE key=?", old)
                 results = len(old)
-            return Pruned(len(keys), results)
+            return Pruned(len(chosen), results)
 
         return self._write(delete)
 
@@ -792,8 +796,9 @@ class Journal:
         was submitted in it)."""
         with self._engine.reading() as db:
             rows = db.execute(
-                "SELECT j.state, j.reason, j.attempts, j.updated_at, b.added_at FROM batches b"
-                " JOIN jobs j ON j.key = b.key WHERE b.batch=? AND (CAST(? AS TEXT) IS NULL OR j.client=?)",
+                "SELECT j.state, j.reason, j.attempts, j.updated_at, b.added_at FROM batches b"  # noqa: S608  constant
+                f" JOIN jobs j ON j.{self._engine.row_id} = b.job"
+                " WHERE b.batch=? AND (CAST(? AS TEXT) IS NULL OR j.client=?)",
                 (batch, client, client),
             ).fetchall()
         if not rows:

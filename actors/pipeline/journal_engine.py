@@ -45,8 +45,9 @@ class JournalEngine(ABC):
 
     backend: ClassVar[str]
     """``sqlite`` or ``postgresql``."""
-    insertion_order: ClassVar[str]
-    """A column that orders jobs as they were submitted (ties of `due_at`)."""
+    row_id: ClassVar[str]
+    """The column of a job's integer id, which also orders jobs as they were submitted (ties
+    of `due_at`); batch memberships name jobs by it."""
     skip_locked: ClassVar[str] = ""
     """Appended to the SELECT that picks jobs to lease: rows another transaction is leasing
     are passed over (PostgreSQL), where several writers can lease at once."""

@@ -75,7 +75,7 @@ class _PgDb:
 
 class PostgresEngine(JournalEngine):
     backend = "postgresql"
-    insertion_order = "seq"
+    row_id = "seq"
     skip_locked = " FOR UPDATE SKIP LOCKED"
     for_update = " FOR UPDATE"
 

@@ -127,6 +127,44 @@ RESULTS_COUNTED = "_results"
 """The `job_counts` row that counts stored results (no job state has this name)."""
 
 
+_JOB_COLUMNS = (
+    "key, url, rules, state, attempts, tries, lost, due_at, lease_until, lease_token, reason, origin,"
+    " waiting_since, created_at, updated_at, client"
+)
+
+
+def _sqlite_jobs_with_ids(db: Db) -> None:
+    """Give SQLite's jobs an explicit integer id (their rowid until now, which VACUUM may
+    renumber; an INTEGER PRIMARY KEY it keeps), the natural key a unique index beside it."""
+    jobs = _tables_v1("REAL", "INTEGER", "", "\n    id           INTEGER PRIMARY KEY,", "")[0]
+    db.execute(
+        jobs.replace("TABLE IF NOT EXISTS jobs", "TABLE jobs_v3", 1).replace(
+            "TEXT PRIMARY KEY,", "TEXT NOT NULL UNIQUE,", 1
+        )
+    )
+    db.execute(f"INSERT INTO jobs_v3 (id, {_JOB_COLUMNS}) SELECT rowid, {_JOB_COLUMNS} FROM jobs")  # noqa: S608  constant
+    db.execute("DROP TABLE jobs")
+    db.execute("ALTER TABLE jobs_v3 RENAME TO jobs")
+
+
+def _batches_by_job_id(real: str, bigint: str, key: str, job_id: str) -> tuple[str, ...]:
+    """Batch memberships name a job by its integer id: new jobs of a batch append to its
+    index instead of landing at random places in it (their keys are hashes)."""
+    return (
+        f"""CREATE TABLE batches_v3 (
+    batch       TEXT{key} NOT NULL,
+    job         {bigint} NOT NULL,
+    added_at    {real} NOT NULL,
+    PRIMARY KEY (batch, job)
+)""",
+        f"INSERT INTO batches_v3 (batch, job, added_at) SELECT b.batch, j.{job_id}, b.added_at"  # noqa: S608  constant
+        " FROM batches b JOIN jobs j ON j.key = b.key",
+        "DROP TABLE batches",
+        "ALTER TABLE batches_v3 RENAME TO batches",
+        "CREATE INDEX IF NOT EXISTS batches_by_job ON batches (job)",
+    )
+
+
 def _scale_indexes(order: str) -> tuple[str, ...]:
     """Indexes on the few rows each question needs, so that their cost stays flat as the
     journal grows: due jobs in lease order, leased jobs by deadline, ended jobs by age (for
@@ -138,7 +176,6 @@ def _scale_indexes(order: str) -> tuple[str, ...]:
         f"CREATE INDEX IF NOT EXISTS jobs_due ON jobs (due_at{order}) WHERE {DUE}",
         f"CREATE INDEX IF NOT EXISTS jobs_out ON jobs (lease_until) WHERE {OUT}",
         f"CREATE INDEX IF NOT EXISTS jobs_ended ON jobs (state, updated_at) WHERE {ENDED}",
-        "CREATE INDEX IF NOT EXISTS batches_by_job ON batches (key)",
         "CREATE INDEX IF NOT EXISTS results_by_age ON results (stored_at)",
     )
 
@@ -254,13 +291,16 @@ MIGRATIONS: tuple[Migration, ...] = (
         "flat costs: partial indexes, counts kept by triggers, results by client, pruning indexes",
         (
             *_RESULTS_CLIENT,
-            *_scale_indexes(""),  # SQLite's rowid (the insertion order) ends every index entry
+            _sqlite_jobs_with_ids,
+            *_batches_by_job_id("REAL", "INTEGER", "", "id"),
+            *_scale_indexes(""),  # the id (the insertion order) ends every index entry
             _COUNTS_TABLE.format(key="", bigint="INTEGER"),
             *_COUNTS_FILLED,
             *_SQLITE_COUNTING,
         ),
         (
             *_RESULTS_CLIENT,
+            *_batches_by_job_id("DOUBLE PRECISION", "BIGINT", ' COLLATE "C"', "seq"),
             *_scale_indexes(", seq"),
             _COUNTS_TABLE.format(key=' COLLATE "C"', bigint="BIGINT"),
             *_COUNTS_FILLED,

@@ -22,7 +22,7 @@ from flotilla.actors.pipeline.journal_engine import Db, JournalEngine
 
 class SqliteEngine(JournalEngine):
     backend = "sqlite"
-    insertion_order = "rowid"
+    row_id = "id"
     now = "((julianday('now') - 2440587.5) * 86400.0)"
 
     def __init__(self, path: Path | str, *, durable: bool) -> None:
