@@ -25,7 +25,13 @@ Part 4 (the resilience actors; see bench_resilience.py):
   * slot overhead p99 when tokens are there (goal < 1 ms), vs an asyncio.Semaphore;
   * time from a target going bad to its breaker opening; time into and out of Hold.
 
-    scripts/bench [--part 1|2|3|4|all] [--quick] [--json FILE]
+Part 5 (the journal at scale; see bench_scale.py):
+  * 1,000,000 jobs submitted through the intake, then leased and stored: rates of the first
+    and last 100,000 (goal: last >= 0.8x first), counts() and a metrics scrape at 1M pending
+    (goal < 5 ms), the node's RSS at 100k and 1M pending (goal: within 10 %), the journal's
+    size on disk, pruning throughput.
+
+    scripts/bench [--part 1|2|3|4|5|all] [--quick] [--json FILE]
 """
 
 from __future__ import annotations
@@ -252,7 +258,7 @@ def run_part1(quick: bool) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--part", choices=["1", "2", "3", "4", "all"], default="all", help="which part to run")
+    parser.add_argument("--part", choices=["1", "2", "3", "4", "5", "all"], default="all", help="which part to run")
     parser.add_argument("--quick", action="store_true", help="smaller counts (a smoke run, not for the docs)")
     parser.add_argument("--json", type=Path, help="also write the results to this file")
     args = parser.parse_args()
@@ -286,6 +292,11 @@ def main() -> None:
 
         results["part4"] = bench_resilience.run(args.quick)
         bench_resilience.report(results["part4"])
+    if args.part in ("5", "all"):
+        import bench_scale
+
+        results["part5"] = bench_scale.run(100_000 if args.quick else 1_000_000)
+        bench_scale.report(results["part5"])
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
