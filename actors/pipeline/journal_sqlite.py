@@ -81,9 +81,11 @@ class SqliteEngine(JournalEngine):
             self._reader.close()
 
 
-CACHE_KIB = 16 * 1024
+CACHE_KIB = 4 * 1024
 """Each connection's page cache (KiB): the hot pages of the indexes; the rest of the file is
-in the operating system's cache."""
+in the operating system's cache. A node holds a few connections (its intake's, each router's
+and pruner's, each a writer and a reader), so this bounds how much of its memory grows with
+the journal."""
 
 
 def _connect(path: Path) -> sqlite3.Connection:
