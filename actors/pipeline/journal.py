@@ -193,6 +193,8 @@ class Journal:
         self.where = self._engine.where
         """The file or ``host:port/dbname`` (for logs)."""
         self.backend = self._engine.backend
+        self._job_of = f"(SELECT {self._engine.row_id} FROM jobs WHERE key=?)"  # noqa: S608  constant
+        """The SQL of a job's integer id from its key (attempts name jobs by id)."""
         self._fence: tuple[str, int] | None = None
         self._open = threading.local()
         """Per thread: how deep in this journal's transactions it is (0: in none)."""
@@ -310,25 +312,26 @@ class Journal:
 
         def take(db: Db) -> list[Lease]:
             rows = db.execute(
-                "SELECT key, url, rules, lease_token, attempts, tries, created_at FROM jobs"  # noqa: S608  constant
+                f"SELECT {engine.row_id}, key, url, rules, attempts, tries, created_at FROM jobs"  # noqa: S608  constant
                 f" WHERE {DUE} AND due_at <= ? ORDER BY due_at, {engine.row_id}"
                 f" LIMIT ?{engine.skip_locked}",
                 (now, limit),
             ).fetchall()
+            ids = [row[0] for row in rows]
             leases = [
                 # the token is unguessable: only the lease's holder can report on it
                 Lease(key, url, rules, secrets.randbits(63), attempts + 1, created_at, tries + 1)
-                for key, url, rules, _previous, attempts, tries, created_at in rows
+                for _, key, url, rules, attempts, tries, created_at in rows
             ]
             db.executemany(
-                "UPDATE jobs SET state='fetching', lease_until=?, lease_token=?, attempts=?,"
-                " tries=tries+1, updated_at=? WHERE key=?",
-                [(now + visibility, lease.token, lease.attempt, now, lease.key) for lease in leases],
+                "UPDATE jobs SET state='fetching', lease_until=?, lease_token=?, attempts=?,"  # noqa: S608  constant
+                f" tries=tries+1, updated_at=? WHERE {engine.row_id}=?",
+                [(now + visibility, lease.token, lease.attempt, now, i) for lease, i in zip(leases, ids, strict=True)],
             )
             db.executemany(
-                "INSERT INTO attempts (key, attempt, started_at) VALUES (?, ?, ?) ON CONFLICT (key, attempt)"
+                "INSERT INTO attempts (job, attempt, started_at) VALUES (?, ?, ?) ON CONFLICT (job, attempt)"
                 " DO UPDATE SET started_at=excluded.started_at, ended_at=NULL, outcome=NULL, detail=NULL",
-                [(lease.key, lease.attempt, now) for lease in leases],
+                [(i, lease.attempt, now) for lease, i in zip(leases, ids, strict=True)],
             )
             return leases
 
@@ -358,8 +361,8 @@ class Journal:
                     "UPDATE jobs SET state='pending', due_at=?, lost=lost+1, updated_at=? WHERE key=?", (now, now, key)
                 )
                 db.execute(
-                    "UPDATE attempts SET ended_at=?, outcome='lost', detail='lease expired'"
-                    " WHERE key=? AND attempt=(SELECT attempts FROM jobs WHERE key=?)",
+                    "UPDATE attempts SET ended_at=?, outcome='lost', detail='lease expired'"  # noqa: S608  constant
+                    f" WHERE job={self._job_of} AND attempt=(SELECT attempts FROM jobs WHERE key=?)",
                     (now, key, key),
                 )
             return keys
@@ -422,7 +425,8 @@ class Journal:
                 "UPDATE jobs SET state='stored', lease_until=NULL, reason=NULL, updated_at=? WHERE key=?", (now, key)
             )
             db.execute(
-                "UPDATE attempts SET ended_at=?, outcome='stored' WHERE key=? AND attempt=?", (now, key, attempts)
+                f"UPDATE attempts SET ended_at=?, outcome='stored' WHERE job={self._job_of} AND attempt=?",  # noqa: S608  constant
+                (now, key, attempts),
             )
             return True
 
@@ -463,7 +467,7 @@ class Journal:
             )
             record_detail = f"{detail} | {evidence}" if evidence else detail
             db.execute(
-                "UPDATE attempts SET ended_at=?, outcome=?, detail=? WHERE key=? AND attempt=?",
+                f"UPDATE attempts SET ended_at=?, outcome=?, detail=? WHERE job={self._job_of} AND attempt=?",  # noqa: S608  constant
                 (now, outcome, record_detail[:3000], key, row[0]),
             )
             after = f"due in {max(0.0, retry_at - now):.1f} s" if retry_at is not None else reason
@@ -492,7 +496,7 @@ class Journal:
             if row is None:
                 return ""
             attempt, since = row
-            db.execute("DELETE FROM attempts WHERE key=? AND attempt=?", (key, attempt))
+            db.execute(f"DELETE FROM attempts WHERE job={self._job_of} AND attempt=?", (key, attempt))  # noqa: S608  constant
             uncount = f"attempts=attempts-1, tries={self._engine.greatest('0', 'tries-1')}, lease_until=NULL"
             if budget is None:
                 db.execute(
@@ -542,7 +546,7 @@ class Journal:
             ).fetchone()
             if row is None:
                 return False
-            db.execute("DELETE FROM attempts WHERE key=? AND attempt=?", (key, row[0]))
+            db.execute(f"DELETE FROM attempts WHERE job={self._job_of} AND attempt=?", (key, row[0]))  # noqa: S608  constant
             db.execute(
                 "UPDATE jobs SET state='pending', due_at=?, attempts=attempts-1,"  # noqa: S608  constant
                 f" tries={self._engine.greatest('0', 'tries-1')}, lease_token=?, lease_until=NULL, updated_at=?"
@@ -626,7 +630,8 @@ class Journal:
                     continue
                 if row[0] in ("fetching", "extracting"):
                     db.execute(
-                        "UPDATE attempts SET ended_at=?, outcome='cancelled', detail=? WHERE key=? AND attempt=?",
+                        "UPDATE attempts SET ended_at=?, outcome='cancelled', detail=?"  # noqa: S608  constant
+                        f" WHERE job={self._job_of} AND attempt=?",
                         (now, CANCELLED, key, row[1]),
                     )
                 db.execute(
@@ -661,10 +666,10 @@ class Journal:
                 ).fetchall()
                 if len(chosen) >= limit:
                     break
-            keys = [(key,) for key, _ in chosen]
-            for table in ("attempts", "events"):
-                db.executemany(f"DELETE FROM {table} WHERE key=?", keys)  # noqa: S608  constant
-            db.executemany("DELETE FROM batches WHERE job=?", [(job_id,) for _, job_id in chosen])
+            keys, ids = [(key,) for key, _ in chosen], [(job_id,) for _, job_id in chosen]
+            db.executemany("DELETE FROM events WHERE key=?", keys)
+            db.executemany("DELETE FROM attempts WHERE job=?", ids)
+            db.executemany("DELETE FROM batches WHERE job=?", ids)
             db.executemany("DELETE FROM jobs WHERE key=?", keys)
             results = 0
             if results_before is not None:
@@ -759,7 +764,8 @@ class Journal:
             if job is None:
                 return []
             attempts = db.execute(
-                "SELECT attempt, started_at, ended_at, outcome, detail FROM attempts WHERE key=?", (key,)
+                f"SELECT attempt, started_at, ended_at, outcome, detail FROM attempts WHERE job={self._job_of}",  # noqa: S608  constant
+                (key,),
             ).fetchall()
             events = db.execute("SELECT at, event, attempt, detail FROM events WHERE key=?", (key,)).fetchall()
         story = [(job[2], 0, JobEvent(job[2], "submitted", None, f"{job[0]} (rules {job[1]})"))]
@@ -834,7 +840,8 @@ class Journal:
         """The attempt history of a job: (attempt, started, ended, outcome, detail)."""
         with self._engine.reading() as db:
             return db.execute(
-                "SELECT attempt, started_at, ended_at, outcome, detail FROM attempts WHERE key=? ORDER BY attempt",
+                "SELECT attempt, started_at, ended_at, outcome, detail FROM attempts"  # noqa: S608  constant
+                f" WHERE job={self._job_of} ORDER BY attempt",
                 (key,),
             ).fetchall()
 

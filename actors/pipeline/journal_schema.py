@@ -165,6 +165,27 @@ def _batches_by_job_id(real: str, bigint: str, key: str, job_id: str) -> tuple[s
     )
 
 
+def _attempts_by_job_id(real: str, bigint: str, job_id: str) -> tuple[str, ...]:
+    """Attempts name a job by its integer id: a lease's attempts append to their index (jobs
+    are leased about in id order) instead of landing at random places in it."""
+    return (
+        f"""CREATE TABLE attempts_v3 (
+    job         {bigint} NOT NULL,
+    attempt     INTEGER NOT NULL,
+    started_at  {real} NOT NULL,
+    ended_at    {real},
+    outcome     TEXT,
+    detail      TEXT,
+    PRIMARY KEY (job, attempt)
+)""",
+        "INSERT INTO attempts_v3 (job, attempt, started_at, ended_at, outcome, detail)"  # noqa: S608  constant
+        f" SELECT j.{job_id}, a.attempt, a.started_at, a.ended_at, a.outcome, a.detail"
+        " FROM attempts a JOIN jobs j ON j.key = a.key",
+        "DROP TABLE attempts",
+        "ALTER TABLE attempts_v3 RENAME TO attempts",
+    )
+
+
 def _scale_indexes(order: str) -> tuple[str, ...]:
     """Indexes on the few rows each question needs, so that their cost stays flat as the
     journal grows: due jobs in lease order, leased jobs by deadline, ended jobs by age (for
@@ -293,6 +314,7 @@ MIGRATIONS: tuple[Migration, ...] = (
             *_RESULTS_CLIENT,
             _sqlite_jobs_with_ids,
             *_batches_by_job_id("REAL", "INTEGER", "", "id"),
+            *_attempts_by_job_id("REAL", "INTEGER", "id"),
             *_scale_indexes(""),  # the id (the insertion order) ends every index entry
             _COUNTS_TABLE.format(key="", bigint="INTEGER"),
             *_COUNTS_FILLED,
@@ -301,6 +323,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         (
             *_RESULTS_CLIENT,
             *_batches_by_job_id("DOUBLE PRECISION", "BIGINT", ' COLLATE "C"', "seq"),
+            *_attempts_by_job_id("DOUBLE PRECISION", "BIGINT", "seq"),
             *_scale_indexes(", seq"),
             _COUNTS_TABLE.format(key=' COLLATE "C"', bigint="BIGINT"),
             *_COUNTS_FILLED,
