@@ -351,3 +351,42 @@ def test_an_actor_of_ones_own_is_checked_by_its_annotations_and_path_args(args: 
         assert parse_topology(OPEN_ENDED % args).tree.children[1].args["anything"] == [1, 2]  # **extra takes it
     else:
         assert problems(OPEN_ENDED % args) == expected
+
+
+RETENTION_TREE = """
+nodes: {alpha: {}}
+tree:
+  children:
+    - {id: w, actor: flaky}
+"""
+
+
+def test_retention_ages_read_as_seconds_and_keep_as_forever() -> None:
+    default = parse_topology(RETENTION_TREE, "t.yaml").retention
+    assert (default.stored, default.dead, default.results, default.every, default.batch) == (
+        7 * 86400.0,
+        None,
+        None,
+        60.0,
+        5000,
+    )
+    chosen = parse_topology(
+        RETENTION_TREE + "retention: {stored: 12h, dead: 30d, results: keep, every: 5, batch: 100}\n", "t.yaml"
+    ).retention
+    assert (chosen.stored, chosen.dead, chosen.results, chosen.every, chosen.batch) == (
+        43200.0,
+        2592000.0,
+        None,
+        5.0,
+        100,
+    )
+    assert parse_topology(RETENTION_TREE + "retention: {stored: 90, dead: 1.5m}\n", "t.yaml").retention.dead == 90.0
+
+
+def test_a_bad_retention_is_located() -> None:
+    found = problems(RETENTION_TREE + "retention:\n  stored: 7w\n  results: -1\n  batch: 0\n")
+    assert found == [
+        "t.yaml:7: retention.stored: '7w' must be an age (seconds, or a number with s, m, h or d: 7d) or keep",
+        "t.yaml:8: retention.results: -1 must be an age (seconds, or a number with s, m, h or d: 7d) or keep",
+        "t.yaml:9: retention.batch: 0 must be an integer >= 1 and <= 100000",
+    ]
