@@ -12,6 +12,7 @@ from flotilla.actors import ActorSystem, ChildSpec, PoolSpec, SupervisorFlags, S
 from flotilla.actors.pipeline.extractor import Extractor
 from flotilla.actors.pipeline.fetcher import Fetcher
 from flotilla.actors.pipeline.journal import Journal, NewJob, natural_key
+from flotilla.actors.pipeline.pruning import Retention
 from flotilla.actors.pipeline.router import Router, Wake
 from flotilla.actors.pipeline.rules import ExtractionRules, FieldRule, RuleSet
 from flotilla.actors.resilience.alerts import AlertSink
@@ -186,4 +187,20 @@ def test_an_article_mentioning_captcha_is_stored_and_a_challenge_page_is_not(
     }
     assert [a[3] for a in journal.attempts(keys["/captcha/2"])] == ["BLOCKED"] * 3
     assert journal.result_count() == 1
+    journal.close()
+
+
+def test_the_routers_pruner_deletes_stored_jobs_by_the_retention_and_keeps_results(
+    system: ActorSystem, site: DemoSiteProcess, tmp_path: Path
+) -> None:
+    observed = PipelineObserver(system.observers)  # what the metrics endpoint keeps
+    system.extensions.put(Retention(stored=0.2, dead=None, every=0.1, batch=2))
+    journal = start_pipeline(system, tmp_path)
+    keys = submit(journal, system, site, [f"/product/{n}" for n in range(5)] + ["/gone/9"])
+    wait_until(lambda: journal.result_count() == 5, timeout=30, what="five results")
+    wait_until(lambda: journal.counts()["stored"] == 0, timeout=30, what="the stored jobs pruned")
+    assert journal.counts()["dead"] == 1  # dead letters are kept (dead: keep)
+    assert journal.job(keys["/product/0"]) is None and journal.result(keys["/product/0"]) is not None
+    routers, _ = observed.routers_and_fetchers()
+    assert routers[0].pruned["jobs"] == 5 and routers[0].pruned["results"] == 0
     journal.close()
