@@ -270,3 +270,14 @@ def test_counting_rows_of_closed_connections_fold_into_one(postgres_url: str) ->
 def _rows(journal: Journal) -> int:
     with journal._engine.reading() as db:  # noqa: SLF001
         return int(db.execute("SELECT COUNT(*) FROM job_counts").fetchone()[0])
+
+
+def test_jobs_are_found_by_their_integer_id_through_an_index_on_postgresql(postgres_url: str) -> None:
+    journal = open_journal(postgres_url)
+    journal.submit([job(i) for i in range(3)], batch="b")
+    with journal._engine.reading() as db:  # noqa: SLF001 - the test reads the planner's choice
+        db.execute("SET enable_seqscan = off")
+        plan = " ".join(row[0] for row in db.execute("EXPLAIN UPDATE jobs SET tries = 0 WHERE seq = 1").fetchall())
+        db.execute("RESET enable_seqscan")
+    assert "jobs_by_seq" in plan
+    journal.close()

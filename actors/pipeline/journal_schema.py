@@ -322,6 +322,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         ),
         (
             *_RESULTS_CLIENT,
+            "CREATE UNIQUE INDEX IF NOT EXISTS jobs_by_seq ON jobs (seq)",  # a job's integer id
             *_batches_by_job_id("DOUBLE PRECISION", "BIGINT", ' COLLATE "C"', "seq"),
             *_attempts_by_job_id("DOUBLE PRECISION", "BIGINT", "seq"),
             *_scale_indexes(", seq"),
