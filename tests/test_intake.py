@@ -367,3 +367,23 @@ def test_two_spellings_of_one_page_become_one_job(client: IntakeClient, first: s
     assert acks[0].key == acks[1].key
     assert client.counts().states["pending"] == 1
     assert [job.url for job in client.status([acks[0].key])] == [first]  # fetched as first written
+
+
+def test_remembered_answers_are_bounded_and_an_older_retry_is_answered_from_the_journal(
+    intake: tuple[Intake, list[int]],
+) -> None:
+    from flotilla.nodes.intake.protocol import Submit, encoder
+    from flotilla.nodes.intake.server import REMEMBERED_ACKS
+
+    server = intake[0]
+    jobs = [JobSpec(f"http://127.0.0.1/bounded/{n}", "product") for n in range(MAX_BATCH - 1)] + [
+        JobSpec("http://127.0.0.1/bounded/0", "product")  # the same page twice: a duplicate within the request
+    ]
+    first = server.handle(encoder.encode(Submit(1, jobs, session="s9")), "alice")
+    for n in range(2, 2 + REMEMBERED_ACKS // MAX_BATCH + 1):  # enough to push the first answer out
+        batch = [JobSpec(f"http://127.0.0.1/push/{n}/{k}", "product") for k in range(MAX_BATCH)]
+        server.handle(encoder.encode(Submit(n, batch, session="s9")), "alice")
+    assert server._remembered_acks <= REMEMBERED_ACKS  # noqa: SLF001 - the bound itself
+    assert ("alice", "s9", 1) not in server._answers  # noqa: SLF001
+    again = server.handle(encoder.encode(Submit(1, jobs, session="s9")), "alice")  # the first answer was lost
+    assert [(a.key, a.status) for a in again.acks] == [(a.key, a.status) for a in first.acks]

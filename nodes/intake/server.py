@@ -84,6 +84,9 @@ _log = structlog.get_logger("flotilla.intake")
 
 REMEMBERED_ANSWERS = 1024
 """Answers to recent submissions kept for clients that retry (by session and request id)."""
+REMEMBERED_ACKS = 20_000
+"""Most acknowledgements kept in those answers, in all (about 4 MB): a retry of an older
+request is answered from the journal instead, which knows what the same request recorded."""
 
 
 def check_job(job: JobSpec, rule_sets: set[str], credential_rules: AbstractSet[str] = frozenset()) -> str | None:
@@ -175,6 +178,16 @@ class Intake:
         )
         self.serving = self.server.guard
         self._answers: OrderedDict[tuple[str, str, int], Submitted] = OrderedDict()
+        self._remembered_acks = 0
+
+    def _remember(self, request: tuple[str, str, int], answer: Submitted) -> None:
+        """Keep `answer` for a retry of `request`, forgetting the oldest answers beyond
+        `REMEMBERED_ANSWERS` answers or `REMEMBERED_ACKS` acknowledgements."""
+        self._answers[request] = answer
+        self._remembered_acks += len(answer.acks)
+        while len(self._answers) > REMEMBERED_ANSWERS or self._remembered_acks > REMEMBERED_ACKS:
+            _, forgotten = self._answers.popitem(last=False)
+            self._remembered_acks -= len(forgotten.acks)
 
     @property
     def served(self) -> int:
@@ -269,9 +282,7 @@ class Intake:
                 origin = f"{user}:{session}:{request.id}" if session else ""
                 answer = self._submit(request.id, jobs, user, origin, batch or origin or uuid.uuid4().hex)
                 if session:
-                    self._answers[(user, session, request.id)] = answer
-                    while len(self._answers) > REMEMBERED_ANSWERS:
-                        self._answers.popitem(last=False)
+                    self._remember((user, session, request.id), answer)
                 return answer
             case Status(keys=keys):
                 rows = [self.journal.job(key, scope) for key in keys]
