@@ -64,10 +64,10 @@ class Retention:
 
 def prune_all(journal: Journal, retention: Retention, now: float, stop: threading.Event | None = None) -> Pruned:
     """Prune `journal` by `retention` as of `now`, a batch per transaction, until nothing is
-    due (or `stop` is set); returns what was deleted in all."""
+    due (or `stop` is set), then fold its counting rows; returns what was deleted in all."""
     ended, results_before = retention.cutoffs(now)
     jobs = results = 0
-    while stop is None or not stop.is_set():
+    while retention.prunes and (stop is None or not stop.is_set()):
         pruned = journal.prune(ended, results_before, retention.batch)
         jobs, results = jobs + pruned.jobs, results + pruned.results
         if pruned.jobs < retention.batch and pruned.results < retention.batch:
@@ -98,8 +98,8 @@ class Pruner:
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def start(self) -> None:
-        if self.retention.prunes:
-            self._thread.start()
+        """Start the thread (it also folds PostgreSQL's counting rows when nothing is pruned)."""
+        self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
