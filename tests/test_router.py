@@ -201,6 +201,11 @@ def test_the_routers_pruner_deletes_stored_jobs_by_the_retention_and_keeps_resul
     wait_until(lambda: journal.counts()["stored"] == 0, timeout=30, what="the stored jobs pruned")
     assert journal.counts()["dead"] == 1  # dead letters are kept (dead: keep)
     assert journal.job(keys["/product/0"]) is None and journal.result(keys["/product/0"]) is not None
-    routers, _ = observed.routers_and_fetchers()
-    assert routers[0].pruned["jobs"] == 5 and routers[0].pruned["results"] == 0
+
+    def tallied() -> bool:  # a pass is published once it is over
+        routers, _ = observed.routers_and_fetchers()
+        return routers[0].pruned["jobs"] == 5
+
+    wait_until(tallied, timeout=10, what="the pruned jobs in the metrics' tallies")
+    assert observed.routers_and_fetchers()[0][0].pruned["results"] == 0
     journal.close()
