@@ -35,6 +35,7 @@ resilience: {}
 egress: {}
 failover: {candidates: [alpha]}
 journal: {url: "postgresql://fleet@db/jobs"}
+retention: {}
 """
 """Every section present with only its required keys."""
 
@@ -134,6 +135,11 @@ READ: dict[tuple[str, str], Read] = {
     ("transport", "high_water_mark"): lambda bare, full: full.transport.high_water_mark,
     ("transport", "backlog"): lambda bare, full: full.transport.backlog,
     ("transport", "node_wait"): lambda bare, full: full.transport.node_wait,
+    ("retention", "stored"): lambda bare, full: full.retention.stored,
+    ("retention", "dead"): lambda bare, full: full.retention.dead,
+    ("retention", "results"): lambda bare, full: full.retention.results,
+    ("retention", "every"): lambda bare, full: full.retention.every,
+    ("retention", "batch"): lambda bare, full: full.retention.batch,
 }
 """Where to find, in what the reader built, the value of every key that has a default."""
 
