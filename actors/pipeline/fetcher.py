@@ -2,8 +2,9 @@
 
 Each fetcher runs its own asyncio loop (on a thread of its own) with one aiohttp session.
 A `FetchJob` starts a request and returns at once; when the answer is in, a 200 page goes to
-the extractor pool with `ExtractJob` (and the router is told `Fetched`), and anything else
-comes back to the router as a `JobOutcome` with a typed `Failure`:
+the extractor pool with `ExtractJob` (the extractor reports it to the router: one message
+back per job), and anything else comes back to the router as a `JobOutcome` with a typed
+`Failure`:
 
 * TRANSIENT — timeouts, connection errors and resets, 5xx, 408;
 * BLOCKED — 403 and 429 (with the Retry-After they give, in seconds or as a date);
@@ -45,7 +46,6 @@ from flotilla.actors.pipeline.messages import (
     Deferred,
     ExtractJob,
     Failure,
-    Fetched,
     FetchJob,
     JobOutcome,
 )
@@ -322,7 +322,6 @@ class Fetcher(Actor):
             return
         if target and not (admission.trial or admission.probe):  # the extractor judges trials and probes
             ResilienceView.of(self.system).record(target, "answered", proxy=admission.proxy, retry=job.tries > 1)
-        reply.tell(Fetched(job.key, job.token))
         self.extractor.tell(
             ExtractJob(
                 job.key,

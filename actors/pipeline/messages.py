@@ -98,7 +98,8 @@ class ExtractJob(Message, frozen=True, tag=True):
 
 
 class Fetched(Message, frozen=True, tag=True):
-    """The page of attempt `token` of job `key` was fetched; extraction starts."""
+    """The page of attempt `token` of job `key` was fetched; extraction starts. Sent by nodes
+    of earlier versions only (a router ignores it: the `JobOutcome` follows); still decoded."""
 
     key: str
     token: int

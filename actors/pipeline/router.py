@@ -2,8 +2,11 @@
 
 It leases due jobs from the journal, at most `max_in_flight` at a time (backpressure: a job
 is only leased when there is room for it), and tells each to the fetcher pool as a
-`FetchJob` naming the router as `reply_to`. Reports come back as `Fetched` and `JobOutcome`
-and are written to the journal in batches (one transaction per burst of messages):
+`FetchJob` naming the router as `reply_to`. One report comes back per attempt, a `JobOutcome`
+(from the fetcher for a failed fetch, from the extractor for a fetched page), or a `Deferred`
+or `Returned`; reports are written to the journal in batches (one transaction per burst of
+messages). A job's one lease covers its fetch and its extraction (`visibility`). A `Fetched`
+from a node of an earlier version changes nothing (no `extracting` state is written):
 
 * fields — stored, exactly once (the journal's conditional put);
 * TRANSIENT — retried after ``min(cap, base * 2**(attempt-1))`` seconds, stretched by up to
@@ -318,7 +321,7 @@ class Router(Actor):
         if isinstance(message, JobOutcome):
             self._outcome(message)
         elif isinstance(message, Fetched):
-            self._write(lambda: self.journal.extracting(message.key, message.token))
+            pass  # from a node of an earlier version: its JobOutcome follows
         elif isinstance(message, Deferred):
             self._defer(message.key, message.token, message.delay, message.reason, budget=message.budget)
         elif isinstance(message, Returned):
