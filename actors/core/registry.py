@@ -204,9 +204,24 @@ class Slot:
         self._dead_letters.record(self.path, message, was_ask=was_ask)
 
 
+def _local_first(replicas: Sequence[Slot], turn: int) -> Slot | None:
+    """The replica at `turn` among the live ones that run on this node (round-robin over
+    them), else among the live ones anywhere; None if none is live."""
+    local = [replica for replica in replicas if replica.actor is not None]
+    if local:
+        return local[turn % len(local)]
+    count = len(replicas)
+    for offset in range(count):
+        replica = replicas[(turn + offset) % count]
+        if replica.live:
+            return replica
+    return None
+
+
 class PoolSlot(Slot):
-    """The slot of a pool: work goes round-robin to a live replica, supervisor requests
-    go to the pool's own supervisor."""
+    """The slot of a pool: work goes round-robin to a live replica on this node if there is
+    one (a page is extracted where it was fetched), else round-robin to a live replica
+    anywhere; supervisor requests go to the pool's own supervisor."""
 
     __slots__ = ("_replicas", "_turn")
 
@@ -226,15 +241,9 @@ class PoolSlot(Slot):
 
     def _pick(self) -> Slot | None:
         replicas = self._replicas
-        count = len(replicas)
-        if not count:
+        if not replicas:
             return None
-        start = next(self._turn)
-        for offset in range(count):
-            replica = replicas[(start + offset) % count]
-            if replica.live:
-                return replica
-        return None
+        return _local_first(replicas, next(self._turn))
 
     def tell(self, message: Any) -> None:
         if isinstance(message, SupervisorRequest):
@@ -254,6 +263,43 @@ class PoolSlot(Slot):
             self.dead_letter(message, was_ask=True)
             return False
         return replica.deliver(message, reply_to)
+
+
+class PoolRoute(Slot):
+    """The way to a pool supervised on another node (`remote`), from this node: work goes
+    round-robin to a live replica of the pool that runs here, if there is one (so a page is
+    extracted on the node that fetched it), else to `remote`, whose node picks a replica;
+    supervisor requests always go to `remote`."""
+
+    __slots__ = ("remote", "_registry", "_turn")
+
+    def __init__(self, path: str, remote: Slot, registry: Registry) -> None:
+        super().__init__(path, registry.dead_letters)
+        self.remote = remote
+        self._registry = registry
+        self._turn = itertools.count()
+
+    @property
+    def live(self) -> bool:
+        return self._local() is not None or self.remote.live
+
+    def _local(self) -> Slot | None:
+        replicas = self._registry.local_replicas(self.path)
+        if not replicas:
+            return None
+        return _local_first(replicas, next(self._turn))  # each is a slot of this node
+
+    def tell(self, message: Any) -> None:
+        replica = None if isinstance(message, SupervisorRequest) else self._local()
+        (replica or self.remote).tell(message)
+
+    def ask(self, message: Any, timeout: float | None = DEFAULT_ASK_TIMEOUT) -> PendingReply:
+        replica = None if isinstance(message, SupervisorRequest) else self._local()
+        return (replica or self.remote).ask(message, timeout)
+
+    def deliver(self, message: Any, reply_to: Any) -> bool:
+        replica = None if isinstance(message, SupervisorRequest) else self._local()
+        return (replica or self.remote).deliver(message, reply_to)
 
 
 class PathRef:
@@ -321,6 +367,8 @@ class Registry:
 
     def __init__(self) -> None:
         self._slots: dict[str, Slot] = {}
+        self._replicas: dict[str, tuple[Slot, ...]] = {}
+        """Slots of numbered children (a pool's replicas) by their parent's path."""
         self._lock = threading.Lock()
         self._created = threading.Condition(self._lock)
         self.dead_letters = DeadLetters()
@@ -336,8 +384,23 @@ class Registry:
                 if slot is not None:
                     slot.retired = True
                 slot = self._slots[path] = wanted(path, self.dead_letters)
+                self._index_replica(path)
                 self._created.notify_all()
             return slot
+
+    def _index_replica(self, path: str) -> None:
+        """Refresh the replicas known under `path`'s parent, if `path` is numbered (lock held)."""
+        parent, _, last = path.rpartition("/")
+        if parent and last.isdigit():
+            prefix = parent + "/"
+            self._replicas[parent] = tuple(
+                slot for p, slot in self._slots.items() if p.startswith(prefix) and p[len(prefix) :].isdigit()
+            )
+
+    def local_replicas(self, path: str) -> tuple[Slot, ...]:
+        """The slots on this node of the numbered children of `path` (the replicas of the
+        pool at `path` that run here, live or not)."""
+        return self._replicas.get(path, ())
 
     def wait_for_slot(self, path: str, timeout: float) -> Slot | None:
         """Wait up to `timeout` s for a slot at `path`; return it or None."""
@@ -374,6 +437,8 @@ class Registry:
                 if (p == path or (with_descendants and p.startswith(prefix))) and not (only_idle and slot.actor)
             ]
             slots = [self._slots.pop(p) for p in doomed]
+            for p in doomed:
+                self._index_replica(p)
         for slot in slots:
             slot.retired = True
 

@@ -3,10 +3,12 @@
 `Cluster` implements the actor layer's `RemoteLink` on top of the `Transport`:
 
 * **Remote refs.** A path that runs on another node (by the `Directory`) resolves to a
-  `RemoteSlot`: a tell becomes a `Tell` envelope, an ask an `Ask` with a fresh reference
-  whose `Reply` or `Fail` completes the asker's future. Asks to a node that is down fail
-  at once with `NodeUnreachable`; asks in flight when it goes down fail then. A tell to a node that
-  is down is a dead letter, counted and logged, never silent.
+  `RemoteSlot` (a pool's path to a `PoolRoute`, which prefers the pool's replicas on this
+  node and goes through the `RemoteSlot` only when none runs here): a tell becomes a `Tell`
+  envelope, an ask an `Ask` with a fresh reference whose `Reply` or `Fail` completes the
+  asker's future. Asks to a node that is down fail at once with `NodeUnreachable`; asks in
+  flight when it goes down fail then. A tell to a node that is down is a dead letter,
+  counted and logged, never silent.
 * **Membership.** Every node sends a `Heartbeat` to every peer each `heartbeat_interval`;
   a peer silent for `heartbeat_timeout` is down (killed, frozen, cut off alike); a peer
   heard again is up, and a new boot id means it restarted (down, then up). Subscribers get
@@ -36,11 +38,11 @@ from typing import Any
 import pykka
 import structlog
 
-from flotilla.actors.core.child_spec import actor_classes
+from flotilla.actors.core.child_spec import PoolSpec, actor_classes
 from flotilla.actors.core.errors import ActorCrashed, NodeUnreachable, NoSuchActor, RemoteFailure, Unavailable
 from flotilla.actors.core.errors import Timeout as AskTimeout
 from flotilla.actors.core.messages import Crash, Down, ExitReason, NodeDown, NodeUp, NoProc
-from flotilla.actors.core.registry import DEFAULT_ASK_TIMEOUT, PendingReply, Slot
+from flotilla.actors.core.registry import DEFAULT_ASK_TIMEOUT, PendingReply, PoolRoute, Slot
 from flotilla.actors.core.remote import RemoteIncarnation
 from flotilla.actors.core.system import ActorSystem
 from flotilla.actors.core.throttle import Throttle
@@ -230,6 +232,7 @@ class Cluster:
         self._refs = itertools.count(1)
         self._seq = itertools.count(1)
         self._remote_slots: dict[str, RemoteSlot] = {}
+        self._pool_routes: dict[str, PoolRoute] = {}
         self.owner_token = 0
         """The tree's lease token while this node owns the tree (0: it does not)."""
         self._children: dict[str, RemoteIncarnation] = {}
@@ -319,7 +322,15 @@ class Cluster:
 
     def _resolve(self, path: str) -> Slot | None:
         node = self.whereis(path)
-        return self.remote_slot(path) if node != self.node and node in self.peers else None
+        if node == self.node or node not in self.peers:
+            return None
+        if isinstance(self.directory.spec_at(path), PoolSpec):  # its replicas here, if any, go first
+            with self._lock:
+                route = self._pool_routes.get(path)
+                if route is None:
+                    route = self._pool_routes[path] = PoolRoute(path, self.remote_slot(path), self.system.registry)
+                return route
+        return self.remote_slot(path)
 
     def watch_membership(self, listener: Callable[[Any], None]) -> Callable[[], None]:
         with self._lock:
@@ -660,6 +671,8 @@ class Cluster:
             moved = [path for path in self._remote_slots if self.directory.owned(path)]
             for path in moved:
                 self._remote_slots.pop(path).retired = True  # refs holding it re-resolve
+            for path in [p for p in self._pool_routes if self.directory.owned(p)]:
+                self._pool_routes.pop(path).retired = True
         _log.info("cluster.owner", owner=node, token=token, was=before)
 
     def _heard(self, peer: str, beat: Heartbeat) -> None:
