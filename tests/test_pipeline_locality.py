@@ -2,8 +2,9 @@
 worker nodes and both pools supervised on the intake node, the intake node's transport
 carries the jobs and their outcomes but no page bodies (its traffic per job does not grow
 with the page); with no extractor on the fetching node, pages go to a remote one and every
-job is stored all the same. Real node processes, the real demo site, the intake node's
-/metrics endpoint."""
+job is stored all the same. Underneath: a node that runs replicas of a pool supervised
+elsewhere sends the pool's work to them, and to the pool's node once none runs here. Real
+node processes, the real demo site, the intake node's /metrics endpoint."""
 
 from __future__ import annotations
 
@@ -14,11 +15,12 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from flotilla.actors.core.messages import WhichChildren
 from flotilla.nodes.config.topology import load_topology
 from flotilla.nodes.intake.client import IntakeClient
 from flotilla.nodes.intake.protocol import JobSpec
 from scripts.harness import DemoSiteProcess, free_ports, wait_until
-from tests.cluster_harness import LiveCluster, write_topology
+from tests.cluster_harness import LiveCluster, make_cluster, write_topology
 
 PAGE_BYTES = 10_000
 """The size of every page fetched here (the demo site's /huge/N)."""
@@ -132,3 +134,34 @@ def test_with_no_extractor_on_the_fetching_node_pages_go_to_a_remote_one(
     # beta's pages reach gamma's extractor through the pool's node: in once, out once
     print(f"alpha: {per_page:.0f} bytes per {PAGE_BYTES}-byte page, extracted on another node")
     assert per_page > 2 * PAGE_BYTES, f"alpha moved {per_page:.0f} bytes per {PAGE_BYTES}-byte page"
+
+
+SPREAD_TREE = """
+children:
+  - id: spread
+    pool: {actor: "tests.helpers:Probe", size: 4}
+    nodes: [beta, tester]
+"""
+
+
+def test_a_pool_supervised_elsewhere_prefers_its_replicas_on_the_sending_node(
+    tmp_path: Path, clusters: list[LiveCluster]
+) -> None:
+    cluster = make_cluster(tmp_path, SPREAD_TREE)  # alpha supervises; replicas 1 and 3 run in this process
+    clusters.append(cluster)
+    cluster.start_node("beta")
+    cluster.start_node("alpha")
+    system = cluster.join()
+    cluster.wait_up("alpha", "beta")
+    pool = "alpha/root/spread"
+
+    def running() -> int:
+        try:
+            return sum(c.status == "running" for c in system.ask(pool, WhichChildren(), timeout=2))
+        except Exception:  # noqa: BLE001 - not up yet
+            return 0
+
+    wait_until(lambda: running() == 4, timeout=20, what="the pool's four replicas")
+    assert {system.ask(pool, "whoami")[0] for _ in range(8)} == {f"{pool}/1", f"{pool}/3"}
+    system.supervisor(pool).scale(1)  # only replica 0 is left, on beta
+    assert {system.ask(pool, "whoami")[0] for _ in range(4)} == {f"{pool}/0"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from flotilla.actors import ActorSystem, ChildSpec, PoolSpec, SupervisorError, SupervisorFlags, SupervisorSpec
+from flotilla.actors.core.registry import PoolSlot, Slot
 from tests.helpers import Probe, crash
 
 
@@ -63,3 +64,38 @@ def test_scaling_something_that_is_not_a_pool_is_refused(system: ActorSystem) ->
     with pytest.raises(SupervisorError) as raised:
         system.supervisor("t/root/pool").scale(-1)
     assert raised.value.code == "invalid"
+
+
+class _Elsewhere(Slot):
+    """A replica on another node as a pool's slot sees it: live, with no actor here; what
+    reaches it is kept."""
+
+    def __init__(self, path: str, system: ActorSystem) -> None:
+        super().__init__(path, system.registry.dead_letters)
+        self.told: list[object] = []
+
+    @property
+    def live(self) -> bool:
+        return True
+
+    def tell(self, message: object) -> None:
+        self.told.append(message)
+
+
+def test_pool_work_goes_to_the_replicas_on_this_node_first(system: ActorSystem) -> None:
+    path = start_pool(system, size=2)
+    slot = system.registry.lookup(path)
+    assert isinstance(slot, PoolSlot)
+    here = [system.registry.lookup(f"{path}/{i}") for i in range(2)]
+    elsewhere = [_Elsewhere(f"{path}/{i}", system) for i in (2, 3)]
+    slot.set_replicas([elsewhere[0], here[0], elsewhere[1], here[1]])  # as a pool spread over nodes has them
+    assert sorted(system.ask(path, "whoami")[0] for _ in range(6)) == sorted([f"{path}/0", f"{path}/1"] * 3)
+    system.ref(path).tell("to a local replica")
+    assert not elsewhere[0].told and not elsewhere[1].told
+    pool = system.supervisor(path)
+    pool.terminate_child("0")
+    pool.terminate_child("1")
+    for n in range(4):
+        system.ref(path).tell(n)
+    assert sorted(elsewhere[0].told + elsewhere[1].told) == [0, 1, 2, 3]
+    assert elsewhere[0].told and elsewhere[1].told  # round-robin over the others once none is here
