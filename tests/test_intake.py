@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
 import zmq
 
+from flotilla.actors import ActorSystem, ChildSpec, SupervisorSpec
+from flotilla.actors.resilience.messages import HoldCommand, HoldMode, HoldStatus
 from flotilla.nodes.intake.auth import ClientKey, IntakeAccess
 from flotilla.nodes.intake.client import IntakeClient, IntakeError, IntakeRefused, IntakeUnavailable
 from flotilla.nodes.intake.protocol import MAX_BATCH, JobSpec
 from flotilla.nodes.intake.server import Intake
 from flotilla.nodes.security.keys import CurveKeys, generate_keys, load_public, load_secret
 from scripts.harness import free_ports
+from tests.helpers import Block, Probe
 
 
 def make_access(directory: Path, clients: tuple[str, ...] = ("alice", "bob")) -> IntakeAccess:
@@ -387,3 +393,54 @@ def test_remembered_answers_are_bounded_and_an_older_retry_is_answered_from_the_
     assert ("alice", "s9", 1) not in server._answers  # noqa: SLF001
     again = server.handle(encoder.encode(Submit(1, jobs, session="s9")), "alice")  # the first answer was lost
     assert [(a.key, a.status) for a in again.acks] == [(a.key, a.status) for a in first.acks]
+
+
+def test_a_hold_waiting_on_a_slow_hold_monitor_holds_up_no_other_request(tmp_path: Path, system: ActorSystem) -> None:
+    """The Hold monitor is busy (a real actor, blocked): an operator's `hold on` waits for
+    it, while a submission on the same intake is answered at once."""
+    system.start(SupervisorSpec("root", children=(ChildSpec("hold", Probe),)))
+    busy = Block(threading.Event())
+    system.ref("t/root/hold").tell(busy)
+    assert busy.entered.wait(5)
+    asking = threading.Event()
+
+    def hold(mode: HoldMode | None) -> HoldStatus:
+        if mode is None:
+            return HoldStatus(on=False)
+        asking.set()
+        system.ask("t/root/hold", HoldCommand(mode), timeout=20)  # waits until the monitor is free
+        return HoldStatus(on=mode == "on", mode=mode, reason="forced by an operator")
+
+    keys = tmp_path / "keys"
+    server = Intake(
+        f"tcp://127.0.0.1:{free_ports(1)[0]}",
+        tmp_path / "journal.sqlite",
+        {"product"},
+        lambda: None,
+        hold,
+        access=make_access(keys),
+    )
+    server.start()
+    held: list[Any] = []
+    operator = IntakeClient(server.address, timeout=20, key=key_of(keys, "local"))
+    waiting = threading.Thread(target=lambda: held.append(operator.hold("on")))
+    try:
+        waiting.start()
+        assert asking.wait(5)
+        with IntakeClient(server.address, timeout=5, key=key_of(keys, "alice")) as alice:
+            started = time.monotonic()
+            acks = alice.submit([JobSpec("http://127.0.0.1:1/product/1", "product")])
+            answered_in = time.monotonic() - started
+            assert [a.status for a in acks] == ["accepted"]
+            assert answered_in < 1.0, f"a submission waited {answered_in:.2f} s behind a Hold"
+            assert alice.counts().states["pending"] == 1
+        assert not held and waiting.is_alive()  # the Hold still waits for its monitor
+        busy.release.set()
+        waiting.join(20)
+        assert not waiting.is_alive()
+        assert held[0].on and held[0].mode == "on" and held[0].reason == "forced by an operator"
+    finally:
+        busy.release.set()
+        waiting.join(20)
+        operator.close()
+        server.close()

@@ -7,7 +7,9 @@ unknown rule set, a bad key) is rejected with its reason, and the others go on; 
 before is acknowledged as a duplicate and changes nothing. After accepting new jobs the
 intake wakes the router. While the fleet is in Hold, results are still served, marked stale.
 Every submission belongs to a batch (the client's id, or one the intake makes), whose progress
-`BatchStatus` reports; `History` tells one job's story. The control requests (`Cancel`,
+`BatchStatus` reports; `History` tells one job's story. A `Hold` that sets the fleet's mode
+asks the Hold monitor on a worker thread and is answered when it replies: the intake's own
+thread goes on serving meanwhile. The control requests (`Cancel`,
 `BreakerReset`) are written to the node's audit log before they run and after, like shell
 commands, and refused if the log cannot be written.
 
@@ -24,6 +26,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from collections.abc import Set as AbstractSet
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -78,7 +81,7 @@ from flotilla.nodes.intake.protocol import (
 from flotilla.nodes.security.audit import audit_entry
 from flotilla.nodes.serving.refusals import refusals
 from flotilla.nodes.serving.request_id import request_id
-from flotilla.nodes.serving.router_server import Endpoint, RouterServer
+from flotilla.nodes.serving.router_server import Endpoint, Later, RouterServer
 
 _log = structlog.get_logger("flotilla.intake")
 
@@ -87,6 +90,9 @@ REMEMBERED_ANSWERS = 1024
 REMEMBERED_ACKS = 20_000
 """Most acknowledgements kept in those answers, in all (about 4 MB): a retry of an older
 request is answered from the journal instead, which knows what the same request recorded."""
+CONTROL_THREADS = 2
+"""Threads that run the requests which ask an actor (a `Hold` that sets the mode); more such
+requests wait for one of them, while every other request is served at once."""
 
 
 def check_job(job: JobSpec, rule_sets: set[str], credential_rules: AbstractSet[str] = frozenset()) -> str | None:
@@ -177,6 +183,8 @@ class Intake:
             on_give_up=on_give_up,
         )
         self.serving = self.server.guard
+        self._control = ThreadPoolExecutor(CONTROL_THREADS, thread_name_prefix="intake control")
+        """Where requests that ask an actor (and may wait for it) run, off the serving thread."""
         self._answers: OrderedDict[tuple[str, str, int], Submitted] = OrderedDict()
         self._remembered_acks = 0
 
@@ -200,17 +208,21 @@ class Intake:
 
     def close(self) -> None:
         self.server.close()
+        self._control.shutdown(wait=False, cancel_futures=True)
         self.journal.close()
 
-    def _answer(self, frame: zmq.Frame, _endpoint: int) -> bytes:
-        """The answer frame to one request frame, as the name of the client's key."""
-        return _encode(self.handle(frame.buffer, str(frame.get("User-Id"))))
+    def _answer(self, frame: zmq.Frame, _endpoint: int) -> bytes | Later:
+        """The answer frame to one request frame, as the name of the client's key (a `Later`
+        for a request answered from a worker thread)."""
+        answer = self.handle(frame.buffer, str(frame.get("User-Id")))
+        return answer if isinstance(answer, Later) else _encode(answer)
 
-    def handle(self, frame: bytes | memoryview, user: str) -> Answer:
+    def handle(self, frame: bytes | memoryview, user: str) -> Answer | Later:
         """The answer to one request frame from `user` (the name of the peer's key, which the
-        audit log names). Never raises: a frame that does not decode is refused (counted,
-        logged once per interval) and answered with its id if it has one; a request beyond
-        the user's role is refused."""
+        audit log names), or for a `Hold` that sets the mode a `Later` that gets the encoded
+        answer once the Hold monitor replied. Never raises: a frame that does not decode is
+        refused (counted, logged once per interval) and answered with its id if it has one; a
+        request beyond the user's role is refused."""
         try:
             request = request_decoder.decode(frame)
         except Exception as exc:  # noqa: BLE001 - msgspec's DecodeError, bad UTF-8, nesting...
@@ -222,6 +234,8 @@ class Intake:
             return Error(request.id, refusal)
         if isinstance(request, (Cancel, BreakerReset)):
             return self._audited(request, user)
+        if isinstance(request, Hold) and request.mode is not None:
+            return self._off_thread(request, lambda: self._hold_info(request))
         try:
             return self._dispatch(request, user, self.access.scope(user))
         except Exception as exc:  # noqa: BLE001 - a failed request must not stop the intake
@@ -310,11 +324,8 @@ class Intake:
                     bool(notice),
                     notice,
                 )
-            case Hold(mode=mode):
-                status = self._hold(mode)
-                if status is None:
-                    return Error(request.id, "this topology has no Hold monitor (resilience.hold)")
-                return HoldInfo(request.id, status.on, status.mode, status.reason, status.since, status.success_rate)
+            case Hold():
+                return self._hold_info(request)
             case Counts():
                 return CountList(request.id, self.journal.counts(scope), self.journal.result_count(scope))
             case Replay(keys=keys):
@@ -346,6 +357,32 @@ class Intake:
             case BreakerReset(target=target):
                 return self._breaker_reset(request.id, target)
         return Error(request.id, f"unhandled request {type(request).__name__}")
+
+    def _hold_info(self, request: Hold) -> Answer:
+        """Set the fleet's Hold (if `request.mode`) and say how it stands (asks the Hold
+        monitor when a mode is given: not on the serving thread)."""
+        status = self._hold(request.mode)
+        if status is None:
+            return Error(request.id, "this topology has no Hold monitor (resilience.hold)")
+        return HoldInfo(request.id, status.on, status.mode, status.reason, status.since, status.success_rate)
+
+    def _off_thread(self, request: Any, work: Callable[[], Answer]) -> Later:
+        """Run `work` on a control thread; its answer (or the Error of what it raised) is
+        sent when it is ready."""
+        later = Later()
+
+        def run() -> None:
+            try:
+                answer = work()
+            except Exception as exc:  # noqa: BLE001 - a failed request must not go unanswered
+                refusals.refuse(
+                    "intake", "failed", f"{type(exc).__name__}: {exc}", event="intake.request_failed", exc_info=True
+                )
+                answer = Error(id=request.id, reason=f"{type(exc).__name__}: {str(exc)[:500]}")
+            later.send(_encode(answer))
+
+        self._control.submit(run)
+        return later
 
     def _story(self, request_id: int, key: str, user: str, scope: str | None) -> Answer:
         """The story of job `key`: a stored key, or a key as the caller submitted it (its own

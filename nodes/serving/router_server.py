@@ -10,6 +10,11 @@ disconnects a peer whose message exceeds `max_request_bytes` (MAXMSGSIZE) and fa
 to a client that is gone (ROUTER_MANDATORY). A failure of the loop itself restarts it, or
 stops the node if it keeps failing (`flotilla.nodes.serving.guard`).
 
+An answer that takes time (an ask of an actor that may be slow) need not hold the thread:
+`answer` returns a `Later` instead of the bytes, hands the work to another thread, and that
+thread calls `Later.send(frame)`; the serving thread sends it (woken at once) and meanwhile
+goes on answering every other request.
+
 A CURVE endpoint admits only the keys its context's ZAP authenticator lets in; the server
 starts and stops that authenticator with itself. An ``ipc://`` endpoint is the server's own
 file: one left by a killed process is replaced, the new one is made 0600 (its user only), and
@@ -19,6 +24,7 @@ it is removed when the server stops.
 from __future__ import annotations
 
 import os
+import queue
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -57,6 +63,34 @@ def _no_give_up(_reason: str) -> None:
     return None
 
 
+class Later:
+    """The answer to one request, sent when it is ready: an `answer` function returns one
+    and something on another thread calls `send(frame)` once (from any thread)."""
+
+    __slots__ = ("_lock", "_frame", "_deliver")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._frame: bytes | None = None
+        self._deliver: Callable[[bytes], None] | None = None
+
+    def send(self, frame: bytes) -> None:
+        """The answer is `frame`: the server sends it to the client that asked."""
+        with self._lock:
+            deliver = self._deliver
+            if deliver is None:
+                self._frame = frame  # ready before the server took it: sent once it does
+                return
+        deliver(frame)
+
+    def bind(self, deliver: Callable[[bytes], None]) -> None:
+        """Send the answer with `deliver` (the server calls this once; at once if it is ready)."""
+        with self._lock:
+            self._deliver, frame = deliver, self._frame
+        if frame is not None:
+            deliver(frame)
+
+
 class RouterServer:
     """Serves ROUTER sockets on one thread, answering each request with `answer`."""
 
@@ -65,7 +99,7 @@ class RouterServer:
         name: str,
         context: zmq.Context,
         endpoints: Sequence[Endpoint],
-        answer: Callable[[zmq.Frame, int], bytes],
+        answer: Callable[[zmq.Frame, int], bytes | Later],
         *,
         max_request_bytes: int,
         listening_for: str,
@@ -75,8 +109,8 @@ class RouterServer:
     ) -> None:
         """`name` names the thread, the refusals and the guard. `context` becomes the
         server's: `close` ends it. `answer(frame, index)` gets a request frame and the index
-        of the endpoint it came in on, and returns the answer frame; what it raises counts as
-        a failure of the loop. `listening_for` says who connects, for the error when an
+        of the endpoint it came in on, and returns the answer frame (or a `Later` that gets
+        it); what it raises counts as a failure of the loop. `listening_for` says who connects, for the error when an
         endpoint cannot be bound ("cannot listen for clients on ..."). `queued`: requests a
         socket holds before it drops new ones (ZeroMQ's default when None)."""
         self.name = name
@@ -94,6 +128,9 @@ class RouterServer:
         self._ready = threading.Event()
         self._error: OSError | None = None
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._later: queue.SimpleQueue[tuple[int, bytes, bytes]] = queue.SimpleQueue()
+        """Answers sent through a `Later`: (endpoint index, client's routing id, frame)."""
+        self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
 
     def start(self) -> None:
         """Start the authenticator and the thread, and return once the endpoints are bound.
@@ -117,6 +154,7 @@ class RouterServer:
             self.context.destroy(linger=0)
         else:
             self.context.term()
+            os.close(self._wake_fd)  # (an abandoned thread may still poll it)
 
     def _run(self) -> None:
         sockets: list[zmq.Socket] = []
@@ -132,11 +170,15 @@ class RouterServer:
         poller = zmq.Poller()
         for socket in sockets:
             poller.register(socket, zmq.POLLIN)
+        poller.register(self._wake_fd, zmq.POLLIN)
         try:
             while not self._closing.is_set():
                 try:
                     for socket, _ in poller.poll(POLL_MS):
-                        self._serve_one(socket, sockets.index(socket))
+                        if socket == self._wake_fd:
+                            self._send_later(sockets)
+                        else:
+                            self._serve_one(socket, sockets.index(socket))
                 except Exception:  # noqa: BLE001 - restarted, or the node stops (flotilla.nodes.serving.guard)
                     if not self.guard.failed():
                         return
@@ -189,11 +231,41 @@ class RouterServer:
             )
             return
         answer = self.answer(parts[1], index)
+        if isinstance(answer, Later):
+            routing_id = parts[0].bytes
+            answer.bind(lambda frame: self._post(index, routing_id, frame))
+            return
+        self._send(socket, parts[0].bytes, answer)
+
+    def _send(self, socket: zmq.Socket, routing_id: bytes, answer: bytes) -> None:
         try:
-            socket.send_multipart([parts[0], answer], zmq.NOBLOCK)
+            socket.send_multipart([routing_id, answer], zmq.NOBLOCK)
         except zmq.ZMQError:
             pass  # the client left; it asks again if it still wants the answer
         self.served += 1
+
+    def _post(self, index: int, routing_id: bytes, answer: bytes) -> None:
+        """Queue an answer that came later for the serving thread (any thread)."""
+        if self._closing.is_set():
+            return
+        self._later.put((index, routing_id, answer))
+        try:
+            os.eventfd_write(self._wake_fd, 1)
+        except OSError:
+            pass  # closed meanwhile: the server stops, the answer with it
+
+    def _send_later(self, sockets: list[zmq.Socket]) -> None:
+        """Send the answers that came later (serving thread)."""
+        try:
+            os.eventfd_read(self._wake_fd)
+        except BlockingIOError:
+            pass
+        while True:
+            try:
+                index, routing_id, answer = self._later.get_nowait()
+            except queue.Empty:
+                return
+            self._send(sockets[index], routing_id, answer)
 
 
 def _ipc_path(address: str) -> str | None:
