@@ -136,6 +136,12 @@ class Slot:
         return self.actor is not None
 
     @property
+    def local(self) -> bool:
+        """True if work sent here now goes to a live actor on this node (a mailbox put, which
+        never waits on the network)."""
+        return self.actor is not None
+
+    @property
     def actor(self) -> Actor | None:
         """The live incarnation, or None."""
         actor = self._actor
@@ -235,6 +241,10 @@ class PoolSlot(Slot):
         """True if at least one replica is live (work sent here would be served)."""
         return any(replica.live for replica in self._replicas)
 
+    @property
+    def local(self) -> bool:
+        return any(replica.actor is not None for replica in self._replicas)
+
     def set_replicas(self, replicas: Sequence[Slot]) -> None:
         """Replace the replica slots (copy-on-write: senders see the old or the new set)."""
         self._replicas = tuple(replicas)
@@ -282,6 +292,10 @@ class PoolRoute(Slot):
     @property
     def live(self) -> bool:
         return self._local() is not None or self.remote.live
+
+    @property
+    def local(self) -> bool:
+        return any(replica.actor is not None for replica in self._registry.local_replicas(self.path))
 
     def _local(self) -> Slot | None:
         replicas = self._registry.local_replicas(self.path)
@@ -354,6 +368,12 @@ class PathRef:
         `RemoteFailure`.
         """
         return self.ask_async(message, timeout).get(timeout)
+
+    def is_local(self) -> bool:
+        """True if a tell now goes to a live actor on this node (a mailbox put: it never waits
+        for the network, as a tell to another node may when that peer's backlog is full)."""
+        slot = self._resolve()
+        return slot is not None and slot.local
 
     def is_alive(self) -> bool:
         """True if a live incarnation is bound to the path right now (for a path on

@@ -19,6 +19,13 @@ whether the target may be asked now and through which proxy, and takes a rate-li
 to wait in the journal without counting as an attempt. What each request gave is recorded in
 the view (pages are recorded by the extractor, which knows whether they were real).
 
+The fetcher's loop never waits for the network: a report (an outcome, a `Deferred`, a page
+for the extractor) for an actor on this node is told from the loop (a mailbox put), one for
+another node goes through the actor's own thread, in order. When that peer's backlog is full
+the tell waits there for room (`Transport.send`): meanwhile the fetcher takes no new jobs
+(they wait in its mailbox: a full backlog pushes back through its admission) while the
+requests in flight go on and their reports queue up in the fetcher (none is dropped there).
+
 A bug in the fetcher itself (an exception that is none of these) crashes the actor, as any
 bug should: its requests in flight are lost, and their leases bring the jobs back.
 """
@@ -31,6 +38,7 @@ import hashlib
 import random
 import threading
 import time
+from collections import deque
 from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar
 
@@ -39,6 +47,7 @@ import msgspec
 from yarl import URL
 
 from flotilla.actors.core.actor import Actor
+from flotilla.actors.core.registry import PathRef
 from flotilla.actors.pipeline.credentials import CredentialError, CredentialSeal, has_userinfo
 from flotilla.actors.pipeline.egress import EgressPolicy, EgressRefused
 from flotilla.actors.pipeline.egress_hooks import EgressResolver, egress_trace
@@ -90,6 +99,10 @@ DIRECT = Go()
 
 LAUNCH_BURST = 64
 """Most jobs handed to the event loop in one cross-thread call."""
+
+
+class _SendReports:
+    """Reports for other nodes are waiting in the fetcher's queue: send them (from the loop)."""
 
 
 class _Crashed:
@@ -165,6 +178,11 @@ class Fetcher(Actor):
         self.done = 0
         self._counts = threading.Lock()
         self._arrived: list[FetchJob] = []
+        self._reports: deque[tuple[PathRef, Any]] = deque()
+        """Reports for other nodes, sent by the actor's thread (see the module docstring)."""
+        self._reports_lock = threading.Lock()
+        self._reports_told = False
+        """A `_SendReports` is on its way to the actor (one per burst of reports)."""
         self._seal: CredentialSeal | None = None
 
     def on_start(self) -> None:
@@ -217,6 +235,9 @@ class Fetcher(Actor):
                 self._flush_arrived()
             return None
         self._flush_arrived()
+        if isinstance(message, _SendReports):
+            self._send_reports()
+            return None
         if isinstance(message, _Crashed):
             raise message.error
         if message == "in_flight":
@@ -227,6 +248,30 @@ class Fetcher(Actor):
         if self._arrived:
             burst, self._arrived = self._arrived, []
             self.loop.call_soon_threadsafe(self._launch, burst)
+
+    def _report(self, ref: PathRef, message: Any) -> None:
+        """Tell `message` to `ref` without holding up the loop (runs in the loop thread): at
+        once to an actor on this node, else through the actor's thread (`_send_reports`)."""
+        if ref.is_local():
+            ref.tell(message)
+            return
+        with self._reports_lock:
+            self._reports.append((ref, message))
+            if self._reports_told:
+                return
+            self._reports_told = True
+        self.actor_ref.tell(_SendReports())
+
+    def _send_reports(self) -> None:
+        """Send the queued reports in order (actor thread). A tell to a peer whose backlog is
+        full waits here for room: the jobs that arrive meanwhile wait in the mailbox."""
+        while True:
+            with self._reports_lock:
+                if not self._reports:
+                    self._reports_told = False
+                    return
+                ref, message = self._reports.popleft()
+            ref.tell(message)
 
     def _launch(self, jobs: list[FetchJob]) -> None:
         """Runs in the loop thread: start one request task per job."""
@@ -249,7 +294,9 @@ class Fetcher(Actor):
         started = time.monotonic()
         reply = self.system.ref(job.reply_to)
         if not job.url.startswith(("http://", "https://")):
-            reply.tell(JobOutcome(job.key, job.token, failure=Failure("HARD", "only http and https are fetched")))
+            self._report(
+                reply, JobOutcome(job.key, job.token, failure=Failure("HARD", "only http and https are fetched"))
+            )
             return
         async with self._slots:  # admitted only once a connection slot is ours: then it goes at once
             if not ResilienceView.of(self.system).active:
@@ -318,11 +365,12 @@ class Fetcher(Actor):
                 detail=failure.detail,
                 retry=job.tries > 1,
             )
-            reply.tell(JobOutcome(job.key, job.token, failure=failure, elapsed=time.monotonic() - started))
+            self._report(reply, JobOutcome(job.key, job.token, failure=failure, elapsed=time.monotonic() - started))
             return
         if target and not (admission.trial or admission.probe):  # the extractor judges trials and probes
             ResilienceView.of(self.system).record(target, "answered", proxy=admission.proxy, retry=job.tries > 1)
-        self.extractor.tell(
+        self._report(
+            self.extractor,
             ExtractJob(
                 job.key,
                 job.url,
@@ -336,7 +384,7 @@ class Fetcher(Actor):
                 admission.probe,
                 admission.trial,
                 challenge_headers(response.headers),
-            )
+            ),
         )
 
     def _credentials(self, job: FetchJob) -> tuple[str, aiohttp.BasicAuth | None]:
@@ -371,7 +419,7 @@ class Fetcher(Actor):
         with self._counts:
             self.deferred += 1
             self._publish_load()
-        reply.tell(Deferred(job.key, job.token, admission.delay, admission.reason, budget=not in_line))
+        self._report(reply, Deferred(job.key, job.token, admission.delay, admission.reason, budget=not in_line))
         return None
 
     def _publish_load(self) -> None:
