@@ -165,8 +165,9 @@ class PoolSpec:
     """`size` replicas of one worker spec, scalable at run time, under their own supervisor.
 
     Replicas get ids ``0``..``size-1``; a message sent to the pool's path goes to one live
-    replica (round-robin; one on the sender's node first, if any lives there). With `replica_nodes`, replica ``i`` runs on
-    ``replica_nodes[i % len(replica_nodes)]``; otherwise on the pool's node.
+    replica (round-robin; one on the sender's node first, if any lives there). With
+    `replica_nodes`, replica ``i`` runs on ``replica_nodes[i % len(replica_nodes)]``;
+    otherwise on the pool's node.
     """
 
     id: str
