@@ -154,7 +154,9 @@ class RouterServer:
             self.context.destroy(linger=0)
         else:
             self.context.term()
-            os.close(self._wake_fd)  # (an abandoned thread may still poll it)
+            if self._wake_fd >= 0:  # (an abandoned thread may still poll it: then it stays open)
+                os.close(self._wake_fd)
+                self._wake_fd = -1
 
     def _run(self) -> None:
         sockets: list[zmq.Socket] = []
@@ -251,7 +253,7 @@ class RouterServer:
         self._later.put((index, routing_id, answer))
         try:
             os.eventfd_write(self._wake_fd, 1)
-        except OSError:
+        except (OSError, ValueError):
             pass  # closed meanwhile: the server stops, the answer with it
 
     def _send_later(self, sockets: list[zmq.Socket]) -> None:
