@@ -1,5 +1,5 @@
 """The journal alone, on each engine: submit N jobs (requests of 100, durable, as the intake
-does), then lease, mark extracting and store them (batches of 256, as the router does), and
+does), then lease and store them (batches of 256, as the router does: one report per job), and
 report jobs per second for each phase. PostgreSQL runs on a throwaway local server
 (harness/postgres.py; fsync off there, so the figures show the engines' overheads, not a disk).
 
@@ -32,7 +32,6 @@ def run(intake: Journal, router: Journal, jobs: int) -> dict[str, float]:
         leases = router.lease(BATCH, 60)
         with router.batch():
             for lease in leases:
-                router.extracting(lease.key, lease.token)
                 router.store(lease.key, lease.token, {"title": lease.url}, "h")
         stored += len(leases)
     done = time.perf_counter()
