@@ -8,8 +8,10 @@ from __future__ import annotations
 import random
 import sqlite3
 import threading
+import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -281,3 +283,39 @@ def test_jobs_are_found_by_their_integer_id_through_an_index_on_postgresql(postg
         db.execute("RESET enable_seqscan")
     assert "jobs_by_seq" in plan
     journal.close()
+
+
+def test_a_key_submitted_while_its_ended_job_is_being_pruned_is_recorded_anew(postgres_url: str) -> None:
+    """The pruner deletes the job itself first: another intake's submission of that key waits
+    for the pruner's transaction and then records a new job (it is not told "duplicate" about
+    a job that is about to vanish)."""
+    intake, pruner = open_journal(postgres_url), open_journal(postgres_url)
+    intake.submit([job(1)], batch="first")
+    (lease,) = intake.lease(1, visibility=10)
+    assert intake.store(lease.key, lease.token, {"n": 1}, "h")
+    with ThreadPoolExecutor(1) as submitter:
+        with pruner.batch():  # the pruner's transaction, still open
+            assert pruner.prune({"stored": time.time() + 1}, None, limit=10).jobs == 1
+            answer = submitter.submit(intake.submit, [job(1)], "second")
+            assert not wait_for(answer.done, 0.3)  # it waits for the pruner to commit
+        assert answer.result(timeout=10) == [True]
+    assert intake.job(job(1).key).state == "pending"
+    assert intake.batch_report("second").total == 1 and intake.batch_report("first") is None
+    assert_counts_true(intake)
+    intake.close()
+    pruner.close()
+
+
+def test_a_key_twice_in_one_request_is_new_once_on_its_retry_too(journal: Journal) -> None:
+    first = journal.submit([job(1), job(1), job(2)], origin="s:1")
+    assert journal.submit([job(1), job(1), job(2)], origin="s:1") == first == [True, False, True]
+
+
+def wait_for(condition: Callable[[], bool], seconds: float) -> bool:
+    """Whether `condition()` became true within `seconds` (polled)."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True

@@ -266,7 +266,9 @@ class Journal:
             first: dict[str, NewJob] = {}
             for job in jobs:
                 first.setdefault(job.key, job)
-            for chunk in _chunks(list(first.values()), SUBMIT_CHUNK):
+            # in key order: two submissions of overlapping keys take their index entries in the
+            # same order (no deadlock between intakes on PostgreSQL)
+            for chunk in _chunks(sorted(first.values(), key=lambda job: job.key), SUBMIT_CHUNK):
                 rows = ", ".join(["(?, ?, ?, 'pending', ?, ?, ?, ?, ?)"] * len(chunk))
                 for key, job_id in db.execute(
                     "INSERT INTO jobs (key, url, rules, state, due_at, origin, created_at, updated_at, client)"  # noqa: S608  placeholders only
@@ -285,8 +287,8 @@ class Journal:
                     if origin and by == origin:
                         ours.add(key)
             fresh, seen = [], set()
-            for job in jobs:  # a key given twice in one request is new once
-                fresh.append((job.key in inserted and job.key not in seen) or job.key in ours)
+            for job in jobs:  # a key given twice in one request is new once, on a retry too
+                fresh.append((job.key in inserted or job.key in ours) and job.key not in seen)
                 seen.add(job.key)
             if batch:
                 for chunk in _chunks(sorted(ids.values()), SUBMIT_CHUNK):
@@ -659,18 +661,21 @@ class Journal:
             for state, before in ended_before.items():
                 if state not in TERMINAL:
                     raise ValueError(f"only ended jobs are pruned, not {state!r}")
+                # The jobs go first, in one statement: a submission of the same key meanwhile
+                # waits for this transaction (on PostgreSQL) and then records a new job; were
+                # they only locked, it would take them for its duplicates.
                 chosen += db.execute(
-                    f"SELECT key, {engine.row_id} FROM jobs WHERE {ENDED} AND state = '{state}' AND updated_at < ?"  # noqa: S608  checked literal
-                    f" ORDER BY updated_at LIMIT ?{engine.skip_locked}",
+                    f"DELETE FROM jobs WHERE {engine.row_id} IN (SELECT {engine.row_id} FROM jobs"  # noqa: S608  checked literal
+                    f" WHERE {ENDED} AND state = '{state}' AND updated_at < ?"
+                    f" ORDER BY updated_at LIMIT ?{engine.skip_locked}) RETURNING key, {engine.row_id}",
                     (before, limit - len(chosen)),
                 ).fetchall()
                 if len(chosen) >= limit:
                     break
-            keys, ids = [(key,) for key, _ in chosen], [(job_id,) for _, job_id in chosen]
-            db.executemany("DELETE FROM events WHERE key=?", keys)
+            db.executemany("DELETE FROM events WHERE key=?", [(key,) for key, _ in chosen])
+            ids = [(job_id,) for _, job_id in chosen]
             db.executemany("DELETE FROM attempts WHERE job=?", ids)
             db.executemany("DELETE FROM batches WHERE job=?", ids)
-            db.executemany("DELETE FROM jobs WHERE key=?", keys)
             results = 0
             if results_before is not None:
                 old = db.execute(

@@ -321,6 +321,9 @@ MIGRATIONS: tuple[Migration, ...] = (
             *_SQLITE_COUNTING,
         ),
         (
+            # every table at once, first: a node of the previous version still writing (jobs, then
+            # results) cannot deadlock with this migration
+            "LOCK TABLE jobs, attempts, events, batches, results IN ACCESS EXCLUSIVE MODE",
             *_RESULTS_CLIENT,
             "CREATE UNIQUE INDEX IF NOT EXISTS jobs_by_seq ON jobs (seq)",  # a job's integer id
             *_batches_by_job_id("DOUBLE PRECISION", "BIGINT", ' COLLATE "C"', "seq"),

@@ -69,7 +69,11 @@ class SqliteEngine(JournalEngine):
                 yield self._connection
             return
         with self._read_lock:
-            yield self._reader
+            self._reader.execute("BEGIN")  # one snapshot for every statement of the block
+            try:
+                yield self._reader
+            finally:
+                self._reader.execute("COMMIT")
 
     @property
     def _connection(self) -> Any:

@@ -279,15 +279,20 @@ class Router(Actor):
         self._close()
 
     def _close(self) -> None:
-        if self._pruner is not None:
-            self._pruner.stop()
+        if self.journal_open:
+            self._commit()  # first: on SQLite the pruner may be waiting for this batch's lock
+        self._stop_pruner()
         if self._unwatch is not None:
             self._unwatch()
         if self._unlisten is not None:
             self._unlisten()
         if self.journal_open:
-            self._commit()
             self.journal.close()
+
+    def _stop_pruner(self) -> None:
+        if self._pruner is not None:
+            pruner, self._pruner = self._pruner, None
+            pruner.stop()
 
     # --- messages ---------------------------------------------------------------------
 
@@ -308,6 +313,7 @@ class Router(Actor):
             batch, self._batch = self._batch, None
             batch.__exit__(Fenced, exc, None)
         self._ops = 0
+        self._stop_pruner()  # its writes would be refused too
         self.log.warning("router.fenced", error=str(exc), in_flight=len(self.in_flight))
 
     def _receive(self, message: Any) -> Any:
