@@ -38,7 +38,7 @@ second; throughput, RSS and the journal sampled every 5 s; checks that throughpu
 steady, RSS flat and no job is lost or stored twice.
 
     scripts/bench [--part 1|2|3|4|5|all] [--quick] [--json FILE]
-    scripts/bench --soak [--soak-seconds N] [--json FILE]
+    scripts/bench --soak [--soak-seconds N] [--soak-crash-every S] [--json FILE]
 """
 
 from __future__ import annotations
@@ -272,6 +272,12 @@ def main() -> None:
     parser.add_argument(
         "--soak-seconds", type=float, default=300.0, help="the soak's load phase in seconds (then it drains)"
     )
+    parser.add_argument(
+        "--soak-crash-every",
+        type=float,
+        default=1.0,
+        help="seconds between the soak's fetcher crashes (0: none, for a baseline)",
+    )
     args = parser.parse_args()
     results: dict[str, Any] = {
         "machine": {
@@ -290,7 +296,7 @@ def main() -> None:
     if args.soak:
         import bench_soak
 
-        results["soak"] = bench_soak.run(args.soak_seconds)
+        results["soak"] = bench_soak.run(args.soak_seconds, crash_every=args.soak_crash_every)
         bench_soak.report(results["soak"])
     if part in ("1", "all"):
         results["part1"] = run_part1(args.quick)

@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
+import os
 import sqlite3
 import statistics
 import subprocess
@@ -34,6 +36,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -184,10 +187,6 @@ class Crasher:
             self.system.ref(path).tell(CRASH)
             self.sent += 1
 
-    def restarts(self) -> int:
-        """Restarts of the fetchers so far, as their pool's supervisor counts them."""
-        return sum(child.restarts for child in self.system.supervisor(FETCHERS).which_children())
-
 
 def _journal_check(journal: Path, keys: list[str]) -> dict[str, Any]:
     """What the journal holds of the submitted `keys`: results, stored attempts, duplicates."""
@@ -223,6 +222,32 @@ def _journal_check(journal: Path, keys: list[str]) -> dict[str, Any]:
     }
 
 
+def _logged(log: Path, size: int) -> dict[str, Any]:
+    """What a node logged in its first `size` bytes (JSON lines, warnings and worse): the
+    fetchers' crashes, the other exits of supervised children, and the events by name."""
+    events: Counter[str] = Counter()
+    crashes = 0
+    other_exits: Counter[str] = Counter()
+    with log.open("rb") as lines:
+        text = lines.read(size).decode("utf-8", errors="replace")
+    for line in text.splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(event, dict):
+            continue
+        name = str(event.get("event", ""))
+        events[name] += 1
+        if name == "supervisor.child_exited":
+            reason = str(event.get("reason", ""))
+            if str(event.get("supervisor", "")) == FETCHERS and reason.startswith("Crash(TypeError"):
+                crashes += 1
+            else:
+                other_exits[f"{event.get('supervisor')}/{event.get('child')}: {reason}"] += 1
+    return {"fetcher_crashes": crashes, "other_exits": dict(other_exits), "events": dict(events)}
+
+
 def _checks(samples: list[Sample], journal: dict[str, Any], nodes: tuple[str, ...]) -> dict[str, Any]:
     load = [s for s in samples if s.phase == "load" and s.since >= WARMUP]
     windows = [s.stored_per_s for s in load]
@@ -256,8 +281,9 @@ def _checks(samples: list[Sample], journal: dict[str, Any], nodes: tuple[str, ..
     }
 
 
-def run(seconds: float = SECONDS, jobs: int = JOBS) -> dict[str, Any]:
-    """The soak: a load phase of `seconds` (or until `jobs` are submitted), then the drain."""
+def run(seconds: float = SECONDS, jobs: int = JOBS, crash_every: float = 1.0) -> dict[str, Any]:
+    """The soak: a load phase of `seconds` (or until `jobs` are submitted), then the drain;
+    a fetcher crashed every `crash_every` seconds all along (0: none, a baseline)."""
     site = DemoSiteProcess()
     tmp = tempfile.TemporaryDirectory(prefix="flotilla-soak-")
     a, b, s, i = free_ports(4)
@@ -275,7 +301,7 @@ def run(seconds: float = SECONDS, jobs: int = JOBS) -> dict[str, Any]:
     cluster = Cluster(topology, "soak", system)
     cluster.start()
     stop = threading.Event()
-    crasher = Crasher(system)
+    crasher = Crasher(system, interval=crash_every)
     samples: list[Sample] = []
     load_seconds = 0.0
     try:
@@ -290,7 +316,8 @@ def run(seconds: float = SECONDS, jobs: int = JOBS) -> dict[str, Any]:
             feeding = threading.Thread(target=submitter.run, name="soak-submitter", daemon=True)
             began = time.monotonic()
             feeding.start()
-            crasher.thread.start()
+            if crash_every > 0:
+                crasher.thread.start()
             previous_at, previous_stored = 0.0, 0
             phase = "load"
             drain_deadline = float("inf")
@@ -331,9 +358,10 @@ def run(seconds: float = SECONDS, jobs: int = JOBS) -> dict[str, Any]:
                 if now > drain_deadline:
                     break
             crasher.stop.set()
-            crasher.thread.join(5)
-            restarts = crasher.restarts()
+            if crasher.thread.is_alive():
+                crasher.thread.join(5)
             total = time.monotonic() - began
+            logged_bytes = {name: os.fstat(log.fileno()).st_size for name, log in logs.items()}  # before they stop
     finally:
         stop.set()
         crasher.stop.set()
@@ -348,6 +376,7 @@ def run(seconds: float = SECONDS, jobs: int = JOBS) -> dict[str, Any]:
         system.stop()
         site.stop()
     journal = _journal_check(Path(tmp.name) / "data" / "alpha" / "journal.sqlite", submitter.keys)
+    events = {name: _logged(Path(tmp.name) / f"{name}.log", logged_bytes[name]) for name in ("alpha", "beta")}
     tmp.cleanup()
     return {
         "target_jobs": jobs,
@@ -356,8 +385,10 @@ def run(seconds: float = SECONDS, jobs: int = JOBS) -> dict[str, Any]:
         "seconds": total,
         "submitted": len(submitter.keys),
         "refused": submitter.refused,
+        "crash_every_s": crash_every,
         "crashes_sent": crasher.sent,
-        "fetcher_restarts": restarts,
+        "fetcher_crashes_logged": events["beta"]["fetcher_crashes"],
+        "logged": events,
         "visibility_s": VISIBILITY,
         "backlog": BACKLOG,
         "warmup_s": WARMUP,
@@ -396,11 +427,18 @@ def report(results: dict[str, Any]) -> None:
     print(
         f"soak: {results['submitted']:,} jobs (target {results['target_jobs']:,}) through two nodes in "
         f"{results['load_seconds']:.0f} s of load + {results['seconds'] - results['load_seconds']:.0f} s of drain, "
-        f"{results['crashes_sent']} fetcher crashes sent ({results['fetcher_restarts']} restarts counted by their "
-        "supervisor)"
+        f"{results['crashes_sent']} fetcher crashes sent (one every {results['crash_every_s']:g} s; 0: none), "
+        f"{results['fetcher_crashes_logged']} logged by beta"
     )
+    for name, logged in results["logged"].items():
+        others = logged["other_exits"]
+        node_down = logged["events"].get("cluster.node_down", 0)
+        if others or node_down:
+            print(f"  {name} also logged: {node_down} node_down; other exits {others}")
     print(
-        f"  throughput: first third {steady['first_third_per_s']:,.0f} stored/s, last third "
+        f"  throughput ({steady['windows']} windows of {SAMPLE_EVERY:g} s after the warm-up"
+        f"{'; too few to judge' if steady['windows'] < 3 else ''}): first third {steady['first_third_per_s']:,.0f} "
+        "stored/s, last third "
         f"{steady['last_third_per_s']:,.0f} stored/s -> {steady['ratio']:.2f}x "
         f"({'steady' if steady['steady'] else 'NOT steady'}; goal >= {STEADY}x)"
     )
