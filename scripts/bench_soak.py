@@ -194,8 +194,11 @@ def _journal_check(journal: Path, keys: list[str]) -> dict[str, Any]:
     try:
         results = {row[0] for row in db.execute("SELECT key FROM results")}
         stored_attempts = db.execute("SELECT COUNT(*) FROM attempts WHERE outcome = 'stored'").fetchone()[0]
+        # Attempts name their job by its key, or (schema 3 on) by its integer id.
+        job = "job" if "job" in {row[1] for row in db.execute("PRAGMA table_info(attempts)")} else "key"
         stored_twice = db.execute(
-            "SELECT COUNT(*) FROM (SELECT key FROM attempts WHERE outcome = 'stored' GROUP BY key HAVING COUNT(*) > 1)"
+            f"SELECT COUNT(*) FROM (SELECT {job} FROM attempts WHERE outcome = 'stored' GROUP BY {job}"  # noqa: S608
+            " HAVING COUNT(*) > 1)"
         ).fetchone()[0]
         jobs_stored = db.execute("SELECT COUNT(*) FROM jobs WHERE state = 'stored'").fetchone()[0]
         attempts = db.execute("SELECT COUNT(*) FROM attempts").fetchone()[0]
