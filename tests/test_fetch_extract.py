@@ -11,8 +11,8 @@ import pytest
 
 from flotilla.actors import Actor, ActorSystem, ChildSpec, PoolSpec, SupervisorSpec
 from flotilla.actors.pipeline.extractor import Extractor
-from flotilla.actors.pipeline.fetcher import Fetcher, retry_after_seconds
-from flotilla.actors.pipeline.messages import Fetched, FetchJob, JobOutcome
+from flotilla.actors.pipeline.fetcher import CUT, Fetcher, retry_after_seconds
+from flotilla.actors.pipeline.messages import Fetched, FetchJob, JobOutcome, Returned
 from flotilla.actors.pipeline.rules import ExtractionRules, FieldRule, RuleSet
 from scripts.harness import DemoSiteProcess
 
@@ -146,3 +146,31 @@ def test_retry_after_is_read_as_seconds_or_a_date() -> None:
     assert retry_after_seconds("7") == 7.0
     assert retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0) == 10.0
     assert retry_after_seconds("soon") is None and retry_after_seconds(None) is None
+
+
+def test_a_fetcher_that_crashes_hands_its_requests_in_flight_back_uncounted(
+    system: ActorSystem, site: DemoSiteProcess
+) -> None:
+    """A crash of the fetcher (a bug of its own, not of the jobs) cuts its requests: each job
+    comes back `Returned` — due again, no attempt spent — instead of failing as TRANSIENT
+    (which would count towards its attempts and the target's breaker)."""
+    Inbox.received = []
+    system.extensions.put(ExtractionRules(RULES))
+    children = (
+        ChildSpec("inbox", Inbox),
+        PoolSpec("extractors", ChildSpec("x", Extractor), size=1),
+        ChildSpec("f", Fetcher, {"extractor": "t/root/extractors", "timeout": 30.0}),
+    )
+    system.start(SupervisorSpec("root", children=children))
+    for n in range(10):
+        path = f"/slow/{n}?ms=20000"
+        system.ref("t/root/f").tell(FetchJob(path, f"{site.url}{path}", "product", n, "t/root/inbox"))
+    fetcher = system.ref("t/root/f")
+    with Inbox.changed:  # every request is out
+        assert Inbox.changed.wait_for(lambda: fetcher.ask("in_flight") == 10, 10)
+    fetcher.tell("a message it has no handler for")  # crashes it
+    with Inbox.changed:
+        assert Inbox.changed.wait_for(lambda: len(Inbox.received) >= 10, 10), Inbox.received
+        received = list(Inbox.received)
+    assert all(isinstance(m, Returned) and m.reason == CUT for m in received), received
+    assert sorted(m.token for m in received) == list(range(10))

@@ -97,6 +97,9 @@ MAX_RETRY_AFTER = 3600.0
 DIRECT = Go()
 """The admission of every fetch when no resilience part is configured."""
 
+CUT = "its fetcher stopped with the request in flight"
+"""Why a job is handed back when its fetcher stops or crashes (the `Returned` reason)."""
+
 LAUNCH_BURST = 64
 """Most jobs handed to the event loop in one cross-thread call."""
 
@@ -182,6 +185,8 @@ class Fetcher(Actor):
         """Reports for other nodes, sent by the actor's thread (see the module docstring)."""
         self._reports_lock = threading.Lock()
         self._reports_told = False
+        self._stopping = False
+        """Set once the actor stops or crashes: requests cut from then on are handed back."""
         """A `_SendReports` is on its way to the actor (one per burst of reports)."""
         self._seal: CredentialSeal | None = None
 
@@ -208,15 +213,34 @@ class Fetcher(Actor):
         )
 
     def _close_loop(self) -> None:
+        """Stop the loop: requests in flight are cut and their jobs handed back uncounted
+        (`Returned`: due again at once, no attempt spent — they did nothing wrong), as are jobs
+        not started yet; the reports queued for other nodes are sent before the actor goes.
+        The request whose own exception crashed the actor reports nothing: its lease runs out
+        and counts as lost (a job that keeps crashing fetchers ends dead as poison)."""
         loop = getattr(self, "loop", None)
         if loop is None or loop.is_closed():
             return
-        session = getattr(self, "session", None)
-        if session is not None:
-            asyncio.run_coroutine_threadsafe(session.close(), loop).result(5)
+        self._stopping = True
+        with contextlib.suppress(Exception):  # a loop that no longer answers: leases bring the jobs back
+            asyncio.run_coroutine_threadsafe(self._cut_requests(), loop).result(5)
         loop.call_soon_threadsafe(loop.stop)
         self._loop_thread.join(5)
         loop.close()
+        for job in self._arrived:
+            self._report(self.system.ref(job.reply_to), job.returned(CUT))
+        self._arrived = []
+        self._send_reports()
+
+    async def _cut_requests(self) -> None:
+        """Runs in the loop: cancel every request task, wait for them, close the session."""
+        tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        session = getattr(self, "session", None)
+        if session is not None:
+            await session.close()
 
     def on_stop(self) -> None:
         self._close_loop()
@@ -257,7 +281,7 @@ class Fetcher(Actor):
             return
         with self._reports_lock:
             self._reports.append((ref, message))
-            if self._reports_told:
+            if self._reports_told or self._stopping:  # a stopping fetcher sends them itself
                 return
             self._reports_told = True
         self.actor_ref.tell(_SendReports())
@@ -285,14 +309,23 @@ class Fetcher(Actor):
             self.in_flight -= 1
             self.done += 1
             self._publish_load()
+        if future.cancelled():
+            return  # cut by `_close_loop`, its job handed back
         error = future.exception()
         if error is not None:
             with contextlib.suppress(Exception):  # the actor is already gone
                 self.actor_ref.tell(_Crashed(error))
 
     async def _fetch(self, job: FetchJob) -> None:
-        started = time.monotonic()
         reply = self.system.ref(job.reply_to)
+        try:
+            await self._fetch_for(job, reply)
+        except asyncio.CancelledError:
+            self._report(reply, job.returned(CUT))
+            raise
+
+    async def _fetch_for(self, job: FetchJob, reply: PathRef) -> None:
+        started = time.monotonic()
         if not job.url.startswith(("http://", "https://")):
             self._report(
                 reply, JobOutcome(job.key, job.token, failure=Failure("HARD", "only http and https are fetched"))
