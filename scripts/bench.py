@@ -7,7 +7,8 @@ Part 1 (supervision core, one process):
 
 Part 2 (two node processes over ZeroMQ; see bench_cluster.py):
   * remote tell throughput vs raw pyzmq PUSH/PULL with msgpack (goal >= 25 %);
-  * remote ask round trip p50 vs a raw DEALER/ROUTER round trip (goal <= 2x);
+  * remote ask round trip p50 vs a raw DEALER/ROUTER round trip, median of 3 interleaved runs
+    (goal <= 1.5x);
   * pipelined asks per second;
   * time from SIGKILL of a node to NodeDown at its peer (goal p99 <= 2 s).
 

@@ -10,11 +10,17 @@
   died without a word (`STALE_CONNECTION`).
 * Outbound: one DEALER per peer, connected to the peer's ROUTER with IMMEDIATE, so a send
   never queues on a connection that is not up: it fails at once (EAGAIN), never silently.
-* Threads that send (actors, the supervisor) only put `(peer, frame, token)` on a queue and
-  wake the I/O thread through an eventfd; the I/O thread sends each peer's frames as one
-  multipart message of up to `BATCH_FRAMES` frames (one envelope per frame), never blocking.
-  A peer whose queue is full keeps a bounded backlog; whatever cannot be sent — peer down,
-  backlog full, too large — is handed back through `on_undeliverable(token, reason)`.
+* A thread that sends (an actor, the supervisor, an asker) writes its frame to the peer's
+  DEALER itself when nothing for that peer is waiting (the direct path: no hand-off to
+  the I/O thread). Each DEALER has a lock; whoever sends on it holds it, and the I/O thread
+  polls a DEALER only while frames for its peer wait, when no other thread touches it.
+  Otherwise — frames waiting, the peer not connected, its queue full — the sender puts
+  `(peer, frame, token)` on a queue and wakes the I/O thread through an eventfd; the I/O
+  thread sends each peer's frames in order as one multipart message of up to `BATCH_FRAMES`
+  frames (one envelope per frame), never blocking. Frames to one peer leave in the order
+  they were given (a direct send happens only when none is waiting). A peer whose queue is
+  full keeps a bounded backlog; whatever cannot be sent — peer down, backlog full, too
+  large — is handed back through `on_undeliverable(token, reason)`.
 * Every `tick` seconds the I/O thread calls `on_tick()` (heartbeats and failure detection
   live there, in the same thread, so a busy actor can never delay them).
 """
@@ -126,6 +132,13 @@ class Transport:
         # a sender more than `backlog` ahead of the I/O thread waits for room.
         self._tickets = {name: itertools.count() for name in peers}
         self._handled = dict.fromkeys(peers, 0)
+        # The direct path: a DEALER may be written by the sending thread (holding the peer's
+        # lock) while `_queued[peer]` (frames in the outbox or the backlog) is 0.
+        self._locks = {name: threading.Lock() for name in peers}
+        self._queued = dict.fromkeys(peers, 0)
+        self._direct: dict[str, zmq.Socket] = {}
+        self._waiting_out: set[str] = set()
+        """Peers whose DEALER the I/O thread polls for room (their frames wait)."""
         self._room = threading.Condition()
         self._room_waiters = 0
         self._thread = threading.Thread(target=self._run, name=f"transport {node}", daemon=True)
@@ -155,6 +168,21 @@ class Transport:
         thread itself never waits."""
         if self._closing.is_set():
             return
+        lock = self._locks.get(peer)
+        if lock is not None:
+            with lock:
+                if self._queued[peer] == 0 and len(frame) <= self.max_message_bytes:
+                    dealer = self._direct.get(peer)
+                    if dealer is not None:
+                        try:
+                            dealer.send(frame, zmq.NOBLOCK)
+                        except zmq.Again:
+                            pass  # not connected, or its queue is full: the I/O thread keeps it
+                        else:
+                            self.stats.sent_frames[peer] += 1
+                            self.stats.sent_bytes[peer] += len(frame)
+                            return
+                self._queued[peer] += 1  # from now on, later frames queue behind this one
         tickets = self._tickets.get(peer)
         if tickets is not None:
             ticket = next(tickets)
@@ -243,8 +271,12 @@ class Transport:
         if self._monitor is not None:
             poller.register(self._monitor, zmq.POLLIN)
         poller.register(self._wake_fd, zmq.POLLIN)
-        waiting_out: set[str] = set()
+        waiting_out = self._waiting_out
+        self._poller = poller
         self._dealers = dealers
+        for peer, dealer in dealers.items():
+            with self._locks[peer]:
+                self._direct[peer] = dealer
         next_tick = time.monotonic()  # the first heartbeats go out at once
         try:
             while not self._closing.is_set():
@@ -292,6 +324,9 @@ class Transport:
                     if not self.guard.failed():
                         return
         finally:
+            for peer in dealers:
+                with self._locks[peer]:
+                    self._direct.pop(peer, None)
             if self._monitor is not None:
                 router.disable_monitor()
                 self._monitor.close(0)
@@ -378,16 +413,24 @@ class Transport:
                 self._fail(token, f"unknown node {peer}")
             elif len(frame) > self.max_message_bytes:
                 self._handled[peer] += 1
+                self._unqueue(peer, 1)
                 self._fail(token, f"message of {len(frame)} bytes exceeds {self.max_message_bytes}")
             elif len(backlog) >= max(self.backlog_limit, BATCH_FRAMES) * 2:
                 self._handled[peer] += 1
+                self._unqueue(peer, 1)
                 self._fail(token, f"backlog to {peer} is full ({len(backlog)} envelopes)")
             elif self._backlog_bytes[peer] + len(frame) > MAX_BACKLOG_BYTES:
                 self._handled[peer] += 1
+                self._unqueue(peer, 1)
                 self._fail(token, f"backlog to {peer} is full ({self._backlog_bytes[peer]} bytes)")
             else:
                 backlog.append((frame, token))
                 self._backlog_bytes[peer] += len(frame)
+
+    def _unqueue(self, peer: str, count: int) -> None:
+        """`count` frames of `peer` left the outbox or the backlog (sent or failed)."""
+        with self._locks[peer]:
+            self._queued[peer] -= count
 
     def _flush(self, peer: str, dealer: zmq.Socket) -> None:
         backlog = self._backlogs[peer]
@@ -399,16 +442,18 @@ class Transport:
                     break
                 frames.append(frame)
                 size += len(frame)
-            try:
-                dealer.send_multipart(frames, zmq.NOBLOCK, copy=True)
-            except zmq.Again:
-                return  # not connected, or its queue is full: keep the backlog
+            with self._locks[peer]:
+                try:
+                    dealer.send_multipart(frames, zmq.NOBLOCK, copy=True)
+                except zmq.Again:
+                    return  # not connected, or its queue is full: keep the backlog
+                self._queued[peer] -= len(frames)
+                self.stats.sent_frames[peer] += len(frames)
+                self.stats.sent_bytes[peer] += size
             for _ in frames:
                 backlog.popleft()
             self._backlog_bytes[peer] -= size
             self._handled[peer] += len(frames)
-            self.stats.sent_frames[peer] += len(frames)
-            self.stats.sent_bytes[peer] += size
 
     def send_now(self, peer: str, frame: bytes) -> bool:
         """Send a frame that may be lost (a heartbeat) at once, unless envelopes for `peer`
@@ -416,13 +461,15 @@ class Transport:
         dealer = self._dealers.get(peer)
         if dealer is None or self._backlogs[peer]:
             return False
-        try:
-            dealer.send(frame, zmq.NOBLOCK)
-        except zmq.Again:
-            return False
+        with self._locks[peer]:
+            try:
+                dealer.send(frame, zmq.NOBLOCK)
+            except zmq.Again:
+                return False
         return True
 
     _dealers: dict[str, zmq.Socket] = {}
+    _poller: zmq.Poller | None = None
 
     def drop_backlog(self, peer: str, reason: str) -> int:
         """Fail every envelope waiting for `peer` (I/O thread only: from `on_tick`)."""
@@ -431,9 +478,15 @@ class Transport:
             return 0
         dropped = len(backlog)
         self._backlog_bytes[peer] = 0
-        while backlog:
-            _, token = backlog.popleft()
-            self._handled[peer] += 1
+        if peer in self._waiting_out and self._poller is not None:
+            # Polled no more before other threads may write to it again (the direct path).
+            self._poller.unregister(self._dealers[peer])
+            self._waiting_out.discard(peer)
+        failed = list(backlog)
+        backlog.clear()
+        self._handled[peer] += dropped
+        self._unqueue(peer, dropped)
+        for _, token in failed:
             self._fail(token, reason)
         return dropped
 
