@@ -178,7 +178,7 @@ class _RemoteReply:
         except (TypeError, FrameError) as exc:
             self.fail("unencodable", f"the answer cannot be sent: {exc}")
             return
-        self.cluster.transport.send(self.peer, frame)
+        self.cluster.transport.send(self.peer, frame, direct=True)
 
     def set_exception(self, exc_info: Any = None) -> None:
         exc = exc_info[1] if exc_info else None
@@ -195,7 +195,7 @@ class _RemoteReply:
         """Answer the asking node with a `Fail` of `kind` instead of a value."""
         self.cluster.ask_done(self.peer, self.ref)
         frame = self.cluster.codec.encode(Fail(self.ref, kind, self.path, detail[:2000], crash))  # type: ignore[arg-type]
-        self.cluster.transport.send(self.peer, frame)
+        self.cluster.transport.send(self.peer, frame, direct=True)
 
 
 class Cluster:
@@ -419,7 +419,7 @@ class Cluster:
             raise ValueError(f"cannot send to {slot.path}: {exc.reason}") from None
         with self._lock:
             self._pending[ref] = _PendingAsk(reply_to, slot.node, slot.path, time.monotonic() + seconds + ASK_GRACE)
-        self.transport.send(slot.node, frame, ref)
+        self.transport.send(slot.node, frame, ref, direct=True)
 
     def _on_undeliverable(self, token: Any, reason: str) -> None:
         """The transport could not send an envelope (I/O thread)."""

@@ -10,16 +10,16 @@
   died without a word (`STALE_CONNECTION`).
 * Outbound: one DEALER per peer, connected to the peer's ROUTER with IMMEDIATE, so a send
   never queues on a connection that is not up: it fails at once (EAGAIN), never silently.
-* A thread that sends (an actor, the supervisor, an asker) writes its frame to the peer's
-  DEALER itself when nothing for that peer is waiting (the direct path: no hand-off to
-  the I/O thread). Each DEALER has a lock; whoever sends on it holds it, and the I/O thread
-  polls a DEALER only while frames for its peer wait, when no other thread touches it.
-  Otherwise — frames waiting, the peer not connected, its queue full — the sender puts
-  `(peer, frame, token)` on a queue and wakes the I/O thread through an eventfd; the I/O
-  thread sends each peer's frames in order as one multipart message of up to `BATCH_FRAMES`
-  frames (one envelope per frame), never blocking. Frames to one peer leave in the order
-  they were given (a direct send happens only when none is waiting). A peer whose queue is
-  full keeps a bounded backlog; whatever cannot be sent — peer down, backlog full, too
+* Threads that send (actors, the supervisor) put `(peer, frame, token)` on a queue and
+  wake the I/O thread through an eventfd; the I/O thread sends each peer's frames in order
+  as one multipart message of up to `BATCH_FRAMES` frames (one envelope per frame), never
+  blocking. An ask and its answer take the direct path instead: when no frame for that
+  peer waits, the sending thread writes the frame to the peer's DEALER itself (no hand-off
+  to the I/O thread); if one waits, or the peer is not connected or its queue is full, the
+  frame queues like any other. Each DEALER has a lock that whoever writes to it holds, and
+  the I/O thread polls a DEALER only while frames for its peer wait, when no other thread
+  writes to it. Frames to one peer leave in the order they were given. A peer whose queue
+  is full keeps a bounded backlog; whatever cannot be sent — peer down, backlog full, too
   large — is handed back through `on_undeliverable(token, reason)`.
 * Every `tick` seconds the I/O thread calls `on_tick()` (heartbeats and failure detection
   live there, in the same thread, so a busy actor can never delay them).
@@ -159,9 +159,12 @@ class Transport:
         if self._startup_error is not None:
             raise self._startup_error
 
-    def send(self, peer: str, frame: bytes, token: Any = None) -> None:
+    def send(self, peer: str, frame: bytes, token: Any = None, *, direct: bool = False) -> None:
         """Queue `frame` for `peer`; if it cannot be delivered, `on_undeliverable(token,
         reason)` is called later in the I/O thread (for tokens that are not None).
+
+        `direct` (for asks and their answers, where latency matters more than batching):
+        when no frame for `peer` waits, write it to the peer's socket from this thread.
 
         When `backlog` envelopes for `peer` are already waiting, the caller waits (up to
         `SEND_TIMEOUT`) for the I/O thread to make room: backpressure, not loss. The I/O
@@ -171,7 +174,7 @@ class Transport:
         lock = self._locks.get(peer)
         if lock is not None:
             with lock:
-                if self._queued[peer] == 0 and len(frame) <= self.max_message_bytes:
+                if direct and self._queued[peer] == 0 and len(frame) <= self.max_message_bytes:
                     dealer = self._direct.get(peer)
                     if dealer is not None:
                         try:
