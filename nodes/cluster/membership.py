@@ -27,6 +27,7 @@ Envelopes that change state are accepted only from the peer they concern.
 from __future__ import annotations
 
 import itertools
+import sys
 import threading
 import time
 import uuid
@@ -116,6 +117,42 @@ class _OutMonitor:
     deliver: Callable[[Down], None]
 
 
+class RemoteAnswer(pykka.Future[Any]):
+    """The answer to one remote ask: set once (by the I/O thread that reads the `Reply`, or
+    by whatever fails the ask), waited for by the asker. A plain lock held until the answer
+    is there, so setting it is one release that wakes the asker, with no condition variable
+    in between; a second `set` is ignored (the first answer stands)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._ready = threading.Lock()
+        self._ready.acquire()
+        self._sets = itertools.count()  # next() is atomic: one setter wins
+        self._value: Any = None
+        self._exc_info: Any = None
+
+    def get(self, *, timeout: float | None = None) -> Any:
+        """The answer (raised if it is an error); `pykka.Timeout` after `timeout` seconds."""
+        if not self._ready.acquire(timeout=-1 if timeout is None else max(0.0, timeout)):
+            raise pykka.Timeout(f"{timeout} seconds")
+        self._ready.release()  # every later `get` returns at once
+        if self._exc_info is not None:
+            raise self._exc_info[1]
+        return self._value
+
+    def set(self, value: Any = None) -> None:
+        self._answer(value, None)
+
+    def set_exception(self, exc_info: Any = None) -> None:
+        self._answer(None, exc_info if exc_info is not None else sys.exc_info())
+
+    def _answer(self, value: Any, exc_info: Any) -> None:
+        if next(self._sets):
+            return
+        self._value, self._exc_info = value, exc_info
+        self._ready.release()
+
+
 class RemoteSlot(Slot):
     """The stand-in for a path that runs on another node."""
 
@@ -150,7 +187,7 @@ class RemoteSlot(Slot):
         self.cluster.send_tell(self, message)
 
     def ask(self, message: Any, timeout: float | None = DEFAULT_ASK_TIMEOUT) -> PendingReply:
-        future: pykka.ThreadingFuture[Any] = pykka.ThreadingFuture()
+        future = RemoteAnswer()
         self.cluster.send_ask(self, message, future, timeout)
         return PendingReply(self.path, future, timeout)
 
