@@ -133,7 +133,8 @@ class RemoteAnswer(pykka.Future[Any]):
 
     def get(self, *, timeout: float | None = None) -> Any:
         """The answer (raised if it is an error); `pykka.Timeout` after `timeout` seconds."""
-        if not self._ready.acquire(timeout=-1 if timeout is None else max(0.0, timeout)):
+        wait = -1 if timeout is None else min(max(0.0, timeout), threading.TIMEOUT_MAX)
+        if not self._ready.acquire(timeout=wait):
             raise pykka.Timeout(f"{timeout} seconds")
         self._ready.release()  # every later `get` returns at once
         if self._exc_info is not None:
