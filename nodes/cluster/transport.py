@@ -67,6 +67,9 @@ STALE_CONNECTION = 30.0
 """Seconds without any traffic after which the listening socket drops a connection (a peer
 whose host died, or a half-open TCP connection); a live peer reconnects at once."""
 
+_POLLIN = int(zmq.POLLIN)
+"""As a plain int: `&` with pyzmq's enum flag runs Python code on every received message."""
+
 FramesHandler = Callable[[str, list[bytes]], None]
 UndeliverableHandler = Callable[[Any, str], None]
 
@@ -341,7 +344,7 @@ class Transport:
         # has to be read from them.
         copy = self.keys is None
         budget = RECV_BUDGET
-        while budget > 0 and cast(int, router.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
+        while budget > 0 and cast(int, router.getsockopt(zmq.EVENTS)) & _POLLIN:
             try:
                 parts = router.recv_multipart(zmq.NOBLOCK, copy=copy)
             except zmq.Again:
