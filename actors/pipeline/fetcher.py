@@ -27,7 +27,10 @@ the tell waits there for room (`Transport.send`): meanwhile the fetcher takes no
 requests in flight go on and their reports queue up in the fetcher (none is dropped there).
 
 A bug in the fetcher itself (an exception that is none of these) crashes the actor, as any
-bug should: its requests in flight are lost, and their leases bring the jobs back.
+bug should. Its other requests in flight are cut and their jobs handed back `Returned` (due
+again at once, no attempt spent: they did nothing wrong), as when it is stopped; the job whose
+request raised reports nothing, so its lease runs out and counts it lost (a job that keeps
+crashing fetchers ends dead as poison).
 """
 
 from __future__ import annotations
