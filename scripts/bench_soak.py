@@ -8,9 +8,9 @@ it has submitted the target number or the load phase is over; then it waits unti
 submitted job is stored (the drain). Every second, through the whole run, it crashes one
 fetcher (the two in turn): it joins the cluster as node `soak` (which hosts nothing) and
 tells the fetcher a message it does not handle, which raises in the fetcher, so its
-supervisor restarts it and the jobs it had in flight come back when their lease runs out.
-The router's poison limit is set out of reach: these crashes are not the jobs' doing, so a
-job whose attempts were lost in several of them is not dead as poison.
+supervisor restarts it; the jobs it had in flight are handed back uncounted (`Returned`) and
+due again at once. The router keeps its default poison limit and attempts: these crashes are
+not the jobs' doing, and none of them may cost a job an attempt.
 
 Every few seconds it samples the jobs stored so far (through the intake's counts), the
 journal's counts by state and the RSS of both node processes. At the end it checks:
@@ -70,7 +70,6 @@ tree:
         fetchers: alpha/root/fetching/fetchers
         max_in_flight: 512
         visibility: {visibility}
-        poison_limit: 1000000
     - id: fetching
       node: beta
       supervisor:
