@@ -211,12 +211,3 @@ class CrashingFetcher(Actor):
             )
             return None
         return super().on_receive(message)
-
-
-def wait_until(condition: Callable[[], object], *, timeout: float = 5.0, every: float = 0.01, what: str = "") -> None:
-    """Poll `condition()` until it is true; fail the test past `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what or condition}")
-        time.sleep(every)

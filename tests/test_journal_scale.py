@@ -10,7 +10,8 @@ import sqlite3
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from concurrent import futures
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -20,7 +21,8 @@ from flotilla.actors.pipeline.journal import STATES, Journal, NewJob, natural_ke
 from flotilla.actors.pipeline.journal_schema import MIGRATIONS, migrate
 from flotilla.actors.pipeline.journal_sqlite import SqliteEngine
 from flotilla.actors.pipeline.pruning import DAY, Pruner, Retention, prune_all
-from tests.helpers import FakeClock, wait_until
+from scripts.harness import wait_until
+from tests.helpers import FakeClock
 
 
 @pytest.fixture
@@ -156,7 +158,7 @@ def test_a_pruner_runs_in_the_background_until_stopped(where: str, clock: FakeCl
     )
     pruner.start()
     try:
-        wait_until(lambda: sum(seen) == 12, timeout=10)
+        wait_until(lambda: sum(seen) == 12, timeout=10, what="every stored job pruned")
     finally:
         pruner.stop()
     assert not pruner._thread.is_alive()  # noqa: SLF001
@@ -263,7 +265,7 @@ def test_counting_rows_of_closed_connections_fold_into_one(postgres_url: str) ->
     before = survivor.counts("alice")
     with survivor._engine.reading() as db:  # noqa: SLF001 - the test looks at the counting rows
         rows_before = db.execute("SELECT COUNT(*) FROM job_counts").fetchone()[0]
-    wait_until(lambda: survivor.fold_counts() >= 0 and _rows(survivor) < rows_before, timeout=10)
+    wait_until(lambda: survivor.fold_counts() >= 0 and _rows(survivor) < rows_before, timeout=10, what="rows folded")
     assert survivor.counts("alice") == before == {**dict.fromkeys(STATES, 0), "pending": 30}
     assert Counter(survivor.counts()) == Counter(before)
     survivor.close()
@@ -297,7 +299,7 @@ def test_a_key_submitted_while_its_ended_job_is_being_pruned_is_recorded_anew(po
         with pruner.batch():  # the pruner's transaction, still open
             assert pruner.prune({"stored": time.time() + 1}, None, limit=10).jobs == 1
             answer = submitter.submit(intake.submit, [job(1)], "second")
-            assert not wait_for(answer.done, 0.3)  # it waits for the pruner to commit
+            assert not futures.wait([answer], timeout=0.3).done  # it waits for the pruner to commit
         assert answer.result(timeout=10) == [True]
     assert intake.job(job(1).key).state == "pending"
     assert intake.batch_report("second").total == 1 and intake.batch_report("first") is None
@@ -309,13 +311,3 @@ def test_a_key_submitted_while_its_ended_job_is_being_pruned_is_recorded_anew(po
 def test_a_key_twice_in_one_request_is_new_once_on_its_retry_too(journal: Journal) -> None:
     first = journal.submit([job(1), job(1), job(2)], origin="s:1")
     assert journal.submit([job(1), job(1), job(2)], origin="s:1") == first == [True, False, True]
-
-
-def wait_for(condition: Callable[[], bool], seconds: float) -> bool:
-    """Whether `condition()` became true within `seconds` (polled)."""
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
