@@ -46,7 +46,7 @@ def test_the_wheel_holds_only_the_flotilla_package(wheel: Path) -> None:
     tops = {name.split("/")[0] for name in names}
     dist_info = [top for top in tops if top.startswith("flotilla-") and top.endswith(".dist-info")]
     assert tops == {"flotilla", *dist_info} and len(dist_info) == 1, tops
-    for expected in ("flotilla/py.typed", "flotilla/actors/core/actor.py", "flotilla/nodes/cli.py"):
+    for expected in ("flotilla/py.typed", "flotilla/actors/core/actor.py", "flotilla/nodes/cli/__init__.py"):
         assert expected in names
     sources = {
         f"flotilla/{p.relative_to(ROOT).as_posix()}"
