@@ -73,6 +73,7 @@ def field_rule(t: Topology) -> FieldRule:
 READ: dict[tuple[str, str], Read] = {
     ("topology", "cluster"): lambda bare, full: bare.cluster,
     ("topology", "data_dir"): lambda bare, full: bare.data_dir.name,
+    ("topology", "captures"): lambda bare, full: bare.captures,
     ("topology", "rules"): lambda bare, full: bare.rules,
     ("topology", "intake"): lambda bare, full: bare.intakes or None,
     ("topology", "operators"): lambda bare, full: bare.security.operators,
@@ -122,6 +123,7 @@ READ: dict[tuple[str, str], Read] = {
     ("rule set", "block_selectors"): lambda bare, full: full.rules["r"].block_selectors,
     ("rule set", "credentials"): lambda bare, full: full.rules["r"].credentials,
     ("rule set", "wait_budget"): lambda bare, full: full.rules["r"].wait_budget,
+    ("rule set", "capture"): lambda bare, full: full.rules["r"].capture,
     ("field", "attr"): lambda bare, full: field_rule(full).attr,
     ("field", "all"): lambda bare, full: field_rule(full).all,
     ("field", "required"): lambda bare, full: field_rule(full).required,

@@ -7,6 +7,13 @@ parsed within the parse budget (`flotilla.actors.pipeline.parse_sandbox`: `parse
 process killed when it overruns) is HARD "unparseable page", with the start of the page as
 evidence. Each verdict is recorded in the node's resilience view (the breaker shard judges a
 target's drift over its recent pages).
+
+A page of a rule set with `capture: true` is captured first (the node's `PageStore`,
+actors/pipeline/captures.py; in this actor's thread, which a write of a few milliseconds holds
+up no more than a parse does), so it is on disk before its outcome reaches the router; every
+outcome then names the page (`content_hash`, `captured`). A page that cannot be written
+(a full disk, no capture directory on this node) is a TRANSIENT failure: it is fetched again
+later rather than stored without its page.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from typing import Any
 import msgspec
 
 from flotilla.actors.core.actor import Actor
+from flotilla.actors.pipeline.captures import PageStore
 from flotilla.actors.pipeline.messages import ExtractJob, Failure, JobOutcome
 from flotilla.actors.pipeline.parse_sandbox import MAX_PARSE_TIMEOUT, PARSE_TIMEOUT, ParseSandbox, Unparseable
 from flotilla.actors.pipeline.rules import Blocked, Drift, ExtractionRules
@@ -29,6 +37,7 @@ class ExtractorSnapshot(msgspec.Struct, frozen=True):
     done: int
     unparseable: int
     parser_killed: int
+    captured: int = 0
 
 
 class Extractor(Actor):
@@ -40,6 +49,8 @@ class Extractor(Actor):
         super().__init__()
         self.done = 0
         self.unparseable = 0
+        self.captured = 0
+        """Pages written to the page store (a page kept already is not counted)."""
         self.sandbox = ParseSandbox(parse_timeout)
 
     def on_start(self) -> None:
@@ -67,6 +78,13 @@ class Extractor(Actor):
                 )
             )
             return None
+        page: dict[str, Any] = {}
+        if rules.capture:
+            problem = self._capture(message)
+            if problem is not None:
+                reply.tell(JobOutcome(message.key, message.token, failure=problem))
+                return None
+            page = {"content_hash": message.content_hash, "captured": True}
         result = self.sandbox.apply(message.body, rules, message.headers)
         elapsed = time.monotonic() - started
         view, proxy = ResilienceView.of(self.system), message.proxy or None
@@ -86,7 +104,7 @@ class Extractor(Actor):
                 detail=failure.detail,
                 url=message.url,
             )
-            reply.tell(JobOutcome(message.key, message.token, failure=failure, elapsed=elapsed))
+            reply.tell(JobOutcome(message.key, message.token, failure=failure, elapsed=elapsed, **page))
         elif isinstance(result, Drift):
             failure = Failure("DRIFT", "missing required fields: " + ", ".join(result.missing), 200)
             view.record(
@@ -99,7 +117,7 @@ class Extractor(Actor):
                 url=message.url,
                 page=True,
             )
-            reply.tell(JobOutcome(message.key, message.token, failure=failure, elapsed=elapsed))
+            reply.tell(JobOutcome(message.key, message.token, failure=failure, elapsed=elapsed, **page))
         elif isinstance(result, Blocked):
             failure = Failure("BLOCKED", f"challenge page ({result.signal})", 200)
             view.record(
@@ -111,15 +129,35 @@ class Extractor(Actor):
                 page=True,
                 detail=failure.detail,
             )
-            reply.tell(JobOutcome(message.key, message.token, failure=failure, elapsed=elapsed))
+            reply.tell(JobOutcome(message.key, message.token, failure=failure, elapsed=elapsed, **page))
         else:
             view.record(target, "ok", proxy=proxy, trial=message.trial, probe=message.probe, page=True)
             reply.tell(
                 JobOutcome(
-                    message.key, message.token, fields=result.fields, content_hash=message.content_hash, elapsed=elapsed
+                    message.key,
+                    message.token,
+                    fields=result.fields,
+                    content_hash=message.content_hash,
+                    elapsed=elapsed,
+                    captured=bool(page),
                 )
             )
         return None
 
+    def _capture(self, message: ExtractJob) -> Failure | None:
+        """Capture the page of `message` (a no-op if it is kept already); the failure to
+        report instead if it cannot be."""
+        store = PageStore.of(self.system)
+        if store is None:
+            return Failure("TRANSIENT", f"rule set {message.rules!r} captures pages, but this node has no page store")
+        try:
+            _, written = store.put(message.body, message.content_hash)
+        except (OSError, ValueError) as exc:
+            self.log.warning("extractor.capture_failed", job=message.key, error=f"{type(exc).__name__}: {exc}")
+            return Failure("TRANSIENT", f"page capture failed: {type(exc).__name__}: {exc}"[:500], 200)
+        if written:
+            self.captured += 1
+        return None
+
     def inspect(self) -> ExtractorSnapshot:
-        return ExtractorSnapshot(self.done, self.unparseable, self.sandbox.killed)
+        return ExtractorSnapshot(self.done, self.unparseable, self.sandbox.killed, self.captured)

@@ -101,8 +101,9 @@ class JobEvent:
     at: float
     """When (wall clock)."""
     event: str
-    """submitted, leased, stored, failed, lost, cancelled (an attempt's end), or retrying,
-    dead, parked, deferred, returned, replayed, cancelled (the job's own course)."""
+    """submitted, leased, captured (its page kept), stored, failed, lost, cancelled (an
+    attempt's end), or retrying, dead, parked, deferred, returned, replayed, cancelled,
+    reextracted (the job's own course)."""
     attempt: int | None
     """The attempt it belongs to, if any."""
     detail: str = ""
@@ -129,6 +130,17 @@ class BatchReport:
     def done(self) -> bool:
         """Every job of the batch is stored, dead or parked."""
         return all(self.states.get(state, 0) == 0 for state in STATES if state not in TERMINAL)
+
+
+@dataclass(frozen=True)
+class StoredPage:
+    """A stored result and the page it was extracted from (`Journal.stored_pages`)."""
+
+    key: str
+    url: str
+    content_hash: str
+    fields: dict[str, Any]
+    revision: int
 
 
 @dataclass(frozen=True)
@@ -404,8 +416,9 @@ class Journal:
             )
         )
 
-    def store(self, key: str, token: int, fields: dict[str, Any], content_hash: str) -> bool:
-        """Store the result (once per key, ever) and mark the job stored, atomically. False
+    def store(self, key: str, token: int, fields: dict[str, Any], content_hash: str, *, captured: bool = False) -> bool:
+        """Store the result (once per key, ever) and mark the job stored, atomically; with
+        `captured`, the attempt records that its page was captured under `content_hash`. False
         if the lease is no longer current (the report is stale) — nothing changes then."""
         now = self._clock()
 
@@ -427,8 +440,9 @@ class Journal:
                 "UPDATE jobs SET state='stored', lease_until=NULL, reason=NULL, updated_at=? WHERE key=?", (now, key)
             )
             db.execute(
-                f"UPDATE attempts SET ended_at=?, outcome='stored' WHERE job={self._job_of} AND attempt=?",  # noqa: S608  constant
-                (now, key, attempts),
+                "UPDATE attempts SET ended_at=?, outcome='stored', page_hash=?"  # noqa: S608  constant
+                f" WHERE job={self._job_of} AND attempt=?",
+                (now, content_hash if captured else None, key, attempts),
             )
             return True
 
@@ -445,10 +459,12 @@ class Journal:
         retry_at: float | None = None,
         dead: bool = False,
         park: bool = False,
+        page_hash: str = "",
     ) -> bool:
-        """Record a failed attempt (with its `evidence` in the attempt history) and decide the
-        job's next state: retrying at `retry_at`, dead (the dead-letter queue), or parked.
-        False if the lease is no longer current."""
+        """Record a failed attempt (with its `evidence` in the attempt history, and the
+        content hash of the page it captured, if any) and decide the job's next state:
+        retrying at `retry_at`, dead (the dead-letter queue), or parked. False if the lease is
+        no longer current."""
         now = self._clock()
         if sum((retry_at is not None, dead, park)) != 1:
             raise ValueError("exactly one of retry_at, dead, park")
@@ -469,8 +485,9 @@ class Journal:
             )
             record_detail = f"{detail} | {evidence}" if evidence else detail
             db.execute(
-                f"UPDATE attempts SET ended_at=?, outcome=?, detail=? WHERE job={self._job_of} AND attempt=?",  # noqa: S608  constant
-                (now, outcome, record_detail[:3000], key, row[0]),
+                "UPDATE attempts SET ended_at=?, outcome=?, detail=?, page_hash=?"  # noqa: S608  constant
+                f" WHERE job={self._job_of} AND attempt=?",
+                (now, outcome, record_detail[:3000], page_hash or None, key, row[0]),
             )
             after = f"due in {max(0.0, retry_at - now):.1f} s" if retry_at is not None else reason
             _event(db, key, now, state, row[0], after)
@@ -762,20 +779,24 @@ class Journal:
 
     def history(self, key: str) -> list[JobEvent]:
         """The story of job `key`, oldest first: its submission, every attempt (leased, then
-        stored, failed with the evidence, lost or cancelled), and every change of course
-        (retrying, deferred with the reason, returned, dead, parked, replayed, cancelled)."""
+        the page it captured, if any, then stored, failed with the evidence, lost or
+        cancelled), and every change of course (retrying, deferred with the reason, returned,
+        dead, parked, replayed, cancelled, reextracted)."""
         with self._engine.reading() as db:
             job = db.execute("SELECT url, rules, created_at FROM jobs WHERE key=?", (key,)).fetchone()
             if job is None:
                 return []
             attempts = db.execute(
-                f"SELECT attempt, started_at, ended_at, outcome, detail FROM attempts WHERE job={self._job_of}",  # noqa: S608  constant
+                "SELECT attempt, started_at, ended_at, outcome, detail, page_hash"  # noqa: S608  constant
+                f" FROM attempts WHERE job={self._job_of}",
                 (key,),
             ).fetchall()
             events = db.execute("SELECT at, event, attempt, detail FROM events WHERE key=?", (key,)).fetchall()
         story = [(job[2], 0, JobEvent(job[2], "submitted", None, f"{job[0]} (rules {job[1]})"))]
-        for attempt, started, ended, outcome, detail in attempts:
+        for attempt, started, ended, outcome, detail, page_hash in attempts:
             story.append((started, 1, JobEvent(started, "leased", attempt, "")))
+            if ended is not None and page_hash:
+                story.append((ended, 2, JobEvent(ended, "captured", attempt, f"page sha256:{page_hash}")))
             if ended is not None:
                 name = outcome if outcome in ("stored", "lost", "cancelled") else "failed"
                 text = f"{outcome}: {detail or ''}" if name == "failed" else detail or ""
@@ -787,11 +808,13 @@ class Journal:
         """The stored result of job `key` (as `results` lists them), or None."""
         with self._engine.reading() as db:
             row = db.execute(
-                "SELECT key, url, rules, fields, content_hash, attempts, stored_at FROM results WHERE key=?", (key,)
+                "SELECT key, url, rules, fields, content_hash, attempts, stored_at, revision, extracted_at"
+                " FROM results WHERE key=?",
+                (key,),
             ).fetchone()
         if row is None:
             return None
-        k, u, r, f, h, a, t = row
+        k, u, r, f, h, a, t, v, x = row
         return {
             "key": k,
             "url": u,
@@ -800,6 +823,8 @@ class Journal:
             "content_hash": h,
             "attempts": a,
             "stored_at": t,
+            "revision": v,
+            "extracted_at": x if x is not None else t,
         }
 
     def batch_report(self, batch: str, client: str | None = None) -> BatchReport | None:
@@ -856,20 +881,76 @@ class Journal:
         with self._engine.reading() as db:
             if client is None:
                 rows = db.execute(
-                    "SELECT key, url, rules, fields, content_hash, attempts, stored_at"
+                    "SELECT key, url, rules, fields, content_hash, attempts, stored_at, revision, extracted_at"
                     " FROM results WHERE key > ? ORDER BY key LIMIT ?",
                     (after, limit),
                 ).fetchall()
             else:
                 rows = db.execute(
-                    "SELECT key, url, rules, fields, content_hash, attempts, stored_at"
+                    "SELECT key, url, rules, fields, content_hash, attempts, stored_at, revision, extracted_at"
                     " FROM results WHERE key > ? AND client = ? ORDER BY key LIMIT ?",
                     (after, client, limit),
                 ).fetchall()
         return [
-            {"key": k, "url": u, "rules": r, "fields": json.loads(f), "content_hash": h, "attempts": a, "stored_at": t}
-            for k, u, r, f, h, a, t in rows
+            {
+                "key": k,
+                "url": u,
+                "rules": r,
+                "fields": json.loads(f),
+                "content_hash": h,
+                "attempts": a,
+                "stored_at": t,
+                "revision": v,
+                "extracted_at": x if x is not None else t,
+            }
+            for k, u, r, f, h, a, t, v, x in rows
         ]
+
+    def stored_pages(
+        self, rules: str, keys: Sequence[str] | None = None, after: str = "", limit: int = 100
+    ) -> list[StoredPage]:
+        """The results of rule set `rules` with the page each was extracted from, by key: those
+        of `keys` (each looked up; a key without such a result is left out), or every one after
+        key `after`, at most `limit`."""
+        columns = "SELECT key, url, content_hash, fields, revision FROM results"
+        with self._engine.reading() as db:
+            if keys is not None:
+                rows = [
+                    row
+                    for key in keys
+                    if (row := db.execute(f"{columns} WHERE key=? AND rules=?", (key, rules)).fetchone()) is not None  # noqa: S608  constant
+                ]
+            else:
+                rows = db.execute(
+                    f"{columns} WHERE key > ? AND rules=? ORDER BY key LIMIT ?",  # noqa: S608  constant
+                    (after, rules, limit),
+                ).fetchall()
+        return [
+            StoredPage(key, url, digest, json.loads(fields), revision) for key, url, digest, fields, revision in rows
+        ]
+
+    def reextracted(self, key: str, content_hash: str, fields: dict[str, Any]) -> int | None:
+        """Replace the fields of result `key` by `fields` extracted again from its page
+        (`content_hash`, which the result must still have), in one transaction that changes
+        the row only if the fields differ: its `revision` goes up by one and the job's story
+        gets a ``reextracted`` event. Returns the new revision, or None if nothing changed (the
+        same fields: a retried request changes nothing twice)."""
+        now = self._clock()
+        encoded = json.dumps(fields, sort_keys=True)
+
+        def update(db: Db) -> int | None:
+            row = db.execute(
+                "UPDATE results SET fields=?, revision=revision+1, extracted_at=?"
+                " WHERE key=? AND content_hash=? AND fields<>? RETURNING revision",
+                (encoded, now, key, content_hash, encoded),
+            ).fetchone()
+            if row is None:
+                return None
+            if db.execute("SELECT 1 FROM jobs WHERE key=?", (key,)).fetchone() is not None:
+                _event(db, key, now, "reextracted", None, f"revision {row[0]}: fields from page sha256:{content_hash}")
+            return int(row[0])
+
+        return self._write(update)
 
     def result_count(self, client: str | None = None) -> int:
         """How many results are stored (for `client`'s jobs, if given)."""

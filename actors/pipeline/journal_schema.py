@@ -287,6 +287,17 @@ _POSTGRES_COUNTING = (
 )
 
 
+def _captures_and_revisions(real: str) -> tuple[str, ...]:
+    """Which page an attempt captured (its content hash; NULL: none), and how often a result's
+    fields were changed by re-extraction from its captured page (`revision`, 0: as first
+    stored) and when last (`extracted_at`, NULL: never since it was stored)."""
+    return (
+        "ALTER TABLE attempts ADD COLUMN page_hash TEXT",
+        "ALTER TABLE results ADD COLUMN revision INTEGER NOT NULL DEFAULT 0",
+        f"ALTER TABLE results ADD COLUMN extracted_at {real}",
+    )
+
+
 def _add_unversioned_columns(db: Db) -> None:
     columns = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
     for column, declaration in UNVERSIONED_ADDITIONS:
@@ -332,6 +343,17 @@ MIGRATIONS: tuple[Migration, ...] = (
             _COUNTS_TABLE.format(key=' COLLATE "C"', bigint="BIGINT"),
             *_COUNTS_FILLED,
             *_POSTGRES_COUNTING,
+        ),
+    ),
+    Migration(
+        4,
+        "page capture: the page an attempt captured, results' revisions by re-extraction",
+        _captures_and_revisions("REAL"),
+        (
+            # jobs first: every writer's transaction touches jobs before attempts or results, so a
+            # node of the previous version still writing waits here instead of deadlocking
+            "LOCK TABLE jobs, attempts, results IN ACCESS EXCLUSIVE MODE",
+            *_captures_and_revisions("DOUBLE PRECISION"),
         ),
     ),
 )

@@ -107,7 +107,8 @@ class Fetched(Message, frozen=True, tag=True):
 
 class JobOutcome(Message, frozen=True, tag=True):
     """How attempt `token` of job `key` ended: `fields` (with the page's `content_hash`), or
-    a `failure`."""
+    a `failure`. `captured`: the page was captured (kept under its `content_hash`, which a
+    failure then carries too) before this report was sent."""
 
     key: str
     token: int
@@ -115,6 +116,7 @@ class JobOutcome(Message, frozen=True, tag=True):
     content_hash: str = ""
     failure: Failure | None = None
     elapsed: float = 0.0
+    captured: bool = False
 
 
 WIRE_MESSAGES: tuple[type[Message], ...] = (

@@ -431,7 +431,9 @@ class Router(Actor):
             self._publish(AttemptFailed(self.path, outcome.failure.kind))
         if outcome.failure is None:
             if self._write(
-                lambda: self.journal.store(outcome.key, outcome.token, outcome.fields or {}, outcome.content_hash)
+                lambda: self.journal.store(
+                    outcome.key, outcome.token, outcome.fields or {}, outcome.content_hash, captured=outcome.captured
+                )
             ):
                 self._count("stored")
                 if submitted_at:
@@ -439,7 +441,9 @@ class Router(Actor):
             else:
                 self._count("stale")
             return
-        self._apply_policy(outcome.key, outcome.token, outcome.failure)
+        self._apply_policy(
+            outcome.key, outcome.token, outcome.failure, outcome.content_hash if outcome.captured else ""
+        )
 
     def _attempt_ended(self, key: str) -> float:
         """Count the attempt's latency (lease to outcome); return when the job was submitted."""
@@ -485,7 +489,7 @@ class Router(Actor):
         else:
             self._count("stale")
 
-    def _apply_policy(self, key: str, token: int, failure: Failure) -> None:
+    def _apply_policy(self, key: str, token: int, failure: Failure, page_hash: str = "") -> None:
         attempt = self.journal.tries(key)  # attempts since submission or the last replay
         policy = self.policy
         detail = failure.detail
@@ -503,7 +507,9 @@ class Router(Actor):
         else:
             decision = {"retry_at": time.time() + policy.transient_delay(attempt, self.rng)}
         changed = self._write(
-            lambda: self.journal.fail(key, token, failure.kind, detail, evidence=failure.evidence, **decision)
+            lambda: self.journal.fail(
+                key, token, failure.kind, detail, evidence=failure.evidence, page_hash=page_hash, **decision
+            )
         )
         if not changed:
             self._count("stale")

@@ -95,6 +95,9 @@ class RuleSet:
     block_selectors: tuple[str, ...] = DEFAULT_BLOCK_SELECTORS
     credentials: bool = False
     """Whether its jobs' URLs may carry credentials (``user:password@``; sealed in the journal)."""
+    capture: bool = False
+    """Whether its pages are captured (kept compressed under their content hash, for
+    `flotilla reextract`: actors/pipeline/captures.py)."""
 
 
 class ExtractionRules(dict[str, RuleSet]):

@@ -140,6 +140,8 @@ class Topology:
     """The `journal` key (None: SQLite in the data directory of each node that opens it)."""
     retention: Retention = Retention()
     """What the journal keeps of jobs that ended (the `retention` section)."""
+    captures: Path | None = None
+    """Where captured pages are kept (the `captures` key; None: `<data_dir>/pages`)."""
 
     def journal_of(self, node: str) -> JournalTarget:
         """The journal node `node` opens (its intake and routers)."""
@@ -159,6 +161,11 @@ class Topology:
     def intake_addresses(self) -> list[str]:
         """Where clients reach the intakes, in the topology's order."""
         return [intake.address for intake in self.intakes]
+
+    @property
+    def capture_dir(self) -> Path:
+        """Where the pages of rule sets with `capture: true` are kept (every node's the same)."""
+        return self.captures or self.data_dir / "pages"
 
     def node_data_dir(self, node: str) -> Path:
         """Where node `node` keeps its files."""

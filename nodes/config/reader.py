@@ -575,6 +575,7 @@ def read_rules(ctx: Context, node: Node | None) -> dict[str, RuleSet]:
             block_selectors=tuple(selectors),
             wait_budget=float(budget) if budget is not None else None,
             credentials=m.get("credentials", check_flag),
+            capture=m.get("capture", check_flag),
         )
     return rule_sets
 

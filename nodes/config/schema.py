@@ -488,6 +488,16 @@ class RuleSetSection(Section, kw_only=True, frozen=True):
             "{default}: such URLs are rejected",
         ),
     ] = spec_default(RuleSet, "credentials")
+    capture: Annotated[
+        bool,
+        key(
+            "boolean",
+            "Keep every 200 page of its jobs, gzip-compressed, under its content hash in the "
+            "topology's `captures` directory, so that `flotilla reextract` can apply fixed rules "
+            "to the stored results without fetching again (docs/journal.md).",
+            "{default}: pages are not kept",
+        ),
+    ] = spec_default(RuleSet, "capture")
     wait_budget: Annotated[
         float | None,
         key(
@@ -514,6 +524,16 @@ class TopologySection(Section, kw_only=True, frozen=True):
             "and `flotilla up` its pid file. Relative to the topology file.",
         ),
     ] = "data"
+    captures: Annotated[
+        str | None,
+        key(
+            "directory",
+            "Where the pages of rule sets with `capture: true` are kept (created with mode 0700). "
+            "Relative to the topology file. The nodes that fetch and the intake node must all "
+            "reach it: on several hosts, shared storage (docs/operations.md).",
+            "`<data_dir>/pages`",
+        ),
+    ] = None
     journal: Annotated[
         str | JournalSection | None,
         key(

@@ -124,6 +124,11 @@ def parse_topology(
     unusable = unusable_dir(data_dir)
     if unusable:
         ctx.problem("data_dir", unusable, top.node_of("data_dir"))
+    captures_value = top.get("captures", check_text)
+    captures = (base / captures_value).resolve() if captures_value else None
+    unusable = unusable_dir(captures) if captures is not None else ""
+    if unusable:
+        ctx.problem("captures", unusable, top.node_of("captures"))
     security = read_security(ctx, top.node_of("security"), nodes, base)
     security = read_operators(ctx, top.node_of("operators"), top.node_of("eval_operators"), nodes, security)
     security = read_clients(ctx, top.node_of("clients"), nodes, security)
@@ -159,6 +164,7 @@ def parse_topology(
         failover=failover,
         journal=journal,
         retention=retention,
+        captures=captures,
     )
     where = [(path, yaml_node.start_mark.line + 1) for _, yaml_node, path in intakes]
     for (intake, _, _), (path, line) in zip(intakes, where, strict=True):

@@ -58,6 +58,8 @@ from flotilla.nodes.intake.protocol import (
     Jobs,
     JobSpec,
     JobStory,
+    Reextract,
+    Reextracted,
     Replay,
     Replayed,
     Request,
@@ -359,3 +361,25 @@ class IntakeClient:
         """Put dead and parked jobs back to pending (these keys, or all)."""
         answer = self._call(lambda i: Replay(i, keys), Replayed)
         return answer.count
+
+    def reextract(self, rules: str, keys: list[str] | None = None, after: str = "", limit: int = 100) -> Reextracted:
+        """Extract the stored results of rule set `rules` again from their captured pages
+        (these keys, or one page of them after `after`); what happened to each. A retry of
+        the request (no answer came) is answered as its first try was."""
+        answer = self._call(lambda i: Reextract(i, rules, keys, after, limit, self._session), Reextracted)
+        return answer
+
+    def reextract_all(self, rules: str, keys: list[str] | None = None, limit: int = 100) -> Iterator[Reextracted]:
+        """`reextract` page after page: every stored result of `rules` (or `keys`, in requests
+        of at most `MAX_BATCH`)."""
+        if keys is not None:
+            for start in range(0, len(keys), MAX_BATCH):
+                yield self.reextract(rules, keys[start : start + MAX_BATCH])
+            return
+        after = ""
+        while True:
+            page = self.reextract(rules, after=after, limit=limit)
+            yield page
+            if not page.next:
+                return
+            after = page.next

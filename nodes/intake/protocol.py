@@ -132,7 +132,34 @@ class BreakerReset(Request, frozen=True, tag=True):
     target: Url
 
 
-AnyRequest = Submit | Status | Results | Jobs | Counts | Replay | Hold | History | BatchStatus | Cancel | BreakerReset
+class Reextract(Request, frozen=True, tag=True):
+    """Extract the stored results of rule set `rules` again from their captured pages, with
+    the intake node's rules (no page is fetched): these `keys`, or one page of every such
+    result after key `after` (at most `limit`; `Reextracted.next` is the next page's
+    `after`). A result whose fields change is updated once (its revision goes up); a request
+    sent again with the same `session` and `id` gets the first answer again."""
+
+    rules: Short
+    keys: typing.Annotated[list[StoredKey], msgspec.Meta(max_length=MAX_BATCH)] | None = None
+    after: StoredKey = ""
+    limit: int = 100
+    session: Short = ""
+
+
+AnyRequest = (
+    Submit
+    | Status
+    | Results
+    | Jobs
+    | Counts
+    | Replay
+    | Hold
+    | History
+    | BatchStatus
+    | Cancel
+    | BreakerReset
+    | Reextract
+)
 
 Role = typing.Literal["client", "operator"]
 
@@ -148,6 +175,7 @@ REQUEST_ROLES: dict[type[Request], Role] = {
     Hold: "operator",
     Cancel: "operator",
     BreakerReset: "operator",
+    Reextract: "operator",
 }
 """Who may send each request. A client's requests concern only its own jobs and results
 (queries are filtered to them); an operator's concern the whole fleet. A request type not
@@ -202,6 +230,10 @@ class ResultInfo(msgspec.Struct, frozen=True):
     content_hash: str
     attempts: int
     stored_at: float
+    revision: int = 0
+    """How many times `flotilla reextract` changed its fields (0: as first stored)."""
+    extracted_at: float = 0.0
+    """When its fields were last extracted (its `stored_at` until a re-extraction changes them)."""
 
 
 class ResultList(Answer, frozen=True, tag=True):
@@ -234,8 +266,9 @@ class HoldInfo(Answer, frozen=True, tag=True):
 
 
 class JobEventInfo(msgspec.Struct, frozen=True):
-    """One line of a job's story (`event`: submitted, leased, fetched, stored, failed,
-    retrying, deferred, returned, lost, dead, parked, replayed, cancelled)."""
+    """One line of a job's story (`event`: submitted, leased, fetched, captured, stored,
+    failed, retrying, deferred, returned, lost, dead, parked, replayed, cancelled,
+    reextracted)."""
 
     at: float
     event: str
@@ -280,6 +313,29 @@ class BreakerInfo(Answer, frozen=True, tag=True):
     reason: str = ""
 
 
+ReextractOutcome = typing.Literal["changed", "unchanged", "no capture", "drifted", "failed", "no result"]
+
+
+class KeyReextracted(msgspec.Struct, frozen=True):
+    """What re-extraction did to one result: `changed` (its new `revision`), `unchanged`,
+    `no capture` (its page is not kept), `drifted` (the rules find no longer every required
+    field: the result is left as it was), `failed` (blocked or unparseable now; left as it
+    was), `no result` (no result of that rule set has this key)."""
+
+    key: str
+    outcome: ReextractOutcome
+    revision: int = 0
+    detail: str = ""
+
+
+class Reextracted(Answer, frozen=True, tag=True):
+    """The outcome of each result of one `Reextract`, in key order; `next`: the `after` of
+    the next page ("" once every result was seen, and always when keys were given)."""
+
+    keys: list[KeyReextracted]
+    next: str = ""
+
+
 class Error(Answer, frozen=True, tag=True):
     """The request could not be handled; `reason` says why."""
 
@@ -297,6 +353,7 @@ AnyAnswer = (
     | BatchInfo
     | Cancelled
     | BreakerInfo
+    | Reextracted
     | Error
 )
 

@@ -13,6 +13,14 @@ thread goes on serving meanwhile. The control requests (`Cancel`,
 `BreakerReset`) are written to the node's audit log before they run and after, like shell
 commands, and refused if the log cannot be written.
 
+`Reextract` (an operator's, audited like the control requests, run on a control thread)
+applies the intake node's rules — as its topology stood when it started — to the captured
+pages of stored results (the topology's `captures` directory, which this node must reach:
+actors/pipeline/captures.py), in a parse sandbox of its own with the extractors' time budget;
+it fetches nothing. A result is updated only when its fields change, once per key
+(`Journal.reextracted`), and the answer is remembered for a client that sends the request
+again.
+
 The socket is a CURVE server: only the keys of `IntakeAccess` get through its handshake, and
 each request is answered as the name of its key (the ZAP User-Id), within that name's role
 (nodes/intake/auth.py). Every job is recorded with its client, under the key
@@ -21,10 +29,11 @@ each request is answered as the name of its key (the ZAP User-Id), within that n
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from collections.abc import Set as AbstractSet
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -34,8 +43,11 @@ from urllib.parse import urlsplit
 import structlog
 import zmq
 
+from flotilla.actors.pipeline.captures import CaptureDamaged, CaptureMissing, PageStore
 from flotilla.actors.pipeline.credentials import CredentialSeal, has_userinfo, redact
-from flotilla.actors.pipeline.journal import STATES, Journal, NewJob
+from flotilla.actors.pipeline.journal import STATES, Journal, NewJob, StoredPage
+from flotilla.actors.pipeline.parse_sandbox import ParseSandbox, Unparseable
+from flotilla.actors.pipeline.rules import Blocked, Drift, RuleSet
 from flotilla.actors.pipeline.urls import canonical_url, natural_key
 from flotilla.actors.resilience.messages import BreakerStatus, HoldMode, HoldStatus
 from flotilla.actors.resilience.view import target_of
@@ -67,6 +79,9 @@ from flotilla.nodes.intake.protocol import (
     Jobs,
     JobSpec,
     JobStory,
+    KeyReextracted,
+    Reextract,
+    Reextracted,
     Replay,
     Replayed,
     ResultInfo,
@@ -146,6 +161,8 @@ class Intake:
         audit_path: Path | None = None,
         node: str = "",
         on_give_up: Callable[[str], None] = lambda _reason: None,
+        rules: Mapping[str, RuleSet] | None = None,
+        pages: PageStore | None = None,
     ) -> None:
         """`hold(mode)` sets the fleet's Hold (None: leaves it) and returns its status, or
         None when the topology has no Hold. `access`: the keys let in, and their roles.
@@ -155,7 +172,8 @@ class Intake:
         breakers. `journal`: an open journal (the intake closes it), or a SQLite file to open.
         Control requests are audited in `audit_path` (default: beside a SQLite journal).
         `on_give_up(reason)` is called if the serving loop keeps failing (`flotilla.nodes.serving.guard`):
-        the node stops."""
+        the node stops. `rules` and `pages`: the rule sets and the page store `Reextract`
+        uses (without them it is refused)."""
         self.address = address
         self.access = access
         self.seal = seal
@@ -187,6 +205,14 @@ class Intake:
         """Where requests that ask an actor (and may wait for it) run, off the serving thread."""
         self._answers: OrderedDict[tuple[str, str, int], Submitted] = OrderedDict()
         self._remembered_acks = 0
+        self.rules = dict(rules or {})
+        self.pages = pages
+        self._sandbox = ParseSandbox()
+        """Where `Reextract` parses pages (one worker process, started when first needed)."""
+        self._sandbox_lock = threading.Lock()
+        self._reextracted: OrderedDict[tuple[str, str, int], Answer] = OrderedDict()
+        """Answers to recent `Reextract`s (by user, session and request id), for retries."""
+        self._reextracted_lock = threading.Lock()
 
     def _remember(self, request: tuple[str, str, int], answer: Submitted) -> None:
         """Keep `answer` for a retry of `request`, forgetting the oldest answers beyond
@@ -209,6 +235,8 @@ class Intake:
     def close(self) -> None:
         self.server.close()
         self._control.shutdown(wait=False, cancel_futures=True)
+        with self._sandbox_lock:
+            self._sandbox.close()
         self.journal.close()
 
     def _answer(self, frame: zmq.Frame, _endpoint: int) -> bytes | Later:
@@ -234,6 +262,8 @@ class Intake:
             return Error(request.id, refusal)
         if isinstance(request, (Cancel, BreakerReset)):
             return self._audited(request, user)
+        if isinstance(request, Reextract):
+            return self._off_thread(request, lambda: self._reextract_once(request, user))
         if isinstance(request, Hold) and request.mode is not None:
             return self._off_thread(request, lambda: self._hold_info(request))
         try:
@@ -244,12 +274,15 @@ class Intake:
             )
             return Error(id=request.id, reason=f"{type(exc).__name__}: {str(exc)[:500]}")
 
-    def _audited(self, request: Cancel | BreakerReset, operator: str) -> Answer:
+    def _audited(self, request: Cancel | BreakerReset | Reextract, operator: str) -> Answer:
         """Run a control request with an audit entry before (refused if it cannot be
         written) and one with its outcome after."""
         if isinstance(request, Cancel):
             command = "cancel"
             args = list(request.keys or []) + (["--batch", request.batch] if request.batch is not None else [])
+        elif isinstance(request, Reextract):
+            command = "reextract"
+            args = ["--rules", request.rules, *(request.keys or ["--after", request.after])]
         else:
             command, args = "breakers", ["reset", request.target]
         try:
@@ -356,6 +389,8 @@ class Intake:
                 return Cancelled(request.id, self.journal.cancel(keys=keys, batch=batch))
             case BreakerReset(target=target):
                 return self._breaker_reset(request.id, target)
+            case Reextract():
+                return self._reextract(request)
         return Error(request.id, f"unhandled request {type(request).__name__}")
 
     def _hold_info(self, request: Hold) -> Answer:
@@ -383,6 +418,69 @@ class Intake:
 
         self._control.submit(run)
         return later
+
+    def _reextract_once(self, request: Reextract, user: str) -> Answer:
+        """A `Reextract`, audited; a retry of one (the same user, session and id) gets the
+        first answer again without running it twice."""
+        remembered = (user, request.session, request.id)
+        if request.session:
+            with self._reextracted_lock:
+                answer = self._reextracted.get(remembered)
+            if answer is not None:
+                return answer
+        answer = self._audited(request, user)
+        if request.session:
+            with self._reextracted_lock:
+                self._reextracted[remembered] = answer
+                while len(self._reextracted) > REMEMBERED_ANSWERS:
+                    self._reextracted.popitem(last=False)
+        return answer
+
+    def _reextract(self, request: Reextract) -> Answer:
+        """Apply rule set `request.rules` as this node has it to the captured pages of its
+        stored results (see the module docstring)."""
+        rules = self.rules.get(request.rules)
+        if rules is None:
+            known = ", ".join(sorted(self.rules)) or "none"
+            return Error(request.id, f"unknown rules {request.rules!r} on the intake's node (known: {known})")
+        if self.pages is None:
+            return Error(request.id, "this intake has no page store: it cannot re-extract")
+        limit = max(1, min(MAX_PAGE, request.limit))
+        found = self.journal.stored_pages(request.rules, request.keys, request.after, limit)
+        outcomes = {page.key: self._reextract_one(page, rules) for page in found}
+        if request.keys is not None:
+            keys = [
+                outcomes.get(key)
+                or KeyReextracted(key, "no result", detail=f"no stored result of rules {rules.name!r}")
+                for key in dict.fromkeys(request.keys)
+            ]
+            return Reextracted(request.id, keys)
+        more = found[-1].key if len(found) == limit else ""
+        return Reextracted(request.id, list(outcomes.values()), more)
+
+    def _reextract_one(self, page: StoredPage, rules: RuleSet) -> KeyReextracted:
+        """Extract one result's fields again from its captured page, and store them if they
+        changed."""
+        try:
+            body = self.pages.get(page.content_hash) if self.pages is not None else b""
+        except CaptureMissing as exc:
+            return KeyReextracted(page.key, "no capture", page.revision, str(exc))
+        except (CaptureDamaged, ValueError) as exc:
+            return KeyReextracted(page.key, "failed", page.revision, str(exc))
+        with self._sandbox_lock:
+            parsed = self._sandbox.apply(body, rules)
+        if isinstance(parsed, Drift):
+            return KeyReextracted(
+                page.key, "drifted", page.revision, "missing required fields: " + ", ".join(parsed.missing)
+            )
+        if isinstance(parsed, Blocked):
+            return KeyReextracted(page.key, "failed", page.revision, f"challenge page ({parsed.signal})")
+        if isinstance(parsed, Unparseable):
+            return KeyReextracted(page.key, "failed", page.revision, f"unparseable page: {parsed.reason}")
+        revision = self.journal.reextracted(page.key, page.content_hash, parsed.fields)
+        if revision is None:
+            return KeyReextracted(page.key, "unchanged", page.revision)
+        return KeyReextracted(page.key, "changed", revision)
 
     def _story(self, request_id: int, key: str, user: str, scope: str | None) -> Answer:
         """The story of job `key`: a stored key, or a key as the caller submitted it (its own

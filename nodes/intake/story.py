@@ -3,7 +3,8 @@
 A header (key, URL, rule set, state, attempts, the reason of its state), then every event
 oldest first with its wall-clock time, the seconds since the submission, the attempt it
 belongs to and its detail (for an attempt's end, how long after its lease; the outcome, HTTP
-status, evidence; why it waited), then the stored result.
+status, evidence; why it waited; the content hash of the page it captured), then the stored
+result (with its revision once `flotilla reextract` changed it).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import time
 
 from flotilla.nodes.intake.protocol import JobStory
 
-ATTEMPT_ENDS = ("fetched", "stored", "failed", "lost", "cancelled")
+ATTEMPT_ENDS = ("fetched", "captured", "stored", "failed", "lost", "cancelled")
 """Events that end (or mark the progress of) an attempt: shown with the time since its lease."""
 
 
@@ -56,6 +57,11 @@ def story_lines(story: JobStory) -> list[str]:
         lines.append(
             f"result: stored {clock_time(result.stored_at)} after {result.attempts} "
             f"attempt{'s' if result.attempts != 1 else ''}, content hash {result.content_hash[:16]}"
+            + (
+                f", revision {result.revision} (re-extracted {clock_time(result.extracted_at)})"
+                if result.revision
+                else ""
+            )
         )
         lines.append(f"  {json.dumps(result.fields, sort_keys=True, ensure_ascii=False)}")
     return lines

@@ -25,6 +25,7 @@ import structlog
 from flotilla.actors.core.child_spec import ChildSpec, Spec, SupervisorSpec
 from flotilla.actors.core.messages import Inspect, SupervisorReport, describe_reason
 from flotilla.actors.core.system import ActorSystem, RootStartError
+from flotilla.actors.pipeline.captures import PageStore
 from flotilla.actors.pipeline.credentials import CredentialError, CredentialSeal
 from flotilla.actors.pipeline.egress import EgressPolicy
 from flotilla.actors.pipeline.journal import Journal, JournalUnavailable, open_journal_patiently
@@ -68,6 +69,7 @@ class NodeRun:
         self.node = node
         self.system = ActorSystem(node)
         self.system.extensions.put(ExtractionRules(topology.rules))
+        self.system.extensions.put(PageStore(topology.capture_dir))  # where extractors capture pages
         self.system.extensions.put(EgressPolicy.from_config(topology.egress.allow, self._endpoints()))
         self.system.extensions.put(ResilienceView())
         if topology.failover is not None:
@@ -391,6 +393,8 @@ class NodeRun:
             node=self.node,
             on_give_up=self.serving_gave_up,
             audit_path=self.topology.node_data_dir(self.node) / "audit.log",
+            rules=self.topology.rules,
+            pages=PageStore(self.topology.capture_dir),
         )
         self.intake.auth.failures.on_alert = self._alert  # past the rate, an incident
         self.auth_failures.append(self.intake.auth.failures)
