@@ -8,15 +8,22 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import queue
 import stat
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from flotilla.actors import Actor, ActorSystem, ChildSpec, SupervisorSpec
 from flotilla.actors.pipeline.captures import CaptureDamaged, CaptureMissing, PageStore
+from flotilla.actors.pipeline.extractor import Extractor
 from flotilla.actors.pipeline.journal import Journal, NewJob, open_engine, open_journal
 from flotilla.actors.pipeline.journal_schema import MIGRATIONS, migrate
+from flotilla.actors.pipeline.messages import ExtractJob, JobOutcome
+from flotilla.actors.pipeline.rules import ExtractionRules, FieldRule, RuleSet
+from flotilla.nodes.config.topology import TopologyError, parse_topology
 
 PAGE = b"<html><body><h1 class='title'>Product 7</h1><span class='price'>$3.10</span></body></html>"
 
@@ -60,6 +67,65 @@ def test_a_missing_or_altered_page_is_told_apart_from_a_good_one(tmp_path: Path)
         store.get(digest)
     with pytest.raises(ValueError, match="not a SHA-256"):
         store.path_of("../../etc/passwd")
+
+
+def test_a_body_that_does_not_match_the_hash_it_came_with_is_not_written(tmp_path: Path) -> None:
+    store = PageStore(tmp_path / "pages")
+    with pytest.raises(ValueError, match="SHA-256"):
+        store.put(PAGE, "0" * 64)
+    assert not (tmp_path / "pages").exists()
+
+
+class Inbox(Actor):
+    """Stands in for the router: keeps every outcome the extractor reports."""
+
+    outcomes: queue.Queue[Any] = queue.Queue()
+
+    def on_receive(self, message: Any) -> Any:
+        Inbox.outcomes.put(message)
+
+
+def extract(system: ActorSystem, rules: str, body: bytes) -> JobOutcome:
+    digest = hashlib.sha256(body).hexdigest()
+    job = ExtractJob("k", "http://h/p", rules, 1, 200, body, digest, "t/root/inbox")
+    system.ref("t/root/extractor").tell(job)
+    outcome = Inbox.outcomes.get(timeout=20)
+    assert isinstance(outcome, JobOutcome)
+    return outcome
+
+
+def test_the_extractor_captures_pages_of_capture_rule_sets_before_it_reports(
+    system: ActorSystem, tmp_path: Path
+) -> None:
+    Inbox.outcomes = queue.Queue()
+    fields = {"title": FieldRule("h1.title", required=True), "price": FieldRule(".price", required=True)}
+    system.extensions.put(
+        ExtractionRules({"kept": RuleSet("kept", fields, capture=True), "plain": RuleSet("plain", fields)})
+    )
+    store = PageStore(tmp_path / "pages")
+    system.extensions.put(store)
+    system.start(SupervisorSpec("root", children=(ChildSpec("inbox", Inbox), ChildSpec("extractor", Extractor))))
+
+    stored = extract(system, "kept", PAGE)
+    assert stored.failure is None and stored.captured and stored.fields == {"title": "Product 7", "price": "$3.10"}
+    assert store.get(stored.content_hash) == PAGE  # on disk when the outcome was told
+    drifted_page = PAGE.replace(b"price", b"cost")
+    drifted = extract(system, "kept", drifted_page)
+    assert drifted.failure is not None and drifted.failure.kind == "DRIFT"
+    assert drifted.captured and store.get(drifted.content_hash) == drifted_page  # kept for a look at what changed
+    plain_page = PAGE + b"<!-- plain -->"
+    plain = extract(system, "plain", plain_page)
+    assert plain.failure is None and not plain.captured
+    with pytest.raises(CaptureMissing):
+        store.get(plain.content_hash)
+
+    # A page that cannot be written is retried later, never stored without its page.
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the directory would be")
+    system.extensions.put(PageStore(blocked / "pages"))
+    failed = extract(system, "kept", PAGE + b"<!-- new -->")
+    assert failed.failure is not None and failed.failure.kind == "TRANSIENT" and not failed.captured
+    assert failed.failure.detail.startswith("page capture failed: ")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -142,3 +208,18 @@ def test_a_version_3_journal_gains_page_hashes_and_revisions(where: str) -> None
         assert journal.reextracted("k", "h", {"title": "fixed"}) == 1
     finally:
         journal.close()
+
+
+def test_the_capture_directory_is_the_topologys_captures_key_else_data_dir_pages(tmp_path: Path) -> None:
+    body = (
+        "nodes: {a: {}}\ntree: {children: [{id: x, actor: flaky}]}\n"
+        "rules: {r: {capture: true, fields: {t: {css: h1}}}}\n"
+    )
+    default = parse_topology(body, base=tmp_path)
+    assert default.capture_dir == tmp_path / "data" / "pages" and default.rules["r"].capture
+    chosen = parse_topology(body + "captures: store/pages\n", base=tmp_path)
+    assert chosen.capture_dir == tmp_path / "store" / "pages"
+    (tmp_path / "file").write_text("")
+    with pytest.raises(TopologyError) as refused:
+        parse_topology(body + "captures: file/pages\n", base=tmp_path)
+    assert [p.path for p in refused.value.problems] == ["captures"]

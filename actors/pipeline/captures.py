@@ -71,9 +71,13 @@ class PageStore:
         return self.directory / digest[:2] / f"{digest[2:]}{SUFFIX}"
 
     def put(self, body: bytes, digest: str | None = None) -> tuple[str, bool]:
-        """Capture `body` (whose hash `digest` is, if the caller has it already); returns its
-        content hash and whether it was written now (False: that page was there already)."""
-        digest = digest or content_hash(body)
+        """Capture `body`; returns its content hash and whether it was written now (False:
+        that page was there already). `digest`, the hash the caller was given for it, is
+        checked: a body that does not match it raises ValueError (nothing is written)."""
+        actual = content_hash(body)
+        if digest is not None and digest != actual:
+            raise ValueError(f"the body's SHA-256 is {actual}, not the {digest[:80]!r} it came with")
+        digest = actual
         path = self.path_of(digest)
         if path.exists():
             return digest, False

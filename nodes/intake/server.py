@@ -16,7 +16,7 @@ commands, and refused if the log cannot be written.
 `Reextract` (an operator's, audited like the control requests, run on a control thread)
 applies the intake node's rules — as its topology stood when it started — to the captured
 pages of stored results (the topology's `captures` directory, which this node must reach:
-actors/pipeline/captures.py), in a parse sandbox of its own with the extractors' time budget;
+actors/pipeline/captures.py), in a parse sandbox of its own with the extractors' default time budget;
 it fetches nothing. A result is updated only when its fields change, once per key
 (`Journal.reextracted`), and the answer is remembered for a client that sends the request
 again.
@@ -443,11 +443,12 @@ class Intake:
         if rules is None:
             known = ", ".join(sorted(self.rules)) or "none"
             return Error(request.id, f"unknown rules {request.rules!r} on the intake's node (known: {known})")
-        if self.pages is None:
+        pages = self.pages
+        if pages is None:
             return Error(request.id, "this intake has no page store: it cannot re-extract")
         limit = max(1, min(MAX_PAGE, request.limit))
         found = self.journal.stored_pages(request.rules, request.keys, request.after, limit)
-        outcomes = {page.key: self._reextract_one(page, rules) for page in found}
+        outcomes = {page.key: self._reextract_one(page, rules, pages) for page in found}
         if request.keys is not None:
             keys = [
                 outcomes.get(key)
@@ -458,11 +459,11 @@ class Intake:
         more = found[-1].key if len(found) == limit else ""
         return Reextracted(request.id, list(outcomes.values()), more)
 
-    def _reextract_one(self, page: StoredPage, rules: RuleSet) -> KeyReextracted:
-        """Extract one result's fields again from its captured page, and store them if they
-        changed."""
+    def _reextract_one(self, page: StoredPage, rules: RuleSet, pages: PageStore) -> KeyReextracted:
+        """Extract one result's fields again from its captured page in `pages`, and store them
+        if they changed."""
         try:
-            body = self.pages.get(page.content_hash) if self.pages is not None else b""
+            body = pages.get(page.content_hash)
         except CaptureMissing as exc:
             return KeyReextracted(page.key, "no capture", page.revision, str(exc))
         except (CaptureDamaged, ValueError) as exc:
