@@ -8,6 +8,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import queue
 import signal
 import stat
 import subprocess
@@ -15,12 +16,20 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
+from flotilla.actors.pipeline.captures import PageStore
+from flotilla.actors.pipeline.journal import NewJob, open_journal
+from flotilla.actors.pipeline.rules import FieldRule, RuleSet
+from flotilla.nodes.intake.protocol import Reextract, Reextracted, answer_decoder
+from flotilla.nodes.intake.server import Intake
+from flotilla.nodes.serving.router_server import Later
 from scripts.demo_site import product
 from scripts.harness import DemoSiteProcess, free_ports
 from tests.cluster_harness import LiveCluster, make_cluster
 from tests.processes import run_flotilla
+from tests.test_intake import make_access
 
 TREE = """
 children:
@@ -181,3 +190,49 @@ def test_reextract_of_an_unknown_rule_set_is_refused(cluster: LiveCluster) -> No
     refused = flotilla(cluster, "reextract", "--rules", "nope")
     assert refused.returncode == 1
     assert "unknown rules 'nope' on the intake's node (known: product)" in refused.stderr
+
+
+def test_a_retried_reextract_gets_the_first_answer_and_changes_nothing_twice(tmp_path: Path) -> None:
+    """The intake in-process (a real journal file, real pages): the same request sent again —
+    its client gave up waiting — is answered as the first was, and runs once."""
+    pages = PageStore(tmp_path / "pages")
+    digest, _ = pages.put(product(5).encode())
+    journal = open_journal(tmp_path / "journal.sqlite")
+    journal.submit([NewJob("local:k", "http://h/product/5", "product")])
+    lease = journal.lease(1, 30)[0]
+    assert journal.store("local:k", lease.token, {"title": "wrong"}, digest, captured=True)
+    journal.close()
+    rules = {"product": RuleSet("product", {"title": FieldRule("h1.title"), "price": FieldRule(".price")})}
+    intake = Intake(
+        f"tcp://127.0.0.1:{free_ports(1)[0]}",
+        tmp_path / "journal.sqlite",
+        set(rules),
+        lambda: None,
+        access=make_access(tmp_path / "keys"),
+        rules=rules,
+        pages=pages,
+    )
+    intake.start()
+    try:
+
+        def ask(request: Reextract) -> Reextracted:
+            later = intake.handle(msgspec.msgpack.encode(request), "local")
+            assert isinstance(later, Later)  # run on a control thread
+            frames: queue.Queue[bytes] = queue.Queue()
+            later.bind(frames.put)
+            answer = answer_decoder.decode(frames.get(timeout=20))
+            assert isinstance(answer, Reextracted), answer
+            return answer
+
+        first = ask(Reextract(7, "product", session="s"))
+        assert [(k.key, k.outcome, k.revision) for k in first.keys] == [("local:k", "changed", 1)]
+        assert ask(Reextract(7, "product", session="s")) == first  # the retry: the first answer
+        again = ask(Reextract(8, "product", session="s"))  # a new request: runs, finds nothing to change
+        assert [(k.outcome, k.revision) for k in again.keys] == [("unchanged", 1)]
+        result = intake.journal.result("local:k")
+        assert result is not None and result["revision"] == 1
+        assert result["fields"] == {"title": "Product 5", "price": "$19.50"}
+        audit = [json.loads(line) for line in intake.audit_path.read_text(encoding="utf-8").splitlines()]
+        assert [e["outcome"] for e in audit if e["command"] == "reextract"] == ["started", "done"] * 2
+    finally:
+        intake.close()

@@ -35,7 +35,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from collections.abc import Set as AbstractSet
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -210,7 +210,7 @@ class Intake:
         self._sandbox = ParseSandbox()
         """Where `Reextract` parses pages (one worker process, started when first needed)."""
         self._sandbox_lock = threading.Lock()
-        self._reextracted: OrderedDict[tuple[str, str, int], Answer] = OrderedDict()
+        self._reextracted: OrderedDict[tuple[str, str, int], Future[Answer]] = OrderedDict()
         """Answers to recent `Reextract`s (by user, session and request id), for retries."""
         self._reextracted_lock = threading.Lock()
 
@@ -420,21 +420,27 @@ class Intake:
         return later
 
     def _reextract_once(self, request: Reextract, user: str) -> Answer:
-        """A `Reextract`, audited; a retry of one (the same user, session and id) gets the
-        first answer again without running it twice."""
+        """A `Reextract`, audited; a retry of one (the same user, session and id: its client
+        gave up waiting) gets the first one's answer — waiting for it if it still runs —
+        instead of running it twice."""
+        if not request.session:
+            return self._audited(request, user)
         remembered = (user, request.session, request.id)
-        if request.session:
-            with self._reextracted_lock:
-                answer = self._reextracted.get(remembered)
-            if answer is not None:
-                return answer
-        answer = self._audited(request, user)
-        if request.session:
-            with self._reextracted_lock:
+        with self._reextracted_lock:
+            first = self._reextracted.get(remembered)
+            if first is None:
+                answer: Future[Answer] = Future()
                 self._reextracted[remembered] = answer
                 while len(self._reextracted) > REMEMBERED_ANSWERS:
                     self._reextracted.popitem(last=False)
-        return answer
+        if first is not None:
+            return first.result()
+        try:
+            answer.set_result(self._audited(request, user))
+        except BaseException as exc:
+            answer.set_exception(exc)
+            raise
+        return answer.result()
 
     def _reextract(self, request: Reextract) -> Answer:
         """Apply rule set `request.rules` as this node has it to the captured pages of its
