@@ -67,6 +67,8 @@ def test_a_missing_or_altered_page_is_told_apart_from_a_good_one(tmp_path: Path)
         store.get(digest)
     with pytest.raises(ValueError, match="not a SHA-256"):
         store.path_of("../../etc/passwd")
+    with pytest.raises(CaptureMissing, match="not a SHA-256"):
+        store.get("../../etc/passwd")
 
 
 def test_a_body_that_does_not_match_the_hash_it_came_with_is_not_written(tmp_path: Path) -> None:

@@ -95,7 +95,10 @@ class PageStore:
 
     def get(self, digest: str) -> bytes:
         """The raw body of the page with content hash `digest`; raises `CaptureMissing` if it is
-        not kept, `CaptureDamaged` if its file does not hold that body."""
+        not kept (or `digest` is no SHA-256, which no page is named by), `CaptureDamaged` if its
+        file does not hold that body."""
+        if not _HASH.fullmatch(digest):
+            raise CaptureMissing(f"no captured page: {digest[:80]!r} is not a SHA-256 content hash")
         path = self.path_of(digest)
         try:
             compressed = path.read_bytes()

@@ -472,7 +472,7 @@ class Intake:
             body = pages.get(page.content_hash)
         except CaptureMissing as exc:
             return KeyReextracted(page.key, "no capture", page.revision, str(exc))
-        except (CaptureDamaged, ValueError) as exc:
+        except CaptureDamaged as exc:
             return KeyReextracted(page.key, "failed", page.revision, str(exc))
         with self._sandbox_lock:
             parsed = self._sandbox.apply(body, rules)
