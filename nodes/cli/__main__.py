@@ -4,4 +4,5 @@ import sys
 
 from flotilla.nodes.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # imported (as tests that walk every module do), it runs nothing
+    sys.exit(main())
