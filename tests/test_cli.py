@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -230,3 +231,115 @@ def test_no_node_outlives_a_launcher_killed_with_sigkill(tmp_path: Path, process
             return stat.read().split()[2] == "Z"
 
     wait_until(lambda: all(gone(pid) for pid in pids), timeout=15, what="the orphaned nodes to stop")
+
+
+# --- nothing running: an answer at once -------------------------------------------------------
+
+
+def stopped_cluster(tmp_path: Path, intakes: int) -> tuple[str, list[str]]:
+    """A topology of `intakes` intake nodes, none of them running (their keys and the local
+    user's made as a cluster's first start makes them); its path and intake addresses."""
+    ports = free_ports_n(2 * intakes)
+    names = ["alpha", "beta"][:intakes]
+    nodes = ", ".join(f"{n}: {{address: 'tcp://127.0.0.1:{p}'}}" for n, p in zip(names, ports, strict=False))
+    addresses = [f"tcp://127.0.0.1:{p}" for p in ports[intakes:]]
+    listed = "".join(
+        f"  - {{node: {n}, address: '{a}', router: alpha/root/router}}\n" for n, a in zip(names, addresses, strict=True)
+    )
+    journal = "journal: postgresql://flotilla@127.0.0.1:1/flotilla\n" if intakes > 1 else ""
+    path = write(
+        tmp_path,
+        f"nodes: {{{nodes}}}\n{journal}rules: {{shop: {{fields: {{t: {{css: h1}}}}}}}}\nintake:\n{listed}"
+        "tree: {children: [{id: router, actor: router, args: {fetchers: alpha/root/f}}, {id: x, actor: extractor},\n"
+        "                  {id: f, pool: {actor: fetcher, args: {extractor: alpha/root/x}}}]}\n",
+    )
+    made = run_flotilla("keys", "generate", str(tmp_path / "data" / "keys"), "--name", "local", *names_args(names))
+    assert made.returncode == 0, made.stderr
+    return path, addresses
+
+
+def free_ports_n(count: int) -> list[int]:
+    from scripts.harness import free_ports
+
+    return free_ports(count)
+
+
+def names_args(names: list[str]) -> list[str]:
+    return [arg for name in names for arg in ("--name", name)]
+
+
+def timed(*args: str, runs: int = 1) -> tuple[float, Any]:
+    """The shortest wall time of `runs` runs of the CLI (a busy machine only ever slows a run
+    down), and the last run's result."""
+    import time
+
+    took = []
+    for _ in range(runs):
+        started = time.monotonic()
+        result = run_flotilla(*args)
+        took.append(time.monotonic() - started)
+    return min(took), result
+
+
+def test_every_intake_command_answers_at_once_when_no_cluster_runs(tmp_path: Path) -> None:
+    """Not 4 tries x 30 s: each command says so within a second of its start-up (the time the
+    same command takes to load the topology and its client and stop at a missing key,
+    measured alongside: on a busy machine, start-up alone can take more than a second)."""
+    path, addresses = stopped_cluster(tmp_path, 1)
+    expected = f"no cluster at {addresses[0]}: start it with flotilla up"
+    for command in (
+        ["jobs", "--state", "dead"],
+        ["results", "--format", "csv"],
+        ["submit", "http://127.0.0.1:9/p/1"],
+        ["dlq", "replay", "--parked"],
+        ["export", "--output", str(tmp_path / "out")],
+    ):
+        missing_key = str(tmp_path / "missing.key_secret")
+        startup, stopped = timed(*command, "--topology", path, "--key", missing_key, runs=2)
+        assert stopped.returncode == 2, (command, stopped.stderr)
+        took, result = timed(*command, "--topology", path, "--timeout", "30", runs=2)
+        assert result.returncode == 1, (command, result.stdout, result.stderr)
+        assert result.stderr.strip() == expected, command
+        assert took < startup + 1.0, f"{' '.join(command)}: {took:.2f} s (start-up {startup:.2f} s)"
+
+
+def test_a_client_of_several_intakes_names_them_all_when_none_runs(tmp_path: Path) -> None:
+    path, addresses = stopped_cluster(tmp_path, 2)
+    startup, _ = timed("jobs", "--topology", path, "--key", str(tmp_path / "missing.key_secret"), runs=2)
+    took, result = timed("jobs", "--topology", path, "--timeout", "30", runs=2)
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"no cluster at {addresses[0]}, {addresses[1]}: start it with flotilla up"
+    assert took < startup + 1.0, f"{took:.2f} s (start-up {startup:.2f} s)"
+
+
+def test_shell_says_at_once_that_no_node_runs(tmp_path: Path) -> None:
+    import socket
+
+    path, _ = stopped_cluster(tmp_path, 1)
+    # start-up: as much as the shell loads, up to a refusal that needs no node (no TCP shell here)
+    startup, refused = timed("shell", "--operator", "nobody", "--exec", "count_children", "--topology", path, runs=2)
+    assert refused.returncode == 2 and "has no TCP shell" in refused.stderr
+    socket_path = tmp_path / "data" / "alpha" / "shell.sock"
+    took, result = timed("shell", "--exec", "count_children", "--topology", path, runs=2)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip() == (
+        f"no node alpha running (no shell socket at {socket_path}): start it with flotilla up"
+    )
+    assert took < startup + 1.0, f"{took:.2f} s (start-up {startup:.2f} s)"
+
+    socket_path.parent.mkdir(parents=True)
+    with socket.socket(socket.AF_UNIX) as left_behind:  # a node killed with SIGKILL leaves its socket file
+        left_behind.bind(str(socket_path))
+    took, result = timed("shell", "alpha", "--exec", "count_children", "--topology", path, runs=2)
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"no node alpha running (nothing listens on the shell socket {socket_path} (Connection refused)): "
+        "start it with flotilla up"
+    )
+    assert took < startup + 1.0, f"{took:.2f} s (start-up {startup:.2f} s)"
+    by_address = run_flotilla("shell", f"ipc://{tmp_path}/nowhere.sock", "--exec", "count_children")
+    assert by_address.returncode == 1
+    assert (
+        by_address.stderr.strip()
+        == f"no node running at ipc://{tmp_path}/nowhere.sock (no shell socket at {tmp_path}/nowhere.sock)"
+    )

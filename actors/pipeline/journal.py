@@ -54,6 +54,16 @@ CANCELLED = "cancelled by an operator"
 """The reason of a job ended by `cancel`."""
 
 
+class NotReplayable(ValueError):
+    """A replay named jobs that are not in the states it replays (nothing was replayed)."""
+
+    def __init__(self, wrong: dict[str, str | None], states: Sequence[str]) -> None:
+        self.wrong = wrong
+        """Each such key and its state (None: no such job)."""
+        named = ", ".join(f"{key} ({state or 'no such job'})" for key, state in sorted(wrong.items()))
+        super().__init__(f"nothing replayed: not {' or '.join(states)}: {named}")
+
+
 @dataclass(frozen=True)
 class NewJob:
     """A job as submitted: its URL, the rules to extract with, and its key."""
@@ -597,22 +607,43 @@ class Journal:
 
         return self._write(kill)
 
-    def replay(self, keys: Iterable[str] | None = None) -> int:
-        """Put dead (or parked) jobs back to pending — all of them, or those in `keys` — with
-        a fresh attempt count and wait budget (their history is kept)."""
+    def replay(
+        self,
+        keys: Iterable[str] | None = None,
+        states: Sequence[JobState] = ("dead", "parked"),
+        *,
+        strict: bool = False,
+    ) -> int:
+        """Put jobs in `states` (dead or parked) back to pending — all of them, or those in
+        `keys` — with a fresh attempt count and wait budget (their history is kept). With
+        `strict`, a named key that is not in one of `states` raises `NotReplayable` and no job
+        is replayed."""
         now = self._clock()
+        wanted = tuple(state for state in ("dead", "parked") if state in states)
+        if not wanted:
+            raise ValueError(f"replay takes dead or parked jobs, not {', '.join(states)}")
+        among = "state IN (" + ", ".join(f"'{state}'" for state in wanted) + ")"
 
         def revive(db: Db) -> int:
             chosen = (
-                db.execute(f"SELECT key FROM jobs WHERE {ENDED} AND state IN ('dead', 'parked')").fetchall()  # noqa: S608  constant
+                db.execute(f"SELECT key FROM jobs WHERE {ENDED} AND {among}").fetchall()  # noqa: S608  constants
                 if keys is None
-                else [(key,) for key in keys]
+                else [(key,) for key in dict.fromkeys(keys)]
             )
+            if strict and keys is not None:
+                found = {
+                    key: row[0] if row else None
+                    for (key,) in chosen
+                    for row in [db.execute("SELECT state FROM jobs WHERE key=?", (key,)).fetchone()]
+                }
+                wrong = {key: state for key, state in found.items() if state not in wanted}
+                if wrong:
+                    raise NotReplayable(wrong, wanted)
             total = 0
             for (key,) in chosen:
                 if db.execute(
-                    "UPDATE jobs SET state='pending', due_at=?, lost=0, tries=0, waiting_since=NULL,"
-                    " reason=NULL, updated_at=? WHERE key=? AND state IN ('dead', 'parked')",
+                    "UPDATE jobs SET state='pending', due_at=?, lost=0, tries=0, waiting_since=NULL,"  # noqa: S608  constants
+                    f" reason=NULL, updated_at=? WHERE key=? AND {among}",
                     (now, now, key),
                 ).rowcount:
                     total += 1
@@ -951,6 +982,40 @@ class Journal:
             return int(row[0])
 
         return self._write(update)
+
+    def results_in_store_order(
+        self,
+        after: tuple[float, str],
+        until: float,
+        limit: int = 100,
+        client: str | None = None,
+        rules: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Stored results (of `client`'s jobs and rule set `rules`, if given) in the order they
+        were stored — by ``(stored_at, key)`` — after the cursor `after`, stored no later than
+        `until` (for exporting: a result stored later is left for the next page)."""
+        with self._engine.reading() as db:
+            rows = db.execute(
+                "SELECT key, url, rules, fields, content_hash, attempts, stored_at, revision, extracted_at FROM results"
+                " WHERE (stored_at > ? OR (stored_at = ? AND key > ?)) AND stored_at <= ?"
+                " AND (CAST(? AS TEXT) IS NULL OR client = ?) AND (CAST(? AS TEXT) IS NULL OR rules = ?)"
+                " ORDER BY stored_at, key LIMIT ?",
+                (after[0], after[0], after[1], until, client, client, rules, rules, limit),
+            ).fetchall()
+        return [
+            {
+                "key": k,
+                "url": u,
+                "rules": r,
+                "fields": json.loads(f),
+                "content_hash": h,
+                "attempts": a,
+                "stored_at": t,
+                "revision": v,
+                "extracted_at": x if x is not None else t,
+            }
+            for k, u, r, f, h, a, t, v, x in rows
+        ]
 
     def result_count(self, client: str | None = None) -> int:
         """How many results are stored (for `client`'s jobs, if given)."""

@@ -9,14 +9,15 @@
     flotilla wait BATCH [--timeout S]          flotilla job KEY|URL [--rules R] [--json]
     flotilla cancel KEY...|--batch B           flotilla breakers reset TARGET
     flotilla reextract [KEY...] [--rules R]    apply fixed rules to captured pages
-    flotilla jobs | results | dlq | hold | shell     (see docs/cli.md)
+    flotilla jobs | results | export | dlq | hold | shell     (see docs/cli.md)
 
 Exit codes: 0 success; 1 the tree failed (a root that gave up or could not start), or the
-intake is unavailable or refused; 2 bad usage or an invalid topology (every problem is printed
-to stderr); 3 some jobs were rejected or did not end stored (reextract: some results could not
-be re-extracted); 4 a wait timed out; 130 a wait
-was interrupted (Ctrl-C; the jobs go on); 141 the reader of the output went away (as
-`flotilla results | head`: the output stops quietly, as a shell tool's does on SIGPIPE).
+intake is unavailable (when nothing listens, said at once: "no cluster at ...") or refused;
+2 bad usage or an invalid topology (every problem is printed to stderr); 3 some jobs were
+rejected or did not end stored (reextract: some results could not be re-extracted); 4 a wait
+timed out; 130 a wait was interrupted (Ctrl-C; the jobs go on); 141 the reader of the output
+went away (as `flotilla results | head`: the output stops quietly, as a shell tool's does on
+SIGPIPE).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import sys
 import threading
 from collections.abc import Sequence
 
-from flotilla.nodes.cli import cluster, control, jobs, keys, reextract, results, shell, tree
+from flotilla.nodes.cli import cluster, control, export, jobs, keys, reextract, results, shell, tree
 from flotilla.nodes.cli.common import (
     EXIT_INTERRUPTED,
     EXIT_NOT_ALL_STORED,
@@ -50,7 +51,7 @@ __all__ = [
     "main",
 ]
 
-COMMAND_MODULES = (tree, cluster, jobs, control, results, reextract, shell, keys)
+COMMAND_MODULES = (tree, cluster, jobs, control, results, export, reextract, shell, keys)
 """The modules whose commands make up `flotilla`, in the order its help lists them."""
 
 

@@ -27,7 +27,8 @@ def default_topology() -> str:
 
 def load_or_report(path: str, import_actors: bool = True) -> Topology | None:
     """The topology at `path`, or None after printing every problem to stderr. Its actor
-    references import from the topology's directory, then the working directory."""
+    references import from the topology's directory, then the working directory (clients of
+    a running cluster pass `import_actors=False`: they run no actor, and start faster)."""
     if import_actors:
         put_project_first(path)
     try:
@@ -42,11 +43,12 @@ def load_or_report(path: str, import_actors: bool = True) -> Topology | None:
 
 def intake_client(args: argparse.Namespace, topology: Topology | None = None) -> IntakeClient | None:
     """A client of every intake of the topology (failing over between them) with the key of
-    --key, else the local user's."""
+    --key, else the local user's. Its first request fails at once ("no cluster at ...: start
+    it with flotilla up") when nothing listens at any intake address."""
     from flotilla.nodes.intake.client import IntakeClient
     from flotilla.nodes.security.keys import KeyFileError
 
-    topology = topology or load_or_report(args.topology)
+    topology = topology or load_or_report(args.topology, import_actors=False)
     if topology is None:
         return None
     if not topology.intakes:
@@ -58,6 +60,7 @@ def intake_client(args: argparse.Namespace, topology: Topology | None = None) ->
             Path(args.key) if args.key else None,
             [Path(file) for file in args.server_key or ()],
             timeout=getattr(args, "intake_timeout", None) or args.timeout,
+            fail_fast=True,
         )
     except (KeyFileError, ValueError) as exc:
         print(str(exc), file=sys.stderr)

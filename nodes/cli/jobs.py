@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flotilla.nodes.cli.common import (
     EXIT_INTERRUPTED,
@@ -20,6 +20,9 @@ from flotilla.nodes.cli.common import (
     with_client,
 )
 from flotilla.nodes.config.topology import rule_set
+
+if TYPE_CHECKING:
+    from flotilla.nodes.intake.protocol import EndedState
 
 
 def _urls(items: list[str]) -> list[str]:
@@ -46,7 +49,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from flotilla.nodes.intake.client import IntakeError, IntakeUnavailable
     from flotilla.nodes.intake.protocol import JobSpec
 
-    topology = load_or_report(args.topology)
+    topology = load_or_report(args.topology, import_actors=False)
     if topology is None:
         return EXIT_USAGE
     try:
@@ -99,7 +102,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
             waited = _wait_for(client, batch, args.wait_timeout)
             return waited if waited != 0 else code
     except (IntakeUnavailable, IntakeError) as exc:
-        print(f"\n{exc}", file=sys.stderr)
+        print(("\n" if progress and done else "") + str(exc), file=sys.stderr)
         return 1
 
 
@@ -139,7 +142,7 @@ def cmd_job(args: argparse.Namespace) -> int:
     from flotilla.nodes.intake.client import IntakeError
     from flotilla.nodes.intake.story import story_lines
 
-    topology = load_or_report(args.topology)
+    topology = load_or_report(args.topology, import_actors=False)
     if topology is None:
         return EXIT_USAGE
     key, asked = args.job, args.job
@@ -198,14 +201,23 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     return with_client(args, show)
 
 
+def _dead_letter_states(args: argparse.Namespace) -> list[EndedState]:
+    """The states a `dlq` command covers: dead (default), parked (--parked), or both (--all)."""
+    return ["dead", "parked"] if args.all else ["parked"] if args.parked else ["dead"]
+
+
 def cmd_dlq(args: argparse.Namespace) -> int:
+    states = _dead_letter_states(args)
+
     def act(client: Any) -> int:
         if args.dlq_command == "list":
-            for job in client.all_jobs("dead"):
-                print(f"{job.key}  attempts {job.attempts}  {job.url}  {job.reason}")
-        else:
-            count = client.replay(args.keys or None)
-            print(f"{count} job{'s' if count != 1 else ''} back to pending")
+            for state in states:
+                for job in client.all_jobs(state):
+                    shown = f"  {job.state}" if args.all else ""
+                    print(f"{job.key}{shown}  attempts {job.attempts}  {job.url}  {job.reason}")
+            return 0
+        count = client.replay(args.keys or None, states, strict=True)
+        print(f"{count} job{'s' if count != 1 else ''} back to pending")
         return 0
 
     return with_client(args, act)
@@ -257,12 +269,19 @@ def add_commands(commands: Any) -> None:
     client_options(jobs)
     jobs.set_defaults(handler=cmd_jobs)
 
-    dlq = commands.add_parser("dlq", help="the dead-letter queue")
+    dlq = commands.add_parser("dlq", help="the dead-letter queue: dead jobs (and, asked for, parked ones)")
     dlq_commands = dlq.add_subparsers(dest="dlq_command", required=True)
-    dlq_list = dlq_commands.add_parser("list", help="dead jobs with their reasons")
-    client_options(dlq_list)
-    dlq_list.set_defaults(handler=cmd_dlq)
-    dlq_replay = dlq_commands.add_parser("replay", help="put dead (and parked) jobs back to pending")
-    dlq_replay.add_argument("keys", nargs="*", help="keys to replay (default: all)")
-    client_options(dlq_replay)
-    dlq_replay.set_defaults(handler=cmd_dlq)
+    dlq_list = dlq_commands.add_parser("list", help="dead jobs with their reasons (--parked: parked ones)")
+    dlq_replay = dlq_commands.add_parser(
+        "replay",
+        help="put dead jobs back to pending (--parked: parked ones); named keys are all replayed or none",
+    )
+    dlq_replay.add_argument(
+        "keys", nargs="*", help="keys to replay (default: every job in the states chosen); each must be in one of them"
+    )
+    for command in (dlq_list, dlq_replay):
+        which = command.add_mutually_exclusive_group()
+        which.add_argument("--parked", action="store_true", help="parked jobs (drift: waiting for an operator)")
+        which.add_argument("--all", action="store_true", help="dead and parked jobs")
+        client_options(command)
+        command.set_defaults(handler=cmd_dlq)

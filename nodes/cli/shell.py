@@ -15,18 +15,28 @@ from flotilla.nodes.cli.common import (
 
 
 def cmd_shell(args: argparse.Namespace) -> int:
-    from flotilla.nodes.shell.client import ShellClient, ShellUnavailable, interactive, run_line
+    from flotilla.nodes.shell.client import ShellClient, ShellUnavailable, interactive, missing_socket, run_line
+    from flotilla.nodes.shell.protocol import shell_address
 
     if args.target and args.target.startswith(("ipc://", "tcp://")):
+        missing = missing_socket(args.target)
+        if missing is not None:
+            print(f"no node running at {args.target} ({missing})", file=sys.stderr)
+            return 1
         client, node = ShellClient(args.target, timeout=args.timeout), args.target
     else:
-        topology = load_or_report(args.topology)
+        topology = load_or_report(args.topology, import_actors=False)
         if topology is None:
             return EXIT_USAGE
         node = args.node or args.target or topology.root_node
         if node not in topology.nodes:
             print(f"{topology.source}: no node {node!r} (nodes: {', '.join(topology.nodes)})", file=sys.stderr)
             return EXIT_USAGE
+        if args.operator is None:
+            missing = missing_socket(shell_address(topology.node_data_dir(node)))
+            if missing is not None:
+                print(f"no node {node} running ({missing}): start it with flotilla up", file=sys.stderr)
+                return 1
         made = _shell_client(topology, node, args)
         if made is None:
             return EXIT_USAGE

@@ -17,6 +17,12 @@ no backup to wait for (Binary Star's settle delay). The address that answered la
 first next time. An answer is never failed over: an `Error` reply or a refused key is the
 fleet's verdict, the same from every intake.
 
+A client made with `fail_fast` (as every `flotilla` command is) first checks that something
+listens at one of its addresses (`listening`: a plain connect, refused at once on loopback)
+and raises `IntakeUnavailable` ("no cluster at ...: start it with flotilla up") at once when
+nothing does, instead of waiting `timeout × addresses × (retries + 1)`; an intake that listens
+but is slow still gets every retry.
+
 The intake accepts only CURVE clients whose keys it knows (nodes/intake/auth.py): pass a
 `ClientKey`, or use `for_topology`, which finds the local user's key in the cluster's key
 directory, or takes a client's own ``NAME.key_secret``.
@@ -25,6 +31,7 @@ directory, or takes a client's own ``NAME.key_secret``.
 from __future__ import annotations
 
 import itertools
+import socket
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -48,6 +55,7 @@ from flotilla.nodes.intake.protocol import (
     Cancelled,
     CountList,
     Counts,
+    EndedState,
     Error,
     History,
     Hold,
@@ -102,17 +110,57 @@ again later, and a client with another address goes there meanwhile (a client of
 does not watch for it, and waits its timeout)."""
 
 
+PROBE_TIMEOUT = 0.5
+"""Seconds a `fail_fast` client waits for each address's connect: a connect that neither
+succeeds nor is refused by then (a remote host that drops packets) is left to the retries."""
+
+
+def listening(address: str, timeout: float = PROBE_TIMEOUT) -> bool | None:
+    """Whether something accepts connections at the ZeroMQ `address` (``tcp://host:port`` or
+    ``ipc://path``): True, False (refused, no such socket file, or a host name that does not
+    resolve), or None when the connect neither succeeded nor failed within `timeout`, or the
+    transport cannot be probed."""
+    scheme, _, where = address.partition("://")
+    try:
+        if scheme == "ipc":
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+                probe.settimeout(timeout)
+                probe.connect(where)
+            return True
+        if scheme != "tcp":
+            return None
+        host, _, port = where.rpartition(":")
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            return True
+    except TimeoutError:
+        return None
+    except (OSError, ValueError):
+        return False
+
+
+def no_cluster(addresses: Sequence[str]) -> str:
+    """What a command says when nothing listens at any of the intake `addresses`."""
+    return f"no cluster at {', '.join(addresses)}: start it with flotilla up"
+
+
 class IntakeClient:
     """Requests to the intake sockets, one at a time, failing over between their addresses."""
 
     def __init__(
-        self, address: str | Sequence[str], timeout: float = 10.0, retries: int = 3, key: ClientKey | None = None
+        self,
+        address: str | Sequence[str],
+        timeout: float = 10.0,
+        retries: int = 3,
+        key: ClientKey | None = None,
+        *,
+        fail_fast: bool = False,
     ) -> None:
         """`address`: one intake address, or several (tried in order, the last to answer
         first). `key`: the client's CURVE key pair and the intakes' public keys (None: no
         CURVE, which a real intake refuses). A request waits up to `timeout` seconds for each
         address, and goes round them all up to `retries + 1` times: it gives up after at most
-        ``timeout × len(addresses) × (retries + 1)`` seconds."""
+        ``timeout × len(addresses) × (retries + 1)`` seconds. `fail_fast`: before the first
+        request, raise `IntakeUnavailable` at once if nothing listens at any address."""
         self.addresses = [address] if isinstance(address, str) else list(address)
         if not self.addresses:
             raise ValueError("an intake client needs at least one address")
@@ -128,6 +176,8 @@ class IntakeClient:
         """Index of the address that answered last: the next request goes there first."""
         self._connected = 0
         """Index of the address `_socket` is connected to."""
+        self._unprobed = fail_fast
+        """True until the addresses were probed (only a `fail_fast` client probes them)."""
 
     @property
     def address(self) -> str:
@@ -198,12 +248,23 @@ class IntakeClient:
         wait_for_keys: float = 0.0,
         timeout: float = 10.0,
         retries: int = 3,
+        fail_fast: bool = False,
     ) -> IntakeClient:
         """A client of every intake of `topology`, with the key `client_key` finds (the local
         user's unless `key_file` is given); raises `KeyFileError` if there is none it can
         read, ValueError if the topology has no intake."""
         key = client_key(topology, key_file, server_key_files, wait=wait_for_keys)
-        return cls(topology.intake_addresses, timeout=timeout, retries=retries, key=key)
+        return cls(topology.intake_addresses, timeout=timeout, retries=retries, key=key, fail_fast=fail_fast)
+
+    def _probe(self) -> None:
+        """Raise `IntakeUnavailable` if nothing listens at any address; otherwise ask the
+        first one that does (or may) first."""
+        self._unprobed = False
+        found = [listening(address) for address in self.addresses]
+        if not any(state is not False for state in found):
+            raise IntakeUnavailable(no_cluster(self.addresses))
+        if found[self._preferred] is False:
+            self._preferred = next(i for i, state in enumerate(found) if state is not False)
 
     def _call(self, make: Callable[[int], Request], kind: type[A]) -> A:
         """Send the request `make` builds (given a fresh id), to each address in turn while
@@ -218,6 +279,8 @@ class IntakeClient:
         frame = encoder.encode(request)
         if len(frame) > MAX_REQUEST_BYTES:
             raise IntakeError(f"request of {len(frame)} bytes exceeds the intake's {MAX_REQUEST_BYTES}-byte limit")
+        if self._unprobed:
+            self._probe()
         count = len(self.addresses)
         for _ in range(self.retries + 1):
             start = self._preferred
@@ -324,6 +387,24 @@ class IntakeClient:
             if not after:
                 return
 
+    def results_since(
+        self, cursor: tuple[float, str] = (0.0, ""), rules: str | None = None, settle: float = 5.0, page: int = 1000
+    ) -> Iterator[ResultInfo]:
+        """Every result (of rule set `rules`, if given) in the order they were stored, after
+        `cursor` — the ``(stored_at, key)`` of the last result already had — that was stored
+        at least `settle` seconds ago: the results an export has not written yet."""
+
+        def after(at: tuple[float, str]) -> Callable[[int], Request]:
+            return lambda i: Results(i, at[1], page, at[0], settle, rules)
+
+        while True:
+            answer = self._call(after(cursor), ResultList)
+            self.stale_notice = answer.notice if answer.stale else ""
+            yield from answer.results
+            if not answer.next or not answer.results:
+                return
+            cursor = (answer.results[-1].stored_at, answer.results[-1].key)
+
     def counts(self) -> CountList:
         answer = self._call(lambda i: Counts(i), CountList)
         return answer
@@ -357,9 +438,13 @@ class IntakeClient:
         answer = self._call(lambda i: BreakerReset(i, target), BreakerInfo)
         return answer
 
-    def replay(self, keys: list[str] | None = None) -> int:
-        """Put dead and parked jobs back to pending (these keys, or all)."""
-        answer = self._call(lambda i: Replay(i, keys), Replayed)
+    def replay(
+        self, keys: list[str] | None = None, states: list[EndedState] | None = None, *, strict: bool = False
+    ) -> int:
+        """Put jobs in `states` (None: dead and parked) back to pending (these keys, or all);
+        with `strict`, a named key in another state is an `IntakeError` and nothing is
+        replayed."""
+        answer = self._call(lambda i: Replay(i, keys, states, strict), Replayed)
         return answer.count
 
     def reextract(self, rules: str, keys: list[str] | None = None, after: str = "", limit: int = 100) -> Reextracted:

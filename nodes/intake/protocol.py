@@ -72,10 +72,17 @@ class Status(Request, frozen=True, tag=True):
 
 
 class Results(Request, frozen=True, tag=True):
-    """Stored results, by key, after `after`."""
+    """Stored results, by key, after `after`. With `stored_after` (an export's cursor): in the
+    order they were stored — by ``(stored_at, key)`` — after ``(stored_after, after)``, only
+    those stored at least `settle` seconds ago by the intake's clock (a result whose
+    transaction began earlier but committed later is then never passed over), and only those
+    of rule set `rules` if given."""
 
     after: StoredKey = ""
     limit: int = 100
+    stored_after: float | None = None
+    settle: typing.Annotated[float, msgspec.Meta(ge=0)] = 5.0
+    rules: Short | None = None
 
 
 class Jobs(Request, frozen=True, tag=True):
@@ -90,10 +97,18 @@ class Counts(Request, frozen=True, tag=True):
     """How many jobs are in each state, and how many results are stored."""
 
 
+EndedState = typing.Literal["dead", "parked"]
+
+
 class Replay(Request, frozen=True, tag=True):
-    """Put dead or parked jobs back to pending: these keys, or all of them if `keys` is None."""
+    """Put jobs in `states` (None: dead and parked) back to pending: these keys, or all of
+    them if `keys` is None. With `strict`, a named key that is not in one of `states` (or
+    does not exist) is answered with an `Error` naming each such key and its state, and no
+    job is replayed."""
 
     keys: typing.Annotated[list[StoredKey], msgspec.Meta(max_length=MAX_BATCH)] | None = None
+    states: typing.Annotated[list[EndedState], msgspec.Meta(max_length=2)] | None = None
+    strict: bool = False
 
 
 HoldMode = typing.Literal["on", "off", "auto"]

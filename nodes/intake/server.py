@@ -45,7 +45,7 @@ import zmq
 
 from flotilla.actors.pipeline.captures import CaptureDamaged, CaptureMissing, PageStore
 from flotilla.actors.pipeline.credentials import CredentialSeal, has_userinfo, redact
-from flotilla.actors.pipeline.journal import STATES, Journal, NewJob, StoredPage
+from flotilla.actors.pipeline.journal import STATES, Journal, NewJob, NotReplayable, StoredPage
 from flotilla.actors.pipeline.parse_sandbox import ParseSandbox, Unparseable
 from flotilla.actors.pipeline.rules import Blocked, Drift, RuleSet
 from flotilla.actors.pipeline.urls import canonical_url, natural_key
@@ -339,30 +339,22 @@ class Intake:
                     return Error(request.id, f"unknown state {state!r} (states: {', '.join(STATES)})")
                 page = self.journal.jobs(state, limit, after, scope)
                 return JobList(request.id, [_info(row) for row in page], page[-1].key if len(page) == limit else "")
-            case Results(after=after):
+            case Results(after=after, stored_after=None):
                 found = self.journal.results(limit, after, scope)
-                hold = self._hold(None)
-                notice = (
-                    (
-                        f"the fleet is in Hold since {time.strftime('%H:%M:%S', time.localtime(hold.since))}"
-                        f" ({hold.reason}): no fresh fetches, results may be out of date"
-                    )
-                    if hold and hold.on
-                    else ""
-                )
-                return ResultList(
-                    request.id,
-                    [ResultInfo(**{**r, "url": redact(r["url"])}) for r in found],
-                    found[-1]["key"] if len(found) == limit else "",
-                    bool(notice),
-                    notice,
-                )
+                return self._results(request.id, found, found[-1]["key"] if len(found) == limit else "")
+            case Results(after=after, stored_after=stored_after, settle=settle, rules=rules):
+                cursor, until = (stored_after or 0.0, after), time.time() - settle
+                found = self.journal.results_in_store_order(cursor, until, limit, scope, rules)
+                return self._results(request.id, found, found[-1]["key"] if len(found) == limit else "")
             case Hold():
                 return self._hold_info(request)
             case Counts():
                 return CountList(request.id, self.journal.counts(scope), self.journal.result_count(scope))
-            case Replay(keys=keys):
-                count = self.journal.replay(keys)
+            case Replay(keys=keys, states=states, strict=strict):
+                try:
+                    count = self.journal.replay(keys, states or ("dead", "parked"), strict=strict)
+                except NotReplayable as exc:
+                    return Error(request.id, str(exc))
                 if count:
                     self._wake_router()
                 return Replayed(request.id, count)
@@ -392,6 +384,25 @@ class Intake:
             case Reextract():
                 return self._reextract(request)
         return Error(request.id, f"unhandled request {type(request).__name__}")
+
+    def _results(self, request_id: int, found: list[dict[str, Any]], following: str) -> ResultList:
+        """A page of results; while the fleet is in Hold, marked stale with the reason."""
+        hold = self._hold(None)
+        notice = (
+            (
+                f"the fleet is in Hold since {time.strftime('%H:%M:%S', time.localtime(hold.since))}"
+                f" ({hold.reason}): no fresh fetches, results may be out of date"
+            )
+            if hold and hold.on
+            else ""
+        )
+        return ResultList(
+            request_id,
+            [ResultInfo(**{**r, "url": redact(r["url"])}) for r in found],
+            following,
+            bool(notice),
+            notice,
+        )
 
     def _hold_info(self, request: Hold) -> Answer:
         """Set the fleet's Hold (if `request.mode`) and say how it stands (asks the Hold

@@ -36,6 +36,28 @@ class ShellUnavailable(Exception):
     """The node's shell socket did not answer."""
 
 
+def missing_socket(address: str) -> str | None:
+    """Why nothing can answer at the IPC shell `address` — its socket file does not exist, or
+    nothing listens on it (the node was killed) — or None if something may (a TCP address is
+    not checked here: its client waits for an answer)."""
+    import socket
+
+    scheme, _, path = address.partition("://")
+    if scheme != "ipc":
+        return None
+    if not Path(path).exists():
+        return f"no shell socket at {path}"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
+        try:
+            probe.connect(path)
+        except TimeoutError:
+            return None
+        except OSError as exc:
+            return f"nothing listens on the shell socket {path} ({exc.strerror or exc})"
+    return None
+
+
 class ShellClient:
     """One connection to a node's shell socket."""
 
