@@ -8,6 +8,7 @@ import json
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -45,6 +46,9 @@ rules:
     fields:
       title: {css: h1.title, required: true}
       price: {css: .price, required: true}
+      tags: {css: li.tag, all: true}
+      description: {css: p.description}
+      url: {css: nav a, attr: href}
 intake: {node: alpha, address: "tcp://127.0.0.1:%d", router: alpha/root/router}
 resilience: {breakers: alpha/root/breakers}
 """
@@ -330,3 +334,209 @@ def test_submit_needs_rules_only_when_the_topology_has_several(tmp_path: Path) -
     assert "the topology has 2 rule sets (article, product): choose one with --rules" in result.stderr
     by_url = run_flotilla("job", "http://example.com/a", "--topology", str(path))
     assert by_url.returncode == 2 and "choose one with --rules" in by_url.stderr
+
+
+# --- outputs: results as CSV, exports ---------------------------------------------------------
+
+
+def stored_results(cluster: LiveCluster) -> list[dict[str, Any]]:
+    listed = flotilla(cluster, "results")
+    assert listed.returncode == 0, listed.stderr
+    return [json.loads(line) for line in listed.stdout.splitlines()]
+
+
+def test_results_as_csv_have_a_column_per_field_and_iso_times(cluster: LiveCluster, site: Site) -> None:
+    """Product pages have a description and no nav link; the prose page has a nav link (the
+    field `url`, named like a fixed column) and no `p.description`."""
+    import csv
+    import io
+    import time
+    from datetime import UTC, datetime
+
+    urls = [f"{site.url}/product/{n}" for n in range(100, 103)] + [f"{site.url}/prose/103"]
+    submitted = flotilla(cluster, "submit", *urls, "--wait")
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    by_key = {r["key"]: r for r in stored_results(cluster)}
+    for record in by_key.values():  # JSON lines: the same shape, stored_at an ISO 8601 UTC time
+        assert set(record) == {"key", "url", "rules", "fields", "content_hash", "attempts", "stored_at"}
+        assert datetime.fromisoformat(record["stored_at"]).tzinfo == UTC and record["stored_at"].endswith("Z")
+
+    table = flotilla(cluster, "results", "--format", "csv")
+    assert table.returncode == 0, table.stderr
+    rows = list(csv.reader(io.StringIO(table.stdout)))
+    assert rows[0] == [
+        "key", "url", "rules", "description", "price", "tags", "title", "fields.url",
+        "content_hash", "attempts", "stored_at",
+    ]  # fmt: skip
+    assert len(rows) == 1 + len(by_key)
+    cells = {row[0]: dict(zip(rows[0], row, strict=True)) for row in rows[1:]}
+    for key, record in by_key.items():
+        row, fields = cells[key], record["fields"]
+        assert (row["url"], row["rules"], row["content_hash"]) == (record["url"], "product", record["content_hash"])
+        assert (row["title"], row["price"]) == (fields["title"], fields["price"])
+        assert (json.loads(row["tags"]) if row["tags"] else None) == fields.get("tags")  # a list: JSON
+        assert row["attempts"] == str(record["attempts"])
+        assert row["description"] == fields.get("description", "") and row["fields.url"] == fields.get("url", "")
+        stored = datetime.fromisoformat(row["stored_at"])
+        assert row["stored_at"] == record["stored_at"] and abs(stored.timestamp() - time.time()) < 3600
+    prose = next(r for r in by_key.values() if r["url"] == urls[3])
+    assert cells[prose["key"]]["fields.url"] == "/" and cells[prose["key"]]["description"] == ""
+    product = next(r for r in by_key.values() if r["url"] == urls[0])
+    assert cells[product["key"]]["fields.url"] == "" and cells[product["key"]]["title"] == "Product 100"
+    assert json.loads(cells[product["key"]]["tags"])[0] == "tools"
+
+
+def exported(directory: Path) -> tuple[list[str], list[dict[str, Any]]]:
+    """The export files in `directory` (by name) and every record in them, in order."""
+    names = sorted(p.name for p in directory.glob("results-*.jsonl"))
+    records = [json.loads(line) for name in names for line in (directory / name).read_text().splitlines()]
+    return names, records
+
+
+def test_export_writes_rotating_files_and_each_run_only_what_is_new(
+    cluster: LiveCluster, site: Site, tmp_path: Path
+) -> None:
+    first = flotilla(cluster, "submit", *(f"{site.url}/product/{n}" for n in range(110, 122)), "--wait")
+    assert first.returncode == 0, first.stdout + first.stderr
+    out = tmp_path / "feed"
+    run = flotilla(cluster, "export", "--output", str(out), "--max-lines", "5", "--settle", "0")
+    assert run.returncode == 0, run.stderr
+    before = stored_results(cluster)
+    names, records = exported(out)
+    assert len(names) == -(-len(before) // 5) and names[0] == "results-000001.jsonl"
+    assert [len((out / n).read_text().splitlines()) for n in names[:-1]] == [5] * (len(names) - 1)
+    assert sorted(r["key"] for r in records) == sorted(r["key"] for r in before)
+    assert [(r["stored_at"], r["key"]) for r in records] == sorted((r["stored_at"], r["key"]) for r in records)
+    assert run.stdout.strip() == (
+        f"{len(before)} new results exported to {out} ({', '.join(names)}); {len(before)} in all"
+    )
+
+    again = flotilla(cluster, "export", "--output", str(out), "--max-lines", "5", "--settle", "0")
+    assert again.stdout.strip() == f"0 new results exported to {out}; {len(before)} in all"
+    assert exported(out)[0] == names
+
+    second = flotilla(cluster, "submit", *(f"{site.url}/product/{n}" for n in range(122, 125)), "--wait")
+    assert second.returncode == 0, second.stdout + second.stderr
+    third = flotilla(cluster, "export", "--output", str(out), "--max-lines", "5", "--settle", "0")
+    assert third.returncode == 0, third.stderr
+    after_names, after = exported(out)
+    new_keys = {r["key"] for r in stored_results(cluster)} - {r["key"] for r in before}
+    assert len(new_keys) == 3
+    assert after_names == [*names, f"results-{len(names) + 1:06d}.jsonl"]
+    assert {r["key"] for r in after[len(records) :]} == new_keys
+    assert len({r["key"] for r in after}) == len(after)  # nothing twice
+
+    other = flotilla(cluster, "export", "--output", str(out), "--format", "csv")
+    assert other.returncode == 2 and f"{out} holds an export as jsonl" in other.stderr
+    as_csv = flotilla(cluster, "export", "--output", str(tmp_path / "csv"), "--format", "csv", "--settle", "0")
+    assert as_csv.returncode == 0, as_csv.stderr
+    table = (tmp_path / "csv" / "results-000001.csv").read_text().splitlines()
+    assert table[0].startswith("key,url,rules,description,price,tags,title,") and len(table) == 1 + len(after)
+    assert not list((tmp_path / "csv").glob(".results-*")) and not list(out.glob(".results-*"))
+
+
+def test_an_export_killed_mid_way_resumes_with_nothing_lost_or_twice(
+    cluster: LiveCluster, site: Site, tmp_path: Path
+) -> None:
+    import signal
+
+    submitted = flotilla(cluster, "submit", *(f"{site.url}/product/{n}" for n in range(130, 160)), "--wait")
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    everything = sorted(r["key"] for r in stored_results(cluster))
+    out = tmp_path / "feed"
+    options = ["--output", str(out), "--max-lines", "2", "--settle", "0", "--topology", str(cluster.topology_path)]
+    export = FlotillaProcess("export", *options, "--page", "1")  # a request per result: a slow export
+    try:
+        wait_until(lambda: (out / "results-000002.jsonl").exists(), timeout=30, what="the export's second file")
+        export.signal(signal.SIGKILL)
+        assert export.wait(10) == -signal.SIGKILL  # killed mid-way, not finished
+    finally:
+        export.kill()
+    names, partial = exported(out)
+    assert 4 <= len(partial) < len(everything)
+    resumed = run_flotilla("export", *options, timeout=60)
+    assert resumed.returncode == 0, resumed.stderr
+    names, records = exported(out)
+    assert sorted(r["key"] for r in records) == everything  # each result once, none lost
+    assert not list(out.glob(".results-*")), "the killed run's temporary file is gone"
+    state = json.loads((out / ".flotilla-export.json").read_text())
+    assert state["exported"] == len(everything) and state["next_file"] == len(names) + 1
+
+
+# --- dead letters ---------------------------------------------------------------------------
+
+
+def keys_listed(output: str) -> list[str]:
+    return [line.split()[0] for line in output.splitlines() if line.strip()]
+
+
+def test_dlq_list_and_replay_cover_the_same_jobs_and_a_bad_key_replays_nothing(
+    cluster: LiveCluster, site: Site
+) -> None:
+    urls = [f"{site.url}/gone/170", f"{site.url}/gone/171", f"http://{site.targets[2]}/drift/172"]
+    submitted = flotilla(cluster, "submit", *urls, "--wait", "--jsonl")
+    assert submitted.returncode == 3, submitted.stdout + submitted.stderr
+    gone, _, drifted = [json.loads(line)["key"] for line in submitted.stdout.splitlines() if line.startswith("{")]
+    with client(cluster) as intake:
+        wait_until(
+            lambda: not any(intake.counts().states[s] for s in ("pending", "fetching", "extracting", "retrying")),
+            timeout=30,
+            what="every job of the cluster to be finished",
+        )
+        dead = keys_listed(flotilla(cluster, "dlq", "list").stdout)
+        parked = keys_listed(flotilla(cluster, "dlq", "list", "--parked").stdout)
+        assert sorted(dead) == sorted(keys_listed(flotilla(cluster, "jobs", "--state", "dead").stdout)[1:])
+        assert sorted(parked) == sorted(keys_listed(flotilla(cluster, "jobs", "--state", "parked").stdout)[1:])
+        assert gone in dead and drifted in parked and drifted not in dead
+        both = flotilla(cluster, "dlq", "list", "--all").stdout.splitlines()
+        assert [line.split()[:2] for line in both] == [[k, "dead"] for k in dead] + [[k, "parked"] for k in parked]
+
+        for keys, wrong in (
+            ([drifted], f"{drifted} (parked)"),
+            (["no-such-key"], "no-such-key (no such job)"),
+            ([gone, "no-such-key"], "no-such-key (no such job)"),
+        ):
+            refused = flotilla(cluster, "dlq", "replay", *keys)
+            assert refused.returncode == 1, refused.stdout + refused.stderr
+            assert refused.stderr.strip() == f"nothing replayed: not dead: {wrong}"
+        assert {j.key: j.state for j in intake.status([gone, drifted])} == {gone: "dead", drifted: "parked"}
+        as_parked = flotilla(cluster, "dlq", "replay", "--parked", gone)
+        assert as_parked.returncode == 1 and as_parked.stderr.strip() == f"nothing replayed: not parked: {gone} (dead)"
+
+        replayed = flotilla(cluster, "dlq", "replay")
+        assert replayed.stdout.strip() == f"{len(dead)} job{'s' if len(dead) != 1 else ''} back to pending"
+        assert intake.status([drifted])[0].state == "parked"  # parked jobs only with --parked
+        replayed_parked = flotilla(cluster, "dlq", "replay", "--parked", drifted)
+        assert replayed_parked.returncode == 0 and replayed_parked.stdout.strip() == "1 job back to pending"
+
+
+# --- pipes that close early ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("reader", ["head -1", "true"])
+def test_output_into_a_pipe_closed_early_ends_without_a_traceback(
+    cluster: LiveCluster, site: Site, tmp_path: Path, reader: str
+) -> None:
+    """`| true` closes the pipe before the first line is written (the write fails for sure);
+    `| head -1` after the first line."""
+    import shlex
+
+    from tests.processes import ROOT, _env, flotilla_command
+
+    stored = flotilla(cluster, "submit", *(f"{site.url}/product/{n}" for n in range(185, 188)), "--wait")
+    assert stored.returncode == 0, stored.stdout + stored.stderr  # results to list, whatever ran before
+    topology = ["--topology", str(cluster.topology_path)]
+    for command in (
+        ["results"],
+        ["results", "--format", "csv"],
+        ["jobs", "--state", "stored"],
+        ["submit", *(f"{site.url}/product/{n}" for n in range(180, 184))],
+        ["jobs"],
+    ):
+        line = shlex.join(flotilla_command(*command, *topology))
+        script = f"{line} 2>{tmp_path}/stderr | {reader}; echo ${{PIPESTATUS[0]}}"
+        ran = subprocess.run(["bash", "-c", script], capture_output=True, text=True, cwd=ROOT, env=_env(), timeout=60)
+        status = int(ran.stdout.splitlines()[-1])
+        stderr = (tmp_path / "stderr").read_text()
+        assert "Traceback" not in stderr and "Error" not in stderr, (command, stderr)
+        assert status in (0, 141) if reader == "head -1" else status == 141, (command, status, stderr)

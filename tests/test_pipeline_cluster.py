@@ -91,7 +91,7 @@ def test_jobs_submitted_with_the_cli_end_stored_dead_or_parked(
     assert "HARD: HTTP 404" in dlq.stdout and "BLOCKED" in dlq.stdout
     jobs = run_flotilla("jobs", "--state", "parked", "--topology", topology)
     assert "DRIFT: missing required fields: title, price" in jobs.stdout
-    replay = run_flotilla("dlq", "replay", "--topology", topology)
+    replay = run_flotilla("dlq", "replay", "--all", "--topology", topology)  # the dead and the parked
     assert replay.stdout.strip() == "3 jobs back to pending"
 
 
