@@ -247,3 +247,43 @@ def test_waiting_jobs_are_due_now_after_a_restart(journal: Journal, clock: FakeC
     journal.fail(other.key, other.token, "TRANSIENT", "HTTP 503", retry_at=clock() + 300)
     assert journal.wake_waiting() == 1
     assert [leased.key for leased in journal.lease(limit=2, visibility=30)] == [lease.key]
+
+
+def test_a_replay_takes_the_states_it_is_given_and_named_keys_all_or_none(journal: Journal) -> None:
+    from flotilla.actors.pipeline.journal import NotReplayable
+
+    journal.submit([job(1), job(2), job(3)])
+    a, b, c = journal.lease(limit=3, visibility=30)
+    journal.fail(a.key, a.token, "HARD", "404", dead=True)
+    journal.fail(b.key, b.token, "DRIFT", "missing price", park=True)
+    with pytest.raises(NotReplayable) as refused:
+        journal.replay([a.key, b.key, "nobody"], ("dead",), strict=True)
+    assert refused.value.wrong == {b.key: "parked", "nobody": None}
+    assert str(refused.value) == f"nothing replayed: not dead: {b.key} (parked), nobody (no such job)"
+    with pytest.raises(NotReplayable):
+        journal.replay([c.key], ("dead", "parked"), strict=True)  # fetching: not replayable
+    assert (journal.job(a.key).state, journal.job(b.key).state) == ("dead", "parked")  # nothing replayed
+    assert journal.replay([a.key, b.key], ("dead",)) == 1  # not strict: what is dead goes, the rest stays
+    assert journal.replay(states=("dead",)) == 0 and journal.replay(states=("parked",)) == 1
+    assert journal.counts()["pending"] == 2
+
+
+def test_results_in_store_order_page_by_a_cursor_up_to_a_time(journal: Journal, clock: FakeClock) -> None:
+    journal.submit([job(n) for n in range(5)])
+    leases = {lease.key: lease for lease in journal.lease(limit=5, visibility=30)}
+    order = [job(n).key for n in (3, 1, 4, 0, 2)]
+    for i, key in enumerate(order):
+        if i != 2:  # two results stored at the same time: the key orders them
+            clock.advance(1)
+        journal.store(key, leases[key].token, {"n": i}, "h")
+    now = clock.now
+    tied = sorted(order[1:3])
+    expected = [order[0], *tied, order[3], order[4]]
+    page = journal.results_in_store_order((0.0, ""), now, limit=2)
+    assert [r["key"] for r in page] == expected[:2]
+    rest = journal.results_in_store_order((page[-1]["stored_at"], page[-1]["key"]), now, limit=10)
+    assert [r["key"] for r in rest] == expected[2:]
+    assert rest[0]["stored_at"] == page[-1]["stored_at"]  # the tie split across pages, nothing lost
+    assert [r["key"] for r in journal.results_in_store_order((0.0, ""), now - 1, limit=10)] == expected[:4]
+    assert journal.results_in_store_order((0.0, ""), now, rules="article") == []
+    assert journal.results_in_store_order((0.0, ""), now, client="someone") == []
