@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from flotilla.nodes.cli.common import EXIT_USAGE, client_options, with_client
+from flotilla.nodes.cli.common import EXIT_INTERRUPTED, EXIT_USAGE, client_options, with_client
 from flotilla.nodes.cli.results import json_line, result_record, write_csv
 
 STATE_FILE = ".flotilla-export.json"
@@ -184,6 +184,12 @@ def cmd_export(args: argparse.Namespace) -> int:
         except ExportRefused as exc:
             print(str(exc), file=sys.stderr)
             return EXIT_USAGE
+        except KeyboardInterrupt:
+            print(
+                f"\nexport stopped; the files complete in {directory} are recorded (the next run goes on from there)",
+                file=sys.stderr,
+            )
+            return EXIT_INTERRUPTED
         new = state.exported - before
         files = f" ({', '.join(exporter.written)})" if exporter.written else ""
         print(f"{new} new result{'s' if new != 1 else ''} exported to {directory}{files}; {state.exported} in all")
