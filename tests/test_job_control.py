@@ -358,15 +358,18 @@ def test_results_as_csv_have_a_column_per_field_and_iso_times(cluster: LiveClust
     assert submitted.returncode == 0, submitted.stdout + submitted.stderr
     by_key = {r["key"]: r for r in stored_results(cluster)}
     for record in by_key.values():  # JSON lines: the same shape, stored_at an ISO 8601 UTC time
-        assert set(record) == {"key", "url", "rules", "fields", "content_hash", "attempts", "stored_at"}
+        assert set(record) == {
+            "key", "url", "rules", "fields", "content_hash", "attempts", "stored_at", "revision", "extracted_at"
+        }  # fmt: skip
         assert datetime.fromisoformat(record["stored_at"]).tzinfo == UTC and record["stored_at"].endswith("Z")
+        assert record["extracted_at"] == record["stored_at"] and record["revision"] == 0  # never re-extracted
 
     table = flotilla(cluster, "results", "--format", "csv")
     assert table.returncode == 0, table.stderr
     rows = list(csv.reader(io.StringIO(table.stdout)))
     assert rows[0] == [
         "key", "url", "rules", "description", "price", "tags", "title", "fields.url",
-        "content_hash", "attempts", "stored_at",
+        "content_hash", "attempts", "stored_at", "revision", "extracted_at",
     ]  # fmt: skip
     assert len(rows) == 1 + len(by_key)
     cells = {row[0]: dict(zip(rows[0], row, strict=True)) for row in rows[1:]}
@@ -379,6 +382,7 @@ def test_results_as_csv_have_a_column_per_field_and_iso_times(cluster: LiveClust
         assert row["description"] == fields.get("description", "") and row["fields.url"] == fields.get("url", "")
         stored = datetime.fromisoformat(row["stored_at"])
         assert row["stored_at"] == record["stored_at"] and abs(stored.timestamp() - time.time()) < 3600
+        assert (row["revision"], row["extracted_at"]) == ("0", record["extracted_at"])
     prose = next(r for r in by_key.values() if r["url"] == urls[3])
     assert cells[prose["key"]]["fields.url"] == "/" and cells[prose["key"]]["description"] == ""
     product = next(r for r in by_key.values() if r["url"] == urls[0])

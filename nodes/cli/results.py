@@ -2,11 +2,12 @@
 either format (`flotilla export` writes them the same way).
 
 JSON lines: one object per result, ``{key, url, rules, fields, content_hash, attempts,
-stored_at}``, `stored_at` an ISO 8601 UTC time. CSV: a header, then one row per result with
-one column per field — the union of the field names of the results written, sorted — between
-``key, url, rules`` and ``content_hash, attempts, stored_at``; a field named like one of those
-six is the column ``fields.NAME``. A cell holds a text field as it is, nothing for a missing
-field or null, and JSON for anything else (numbers, true/false, lists, objects).
+stored_at, revision, extracted_at}``, the times in ISO 8601 UTC. CSV: a header, then one row
+per result with one column per field — the union of the field names of the results written,
+sorted — between ``key, url, rules`` and ``content_hash, attempts, stored_at, revision,
+extracted_at``; a field named like one of those eight is the column ``fields.NAME``. A cell
+holds a text field as it is, nothing for a missing field or null, and JSON for anything else
+(numbers, true/false, lists, objects).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from flotilla.nodes.cli.common import (
 )
 
 LEADING = ("key", "url", "rules")
-TRAILING = ("content_hash", "attempts", "stored_at")
+TRAILING = ("content_hash", "attempts", "stored_at", "revision", "extracted_at")
 SPOOL_IN_MEMORY = 8 * 1024 * 1024
 """Bytes of results a CSV keeps in memory while it learns their fields (then a temporary file)."""
 
@@ -35,7 +36,8 @@ def iso_time(seconds: float) -> str:
 
 
 def result_record(result: Any) -> dict[str, Any]:
-    """A result as written: its fields as they are, `stored_at` an ISO 8601 UTC time."""
+    """A result as written: its fields as they are, its times in ISO 8601 UTC (`extracted_at`:
+    when `flotilla reextract` last changed its fields, else when it was stored)."""
     return {
         "key": result.key,
         "url": result.url,
@@ -44,6 +46,8 @@ def result_record(result: Any) -> dict[str, Any]:
         "content_hash": result.content_hash,
         "attempts": result.attempts,
         "stored_at": iso_time(result.stored_at),
+        "revision": result.revision,
+        "extracted_at": iso_time(result.extracted_at or result.stored_at),
     }
 
 
