@@ -25,20 +25,27 @@ def default_topology() -> str:
     return os.environ.get("FLOTILLA_TOPOLOGY", DEFAULT_TOPOLOGY)
 
 
-def load_or_report(path: str, import_actors: bool = True) -> Topology | None:
+def load_or_report(path: str, import_actors: bool = True, *, import_builtins: bool = True) -> Topology | None:
     """The topology at `path`, or None after printing every problem to stderr. Its actor
-    references import from the topology's directory, then the working directory (clients of
-    a running cluster pass `import_actors=False`: they run no actor, and start faster)."""
+    references import from the topology's directory, then the working directory
+    (`import_actors`, `import_builtins`: see `parse_topology`)."""
     if import_actors:
         put_project_first(path)
     try:
-        return load_topology(path, import_actors=import_actors)
+        return load_topology(path, import_actors=import_actors, import_builtins=import_builtins)
     except TopologyError as exc:
         for problem in exc.problems:
             print(problem.format(exc.source), file=sys.stderr)
         count = len(exc.problems)
         print(f"{exc.source}: {count} problem{'s' if count != 1 else ''}; the topology is not valid", file=sys.stderr)
         return None
+
+
+def load_for_client(path: str) -> Topology | None:
+    """The topology at `path` as a client of a running cluster needs it (or None, problems
+    printed): no actor module imported, built-ins included, as a client runs no actor, so it
+    starts fast (and answers "no cluster" within a second)."""
+    return load_or_report(path, import_actors=False, import_builtins=False)
 
 
 def intake_client(args: argparse.Namespace, topology: Topology | None = None) -> IntakeClient | None:
@@ -48,7 +55,7 @@ def intake_client(args: argparse.Namespace, topology: Topology | None = None) ->
     from flotilla.nodes.intake.client import IntakeClient
     from flotilla.nodes.security.keys import KeyFileError
 
-    topology = topology or load_or_report(args.topology, import_actors=False)
+    topology = topology or load_for_client(args.topology)
     if topology is None:
         return None
     if not topology.intakes:

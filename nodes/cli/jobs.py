@@ -15,7 +15,7 @@ from flotilla.nodes.cli.common import (
     client_options,
     intake_client,
     key_options,
-    load_or_report,
+    load_for_client,
     topology_option,
     with_client,
 )
@@ -49,7 +49,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from flotilla.nodes.intake.client import IntakeError, IntakeUnavailable
     from flotilla.nodes.intake.protocol import JobSpec
 
-    topology = load_or_report(args.topology, import_actors=False)
+    topology = load_for_client(args.topology)
     if topology is None:
         return EXIT_USAGE
     try:
@@ -142,7 +142,7 @@ def cmd_job(args: argparse.Namespace) -> int:
     from flotilla.nodes.intake.client import IntakeError
     from flotilla.nodes.intake.story import story_lines
 
-    topology = load_or_report(args.topology, import_actors=False)
+    topology = load_for_client(args.topology)
     if topology is None:
         return EXIT_USAGE
     key, asked = args.job, args.job

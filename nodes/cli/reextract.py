@@ -20,7 +20,7 @@ import sys
 from collections import Counter
 from typing import Any
 
-from flotilla.nodes.cli.common import EXIT_USAGE, client_options, load_or_report, with_client
+from flotilla.nodes.cli.common import EXIT_USAGE, client_options, load_for_client, with_client
 
 EXIT_NOT_ALL_REEXTRACTED = 3
 """Some results could not be re-extracted (no capture, drifted now, failed, no such result)."""
@@ -44,7 +44,7 @@ def cmd_reextract(args: argparse.Namespace) -> int:
 
     from flotilla.nodes.config.topology import rule_set
 
-    topology = load_or_report(args.topology)
+    topology = load_for_client(args.topology)
     if topology is None:
         return EXIT_USAGE
     try:

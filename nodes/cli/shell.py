@@ -9,7 +9,7 @@ from typing import Any
 
 from flotilla.nodes.cli.common import (
     EXIT_USAGE,
-    load_or_report,
+    load_for_client,
     topology_option,
 )
 
@@ -25,7 +25,7 @@ def cmd_shell(args: argparse.Namespace) -> int:
             return 1
         client, node = ShellClient(args.target, timeout=args.timeout), args.target
     else:
-        topology = load_or_report(args.topology, import_actors=False)
+        topology = load_for_client(args.topology)
         if topology is None:
             return EXIT_USAGE
         node = args.node or args.target or topology.root_node

@@ -134,6 +134,8 @@ def read_actor(ctx: Context, m: YamlMapping, args: dict[str, Any]) -> type | Non
     reference = m.get("actor", check_text)
     if reference is None:
         return None
+    if reference in BUILTIN_ACTORS and not ctx.import_builtins:
+        return _unimported_actor(ctx, m, BUILTIN_ACTORS[reference])
     if not ctx.import_actors and reference not in BUILTIN_ACTORS:
         return _unimported_actor(ctx, m, reference)
     try:
@@ -153,7 +155,8 @@ def read_actor(ctx: Context, m: YamlMapping, args: dict[str, Any]) -> type | Non
 
 
 def _unimported_actor(ctx: Context, m: YamlMapping, reference: str) -> type | None:
-    """A stand-in class named like `reference`, checked by form only (`check --no-import`)."""
+    """A stand-in class named like `reference`, checked by form only (`check --no-import`;
+    built-ins for clients, which never run them)."""
     module, _, name = reference.partition(":")
     if not (module and name and all(part.isidentifier() for part in (*module.split("."), *name.split(".")))):
         ctx.problem(

@@ -82,12 +82,20 @@ take about 2 s on a busy machine, most of it in PyYAML."""
 
 
 def parse_topology(
-    text: str, source: str = "<topology>", base: Path | None = None, *, import_actors: bool = True
+    text: str,
+    source: str = "<topology>",
+    base: Path | None = None,
+    *,
+    import_actors: bool = True,
+    import_builtins: bool = True,
 ) -> Topology:
     """Validate a topology document; raise `TopologyError` listing every problem. Relative
     paths in it (the key directory) are taken from `base` (default: the current directory).
     With `import_actors` false, actors named `package.module:Class` are checked by form only
-    and their modules are not imported (nothing of theirs runs; their args are not checked)."""
+    and their modules are not imported (nothing of theirs runs; their args are not checked).
+    With `import_builtins` false too, the built-in actors are taken by name alone (their args
+    unchecked): what a client of a running cluster needs, without importing the fetcher's HTTP
+    stack."""
     try:
         document = guarded_compose(text)
     except YamlRefused as exc:
@@ -96,7 +104,7 @@ def parse_topology(
         mark = getattr(exc, "problem_mark", None)
         line = min(mark.line + 1, text.count("\n") + 1) if mark is not None else None  # libyaml: EOF is a line on
         raise TopologyError(source, [Problem("", f"not valid YAML: {getattr(exc, 'problem', exc)}", line)]) from None
-    ctx = Context(import_actors)
+    ctx = Context(import_actors, import_actors or import_builtins)
     top = YamlMapping(ctx, document, "", "topology")
     if document is None or not top.valid:
         if document is None:
@@ -191,8 +199,9 @@ def rule_set(topology: Topology, chosen: str | None) -> str:
     )
 
 
-def load_topology(path: str | Path, *, import_actors: bool = True) -> Topology:
-    """Read and validate the topology file at `path` (`import_actors`: see `parse_topology`)."""
+def load_topology(path: str | Path, *, import_actors: bool = True, import_builtins: bool = True) -> Topology:
+    """Read and validate the topology file at `path` (`import_actors`, `import_builtins`: see
+    `parse_topology`)."""
     source = str(path)
     try:
         size = Path(path).stat().st_size
@@ -203,7 +212,9 @@ def load_topology(path: str | Path, *, import_actors: bool = True) -> Topology:
         raise TopologyError(source, [Problem("", f"cannot read: {exc.strerror or exc}")]) from None
     except UnicodeDecodeError as exc:
         raise TopologyError(source, [Problem("", f"is not UTF-8 text: {exc.reason}")]) from None
-    return parse_topology(text, source, base=Path(path).resolve().parent, import_actors=import_actors)
+    return parse_topology(
+        text, source, base=Path(path).resolve().parent, import_actors=import_actors, import_builtins=import_builtins
+    )
 
 
 if __name__ == "__main__":

@@ -20,12 +20,15 @@ FROM_SCHEMA: Any = object()
 class Context:
     """Collects problems while walking the document."""
 
-    def __init__(self, import_actors: bool = True) -> None:
+    def __init__(self, import_actors: bool = True, import_builtins: bool = True) -> None:
         self.problems: list[Problem] = []
         self.node_names: set[str] = set()
         self.actor_paths: list[tuple[str, str, str, Node | None]] = []
         """Actor args that name other actors: (where, path, built-in kind, YAML node)."""
         self.import_actors = import_actors
+        self.import_builtins = import_builtins
+        """Whether the built-in actors are imported (and their args checked) even when
+        `import_actors` is false."""
         self.where: dict[str, Node] = {}
         """YAML node of every key read, by path: the line of a problem found later."""
 
