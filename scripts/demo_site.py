@@ -6,7 +6,7 @@ serves the same site; to a crawler each HOST:PORT is a target of its own.
 Paths (N is any integer; every answer depends only on the path, how many times it was asked
 for, the client's address and the options):
 
-    /product/N      a product page (title, price, tags)
+    /product/N      a product page (title, price, tags; a photo and a reviews link, both relative URLs)
     /flaky/N        503 for the first `--flaky-failures` requests of that path, then the page
     /limited/N      the page, but 429 with Retry-After once a client exceeds --limited-rate/s
     /blocked/N      403 for clients in --block (all clients if --block is not given)
@@ -55,9 +55,12 @@ PAGE = """<!doctype html>
 <h1 class="title">Product {n}</h1>
 <div class="details"><span class="price">${price}</span><span class="sku" data-sku="SKU-{n:06d}">SKU</span></div>
 <ul class="tags"><li class="tag">tools</li><li class="tag">series-{series}</li></ul>
+<a class="reviews" href="reviews/{n}"><img class="photo" src="/img/{n}.jpg" alt=""></a>
 <p class="description">{text}</p>
 </body></html>
 """
+"""A product page. Its photo and reviews links are relative (the photo to the host, the reviews
+to the page's path: `reviews/N` under /product/N is /product/reviews/N); they add no text."""
 
 DRIFTED = """<!doctype html>
 <html><head><title>Product {n}</title></head>

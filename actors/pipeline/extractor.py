@@ -85,7 +85,7 @@ class Extractor(Actor):
                 reply.tell(JobOutcome(message.key, message.token, failure=problem))
                 return None
             page = {"content_hash": message.content_hash, "captured": True}
-        result = self.sandbox.apply(message.body, rules, message.headers)
+        result = self.sandbox.apply(message.body, rules, message.headers, url=message.final_url or message.url)
         elapsed = time.monotonic() - started
         view, proxy = ResilienceView.of(self.system), message.proxy or None
         target = target_of(message.url) if view.active else ""
@@ -106,7 +106,7 @@ class Extractor(Actor):
             )
             reply.tell(JobOutcome(message.key, message.token, failure=failure, elapsed=elapsed, **page))
         elif isinstance(result, Drift):
-            failure = Failure("DRIFT", "missing required fields: " + ", ".join(result.missing), 200)
+            failure = Failure("DRIFT", "missing required fields: " + result.describe(), 200)
             view.record(
                 target,
                 "drift",

@@ -420,6 +420,7 @@ class Fetcher(Actor):
                 admission.probe,
                 admission.trial,
                 challenge_headers(response.headers),
+                final_url=str(response.url),
             ),
         )
 

@@ -91,6 +91,9 @@ class ExtractJob(Message, frozen=True, tag=True):
     """The fetch was a trial call of the target's half-open breaker."""
     headers: dict[str, str] = {}
     """The response's headers that can mark a challenge page (`flotilla.actors.pipeline.rules.CHALLENGE_HEADERS`)."""
+    final_url: str = ""
+    """The URL the page came from, after redirects ("": `url`); relative URLs in fields are
+    joined to it."""
 
     def returned(self, reason: str) -> Returned:
         """What the sender is told when this job is dead-lettered."""

@@ -8,7 +8,10 @@ hands each page larger than `IN_PROCESS_BYTES` to a worker process of its own (t
 run with `python -m`, fed over a pipe) and waits at most `PARSE_TIMEOUT` seconds; a worker
 that overruns is killed (the next page starts a fresh one) and the page is `Unparseable` (its job ends HARD with the
 evidence). A page of at most `IN_PROCESS_BYTES` cannot hold enough markup to take long, and
-is parsed in the extractor's thread without the round trip.
+is parsed in the extractor's thread without the round trip, unless its rule set has a field
+with a `regex`: Python's regular expressions cannot be interrupted either, and a pattern that
+backtracks catastrophically (``(a+)+$``) takes minutes on a 30-character value, so every page of
+such a rule set is parsed in the worker, under the same time limit.
 """
 
 from __future__ import annotations
@@ -68,15 +71,15 @@ def _read(stream: IO[bytes]) -> Any:
 
 
 def serve(source: IO[bytes], sink: IO[bytes]) -> None:
-    """The worker: parse each (body, rules, headers) it reads and write the result back, until the
-    extractor closes its end."""
+    """The worker: parse each (body, rules, headers, url) it reads and write the result back,
+    until the extractor closes its end."""
     while True:
         try:
-            body, rules, headers = _read(source)
+            body, rules, headers, url = _read(source)
         except (EOFError, OSError):
             return
         try:
-            result: Any = apply_rules(body, rules, headers)
+            result: Any = apply_rules(body, rules, headers, url)
         except Exception as exc:  # noqa: BLE001 - reported as an unparseable page
             result = Unparseable(f"the parser failed: {type(exc).__name__}: {exc}"[:300])
         _write(sink, result)
@@ -91,16 +94,18 @@ class ParseSandbox:
         self._process: subprocess.Popen[bytes] | None = None
         self._first = True  # the first page may wait for the worker's imports
 
-    def apply(self, body: bytes, rules: RuleSet, headers: Mapping[str, str] | None = None) -> Parsed:
-        """`apply_rules(body, rules, headers)` within the time budget."""
-        if len(body) <= IN_PROCESS_BYTES:
-            return apply_rules(body, rules, headers)
+    def apply(
+        self, body: bytes, rules: RuleSet, headers: Mapping[str, str] | None = None, url: str | None = None
+    ) -> Parsed:
+        """`apply_rules(body, rules, headers, url)` within the time budget."""
+        if len(body) <= IN_PROCESS_BYTES and not rules.has_regex:
+            return apply_rules(body, rules, headers, url)
         fresh = self._process is None or self._first
         self._first = False
         process = self._process or self._start()
         assert process.stdin is not None and process.stdout is not None  # noqa: S101  started with pipes
         try:
-            _write(process.stdin, (body, rules, dict(headers or {})))
+            _write(process.stdin, (body, rules, dict(headers or {}), url))
             ready, _, _ = select.select(
                 [process.stdout], [], [], self.timeout + (WORKER_START_TIMEOUT if fresh else 0.0)
             )

@@ -1,8 +1,9 @@
 """Extraction rules: which fields to take from a page, with CSS selectors (selectolax).
 
 A rule set names fields; each field has a CSS selector, optionally an attribute to read
-instead of the text, whether all matches are wanted (a list) or the first, and whether it is
-required. Applying a rule set to a 200 page gives the fields, or `Drift` listing the required
+instead of the text, whether all matches are wanted (a list) or the first, whether it is
+required, and the processors its value goes through (`flotilla.actors.pipeline.field_processors`:
+strip, regex, urljoin, type). Applying a rule set to a 200 page gives the fields, or `Drift` listing the required
 fields that are missing (the page's layout changed), or `Blocked` if the page is a challenge
 (a CAPTCHA wall or bot check served with 200).
 
@@ -21,6 +22,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from selectolax.lexbor import LexborHTMLParser
+
+from flotilla.actors.pipeline.field_processors import FieldType, Processing, page_base, processing_of
 
 if TYPE_CHECKING:
     from flotilla.actors.core.system import ActorSystem
@@ -74,12 +77,29 @@ round after the longest opening; a rule set or the router's `wait_budget` overri
 
 @dataclass(frozen=True)
 class FieldRule:
-    """How to take one field from a page."""
+    """How to take one field from a page, and what to do to its value (the processors of
+    `flotilla.actors.pipeline.field_processors`, in that module's order). Raises ValueError for
+    a `type` it does not know or a `regex` that does not compile."""
 
     css: str
     attr: str | None = None
     all: bool = False
     required: bool = False
+    strip: bool | str = True
+    """True: whitespace trimmed (and collapsed in text); a string: also these characters
+    stripped from both ends; False: the value as the page has it."""
+    regex: str | None = None
+    """A pattern whose first match's first group (or whole match) becomes the value."""
+    urljoin: bool | None = None
+    """Make the value an absolute URL against the page's (None: only for `href` and `src`)."""
+    type: FieldType = "string"
+    """``string``, or ``int``, ``float``, ``price`` for a number."""
+    processing: Processing | None = field(init=False, repr=False, compare=False)
+    """The processors, ready to run (None: the value is used as read)."""
+
+    def __post_init__(self) -> None:
+        processing = processing_of(self.attr, self.strip, self.regex, self.urljoin, self.type)
+        object.__setattr__(self, "processing", processing)
 
 
 @dataclass(frozen=True)
@@ -99,6 +119,11 @@ class RuleSet:
     """Whether its pages are captured (kept compressed under their content hash, for
     `flotilla reextract`: actors/pipeline/captures.py)."""
 
+    @property
+    def has_regex(self) -> bool:
+        """Whether a field has a `regex` (its pages are parsed under the parse time limit)."""
+        return any(rule.regex is not None for rule in self.fields.values())
+
 
 class ExtractionRules(dict[str, RuleSet]):
     """The topology's rule sets by name, as one actor system holds them (an extension the
@@ -112,9 +137,17 @@ class ExtractionRules(dict[str, RuleSet]):
 
 @dataclass(frozen=True)
 class Drift:
-    """A 200 page without the required fields `missing`."""
+    """A 200 page without the required fields `missing`; `reasons` says, for those whose
+    value a processor refused, why (field name, reason)."""
 
     missing: tuple[str, ...]
+    reasons: tuple[tuple[str, str], ...] = ()
+
+    def describe(self) -> str:
+        """The missing fields, each with its reason if it has one: ``title, price (not a
+        price: 'call us')``."""
+        why = dict(self.reasons)
+        return ", ".join(f"{name} ({why[name]})" if name in why else name for name in self.missing)
 
 
 @dataclass(frozen=True)
@@ -134,9 +167,23 @@ class Extracted:
 def _value(node: Any, rule: FieldRule) -> str | None:
     if rule.attr is not None:
         value = node.attributes.get(rule.attr)
-        return value.strip() if isinstance(value, str) else None
+        if not isinstance(value, str):
+            return None
+        return (value if rule.strip is False else value.strip()) or None
+    if rule.strip is False:
+        return node.text(deep=True) or None
     text = node.text(deep=True, separator=" ", strip=True)
     return " ".join(text.split()) or None
+
+
+def _processed(value: str | None, processing: Processing, base: str | None, why: list[str]) -> Any:
+    """`value` through `processing`; None (with the reason appended to `why`) if refused."""
+    if value is None:
+        return None
+    result, reason = processing.apply(value, base)
+    if result is None:
+        why.append(reason)
+    return result
 
 
 def challenge_headers(headers: Mapping[str, str]) -> dict[str, str]:
@@ -168,23 +215,45 @@ def challenge_signal(tree: LexborHTMLParser, rules: RuleSet, headers: Mapping[st
     return None
 
 
+def _base_of(tree: LexborHTMLParser, url: str | None) -> str | None:
+    """The base URL of the page in `tree`, fetched from `url` (`page_base`)."""
+    base = tree.css_first("base[href]")
+    return page_base(url, base.attributes.get("href") if base is not None else None)
+
+
 def apply_rules(
-    html: str | bytes, rules: RuleSet, headers: Mapping[str, str] | None = None
+    html: str | bytes, rules: RuleSet, headers: Mapping[str, str] | None = None, url: str | None = None
 ) -> Extracted | Drift | Blocked:
-    """Apply `rules` to a page served with `headers` (those of `challenge_headers`)."""
+    """Apply `rules` to a page served with `headers` (those of `challenge_headers`) from `url`
+    (the URL after redirects; relative URLs in fields are joined to it, or to the page's
+    `<base href>`; without either they stay as they are)."""
     tree = LexborHTMLParser(html)
     fields: dict[str, Any] = {}
     missing = []
+    reasons: list[tuple[str, str]] = []
+    base: str | None = None
+    base_known = False
     for name, rule in rules.fields.items():
+        processing = rule.processing
+        why: list[str] = []
+        if processing is not None and processing.join and not base_known:
+            base, base_known = _base_of(tree, url), True
         if rule.all:
-            values = [v for v in (_value(n, rule) for n in tree.css(rule.css)) if v is not None]
+            found = (_value(n, rule) for n in tree.css(rule.css))
+            if processing is not None:
+                found = (_processed(v, processing, base, why) for v in found)
+            values = [v for v in found if v is not None]
             value: Any = values or None
         else:
             node = tree.css_first(rule.css)
             value = _value(node, rule) if node is not None else None
+            if processing is not None:
+                value = _processed(value, processing, base, why)
         if value is None:
             if rule.required:
                 missing.append(name)
+                if why:
+                    reasons.append((name, why[0]))
             continue
         fields[name] = value
     has_required = not missing and any(rule.required for rule in rules.fields.values())
@@ -193,5 +262,5 @@ def apply_rules(
         if signal is not None:
             return Blocked(signal)
     if missing:
-        return Drift(tuple(missing))
+        return Drift(tuple(missing), tuple(reasons))
     return Extracted(fields)

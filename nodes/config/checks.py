@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -193,6 +194,22 @@ def check_css_list(value: Any) -> str | None:
     if not isinstance(value, list):
         return f"{value!r} must be a list of CSS selectors"
     return next((error for error in map(check_css, value) if error is not None), None)
+
+
+def check_strip(value: Any) -> str | None:
+    if isinstance(value, bool) or (isinstance(value, str) and value):
+        return None
+    return f"{short(value)} must be true, false or the characters to strip (a non-empty string)"
+
+
+def check_regex(value: Any) -> str | None:
+    if not isinstance(value, str) or not value:
+        return f"{short(value)} must be a regular expression (a non-empty string)"
+    try:
+        re.compile(value)
+    except re.error as exc:
+        return f"bad pattern: {exc}"
+    return None
 
 
 def check_flag(value: Any) -> str | None:

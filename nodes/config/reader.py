@@ -27,6 +27,7 @@ from flotilla.actors.core.child_spec import (
     SupervisorFlags,
     SupervisorSpec,
 )
+from flotilla.actors.pipeline.field_processors import FIELD_TYPES
 from flotilla.actors.pipeline.journal_target import JournalConfigError, JournalTarget, is_postgres_url, url_problem
 from flotilla.actors.pipeline.pruning import Retention
 from flotilla.actors.pipeline.rules import FieldRule, RuleSet
@@ -42,8 +43,10 @@ from flotilla.nodes.config.checks import (
     check_fraction,
     check_host_port,
     check_name,
+    check_regex,
     check_seconds,
     check_shutdown,
+    check_strip,
     check_text,
     int_at_least,
     is_loopback,
@@ -569,6 +572,10 @@ def read_rules(ctx: Context, node: Node | None) -> dict[str, RuleSet]:
                 attr=f.get("attr", check_text),
                 all=f.get("all", check_flag),
                 required=f.get("required", check_flag),
+                strip=f.get("strip", check_strip),
+                regex=f.get("regex", check_regex),
+                urljoin=f.get("urljoin", check_flag),
+                type=f.get("type", one_of(FIELD_TYPES)),
             )
         budget = m.get("wait_budget", check_seconds)
         rule_sets[name] = RuleSet(

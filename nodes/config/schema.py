@@ -31,6 +31,7 @@ from flotilla.actors.core.child_spec import (
     SupervisorFlags,
     SupervisorSpec,
 )
+from flotilla.actors.pipeline.field_processors import FIELD_TYPES, URL_ATTRIBUTES
 from flotilla.actors.pipeline.pruning import Retention
 from flotilla.actors.pipeline.rules import CHALLENGE_MAX_WORDS, DEFAULT_WAIT_BUDGET, FieldRule, RuleSet
 from flotilla.actors.resilience.gate import DEFAULT_INTERVAL as GATE_INTERVAL
@@ -454,6 +455,39 @@ class FieldSection(Section, kw_only=True, frozen=True):
         FieldRule, "all"
     )
     required: Annotated[bool, key("boolean", "A 200 page without it is DRIFT.")] = spec_default(FieldRule, "required")
+    strip: Annotated[
+        bool | str,
+        key(
+            "boolean or characters",
+            '`true`: whitespace trimmed, and collapsed in text; characters (`"€$ "`): whitespace, then '
+            "those characters stripped from both ends; `false`: the value as the page has it.",
+        ),
+    ] = spec_default(FieldRule, "strip")
+    regex: Annotated[
+        str | None,
+        key(
+            "regular expression",
+            "Python `re` pattern searched in the value: its first group (or the whole match) becomes "
+            "the value; no match, no value. Runs in the parse sandbox, under `parse_timeout`.",
+            "{default}",
+        ),
+    ] = spec_default(FieldRule, "regex")
+    urljoin: Annotated[
+        bool | None,
+        key(
+            "boolean",
+            "Make the value an absolute URL against the page's `<base href>` or URL (after redirects).",
+            f"`true` when `attr` is {' or '.join(f'`{a}`' for a in sorted(URL_ATTRIBUTES))}, else `false`",
+        ),
+    ] = spec_default(FieldRule, "urljoin")
+    type: Annotated[
+        str,
+        key(
+            " \\| ".join(FIELD_TYPES),
+            "`int`, `float` or `price` make the value a JSON number (see Extraction rules); one that "
+            "does not convert is no value.",
+        ),
+    ] = spec_default(FieldRule, "type")
 
 
 class RuleSetSection(Section, kw_only=True, frozen=True):
