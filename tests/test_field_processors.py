@@ -8,15 +8,23 @@ import json
 import time
 from pathlib import Path
 
+import msgspec
 import pytest
 
+from flotilla.actors.pipeline.captures import PageStore
 from flotilla.actors.pipeline.field_processors import to_float, to_int, to_price
+from flotilla.actors.pipeline.journal import NewJob, open_journal
 from flotilla.actors.pipeline.parse_sandbox import ParseSandbox, Unparseable
 from flotilla.actors.pipeline.rules import Drift, Extracted, FieldRule, RuleSet, apply_rules
 from flotilla.nodes.intake.client import IntakeClient
-from scripts.harness import DemoSiteProcess, wait_until
+from flotilla.nodes.intake.protocol import Reextract, Reextracted, answer_decoder
+from flotilla.nodes.intake.server import Intake
+from flotilla.nodes.serving.router_server import Later
+from scripts.demo_site import product
+from scripts.harness import DemoSiteProcess, free_ports, wait_until
 from tests.cluster_harness import LiveCluster, start_with_intake
 from tests.processes import run_flotilla
+from tests.test_intake import make_access
 
 PAGE = """<html><head><title>Shop</title></head><body>
 <h1 class="title">  Lamp
@@ -308,3 +316,51 @@ def test_relative_links_are_stored_absolute_against_the_url_after_redirects(
         assert "DRIFT: missing required fields: price (not an integer: '$26.90')" in parked.stdout
     finally:
         site.stop()
+
+
+def test_reextraction_joins_relative_urls_to_the_jobs_url(tmp_path: Path) -> None:
+    """The intake in-process, with a real journal file and a real captured page: re-extracted
+    fields are processed as the extractor processes them, with the job's URL as the base."""
+    pages = PageStore(tmp_path / "pages")
+    digest, _ = pages.put(product(5).encode())
+    journal = open_journal(tmp_path / "journal.sqlite")
+    journal.submit([NewJob("local:k", "http://shop.test/product/5", "product")])
+    lease = journal.lease(1, 30)[0]
+    assert journal.store("local:k", lease.token, {"title": "Product 5"}, digest, captured=True)
+    journal.close()
+    fields = {
+        "title": FieldRule("h1.title", required=True),
+        "photo": FieldRule("img.photo", attr="src"),
+        "reviews": FieldRule("a.reviews", attr="href"),
+        "price": FieldRule(".price", type="price"),
+    }
+    rules = {"product": RuleSet("product", fields)}
+    intake = Intake(
+        f"tcp://127.0.0.1:{free_ports(1)[0]}",
+        tmp_path / "journal.sqlite",
+        set(rules),
+        lambda: None,
+        access=make_access(tmp_path / "keys"),
+        rules=rules,
+        pages=pages,
+    )
+    intake.start()
+    try:
+        later = intake.handle(msgspec.msgpack.encode(Reextract(1, "product", session="s")), "local")
+        assert isinstance(later, Later)
+        answers: list[bytes] = []
+        later.bind(answers.append)
+        wait_until(lambda: bool(answers), timeout=20, what="the re-extraction's answer")
+        answer = answer_decoder.decode(answers[0])
+        assert isinstance(answer, Reextracted), answer
+        assert [(k.key, k.outcome) for k in answer.keys] == [("local:k", "changed")]
+        result = intake.journal.result("local:k")
+        assert result is not None
+        assert result["fields"] == {
+            "title": "Product 5",
+            "photo": "http://shop.test/img/5.jpg",
+            "reviews": "http://shop.test/product/reviews/5",
+            "price": 19.5,
+        }
+    finally:
+        intake.close()

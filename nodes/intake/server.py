@@ -17,7 +17,8 @@ commands, and refused if the log cannot be written.
 applies the intake node's rules — as its topology stood when it started — to the captured
 pages of stored results (the topology's `captures` directory, which this node must reach:
 actors/pipeline/captures.py), in a parse sandbox of its own with the extractors' default time budget;
-it fetches nothing. A result is updated only when its fields change, once per key
+it fetches nothing (relative URLs in fields are joined to the job's URL: the URL after redirects
+is not kept). A result is updated only when its fields change, once per key
 (`Journal.reextracted`), and the answer is remembered for a client that sends the request
 again.
 
@@ -486,11 +487,9 @@ class Intake:
         except CaptureDamaged as exc:
             return KeyReextracted(page.key, "failed", page.revision, str(exc))
         with self._sandbox_lock:
-            parsed = self._sandbox.apply(body, rules)
+            parsed = self._sandbox.apply(body, rules, url=page.url)  # relative URLs: as the job's URL
         if isinstance(parsed, Drift):
-            return KeyReextracted(
-                page.key, "drifted", page.revision, "missing required fields: " + ", ".join(parsed.missing)
-            )
+            return KeyReextracted(page.key, "drifted", page.revision, "missing required fields: " + parsed.describe())
         if isinstance(parsed, Blocked):
             return KeyReextracted(page.key, "failed", page.revision, f"challenge page ({parsed.signal})")
         if isinstance(parsed, Unparseable):
