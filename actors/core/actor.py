@@ -18,12 +18,13 @@ arguments: do I/O in `on_start`, which runs in the actor's thread within `start_
 
 from __future__ import annotations
 
+import dataclasses
 import queue
 import reprlib
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 
@@ -76,11 +77,22 @@ _TRACE_REPR.maxlevel = 2
 
 
 def _short_repr(message: Any) -> str:
-    """A bounded summary of a traced message (never the whole of a page's body)."""
+    """A bounded summary of a traced message (never the whole of a page's body): a struct,
+    a dataclass or a plain object as its class name and fields (a plain object without
+    fields as its class name alone, never ``<... object at 0x...>``), anything else as its
+    own repr."""
     if isinstance(message, msgspec.Struct):
-        fields = ", ".join(f"{name}={_TRACE_REPR.repr(getattr(message, name))}" for name in message.__struct_fields__)
-        return f"{type(message).__name__}({fields})"[:300]
-    return _TRACE_REPR.repr(message)[:300]
+        names: Iterable[str] = message.__struct_fields__
+    elif dataclasses.is_dataclass(message) and not isinstance(message, type):
+        names = (f.name for f in dataclasses.fields(message))
+    elif type(message).__repr__ is object.__repr__:
+        names = [name for name in getattr(message, "__dict__", {}) if not name.startswith("_")]
+        if not names:
+            return type(message).__name__[:300]
+    else:
+        return _TRACE_REPR.repr(message)[:300]
+    fields = ", ".join(f"{name}={_TRACE_REPR.repr(getattr(message, name))}" for name in names)
+    return f"{type(message).__name__}({fields})"[:300]
 
 
 _PYKKA_STOP = pykka.messages._ActorStop  # noqa: SLF001 - what pykka's own stop() sends

@@ -200,6 +200,14 @@ class RestartChild(SupervisorRequest, frozen=True, tag=True):
     id: str
 
 
+class OperatorRestart(SupervisorRequest, frozen=True, tag=True):
+    """Stop a child (running, or waiting to restart) and start it again now: an operator's
+    restart. It counts in the child's restarts (and so in the restart metric), never against
+    the supervisor's intensity: an operator does not make a supervisor give up."""
+
+    id: str
+
+
 class TerminateChild(SupervisorRequest, frozen=True, tag=True):
     """Stop a child and keep its spec (temporary children lose theirs)."""
 
@@ -324,6 +332,7 @@ WIRE_MESSAGES: tuple[type[Message], ...] = (
     WhichChildren,
     CountChildren,
     RestartChild,
+    OperatorRestart,
     TerminateChild,
     DeleteChild,
     ScalePool,

@@ -51,6 +51,7 @@ from flotilla.actors.core.messages import (
     NodeDown,
     NodeUp,
     Ok,
+    OperatorRestart,
     Refused,
     ReportEvent,
     RestartChild,
@@ -259,6 +260,8 @@ class Supervisor(Actor):
                 return self._start_child(spec)
             case RestartChild(id=child_id):
                 return self._restart_child(child_id)
+            case OperatorRestart(id=child_id):
+                return self._operator_restart(child_id)
             case TerminateChild(id=child_id):
                 return self._terminate_child(child_id)
             case DeleteChild(id=child_id):
@@ -628,6 +631,19 @@ class Supervisor(Actor):
             return Refused("start_failed", describe_reason(failure))
         return Ok(child.slot.path)
 
+    def _operator_restart(self, child_id: str) -> Ok | Refused:
+        """Stop the child and start it again, one restart more in its count (reported with
+        its start, so the restart metric counts it) but none against the intensity."""
+        child = self._find(child_id)
+        if child is None:
+            return Refused("not_found", child_id)
+        self._terminate(child)
+        child.restarts += 1
+        failure = self._start(child)
+        if failure is not None:
+            return Refused("start_failed", describe_reason(failure))
+        return Ok(child.slot.path)
+
     def _terminate_child(self, child_id: str) -> Ok | Refused:
         child = self._find(child_id)
         if child is None:
@@ -744,6 +760,11 @@ class SupervisorClient:
     def restart_child(self, child_id: str) -> str:
         """Start a stopped child again; returns its path."""
         return self._call(RestartChild(child_id), self.change_timeout).path
+
+    def operator_restart(self, child_id: str) -> str:
+        """Stop a child and start it again, counted in its restarts but not against the
+        supervisor's intensity (an operator's restart); returns its path."""
+        return self._call(OperatorRestart(child_id), self.change_timeout).path
 
     def terminate_child(self, child_id: str) -> None:
         """Stop a child and keep its spec (temporary children lose it)."""

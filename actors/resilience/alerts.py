@@ -1,5 +1,9 @@
 """The alert sink: logs, counts and (optionally) forwards every `Alert` to a webhook.
 
+Each alert is logged once, as an `alert` event at its severity's level (info, warning,
+critical) with its source, title and detail: by the sink, or by the part that raised it when
+the part has no sink.
+
 Forwarding is a JSON POST on a thread of the sink's own, with a time limit; a webhook that
 fails or is slow is logged and counted, and never slows the sender or crashes the sink.
 Forwards wait in a bounded queue (`max_pending`); past it the oldest are dropped, counted.
@@ -8,6 +12,7 @@ Forwards wait in a bounded queue (`max_pending`); past it the oldest are dropped
 from __future__ import annotations
 
 import json
+import logging
 import queue
 import threading
 import time
@@ -21,12 +26,23 @@ import msgspec
 from flotilla.actors.core.actor import Actor
 from flotilla.actors.resilience.messages import Alert, AlertSeverity
 
+LOG_LEVELS: dict[str, int] = {"info": logging.INFO, "warning": logging.WARNING, "critical": logging.CRITICAL}
+"""The level an alert is logged at, by its severity."""
+
+
+def log_alert(log: Any, alert: Alert) -> None:
+    """Log `alert` as one `alert` event at its severity's level, with its source, title and detail."""
+    log.log(LOG_LEVELS[alert.severity], "alert", source=alert.source, title=alert.title, detail=alert.detail)
+
 
 def raise_alert(actor: Actor, alerts: str | None, severity: AlertSeverity, title: str, detail: str) -> None:
-    """Log an alert from `actor` and tell it to the alert sink at path `alerts` (if any)."""
-    actor.log.warning("alert.raised", severity=severity, title=title, detail=detail)
-    if alerts is not None:
-        actor.system.ref(alerts).tell(Alert(severity, actor.path, title, detail, time.time()))
+    """Tell an alert from `actor` to the alert sink at path `alerts`, which logs it; without
+    a sink, log it here. Either way it is logged once (`log_alert`)."""
+    alert = Alert(severity, actor.path, title, detail, time.time())
+    if alerts is None:
+        log_alert(actor.log, alert)
+    else:
+        actor.system.ref(alerts).tell(alert)
 
 
 RECENT_ALERTS = 100
@@ -82,8 +98,7 @@ class AlertSink(Actor):
             return super().on_receive(message)
         self.counts[f"{message.severity}:{message.source}"] += 1
         self.recent.append(message)
-        log = {"info": self.log.info, "warning": self.log.warning, "critical": self.log.critical}[message.severity]
-        log("alert", source=message.source, title=message.title, detail=message.detail)
+        log_alert(self.log, message)
         if self.webhook is not None:
             while True:
                 try:

@@ -57,13 +57,18 @@ class Breaker:
     reason: str = ""
     last_failure: str = ""
     """What the latest failed call saw (its evidence ends the breaker's reason)."""
+    opened_at_rate: float | None = None
+    """While not closed: the share of failed calls in the window that opened it (the window
+    itself is emptied when it opens); None when it was tripped instead (drift, an operator).
+    Reopening after a failed trial keeps it: it is the incident's."""
     _window: deque[bool] = field(default_factory=deque)
     _trials_started: int = 0
     _trials_succeeded: int = 0
 
     @property
     def failure_rate(self) -> float:
-        """Share of failures among the calls in the window (0 when empty)."""
+        """Share of failures among the calls in the window (0 when empty: always, while the
+        breaker is not closed; see `opened_at_rate`)."""
         return self._window.count(False) / len(self._window) if self._window else 0.0
 
     def allows(self, now: float) -> bool:
@@ -95,10 +100,10 @@ class Breaker:
         self._window.append(success)
         if len(self._window) > self.settings.window:
             self._window.popleft()
-        if len(self._window) >= self.settings.minimum_calls and self.failure_rate >= self.settings.failure_threshold:
-            self._open(
-                now, reason or self._with_last(f"{self.failure_rate:.0%} of the last {len(self._window)} calls failed")
-            )
+        rate = self.failure_rate
+        if len(self._window) >= self.settings.minimum_calls and rate >= self.settings.failure_threshold:
+            self._open(now, reason or self._with_last(f"{rate:.0%} of the last {len(self._window)} calls failed"))
+            self.opened_at_rate = rate
         return self.state
 
     def _with_last(self, reason: str) -> str:
@@ -113,6 +118,7 @@ class Breaker:
     def trip(self, now: float, reason: str) -> None:
         """Open at once (a drifting target; an operator)."""
         self._open(now, reason)
+        self.opened_at_rate = None
 
     def reset(self) -> None:
         """Close and forget everything (an operator)."""
@@ -134,5 +140,6 @@ class Breaker:
         self.state = "closed"
         self.opened_in_a_row = 0
         self.reason = ""
+        self.opened_at_rate = None
         self._window.clear()
         self._trials_started = self._trials_succeeded = 0

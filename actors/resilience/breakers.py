@@ -30,6 +30,7 @@ from typing import Any, ClassVar
 import msgspec
 
 from flotilla.actors.core.actor import Actor
+from flotilla.actors.core.human import human_duration
 from flotilla.actors.resilience.alerts import raise_alert
 from flotilla.actors.resilience.breaker import Breaker, BreakerSettings
 from flotilla.actors.resilience.messages import (
@@ -51,13 +52,20 @@ SWEEP_EVERY = 60.0
 """Seconds between looks for idle closed breakers to drop."""
 
 
+def _open_for(seconds: float) -> str:
+    """What an open breaker's alert says of its time: open for how long, then what."""
+    return f"open for {human_duration(max(0.0, seconds))}; trial calls after that"
+
+
 class NotClosedBreaker(msgspec.Struct, frozen=True):
-    """One target whose breaker is not closed, in a shard's `inspect()`."""
+    """One target whose breaker is not closed, in a shard's `inspect()`: `open_for` seconds
+    more, why, and the share of failed calls that opened it (None when it was tripped by
+    drift or an operator: `Breaker.opened_at_rate`)."""
 
     state: str
     open_for: float
     reason: str
-    failure_rate: float
+    opened_at_rate: float | None
 
 
 class ShardSnapshot(msgspec.Struct, frozen=True):
@@ -230,7 +238,7 @@ class BreakerShard(Actor):
                     (
                         "warning",
                         f"layout drift on {target}: breaker open" if drift else f"breaker open: {target}",
-                        f"{breaker.reason}; its jobs wait {open_for:.0f} s, then trial calls",
+                        f"{breaker.reason}; {_open_for(open_for)}",
                     )
                 )
             else:
@@ -262,7 +270,8 @@ class BreakerShard(Actor):
             self.pages.pop(command.target, None)
             self.drift_samples.pop(command.target, None)
         self.log.warning("breaker.command", target=command.target, action=command.action)
-        self.alerts.append(("warning", f"breaker {command.action} by an operator: {command.target}", ""))
+        detail = _open_for(breaker.open_until - now) if command.action == "trip" else "closed: calls go through again"
+        self.alerts.append(("warning", f"breaker {command.action} by an operator: {command.target}", detail))
         self._tell_every_gate(now, self._states(now, {}))
         return BreakerStatus(breaker.state, max(0.0, breaker.open_until - now), 0, breaker.reason)
 
@@ -277,7 +286,7 @@ class BreakerShard(Actor):
                     state=b.state,
                     open_for=round(max(0.0, b.open_until - now), 2),
                     reason=b.reason,
-                    failure_rate=round(b.failure_rate, 3),
+                    opened_at_rate=None if b.opened_at_rate is None else round(b.opened_at_rate, 3),
                 )
                 for t, b in self.breakers.items()
                 if b.state != "closed"

@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 import msgspec
 
 from flotilla.actors.core.actor import Actor
+from flotilla.actors.core.human import human_duration
 from flotilla.actors.resilience.alerts import raise_alert
 from flotilla.actors.resilience.messages import FleetReport, HoldCommand, HoldMode, HoldStatus
 
@@ -166,8 +167,15 @@ class HoldMonitor(Actor):
         self.on = False
         self.samples.clear()
         self.target_samples.clear()
-        self.log.warning("hold.left", reason=reason, held_for=round(time.time() - self.since, 1))
-        raise_alert(self, self.alerts_path, "info", "fleet out of Hold: fetching resumed", reason)
+        held_for = time.time() - self.since
+        self.log.warning("hold.left", reason=reason, held_for=round(held_for, 1))
+        raise_alert(
+            self,
+            self.alerts_path,
+            "info",
+            "fleet out of Hold: fetching resumed",
+            f"{reason}; held for {human_duration(held_for)}",
+        )
         self.reason = ""
         self.since = 0.0
 

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 import msgspec
 
 from flotilla.actors.core.actor import Actor
+from flotilla.actors.core.human import human_duration
 from flotilla.actors.resilience.alerts import raise_alert
 from flotilla.actors.resilience.breaker import Breaker, BreakerSettings
 from flotilla.actors.resilience.messages import ProxyReport, ProxyStates, ProxyStatus
@@ -96,7 +97,8 @@ class ProxyPool(Actor):
                         self.alerts_path,
                         "warning",
                         f"proxy out of the pool: {proxy}",
-                        f"{breaker.reason}; back on trial in {breaker.open_until - now:.0f} s",
+                        f"{breaker.reason}; out of the pool for {human_duration(breaker.open_until - now)}; "
+                        "trial calls after that",
                     )
                     if all(b.state == "open" for b in self.breakers.values()):
                         raise_alert(

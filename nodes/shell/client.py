@@ -28,6 +28,7 @@ from flotilla.nodes.shell.protocol import (
     answer_decoder,
     encoder,
 )
+from flotilla.nodes.shell.readable import readable
 
 TIMEOUT = 15.0
 
@@ -99,8 +100,8 @@ def run_line(client: ShellClient, line: str, as_json: bool, out: Any = None) -> 
     command, args = words[0], words[1:]
     if command == "eval":  # Python is sent as typed, not split like shell words
         args = line.strip().split(None, 1)[1:]
-    if command == "logs" and args[:1] == ["--follow"]:
-        return _follow_logs(client, as_json, out)
+    if command == "logs" and "--follow" in args:
+        return _follow_logs(client, as_json, out, audit="--audit" in args)
     answer = client.call(command, args)
     if answer.ok and command == "logs":
         answer = ShellAnswer(answer.id, True, msgspec.convert(answer.data, LogsPage).events)
@@ -119,8 +120,10 @@ def run_line(client: ShellClient, line: str, as_json: bool, out: Any = None) -> 
     return answer.ok
 
 
-def _follow_logs(client: ShellClient, as_json: bool, out: Any, poll: float = 0.5) -> bool:
-    """Print new log events of the node as they come, until Ctrl-C (or the node goes)."""
+def _follow_logs(client: ShellClient, as_json: bool, out: Any, *, audit: bool = False, poll: float = 0.5) -> bool:
+    """Print new log events of the node as they come, until Ctrl-C (or the node goes); the
+    shell's own audit events only with `audit`."""
+    options = ["--audit"] if audit else []
     answer = client.call("logs", ["0"])  # only the newest number: start from now
     if not answer.ok:
         print(f"error: {answer.error}", file=out)
@@ -128,7 +131,7 @@ def _follow_logs(client: ShellClient, as_json: bool, out: Any, poll: float = 0.5
     last = msgspec.convert(answer.data, LogsPage).last
     try:
         while True:
-            answer = client.call("logs", ["200", str(last)])
+            answer = client.call("logs", ["200", str(last), *options])
             if not answer.ok:
                 print(f"error: {answer.error}", file=out)
                 return False
@@ -144,11 +147,12 @@ def _follow_logs(client: ShellClient, as_json: bool, out: Any, poll: float = 0.5
                 if as_json:
                     print(json.dumps(event, default=str), file=out, flush=True)
                 else:
+                    shown = readable(event)
                     fields = " ".join(
-                        f"{k}={v}" for k, v in event.items() if k not in ("event", "timestamp", "level", "node")
+                        f"{k}={v}" for k, v in shown.items() if k not in ("event", "timestamp", "level", "node")
                     )
                     print(
-                        f"{event.get('timestamp', '')} {event.get('level', ''):<8} {event.get('event', '')} {fields}",
+                        f"{shown.get('timestamp', '')} {event.get('level', ''):<8} {event.get('event', '')} {fields}",
                         file=out,
                         flush=True,
                     )
@@ -158,24 +162,30 @@ def _follow_logs(client: ShellClient, as_json: bool, out: Any, poll: float = 0.5
 
 
 def render(data: Any, out: Any) -> None:
-    """Lists of rows as a table, anything else as text."""
+    """Lists of rows as a table, anything else as text; known fields made readable
+    (`flotilla.nodes.shell.readable`). Whatever the node sent is shown as it is: never read
+    as rich markup (``[on|off|auto]``, a URL with brackets) or emoji codes."""
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
+    data = readable(data)
     console = Console(file=out, soft_wrap=True)
     if isinstance(data, list) and data and all(isinstance(row, dict) for row in data):
         columns = list(dict.fromkeys(key for row in data for key in row if key != "depth"))
-        table = Table(*columns, show_lines=False)
+        table = Table(show_lines=False)
+        for column in columns:
+            table.add_column(Text(str(column)))
         for row in data:
             cells = [str(row.get(c, "")) for c in columns]
             if "depth" in row and columns and columns[0] == "path":
                 cells[0] = "  " * int(row["depth"]) + cells[0]
-            table.add_row(*cells)
+            table.add_row(*(Text(cell) for cell in cells))
         console.print(table)
     elif isinstance(data, str):
-        console.print(data, markup=False, highlight=False)
+        console.print(data, markup=False, highlight=False, emoji=False)
     elif isinstance(data, list) and not data:
-        console.print("(none)")
+        console.print("(none)", markup=False)
     else:
         console.print_json(json.dumps(data, default=str))
 

@@ -48,6 +48,22 @@ MAX_COUNT_DIGITS = 9
 never a number the node would choke on."""
 
 
+AUDIT_EVENTS = frozenset({"shell.command"})
+"""The shell's own audit events (every command, as the audit log has it): `logs` leaves them
+out unless asked (``--audit``), so reading the log does not show mostly one's own commands."""
+EVERY_EVENT = 10**MAX_COUNT_DIGITS
+"""More events than a node keeps: ask for this many to get all of them."""
+
+
+def logs_arguments(args: list[str] | tuple[str, ...]) -> tuple[list[str], bool]:
+    """The words of a `logs` request other than ``--audit``, and whether it was given."""
+    return [arg for arg in args if arg != "--audit"], "--audit" in args
+
+
+def _without_audit(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [event for event in events if event.get("event") not in AUDIT_EVENTS]
+
+
 class CommandError(Exception):
     """The command cannot be done as asked; the message says why."""
 
@@ -205,9 +221,7 @@ class ShellCommands:
 
     def cmd_restart(self, path: str) -> str:
         parent, child = self._parent(path)
-        supervisor = self.system.supervisor(parent)
-        supervisor.terminate_child(child)
-        supervisor.restart_child(child)
+        self.system.supervisor(parent).operator_restart(child)  # counted, not against its intensity
         return f"{path} restarted"
 
     def cmd_terminate(self, path: str) -> str:
@@ -232,18 +246,26 @@ class ShellCommands:
         recorded = self.system.ask(path, Trace(duration), timeout=ASK_TIMEOUT)
         return TraceStarted(path, duration, _plain(recorded))
 
-    def cmd_logs(self, count: str = "20", since: str = "") -> LogsPage:
-        """The last `count` events, or (with `since`, as `logs --follow` does) those after it."""
+    def cmd_logs(self, *args: str) -> LogsPage:
+        """The last N events (default 20), or (with a position, as `logs --follow` asks) those
+        after it; the shell's own audit events (`AUDIT_EVENTS`) only with ``--audit``."""
+        words, audit = logs_arguments(args)
+        count = words[0] if words else "20"
+        since = words[1] if len(words) > 1 else ""
         number, position = _whole(count), _whole(since) if since else 0
-        if number is None or position is None:
+        if number is None or position is None or len(words) > 2 or any(w.startswith("--") for w in words):
             raise CommandError(
-                f"usage: logs [N] | logs --follow (N: a whole number of at most {MAX_COUNT_DIGITS} digits)"
+                f"usage: logs [N] [--audit] | logs --follow [--audit] (N: a whole number of at most "
+                f"{MAX_COUNT_DIGITS} digits)"
             )
         if not since:
-            last, events = self.run.events.newest(number)
-            return LogsPage(last, events, 0)
+            if audit:
+                last, events = self.run.events.newest(number)
+                return LogsPage(last, events, 0)
+            last, events = self.run.events.newest(EVERY_EVENT)
+            return LogsPage(last, _without_audit(events)[-number:] if number else [], 0)
         last, events, missed = self.run.events.since(position, limit=number)
-        return LogsPage(last, events, missed)
+        return LogsPage(last, events if audit else _without_audit(events), missed)
 
     def _eval(self, expression: str, operator: str) -> str:
         """Evaluate `expression` with `system` and `run` in scope, for an operator key the

@@ -30,7 +30,8 @@ COMMANDS: dict[str, str] = {
     "which_children": "which_children PATH — the children of a supervisor or pool",
     "count_children": "count_children PATH — children of a supervisor by kind and state",
     "inspect": "inspect PATH — an actor's own state summary",
-    "restart": "restart PATH — stop a child and start it again (its supervisor does it)",
+    "restart": "restart PATH — stop a child and start it again (its supervisor does it; counted in its restarts, "
+    "not against its intensity)",
     "terminate": "terminate PATH — stop a child (it stays stopped until restarted)",
     "scale": "scale POOL N — run N replicas in a pool",
     "jobs": "jobs [STATE] — jobs by state (and the first 50 in STATE)",
@@ -43,7 +44,8 @@ COMMANDS: dict[str, str] = {
     "hold": "hold [on|off|auto] — the fleet's Hold",
     "trace": "trace PATH [SECONDS] — the messages an actor handles for a while (default 5 s)",
     "metrics": "metrics — this node's Prometheus metrics",
-    "logs": "logs [N] | logs --follow — this node's last N log events (default 20), or new ones as they come",
+    "logs": "logs [N] [--audit] | logs --follow [--audit] — this node's last N log events (default 20), or new "
+    "ones as they come; the shell's own audit events (shell.command) only with --audit",
     "paths": "paths — every actor path this node knows (for completion)",
     "eval": "eval EXPR — evaluate Python in the node (only operators the topology names in eval_operators)",
 }

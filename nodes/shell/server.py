@@ -27,7 +27,7 @@ from flotilla.nodes.security.keys import ClusterAuthenticator, CurveKeys
 from flotilla.nodes.serving.refusals import refusals
 from flotilla.nodes.serving.request_id import request_id
 from flotilla.nodes.serving.router_server import Endpoint, RouterServer
-from flotilla.nodes.shell.commands import CommandError, ShellCommands, ShellHost
+from flotilla.nodes.shell.commands import CommandError, ShellCommands, ShellHost, logs_arguments
 from flotilla.nodes.shell.protocol import MAX_REQUEST_BYTES, ShellAnswer, encoder, request_decoder, shell_address
 
 _log = structlog.get_logger("flotilla.shell")
@@ -129,7 +129,9 @@ class ShellServer:
             ):  # audited as logged: once per interval
                 self._audit(operator, "?", [], "refused", f"bad request: {exc}")
             return ShellAnswer(request_id(frame), False, error=f"bad request: {str(exc)[:200]}")
-        follow_poll = request.command == "logs" and len(request.args) == 2  # audited once, at its start
+        follow_poll = (
+            request.command == "logs" and len(logs_arguments(request.args)[0]) == 2
+        )  # audited once, at its start
         if request.expires_at and time.time() > request.expires_at:
             self._audit(operator, request.command, request.args, "expired", "the client stopped waiting")
             return ShellAnswer(request.id, False, error="expired: the shell stopped waiting for it")
