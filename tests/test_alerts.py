@@ -8,10 +8,12 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
+import structlog
 
 from flotilla.actors import ActorSystem, ChildSpec, SupervisorSpec
 from flotilla.actors.resilience.alerts import AlertSink
-from flotilla.actors.resilience.messages import Alert
+from flotilla.actors.resilience.hold import HoldMonitor
+from flotilla.actors.resilience.messages import Alert, HoldCommand
 from scripts.harness import wait_until
 
 
@@ -74,6 +76,18 @@ def test_a_failing_webhook_is_counted_and_never_crashes_the_sink(system: ActorSy
     actor = system.registry.lookup("t/root/alerts").actor
     wait_until(lambda: actor.forward_failures == 1, what="the failed forward to be counted")
     assert system.supervisor("t/root").which_children()[0].incarnation == 1
+
+
+def test_a_part_without_a_sink_logs_each_alert_once_at_its_severity(system: ActorSystem) -> None:
+    with structlog.testing.capture_logs() as logged:  # before the start: actors bind their logger then
+        system.start(SupervisorSpec("root", children=(ChildSpec("hold", HoldMonitor),)))
+        system.ask("t/root/hold", HoldCommand("on"), timeout=5)
+        system.ask("t/root/hold", HoldCommand("off"), timeout=5)
+    alerts = [(e["event"], e["log_level"], e["source"], e["title"]) for e in logged if e["event"].startswith("alert")]
+    assert alerts == [
+        ("alert", "critical", "t/root/hold", "fleet in Hold: fresh fetches paused"),
+        ("alert", "info", "t/root/hold", "fleet out of Hold: fetching resumed"),
+    ]
 
 
 def test_a_webhook_must_be_an_http_url() -> None:

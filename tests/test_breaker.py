@@ -34,6 +34,20 @@ def test_failures_below_the_threshold_keep_it_closed() -> None:
     assert b.state == "closed" and b.failure_rate < 0.5
 
 
+def test_an_open_breaker_keeps_the_failure_rate_that_opened_it_until_it_closes() -> None:
+    b = breaker()
+    for success in (True, True, False, False, False):  # opens at the fifth call: 3 of 5 failed
+        b.record(success, now=0)
+    assert b.state == "open" and b.failure_rate == 0.0  # its window starts again when it opens
+    assert b.opened_at_rate == pytest.approx(3 / 5)
+    assert b.allows(1.0) and b.record(False, now=1.0) == "open"  # a failed trial: the same incident
+    assert b.opened_at_rate == pytest.approx(3 / 5)
+    b.reset()
+    assert b.opened_at_rate is None
+    b.trip(2.0, "layout drift: 10 of the last 10 pages lacked required fields")
+    assert b.state == "open" and b.opened_at_rate is None  # no rate opened it
+
+
 def test_open_refuses_then_half_open_lets_a_few_trials_through() -> None:
     b = breaker()
     for _ in range(5):

@@ -177,8 +177,9 @@ def test_trace_shows_the_messages_an_actor_receives(running: LiveCluster) -> Non
 
 def test_logs_shows_the_nodes_recent_events(running: LiveCluster) -> None:
     assert shell(running, "restart alpha/root/tally")["ok"]
-    logged = shell(running, "logs 2000")["data"]  # the crashing worker logs two events every 0.3 s
+    logged = shell(running, "logs 2000 --audit")["data"]  # the crashing worker logs two events every 0.3 s
     assert any(e["event"] == "shell.command" and e.get("command") == "restart" for e in logged)
+    assert any(e["event"] == "supervisor.child_started" for e in logged)
 
 
 def test_logs_follow_streams_new_events(running: LiveCluster) -> None:
