@@ -264,3 +264,13 @@ def test_an_open_breaker_shows_the_failure_rate_that_opened_it(node: Node) -> No
         assert not node.events("alert.raised")
     finally:
         site.stop()
+
+
+def test_dlq_in_the_shell_covers_what_flotilla_dlq_covers_and_refuses_an_unknown_key(node: Node) -> None:
+    assert node.data("dlq list") == [] and node.data("dlq list --parked") == [] and node.data("dlq list --all") == []
+    unknown = node.run("dlq replay no-such-key", "--json")
+    assert unknown.returncode == 1, unknown.stdout
+    assert "no-such-key (no such job)" in json.loads(unknown.stdout)["error"]
+    assert node.data("dlq replay --parked") == {"replayed": 0}
+    bad = node.run("dlq list --everything", "--json")
+    assert bad.returncode == 1 and "usage: dlq list [--parked|--all]" in json.loads(bad.stdout)["error"]

@@ -28,6 +28,7 @@ from flotilla.actors.resilience.limiter import LimiterSnapshot
 from flotilla.actors.resilience.messages import HoldCommand
 from flotilla.actors.resilience.proxies import ProxySnapshot
 from flotilla.nodes.intake.client import IntakeClient, IntakeError, IntakeUnavailable
+from flotilla.nodes.intake.protocol import EndedState
 from flotilla.nodes.shell.protocol import COMMANDS, LogsPage, TraceStarted
 
 if TYPE_CHECKING:
@@ -389,10 +390,22 @@ class ShellCommands:
         with self._intake() as client:
             return {"cancelled": client.cancel(keys, batch)}
 
-    def cmd_dlq(self, action: str = "list", *keys: str) -> Any:
+    def cmd_dlq(self, action: str = "list", *args: str) -> Any:
+        """As `flotilla dlq`: dead jobs, `--parked` parked ones, `--all` both; `replay` puts the
+        same jobs back (named keys all or none: one in another state is an error)."""
+        usage = "usage: dlq list [--parked|--all] | dlq replay [KEY...] [--parked|--all]"
+        options = [a for a in args if a.startswith("--")]
+        keys = [a for a in args if not a.startswith("--")]
+        if action not in ("list", "replay") or len(options) > 1 or options[:1] not in ([], ["--parked"], ["--all"]):
+            raise CommandError(usage)
+        states: list[EndedState] = ["dead"]
+        if options == ["--parked"]:
+            states = ["parked"]
+        elif options == ["--all"]:
+            states = ["dead", "parked"]
         with self._intake() as client:
             if action == "list":
-                return [_plain(j) for j in client.jobs("dead", limit=MAX_JOBS_LISTED)[0]]
-            if action == "replay":
-                return {"replayed": client.replay(list(keys) or None)}
-        raise CommandError("usage: dlq list | dlq replay [KEY...]")
+                if keys:
+                    raise CommandError(usage)
+                return [_plain(j) for state in states for j in client.jobs(state, limit=MAX_JOBS_LISTED)[0]]
+            return {"replayed": client.replay(keys or None, states, strict=True)}

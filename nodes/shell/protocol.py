@@ -35,7 +35,7 @@ COMMANDS: dict[str, str] = {
     "terminate": "terminate PATH — stop a child (it stays stopped until restarted)",
     "scale": "scale POOL N — run N replicas in a pool",
     "jobs": "jobs [STATE] — jobs by state (and the first 50 in STATE)",
-    "dlq": "dlq list | dlq replay [KEY...] — the dead-letter queue",
+    "dlq": "dlq list [--parked|--all] | dlq replay [KEY...] [--parked|--all] — the dead-letter queue, as flotilla dlq",
     "job": "job KEY|URL [RULES] — one job's story: every attempt, wait and state change, and its result",
     "cancel": "cancel KEY... | cancel --batch BATCH — end unfinished jobs (dead: cancelled by an operator)",
     "breakers": "breakers | breakers reset TARGET — targets whose breaker is not closed; close one now",
