@@ -2,8 +2,10 @@
 
     flotilla check [--no-import] [TOPOLOGY]
     flotilla node start [--topology T] [--node N] [--run-for SECONDS]
-    flotilla up [--topology T] [--run-for SECONDS]      every node, as child processes
+    flotilla up [--topology T] [--run-for SECONDS] [--detach]   every node, as child processes
     flotilla down [--topology T]                        stop what 'up' started
+    flotilla status [--json]                            the nodes 'up' runs: pid, up since, ready
+    flotilla wait-ready [--timeout S]                   until every node of 'up' is ready
     flotilla keys generate DIR --name NODE [--name ...]
     flotilla submit URLS_FILE|URL... [--rules R] [--jsonl] [--wait [--wait-timeout S]]
     flotilla wait BATCH [--timeout S]          flotilla job KEY|URL [--rules R] [--json]
@@ -12,12 +14,13 @@
     flotilla jobs | results | export | dlq | hold | shell     (see docs/cli.md)
 
 Exit codes: 0 success; 1 the tree failed (a root that gave up or could not start), or the
-intake is unavailable (when nothing listens, said at once: "no cluster at ...") or refused;
-2 bad usage or an invalid topology (every problem is printed to stderr); 3 some jobs were
-rejected or did not end stored (reextract: some results could not be re-extracted); 4 a wait
-timed out; 130 a wait was interrupted (Ctrl-C; the jobs go on); 141 the reader of the output
-went away (as `flotilla results | head`: the output stops quietly, as a shell tool's does on
-SIGPIPE).
+intake is unavailable (when nothing listens, said at once: "no cluster at ...") or refused,
+or no `flotilla up` runs (status, wait-ready, down) or one runs already (up); 2 bad usage or
+an invalid topology (every problem is printed to stderr); 3 some jobs were rejected or did not
+end stored (reextract: some results could not be re-extracted); 4 a wait timed out (wait-ready:
+some node not ready in time); 130 a wait was interrupted (Ctrl-C; the jobs go on); 141 the
+reader of the output went away (as `flotilla results | head`: the output stops quietly, as a
+shell tool's does on SIGPIPE).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import sys
 import threading
 from collections.abc import Sequence
 
-from flotilla.nodes.cli import cluster, control, export, jobs, keys, reextract, results, shell, tree
+from flotilla.nodes.cli import cluster, control, export, jobs, keys, reextract, results, shell, status, tree
 from flotilla.nodes.cli.common import (
     EXIT_INTERRUPTED,
     EXIT_NOT_ALL_STORED,
@@ -51,7 +54,7 @@ __all__ = [
     "main",
 ]
 
-COMMAND_MODULES = (tree, cluster, jobs, control, results, export, reextract, shell, keys)
+COMMAND_MODULES = (tree, cluster, status, jobs, control, results, export, reextract, shell, keys)
 """The modules whose commands make up `flotilla`, in the order its help lists them."""
 
 

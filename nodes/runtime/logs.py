@@ -78,18 +78,27 @@ _LEVELS = {
 }
 
 
-def configure_logging(node: str, *, level: str = "info", fmt: LogFormat = "auto", stream: TextIO | None = None) -> None:
-    """Send structlog events for this process to `stream` (default stdout)."""
+def configure_logging(
+    node: str,
+    *,
+    level: str = "info",
+    fmt: LogFormat = "auto",
+    stream: TextIO | None = None,
+    color: bool | None = None,
+) -> None:
+    """Send structlog events for this process to `stream` (default stdout). Console lines
+    are coloured if `color` says so, by default if `stream` is a terminal (under `flotilla up`
+    a node's stream is a pipe: the launcher decides for it)."""
     stream = stream or sys.stdout
     console = fmt == "console" or (fmt == "auto" and stream.isatty())
+    if color is None:
+        color = stream.isatty()
 
     def add_node(_logger: Any, _name: str, event: EventDict) -> EventDict:
         event.setdefault("node", node)
         return event
 
-    renderer: Any = (
-        structlog.dev.ConsoleRenderer(colors=stream.isatty()) if console else structlog.processors.JSONRenderer()
-    )
+    renderer: Any = structlog.dev.ConsoleRenderer(colors=color) if console else structlog.processors.JSONRenderer()
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

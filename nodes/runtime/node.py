@@ -52,6 +52,7 @@ from flotilla.nodes.intake.server import Intake
 from flotilla.nodes.runtime.logs import RecentEvents, recent_events
 from flotilla.nodes.runtime.metrics import NodeMetrics
 from flotilla.nodes.runtime.ownership import TREE_LEASE, TreeOwnership
+from flotilla.nodes.runtime.readiness import READY_FILE, ReadyFile
 from flotilla.nodes.security.auth_failures import AuthFailures
 from flotilla.nodes.security.keys import CurveKeys, KeyFileError, keys_dir, load_public, load_secret, private_directory
 from flotilla.nodes.shell.server import ShellServer
@@ -85,6 +86,8 @@ class NodeRun:
         """This process's recent log events (the shell's `logs`)."""
         self.shell: ShellServer | None = None
         self.ownership: TreeOwnership | None = None
+        self.ready = ReadyFile(topology.node_data_dir(node) / READY_FILE)
+        """Present while the node serves (`flotilla status`, `flotilla wait-ready`)."""
         self.stop_requested = threading.Event()
         self.auth_failures: list[AuthFailures] = []
         """Failed authentications of each of this node's sockets (metrics read them)."""
@@ -147,6 +150,7 @@ class NodeRun:
         except KeyFileError as exc:
             self.log.critical("node.bad_data_dir", error=str(exc))
             return EXIT_BAD_KEYS
+        self.ready.remove_stale()
         journal = self.topology.journal_of(self.node)
         try:
             if self.topology.intake_on(self.node) is not None:
@@ -229,6 +233,9 @@ class NodeRun:
             topology=self.topology.source,
             run_for=run_for,
         )
+        if not self.candidate:
+            self.ready.role("root" if self.runs_root else "host")
+        self.ready.serving()
         if not self.stop_requested.wait(run_for):
             self.log.info("node.run_for_elapsed", seconds=run_for)
         if self.signal_received is not None:
@@ -268,6 +275,7 @@ class NodeRun:
             leases,
             on_failure=self.serving_gave_up,
             node_stopping=self.stop_requested,
+            on_role=self.ready.role,
         )
         self.ownership.start()
 
@@ -434,6 +442,7 @@ class NodeRun:
             return EXIT_TREE_FAILED
 
     def _close(self):  # noqa: ANN202
+        self.ready.clear()
         if self.shell is not None:
             self.shell.close()
         self.metrics.close()

@@ -72,9 +72,13 @@ class TreeOwnership:
         leases: Leases,
         on_failure: Callable[[str], None],
         node_stopping: threading.Event | None = None,
+        on_role: Callable[[str], None] | None = None,
     ) -> None:
         """`node_stopping`: set when the node has been asked to stop; a standby then no
-        longer claims the tree (it would only start it to stop it again)."""
+        longer claims the tree (it would only start it to stop it again). `on_role` hears
+        "owner" once the tree has started here and "standby" when another node holds the
+        lease or this one stepped down (the node's ready file)."""
+        self.on_role = on_role or (lambda _role: None)
         assert topology.failover is not None  # noqa: S101  only built with failover
         self.node_stopping = node_stopping or threading.Event()
         self.config: FailoverConfig = topology.failover
@@ -164,6 +168,7 @@ class TreeOwnership:
         if token is None:
             if self.owns:
                 self.step_down("another node holds the lease")
+            self.on_role("standby")
             return
         if self.owns and token != self.token:
             self.step_down(f"the lease was taken over (token {self.token} → {token})")
@@ -202,6 +207,7 @@ class TreeOwnership:
             self.on_failure(f"the tree could not start: {exc}")
             return
         self.log.info("ownership.tree_started", token=token, root=self.topology.root_path)
+        self.on_role("owner")
 
     def step_down(self, why: str) -> None:
         """Stop the tree here, tell the peers, and end the lease if still held."""
@@ -215,6 +221,7 @@ class TreeOwnership:
         if starting is not None and starting is not threading.current_thread():
             starting.join()
         self.system.release_root(STOP_TIMEOUT)
+        self.on_role("standby")
         self._released = self._calls.submit(self._release, token)
 
     def _release(self, token: int) -> None:
