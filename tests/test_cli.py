@@ -163,22 +163,21 @@ def test_up_runs_every_node_of_the_default_topology_and_stops_them(processes: li
     import signal
 
     up = start(processes, "up", "--log-format", "json")
-    up.wait_for_event_line(r'^\[alpha\] .*"cluster.node_up"', timeout=60)
-    up.wait_for_event_line(r'^\[alpha\] .*"intake.listening"', timeout=60)
-    fetcher_on_beta = r'^\[beta\] (?=.*"child": "alpha/root/fetching/fetchers/1")(?=.*"supervisor.child_started")'
-    up.wait_for_event_line(fetcher_on_beta, timeout=60)
+    up.wait_for_event("cluster.node_up", node="alpha", timeout=60)
+    up.wait_for_event("intake.listening", node="alpha", timeout=60)
+    up.wait_for_event("supervisor.child_started", node="beta", child="alpha/root/fetching/fetchers/1", timeout=60)
     up.signal(signal.SIGTERM)
     assert up.wait(60) == 0
-    lines = up.lines
-    assert any(line.startswith("[beta] ") and '"node.stopped"' in line for line in lines)
-    assert "[up] node alpha stopped (code 0)" in lines and "[up] node beta stopped (code 0)" in lines
+    events = up.events()
+    assert any(e["event"] == "node.stopped" and e["node"] == "beta" for e in events)
+    stopped = [(e["node"], e["code"]) for e in events if e["event"] == "up.node_stopped"]
+    assert sorted(stopped) == [("alpha", 0), ("beta", 0)]
 
 
 def test_up_restarts_a_node_that_dies_and_down_stops_everything(
     tmp_path: Path, processes: list[FlotillaProcess]
 ) -> None:
     import os
-    import re
 
     from tests.cluster_harness import write_topology
 
@@ -192,13 +191,13 @@ children:
         nodes=("alpha", "beta"),
     )
     up = start(processes, "up", "--topology", str(path), "--log-format", "json")
-    first = up.wait_for_event_line(r"\[up\] node beta started \(pid (\d+), start 1\)")
-    far_started = r'\[alpha\] .*"child": "alpha/root/far", .*"supervisor.child_started"'
-    up.wait_for_event_line(far_started)  # beta's child runs (it may start after alpha's node.started)
-    os.kill(int(re.search(r"pid (\d+)", first).group(1)), 9)
-    up.wait_for_event_line(r"\[up\] node beta exited with code -9 .* restarting in 0.5 s")
-    up.wait_for_event_line(r"\[up\] node beta started \(pid \d+, start 2\)")
-    up.wait_for_event_line(far_started, count=2)
+    first = up.wait_for_event("up.node_started", node="beta", start=1)
+    far_started = {"node": "alpha", "child": "alpha/root/far"}
+    up.wait_for_event("supervisor.child_started", **far_started)  # beta's child runs (maybe after node.started)
+    os.kill(first["pid"], 9)
+    up.wait_for_event("up.node_exited", node="beta", pid=first["pid"], code=-9, restart_in=0.5)
+    up.wait_for_event("up.node_started", node="beta", start=2)
+    up.wait_for_event("supervisor.child_started", count=2, **far_started)
     down = run_flotilla("down", "--topology", str(path))
     assert down.returncode == 0, down.stderr
     assert up.wait(30) == 0
@@ -207,18 +206,14 @@ children:
 
 def test_no_node_outlives_a_launcher_killed_with_sigkill(tmp_path: Path, processes: list[FlotillaProcess]) -> None:
     import os
-    import re
 
     from scripts.harness import wait_until
     from tests.cluster_harness import write_topology
 
     path = write_topology(tmp_path, "children: [{id: echo, actor: 'tests.helpers:Probe'}]", nodes=("alpha", "beta"))
     up = start(processes, "up", "--topology", str(path), "--log-format", "json")
-    pids = [
-        int(re.search(r"pid (\d+)", up.wait_for_event_line(rf"\[up\] node {name} started")).group(1))
-        for name in ("alpha", "beta")
-    ]
-    up.wait_for_event_line(r"\[alpha\] .*node.started")
+    pids = [up.wait_for_event("up.node_started", node=name)["pid"] for name in ("alpha", "beta")]
+    up.wait_for_event("node.started", node="alpha")
     up.signal(9)
     up.wait(10)
 

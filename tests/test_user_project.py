@@ -97,7 +97,7 @@ def test_a_project_with_its_own_actors_package_runs_its_own_actor(
     assert "└─ mine  worker myproj.x:MyActor" in check.stdout
 
     up = start(processes, project, "up", "--log-format", "json")
-    up.wait_for_event_line(r'\[solo\] .*"child": "solo/root/mine".*"supervisor.child_started"')
+    up.wait_for_event("supervisor.child_started", node="solo", child="solo/root/mine")
     shell = flotilla(project, "shell", "--exec", "inspect solo/root/mine", "--json")
     assert shell.returncode == 0, shell.stdout + shell.stderr
     answer = json.loads(shell.stdout)
@@ -107,8 +107,8 @@ def test_a_project_with_its_own_actors_package_runs_its_own_actor(
     down = flotilla(project, "down")
     assert down.returncode == 0, down.stderr
     assert up.wait(30) == 0
-    assert not [line for line in up.lines if "exited with code" in line], "a node crashed:\n" + "\n".join(up.lines)
-    assert "[up] node solo stopped (code 0)" in up.lines
+    assert not [e for e in up.events() if e["event"] == "up.node_exited"], "a node crashed:\n" + "\n".join(up.lines)
+    assert [(e["node"], e["code"]) for e in up.events() if e["event"] == "up.node_stopped"] == [("solo", 0)]
 
 
 def test_actor_references_import_from_the_topology_directory_then_the_working_directory(

@@ -4,8 +4,8 @@ The launcher starts one `flotilla node start` process per node and passes on eve
 print, and — like Erlang's heart — starts a node again when its process dies, after a delay
 that doubles from `HEART_MIN` to `HEART_MAX` (and goes back to the minimum once the node has
 run `HEART_RESET` seconds). SIGTERM, SIGINT (Ctrl-C), `flotilla down` or `--run-for` stop
-every node gracefully (SIGCONT, in case one was frozen, then SIGTERM, then SIGKILL after
-`STOP_TIMEOUT`), and the launcher exits 0.
+every node gracefully (SIGCONT to every node first, in case one was frozen, then SIGTERM, the
+root's node first, then SIGKILL after `STOP_TIMEOUT`), and the launcher exits 0.
 
 Its output is one log stream. With ``json`` every line is a JSON object: each node's own
 log lines unchanged (they carry ``node``), anything else a node prints (a traceback, a
@@ -268,19 +268,18 @@ class Launcher:
         tree, remote children included, in order; a standby told to stop at the same time
         does not take it over), then the others."""
         running = [m for m in self.nodes if m.process is not None and m.process.poll() is None]
+        for managed in running:  # a frozen (SIGSTOPped) node hears SIGTERM only once continued, and
+            try:  # the root's node stops the children placed on the others: continue them all first
+                os.killpg(managed.process.pid, signal.SIGCONT)  # type: ignore[union-attr]  # its own session
+            except (ProcessLookupError, PermissionError):
+                pass
         root = [m for m in running if m.name in self.topology.owner_candidates]
         for group in (root, [m for m in running if m not in root]):
             self._stop_group(group)
 
     def _stop_group(self, running: list[_Managed]) -> None:
         for managed in running:
-            process = managed.process
-            assert process is not None  # noqa: S101  every running node has a process
-            try:  # a frozen (SIGSTOPped) node would only hear SIGTERM once continued
-                os.killpg(process.pid, signal.SIGCONT)  # its own session: its group is its pid
-            except (ProcessLookupError, PermissionError):
-                pass
-            process.send_signal(signal.SIGTERM)
+            managed.process.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
         deadline = time.monotonic() + STOP_TIMEOUT
         for managed in running:
             process = managed.process
