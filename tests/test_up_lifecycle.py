@@ -247,8 +247,9 @@ def test_console_lines_under_up_keep_their_colour_on_a_terminal(topology: Path) 
         timeout=60,
     )
     try:
-        terminal.expect(r"\[alpha\] [^\r\n]*\x1b\[[0-9;]*m[^\r\n]*node\.started")
-        terminal.expect(r"\[beta\] [^\r\n]*\x1b\[[0-9;]*m")
+        started = [rf"\[{node}\] [^\r\n]*\x1b\[[0-9;]*m[^\r\n]*node\.started" for node in ("alpha", "beta")]
+        seen = {terminal.expect(started), terminal.expect(started)}  # in either order
+        assert seen == {0, 1}
         terminal.kill(signal.SIGTERM)
         terminal.expect(r"\[up\] every node stopped")
         terminal.expect(pexpect.EOF)
