@@ -146,15 +146,22 @@ def test_a_second_up_is_refused_with_the_first_ones_pid_and_down_still_stops_the
     assert "no cluster running for" in again.stderr and "start it with flotilla up" in again.stderr
 
 
-def test_a_stale_pid_file_is_taken_over(topology: Path, processes: list[FlotillaProcess]) -> None:
+def test_a_stale_pid_file_is_taken_over_and_a_removed_one_does_not_break_the_stop(
+    topology: Path, processes: list[FlotillaProcess]
+) -> None:
     pid_file = topology.parent / "data" / "up.pid"
     pid_file.parent.mkdir(mode=0o700)
     pid_file.write_text("999999999\n", encoding="ascii")  # left by a launcher killed with SIGKILL
     assert status(topology) == {"running": False}
-    launcher = up(processes, topology, "--log-format", "json", "--run-for", "1")
+    launcher = up(processes, topology, "--log-format", "json")
     assert launcher.wait_for_event("up.started")["pid"] == launcher.proc.pid
+    assert pid_file.read_text(encoding="ascii").strip() == str(launcher.proc.pid)
+    launcher.wait_for_event("node.started", node="alpha", timeout=30)
+    pid_file.unlink()  # removed by hand while it runs
+    launcher.signal(signal.SIGTERM)
     assert launcher.wait(60) == 0
-    assert not pid_file.exists()
+    assert launcher.events()[-1]["event"] == "up.stopped"
+    assert "Traceback" not in "\n".join(launcher.lines)
 
 
 def test_down_continues_a_frozen_node_before_asking_it_to_stop(
