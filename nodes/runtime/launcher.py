@@ -113,7 +113,7 @@ class Launcher:
             try:
                 self.out.write(line + "\n")
                 self.out.flush()
-            except (BrokenPipeError, ValueError):
+            except (OSError, ValueError):  # a closed pipe or terminal
                 self._output_lost = True
 
     def say(self, event: str, text: str, *, level: str = "info", **fields: Any) -> None:
