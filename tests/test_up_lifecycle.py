@@ -20,8 +20,12 @@ from typing import Any
 import pexpect
 import pytest
 
-from flotilla.actors import Actor
-from scripts.harness import wait_until
+from flotilla.actors import Actor, ActorSystem
+from flotilla.nodes.cluster.membership import Cluster
+from flotilla.nodes.config.topology import load_topology
+from flotilla.nodes.runtime.ownership import TreeOwnership
+from flotilla.nodes.runtime.readiness import ReadyFile
+from scripts.harness import free_ports, wait_until
 from tests.cluster_harness import write_topology
 from tests.processes import ROOT, FlotillaProcess, _env, flotilla_command, run_flotilla
 
@@ -263,3 +267,74 @@ def test_console_lines_under_up_keep_their_colour_on_a_terminal(topology: Path) 
     finally:
         terminal.close(force=True)
     assert terminal.exitstatus == 0
+
+
+class ScriptedLeases:
+    """Answers every claim with `token` (None: another node holds the lease)."""
+
+    def __init__(self) -> None:
+        self.token: int | None = None
+
+    def claim(self, name: str, holder: str, ttl: float) -> int | None:
+        return self.token
+
+    def release(self, name: str, holder: str, token: int) -> bool:
+        return True
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_failover_candidates_ready_file_says_standby_or_owner_as_the_lease_goes(tmp_path: Path) -> None:
+    ports = free_ports(2)
+    path = tmp_path / "t.yaml"
+    path.write_text(
+        f"""
+nodes:
+  alpha: {{address: "tcp://127.0.0.1:{ports[0]}"}}
+  gamma: {{address: "tcp://127.0.0.1:{ports[1]}"}}
+failover: {{candidates: [alpha, gamma], lease: 1.0}}
+journal: postgresql://flotilla@127.0.0.1:{ports[1]}/never  # failover needs one; the leases here are the test's
+tree: {{children: [{{id: a, actor: tally}}]}}
+""",
+        encoding="utf-8",
+    )
+    topology = load_topology(path)
+    system = ActorSystem("alpha")
+    cluster = Cluster(topology, "alpha", system)
+    cluster.start()
+    ready = ReadyFile(tmp_path / "ready")
+    leases = ScriptedLeases()
+    heard: list[str] = []
+
+    def on_role(role: str) -> None:
+        heard.append(role)
+        ready.role(role)
+
+    ownership = TreeOwnership(topology, "alpha", system, cluster, leases, on_failure=print, on_role=on_role)
+
+    def role() -> str | None:
+        found = json.loads(ready.path.read_text(encoding="utf-8")) if ready.path.exists() else None
+        assert found is None or found["pid"] == os.getpid()
+        return found["role"] if found else None
+
+    try:
+        ownership.start()
+        wait_until(lambda: ownership.token == 0 and leases.token is None, 5, "a refused claim")
+        assert role() is None  # not written before the node serves
+        ready.serving()
+        wait_until(lambda: role() == "standby", 5, "standby: another node holds the lease")
+        leases.token = 4
+        wait_until(lambda: role() == "owner", 10, "owner once the tree has started")
+        assert system.ref("alpha/root/a").is_alive()
+        leases.token = None
+        wait_until(lambda: role() == "standby", 10, "standby again after stepping down")
+        assert not system.ref("alpha/root/a").is_alive()
+        ready.clear()
+        leases.token = 5
+        wait_until(lambda: heard[-1] == "owner", 10, "the tree started again")
+        assert role() is None  # a stopping node's file stays gone
+    finally:
+        ownership.close()
+        cluster.close()
+        system.stop(timeout=5)

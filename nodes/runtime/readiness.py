@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 READY_FILE = "ready"
 
 
@@ -81,4 +83,7 @@ class ReadyFile:
     def _write(self) -> None:
         if self._closed or not self._serving or self._role is None:
             return
-        write_private_json(self.path, {"pid": os.getpid(), "since": time.time(), "role": self._role})
+        try:
+            write_private_json(self.path, {"pid": os.getpid(), "since": time.time(), "role": self._role})
+        except OSError as exc:  # the node serves all the same; it only looks not ready
+            structlog.get_logger("flotilla.node").warning("node.ready_file_failed", path=str(self.path), error=str(exc))
