@@ -13,7 +13,7 @@ import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from flotilla.nodes.cli.common import EXIT_INTERRUPTED, EXIT_USAGE, EXIT_WAIT_TIMED_OUT, load_or_report, topology_option
+from flotilla.nodes.cli.common import EXIT_INTERRUPTED, EXIT_USAGE, EXIT_WAIT_TIMED_OUT, load_for_client, topology_option
 
 if TYPE_CHECKING:
     from flotilla.nodes.runtime.cluster_status import ClusterStatus, NodeStatus
@@ -68,7 +68,7 @@ def _print_status(status: ClusterStatus, source: str) -> None:
 def cmd_status(args: argparse.Namespace) -> int:
     from flotilla.nodes.runtime.cluster_status import cluster_status, no_cluster_message
 
-    topology = load_or_report(args.topology, import_actors=False)
+    topology = load_for_client(args.topology)
     if topology is None:
         return EXIT_USAGE
     status = cluster_status(topology)
@@ -90,7 +90,7 @@ def cmd_wait_ready(args: argparse.Namespace) -> int:
     if args.timeout <= 0:
         print("--timeout must be > 0 seconds", file=sys.stderr)
         return EXIT_USAGE
-    topology = load_or_report(args.topology, import_actors=False)
+    topology = load_for_client(args.topology)
     if topology is None:
         return EXIT_USAGE
     deadline = time.monotonic() + args.timeout
