@@ -93,3 +93,11 @@ def test_a_part_without_a_sink_logs_each_alert_once_at_its_severity(system: Acto
 def test_a_webhook_must_be_an_http_url() -> None:
     with pytest.raises(ValueError, match="must be an http or https URL"):
         AlertSink(webhook="file:///etc/passwd")
+
+
+def test_an_alert_whose_sink_is_not_alive_is_logged_by_the_part_that_raised_it(system: ActorSystem) -> None:
+    with structlog.testing.capture_logs() as logged:
+        system.start(SupervisorSpec("root", children=(ChildSpec("hold", HoldMonitor, {"alerts": "t/root/gone"}),)))
+        system.ask("t/root/hold", HoldCommand("on"), timeout=5)
+    alerts = [(e["event"], e["log_level"], e["title"]) for e in logged if e["event"].startswith("alert")]
+    assert alerts == [("alert", "critical", "fleet in Hold: fresh fetches paused")]  # not lost as a dead letter

@@ -126,3 +126,18 @@ def test_a_failed_restart_under_backoff_waits_one_growing_delay_per_try(system: 
     took = time.monotonic() - began
     assert [r.delay for r in reports.of("restart_scheduled")] == [0.05, 0.1]
     assert 0.15 <= took < 0.6
+
+
+def test_an_operator_restart_whose_start_fails_is_retried_and_never_leaves_the_child_stopped(
+    system: ActorSystem,
+) -> None:
+    starts = iter([False, True, False])  # first start ok, the operator's restart fails, its retry ok
+    root = system.start(SupervisorSpec("root", children=(ChildSpec("a", Probe, {"fail_start": lambda: next(starts)}),)))
+    from flotilla.actors import SupervisorError
+
+    with pytest.raises(SupervisorError) as raised:
+        root.operator_restart("a")
+    assert raised.value.code == "start_failed"
+    assert system.wait_started("t/root/a", other_than=2) == 3  # retried as a failed restart is
+    (info,) = root.which_children()
+    assert info.status == "running" and info.restarts == 2  # the operator's restart and its retry

@@ -356,3 +356,21 @@ def test_shell_says_at_once_that_no_node_runs(tmp_path: Path) -> None:
         by_address.stderr.strip()
         == f"no node running at ipc://{tmp_path}/nowhere.sock (no shell socket at {tmp_path}/nowhere.sock)"
     )
+
+
+def test_a_cluster_whose_launcher_runs_is_waited_for_not_reported_missing(tmp_path: Path) -> None:
+    """While `flotilla up` holds the pid file, an intake that does not listen is one whose node
+    is being restarted: the command waits out its usual tries instead of saying "no cluster".
+    The lock is held by this test's process, as the launcher holds it (the launcher itself is
+    not what is tested here)."""
+    from flotilla.nodes.runtime.pidlock import PidLock
+
+    path, addresses = stopped_cluster(tmp_path, 1)
+    lock = PidLock.acquire(tmp_path / "data" / "up.pid")
+    try:
+        took, waited = timed("jobs", "--topology", path, "--timeout", "0.3")
+    finally:
+        lock.release()
+    assert waited.returncode == 1
+    assert "no cluster at" not in waited.stderr and addresses[0] in waited.stderr, waited.stderr
+    assert took >= 4 * 0.3, f"{took:.2f} s: the tries were not waited out"

@@ -633,16 +633,25 @@ class Supervisor(Actor):
 
     def _operator_restart(self, child_id: str) -> Ok | Refused:
         """Stop the child and start it again, one restart more in its count (reported with
-        its start, so the restart metric counts it) but none against the intensity."""
+        its start, so the restart metric counts it) but none against the intensity. A child
+        waiting for its node is left waiting (refused as `restarting`). A start that fails is
+        retried as any failed restart is (counted, and against the intensity: the failure is
+        the child's own), so the child is never left stopped."""
         child = self._find(child_id)
         if child is None:
             return Refused("not_found", child_id)
+        if child.awaiting_node is not None:
+            return Refused("restarting", f"{child.slot.path} waits for node {child.awaiting_node}")
         self._terminate(child)
         child.restarts += 1
         failure = self._start(child)
-        if failure is not None:
-            return Refused("start_failed", describe_reason(failure))
-        return Ok(child.slot.path)
+        if failure is None:
+            return Ok(child.slot.path)
+        if failure.type == "NodeDown" and self._node_is_down(child):
+            self._wait_for_node(child, first_start=False)
+        else:
+            self._retry(child)
+        return Refused("start_failed", describe_reason(failure))
 
     def _terminate_child(self, child_id: str) -> Ok | Refused:
         child = self._find(child_id)

@@ -2,7 +2,7 @@
 
 Each alert is logged once, as an `alert` event at its severity's level (info, warning,
 critical) with its source, title and detail: by the sink, or by the part that raised it when
-the part has no sink.
+the part has no sink or its sink is not alive (restarting, or on a node that is down).
 
 Forwarding is a JSON POST on a thread of the sink's own, with a time limit; a webhook that
 fails or is slow is logged and counted, and never slows the sender or crashes the sink.
@@ -37,12 +37,14 @@ def log_alert(log: Any, alert: Alert) -> None:
 
 def raise_alert(actor: Actor, alerts: str | None, severity: AlertSeverity, title: str, detail: str) -> None:
     """Tell an alert from `actor` to the alert sink at path `alerts`, which logs it; without
-    a sink, log it here. Either way it is logged once (`log_alert`)."""
+    a sink, or while it is not alive (restarting, or its node down), log it here. Either way
+    it is logged once (`log_alert`)."""
     alert = Alert(severity, actor.path, title, detail, time.time())
-    if alerts is None:
+    sink = actor.system.ref(alerts) if alerts is not None else None
+    if sink is None or not sink.is_alive():
         log_alert(actor.log, alert)
     else:
-        actor.system.ref(alerts).tell(alert)
+        sink.tell(alert)
 
 
 RECENT_ALERTS = 100

@@ -51,7 +51,9 @@ def load_for_client(path: str) -> Topology | None:
 def intake_client(args: argparse.Namespace, topology: Topology | None = None) -> IntakeClient | None:
     """A client of every intake of the topology (failing over between them) with the key of
     --key, else the local user's. Its first request fails at once ("no cluster at ...: start
-    it with flotilla up") when nothing listens at any intake address."""
+    it with flotilla up") when nothing listens at any intake address, unless a `flotilla up`
+    of this topology runs (its intake's node may be restarting: then the usual tries wait
+    for it)."""
     from flotilla.nodes.intake.client import IntakeClient
     from flotilla.nodes.security.keys import KeyFileError
 
@@ -67,11 +69,22 @@ def intake_client(args: argparse.Namespace, topology: Topology | None = None) ->
             Path(args.key) if args.key else None,
             [Path(file) for file in args.server_key or ()],
             timeout=getattr(args, "intake_timeout", None) or args.timeout,
-            fail_fast=True,
+            fail_fast=not _launcher_runs(topology),
         )
     except (KeyFileError, ValueError) as exc:
         print(str(exc), file=sys.stderr)
         return None
+
+
+def _launcher_runs(topology: Topology) -> bool:
+    """Whether a `flotilla up` of this topology holds its pid file on this machine."""
+    from flotilla.nodes.runtime.cluster_status import pid_file
+    from flotilla.nodes.runtime.pidlock import holder
+
+    try:
+        return holder(pid_file(topology)) is not None
+    except OSError:
+        return False
 
 
 def with_client(args: argparse.Namespace, body: Any, topology: Topology | None = None) -> int:

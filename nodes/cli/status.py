@@ -13,7 +13,13 @@ import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from flotilla.nodes.cli.common import EXIT_INTERRUPTED, EXIT_USAGE, EXIT_WAIT_TIMED_OUT, load_for_client, topology_option
+from flotilla.nodes.cli.common import (
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    EXIT_WAIT_TIMED_OUT,
+    load_for_client,
+    topology_option,
+)
 
 if TYPE_CHECKING:
     from flotilla.nodes.runtime.cluster_status import ClusterStatus, NodeStatus
