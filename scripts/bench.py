@@ -33,12 +33,18 @@ Part 5 (the journal at scale; see bench_scale.py):
     (goal < 5 ms), the node's RSS at 100k and 1M pending (goal: within 10 %), the journal's
     size on disk, pruning throughput.
 
+Part 6 (the everyday features; see bench_extract.py):
+  * extraction with field processors (a price type; urljoin, the default for href/src, on a
+    page of 1,000 links) against the same rules without them;
+  * page capture (gzip under the body's hash) against extracting the same 10 KB page;
+  * a client command's answer when no cluster runs (goal < 1 s), against `flotilla --version`.
+
 The soak (see bench_soak.py; not part of `all`, not in CI): 200,000 jobs (or as many as
 --soak-seconds allows, default 300) through two node processes while a fetcher crashes every
 second; throughput, RSS and the journal sampled every 5 s; checks that throughput stays
 steady, RSS flat and no job is lost or stored twice.
 
-    scripts/bench [--part 1|2|3|4|5|all] [--quick] [--json FILE]
+    scripts/bench [--part 1|2|3|4|5|6|all] [--quick] [--json FILE]
     scripts/bench --soak [--soak-seconds N] [--soak-crash-every S] [--json FILE]
 """
 
@@ -266,7 +272,9 @@ def run_part1(quick: bool) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--part", choices=["1", "2", "3", "4", "5", "all"], default="all", help="which part to run")
+    parser.add_argument(
+        "--part", choices=["1", "2", "3", "4", "5", "6", "all"], default="all", help="which part to run"
+    )
     parser.add_argument("--quick", action="store_true", help="smaller counts (a smoke run, not for the docs)")
     parser.add_argument("--json", type=Path, help="also write the results to this file")
     parser.add_argument("--soak", action="store_true", help="run the soak instead of the parts (see bench_soak.py)")
@@ -321,6 +329,11 @@ def main() -> None:
 
         results["part5"] = bench_scale.run(100_000 if args.quick else 1_000_000)
         bench_scale.report(results["part5"])
+    if part in ("6", "all"):
+        import bench_extract
+
+        results["part6"] = bench_extract.run(args.quick)
+        bench_extract.report(results["part6"])
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
