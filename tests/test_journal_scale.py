@@ -311,3 +311,48 @@ def test_a_key_submitted_while_its_ended_job_is_being_pruned_is_recorded_anew(po
 def test_a_key_twice_in_one_request_is_new_once_on_its_retry_too(journal: Journal) -> None:
     first = journal.submit([job(1), job(1), job(2)], origin="s:1")
     assert journal.submit([job(1), job(1), job(2)], origin="s:1") == first == [True, False, True]
+
+
+def _store_order_statements(journal: Journal) -> list[str]:
+    """The statements `results_in_store_order` runs, unscoped and scoped by client and by rules."""
+    statements: list[str] = []
+    reader = journal._engine._reader  # type: ignore[attr-defined]  # noqa: SLF001 - the connection that reads
+    reader.set_trace_callback(statements.append)
+    for client, rules in ((None, None), ("alice", None), (None, "product"), ("alice", "product")):
+        journal.results_in_store_order((5.0, "k"), 1e9, 100, client, rules)
+    reader.set_trace_callback(None)
+    return [s for s in statements if "ORDER BY stored_at, key" in s]
+
+
+def test_an_export_page_reads_one_range_of_the_stored_at_index_on_sqlite(tmp_path: Path) -> None:
+    """Each page of an export is one range of `results_by_age` from the cursor on, sorted by key
+    only among equal times — not a union of index ranges sorted whole, whose cost grows with
+    the results left to export (quadratic over an export)."""
+    path = tmp_path / "journal.sqlite"
+    journal = open_journal(path)
+    statements = _store_order_statements(journal)
+    assert len(statements) == 4
+    for sql in statements:
+        found = plan(path, sql)
+        assert "USING INDEX results_by_age (stored_at>? AND stored_at<?)" in found, found
+        assert "MULTI-INDEX" not in found and "TEMP B-TREE FOR ORDER BY" not in found, found
+    journal.close()
+
+
+def test_an_export_page_reads_one_range_of_the_stored_at_index_on_postgresql(postgres_url: str) -> None:
+    journal = open_journal(postgres_url)
+    sql = (
+        "EXPLAIN SELECT key FROM results WHERE stored_at >= ? AND stored_at <= ? AND (stored_at > ? OR key > ?)"
+        " AND (CAST(? AS TEXT) IS NULL OR client = ?) AND (CAST(? AS TEXT) IS NULL OR rules = ?)"
+        " ORDER BY stored_at, key LIMIT 100"
+    )
+    with journal._engine.reading() as db:  # noqa: SLF001 - the test reads the planner's choice
+        db.execute("SET enable_seqscan = off")
+        plans = [
+            "\n".join(row[0] for row in db.execute(sql, (5.0, 1e9, 5.0, "k", c, c, r, r)).fetchall())
+            for c, r in ((None, None), ("alice", "product"))
+        ]
+        db.execute("RESET enable_seqscan")
+    for found in plans:
+        assert "results_by_age" in found and "BitmapOr" not in found, found
+    journal.close()

@@ -997,10 +997,12 @@ class Journal:
         with self._engine.reading() as db:
             rows = db.execute(
                 "SELECT key, url, rules, fields, content_hash, attempts, stored_at, revision, extracted_at FROM results"
-                " WHERE (stored_at > ? OR (stored_at = ? AND key > ?)) AND stored_at <= ?"
+                # One range of the stored_at index (results_by_age): the cursor's own time is
+                # the range's start, and only its ties are then compared by key.
+                " WHERE stored_at >= ? AND stored_at <= ? AND (stored_at > ? OR key > ?)"
                 " AND (CAST(? AS TEXT) IS NULL OR client = ?) AND (CAST(? AS TEXT) IS NULL OR rules = ?)"
                 " ORDER BY stored_at, key LIMIT ?",
-                (after[0], after[0], after[1], until, client, client, rules, rules, limit),
+                (after[0], until, after[0], after[1], client, client, rules, rules, limit),
             ).fetchall()
         return [
             {
