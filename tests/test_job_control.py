@@ -5,7 +5,9 @@ site (one cluster for the module; each test uses pages and targets of its own)."
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -398,13 +400,21 @@ def exported(directory: Path) -> tuple[list[str], list[dict[str, Any]]]:
     return names, records
 
 
+def wait_settled(cluster: LiveCluster, seconds: float = 1.0) -> None:
+    """Until every stored result was stored more than `seconds` ago (an export takes it then)."""
+    with client(cluster) as intake:
+        newest = max(r.stored_at for r in intake.all_results())
+    wait_until(lambda: time.time() > newest + seconds + 0.01, timeout=10, what="the results to settle")
+
+
 def test_export_writes_rotating_files_and_each_run_only_what_is_new(
     cluster: LiveCluster, site: Site, tmp_path: Path
 ) -> None:
     first = flotilla(cluster, "submit", *(f"{site.url}/product/{n}" for n in range(110, 122)), "--wait")
     assert first.returncode == 0, first.stdout + first.stderr
     out = tmp_path / "feed"
-    run = flotilla(cluster, "export", "--output", str(out), "--max-lines", "5", "--settle", "0")
+    wait_settled(cluster)
+    run = flotilla(cluster, "export", "--output", str(out), "--max-lines", "5", "--settle", "1")
     assert run.returncode == 0, run.stderr
     before = stored_results(cluster)
     names, records = exported(out)
@@ -416,13 +426,14 @@ def test_export_writes_rotating_files_and_each_run_only_what_is_new(
         f"{len(before)} new results exported to {out} ({', '.join(names)}); {len(before)} in all"
     )
 
-    again = flotilla(cluster, "export", "--output", str(out), "--max-lines", "5", "--settle", "0")
+    again = flotilla(cluster, "export", "--output", str(out), "--max-lines", "5", "--settle", "1")
     assert again.stdout.strip() == f"0 new results exported to {out}; {len(before)} in all"
     assert exported(out)[0] == names
 
     second = flotilla(cluster, "submit", *(f"{site.url}/product/{n}" for n in range(122, 125)), "--wait")
     assert second.returncode == 0, second.stdout + second.stderr
-    third = flotilla(cluster, "export", "--output", str(out), "--max-lines", "5", "--settle", "0")
+    wait_settled(cluster)
+    third = flotilla(cluster, "export", "--output", str(out), "--max-lines", "5", "--settle", "1")
     assert third.returncode == 0, third.stderr
     after_names, after = exported(out)
     new_keys = {r["key"] for r in stored_results(cluster)} - {r["key"] for r in before}
@@ -433,7 +444,7 @@ def test_export_writes_rotating_files_and_each_run_only_what_is_new(
 
     other = flotilla(cluster, "export", "--output", str(out), "--format", "csv")
     assert other.returncode == 2 and f"{out} holds an export as jsonl" in other.stderr
-    as_csv = flotilla(cluster, "export", "--output", str(tmp_path / "csv"), "--format", "csv", "--settle", "0")
+    as_csv = flotilla(cluster, "export", "--output", str(tmp_path / "csv"), "--format", "csv", "--settle", "1")
     assert as_csv.returncode == 0, as_csv.stderr
     table = (tmp_path / "csv" / "results-000001.csv").read_text().splitlines()
     assert table[0].startswith("key,url,rules,description,price,tags,title,") and len(table) == 1 + len(after)
@@ -448,8 +459,9 @@ def test_an_export_killed_mid_way_resumes_with_nothing_lost_or_twice(
     submitted = flotilla(cluster, "submit", *(f"{site.url}/product/{n}" for n in range(130, 160)), "--wait")
     assert submitted.returncode == 0, submitted.stdout + submitted.stderr
     everything = sorted(r["key"] for r in stored_results(cluster))
+    wait_settled(cluster)
     out = tmp_path / "feed"
-    options = ["--output", str(out), "--max-lines", "2", "--settle", "0", "--topology", str(cluster.topology_path)]
+    options = ["--output", str(out), "--max-lines", "2", "--settle", "1", "--topology", str(cluster.topology_path)]
     export = FlotillaProcess("export", *options, "--page", "1")  # a request per result: a slow export
     try:
         wait_until(lambda: (out / "results-000002.jsonl").exists(), timeout=30, what="the export's second file")
@@ -545,3 +557,60 @@ def test_output_into_a_pipe_closed_early_ends_without_a_traceback(
         stderr = (tmp_path / "stderr").read_text()
         assert "Traceback" not in stderr and "Error" not in stderr, (command, stderr)
         assert status in (0, 141) if reader == "head -1" else status == 141, (command, status, stderr)
+
+
+def test_an_export_killed_around_renaming_a_file_neither_repeats_nor_loses_a_line(
+    cluster: LiveCluster, site: Site, tmp_path: Path
+) -> None:
+    """A run killed after recording a file as pending: the next run accepts the file if it was
+    renamed into place (a reader may have taken it) and writes it if it was not."""
+    submitted = flotilla(cluster, "submit", *(f"{site.url}/product/{n}" for n in range(160, 167)), "--wait")
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    wait_settled(cluster)
+    whole = tmp_path / "whole"
+    assert flotilla(cluster, "export", "--output", str(whole), "--max-lines", "3", "--settle", "1").returncode == 0
+    names, records = exported(whole)
+    with client(cluster) as intake:
+        in_order = list(intake.results_since(settle=1.0))
+    assert [r.key for r in in_order] == [r["key"] for r in records] and len(names) >= 2
+    last = names[-1]
+    before_last = len(records) - len((whole / last).read_text().splitlines())
+    killed_state = {
+        "format": "jsonl",
+        "rules": None,
+        "stored_at": in_order[before_last - 1].stored_at,
+        "key": in_order[before_last - 1].key,
+        "next_file": len(names),
+        "exported": before_last,
+        "pending": {
+            "file": last,
+            "stored_at": in_order[-1].stored_at,
+            "key": in_order[-1].key,
+            "lines": len(records) - before_last,
+        },
+    }
+    for renamed in (True, False):
+        out = tmp_path / f"renamed-{renamed}"
+        out.mkdir()
+        for name in names if renamed else names[:-1]:
+            shutil.copy(whole / name, out / name)
+        (out / ".flotilla-export.json").write_text(json.dumps(killed_state))
+        if renamed:
+            (out / f".{last}.spool.part").write_text("what the spool held\n")  # not yet unlinked either
+        run = flotilla(cluster, "export", "--output", str(out), "--max-lines", "3", "--settle", "1")
+        assert run.returncode == 0, run.stderr
+        assert exported(out) == (names, records), renamed  # each line once, none lost
+        assert not list(out.glob(".results-*"))
+        state = json.loads((out / ".flotilla-export.json").read_text())
+        assert (state["exported"], state["next_file"], state["pending"]) == (len(records), len(names) + 1, None)
+        assert (state["stored_at"], state["key"]) == (in_order[-1].stored_at, in_order[-1].key)
+
+
+def test_an_export_state_file_of_unknown_shape_is_refused_by_name(cluster: LiveCluster, tmp_path: Path) -> None:
+    for text in ('{"format": "jsonl", "rules": null, "shards": 3}', '{"rules": null}', "[]", "{not json"):
+        (tmp_path / ".flotilla-export.json").write_text(text)
+        run = flotilla(cluster, "export", "--output", str(tmp_path))
+        assert run.returncode == 2 and str(tmp_path / ".flotilla-export.json") in run.stderr, run.stderr
+        assert "Traceback" not in run.stderr
+    unknown = flotilla(cluster, "export", "--output", str(tmp_path / "new"), "--settle", "0.5")
+    assert unknown.returncode == 2 and "--settle at least 1" in unknown.stderr

@@ -7,7 +7,10 @@ per result with one column per field — the union of the field names of the res
 sorted — between ``key, url, rules`` and ``content_hash, attempts, stored_at, revision,
 extracted_at``; a field named like one of those eight is the column ``fields.NAME``. A cell
 holds a text field as it is, nothing for a missing field or null, and JSON for anything else
-(numbers, true/false, lists, objects).
+(numbers, true/false, lists, objects). Text that a spreadsheet would take for a formula — a
+cell beginning with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return — gets a leading
+``'`` (OWASP's advice against CSV injection: page text is hostile) unless ``--raw-csv`` asks
+for the text as it is (for programs that read the CSV).
 """
 
 from __future__ import annotations
@@ -61,19 +64,32 @@ def field_column(name: str) -> str:
     return f"fields.{name}" if name in LEADING or name in TRAILING else name
 
 
-def cell(value: Any) -> str:
-    """A field's value in a CSV cell: text as is, "" for null, JSON for anything else."""
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+"""How a cell a spreadsheet evaluates as a formula begins."""
+
+
+def spreadsheet_safe(text: str) -> str:
+    """`text`, with a leading ``'`` if a spreadsheet would take it for a formula."""
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
+def cell(value: Any, *, raw: bool = True) -> Any:
+    """A value in a CSV cell: text as is (made `spreadsheet_safe` unless `raw`), "" for null,
+    a number as it is, and JSON for a field's true/false, list or object."""
     if value is None:
         return ""
     if isinstance(value, str):
-        return value
+        return value if raw else spreadsheet_safe(value)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return json.dumps(value)
     return json.dumps(value, sort_keys=True, ensure_ascii=False)
 
 
-def write_csv(records: Iterable[dict[str, Any]], out: IO[str]) -> int:
+def write_csv(records: Iterable[dict[str, Any]], out: IO[str], *, raw: bool = False) -> int:
     """Write `records` (as `result_record` makes them) to `out` as CSV, one column per field
     of any of them: they are spooled (in memory, then a temporary file) until every field
-    name is known. Returns how many rows were written."""
+    name is known. Text cells are made `spreadsheet_safe` unless `raw`. Returns how many rows
+    were written."""
     import csv
     import tempfile
 
@@ -91,13 +107,22 @@ def write_csv(records: Iterable[dict[str, Any]], out: IO[str]) -> int:
             record = json.loads(line)
             writer.writerow(
                 [
-                    *(record[name] for name in LEADING),
-                    *(cell(record["fields"].get(name)) for name in fields),
-                    *(record[name] for name in TRAILING),
+                    *(cell(record[name], raw=raw) for name in LEADING),
+                    *(cell(record["fields"].get(name), raw=raw) for name in fields),
+                    *(cell(record[name], raw=raw) for name in TRAILING),
                 ]
             )
             count += 1
     return count
+
+
+def raw_csv_option(parser: argparse.ArgumentParser) -> None:
+    """Add ``--raw-csv``: CSV text cells as they are, not made spreadsheet-safe."""
+    parser.add_argument(
+        "--raw-csv",
+        action="store_true",
+        help="CSV: write text cells as they are (by default one a spreadsheet would run as a formula gets a leading ')",
+    )
 
 
 def records(results: Iterable[Any]) -> Iterator[dict[str, Any]]:
@@ -110,7 +135,7 @@ def cmd_results(args: argparse.Namespace) -> int:
             for record in records(client.all_results()):
                 print(json_line(record))
         else:
-            write_csv(records(client.all_results()), sys.stdout)
+            write_csv(records(client.all_results()), sys.stdout, raw=args.raw_csv)
         if client.stale_notice:
             print(f"stale: {client.stale_notice}", file=sys.stderr)
         return 0
@@ -124,5 +149,6 @@ def add_commands(commands: Any) -> None:
         "results", help="stored results, by key: JSON lines, or CSV with a column per field (docs/cli.md)"
     )
     results.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
+    raw_csv_option(results)
     client_options(results)
     results.set_defaults(handler=cmd_results)
