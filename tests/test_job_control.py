@@ -614,3 +614,31 @@ def test_an_export_state_file_of_unknown_shape_is_refused_by_name(cluster: LiveC
         assert "Traceback" not in run.stderr
     unknown = flotilla(cluster, "export", "--output", str(tmp_path / "new"), "--settle", "0.5")
     assert unknown.returncode == 2 and "--settle at least 1" in unknown.stderr
+
+
+def test_csv_cells_a_spreadsheet_would_run_as_formulas_are_quoted_unless_raw_csv() -> None:
+    import csv
+    import io
+
+    from flotilla.nodes.cli.results import write_csv
+
+    hostile = ['=HYPERLINK("http://evil")', "+1+cmd|' /C calc'!A0", "-2+3", "@SUM(A1)", "\tx", "\rx"]
+    record = {
+        "key": "k",
+        "url": "http://127.0.0.1/=x",
+        "rules": "product",
+        "fields": {f"f{n}": text for n, text in enumerate(hostile)} | {"price": -5, "plain": "a=b", "tags": ["=x"]},
+        "content_hash": "h",
+        "attempts": 1,
+        "stored_at": "2026-01-01T00:00:00Z",
+        "revision": 0,
+        "extracted_at": "2026-01-01T00:00:00Z",
+    }
+    safe, raw = io.StringIO(), io.StringIO()
+    assert write_csv([record], safe) == 1 and write_csv([record], raw, raw=True) == 1
+    safe_row, raw_row = (dict(zip(*csv.reader(io.StringIO(out.getvalue())), strict=True)) for out in (safe, raw))
+    for n, text in enumerate(hostile):
+        assert (safe_row[f"f{n}"], raw_row[f"f{n}"]) == ("'" + text, text)
+    for column, value in (("price", "-5"), ("plain", "a=b"), ("tags", '["=x"]'), ("url", "http://127.0.0.1/=x")):
+        assert safe_row[column] == raw_row[column] == value  # numbers, JSON and other text as they are
+    assert safe_row["attempts"] == "1" and safe_row["stored_at"] == "2026-01-01T00:00:00Z"
