@@ -4,15 +4,17 @@ fetching the demo site, whose pages have relative links."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from pathlib import Path
+from urllib.parse import urljoin
 
 import msgspec
 import pytest
 
 from flotilla.actors.pipeline.captures import PageStore
-from flotilla.actors.pipeline.field_processors import to_float, to_int, to_price
+from flotilla.actors.pipeline.field_processors import join_url, page_base, to_float, to_int, to_price
 from flotilla.actors.pipeline.journal import NewJob, open_journal
 from flotilla.actors.pipeline.parse_sandbox import ParseSandbox, Unparseable
 from flotilla.actors.pipeline.rules import Drift, Extracted, FieldRule, RuleSet, apply_rules
@@ -144,6 +146,15 @@ def test_with_all_each_item_is_processed_and_refused_items_are_left_out() -> Non
         ("-5.00", -5.0),
         ("call us", None),
         ("1.234,5,6", None),
+        (".99", 0.99),
+        ("€ .99", 0.99),
+        ("-,50 €", -0.5),
+        (".999", 0.999),
+        ("12,5,0", None),
+        ("1,29,99.00", None),
+        ("5-", 5.0),
+        ("9" * 400, None),
+        ("9" * 400 + ".00 €", None),
     ],
 )
 def test_price_reads_the_first_amount_with_either_decimal_separator(text: str, amount: float | None) -> None:
@@ -153,7 +164,9 @@ def test_price_reads_the_first_amount_with_either_decimal_separator(text: str, a
 @pytest.mark.parametrize(
     ("text", "number"),
     [("42", 42), (" -3 ", -3), ("1,299", 1299), ("1.299.000", 1299000), ("1 299", 1299), ("1.5", None)]
-    + [("12 apples", None), ("1,29", None), ("1,299.000", None), ("", None)],
+    + [("12 apples", None), ("1,29", None), ("1,299.000", None), ("", None)]
+    + [("9223372036854775807", 2**63 - 1), ("-9223372036854775808", -(2**63)), ("9223372036854775808", None)]
+    + [("9" * 5000, None), ("1,000" * 2000, None)],
 )
 def test_int_accepts_digits_grouped_by_thousands_only(text: str, number: int | None) -> None:
     assert to_int(text) == number
@@ -161,7 +174,8 @@ def test_int_accepts_digits_grouped_by_thousands_only(text: str, number: int | N
 
 @pytest.mark.parametrize(
     ("text", "number"),
-    [("2.5", 2.5), ("-3", -3.0), ("1e3", 1000.0), ("nan", None), ("inf", None), ("1,5", None), ("1_000", None)],
+    [("2.5", 2.5), ("-3", -3.0), ("1e3", 1000.0), ("nan", None), ("inf", None), ("1,5", None), ("1_000", None)]
+    + [("-inf", None), ("NaN", None), ("1e999", None), ("-1e999", None), ("9" * 400, None)],
 )
 def test_float_accepts_what_json_writes(text: str, number: float | None) -> None:
     assert to_float(text) == number
@@ -190,6 +204,74 @@ def test_a_small_page_whose_rules_have_a_regex_is_parsed_under_the_time_limit() 
         assert sandbox.killed == 1
     finally:
         sandbox.close()
+
+
+def test_a_value_that_is_not_a_url_is_refused_and_a_base_that_is_not_one_ignored() -> None:
+    rules = RuleSet(
+        "r", {"link": FieldRule("a", attr="href", required=True), "all": FieldRule("a", attr="href", all=True)}
+    )
+    page = '<a href="http://[oops/">x</a><a href="https://[::1/x">y</a><a href="/p/2">z</a>'
+    assert apply_rules(page, rules, url=URL) == Drift(("link",), (("link", "not a URL: 'http://[oops/'"),))
+    assert apply_rules(page.replace("[oops/", "ok/"), rules, url=URL) == Extracted(
+        {"link": "http://ok/", "all": ["http://ok/", "https://shop.test/p/2"]}
+    )
+    based = '<html><head><base href="http://[x"></head><body><a href="p/2">x</a></body></html>'
+    assert apply_rules(based, rules, url=URL) == Extracted(
+        {"link": "https://shop.test/p/p/2", "all": ["https://shop.test/p/p/2"]}
+    )
+    assert page_base("http://[bad/", "p/2") is None
+    assert page_base("http://[bad/", "https://shop.test/c/") == "https://shop.test/c/"
+
+
+def test_a_small_hostile_page_parsed_in_the_extractors_thread_does_not_raise() -> None:
+    """Pages up to 4 KiB without a regex in the rules are parsed in the extractor's own thread:
+    a value that is not a URL is a refused value there too, and anything `apply_rules` raises
+    is an unparseable page, as in the worker process, never an exception out of `apply`."""
+    sandbox = ParseSandbox()
+    try:
+        links = RuleSet("r", {"link": FieldRule("a", attr="href", required=True)})
+        page = b'<html><head><base href="http://[x"></head><body><a href="http://[oops/">x</a></body></html>'
+        assert sandbox.apply(page, links, url=URL) == Drift(("link",), (("link", "not a URL: 'http://[oops/'"),))
+        broken = RuleSet("r", {"link": FieldRule("a[", attr="href")})  # a selector the parser refuses
+        result = sandbox.apply(b"<a href='/x'>x</a>", broken, url=URL)
+        assert isinstance(result, Unparseable), result
+        assert result.reason.startswith("the parser failed: SelectolaxError")
+        assert sandbox.killed == 0  # parsed in process: no worker was started
+    finally:
+        sandbox.close()
+
+
+JOIN_BASES = [
+    "https://shop.test/p/1",
+    "http://shop.test:8080/a/b/?q=1",
+    "https://shop.test",
+    "HTTPS://Shop.Test/x/y",
+    "https://user@shop.test/a",
+    "ftp://files.test/a/b",
+]
+JOIN_HEADS = ["http://h.test", "https://h.test", "HTTP://h.test", "Https://h.test", "https:", "http:/", "//h.test", ""]
+JOIN_HEADS += ["http://", "https://", "http://[::1]", "http://u:p@h.test:81", "http://h\u00e9.test", "http://h.test\t"]
+JOIN_PATHS = ["", "/", "/a", "/a/", "/a/b.html", "/../a", "/./a", "/a/..", "/a/.", "/a//b", "//a", "/a;p", "/a;"]
+JOIN_PATHS += ["a", "a/b", "./a", "../a", ".", "..", "/a b", "/a\tb", "/a\nb", "/a\\b", "/\u00e9", "/...", "/.a"]
+JOIN_TAILS = ["", "?", "?x=1", "?x=/../y", "?a//b", "#", "#f", "?#", "?x#", "?#f", "?x#f", " ", "\r"]
+
+
+def test_join_url_is_exactly_urljoin() -> None:
+    """The fast paths for plain absolute and root-relative values give what `urljoin` gives,
+    over every combination of scheme, host, path and tail forms, odd ones included."""
+    values = {head + path + tail for head, path, tail in itertools.product(JOIN_HEADS, JOIN_PATHS, JOIN_TAILS)}
+    values |= {" /a", "\t/a", "?x", "#x", "mailto:a@b.test", "javascript:void(0)", "/p/2?page=3#top", "data:,x"}
+    compared = 0
+    for base, value in itertools.product(JOIN_BASES, sorted(values)):
+        try:
+            expected = urljoin(base, value)
+        except ValueError:
+            with pytest.raises(ValueError):
+                join_url(base, value)
+            continue
+        assert join_url(base, value) == expected, (base, value)
+        compared += 1
+    assert compared > 20_000
 
 
 # --- flotilla check ------------------------------------------------------------------------

@@ -10,7 +10,8 @@ In this order, each on the value the step before gave (with ``all: true``, on ea
    group (or the whole match if it has none) becomes the value. No match: no value.
 3. ``urljoin``: the value made an absolute URL against the page's base URL (its ``<base
    href>`` if it has one, else the URL it was fetched from, after redirects). On by default
-   for ``attr: href`` and ``attr: src`` (`URL_ATTRIBUTES`).
+   for ``attr: href`` and ``attr: src`` (`URL_ATTRIBUTES`). A value `urljoin` cannot split
+   (``http://[oops/``) is refused: "not a URL".
 4. ``type``: ``string`` (the default) keeps the text; ``int``, ``float`` and ``price`` make it
    a JSON number (`to_int`, `to_float`, `to_price` say what each accepts). A value that does
    not convert: no value.
@@ -21,6 +22,7 @@ required field that is missing makes the page DRIFT, as when its element is not 
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Callable
@@ -44,9 +46,20 @@ _GROUP_SPACES = " \u00a0\u2009\u202f'\u2019"
 """Characters that only ever group thousands in a price: spaces (plain, no-break, thin,
 narrow no-break) and apostrophes (Swiss ``1'299.00``)."""
 
-_PRICE_NUMBER = re.compile(rf"[-+]?\d+(?:(?:[.,]|[{_GROUP_SPACES}](?=\d{{3}}(?!\d)))\d+)*")
-"""The first number of a price text: digits with ``.`` and ``,`` between them, and spaces or
-apostrophes followed by a group of exactly three digits."""
+_PRICE_NUMBER = re.compile(rf"[-+]?(?:[.,](?=\d))?\d+(?:(?:[.,]|[{_GROUP_SPACES}](?=\d{{3}}(?!\d)))\d+)*")
+"""The first number of a price text: digits with ``.`` and ``,`` between them (and possibly
+before them: ``.99``), and spaces or apostrophes followed by a group of exactly three digits."""
+
+_THOUSANDS = re.compile(r"\d+(?:(?:[.,]\d{2,3})*[.,]\d{3})?")
+"""The whole part of an amount once its grouping separators are known: digits, then groups of
+three digits (or of two before the last group of three, as in India: ``1,29,999``)."""
+
+_MAX_NUMBER_CHARS = 100
+"""A value longer than this is not an `int` (Python refuses to read more than 4,300 digits,
+and no count on a page needs a hundred)."""
+
+_INT64 = range(-(2**63), 2**63)
+"""The integers a result may hold (MessagePack, between nodes, has no larger ones)."""
 
 _INT = re.compile(r"[-+]?(?:\d{1,3}([,. \u00a0\u2009\u202f'\u2019])\d{3}(?:\1\d{3})*|\d+)", re.ASCII)
 """An integer: digits, or groups of three digits after the first, all with one separator."""
@@ -59,11 +72,16 @@ def _shown(value: str) -> str:
 def to_int(value: str) -> int | None:
     """An integer: ASCII digits with an optional sign, possibly grouped by thousands with one
     kind of separator (``,``, ``.``, a space or an apostrophe: ``1,299`` and ``1.299.000``);
-    surrounding spaces are ignored. Anything else (``1.5``, ``12 apples``) is None."""
-    match = _INT.fullmatch(value.strip())
+    surrounding spaces are ignored. Anything else (``1.5``, ``12 apples``), and a number outside
+    the signed 64-bit range, is None."""
+    text = value.strip()
+    if len(text) > _MAX_NUMBER_CHARS:
+        return None
+    match = _INT.fullmatch(text)
     if match is None:
         return None
-    return int(match.group().translate({ord(c): None for c in ",." + _GROUP_SPACES}))
+    number = int(match.group().translate({ord(c): None for c in ",." + _GROUP_SPACES}))
+    return number if number in _INT64 else None
 
 
 def to_float(value: str) -> float | None:
@@ -89,8 +107,11 @@ def to_price(value: str) -> float | None:
     once it groups thousands (``1.299.000``); when it appears once it is the decimal separator
     (``12,50 zł`` is 12.5), unless exactly three digits follow it and the digits before it are
     not ``0``: then it groups thousands (``€1.299`` and ``$1,299`` are 1299.0; for a site that
-    writes three decimals, take the number with ``regex`` and use ``float``). A text without
-    digits (``call us``) is None."""
+    writes three decimals, take the number with ``regex`` and use ``float``). A number may
+    start with its decimal separator (``.99`` is 0.99). Groups of thousands have three digits
+    (two before the last, as in India: ``1,29,999``): ``12,5,0`` is None. What follows the
+    number is ignored (``5,-`` is 5.0). A text without digits (``call us``), and an amount too
+    large for a float, is None."""
     match = _PRICE_NUMBER.search(value)
     if match is None:
         return None
@@ -104,15 +125,18 @@ def to_price(value: str) -> float | None:
     elif dots + commas == 1:
         separator = "." if dots else ","
         whole, _, fraction = text.partition(separator)
-        decimal = "" if len(fraction) == 3 and whole != "0" else separator
+        decimal = "" if len(fraction) == 3 and whole not in ("0", "") else separator
     else:
         decimal = ""  # no separator, or one of them repeated: thousands
     grouping = {",": ".", ".": ","}.get(decimal, ".,")
     whole, _, fraction = text.partition(decimal) if decimal else (text, "", "")
     if decimal and (decimal in fraction or any(g in fraction for g in grouping)):
         return None  # a separator after the decimal one: not one number
+    if whole and not _THOUSANDS.fullmatch(whole):
+        return None  # digit groups of other sizes (12,5,0): not one number
     digits = whole.translate({ord(c): None for c in grouping})
-    return float(f"{sign}{digits}.{fraction or '0'}")
+    amount = float(f"{sign}{digits or '0'}.{fraction or '0'}")
+    return amount if math.isfinite(amount) else None
 
 
 CONVERTERS: dict[FieldType, Callable[[str], Any] | None] = {
@@ -129,18 +153,62 @@ _NOT_A = {"int": "not an integer", "float": "not a number", "price": "not a pric
 def page_base(url: str | None, base_href: str | None) -> str | None:
     """The URL relative values of a page are relative to: its `<base href>` (itself relative
     to the page's URL) when that gives an http(s) URL, else the page's URL; without user info
-    (a sealed password must not end up in results) and fragment. None when neither is known."""
-    page = _without_userinfo(url) if url else ""
+    (a sealed password must not end up in results) and fragment. None when neither is known
+    (or the page's URL is not one `urllib` can split); a `<base href>` that is not a URL
+    (``http://[x``) is ignored."""
+    try:
+        page = _without_userinfo(url) if url else ""
+    except ValueError:
+        page = ""
     if base_href:
-        joined = urljoin(page, base_href.strip())
-        if urlsplit(joined).scheme in ("http", "https"):
-            return _without_userinfo(joined)
+        try:
+            joined = urljoin(page, base_href.strip())
+            if urlsplit(joined).scheme in ("http", "https"):
+                return _without_userinfo(joined)
+        except ValueError:
+            pass  # not a URL: the page's URL is the base
     return page or None
 
 
 def _without_userinfo(url: str) -> str:
     parts = urlsplit(url)
     return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, parts.query, ""))
+
+
+_PLAIN_ABSOLUTE = re.compile(
+    r"https?://[A-Za-z0-9._~%!$&'()*+,=:@-]+(?:/[^?#\t\r\n\\;]*)?(?:\?[^#\t\r\n]+)?(?:#[^\t\r\n]+)?"
+)
+"""An http(s) URL that `urljoin` returns exactly as it is, whatever the base: a lower-case
+scheme, an ASCII host without brackets, no tab or line break, no ``;`` in its path (path
+parameters) and no empty query or fragment (``?`` or ``#`` with nothing after it)."""
+
+_PLAIN_ROOT_RELATIVE = re.compile(
+    r"(?:/|(?:/(?!\.\.?(?:[/?#]|\Z))[^/?#\t\r\n\\;]+)+/?)(?:\?[^#\t\r\n]+)?(?:#[^\t\r\n]+)?"
+)
+"""A path from the root (``/img/9.jpg?s=2``) that `urljoin` appends to the base's origin as it
+is: no ``//`` host, empty segment, ``.`` or ``..`` segment, ``;``, backslash, tab or line break,
+and no empty query or fragment."""
+
+
+@functools.lru_cache(maxsize=64)
+def _origin(base: str) -> str | None:
+    """``scheme://host`` of an http(s) `base`, or None (another scheme, no host)."""
+    parts = urlsplit(base)
+    return f"{parts.scheme}://{parts.netloc}" if parts.scheme in ("http", "https") and parts.netloc else None
+
+
+def join_url(base: str, value: str) -> str:
+    """`urljoin(base, value)`, without its cost for the values most links are: absolute http(s)
+    URLs and paths from the root, in their plain forms (`_PLAIN_ABSOLUTE`,
+    `_PLAIN_ROOT_RELATIVE`). Raises ValueError for a value `urljoin` cannot split."""
+    if value.startswith("/"):
+        if _PLAIN_ROOT_RELATIVE.fullmatch(value):
+            origin = _origin(base)
+            if origin is not None:
+                return origin + value
+    elif value.startswith(("http://", "https://")) and _PLAIN_ABSOLUTE.fullmatch(value):
+        return value
+    return urljoin(base, value)
 
 
 @dataclass(frozen=True)
@@ -167,7 +235,10 @@ class Processing:
                 return None, f"regex matched nothing: {_shown(value)}"
             value = found
         if self.join and base is not None:
-            value = urljoin(base, value)
+            try:
+                value = join_url(base, value)
+            except ValueError:
+                return None, f"not a URL: {_shown(value)}"
         convert = CONVERTERS[self.type]
         if convert is None:
             return value, ""

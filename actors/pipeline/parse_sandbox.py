@@ -78,11 +78,16 @@ def serve(source: IO[bytes], sink: IO[bytes]) -> None:
             body, rules, headers, url = _read(source)
         except (EOFError, OSError):
             return
-        try:
-            result: Any = apply_rules(body, rules, headers, url)
-        except Exception as exc:  # noqa: BLE001 - reported as an unparseable page
-            result = Unparseable(f"the parser failed: {type(exc).__name__}: {exc}"[:300])
-        _write(sink, result)
+        _write(sink, _applied(body, rules, headers, url))
+
+
+def _applied(body: bytes, rules: RuleSet, headers: Mapping[str, str] | None, url: str | None) -> Parsed:
+    """`apply_rules`, with any exception it raises made an `Unparseable` page (a page must never
+    crash the process that parses it)."""
+    try:
+        return apply_rules(body, rules, headers, url)
+    except Exception as exc:  # noqa: BLE001 - reported as an unparseable page
+        return Unparseable(f"the parser failed: {type(exc).__name__}: {exc}"[:300])
 
 
 class ParseSandbox:
@@ -99,7 +104,7 @@ class ParseSandbox:
     ) -> Parsed:
         """`apply_rules(body, rules, headers, url)` within the time budget."""
         if len(body) <= IN_PROCESS_BYTES and not rules.has_regex:
-            return apply_rules(body, rules, headers, url)
+            return _applied(body, rules, headers, url)
         fresh = self._process is None or self._first
         self._first = False
         process = self._process or self._start()

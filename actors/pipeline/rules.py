@@ -17,6 +17,7 @@ rule set is never a challenge page: it is the page that was asked for.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -119,9 +120,10 @@ class RuleSet:
     """Whether its pages are captured (kept compressed under their content hash, for
     `flotilla reextract`: actors/pipeline/captures.py)."""
 
-    @property
+    @functools.cached_property
     def has_regex(self) -> bool:
-        """Whether a field has a `regex` (its pages are parsed under the parse time limit)."""
+        """Whether a field has a `regex` (its pages are parsed under the parse time limit);
+        worked out once, on first use."""
         return any(rule.regex is not None for rule in self.fields.values())
 
 
