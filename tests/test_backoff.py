@@ -125,7 +125,7 @@ def test_a_failed_restart_under_backoff_waits_one_growing_delay_per_try(system: 
     system.wait_started("t/root/a", other_than=1, timeout=5)
     took = time.monotonic() - began
     assert [r.delay for r in reports.of("restart_scheduled")] == [0.05, 0.1]
-    assert 0.15 <= took < 0.6
+    assert 0.15 <= took < 1.0  # the two delays, not the max (1 s) nor a lost wake-up; slack for a busy machine
 
 
 def test_an_operator_restart_whose_start_fails_is_retried_and_never_leaves_the_child_stopped(
