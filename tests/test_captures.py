@@ -144,10 +144,12 @@ def journal(where: str) -> Iterator[Journal]:
     j.close()
 
 
-def stored(journal: Journal, key: str, fields: dict[str, str], digest: str, *, captured: bool) -> None:
+def stored(
+    journal: Journal, key: str, fields: dict[str, str], digest: str, *, captured: bool, page_url: str = ""
+) -> None:
     journal.submit([NewJob(key, f"http://h/{key}", "r")])
     lease = journal.lease(1, 30)[0]
-    assert journal.store(key, lease.token, fields, digest, captured=captured)
+    assert journal.store(key, lease.token, fields, digest, captured=captured, page_url=page_url)
 
 
 def test_a_captured_page_is_recorded_with_its_attempt_and_told_in_the_story(journal: Journal) -> None:
@@ -184,6 +186,20 @@ def test_a_result_is_updated_once_per_change_of_its_fields(journal: Journal) -> 
     assert journal.stored_pages("other") == []
 
 
+def test_a_stored_page_keeps_the_url_it_came_from_after_redirects(journal: Journal) -> None:
+    """Relative URLs in its fields were joined to the page's URL: re-extraction joins them to it
+    again, also once its job (and its attempts) were pruned; a result without one (stored
+    before it was recorded) falls back to the job's URL."""
+    stored(journal, "k1", {"title": "t"}, "h1", captured=True, page_url="http://h/products/k1/")
+    stored(journal, "k2", {"title": "t"}, "h2", captured=True)
+    assert [(p.key, p.page_url, p.base) for p in journal.stored_pages("r")] == [
+        ("k1", "http://h/products/k1/", "http://h/products/k1/"),
+        ("k2", "", "http://h/k2"),
+    ]
+    assert journal.prune({"stored": float("inf")}, None, 10).jobs == 2  # the jobs and attempts go, results stay
+    assert [p.base for p in journal.stored_pages("r", ["k1"])] == ["http://h/products/k1/"]
+
+
 def test_a_version_3_journal_gains_page_hashes_and_revisions(where: str) -> None:
     engine = open_engine(where, durable=False)
     migrate(engine, MIGRATIONS[:3])
@@ -207,7 +223,13 @@ def test_a_version_3_journal_gains_page_hashes_and_revisions(where: str) -> None
         result = journal.result("k")
         assert result is not None and result["revision"] == 0 and result["extracted_at"] == 5
         assert [e.event for e in journal.history("k")] == ["submitted", "leased", "stored"]  # no page: none captured
+        (page,) = journal.stored_pages("r")
+        assert (page.page_url, page.base) == ("", "http://h/")  # none recorded: the job's URL stands for it
         assert journal.reextracted("k", "h", {"title": "fixed"}) == 1
+        journal.submit([NewJob("k2", "http://h/p/2", "r")])  # the new columns are written
+        lease = journal.lease(1, 30)[0]
+        assert journal.store("k2", lease.token, {"title": "t"}, "h2", captured=True, page_url="http://h/products/2/")
+        assert [p.page_url for p in journal.stored_pages("r", ["k2"])] == ["http://h/products/2/"]
     finally:
         journal.close()
 

@@ -12,6 +12,7 @@ import queue
 import signal
 import stat
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,14 +23,16 @@ import pytest
 from flotilla.actors.pipeline.captures import PageStore
 from flotilla.actors.pipeline.journal import NewJob, open_journal
 from flotilla.actors.pipeline.rules import FieldRule, RuleSet
+from flotilla.actors.resilience.messages import HoldMode, HoldStatus
+from flotilla.nodes.intake.client import IntakeClient
 from flotilla.nodes.intake.protocol import Reextract, Reextracted, answer_decoder
-from flotilla.nodes.intake.server import Intake
+from flotilla.nodes.intake.server import REEXTRACT_BUDGET, Intake
 from flotilla.nodes.serving.router_server import Later
 from scripts.demo_site import product
-from scripts.harness import DemoSiteProcess, free_ports
+from scripts.harness import DemoSiteProcess, free_ports, wait_until
 from tests.cluster_harness import LiveCluster, make_cluster
 from tests.processes import run_flotilla
-from tests.test_intake import make_access
+from tests.test_intake import key_of, make_access
 
 TREE = """
 children:
@@ -236,3 +239,134 @@ def test_a_retried_reextract_gets_the_first_answer_and_changes_nothing_twice(tmp
         assert [e["outcome"] for e in audit if e["command"] == "reextract"] == ["started", "done"] * 2
     finally:
         intake.close()
+
+
+LINKED_RULES = """
+rules:
+  product:
+    capture: true
+    fields:
+      title: {css: h1.title, required: true}
+      reviews: {css: a.reviews, attr: href}
+"""
+
+
+def test_a_redirected_pages_relative_links_are_joined_to_where_it_came_from_again(
+    tmp_path: Path, site: DemoSiteProcess
+) -> None:
+    """`/moved/3` redirects to `/product/3`, whose reviews link is relative (``reviews/3``):
+    re-extracted with the same rules, it is joined to the page's URL as it was the first time,
+    so nothing changes."""
+    live = make_cluster(tmp_path, TREE, nodes=("alpha",), extra=LINKED_RULES + INTAKE % free_ports(1)[0])
+    try:
+        live.start_node("alpha").wait_for_event("intake.listening", timeout=30)
+        submitted = flotilla(live, "submit", f"{site.url}/moved/3", "--rules", "product", "--wait")
+        assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+        (before,) = results(live).values()
+        assert before["fields"]["reviews"] == f"{site.url}/product/reviews/3"  # not .../moved/reviews/3
+        again = flotilla(live, "reextract", "--rules", "product")
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert again.stdout.splitlines()[-1].startswith("reextract rules product: 1 result: 0 changed, 1 unchanged,")
+        assert results(live) == {before["key"]: before}  # revision 0, the same fields
+    finally:
+        live.stop()
+
+
+def test_a_long_reextract_holds_up_no_hold_not_even_when_retried(tmp_path: Path) -> None:
+    """A re-extraction whose page takes the parse sandbox's whole time limit (a regex that
+    backtracks without end) runs on a thread of its own, and its retry waits on no thread: a
+    Hold sent meanwhile through a real client is answered at once."""
+    pages = PageStore(tmp_path / "pages")
+    digest, _ = pages.put(b"<html><h1 class=title>" + b"a" * 40 + b"!</h1></html>")
+    journal = open_journal(tmp_path / "journal.sqlite")
+    journal.submit([NewJob("local:k", "http://h/product/1", "slow")])
+    lease = journal.lease(1, 30)[0]
+    assert journal.store("local:k", lease.token, {"title": "a"}, digest, captured=True)
+    journal.close()
+    rules = {"slow": RuleSet("slow", {"title": FieldRule("h1.title", regex=r"(a+)+$")})}
+    holds: list[HoldMode | None] = []
+
+    def hold(mode: HoldMode | None) -> HoldStatus:
+        holds.append(mode)
+        return HoldStatus(mode == "on", mode or "auto")
+
+    intake = Intake(
+        f"tcp://127.0.0.1:{free_ports(1)[0]}",
+        tmp_path / "journal.sqlite",
+        set(rules),
+        lambda: None,
+        hold,
+        access=make_access(tmp_path / "keys"),
+        rules=rules,
+        pages=pages,
+    )
+    intake.start()
+    try:
+        answers: queue.Queue[bytes] = queue.Queue()
+        started = time.monotonic()
+        request = msgspec.msgpack.encode(Reextract(3, "slow", session="s"))
+        first = intake.handle(request, "local")
+        assert isinstance(first, Later)
+        first.bind(answers.put)
+
+        def running() -> bool:
+            return intake.audit_path.exists() and '"started"' in intake.audit_path.read_text(encoding="utf-8")
+
+        wait_until(running, 10, "the re-extraction to start")
+        retry = intake.handle(request, "local")  # its client gave up waiting and sent it again
+        assert isinstance(retry, Later)
+        retry.bind(answers.put)
+        with IntakeClient(intake.address, timeout=2, retries=0, key=key_of(tmp_path / "keys", "local")) as client:
+            asked = time.monotonic()
+            assert client.hold("on").on
+            answered_in = time.monotonic() - asked
+        assert holds == ["on"] and answered_in < 1.5
+        assert answers.empty()  # the re-extraction still runs
+        one, two = answers.get(timeout=30), answers.get(timeout=30)
+        assert one == two  # the retry: the first answer
+        answer = answer_decoder.decode(one)
+        assert isinstance(answer, Reextracted), answer
+        assert [(k.key, k.outcome) for k in answer.keys] == [("local:k", "failed")]
+        assert "unparseable page" in answer.keys[0].detail
+        assert time.monotonic() - started > answered_in + 2  # the parse took its time limit
+        audit = [json.loads(line) for line in intake.audit_path.read_text(encoding="utf-8").splitlines()]
+        assert [e["outcome"] for e in audit if e["command"] == "reextract"] == ["started", "done"]  # run once
+    finally:
+        intake.close()
+
+
+def test_one_reextract_request_stops_taking_results_when_its_time_is_spent(tmp_path: Path) -> None:
+    """Two results whose pages each take the parse time limit: a request answers the first
+    with a `next` (a page of 2 cut short), and the client's paging goes on to the second."""
+    pages = PageStore(tmp_path / "pages")
+    journal = open_journal(tmp_path / "journal.sqlite")
+    for n in (1, 2):
+        digest, _ = pages.put(b"<html><h1 class=title>" + b"a" * (40 + n) + b"!</h1></html>")
+        journal.submit([NewJob(f"local:k{n}", f"http://h/product/{n}", "slow")])
+        lease = journal.lease(1, 30)[0]
+        assert journal.store(f"local:k{n}", lease.token, {"title": "a"}, digest, captured=True)
+    journal.close()
+    rules = {"slow": RuleSet("slow", {"title": FieldRule("h1.title", regex=r"(a+)+$")})}
+    intake = Intake(
+        f"tcp://127.0.0.1:{free_ports(1)[0]}",
+        tmp_path / "journal.sqlite",
+        set(rules),
+        lambda: None,
+        access=make_access(tmp_path / "keys"),
+        rules=rules,
+        pages=pages,
+    )
+    intake.start()
+    try:
+        with IntakeClient(intake.address, timeout=20, retries=0, key=key_of(tmp_path / "keys", "local")) as client:
+            paged = list(client.reextract_all("slow", limit=2))
+            assert [[(k.key, k.outcome) for k in page.keys] for page in paged] == [
+                [("local:k1", "failed")],
+                [("local:k2", "failed")],
+            ]
+            assert paged[0].next == "local:k1" and paged[1].next == ""
+            by_keys = list(client.reextract_all("slow", ["local:k2", "local:k1", "local:k2"]))
+            assert [[k.key for k in page.keys] for page in by_keys] == [["local:k2"], ["local:k1"]]
+    finally:
+        intake.close()
+    assert REEXTRACT_BUDGET < 5.0  # the parse time limit: one result spends the budget

@@ -11,7 +11,8 @@ target's drift over its recent pages).
 A page of a rule set with `capture: true` is captured first (the node's `PageStore`,
 actors/pipeline/captures.py; in this actor's thread, which a write of a few milliseconds holds
 up no more than a parse does), so it is on disk before its outcome reaches the router; every
-outcome then names the page (`content_hash`, `captured`). A page that cannot be written
+outcome then names the page (`content_hash`, `captured`, and `page_url`: the URL it came from
+after redirects, the base of its relative URLs). A page that cannot be written
 (a full disk, no capture directory on this node) is a TRANSIENT failure: it is fetched again
 later rather than stored without its page.
 """
@@ -79,13 +80,14 @@ class Extractor(Actor):
             )
             return None
         page: dict[str, Any] = {}
+        base = message.final_url or message.url  # relative URLs in fields are joined to it
         if rules.capture:
             problem = self._capture(message)
             if problem is not None:
                 reply.tell(JobOutcome(message.key, message.token, failure=problem))
                 return None
-            page = {"content_hash": message.content_hash, "captured": True}
-        result = self.sandbox.apply(message.body, rules, message.headers, url=message.final_url or message.url)
+            page = {"content_hash": message.content_hash, "captured": True, "page_url": base}
+        result = self.sandbox.apply(message.body, rules, message.headers, url=base)
         elapsed = time.monotonic() - started
         view, proxy = ResilienceView.of(self.system), message.proxy or None
         target = target_of(message.url) if view.active else ""
@@ -140,6 +142,7 @@ class Extractor(Actor):
                     content_hash=message.content_hash,
                     elapsed=elapsed,
                     captured=bool(page),
+                    page_url=page.get("page_url", ""),
                 )
             )
         return None

@@ -151,6 +151,14 @@ class StoredPage:
     content_hash: str
     fields: dict[str, Any]
     revision: int
+    page_url: str = ""
+    """The URL its page came from, after redirects ("": not recorded, results stored before
+    it was; the job's `url` stands for it)."""
+
+    @property
+    def base(self) -> str:
+        """The URL relative URLs in its fields are joined to: the page's, else the job's."""
+        return self.page_url or self.url
 
 
 @dataclass(frozen=True)
@@ -426,10 +434,20 @@ class Journal:
             )
         )
 
-    def store(self, key: str, token: int, fields: dict[str, Any], content_hash: str, *, captured: bool = False) -> bool:
+    def store(
+        self,
+        key: str,
+        token: int,
+        fields: dict[str, Any],
+        content_hash: str,
+        *,
+        captured: bool = False,
+        page_url: str = "",
+    ) -> bool:
         """Store the result (once per key, ever) and mark the job stored, atomically; with
-        `captured`, the attempt records that its page was captured under `content_hash`. False
-        if the lease is no longer current (the report is stale) — nothing changes then."""
+        `captured`, the attempt records that its page was captured under `content_hash`, and
+        the attempt and the result that it came from `page_url` (after redirects). False if the
+        lease is no longer current (the report is stale) — nothing changes then."""
         now = self._clock()
 
         def put(db: Db) -> bool:
@@ -442,17 +460,27 @@ class Journal:
                 return False
             url, rules, attempts, client = row
             db.execute(
-                "INSERT INTO results (key, url, rules, fields, content_hash, attempts, stored_at, client)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                (key, url, rules, json.dumps(fields, sort_keys=True), content_hash, attempts, now, client),
+                "INSERT INTO results (key, url, rules, fields, content_hash, attempts, stored_at, client, page_url)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                (
+                    key,
+                    url,
+                    rules,
+                    json.dumps(fields, sort_keys=True),
+                    content_hash,
+                    attempts,
+                    now,
+                    client,
+                    page_url or None,
+                ),
             )
             db.execute(
                 "UPDATE jobs SET state='stored', lease_until=NULL, reason=NULL, updated_at=? WHERE key=?", (now, key)
             )
             db.execute(
-                "UPDATE attempts SET ended_at=?, outcome='stored', page_hash=?"  # noqa: S608  constant
+                "UPDATE attempts SET ended_at=?, outcome='stored', page_hash=?, page_url=?"  # noqa: S608  constant
                 f" WHERE job={self._job_of} AND attempt=?",
-                (now, content_hash if captured else None, key, attempts),
+                (now, content_hash if captured else None, (page_url or None) if captured else None, key, attempts),
             )
             return True
 
@@ -470,9 +498,10 @@ class Journal:
         dead: bool = False,
         park: bool = False,
         page_hash: str = "",
+        page_url: str = "",
     ) -> bool:
         """Record a failed attempt (with its `evidence` in the attempt history, and the
-        content hash of the page it captured, if any) and decide the job's next state:
+        content hash of the page it captured and the URL that page came from, if any) and decide the job's next state:
         retrying at `retry_at`, dead (the dead-letter queue), or parked. False if the lease is
         no longer current."""
         now = self._clock()
@@ -495,9 +524,9 @@ class Journal:
             )
             record_detail = f"{detail} | {evidence}" if evidence else detail
             db.execute(
-                "UPDATE attempts SET ended_at=?, outcome=?, detail=?, page_hash=?"  # noqa: S608  constant
+                "UPDATE attempts SET ended_at=?, outcome=?, detail=?, page_hash=?, page_url=?"  # noqa: S608  constant
                 f" WHERE job={self._job_of} AND attempt=?",
-                (now, outcome, record_detail[:3000], page_hash or None, key, row[0]),
+                (now, outcome, record_detail[:3000], page_hash or None, page_url or None, key, row[0]),
             )
             after = f"due in {max(0.0, retry_at - now):.1f} s" if retry_at is not None else reason
             _event(db, key, now, state, row[0], after)
@@ -943,7 +972,7 @@ class Journal:
         """The results of rule set `rules` with the page each was extracted from, by key: those
         of `keys` (each looked up; a key without such a result is left out), or every one after
         key `after`, at most `limit`."""
-        columns = "SELECT key, url, content_hash, fields, revision FROM results"
+        columns = "SELECT key, url, content_hash, fields, revision, page_url FROM results"
         with self._engine.reading() as db:
             if keys is not None:
                 rows = [
@@ -957,7 +986,8 @@ class Journal:
                     (after, rules, limit),
                 ).fetchall()
         return [
-            StoredPage(key, url, digest, json.loads(fields), revision) for key, url, digest, fields, revision in rows
+            StoredPage(key, url, digest, json.loads(fields), revision, page_url or "")
+            for key, url, digest, fields, revision, page_url in rows
         ]
 
     def reextracted(self, key: str, content_hash: str, fields: dict[str, Any]) -> int | None:

@@ -288,11 +288,16 @@ _POSTGRES_COUNTING = (
 
 
 def _captures_and_revisions(real: str) -> tuple[str, ...]:
-    """Which page an attempt captured (its content hash; NULL: none), and how often a result's
-    fields were changed by re-extraction from its captured page (`revision`, 0: as first
-    stored) and when last (`extracted_at`, NULL: never since it was stored)."""
+    """Which page an attempt captured (its content hash; NULL: none) and the URL it came from
+    after redirects (`page_url`, which a result keeps too: relative URLs in its fields are
+    joined to it, also when they are extracted again after the attempt was pruned; NULL: none
+    recorded), and how often a result's fields were changed by re-extraction from its captured
+    page (`revision`, 0: as first stored) and when last (`extracted_at`, NULL: never since it
+    was stored)."""
     return (
         "ALTER TABLE attempts ADD COLUMN page_hash TEXT",
+        "ALTER TABLE attempts ADD COLUMN page_url TEXT",
+        "ALTER TABLE results ADD COLUMN page_url TEXT",
         "ALTER TABLE results ADD COLUMN revision INTEGER NOT NULL DEFAULT 0",
         f"ALTER TABLE results ADD COLUMN extracted_at {real}",
     )

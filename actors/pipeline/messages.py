@@ -111,7 +111,8 @@ class Fetched(Message, frozen=True, tag=True):
 class JobOutcome(Message, frozen=True, tag=True):
     """How attempt `token` of job `key` ended: `fields` (with the page's `content_hash`), or
     a `failure`. `captured`: the page was captured (kept under its `content_hash`, which a
-    failure then carries too) before this report was sent."""
+    failure then carries too) before this report was sent; `page_url` then says where it came
+    from, after redirects (relative URLs in its fields were joined to it)."""
 
     key: str
     token: int
@@ -120,6 +121,7 @@ class JobOutcome(Message, frozen=True, tag=True):
     failure: Failure | None = None
     elapsed: float = 0.0
     captured: bool = False
+    page_url: str = ""
 
 
 WIRE_MESSAGES: tuple[type[Message], ...] = (

@@ -432,7 +432,12 @@ class Router(Actor):
         if outcome.failure is None:
             if self._write(
                 lambda: self.journal.store(
-                    outcome.key, outcome.token, outcome.fields or {}, outcome.content_hash, captured=outcome.captured
+                    outcome.key,
+                    outcome.token,
+                    outcome.fields or {},
+                    outcome.content_hash,
+                    captured=outcome.captured,
+                    page_url=outcome.page_url,
                 )
             ):
                 self._count("stored")
@@ -442,7 +447,11 @@ class Router(Actor):
                 self._count("stale")
             return
         self._apply_policy(
-            outcome.key, outcome.token, outcome.failure, outcome.content_hash if outcome.captured else ""
+            outcome.key,
+            outcome.token,
+            outcome.failure,
+            outcome.content_hash if outcome.captured else "",
+            outcome.page_url if outcome.captured else "",
         )
 
     def _attempt_ended(self, key: str) -> float:
@@ -489,7 +498,7 @@ class Router(Actor):
         else:
             self._count("stale")
 
-    def _apply_policy(self, key: str, token: int, failure: Failure, page_hash: str = "") -> None:
+    def _apply_policy(self, key: str, token: int, failure: Failure, page_hash: str = "", page_url: str = "") -> None:
         attempt = self.journal.tries(key)  # attempts since submission or the last replay
         policy = self.policy
         detail = failure.detail
@@ -508,7 +517,14 @@ class Router(Actor):
             decision = {"retry_at": time.time() + policy.transient_delay(attempt, self.rng)}
         changed = self._write(
             lambda: self.journal.fail(
-                key, token, failure.kind, detail, evidence=failure.evidence, page_hash=page_hash, **decision
+                key,
+                token,
+                failure.kind,
+                detail,
+                evidence=failure.evidence,
+                page_hash=page_hash,
+                page_url=page_url,
+                **decision,
             )
         )
         if not changed:

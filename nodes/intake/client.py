@@ -456,10 +456,14 @@ class IntakeClient:
 
     def reextract_all(self, rules: str, keys: list[str] | None = None, limit: int = 100) -> Iterator[Reextracted]:
         """`reextract` page after page: every stored result of `rules` (or `keys`, in requests
-        of at most `MAX_BATCH`)."""
+        of at most `MAX_BATCH`; the keys an answer leaves out — its time ran out — are asked
+        again)."""
         if keys is not None:
-            for start in range(0, len(keys), MAX_BATCH):
-                yield self.reextract(rules, keys[start : start + MAX_BATCH])
+            remaining = list(dict.fromkeys(keys))
+            while remaining:
+                page = self.reextract(rules, remaining[:MAX_BATCH])
+                yield page
+                remaining = remaining[max(1, len(page.keys)) :]
             return
         after = ""
         while True:

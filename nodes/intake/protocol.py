@@ -151,7 +151,9 @@ class Reextract(Request, frozen=True, tag=True):
     """Extract the stored results of rule set `rules` again from their captured pages, with
     the intake node's rules (no page is fetched): these `keys`, or one page of every such
     result after key `after` (at most `limit`; `Reextracted.next` is the next page's
-    `after`). A result whose fields change is updated once (its revision goes up); a request
+    `after`). One request stops taking results after a few seconds: a page may then be short
+    (with a `next`), and with `keys` the answer covers only the first of them (ask again for
+    the rest). A result whose fields change is updated once (its revision goes up); a request
     sent again with the same `session` and `id` gets the first answer again."""
 
     rules: Short
@@ -344,8 +346,10 @@ class KeyReextracted(msgspec.Struct, frozen=True):
 
 
 class Reextracted(Answer, frozen=True, tag=True):
-    """The outcome of each result of one `Reextract`, in key order; `next`: the `after` of
-    the next page ("" once every result was seen, and always when keys were given)."""
+    """The outcome of each result of one `Reextract`, in key order (with keys: the first of
+    the keys asked, in their order, each once — fewer than asked if its time ran out); `next`:
+    the `after` of the next page ("" once every result was seen, and always when keys were
+    given)."""
 
     keys: list[KeyReextracted]
     next: str = ""

@@ -13,14 +13,17 @@ thread goes on serving meanwhile. The control requests (`Cancel`,
 `BreakerReset`) are written to the node's audit log before they run and after, like shell
 commands, and refused if the log cannot be written.
 
-`Reextract` (an operator's, audited like the control requests, run on a control thread)
-applies the intake node's rules — as its topology stood when it started — to the captured
-pages of stored results (the topology's `captures` directory, which this node must reach:
-actors/pipeline/captures.py), in a parse sandbox of its own with the extractors' default time budget;
-it fetches nothing (relative URLs in fields are joined to the job's URL: the URL after redirects
-is not kept). A result is updated only when its fields change, once per key
+`Reextract` (an operator's, audited like the control requests) applies the intake node's
+rules — as its topology stood when it started — to the captured pages of stored results (the
+topology's `captures` directory, which this node must reach: actors/pipeline/captures.py), in a
+parse sandbox of its own with the extractors' default time budget; it fetches nothing
+(relative URLs in fields are joined to the URL the page came from after redirects, as when it
+was first extracted). Re-extractions run one at a time on a thread of their own (never on the
+control threads: a long one does not hold up a Hold), and one request takes new results only
+for `REEXTRACT_BUDGET` seconds, answering with what it did so far (the client asks again for
+the rest). A result is updated only when its fields change, once per key
 (`Journal.reextracted`), and the answer is remembered for a client that sends the request
-again.
+again (a retry waits for the first answer without holding a thread).
 
 The socket is a CURVE server: only the keys of `IntakeAccess` get through its handshake, and
 each request is answered as the name of its key (the ZAP User-Id), within that name's role
@@ -109,6 +112,9 @@ request is answered from the journal instead, which knows what the same request 
 CONTROL_THREADS = 2
 """Threads that run the requests which ask an actor (a `Hold` that sets the mode); more such
 requests wait for one of them, while every other request is served at once."""
+REEXTRACT_BUDGET = 3.0
+"""Seconds one `Reextract` goes on taking results (the one in progress is finished, its parse
+bounded by the sandbox's time limit): its answer comes well within a client's timeout."""
 
 
 def check_job(job: JobSpec, rule_sets: set[str], credential_rules: AbstractSet[str] = frozenset()) -> str | None:
@@ -204,6 +210,8 @@ class Intake:
         self.serving = self.server.guard
         self._control = ThreadPoolExecutor(CONTROL_THREADS, thread_name_prefix="intake control")
         """Where requests that ask an actor (and may wait for it) run, off the serving thread."""
+        self._reextracting = ThreadPoolExecutor(1, thread_name_prefix="intake reextract")
+        """Where `Reextract`s run, one at a time (more wait in its queue, not on a control thread)."""
         self._answers: OrderedDict[tuple[str, str, int], Submitted] = OrderedDict()
         self._remembered_acks = 0
         self.rules = dict(rules or {})
@@ -211,7 +219,7 @@ class Intake:
         self._sandbox = ParseSandbox()
         """Where `Reextract` parses pages (one worker process, started when first needed)."""
         self._sandbox_lock = threading.Lock()
-        self._reextracted: OrderedDict[tuple[str, str, int], Future[Answer]] = OrderedDict()
+        self._reextracted: OrderedDict[tuple[str, str, int], Future[bytes]] = OrderedDict()
         """Answers to recent `Reextract`s (by user, session and request id), for retries."""
         self._reextracted_lock = threading.Lock()
 
@@ -236,6 +244,7 @@ class Intake:
     def close(self) -> None:
         self.server.close()
         self._control.shutdown(wait=False, cancel_futures=True)
+        self._reextracting.shutdown(wait=False, cancel_futures=True)
         with self._sandbox_lock:
             self._sandbox.close()
         self.journal.close()
@@ -248,10 +257,11 @@ class Intake:
 
     def handle(self, frame: bytes | memoryview, user: str) -> Answer | Later:
         """The answer to one request frame from `user` (the name of the peer's key, which the
-        audit log names), or for a `Hold` that sets the mode a `Later` that gets the encoded
-        answer once the Hold monitor replied. Never raises: a frame that does not decode is
-        refused (counted, logged once per interval) and answered with its id if it has one; a
-        request beyond the user's role is refused."""
+        audit log names), or for a `Hold` that sets the mode (or a `Reextract`) a `Later` that
+        gets the encoded answer once the Hold monitor replied (or the re-extraction ended).
+        Never raises: a frame that does not decode is refused (counted, logged once per
+        interval) and answered with its id if it has one; a request beyond the user's role is
+        refused."""
         try:
             request = request_decoder.decode(frame)
         except Exception as exc:  # noqa: BLE001 - msgspec's DecodeError, bad UTF-8, nesting...
@@ -264,7 +274,7 @@ class Intake:
         if isinstance(request, (Cancel, BreakerReset)):
             return self._audited(request, user)
         if isinstance(request, Reextract):
-            return self._off_thread(request, lambda: self._reextract_once(request, user))
+            return self._reextract_once(request, user)
         if isinstance(request, Hold) and request.mode is not None:
             return self._off_thread(request, lambda: self._hold_info(request))
         try:
@@ -413,46 +423,42 @@ class Intake:
             return Error(request.id, "this topology has no Hold monitor (resilience.hold)")
         return HoldInfo(request.id, status.on, status.mode, status.reason, status.since, status.success_rate)
 
-    def _off_thread(self, request: Any, work: Callable[[], Answer]) -> Later:
-        """Run `work` on a control thread; its answer (or the Error of what it raised) is
-        sent when it is ready."""
+    def _off_thread(
+        self, request: Any, work: Callable[[], Answer], executor: ThreadPoolExecutor | None = None
+    ) -> Later:
+        """Run `work` on a control thread (or on `executor`); its answer (or the Error of what
+        it raised) is sent when it is ready."""
         later = Later()
 
         def run() -> None:
-            try:
-                answer = work()
-            except Exception as exc:  # noqa: BLE001 - a failed request must not go unanswered
-                refusals.refuse(
-                    "intake", "failed", f"{type(exc).__name__}: {exc}", event="intake.request_failed", exc_info=True
-                )
-                answer = Error(id=request.id, reason=f"{type(exc).__name__}: {str(exc)[:500]}")
-            later.send(_encode(answer))
+            later.send(_encode(_answered(request, work)))
 
-        self._control.submit(run)
+        (executor or self._control).submit(run)
         return later
 
-    def _reextract_once(self, request: Reextract, user: str) -> Answer:
-        """A `Reextract`, audited; a retry of one (the same user, session and id: its client
-        gave up waiting) gets the first one's answer — waiting for it if it still runs —
-        instead of running it twice."""
+    def _reextract_once(self, request: Reextract, user: str) -> Later:
+        """A `Reextract`, audited, run on the re-extraction thread; a retry of one (the same
+        user, session and id: its client gave up waiting) gets the first one's answer when it
+        is ready — no thread waits for it — instead of running it twice."""
         if not request.session:
-            return self._audited(request, user)
+            return self._off_thread(request, lambda: self._audited(request, user), self._reextracting)
         remembered = (user, request.session, request.id)
         with self._reextracted_lock:
             first = self._reextracted.get(remembered)
+            answer: Future[bytes] = first or Future()
             if first is None:
-                answer: Future[Answer] = Future()
                 self._reextracted[remembered] = answer
                 while len(self._reextracted) > REMEMBERED_ANSWERS:
                     self._reextracted.popitem(last=False)
-        if first is not None:
-            return first.result()
-        try:
-            answer.set_result(self._audited(request, user))
-        except BaseException as exc:
-            answer.set_exception(exc)
-            raise
-        return answer.result()
+        if first is None:
+
+            def reextract() -> None:
+                answer.set_result(_encode(_answered(request, lambda: self._audited(request, user))))
+
+            self._reextracting.submit(reextract)
+        later = Later()
+        answer.add_done_callback(lambda done: later.send(done.result()))  # at once if it is done already
+        return later
 
     def _reextract(self, request: Reextract) -> Answer:
         """Apply rule set `request.rules` as this node has it to the captured pages of its
@@ -464,18 +470,29 @@ class Intake:
         pages = self.pages
         if pages is None:
             return Error(request.id, "this intake has no page store: it cannot re-extract")
+        deadline = time.monotonic() + REEXTRACT_BUDGET
         limit = max(1, min(MAX_PAGE, request.limit))
         found = self.journal.stored_pages(request.rules, request.keys, request.after, limit)
-        outcomes = {page.key: self._reextract_one(page, rules, pages) for page in found}
         if request.keys is not None:
-            keys = [
-                outcomes.get(key)
-                or KeyReextracted(key, "no result", detail=f"no stored result of rules {rules.name!r}")
-                for key in dict.fromkeys(request.keys)
-            ]
+            by_key = {page.key: page for page in found}
+            keys: list[KeyReextracted] = []
+            for key in dict.fromkeys(request.keys):
+                if keys and time.monotonic() >= deadline:
+                    break  # the client asks again for the keys not answered
+                page = by_key.get(key)
+                keys.append(
+                    self._reextract_one(page, rules, pages)
+                    if page is not None
+                    else KeyReextracted(key, "no result", detail=f"no stored result of rules {rules.name!r}")
+                )
             return Reextracted(request.id, keys)
-        more = found[-1].key if len(found) == limit else ""
-        return Reextracted(request.id, list(outcomes.values()), more)
+        outcomes: list[KeyReextracted] = []
+        for page in found:
+            if outcomes and time.monotonic() >= deadline:
+                break
+            outcomes.append(self._reextract_one(page, rules, pages))
+        more = outcomes[-1].key if len(outcomes) < len(found) or len(found) == limit else ""
+        return Reextracted(request.id, outcomes, more)
 
     def _reextract_one(self, page: StoredPage, rules: RuleSet, pages: PageStore) -> KeyReextracted:
         """Extract one result's fields again from its captured page in `pages`, and store them
@@ -487,7 +504,7 @@ class Intake:
         except CaptureDamaged as exc:
             return KeyReextracted(page.key, "failed", page.revision, str(exc))
         with self._sandbox_lock:
-            parsed = self._sandbox.apply(body, rules, url=page.url)  # relative URLs: as the job's URL
+            parsed = self._sandbox.apply(body, rules, url=page.base)  # relative URLs: as when first extracted
         if isinstance(parsed, Drift):
             return KeyReextracted(page.key, "drifted", page.revision, "missing required fields: " + parsed.describe())
         if isinstance(parsed, Blocked):
@@ -571,6 +588,18 @@ def breaker_target(text: str) -> str:
 
 def _info(row: Any) -> JobInfo:
     return JobInfo(row.key, redact(row.url), row.rules, row.state, row.attempts, row.reason)
+
+
+def _answered(request: Any, work: Callable[[], Answer]) -> Answer:
+    """What `work` answers to `request`, or the Error of what it raised (a failed request must
+    not go unanswered)."""
+    try:
+        return work()
+    except Exception as exc:  # noqa: BLE001 - a failed request must not go unanswered
+        refusals.refuse(
+            "intake", "failed", f"{type(exc).__name__}: {exc}", event="intake.request_failed", exc_info=True
+        )
+        return Error(id=request.id, reason=f"{type(exc).__name__}: {str(exc)[:500]}")
 
 
 def _encode(answer: Answer) -> bytes:
