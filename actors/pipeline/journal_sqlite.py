@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -34,7 +35,7 @@ class SqliteEngine(JournalEngine):
         self._writer: int | None = None
         """The thread in a transaction (None: none is)."""
         self._db = _connect(self.path)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        _use_wal(self._db)
         self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
         self._read_lock = threading.Lock()
         self._reader = _connect(self.path)
@@ -90,6 +91,27 @@ CACHE_KIB = 4 * 1024
 in the operating system's cache. A node holds a few connections (its intake's, each router's
 and pruner's, each a writer and a reader), so this bounds how much of its memory grows with
 the journal."""
+
+
+WAL_SWITCH_TIMEOUT = 30.0
+"""Seconds a new connection keeps trying to switch a fresh file to WAL while others hold it."""
+
+
+def _use_wal(db: sqlite3.Connection) -> None:
+    """Put the file in WAL mode (kept in the file: a no-op once it is). SQLite answers "database
+    is locked" at once, without its busy handler, when another connection holds the file as
+    the mode is switched (several routers opening a fresh journal together), so that is tried
+    again until `WAL_SWITCH_TIMEOUT`."""
+    deadline = time.monotonic() + WAL_SWITCH_TIMEOUT
+    while True:
+        try:
+            if db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
 
 
 def _connect(path: Path) -> sqlite3.Connection:
