@@ -374,3 +374,21 @@ def test_a_cluster_whose_launcher_runs_is_waited_for_not_reported_missing(tmp_pa
     assert waited.returncode == 1
     assert "no cluster at" not in waited.stderr and addresses[0] in waited.stderr, waited.stderr
     assert took >= 4 * 0.3, f"{took:.2f} s: the tries were not waited out"
+
+
+def test_sigusr1_makes_a_node_write_every_threads_stack_and_go_on(
+    tmp_path: Path, processes: list[FlotillaProcess]
+) -> None:
+    """What an operator sends a node that does not stop (`kill -USR1 PID`): the stacks of all
+    its threads on stderr, and the node runs on."""
+    from tests.cluster_harness import write_topology
+
+    path = write_topology(tmp_path, "children: [{id: echo, actor: 'tests.helpers:Probe'}]", nodes=("alpha",))
+    node = start(processes, "node", "start", "--topology", str(path), "--log-format", "json")
+    node.wait_for_event("node.started")
+    node.signal(signal.SIGUSR1)
+    node.wait_for_event_line(r"^Thread 0x[0-9a-f]+ \(most recent call first\):", count=2)
+    node.wait_for_event_line(r'^  File ".*node\.py", line \d+ in run$')
+    node.signal(signal.SIGTERM)
+    assert node.wait(30) == 0
+    assert node.events()[-1]["event"] == "node.stopped"

@@ -14,7 +14,9 @@ owner-only (0700), and the cluster's keys are generated if the topology names no
 
 from __future__ import annotations
 
+import faulthandler
 import signal
+import sys
 import threading
 import time
 from collections import Counter
@@ -133,9 +135,11 @@ class NodeRun:
         self.stop_requested.set()
 
     def install_signal_handlers(self) -> None:
-        """Stop gracefully on SIGTERM and SIGINT."""
+        """Stop gracefully on SIGTERM and SIGINT; on SIGUSR1, write every thread's stack to
+        stderr and go on (`kill -USR1 PID`: what a node that does not stop is doing)."""
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.signal(signal.SIGINT, self.request_stop)
+        faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True, chain=False)
 
     def _prepare_files(self) -> int | None:
         """The cluster's keys first (generated if the topology names none), then the node's
