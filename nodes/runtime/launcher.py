@@ -39,6 +39,7 @@ from flotilla.actors.core.backoff import backoff_delay
 from flotilla.nodes.config.topology import Topology
 from flotilla.nodes.runtime.cluster_status import LauncherState, no_cluster_message, pid_file, state_file
 from flotilla.nodes.runtime.pidlock import PidLock, holder, remove_stale
+from flotilla.nodes.runtime.signal_relay import SignalRelay
 
 HEART_MIN = 0.5
 HEART_MAX = 30.0
@@ -101,6 +102,7 @@ class Launcher:
         self.nodes = [_Managed(name) for name in topology.nodes]
         self.state = LauncherState(state_file(topology), list(topology.nodes))
         self.stop_requested = threading.Event()
+        self._signal_relay = SignalRelay(self.stop_requested)
         self._print_lock = threading.Lock()
         self._output_lost = False
 
@@ -125,11 +127,12 @@ class Launcher:
             self._write(f"[up] {text}")
 
     def request_stop(self, signum: int | None = None, _frame: FrameType | None = None) -> None:
-        """Safe from a signal handler: only sets an event (printing could deadlock on the
-        print lock held by the interrupted code)."""
+        """Safe from a signal handler: it takes no lock (setting the event here could
+        deadlock on the event's own lock, held by the interrupted `wait`; printing, on the print
+        lock): `SignalRelay` sets the event."""
         if signum is not None:
             self.signal_received = signum
-        self.stop_requested.set()
+        self._signal_relay.poke()
 
     signal_received: int | None = None
 

@@ -55,6 +55,7 @@ from flotilla.nodes.runtime.logs import RecentEvents, recent_events
 from flotilla.nodes.runtime.metrics import NodeMetrics
 from flotilla.nodes.runtime.ownership import TREE_LEASE, TreeOwnership
 from flotilla.nodes.runtime.readiness import READY_FILE, ReadyFile
+from flotilla.nodes.runtime.signal_relay import SignalRelay
 from flotilla.nodes.security.auth_failures import AuthFailures
 from flotilla.nodes.security.keys import CurveKeys, KeyFileError, keys_dir, load_public, load_secret, private_directory
 from flotilla.nodes.shell.server import ShellServer
@@ -91,6 +92,7 @@ class NodeRun:
         self.ready = ReadyFile(topology.node_data_dir(node) / READY_FILE)
         """Present while the node serves (`flotilla status`, `flotilla wait-ready`)."""
         self.stop_requested = threading.Event()
+        self._signal_relay = SignalRelay(self.stop_requested)
         self.auth_failures: list[AuthFailures] = []
         """Failed authentications of each of this node's sockets (metrics read them)."""
         self.reports: Counter[str] = Counter()
@@ -118,11 +120,12 @@ class NodeRun:
         self.reports[report.event] += 1
 
     def request_stop(self, signum: int | None = None, _frame: FrameType | None = None) -> None:
-        """Ask the run to stop the tree and return. Safe from a signal handler: it only sets
-        an event (logging here could deadlock on the log's lock held by the interrupted code)."""
+        """Ask the run to stop the tree and return. Safe from a signal handler: it takes no
+        lock (setting the event here could deadlock on the event's own lock, held by the
+        interrupted `wait`; logging, on the log's): `SignalRelay` sets it."""
         if signum is not None:
             self.signal_received = signum
-        self.stop_requested.set()
+        self._signal_relay.poke()
 
     signal_received: int | None = None
     failure: str | None = None
