@@ -29,7 +29,7 @@ def test_signals_that_land_anywhere_in_event_wait_never_deadlock_and_each_sets_t
     def send() -> None:
         while not stop_sending.is_set():
             os.kill(os.getpid(), signal.SIGUSR2)
-            time.sleep(0.0002)
+            stop_sending.wait(0.0002)  # a storm: one signal every 0.2 ms until told to stop
 
     previous = signal.signal(signal.SIGUSR2, handler)
     sender = threading.Thread(target=send, daemon=True)

@@ -872,20 +872,7 @@ class Journal:
                 " FROM results WHERE key=?",
                 (key,),
             ).fetchone()
-        if row is None:
-            return None
-        k, u, r, f, h, a, t, v, x = row
-        return {
-            "key": k,
-            "url": u,
-            "rules": r,
-            "fields": json.loads(f),
-            "content_hash": h,
-            "attempts": a,
-            "stored_at": t,
-            "revision": v,
-            "extracted_at": x if x is not None else t,
-        }
+        return None if row is None else _result_row(row)
 
     def batch_report(self, batch: str, client: str | None = None) -> BatchReport | None:
         """Where the jobs of `batch` (those of `client`, if given) stand (None if no such job
@@ -951,20 +938,7 @@ class Journal:
                     " FROM results WHERE key > ? AND client = ? ORDER BY key LIMIT ?",
                     (after, client, limit),
                 ).fetchall()
-        return [
-            {
-                "key": k,
-                "url": u,
-                "rules": r,
-                "fields": json.loads(f),
-                "content_hash": h,
-                "attempts": a,
-                "stored_at": t,
-                "revision": v,
-                "extracted_at": x if x is not None else t,
-            }
-            for k, u, r, f, h, a, t, v, x in rows
-        ]
+        return [_result_row(row) for row in rows]
 
     def stored_pages(
         self, rules: str, keys: Sequence[str] | None = None, after: str = "", limit: int = 100
@@ -1034,20 +1008,7 @@ class Journal:
                 " ORDER BY stored_at, key LIMIT ?",
                 (after[0], until, after[0], after[1], client, client, rules, rules, limit),
             ).fetchall()
-        return [
-            {
-                "key": k,
-                "url": u,
-                "rules": r,
-                "fields": json.loads(f),
-                "content_hash": h,
-                "attempts": a,
-                "stored_at": t,
-                "revision": v,
-                "extracted_at": x if x is not None else t,
-            }
-            for k, u, r, f, h, a, t, v, x in rows
-        ]
+        return [_result_row(row) for row in rows]
 
     def result_count(self, client: str | None = None) -> int:
         """How many results are stored (for `client`'s jobs, if given)."""
@@ -1093,3 +1054,21 @@ def open_journal_patiently(
             on_retry(exc, delay)
             stop.wait(delay)
     return None
+
+
+def _result_row(row: Sequence[Any]) -> dict[str, Any]:
+    """A result as `results` and `results_in_store_order` return it, from the columns
+    ``key, url, rules, fields, content_hash, attempts, stored_at, revision, extracted_at``
+    (a result never re-extracted was extracted when it was stored)."""
+    key, url, rules, fields, content_hash, attempts, stored_at, revision, extracted_at = row
+    return {
+        "key": key,
+        "url": url,
+        "rules": rules,
+        "fields": json.loads(fields),
+        "content_hash": content_hash,
+        "attempts": attempts,
+        "stored_at": stored_at,
+        "revision": revision,
+        "extracted_at": extracted_at if extracted_at is not None else stored_at,
+    }

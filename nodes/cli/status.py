@@ -13,6 +13,7 @@ import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from flotilla.actors.core.human import human_duration
 from flotilla.nodes.cli.common import (
     EXIT_INTERRUPTED,
     EXIT_USAGE,
@@ -35,19 +36,7 @@ def _when(epoch: float | None, now: float) -> str:
     if epoch is None:
         return "-"
     stamp = datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return f"{stamp} ({human_duration(now - epoch)})"
-
-
-def human_duration(seconds: float) -> str:
-    """A duration as 45s, 3m12s, 2h03m or 4d07h."""
-    seconds = max(0, int(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    if seconds < 86400:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
+    return f"{stamp} ({human_duration(max(0.0, now - epoch))})"
 
 
 def _readiness(node: NodeStatus) -> str:
